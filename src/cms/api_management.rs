@@ -1,0 +1,308 @@
+//! The management API under `/v1`: keys, APIs, CORS, public endpoints, members, roles, and the
+//! scope-granted service operations.
+
+use super::auth::Principal;
+use super::error::CmsError;
+use super::service::{KeyPatch, Role};
+use super::{blocking, body, Ctx};
+use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route(
+            "/v1/keys/{id}",
+            get(get_key).patch(patch_key).delete(revoke_key),
+        )
+        .route("/v1/keys/{id}/regenerate", post(regenerate_key))
+        .route("/v1/apis", get(list_apis))
+        .route("/v1/apis/{api}", put(put_api))
+        .route("/v1/apis/{api}/public", get(get_public).put(put_public))
+        .route("/v1/cors", get(get_cors).put(put_cors))
+        .route("/v1/members", post(add_member).get(list_members))
+        .route("/v1/members/{name}", axum::routing::delete(remove_member))
+        .route("/v1/roles", get(list_roles))
+        .route("/v1/roles/{name}", put(put_role))
+        .route("/v1/export", post(export))
+        .route("/v1/cache/purge", post(purge_cache))
+        .route("/v1/webhooks/replay", post(replay_webhooks))
+        .route("/v1/openapi.json", get(openapi))
+}
+
+async fn gate(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<Principal, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
+    ctx.auth.management(&ctx.svc, &p, needed)?;
+    Ok(p)
+}
+
+async fn create_key(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    let spec: KeySpec = body(&raw)?;
+    let (record, key) = blocking(&ctx, move |s| s.create_key(spec)).await?;
+    let mut v = record.to_json();
+    v["key"] = json!(key.expose());
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list_keys(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    let keys: Vec<Value> = ctx.svc.list_keys().iter().map(|k| k.to_json()).collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+async fn get_key(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    Ok(Json(ctx.svc.get_key(&id)?.to_json()))
+}
+
+async fn patch_key(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    let patch: KeyPatch = body(&raw)?;
+    let record = blocking(&ctx, move |s| s.patch_key(&id, patch)).await?;
+    Ok(Json(record.to_json()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Regenerate {
+    grace_seconds: Option<i64>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn regenerate_key(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    let req: Regenerate = if raw.is_empty() {
+        Regenerate::default()
+    } else {
+        body(&raw)?
+    };
+    let grace = req.grace_seconds.map(chrono::Duration::seconds);
+    let (record, key) =
+        blocking(&ctx, move |s| s.regenerate_key(&id, grace, req.expires_at)).await?;
+    let mut v = record.to_json();
+    v["key"] = json!(key.expose());
+    Ok(Json(v))
+}
+
+async fn revoke_key(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CmsError> {
+    gate(&ctx, &headers, MP::KeysManage).await?;
+    blocking(&ctx, move |s| s.revoke_key(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_apis(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    let apis: Vec<Value> = ctx
+        .svc
+        .apis()
+        .into_iter()
+        .map(|(name, a)| json!({"name": name, "createdAt": a.created_at.to_rfc3339(), "publicOperations": a.public_ops}))
+        .collect();
+    Ok(Json(json!({ "apis": apis })))
+}
+
+async fn put_api(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(api): Path<String>,
+) -> Result<Response, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    let name = api.clone();
+    let created = blocking(&ctx, move |s| s.put_api(&name)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "name": api }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublicOps {
+    operations: Vec<ContentOp>,
+}
+
+async fn get_public(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(api): Path<String>,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    Ok(Json(json!({ "operations": ctx.svc.public_ops(&api)? })))
+}
+
+async fn put_public(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(api): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    let req: PublicOps = body(&raw)?;
+    let ops = blocking(&ctx, move |s| s.set_public_ops(&api, req.operations)).await?;
+    Ok(Json(json!({ "operations": ops })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cors {
+    origins: Vec<String>,
+}
+
+async fn get_cors(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    Ok(Json(json!({ "origins": ctx.svc.cors_origins() })))
+}
+
+async fn put_cors(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::SettingsManage).await?;
+    let req: Cors = body(&raw)?;
+    let origins = blocking(&ctx, move |s| s.set_cors_origins(req.origins)).await?;
+    Ok(Json(json!({ "origins": origins })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    name: String,
+    role: String,
+}
+
+async fn add_member(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, CmsError> {
+    gate(&ctx, &headers, MP::MembersManage).await?;
+    let req: NewMember = body(&raw)?;
+    let m = blocking(&ctx, move |s| s.add_member(&req.name, &req.role)).await?;
+    Ok((StatusCode::CREATED, Json(json!(m))).into_response())
+}
+
+async fn list_members(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::MembersRead).await?;
+    Ok(Json(json!({ "members": ctx.svc.members() })))
+}
+
+async fn remove_member(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, CmsError> {
+    gate(&ctx, &headers, MP::MembersManage).await?;
+    blocking(&ctx, move |s| s.remove_member(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_roles(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::MembersRead).await?;
+    Ok(Json(json!({ "roles": ctx.svc.roles() })))
+}
+
+async fn put_role(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &headers, MP::MembersManage).await?;
+    let mut role: Role = body(&raw)?;
+    role.name = name;
+    let role = blocking(&ctx, move |s| s.put_role(role)).await?;
+    Ok(Json(json!(role)))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    environment: Option<String>,
+}
+
+async fn export(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Query(q): Query<ExportQuery>,
+) -> Result<Json<Value>, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
+    ctx.auth.service_op(&p, ServiceOp::Export)?;
+    Ok(Json(ctx.svc.export(
+        q.environment.as_deref().unwrap_or(super::PRODUCTION),
+    )))
+}
+
+/// The reference CMS has no CDN in front of it: a purge is authorized, logged and acknowledged,
+/// so clients and policies can be tested against the `cache:purge` scope.
+async fn purge_cache(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Response, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
+    ctx.auth.service_op(&p, ServiceOp::CachePurge)?;
+    tracing::info!("cache purge requested");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "purged": true }))).into_response())
+}
+
+/// As with purges: the reference CMS sends no webhooks, so a replay has nothing to resend.
+async fn replay_webhooks(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Response, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
+    ctx.auth.service_op(&p, ServiceOp::WebhooksReplay)?;
+    tracing::info!("webhook replay requested");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response())
+}
+
+async fn openapi(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    Json(super::openapi::document(&ctx.svc))
+}

@@ -1,0 +1,267 @@
+//! The embedded reference CMS key service (`keyward cms serve`): the key model of the seed
+//! documents over HTTP, persistent in SQLite. keyward's default backend and the reference for
+//! every other provider.
+
+mod api_content;
+mod api_management;
+pub mod auth;
+pub mod content;
+pub mod error;
+pub mod keys;
+mod openapi;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod verifier;
+
+use auth::{Auth, Rate};
+use axum::body::Bytes;
+use axum::http::{header, HeaderName, Method};
+use axum::routing::get;
+use axum::Router;
+use error::CmsError;
+use serde::de::DeserializeOwned;
+use service::{Plan, Service};
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// The environment of the plain `/api/...` paths.
+pub const PRODUCTION: &str = "production";
+
+/// Shared by every handler.
+pub struct Ctx {
+    pub svc: Arc<Service>,
+    pub auth: Auth,
+}
+
+/// Parses a JSON body, naming the field that is wrong.
+pub(crate) fn body<T: DeserializeOwned>(raw: &Bytes) -> Result<T, CmsError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            CmsError::BadRequest(format!("the body is not valid: {inner}"))
+        } else {
+            CmsError::Invalid(crate::model::SpecError::new(path, inner))
+        }
+    })
+}
+
+/// Runs a write (SQLite commit, maybe Argon2id) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce(&Service) -> Result<T, CmsError> + Send + 'static,
+) -> Result<T, CmsError> {
+    let svc = ctx.svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
+}
+
+/// The bootstrap admin token. Debug output never shows it.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(value: String) -> AdminToken {
+        AdminToken(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(redacted)")
+    }
+}
+
+/// Settings of one reference CMS instance.
+#[derive(Clone, Debug)]
+pub struct CmsConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub plan: Option<Plan>,
+    /// From `KEYWARD_CMS_ADMIN_TOKEN`; otherwise read from or written to `DIR/admin-token`.
+    pub admin_token: Option<AdminToken>,
+    pub public_rate: Rate,
+    pub key_rate: Rate,
+}
+
+impl CmsConfig {
+    /// Defaults for a data directory: loopback on a free port, no plan limit.
+    pub fn new(data_dir: impl Into<PathBuf>) -> CmsConfig {
+        CmsConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            plan: None,
+            admin_token: None,
+            public_rate: Rate::new(20).unwrap_or(Rate {
+                per_second: std::num::NonZeroU32::MIN,
+                burst: std::num::NonZeroU32::MIN,
+            }),
+            key_rate: Rate::new(1000).unwrap_or(Rate {
+                per_second: std::num::NonZeroU32::MIN,
+                burst: std::num::NonZeroU32::MIN,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the CMS database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running reference CMS.
+pub struct RunningCms {
+    pub addr: SocketAddr,
+    pub admin_token: AdminToken,
+    /// Where a generated admin token was written (None when it came from the environment).
+    pub admin_token_path: Option<PathBuf>,
+    pub service: Arc<Service>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningCms {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let task = self.task;
+        let _keep = self.shutdown;
+        task.await.unwrap_or(Ok(()))
+    }
+
+    /// Stops accepting, finishes in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>), StartError> {
+    if let Some(t) = &cfg.admin_token {
+        return Ok((t.clone(), None));
+    }
+    let path = cfg.data_dir.join("admin-token");
+    let io_err = |source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok((AdminToken(s.trim().to_owned()), Some(path))),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let token = format!("kwadmin_{}", secret::random_token(32));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).map_err(io_err)?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io_err)?;
+    Ok((AdminToken(token), Some(path)))
+}
+
+/// The router with CORS (deny by default, origins from the live settings).
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    let svc = ctx.svc.clone();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            svc.cors_allows(origin.as_bytes())
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    Router::new()
+        .merge(api_management::routes())
+        .merge(api_content::routes())
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(ctx)
+        .layer(cors)
+}
+
+/// Opens the data directory and starts serving on `cfg.listen`.
+pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let (admin_token, admin_token_path) = resolve_admin_token(&cfg)?;
+    let dir: &Path = &cfg.data_dir;
+    let svc = Arc::new(Service::open(dir, cfg.plan)?);
+    if svc.cors_origins().iter().any(|o| o == "*") {
+        tracing::warn!(
+            "CORS origin '*' is configured: every web page can read this CMS's responses"
+        );
+    }
+    let ctx = Arc::new(Ctx {
+        svc: svc.clone(),
+        auth: Auth::new(admin_token.expose(), cfg.public_rate, cfg.key_rate),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan = ?cfg.plan.map(Plan::as_str), "reference CMS listening");
+    Ok(RunningCms {
+        addr,
+        admin_token,
+        admin_token_path,
+        service: svc,
+        shutdown: Some(tx),
+        task,
+    })
+}

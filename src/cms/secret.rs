@@ -1,0 +1,162 @@
+//! Raw key values: generation, parsing, Argon2id hashing. A raw value lives only in [`RawKey`],
+//! whose Debug output is redacted and whose memory is never logged.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Every key value starts with this, so secret scanners can find leaked keys.
+pub const KEY_PREFIX: &str = "kw_";
+/// Bytes of CSPRNG output in the secret part (256 bits).
+const SECRET_BYTES: usize = 32;
+/// Bytes of the public key id (also the key's record id).
+const KEY_ID_BYTES: usize = 8;
+
+/// A raw key value: `kw_<key id, 16 hex>_<secret, 43 base64url>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawKey(String);
+
+impl fmt::Debug for RawKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawKey({}…redacted)", self.key_id().unwrap_or("?"))
+    }
+}
+
+impl RawKey {
+    /// A fresh value for the key `key_id`.
+    pub fn generate(key_id: &str) -> RawKey {
+        let mut secret = [0u8; SECRET_BYTES];
+        OsRng.fill_bytes(&mut secret);
+        RawKey(format!(
+            "{KEY_PREFIX}{key_id}_{}",
+            URL_SAFE_NO_PAD.encode(secret)
+        ))
+    }
+
+    /// Wraps a presented value; see [`RawKey::key_id`] for whether it is well-formed.
+    pub fn from_presented(value: &str) -> RawKey {
+        RawKey(value.to_owned())
+    }
+
+    /// The public key id inside the value, if the value has the keyward shape.
+    pub fn key_id(&self) -> Option<&str> {
+        key_id_of(&self.0)
+    }
+
+    /// The value itself: only for the one response that shows it, and for sending it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Argon2id PHC string of this value (default parameters: m=19 MiB, t=2, p=1).
+    pub fn hash(&self) -> String {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(self.0.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            // Hashing with default parameters and a generated salt cannot fail.
+            .unwrap_or_default()
+    }
+
+    /// Argon2id verification against a stored PHC string (constant time inside argon2).
+    pub fn verify(&self, phc: &str) -> bool {
+        match PasswordHash::new(phc) {
+            Ok(parsed) => Argon2::default()
+                .verify_password(self.0.as_bytes(), &parsed)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// SHA-256 of the value: what the verification cache compares after one Argon2id check.
+    pub fn digest(&self) -> [u8; 32] {
+        digest(&self.0)
+    }
+}
+
+pub fn digest(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+/// The key id of a presented value without copying it: the hot path's first step.
+pub fn key_id_of(value: &str) -> Option<&str> {
+    let rest = value.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == KEY_ID_BYTES * 2
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && secret.len() == 43)
+        .then_some(id)
+}
+
+/// A new random key id (public; 64 bits, lowercase hex).
+pub fn new_key_id() -> String {
+    let mut b = [0u8; KEY_ID_BYTES];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A random token of `bytes` bytes, base64url.
+pub fn random_token(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Short public fingerprint of a value: safe to show, identifies which value is in use.
+pub fn fingerprint(value: &str) -> String {
+    let d = digest(value);
+    format!(
+        "sha256:{}",
+        d[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_entropy_and_redaction() {
+        let id = new_key_id();
+        let k = RawKey::generate(&id);
+        assert_eq!(k.key_id(), Some(id.as_str()));
+        assert!(k.expose().starts_with("kw_"));
+        let secret = k.expose().rsplit('_').next().unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(secret).unwrap().len(), 32);
+        assert!(!format!("{k:?}").contains(secret));
+        assert_ne!(RawKey::generate(&id), k);
+    }
+
+    #[test]
+    fn hash_is_argon2id_and_verifies() {
+        let k = RawKey::generate(&new_key_id());
+        let phc = k.hash();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(!phc.contains(k.expose()));
+        assert!(k.verify(&phc));
+        assert!(!RawKey::generate(&new_key_id()).verify(&phc));
+    }
+
+    #[test]
+    fn malformed_values_have_no_key_id() {
+        for v in [
+            "",
+            "kw_",
+            "kw_zz_abc",
+            "Bearer x",
+            "kw_0123456789abcdef_short",
+        ] {
+            assert_eq!(key_id_of(v), None, "{v}");
+        }
+    }
+}

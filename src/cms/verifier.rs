@@ -1,0 +1,215 @@
+//! The key index and the verification hot path.
+//!
+//! Per request: parse the public key id out of the value (an unknown or malformed id is rejected
+//! without hashing), then compare a SHA-256 of the value in constant time against the digests that
+//! already passed Argon2id for this entry. Only a value never seen before costs one Argon2id
+//! verification, run on the blocking pool behind a semaphore so a flood of guesses cannot take
+//! every core. Revoke, regenerate and permission changes replace or remove the entry under the
+//! index's write lock, which drops its cache with it: no stale right survives a change.
+
+use super::keys::KeyRecord;
+use super::secret::{digest, key_id_of, RawKey};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// A stored Argon2id hash and, for a value replaced with a grace period, when it stops working.
+#[derive(Clone)]
+pub struct StoredHash {
+    pub phc: String,
+    /// Unix seconds; `None` for the current value.
+    pub valid_until: Option<i64>,
+}
+
+/// One key as the verifier sees it.
+pub struct KeyEntry {
+    pub record: KeyRecord,
+    expires_at: i64,
+    hashes: Vec<StoredHash>,
+    /// Digests of values that passed Argon2id, with the validity of the hash they matched.
+    verified: RwLock<Vec<([u8; 32], Option<i64>)>>,
+}
+
+impl KeyEntry {
+    pub fn new(record: KeyRecord, hashes: Vec<StoredHash>) -> KeyEntry {
+        let expires_at = record.expires_at().timestamp();
+        KeyEntry {
+            record,
+            expires_at,
+            hashes,
+            verified: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn hashes(&self) -> &[StoredHash] {
+        &self.hashes
+    }
+}
+
+/// Why a presented value was not accepted. Every variant answers 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the API key is not in a form this service issues")]
+    Malformed,
+    #[error("the API key is unknown or revoked")]
+    Unknown,
+    #[error("the API key is unknown or revoked")]
+    Mismatch,
+    #[error("the API key has expired")]
+    Expired,
+}
+
+/// The outcome of the cache-only step.
+pub enum CacheCheck {
+    Hit(Arc<KeyEntry>),
+    /// The id is known but this value has not been verified yet: Argon2id must decide.
+    Miss(Arc<KeyEntry>),
+    Rejected(Rejection),
+}
+
+pub struct Verifier {
+    index: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    argon_permits: Semaphore,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Verifier {
+            index: RwLock::new(HashMap::new()),
+            argon_permits: Semaphore::new(cores),
+        }
+    }
+
+    /// Adds or replaces a key; a replaced entry's cache goes with it.
+    pub fn upsert(&self, entry: KeyEntry) {
+        self.index
+            .write()
+            .insert(entry.record.id.clone(), Arc::new(entry));
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.index.write().remove(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.index.read().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key record, ordered by creation.
+    pub fn records(&self) -> Vec<KeyRecord> {
+        let mut v: Vec<KeyRecord> = self
+            .index
+            .read()
+            .values()
+            .map(|e| e.record.clone())
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// The personal key of a member, if any.
+    pub fn personal_key_of(&self, member: &str) -> Option<String> {
+        self.index
+            .read()
+            .values()
+            .find(|e| e.record.spec.owner.as_deref() == Some(member))
+            .map(|e| e.record.id.clone())
+    }
+
+    /// The cache-only step: no hashing, no allocation beyond the SHA-256.
+    pub fn check_cached(&self, presented: &str, now: i64) -> CacheCheck {
+        let Some(id) = key_id_of(presented) else {
+            return CacheCheck::Rejected(Rejection::Malformed);
+        };
+        let Some(entry) = self.index.read().get(id).cloned() else {
+            return CacheCheck::Rejected(Rejection::Unknown);
+        };
+        if entry.expires_at <= now {
+            return CacheCheck::Rejected(Rejection::Expired);
+        }
+        let d = digest(presented);
+        let hit = entry
+            .verified
+            .read()
+            .iter()
+            .any(|(known, until)| bool::from(known.ct_eq(&d)) && until.is_none_or(|u| now < u));
+        if hit {
+            CacheCheck::Hit(entry)
+        } else {
+            CacheCheck::Miss(entry)
+        }
+    }
+
+    /// Full verification: the cache, then at most one Argon2id check per value.
+    pub async fn verify(&self, presented: &str) -> Result<Arc<KeyEntry>, Rejection> {
+        let now = chrono::Utc::now().timestamp();
+        let entry = match self.check_cached(presented, now) {
+            CacheCheck::Hit(e) => return Ok(e),
+            CacheCheck::Rejected(r) => return Err(r),
+            CacheCheck::Miss(e) => e,
+        };
+        let candidates: Vec<StoredHash> = entry
+            .hashes
+            .iter()
+            .filter(|h| h.valid_until.is_none_or(|u| now < u))
+            .cloned()
+            .collect();
+        let raw = RawKey::from_presented(presented);
+        let matched = {
+            let _permit = self
+                .argon_permits
+                .acquire()
+                .await
+                .map_err(|_| Rejection::Mismatch)?;
+            let raw = raw.clone();
+            tokio::task::spawn_blocking(move || {
+                candidates
+                    .into_iter()
+                    .find(|h| raw.verify(&h.phc))
+                    .map(|h| h.valid_until)
+            })
+            .await
+            .map_err(|_| Rejection::Mismatch)?
+        };
+        let Some(valid_until) = matched else {
+            return Err(Rejection::Mismatch);
+        };
+        // Cache only if the entry is still the live one: a revoke or regenerate that landed while
+        // Argon2id ran must win.
+        let index = self.index.read();
+        match index.get(&entry.record.id) {
+            Some(current) if Arc::ptr_eq(current, &entry) => {
+                let mut cache = entry.verified.write();
+                let d = raw.digest();
+                if !cache.iter().any(|(k, _)| *k == d) {
+                    cache.push((d, valid_until));
+                }
+                Ok(entry.clone())
+            }
+            _ => Err(Rejection::Unknown),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! keyward: headless-CMS API keys as code.
+//!
+//! - [`model`]: the provider-neutral key model and its offline rules.
+//! - [`cms`]: the embedded reference CMS key service (`keyward cms serve`).
+
+pub mod cms;
+pub mod model;

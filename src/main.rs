@@ -1,0 +1,257 @@
+//! The `keyward` binary: the CLI edge. Library errors become `anyhow` reports here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use keyward::cms::auth::Rate;
+use keyward::cms::service::Plan;
+use keyward::cms::{self, AdminToken, CmsConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "Headless-CMS API keys as code")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The embedded reference CMS key service.
+    Cms {
+        #[command(subcommand)]
+        command: CmsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CmsCommand {
+    /// Serve the reference CMS (SQLite under --data).
+    Serve(ServeArgs),
+    /// Start a throwaway reference CMS in-process and walk through a key's life: create, use,
+    /// get refused, regenerate, revoke.
+    Demo {
+        /// Data directory of the demo instance (created; reused on the next run).
+        #[arg(long, default_value = ".keyward/demo")]
+        data: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for the database and the generated admin token.
+    #[arg(long, default_value = ".keyward/cms")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    listen: SocketAddr,
+    /// Key quota of a plan (hobby 1, team 3, business 10, enterprise 20); unlimited if absent.
+    #[arg(long, value_enum)]
+    plan: Option<Plan>,
+    /// Requests per second per client address on public endpoints (burst: twice this).
+    #[arg(long, default_value_t = 20)]
+    public_rate: u32,
+    /// Requests per second per API key (burst: twice this).
+    #[arg(long, default_value_t = 1000)]
+    key_rate: u32,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Cms {
+            command: CmsCommand::Serve(args),
+        } => serve(args).await,
+        Command::Cms {
+            command: CmsCommand::Demo { data },
+        } => demo(data).await,
+    }
+}
+
+fn rate(name: &str, v: u32) -> Result<Rate> {
+    Rate::new(v).with_context(|| format!("--{name} must be at least 1"))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let admin_token = std::env::var("KEYWARD_CMS_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!("KEYWARD_CMS_ADMIN_TOKEN must be at least 16 characters");
+    }
+    let cfg = CmsConfig {
+        data_dir: args.data,
+        listen: args.listen,
+        plan: args.plan,
+        admin_token: admin_token.map(AdminToken::new),
+        public_rate: rate("public-rate", args.public_rate)?,
+        key_rate: rate("key-rate", args.key_rate)?,
+    };
+    let running = cms::start(cfg).await?;
+    match &running.admin_token_path {
+        Some(p) => println!("admin token: {}", p.display()),
+        None => println!("admin token: from KEYWARD_CMS_ADMIN_TOKEN"),
+    }
+    println!("listening on {}", running.url());
+    tokio::select! {
+        r = running_wait(running) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn running_wait(running: cms::RunningCms) -> Result<()> {
+    running.wait().await.context("server failed")
+}
+
+async fn demo(data: PathBuf) -> Result<()> {
+    let running = cms::start(CmsConfig::new(&data)).await?;
+    let base = running.url();
+    let admin = running.admin_token.expose().to_owned();
+    let http = reqwest::Client::new();
+    println!("reference CMS on {base} (data in {})", data.display());
+
+    let call = |method: reqwest::Method, path: &str, key: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(key)
+    };
+    call(reqwest::Method::PUT, "/v1/apis/blog", &admin)
+        .send()
+        .await?
+        .error_for_status()?;
+    call(reqwest::Method::PUT, "/v1/apis/contact", &admin)
+        .send()
+        .await?
+        .error_for_status()?;
+    call(reqwest::Method::PUT, "/api/blog/hello", &admin)
+        .json(&serde_json::json!({"title": "Hello from keyward"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let name = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let created: serde_json::Value = call(reqwest::Method::POST, "/v1/keys", &admin)
+        .json(&serde_json::json!({
+            "name": name,
+            "description": "read everything, write only the contact form",
+            "defaultPermissions": ["GET"],
+            "apiPermissions": [{"api": "contact", "permissions": ["POST"]}],
+            "expiresAt": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = created["id"]
+        .as_str()
+        .context("no id in the create response")?
+        .to_owned();
+    let key = created["key"]
+        .as_str()
+        .context("no key in the create response")?
+        .to_owned();
+    println!(
+        "created key {name} (id {id}, fingerprint {}): default GET, POST on contact",
+        cms::secret::fingerprint(&key)
+    );
+
+    let show =
+        |what: &str, status: reqwest::StatusCode| println!("  {what:<44} -> {}", status.as_u16());
+    show(
+        "GET  /api/blog/hello",
+        call(reqwest::Method::GET, "/api/blog/hello", &key)
+            .send()
+            .await?
+            .status(),
+    );
+    show(
+        "POST /api/blog (no POST on blog)",
+        call(reqwest::Method::POST, "/api/blog", &key)
+            .json(&serde_json::json!({"title": "x"}))
+            .send()
+            .await?
+            .status(),
+    );
+    show(
+        "POST /api/contact",
+        call(reqwest::Method::POST, "/api/contact", &key)
+            .json(&serde_json::json!({"email": "a@example.com"}))
+            .send()
+            .await?
+            .status(),
+    );
+    show(
+        "GET  /api/contact (individual perms replace GET)",
+        call(reqwest::Method::GET, "/api/contact", &key)
+            .send()
+            .await?
+            .status(),
+    );
+
+    let regen: serde_json::Value = call(
+        reqwest::Method::POST,
+        &format!("/v1/keys/{id}/regenerate"),
+        &admin,
+    )
+    .json(&serde_json::json!({"graceSeconds": 60}))
+    .send()
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    let new_key = regen["key"]
+        .as_str()
+        .context("no key in the regenerate response")?
+        .to_owned();
+    println!("regenerated with 60 s grace:");
+    show(
+        "GET with the old value (in grace)",
+        call(reqwest::Method::GET, "/api/blog/hello", &key)
+            .send()
+            .await?
+            .status(),
+    );
+    show(
+        "GET with the new value",
+        call(reqwest::Method::GET, "/api/blog/hello", &new_key)
+            .send()
+            .await?
+            .status(),
+    );
+    call(reqwest::Method::DELETE, &format!("/v1/keys/{id}"), &admin)
+        .send()
+        .await?
+        .error_for_status()?;
+    println!("revoked:");
+    show(
+        "GET with the new value",
+        call(reqwest::Method::GET, "/api/blog/hello", &new_key)
+            .send()
+            .await?
+            .status(),
+    );
+    running.stop().await;
+    Ok(())
+}

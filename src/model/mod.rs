@@ -1,0 +1,12 @@
+//! The provider-neutral key model: the union of the seed systems' concepts (microCMS content
+//! permissions, the scoped CMS's scopes and key types, Kontent.ai's key kinds, management
+//! permissions and expiry rules). The reference CMS enforces it; policies are validated against it.
+
+mod rights;
+mod spec;
+
+pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
+pub use spec::{
+    expiry_rules, human, valid_slug, ApiPermission, ExpiryRules, KeyKind, KeySpec, KeyType,
+    SpecError,
+};

@@ -1,0 +1,490 @@
+//! A key's declared settings and the offline rules of the seeds that every key must satisfy.
+
+use super::rights::{ContentPermission, ManagementPermission, Scope};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Kontent.ai's key kinds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// Delivery / content keys: content permissions and scopes.
+    #[default]
+    Content,
+    /// Management keys: a fixed set of management permissions.
+    Management,
+    /// Personal keys: inherit their owning member's role at request time.
+    Personal,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Management => "management",
+            Self::Personal => "personal",
+        }
+    }
+}
+
+/// The scoped CMS's key types.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// For browsers: may hold read rights only.
+    Public,
+    /// For servers.
+    #[default]
+    Service,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Service => "service",
+        }
+    }
+}
+
+/// Individual permissions for one API; they replace the defaults for that API entirely.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPermission {
+    pub api: String,
+    pub permissions: Vec<ContentPermission>,
+}
+
+/// Every setting of a key that its owner declares.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub kind: KeyKind,
+    #[serde(default, rename = "type")]
+    pub key_type: KeyType,
+    #[serde(default)]
+    pub default_permissions: Vec<ContentPermission>,
+    #[serde(default)]
+    pub api_permissions: Vec<ApiPermission>,
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+    /// Empty means every environment.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub management_permissions: Vec<ManagementPermission>,
+    /// The member who owns a personal key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Absent means the kind's default lifetime from creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Free-form tags, e.g. the identity of the policy that owns the key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A rule of the key model that a spec breaks, with the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct SpecError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl SpecError {
+    pub fn new(path: impl Into<String>, reason: impl fmt::Display) -> Self {
+        SpecError {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Default and allowed lifetimes of a key kind (Kontent.ai's rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpiryRules {
+    pub default: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+pub fn expiry_rules(kind: KeyKind) -> ExpiryRules {
+    match kind {
+        KeyKind::Content => ExpiryRules {
+            default: Duration::days(365),
+            min: Duration::minutes(1),
+            max: Duration::days(5 * 365 + 1),
+        },
+        KeyKind::Management | KeyKind::Personal => ExpiryRules {
+            default: Duration::days(182),
+            min: Duration::minutes(1),
+            max: Duration::days(2 * 365),
+        },
+    }
+}
+
+/// Slack for the time a request takes between a client computing an expiry and us checking it.
+const EXPIRY_SLACK: Duration = Duration::seconds(5);
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+}
+
+/// API and environment names: lowercase slugs, as they appear in URL paths.
+pub fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl KeySpec {
+    /// The rights on `api` before scopes: individual permissions replace the defaults.
+    pub fn permissions_for(&self, api: &str) -> &[ContentPermission] {
+        self.api_permissions
+            .iter()
+            .find(|a| a.api == api)
+            .map(|a| a.permissions.as_slice())
+            .unwrap_or(&self.default_permissions)
+    }
+
+    /// Checks every rule that needs no live state; `now` anchors the expiry range.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), SpecError> {
+        if !valid_name(&self.name) {
+            return Err(SpecError::new(
+                "name",
+                "must be 1-100 characters of letters, digits, space, '-', '_' or '.'",
+            ));
+        }
+        if self.description.len() > 1000 {
+            return Err(SpecError::new(
+                "description",
+                "must be at most 1000 characters",
+            ));
+        }
+        check_permission_set("defaultPermissions", &self.default_permissions)?;
+        let mut apis = BTreeSet::new();
+        for (i, ap) in self.api_permissions.iter().enumerate() {
+            if !valid_slug(&ap.api) {
+                return Err(SpecError::new(
+                    format!("apiPermissions[{i}].api"),
+                    format!(
+                        "'{}' is not an API name (lowercase letters, digits, '-', '_')",
+                        ap.api
+                    ),
+                ));
+            }
+            if !apis.insert(ap.api.as_str()) {
+                return Err(SpecError::new(
+                    format!("apiPermissions[{i}].api"),
+                    format!("API '{}' is listed twice", ap.api),
+                ));
+            }
+            check_permission_set(&format!("apiPermissions[{i}].permissions"), &ap.permissions)?;
+        }
+        check_unique("scopes", &self.scopes)?;
+        check_unique("managementPermissions", &self.management_permissions)?;
+        check_unique("environments", &self.environments)?;
+        for (i, env) in self.environments.iter().enumerate() {
+            if !valid_slug(env) {
+                return Err(SpecError::new(
+                    format!("environments[{i}]"),
+                    format!(
+                        "'{env}' is not an environment name (lowercase letters, digits, '-', '_')"
+                    ),
+                ));
+            }
+        }
+        self.check_kind()?;
+        self.check_type()?;
+        if let Some(at) = self.expires_at {
+            let rules = expiry_rules(self.kind);
+            let life = at - now;
+            if life < rules.min - EXPIRY_SLACK || life > rules.max + EXPIRY_SLACK {
+                return Err(SpecError::new(
+                    "expiresAt",
+                    format!(
+                        "{} keys must expire between {} and {} from now; {} is {}",
+                        self.kind.as_str(),
+                        human(rules.min),
+                        human(rules.max),
+                        at.to_rfc3339(),
+                        if life < rules.min {
+                            "too soon"
+                        } else {
+                            "too far away"
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_content_rights(&self) -> bool {
+        !self.default_permissions.is_empty()
+            || !self.api_permissions.is_empty()
+            || !self.scopes.is_empty()
+    }
+
+    fn check_kind(&self) -> Result<(), SpecError> {
+        match self.kind {
+            KeyKind::Content => {
+                if !self.management_permissions.is_empty() {
+                    return Err(SpecError::new(
+                        "managementPermissions",
+                        "content keys cannot hold management permissions; use kind: management",
+                    ));
+                }
+                if self.owner.is_some() {
+                    return Err(SpecError::new("owner", "only personal keys have an owner"));
+                }
+            }
+            KeyKind::Management => {
+                if self.management_permissions.is_empty() {
+                    return Err(SpecError::new(
+                        "managementPermissions",
+                        "a management key needs at least one management permission",
+                    ));
+                }
+                if self.has_content_rights() {
+                    return Err(SpecError::new(
+                        "defaultPermissions",
+                        "management keys hold management permissions only, not content permissions or scopes",
+                    ));
+                }
+                if self.owner.is_some() {
+                    return Err(SpecError::new("owner", "only personal keys have an owner"));
+                }
+            }
+            KeyKind::Personal => {
+                if self.owner.as_deref().is_none_or(str::is_empty) {
+                    return Err(SpecError::new(
+                        "owner",
+                        "a personal key needs the member who owns it",
+                    ));
+                }
+                if self.has_content_rights() || !self.management_permissions.is_empty() {
+                    return Err(SpecError::new(
+                        "kind",
+                        "personal keys inherit their owner's role and cannot declare permissions or scopes",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_type(&self) -> Result<(), SpecError> {
+        if self.key_type != KeyType::Public {
+            return Ok(());
+        }
+        if self.kind != KeyKind::Content {
+            return Err(SpecError::new(
+                "type",
+                "public keys must be content keys (read rights only)",
+            ));
+        }
+        let write = |perms: &[ContentPermission]| perms.iter().find(|p| p.is_write()).copied();
+        if let Some(p) = write(&self.default_permissions) {
+            return Err(SpecError::new(
+                "defaultPermissions",
+                format!("a public key may hold read rights only, not {p}"),
+            ));
+        }
+        for (i, ap) in self.api_permissions.iter().enumerate() {
+            if let Some(p) = write(&ap.permissions) {
+                return Err(SpecError::new(
+                    format!("apiPermissions[{i}].permissions"),
+                    format!("a public key may hold read rights only, not {p}"),
+                ));
+            }
+        }
+        if let Some(s) = self.scopes.iter().find(|s| s.is_write()) {
+            return Err(SpecError::new(
+                "scopes",
+                format!("a public key may hold read rights only, not scope '{s}'"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_permission_set(path: &str, perms: &[ContentPermission]) -> Result<(), SpecError> {
+    check_unique(path, perms)?;
+    if !perms.contains(&ContentPermission::Get) {
+        for needs_get in [
+            ContentPermission::GetAllDrafts,
+            ContentPermission::GetAllClosed,
+        ] {
+            if perms.contains(&needs_get) {
+                return Err(SpecError::new(
+                    path,
+                    format!("{needs_get} requires GET in the same set"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_unique<T: PartialEq + fmt::Debug>(path: &str, items: &[T]) -> Result<(), SpecError> {
+    for (i, item) in items.iter().enumerate() {
+        if items[..i].contains(item) {
+            return Err(SpecError::new(
+                format!("{path}[{i}]"),
+                format!("{item:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A duration as a person says it: "1 minute", "2 years".
+pub fn human(d: Duration) -> String {
+    let mins = d.num_minutes();
+    let (n, unit) = if mins % (365 * 24 * 60) == 0 || mins > 400 * 24 * 60 {
+        (mins / (365 * 24 * 60), "year")
+    } else if mins % (24 * 60) == 0 {
+        (mins / (24 * 60), "day")
+    } else if mins % 60 == 0 {
+        (mins / 60, "hour")
+    } else {
+        (mins, "minute")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ContentPermission::*;
+
+    fn spec() -> KeySpec {
+        KeySpec {
+            name: "k".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn individual_permissions_replace_defaults() {
+        let s = KeySpec {
+            default_permissions: vec![Get],
+            api_permissions: vec![ApiPermission {
+                api: "contact".into(),
+                permissions: vec![Post, Put],
+            }],
+            ..spec()
+        };
+        assert_eq!(s.permissions_for("contact"), &[Post, Put]);
+        assert_eq!(s.permissions_for("blog"), &[Get]);
+    }
+
+    #[test]
+    fn drafts_and_closed_need_get() {
+        let now = Utc::now();
+        let s = KeySpec {
+            default_permissions: vec![GetAllDrafts],
+            ..spec()
+        };
+        let e = s.validate(now).unwrap_err();
+        assert_eq!(e.path, "defaultPermissions");
+        assert!(e.reason.contains("GET_ALL_DRAFTS requires GET"), "{e}");
+        let s = KeySpec {
+            api_permissions: vec![ApiPermission {
+                api: "a".into(),
+                permissions: vec![GetAllClosed],
+            }],
+            ..spec()
+        };
+        assert_eq!(
+            s.validate(now).unwrap_err().path,
+            "apiPermissions[0].permissions"
+        );
+        let ok = KeySpec {
+            default_permissions: vec![Get, GetAllDrafts, GetAllClosed],
+            ..spec()
+        };
+        ok.validate(now).unwrap();
+    }
+
+    #[test]
+    fn public_keys_are_read_only() {
+        let now = Utc::now();
+        let s = KeySpec {
+            key_type: KeyType::Public,
+            scopes: vec![Scope::ContentWrite],
+            ..spec()
+        };
+        assert_eq!(s.validate(now).unwrap_err().path, "scopes");
+        let s = KeySpec {
+            key_type: KeyType::Public,
+            default_permissions: vec![Get, Post],
+            ..spec()
+        };
+        assert!(s.validate(now).unwrap_err().reason.contains("POST"));
+        let s = KeySpec {
+            key_type: KeyType::Public,
+            scopes: vec![Scope::ContentRead],
+            ..spec()
+        };
+        s.validate(now).unwrap();
+    }
+
+    #[test]
+    fn expiry_ranges_per_kind() {
+        let now = Utc::now();
+        let s = KeySpec {
+            expires_at: Some(now + Duration::days(4 * 365)),
+            ..spec()
+        };
+        s.validate(now).unwrap();
+        let s = KeySpec {
+            kind: KeyKind::Management,
+            management_permissions: vec![ManagementPermission::KeysManage],
+            expires_at: Some(now + Duration::days(3 * 365)),
+            ..spec()
+        };
+        let e = s.validate(now).unwrap_err();
+        assert_eq!(e.path, "expiresAt");
+        assert!(e.reason.contains("2 years"), "{e}");
+        let s = KeySpec {
+            expires_at: Some(now + Duration::seconds(10)),
+            ..spec()
+        };
+        assert!(s.validate(now).unwrap_err().reason.contains("too soon"));
+    }
+
+    #[test]
+    fn kinds_hold_their_own_rights() {
+        let now = Utc::now();
+        let s = KeySpec {
+            management_permissions: vec![ManagementPermission::KeysManage],
+            ..spec()
+        };
+        assert_eq!(s.validate(now).unwrap_err().path, "managementPermissions");
+        let s = KeySpec {
+            kind: KeyKind::Personal,
+            ..spec()
+        };
+        assert_eq!(s.validate(now).unwrap_err().path, "owner");
+        let s = KeySpec {
+            kind: KeyKind::Personal,
+            owner: Some("ann".into()),
+            scopes: vec![Scope::All],
+            ..spec()
+        };
+        assert_eq!(s.validate(now).unwrap_err().path, "kind");
+    }
+}
