@@ -131,7 +131,7 @@ mod tests {
         let k = RawKey::generate(&id);
         assert_eq!(k.key_id(), Some(id.as_str()));
         assert!(k.expose().starts_with("kw_"));
-        let secret = k.expose().rsplit('_').next().unwrap();
+        let secret = &k.expose()[format!("kw_{id}_").len()..];
         assert_eq!(URL_SAFE_NO_PAD.decode(secret).unwrap().len(), 32);
         assert!(!format!("{k:?}").contains(secret));
         assert_ne!(RawKey::generate(&id), k);

@@ -1,0 +1,1162 @@
+//! The key model's rules, each driven over HTTP against a real reference CMS.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::{Cms, ADMIN};
+
+#[tokio::test]
+async fn individual_permissions_replace_the_defaults() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    cms.api("contact").await;
+    let post = cms.entry("blog", json!({"title": "t"})).await;
+    // The seeds' example: default GET + individual POST, PUT on contact.
+    let (_, key) = cms
+        .key(json!({"name": "site", "defaultPermissions": ["GET"],
+                    "apiPermissions": [{"api": "contact", "permissions": ["POST", "PUT"]}]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, &format!("/api/blog/{post}"), &key)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &key).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/contact", &key).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        cms.status(Method::PUT, "/api/contact/c1", &key).await,
+        StatusCode::CREATED
+    );
+    let r = cms.req(Method::GET, "/api/contact", Some(&key), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "individual permissions drop the default GET"
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET permission on API 'contact'"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(&key));
+}
+
+#[tokio::test]
+async fn drafts_and_closed_need_their_permissions_and_get() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    for perm in ["GET_ALL_DRAFTS", "GET_ALL_CLOSED"] {
+        let r = cms
+            .admin(
+                Method::POST,
+                "/v1/keys",
+                Some(json!({"name": "x", "defaultPermissions": [perm]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["field"], "defaultPermissions");
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{perm} requires GET")),
+            "{}",
+            r.text
+        );
+    }
+    let r = cms
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "x", "apiPermissions": [{"api": "blog", "permissions": ["GET_ALL_DRAFTS"]}]})))
+        .await;
+    assert_eq!(
+        r.body["field"], "apiPermissions[0].permissions",
+        "{}",
+        r.text
+    );
+
+    // A draft, a published entry, a closed one.
+    let d = cms
+        .admin(
+            Method::POST,
+            "/api/blog?status=draft",
+            Some(json!({"title": "draft one"})),
+        )
+        .await;
+    let draft_id = d.body["id"].as_str().unwrap().to_owned();
+    let draft_key = d.body["draftKey"].as_str().unwrap().to_owned();
+    cms.entry("blog", json!({"title": "live"})).await;
+    let closed = cms.entry("blog", json!({"title": "old"})).await;
+    assert_eq!(
+        cms.admin(Method::POST, &format!("/api/blog/{closed}/close"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let (_, reader) = cms
+        .key(json!({"name": "reader", "defaultPermissions": ["GET"]}))
+        .await;
+    let (_, drafts) = cms
+        .key(json!({"name": "drafts", "defaultPermissions": ["GET", "GET_ALL_DRAFTS"]}))
+        .await;
+    let (_, closed_key) = cms
+        .key(json!({"name": "closed", "defaultPermissions": ["GET", "GET_ALL_CLOSED"]}))
+        .await;
+
+    let r = cms.req(Method::GET, "/api/blog", Some(&reader), None).await;
+    assert_eq!(r.body["totalCount"], 1, "published only: {}", r.text);
+    let r = cms
+        .req(Method::GET, "/api/blog?drafts=true", Some(&reader), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET_ALL_DRAFTS"),
+        "{}",
+        r.text
+    );
+    let r = cms
+        .req(Method::GET, "/api/blog?closed=true", Some(&reader), None)
+        .await;
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET_ALL_CLOSED"),
+        "{}",
+        r.text
+    );
+
+    let r = cms
+        .req(Method::GET, "/api/blog?drafts=true", Some(&drafts), None)
+        .await;
+    assert_eq!(r.body["totalCount"], 2, "{}", r.text);
+    let r = cms
+        .req(
+            Method::GET,
+            "/api/blog?closed=true",
+            Some(&closed_key),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalCount"], 2, "{}", r.text);
+    assert_eq!(
+        cms.status(Method::GET, &format!("/api/blog/{closed}"), &reader)
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        cms.status(Method::GET, &format!("/api/blog/{closed}"), &closed_key)
+            .await,
+        StatusCode::OK
+    );
+
+    // One draft: its draft key opens it without the all-drafts permission.
+    assert_eq!(
+        cms.status(Method::GET, &format!("/api/blog/{draft_id}"), &reader)
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    let r = cms
+        .req(
+            Method::GET,
+            &format!("/api/blog/{draft_id}?draftKey={draft_key}"),
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["title"], "draft one");
+    let r = cms
+        .req(
+            Method::GET,
+            &format!("/api/blog/{draft_id}?draftKey=wrong"),
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn published_with_draft_is_filtered_and_searched_on_its_published_version() {
+    let cms = Cms::start().await;
+    cms.api("news").await;
+    let id = cms.entry("news", json!({"title": "apples"})).await;
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/api/news/{id}?status=draft"),
+            Some(json!({"title": "bananas"})),
+        )
+        .await;
+    assert_eq!(r.body["status"], "publishedWithDraft", "{}", r.text);
+    let (_, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET", "GET_ALL_DRAFTS"]}))
+        .await;
+    for (query, expect) in [
+        ("filters=title[equals]bananas", 0),
+        ("filters=title[equals]apples", 1),
+        ("q=banana", 0),
+        ("q=APPLE", 1),
+    ] {
+        let r = cms
+            .req(
+                Method::GET,
+                &format!("/api/news?drafts=true&{query}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["totalCount"], expect, "{query}: {}", r.text);
+    }
+    // The published version is what a plain reader gets; the draft is what a drafts listing shows.
+    let r = cms
+        .req(
+            Method::GET,
+            "/api/news?drafts=true&q=apple",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["contents"][0]["title"], "bananas");
+    let r = cms
+        .req(Method::GET, &format!("/api/news/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(r.body["title"], "bananas", "all-drafts key sees the draft");
+    let (_, plain) = cms
+        .key(json!({"name": "plain", "defaultPermissions": ["GET"]}))
+        .await;
+    let r = cms
+        .req(Method::GET, &format!("/api/news/{id}"), Some(&plain), None)
+        .await;
+    assert_eq!(r.body["title"], "apples");
+    // Publishing the draft makes it the version that filters see.
+    cms.admin(Method::POST, &format!("/api/news/{id}/publish"), None)
+        .await;
+    let r = cms
+        .req(
+            Method::GET,
+            "/api/news?filters=title[equals]bananas",
+            Some(&plain),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalCount"], 1, "{}", r.text);
+}
+
+#[tokio::test]
+async fn scopes_grant_their_operations_and_rights_are_the_union() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    cms.api("contact").await;
+    let (_, read) = cms
+        .key(json!({"name": "r", "scopes": ["content:read"]}))
+        .await;
+    let (_, write) = cms
+        .key(json!({"name": "w", "scopes": ["content:write"]}))
+        .await;
+    let (_, union) = cms
+        .key(json!({"name": "u", "scopes": ["content:read"], "apiPermissions": [{"api": "contact", "permissions": ["POST"]}]}))
+        .await;
+    let (_, export) = cms
+        .key(json!({"name": "e", "scopes": ["export:write"]}))
+        .await;
+    let (_, purge) = cms
+        .key(json!({"name": "p", "scopes": ["cache:purge"]}))
+        .await;
+    let (_, hooks) = cms
+        .key(json!({"name": "h", "scopes": ["webhooks:write"]}))
+        .await;
+    let (_, all) = cms.key(json!({"name": "all", "scopes": ["*"]})).await;
+
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &read).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &read).await,
+        StatusCode::FORBIDDEN
+    );
+    let id = cms
+        .req(
+            Method::POST,
+            "/api/blog",
+            Some(&write),
+            Some(json!({"t": 1})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        cms.status(Method::PATCH, &format!("/api/blog/{id}"), &write)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, &format!("/api/blog/{id}/publish"), &write)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &write).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cms.status(Method::DELETE, &format!("/api/blog/{id}"), &write)
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    // content:read on every API, plus POST on contact from the individual permission.
+    assert_eq!(
+        cms.status(Method::GET, "/api/contact", &union).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/contact", &union).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &union).await,
+        StatusCode::FORBIDDEN
+    );
+
+    assert_eq!(
+        cms.status(Method::POST, "/v1/export", &export).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/v1/export", &read).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/v1/cache/purge", &purge).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/v1/cache/purge", &export).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/v1/webhooks/replay", &hooks)
+            .await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/v1/webhooks/replay", &purge)
+            .await,
+        StatusCode::FORBIDDEN
+    );
+    // `*`: everything, administration included.
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog?drafts=true", &all).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/v1/keys", &all).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/v1/keys", &write).await,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn public_keys_hold_read_rights_only() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    for (spec, field) in [
+        (
+            json!({"name": "p", "type": "public", "defaultPermissions": ["GET", "POST"]}),
+            "defaultPermissions",
+        ),
+        (
+            json!({"name": "p", "type": "public", "scopes": ["content:write"]}),
+            "scopes",
+        ),
+        (
+            json!({"name": "p", "type": "public", "scopes": ["*"]}),
+            "scopes",
+        ),
+        (
+            json!({"name": "p", "type": "public", "apiPermissions": [{"api": "blog", "permissions": ["DELETE"]}]}),
+            "apiPermissions[0].permissions",
+        ),
+    ] {
+        let r = cms.admin(Method::POST, "/v1/keys", Some(spec)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["field"], field, "{}", r.text);
+        assert!(r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("read rights only"));
+    }
+    let (_, key) = cms
+        .key(json!({"name": "p", "type": "public", "scopes": ["content:read"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    // A public key cannot be widened afterwards either.
+    let id = cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"scopes": ["content:write"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+}
+
+#[tokio::test]
+async fn environments_limit_keys() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (_, key) = cms.key(json!({"name": "prod", "defaultPermissions": ["GET", "POST"], "environments": ["production"]})).await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/environments/production/api/blog", &key)
+            .await,
+        StatusCode::OK
+    );
+    let r = cms
+        .req(
+            Method::GET,
+            "/environments/staging/api/blog",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("production"),
+        "{}",
+        r.text
+    );
+    // Entries are per environment.
+    let (_, any) = cms
+        .key(json!({"name": "any", "defaultPermissions": ["GET", "POST"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::POST, "/environments/staging/api/blog", &any)
+            .await,
+        StatusCode::CREATED
+    );
+    let r = cms
+        .req(
+            Method::GET,
+            "/environments/staging/api/blog",
+            Some(&any),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalCount"], 1);
+    let r = cms.req(Method::GET, "/api/blog", Some(&any), None).await;
+    assert_eq!(r.body["totalCount"], 0);
+}
+
+#[tokio::test]
+async fn missing_unknown_revoked_keys_are_401_and_errors_never_echo_keys() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let r = cms.req(Method::GET, "/api/blog", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("API key is required"));
+    let bogus = "kw_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let r = cms.req(Method::GET, "/api/blog", Some(bogus), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.text.contains(bogus));
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", "not-a-key").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (id, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    // A forged secret for a real key id.
+    let forged = format!("{}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &key[..20]);
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &forged).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // X-API-KEY works as well as Bearer.
+    let r = cms
+        .http
+        .get(format!("{}/api/blog", cms.url))
+        .header("X-API-KEY", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.admin(Method::DELETE, &format!("/v1/keys/{id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    // The very next request with the revoked key.
+    let r = cms.req(Method::GET, "/api/blog", Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.text.contains(&key));
+    assert_eq!(
+        cms.admin(Method::GET, &format!("/v1/keys/{id}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn expiry_defaults_and_ranges_per_kind() {
+    let cms = Cms::start().await;
+    let now = chrono::Utc::now();
+    let (_, _) = cms
+        .key(json!({"name": "delivery", "defaultPermissions": ["GET"]}))
+        .await;
+    let (_, _) = cms
+        .key(
+            json!({"name": "mgmt", "kind": "management", "managementPermissions": ["keys:manage"]}),
+        )
+        .await;
+    let keys = cms.admin(Method::GET, "/v1/keys", None).await.body;
+    let expiry = |i: usize| {
+        let s = keys["keys"][i]["expiresAt"].as_str().unwrap();
+        (chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            - now)
+            .num_days()
+    };
+    assert_eq!(expiry(0), 365, "delivery keys default to one year");
+    assert_eq!(expiry(1), 182, "management keys default to six months");
+
+    for (spec, ok) in [
+        (
+            json!({"name": "a", "expiresAt": (now + chrono::Duration::days(5 * 365)).to_rfc3339()}),
+            true,
+        ),
+        (
+            json!({"name": "b", "expiresAt": (now + chrono::Duration::days(6 * 365)).to_rfc3339()}),
+            false,
+        ),
+        (
+            json!({"name": "c", "expiresAt": (now + chrono::Duration::seconds(20)).to_rfc3339()}),
+            false,
+        ),
+        (
+            json!({"name": "d", "kind": "management", "managementPermissions": ["keys:manage"],
+                "expiresAt": (now + chrono::Duration::days(3 * 365)).to_rfc3339()}),
+            false,
+        ),
+    ] {
+        let r = cms.admin(Method::POST, "/v1/keys", Some(spec)).await;
+        if ok {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        } else {
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+            assert_eq!(r.body["field"], "expiresAt");
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_keys_answer_401() {
+    let mut cms = Cms::start().await;
+    cms.api("blog").await;
+    let (id, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    // No API sets a past expiry, so move it back in the database while the service is down.
+    cms.running.take().unwrap().stop().await;
+    {
+        let db = rusqlite::Connection::open(cms.dir.path().join("keyward-cms.db")).unwrap();
+        let rec: String = db
+            .query_row("SELECT record FROM keys WHERE id = ?1", [&id], |r| r.get(0))
+            .unwrap();
+        let mut rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
+        rec["spec"]["expiresAt"] =
+            json!((chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339());
+        db.execute(
+            "UPDATE keys SET record = ?1 WHERE id = ?2",
+            [rec.to_string(), id.clone()],
+        )
+        .unwrap();
+    }
+    cms.restart().await;
+    let r = cms.req(Method::GET, "/api/blog", Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn personal_keys_follow_their_owner() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/roles/editor",
+            Some(json!({"contentPermissions": ["GET", "POST"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    cms.admin(
+        Method::PUT,
+        "/v1/roles/viewer",
+        Some(json!({"contentPermissions": ["GET"]})),
+    )
+    .await;
+    let r = cms
+        .admin(
+            Method::POST,
+            "/v1/members",
+            Some(json!({"name": "ann", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let (_, key) = cms
+        .key(json!({"name": "ann-personal", "kind": "personal", "owner": "ann"}))
+        .await;
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &key).await,
+        StatusCode::CREATED
+    );
+    // One personal key per member.
+    let r = cms
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "ann-2", "kind": "personal", "owner": "ann"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // The role is read at request time: narrowing it narrows the key at once.
+    cms.admin(
+        Method::PUT,
+        "/v1/roles/editor",
+        Some(json!({"contentPermissions": ["GET"]})),
+    )
+    .await;
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &key).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    let r = cms
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "bob", "kind": "personal", "owner": "bob"})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "owner", "{}", r.text);
+    // Removing the member kills the key.
+    assert_eq!(
+        cms.admin(Method::DELETE, "/v1/members/ann", None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn management_keys_hold_management_permissions() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (_, keys) = cms
+        .key(
+            json!({"name": "keys", "kind": "management", "managementPermissions": ["keys:manage"]}),
+        )
+        .await;
+    let (_, status) = cms.key(json!({"name": "status", "kind": "management", "managementPermissions": ["content:status"]})).await;
+    let (_, content_key) = cms
+        .key(json!({"name": "reader", "defaultPermissions": ["GET"]}))
+        .await;
+    let r = cms
+        .req(
+            Method::POST,
+            "/v1/keys",
+            Some(&keys),
+            Some(json!({"name": "made-by-key", "defaultPermissions": ["GET"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = cms
+        .req(
+            Method::PUT,
+            "/v1/cors",
+            Some(&keys),
+            Some(json!({"origins": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("settings:manage"),
+        "{}",
+        r.text
+    );
+    let r = cms
+        .req(Method::GET, "/v1/keys", Some(&content_key), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body["message"].as_str().unwrap().contains("keys:manage"));
+    let d = cms
+        .admin(
+            Method::POST,
+            "/api/blog?status=draft",
+            Some(json!({"t": 1})),
+        )
+        .await;
+    let id = d.body["id"].as_str().unwrap();
+    assert_eq!(
+        cms.status(Method::POST, &format!("/api/blog/{id}/publish"), &status)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::PATCH, &format!("/api/blog/{id}"), &status)
+            .await,
+        StatusCode::FORBIDDEN
+    );
+    // Kinds keep to their own rights.
+    let r = cms.admin(Method::POST, "/v1/keys", Some(json!({"name": "x", "kind": "management", "managementPermissions": ["keys:manage"], "defaultPermissions": ["GET"]}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = cms
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "x", "managementPermissions": ["keys:manage"]})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "managementPermissions");
+}
+
+#[tokio::test]
+async fn key_changes_take_effect_at_once() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (id, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &key).await,
+        StatusCode::FORBIDDEN
+    );
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"defaultPermissions": ["POST"], "description": "writer"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["description"], "writer");
+    assert_eq!(
+        cms.status(Method::POST, "/api/blog", &key).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::FORBIDDEN
+    );
+    // Unknown fields and unknown permissions name the field.
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"defaultPermissions": ["FETCH"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["field"], "defaultPermissions[0]", "{}", r.text);
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `name`"),
+        "{}",
+        r.text
+    );
+    let r = cms
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "k"})))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "names are unique: {}",
+        r.text
+    );
+    let r = cms
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "z", "apiPermissions": [{"api": "nope", "permissions": ["GET"]}]})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "apiPermissions[0].api", "{}", r.text);
+}
+
+#[tokio::test]
+async fn regenerate_with_and_without_grace() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (id, old) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &old).await,
+        StatusCode::OK
+    );
+    let r = cms
+        .admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let new = r.body["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &old).await,
+        StatusCode::UNAUTHORIZED,
+        "old value stops at once"
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &new).await,
+        StatusCode::OK
+    );
+
+    let r = cms
+        .admin(
+            Method::POST,
+            &format!("/v1/keys/{id}/regenerate"),
+            Some(json!({"graceSeconds": 2})),
+        )
+        .await;
+    let newer = r.body["key"].as_str().unwrap().to_owned();
+    assert!(r.body["previousValidUntil"].is_string());
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &new).await,
+        StatusCode::OK,
+        "old value works during grace"
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &newer).await,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &new).await,
+        StatusCode::UNAUTHORIZED,
+        "and stops after it"
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &newer).await,
+        StatusCode::OK
+    );
+    let r = cms
+        .admin(
+            Method::POST,
+            &format!("/v1/keys/{id}/regenerate"),
+            Some(json!({"graceSeconds": 99999999})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "graceSeconds", "{}", r.text);
+}
+
+#[tokio::test]
+async fn plan_quotas_name_the_plan() {
+    let cms = Cms::start_with(|c| c.plan = Some(keyward::cms::service::Plan::Hobby)).await;
+    cms.key(json!({"name": "one"})).await;
+    let r = cms
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "two"})))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.body["error"], "plan_limit");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("hobby plan allows 1"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn cors_is_deny_by_default() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let preflight = |origin: &'static str| {
+        cms.http
+            .request(Method::OPTIONS, format!("{}/api/blog", cms.url))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+    };
+    let acao = "access-control-allow-origin";
+    assert!(preflight("https://shop.example.com")
+        .await
+        .unwrap()
+        .headers()
+        .get(acao)
+        .is_none());
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/cors",
+            Some(json!({"origins": ["https://shop.example.com"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = preflight("https://shop.example.com").await.unwrap();
+    assert_eq!(r.headers().get(acao).unwrap(), "https://shop.example.com");
+    assert!(preflight("https://evil.example.com")
+        .await
+        .unwrap()
+        .headers()
+        .get(acao)
+        .is_none());
+    // Plain requests too.
+    let r = cms
+        .http
+        .get(format!("{}/api/blog", cms.url))
+        .header("Origin", "https://evil.example.com")
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get(acao).is_none());
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/cors",
+            Some(json!({"origins": ["https://shop.example.com/path"]})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "origins[0]", "{}", r.text);
+    cms.admin(Method::PUT, "/v1/cors", Some(json!({"origins": ["*"]})))
+        .await;
+    assert!(preflight("https://evil.example.com")
+        .await
+        .unwrap()
+        .headers()
+        .get(acao)
+        .is_some());
+}
+
+#[tokio::test]
+async fn public_endpoints_need_no_key_show_unsecured_and_are_rate_limited() {
+    let cms = Cms::start_with(|c| c.public_rate = keyward::cms::auth::Rate::new(2).unwrap()).await;
+    cms.api("contact").await;
+    cms.api("blog").await;
+    assert_eq!(
+        cms.req(Method::POST, "/api/contact", None, Some(json!({"m": 1})))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/apis/contact/public",
+            Some(json!({"operations": ["create"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let doc = cms
+        .req(Method::GET, "/v1/openapi.json", None, None)
+        .await
+        .body;
+    assert_eq!(doc["paths"]["/api/contact"]["post"]["security"], json!([]));
+    assert!(doc["paths"]["/api/contact"]["get"]
+        .get("security")
+        .is_none());
+    assert!(doc["paths"]["/api/blog"]["post"].get("security").is_none());
+    assert!(doc["paths"]["/v1/keys"]["post"].is_object());
+    // Burst of 4 at 2/s, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = cms
+            .req(Method::POST, "/api/contact", None, Some(json!({"m": 1})))
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers.get("retry-after").is_some());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    // Only the public operation is public.
+    assert_eq!(
+        cms.req(Method::GET, "/api/contact", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/apis/contact/public",
+            Some(json!({"operations": ["destroy"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+}
+
+#[tokio::test]
+async fn keys_are_rate_limited() {
+    let cms = Cms::start_with(|c| c.key_rate = keyward::cms::auth::Rate::new(1).unwrap()).await;
+    cms.api("blog").await;
+    let (_, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(cms.req(Method::GET, "/api/blog", Some(&key), None).await);
+    }
+    let r = last.unwrap();
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert!(r.headers.get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn raw_keys_are_shown_once_and_stored_as_argon2id() {
+    let cms = Cms::start().await;
+    let (id, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    assert!(
+        key.starts_with(&format!("kw_{id}_")),
+        "the public id is inside the value"
+    );
+    let secret = &key[format!("kw_{id}_").len()..];
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(secret)
+            .unwrap()
+            .len(),
+        32
+    );
+    for path in ["/v1/keys".to_owned(), format!("/v1/keys/{id}")] {
+        let r = cms.admin(Method::GET, &path, None).await;
+        assert!(!r.text.contains(&key) && !r.text.contains(secret), "{path}");
+        assert!(!r.text.contains("argon2"), "no hash in records");
+        assert!(!r.text.contains("\"key\""), "{}", r.text);
+    }
+    let db = rusqlite::Connection::open(cms.dir.path().join("keyward-cms.db")).unwrap();
+    let (hash, record): (String, String) = db
+        .query_row("SELECT hash, record FROM keys", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(secret) && !record.contains(secret));
+    // Two keys never share a value.
+    let (_, other) = cms.key(json!({"name": "k2"})).await;
+    assert_ne!(key, other);
+}
+
+#[tokio::test]
+async fn apis_are_created_idempotently_and_listed() {
+    let cms = Cms::start().await;
+    assert_eq!(
+        cms.admin(Method::PUT, "/v1/apis/blog", None).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        cms.admin(Method::PUT, "/v1/apis/blog", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.admin(Method::PUT, "/v1/apis/Bad%20Name", None)
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let r = cms.admin(Method::GET, "/v1/apis", None).await;
+    assert_eq!(r.body["apis"][0]["name"], "blog");
+    assert_eq!(
+        cms.req(Method::GET, "/api/nope", Some(ADMIN), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}

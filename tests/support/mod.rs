@@ -1,0 +1,125 @@
+//! Shared test helpers: a real reference CMS on a free loopback port, driven over HTTP.
+#![allow(dead_code)]
+
+use keyward::cms::auth::Rate;
+use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
+use reqwest::{header::HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct Cms {
+    pub running: Option<RunningCms>,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// A response: status, JSON body (Null when empty or not JSON), headers.
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+pub fn config(dir: &Path) -> CmsConfig {
+    let mut cfg = CmsConfig::new(dir);
+    cfg.admin_token = Some(AdminToken::new(ADMIN.into()));
+    cfg.key_rate = Rate::new(10_000).unwrap();
+    cfg.public_rate = Rate::new(10_000).unwrap();
+    cfg
+}
+
+impl Cms {
+    pub async fn start() -> Cms {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut CmsConfig)) -> Cms {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        f(&mut cfg);
+        let running = cms::start(cfg).await.unwrap();
+        Cms {
+            url: running.url(),
+            running: Some(running),
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        let running = cms::start(config(self.dir.path())).await.unwrap();
+        self.url = running.url();
+        self.running = Some(running);
+    }
+
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut rb = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(k) = key {
+            rb = rb.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            body,
+            headers,
+            text,
+        }
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.req(method, path, Some(ADMIN), body).await
+    }
+
+    pub async fn api(&self, name: &str) {
+        let r = self
+            .admin(Method::PUT, &format!("/v1/apis/{name}"), None)
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+    }
+
+    /// Creates a key and returns (id, raw value).
+    pub async fn key(&self, spec: Value) -> (String, String) {
+        let r = self.admin(Method::POST, "/v1/keys", Some(spec)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        (
+            r.body["id"].as_str().unwrap().into(),
+            r.body["key"].as_str().unwrap().into(),
+        )
+    }
+
+    /// Creates a published entry as the admin and returns its id.
+    pub async fn entry(&self, api: &str, fields: Value) -> String {
+        let r = self
+            .admin(Method::POST, &format!("/api/{api}"), Some(fields))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["id"].as_str().unwrap().into()
+    }
+
+    pub async fn status(&self, method: Method, path: &str, key: &str) -> StatusCode {
+        let body =
+            matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| json!({"f": "v"}));
+        self.req(method, path, Some(key), body).await.status
+    }
+}
