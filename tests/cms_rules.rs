@@ -1160,3 +1160,50 @@ async fn apis_are_created_idempotently_and_listed() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn verification_costs_one_argon2id_per_value_and_changes_evict_the_cache() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let verifier = &cms.running.as_ref().unwrap().service.verifier;
+    let (id, key) = cms
+        .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
+        .await;
+    let bogus = "kw_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for _ in 0..5 {
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", bogus).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        verifier.argon2_checks(),
+        0,
+        "unknown key ids are rejected without hashing"
+    );
+    // Many concurrent first requests with the same value: one Argon2id check.
+    let all =
+        futures::future::join_all((0..32).map(|_| cms.status(Method::GET, "/api/blog", &key)))
+            .await;
+    assert!(all.iter().all(|s| *s == StatusCode::OK));
+    assert_eq!(verifier.argon2_checks(), 1);
+    for _ in 0..10 {
+        cms.status(Method::GET, "/api/blog", &key).await;
+    }
+    assert_eq!(verifier.argon2_checks(), 1, "later checks hit the cache");
+    cms.admin(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"description": "changed"})),
+    )
+    .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        verifier.argon2_checks(),
+        2,
+        "a change evicts the cached check"
+    );
+}

@@ -11,6 +11,7 @@ use super::keys::KeyRecord;
 use super::secret::{digest, key_id_of, RawKey};
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -30,6 +31,9 @@ pub struct KeyEntry {
     hashes: Vec<StoredHash>,
     /// Digests of values that passed Argon2id, with the validity of the hash they matched.
     verified: RwLock<Vec<([u8; 32], Option<i64>)>>,
+    /// One Argon2id check at a time per key: concurrent first requests with the same new value
+    /// wait for the first one and then hit the cache, instead of each paying Argon2id.
+    verifying: tokio::sync::Mutex<()>,
 }
 
 impl KeyEntry {
@@ -40,11 +44,19 @@ impl KeyEntry {
             expires_at,
             hashes,
             verified: RwLock::new(Vec::new()),
+            verifying: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn hashes(&self) -> &[StoredHash] {
         &self.hashes
+    }
+
+    fn cached(&self, d: &[u8; 32], now: i64) -> bool {
+        self.verified
+            .read()
+            .iter()
+            .any(|(known, until)| bool::from(known.ct_eq(d)) && until.is_none_or(|u| now < u))
     }
 }
 
@@ -72,6 +84,8 @@ pub enum CacheCheck {
 pub struct Verifier {
     index: RwLock<HashMap<String, Arc<KeyEntry>>>,
     argon_permits: Semaphore,
+    /// Argon2id verifications run so far: what the cache is there to keep low.
+    argon_checks: AtomicU64,
 }
 
 impl Default for Verifier {
@@ -88,6 +102,7 @@ impl Verifier {
         Verifier {
             index: RwLock::new(HashMap::new()),
             argon_permits: Semaphore::new(cores),
+            argon_checks: AtomicU64::new(0),
         }
     }
 
@@ -104,6 +119,10 @@ impl Verifier {
 
     pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.index.read().get(id).cloned()
+    }
+
+    pub fn argon2_checks(&self) -> u64 {
+        self.argon_checks.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
@@ -150,13 +169,7 @@ impl Verifier {
         if entry.expires_at <= now {
             return CacheCheck::Rejected(Rejection::Expired);
         }
-        let d = digest(presented);
-        let hit = entry
-            .verified
-            .read()
-            .iter()
-            .any(|(known, until)| bool::from(known.ct_eq(&d)) && until.is_none_or(|u| now < u));
-        if hit {
+        if entry.cached(&digest(presented), now) {
             CacheCheck::Hit(entry)
         } else {
             CacheCheck::Miss(entry)
@@ -171,13 +184,17 @@ impl Verifier {
             CacheCheck::Rejected(r) => return Err(r),
             CacheCheck::Miss(e) => e,
         };
+        let _single_flight = entry.verifying.lock().await;
+        let raw = RawKey::from_presented(presented);
+        if entry.cached(&raw.digest(), now) {
+            return Ok(entry.clone());
+        }
         let candidates: Vec<StoredHash> = entry
             .hashes
             .iter()
             .filter(|h| h.valid_until.is_none_or(|u| now < u))
             .cloned()
             .collect();
-        let raw = RawKey::from_presented(presented);
         let matched = {
             let _permit = self
                 .argon_permits
@@ -185,6 +202,7 @@ impl Verifier {
                 .await
                 .map_err(|_| Rejection::Mismatch)?;
             let raw = raw.clone();
+            self.argon_checks.fetch_add(1, Ordering::Relaxed);
             tokio::task::spawn_blocking(move || {
                 candidates
                     .into_iter()
