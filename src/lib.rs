@@ -4,4 +4,9 @@
 //! - [`cms`]: the embedded reference CMS key service (`keyward cms serve`).
 
 pub mod cms;
+pub mod engine;
+pub mod gitops;
 pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod providers;

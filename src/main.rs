@@ -3,10 +3,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use keyward::cms::auth::Rate;
-use keyward::cms::service::Plan;
 use keyward::cms::{self, AdminToken, CmsConfig};
+use keyward::gitops::{self, GitopsError, Mode};
+use keyward::model::Plan;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "keyward", version, about = "Headless-CMS API keys as code")]
@@ -31,6 +33,33 @@ enum Command {
         #[command(subcommand)]
         command: CmsCommand,
     },
+    /// Show what apply would change: exit 0 = no changes, 2 = changes pending, 1 = error.
+    Plan(GitopsArgs),
+    /// Make the CMS match the manifests and write each generated key into a Secret manifest.
+    Apply(GitopsArgs),
+    /// Print the CustomResourceDefinitions (what crds/ holds).
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct GitopsArgs {
+    /// Manifest files or directories (multi-document YAML; directories are read recursively).
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    /// Where Secret manifests are written (one YAML per Secret) and read back from.
+    #[arg(long, default_value = ".keyward/secrets")]
+    secrets_dir: PathBuf,
+    /// Data directory of the embedded reference CMS (used when no connection is configured).
+    #[arg(long, default_value = ".keyward/cms")]
+    data_dir: PathBuf,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -65,9 +94,9 @@ struct ServeArgs {
     key_rate: u32,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -78,16 +107,40 @@ fn init_logging(format: LogFormat) {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match cli.command {
+    // Servers log what they do; one-shot commands print their result and log only trouble.
+    let level = match cli.command {
+        Command::Cms {
+            command: CmsCommand::Serve(_),
+        } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, level);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    let ok = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    match command {
         Command::Cms {
             command: CmsCommand::Serve(args),
-        } => serve(args).await,
+        } => ok(serve(args).await),
         Command::Cms {
             command: CmsCommand::Demo { data },
-        } => demo(data).await,
+        } => ok(demo(data).await),
+        Command::Plan(args) => gitops(args, Mode::Plan).await,
+        Command::Apply(args) => gitops(args, Mode::Apply).await,
+        Command::Crd => {
+            print!("{}", keyward::policy::crds_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -254,4 +307,44 @@ async fn demo(data: PathBuf) -> Result<()> {
     );
     running.stop().await;
     Ok(())
+}
+
+/// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
+async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let opts = gitops::Options {
+        paths: args.paths,
+        secrets_dir: args.secrets_dir,
+        data_dir: args.data_dir,
+        mode,
+        env_url: env("KEYWARD_CMS_URL"),
+        env_token: env("KEYWARD_CMS_TOKEN"),
+    };
+    let print = |o: &gitops::Outcome| match args.output {
+        Output::Text => print!("{}", o.text()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&o.json()).unwrap_or_default()
+        ),
+    };
+    match gitops::run(&opts).await {
+        Ok(outcome) => {
+            for w in &outcome.warnings {
+                eprintln!("{w}");
+            }
+            print(&outcome);
+            Ok(if mode == Mode::Plan && outcome.has_changes() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(e) => {
+            if let GitopsError::Problems { partial, .. } | GitopsError::Apply { partial, .. } = &e {
+                print(partial);
+            }
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

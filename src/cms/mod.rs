@@ -14,6 +14,7 @@ pub mod service;
 pub mod store;
 pub mod verifier;
 
+use crate::model::Plan;
 use auth::{Auth, Rate};
 use axum::body::Bytes;
 use axum::http::{header, HeaderName, Method};
@@ -21,7 +22,7 @@ use axum::routing::get;
 use axum::Router;
 use error::CmsError;
 use serde::de::DeserializeOwned;
-use service::{Plan, Service};
+use service::Service;
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -109,17 +109,7 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Short public fingerprint of a value: safe to show, identifies which value is in use.
-pub fn fingerprint(value: &str) -> String {
-    let d = digest(value);
-    format!(
-        "sha256:{}",
-        d[..8]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
-}
+pub use crate::model::fingerprint;
 
 #[cfg(test)]
 mod tests {

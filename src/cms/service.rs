@@ -9,8 +9,8 @@ use super::secret::{new_key_id, random_token, RawKey};
 use super::store::{DocTable, Store, StoreError};
 use super::verifier::{KeyEntry, StoredHash, Verifier};
 use crate::model::{
-    valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec, ManagementPermission, Scope,
-    SpecError,
+    check_origin, valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec,
+    ManagementPermission, Plan, Scope, SpecError,
 };
 use chrono::{DateTime, Duration, Utc};
 use parking_lot::{Mutex, RwLock};
@@ -18,36 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-
-/// microCMS's plan quotas on the number of API keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Plan {
-    Hobby,
-    Team,
-    Business,
-    Enterprise,
-}
-
-impl Plan {
-    pub fn key_limit(self) -> usize {
-        match self {
-            Self::Hobby => 1,
-            Self::Team => 3,
-            Self::Business => 10,
-            Self::Enterprise => 20,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hobby => "hobby",
-            Self::Team => "team",
-            Self::Business => "business",
-            Self::Enterprise => "enterprise",
-        }
-    }
-}
 
 /// A project member; personal keys inherit the member's role.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +44,7 @@ pub struct Role {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyPatch {
+    pub name: Option<String>,
     pub description: Option<String>,
     pub default_permissions: Option<Vec<ContentPermission>>,
     pub api_permissions: Option<Vec<ApiPermission>>,
@@ -281,7 +252,19 @@ impl Service {
             .get(id)
             .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
         let mut record = entry.record.clone();
+        if let Some(name) = &patch.name {
+            if *name != record.spec.name
+                && self.verifier.records().iter().any(|r| r.spec.name == *name)
+            {
+                return Err(CmsError::Conflict(format!(
+                    "a key named '{name}' already exists"
+                )));
+            }
+        }
         let s = &mut record.spec;
+        if let Some(v) = patch.name {
+            s.name = v;
+        }
         if let Some(v) = patch.description {
             s.description = v;
         }
@@ -915,61 +898,4 @@ fn no_api(api: &str) -> CmsError {
 
 fn no_entry(api: &str, id: &str) -> CmsError {
     CmsError::NotFound(format!("there is no entry '{id}' in API '{api}'"))
-}
-
-/// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority.
-pub fn check_origin(o: &str) -> Result<(), String> {
-    if o == "*" {
-        return Ok(());
-    }
-    let rest = o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{o}' is not an origin: it must start with http:// or https://"))?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
-    };
-    if host.is_empty()
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'))
-    {
-        return Err(format!(
-            "'{o}' is not an origin: expected scheme://host[:port] with no path"
-        ));
-    }
-    if let Some(p) = port {
-        if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("'{o}' has an invalid port"));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins() {
-        for ok in [
-            "*",
-            "https://example.com",
-            "http://localhost:3000",
-            "https://a.b.c:8443",
-        ] {
-            check_origin(ok).unwrap();
-        }
-        for bad in [
-            "example.com",
-            "https://example.com/",
-            "ftp://x",
-            "https://",
-            "http://x:99999",
-            "https://a b",
-        ] {
-            assert!(check_origin(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -1,10 +1,13 @@
 //! Permissions, scopes and the operations they grant.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A content-API permission (microCMS's default/individual permission items).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum ContentPermission {
     #[serde(rename = "GET")]
     Get,
@@ -64,7 +67,9 @@ impl fmt::Display for ContentPermission {
 }
 
 /// A scope of the scoped CMS. Rights are the union of permissions and scopes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Scope {
     #[serde(rename = "content:read")]
     ContentRead,
@@ -120,7 +125,9 @@ impl fmt::Display for Scope {
 }
 
 /// Management permissions (Kontent.ai management keys, microCMS management API items).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum ManagementPermission {
     /// Read every entry, drafts and closed ones included.
     #[serde(rename = "content:read")]
@@ -233,7 +240,9 @@ impl PermSet {
 }
 
 /// An operation on the content API, and the permission it needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentOp {
     List,

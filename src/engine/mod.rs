@@ -1,0 +1,423 @@
+//! Applying a plan: the one implementation of "apply", shared by the CLI and the operator.
+//!
+//! A key value exists only in the create/regenerate answer, so it is written to its Secret
+//! before anything else happens. If that write fails after retries, a newly created key is
+//! revoked (the next run creates it again); a regenerated key keeps its old value valid for the
+//! overlap and the next run regenerates it again. The error says what was done and what was not.
+
+pub mod secrets_dir;
+
+use crate::model::KeyValue;
+use crate::plan::desired::{DesiredKey, PolicyId, SecretTarget};
+use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
+use crate::policy::validate::render_template;
+use crate::providers::{CmsProvider, LiveKey, ProviderError};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const ANN_KEY_ID: &str = "keyward.dev/key-id";
+pub const ANN_KEY_VERSION: &str = "keyward.dev/key-version";
+pub const ANN_FINGERPRINT: &str = "keyward.dev/fingerprint";
+pub const ANN_SPEC_HASH: &str = "keyward.dev/spec-hash";
+pub const ANN_CONTENT_HASH: &str = "keyward.dev/content-hash";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_SECRET_POLICY: &str = "keyward.dev/policy";
+
+/// Everything a Secret holds for one key. Debug hides the value and the data.
+#[derive(Clone)]
+pub struct SecretMaterial {
+    pub target: SecretTarget,
+    pub policy: PolicyId,
+    pub key_id: String,
+    pub key_version: String,
+    pub value: KeyValue,
+    /// Data fields, rendered (the value under the key field).
+    pub data: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for SecretMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretMaterial")
+            .field(
+                "secret",
+                &format_args!("{}/{}", self.target.namespace, self.target.name),
+            )
+            .field("key_id", &self.key_id)
+            .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretMaterial {
+    /// Builds the Secret content for `key` holding `value` of the live key `live`.
+    pub fn new(
+        key: &DesiredKey,
+        live: &LiveKey,
+        value: KeyValue,
+        endpoint: &str,
+    ) -> SecretMaterial {
+        let version = live.version();
+        let vars = BTreeMap::from([
+            ("endpoint", endpoint.to_owned()),
+            ("keyId", live.id.clone()),
+            ("keyName", live.spec.name.clone()),
+            (
+                "expiresAt",
+                live.expires_at()
+                    .map(|e| e.to_rfc3339())
+                    .unwrap_or_default(),
+            ),
+        ]);
+        let mut data: BTreeMap<String, String> = key
+            .secret
+            .extra_fields
+            .iter()
+            .map(|(k, t)| (k.clone(), render_template(t, &vars)))
+            .collect();
+        data.insert(key.secret.key_field.clone(), value.expose().to_owned());
+        let content_hash = {
+            let mut h = Sha256::new();
+            for (k, v) in &data {
+                h.update(k.as_bytes());
+                h.update([0]);
+                h.update(v.as_bytes());
+                h.update([0]);
+            }
+            h.finalize()[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let mut labels = key.secret.labels.clone();
+        labels.insert(LABEL_MANAGED_BY.into(), "keyward".into());
+        labels.insert(LABEL_SECRET_POLICY.into(), key.policy.name.clone());
+        let mut annotations = key.secret.annotations.clone();
+        annotations.insert(ANN_KEY_ID.into(), live.id.clone());
+        annotations.insert(ANN_KEY_VERSION.into(), version.clone());
+        annotations.insert(ANN_FINGERPRINT.into(), value.fingerprint());
+        annotations.insert(
+            ANN_SPEC_HASH.into(),
+            secret_spec_hash(&key.secret, &live.id, &version, endpoint),
+        );
+        annotations.insert(ANN_CONTENT_HASH.into(), content_hash);
+        SecretMaterial {
+            target: key.secret.clone(),
+            policy: key.policy.clone(),
+            key_id: live.id.clone(),
+            key_version: version,
+            value,
+            data,
+            labels,
+            annotations,
+        }
+    }
+}
+
+/// Reads what a Secret's annotations say (for the plan) from its annotations and data.
+pub fn observed_from(annotations: &BTreeMap<String, String>, has_value: bool) -> ObservedSecret {
+    ObservedSecret {
+        key_id: annotations.get(ANN_KEY_ID).cloned(),
+        key_version: annotations.get(ANN_KEY_VERSION).cloned(),
+        spec_hash: annotations.get(ANN_SPEC_HASH).cloned(),
+        has_value,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Secret {namespace}/{name}: {detail}")]
+pub struct SinkError {
+    pub namespace: String,
+    pub name: String,
+    pub detail: String,
+}
+
+/// Where key values go: Secret manifests in a directory (CLI), or Kubernetes Secrets (operator).
+#[async_trait]
+pub trait SecretSink: Send + Sync {
+    /// What the Secret says about the value it holds; `None` if there is no such Secret.
+    async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError>;
+    /// The value the Secret holds, to rewrite its other fields without a new value.
+    async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError>;
+    /// Writes the Secret; `Ok(false)` when it already had exactly this content.
+    async fn write(&self, material: &SecretMaterial) -> Result<bool, SinkError>;
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub done: Vec<String>,
+    pub secrets_written: usize,
+}
+
+/// An apply that stopped: what was done, what failed, what was not attempted.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed}: {cause}")]
+pub struct ApplyError {
+    pub done: Vec<String>,
+    pub failed: String,
+    pub cause: String,
+    pub not_attempted: Vec<String>,
+    pub transient: bool,
+}
+
+impl ApplyError {
+    /// The whole story, for a person.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for d in &self.done {
+            s.push_str(&format!("  done:          {d}\n"));
+        }
+        s.push_str(&format!(
+            "  failed:        {}: {}\n",
+            self.failed, self.cause
+        ));
+        for n in &self.not_attempted {
+            s.push_str(&format!("  not attempted: {n}\n"));
+        }
+        s
+    }
+}
+
+/// Observes the Secrets of every desired key.
+pub async fn observe_secrets(
+    sink: &dyn SecretSink,
+    keys: &[DesiredKey],
+) -> Result<ObservedSecrets, SinkError> {
+    let mut out = ObservedSecrets::new();
+    for k in keys {
+        if let Some(o) = sink.observe(&k.secret).await? {
+            out.insert((k.secret.namespace.clone(), k.secret.name.clone()), o);
+        }
+    }
+    Ok(out)
+}
+
+pub struct Engine<'a> {
+    pub provider: &'a dyn CmsProvider,
+    pub sink: &'a dyn SecretSink,
+    /// The CMS URL workloads should use (`{{ endpoint }}` in Secret templates).
+    pub endpoint: String,
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::Create { key } => format!("create key {}/{}", key.policy, key.key),
+        Action::Update { key, id, .. } => {
+            format!("update key {}/{} (id {id})", key.policy, key.key)
+        }
+        Action::Rotate { key, id, .. } => {
+            format!("rotate key {}/{} (id {id})", key.policy, key.key)
+        }
+        Action::Replace { key, old_id, .. } => {
+            format!("replace key {}/{} (id {old_id})", key.policy, key.key)
+        }
+        Action::WriteSecret { key, .. } => format!(
+            "rewrite Secret {}/{}",
+            key.secret.namespace, key.secret.name
+        ),
+        Action::Revoke { name, id, .. } => format!("revoke key {name} (id {id})"),
+        Action::SetCors { .. } => "set CORS origins".into(),
+        Action::SetPublic { api, .. } => format!("set public endpoints of '{api}'"),
+    }
+}
+
+impl Engine<'_> {
+    /// Carries out the plan's pending actions in order; stops at the first failure.
+    pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, ApplyError> {
+        let pending: Vec<&Action> = plan.pending().collect();
+        let mut report = ApplyReport::default();
+        for (i, action) in pending.iter().enumerate() {
+            match self.apply_one(plan, action).await {
+                Ok((what, secret_written)) => {
+                    tracing::info!(action = %what, "applied");
+                    report.done.push(what);
+                    report.secrets_written += usize::from(secret_written);
+                }
+                Err(e) => {
+                    return Err(ApplyError {
+                        done: report.done,
+                        failed: describe(action),
+                        cause: e.message,
+                        not_attempted: pending[i + 1..].iter().map(|a| describe(a)).collect(),
+                        transient: e.transient,
+                    })
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn write_with_retry(&self, m: &SecretMaterial) -> Result<bool, SinkError> {
+        let mut wait = std::time::Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.sink.write(m).await {
+                Ok(w) => return Ok(w),
+                Err(e) if attempt >= 3 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "writing the Secret failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
+    async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepError> {
+        let now = Utc::now();
+        match action {
+            Action::Create { key } => {
+                let mut spec = key.spec.clone();
+                spec.expires_at = Some(now + key.lifetime);
+                let issued = self.provider.create_key(&spec).await?;
+                let id = issued.key.id.clone();
+                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+                match self.write_with_retry(&m).await {
+                    Ok(w) => Ok((
+                        format!(
+                            "created key {} (id {id}) and wrote Secret {}/{}",
+                            spec.name, key.secret.namespace, key.secret.name
+                        ),
+                        w,
+                    )),
+                    Err(e) => {
+                        // Its value is gone with this process: better no key than a key nobody has.
+                        let undo = match self.provider.revoke_key(&id).await {
+                            Ok(()) => "the new key was revoked; the next run creates it again".to_owned(),
+                            Err(r) => format!("revoking the new key failed too ({r}); the next run regenerates it"),
+                        };
+                        Err(StepError::new(
+                            format!(
+                                "created key {id} but could not write its Secret ({e}); {undo}"
+                            ),
+                            true,
+                        ))
+                    }
+                }
+            }
+            Action::Update { key, id, .. } => {
+                self.provider.update_key(id, &key.spec).await?;
+                Ok((format!("updated key {} (id {id})", key.spec.name), false))
+            }
+            Action::Rotate {
+                key,
+                id,
+                grace_seconds,
+                reason,
+            } => {
+                let issued = self
+                    .provider
+                    .regenerate_key(id, Duration::seconds(*grace_seconds), now + key.lifetime)
+                    .await?;
+                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+                let w = self.write_with_retry(&m).await.map_err(|e| {
+                    StepError::new(format!("regenerated key {id} but could not write its Secret ({e}); the old value stays valid {grace_seconds}s and the next run regenerates again"), true)
+                })?;
+                Ok((
+                    format!(
+                        "rotated key {} (id {id}: {reason}) and wrote Secret {}/{}",
+                        key.spec.name, key.secret.namespace, key.secret.name
+                    ),
+                    w,
+                ))
+            }
+            Action::Replace { key, old_id, .. } => {
+                self.provider
+                    .rename_key(old_id, &format!("{}~{old_id}", key.spec.name))
+                    .await?;
+                let mut spec = key.spec.clone();
+                spec.expires_at = Some(now + key.lifetime);
+                let issued = self.provider.create_key(&spec).await?;
+                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+                let w = self.write_with_retry(&m).await.map_err(|e| {
+                    StepError::new(format!("created replacement key {} but could not write its Secret ({e}); the old key {old_id} still works", issued.key.id), true)
+                })?;
+                // The old value keeps working for the overlap (at least the CMS's minimum).
+                let keep = key.rotation_overlap.max(Duration::minutes(1)) + Duration::seconds(5);
+                self.provider.set_expiry(old_id, now + keep).await?;
+                Ok((
+                    format!(
+                        "replaced key {} (old id {old_id} expires in {}s, new id {})",
+                        key.spec.name,
+                        keep.num_seconds(),
+                        issued.key.id
+                    ),
+                    w,
+                ))
+            }
+            Action::WriteSecret { key, id, .. } => {
+                let live = plan.live.get(id).ok_or_else(|| {
+                    StepError::new(format!("key {id} vanished from the plan"), false)
+                })?;
+                let value = self
+                    .sink
+                    .current_value(&key.secret)
+                    .await
+                    .map_err(|e| StepError::new(e.to_string(), true))?
+                    .ok_or_else(|| {
+                        StepError::new(
+                            "the Secret lost its value since the plan was made; run again".into(),
+                            true,
+                        )
+                    })?;
+                let m = SecretMaterial::new(key, live, value, &self.endpoint);
+                let w = self
+                    .write_with_retry(&m)
+                    .await
+                    .map_err(|e| StepError::new(e.to_string(), true))?;
+                Ok((
+                    format!(
+                        "rewrote Secret {}/{}",
+                        key.secret.namespace, key.secret.name
+                    ),
+                    w,
+                ))
+            }
+            Action::Revoke {
+                id, name, reason, ..
+            } => {
+                self.provider.revoke_key(id).await?;
+                Ok((format!("revoked key {name} (id {id}): {reason}"), false))
+            }
+            Action::SetCors { to, .. } => {
+                self.provider.set_cors(to).await?;
+                Ok((format!("set CORS origins to {to:?}"), false))
+            }
+            Action::SetPublic { api, to, .. } => {
+                self.provider.set_public(api, to).await?;
+                Ok((format!("set public endpoints of '{api}'"), false))
+            }
+        }
+    }
+}
+
+struct StepError {
+    message: String,
+    transient: bool,
+}
+
+impl StepError {
+    fn new(message: String, transient: bool) -> StepError {
+        StepError { message, transient }
+    }
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> StepError {
+        StepError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// When the next rotation of a live key is due, for status and requeues.
+pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<DateTime<Utc>> {
+    live.expires_at().map(|e| e - key.renew_before)
+}

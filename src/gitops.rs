@@ -1,0 +1,366 @@
+//! `keyward plan` / `keyward apply` without a cluster: manifests in, a plan out, Secrets as
+//! manifest files. Connections come from the manifests, from `KEYWARD_CMS_URL` /
+//! `KEYWARD_CMS_TOKEN`, or, with neither, from an embedded reference CMS on a local data directory.
+
+use crate::cms::{self, CmsConfig, RunningCms};
+use crate::engine::secrets_dir::SecretsDir;
+use crate::engine::{observe_secrets, ApplyError, ApplyReport, Engine};
+use crate::plan::desired::{ConnectionId, DesiredState};
+use crate::plan::{diff, render_text, Plan};
+use crate::policy::load::{self, ManifestSet};
+use crate::policy::validate::{self, ConnectionConfig};
+use crate::policy::ProviderKind;
+use crate::providers::reference::ReferenceCms;
+use crate::providers::{CmsProvider, ProviderError};
+use base64::Engine as _;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub paths: Vec<PathBuf>,
+    pub secrets_dir: PathBuf,
+    /// Data directory of the embedded reference CMS.
+    pub data_dir: PathBuf,
+    pub mode: Mode,
+    /// `KEYWARD_CMS_URL` / `KEYWARD_CMS_TOKEN`, when set.
+    pub env_url: Option<String>,
+    pub env_token: Option<String>,
+}
+
+/// The URL that `{{ endpoint }}` names for the embedded CMS: where `keyward cms serve` serves
+/// the same data directory by default.
+pub const EMBEDDED_ENDPOINT: &str = "http://127.0.0.1:8780";
+
+/// One connection's plan, and what applying it did.
+pub struct ConnectionRun {
+    pub connection: ConnectionId,
+    pub title: String,
+    pub endpoint: String,
+    pub plan: Plan,
+    pub applied: Option<ApplyReport>,
+    pub cms_reads: u64,
+    pub cms_writes: u64,
+    pub secret_writes: u64,
+}
+
+pub struct Outcome {
+    pub runs: Vec<ConnectionRun>,
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    pub fn has_changes(&self) -> bool {
+        self.runs.iter().any(|r| r.plan.has_changes())
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.runs {
+            out.push_str(&render_text(&r.title, &r.plan));
+            if let Some(rep) = &r.applied {
+                for d in &rep.done {
+                    out.push_str(&format!("  applied: {d}\n"));
+                }
+                out.push_str(&format!(
+                    "  CMS calls: {} reads, {} writes; Secret files written: {}\n",
+                    r.cms_reads, r.cms_writes, r.secret_writes
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "changes": self.has_changes(),
+            "warnings": self.warnings,
+            "connections": self.runs.iter().map(|r| json!({
+                "connection": r.connection,
+                "endpoint": r.endpoint,
+                "actions": r.plan.actions,
+                "problems": r.plan.problems,
+                "applied": r.applied.as_ref().map(|a| a.done.clone()),
+                "cmsCalls": {"reads": r.cms_reads, "writes": r.cms_writes},
+                "secretFilesWritten": r.secret_writes,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitopsError {
+    #[error("the manifests are invalid:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    #[error("{connection}: {message}")]
+    Connection { connection: String, message: String },
+    #[error("{connection}: {source}")]
+    Provider {
+        connection: String,
+        source: ProviderError,
+    },
+    #[error("{0}")]
+    Sink(#[from] crate::engine::SinkError),
+    #[error("the plan for {connection} cannot be applied:\n{}", problems.join("\n"))]
+    Problems {
+        connection: String,
+        problems: Vec<String>,
+        partial: Box<Outcome>,
+    },
+    #[error("apply against {connection} stopped: {error}\n{}", error.report())]
+    Apply {
+        connection: String,
+        error: ApplyError,
+        partial: Box<Outcome>,
+    },
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome")
+            .field("connections", &self.runs.len())
+            .finish()
+    }
+}
+
+/// Every API the desired state names: the embedded CMS is seeded with them.
+fn apis_named(state: &DesiredState) -> BTreeSet<String> {
+    let mut apis: BTreeSet<String> = state.public.keys().cloned().collect();
+    for k in &state.keys {
+        apis.extend(k.spec.api_permissions.iter().map(|a| a.api.clone()));
+    }
+    apis
+}
+
+fn credential(
+    set: &ManifestSet,
+    cfg: &ConnectionConfig,
+    env_token: Option<&str>,
+) -> Option<String> {
+    let (ns, name, field) = &cfg.credentials;
+    let secret = set.secrets.iter().find(|s| {
+        s.object.metadata.name.as_deref() == Some(name)
+            && s.object.metadata.namespace.as_deref().unwrap_or("default") == ns
+    });
+    if let Some(s) = secret {
+        if let Some(v) = s.object.string_data.as_ref().and_then(|d| d.get(field)) {
+            return Some(v.clone());
+        }
+        if let Some(v) = s.object.data.as_ref().and_then(|d| d.get(field)) {
+            return String::from_utf8(v.0.clone()).ok();
+        }
+    }
+    env_token.map(str::to_owned)
+}
+
+struct Connected {
+    provider: ReferenceCms,
+    title: String,
+    endpoint: String,
+    template_endpoint: String,
+    embedded: Option<RunningCms>,
+}
+
+async fn connect(
+    id: &ConnectionId,
+    state: &DesiredState,
+    set: &ManifestSet,
+    cfg: Option<&ConnectionConfig>,
+    opts: &Options,
+) -> Result<Connected, GitopsError> {
+    let fail = |message: String| GitopsError::Connection {
+        connection: id.to_string(),
+        message,
+    };
+    match (id, cfg) {
+        (ConnectionId::Default, _) => match (&opts.env_url, &opts.env_token) {
+            (Some(url), Some(token)) => Ok(Connected {
+                provider: ReferenceCms::new(url, token),
+                title: format!("reference CMS at {url} (KEYWARD_CMS_URL)"),
+                endpoint: url.clone(),
+                template_endpoint: url.clone(),
+                embedded: None,
+            }),
+            (Some(_), None) => Err(fail(
+                "KEYWARD_CMS_URL is set but KEYWARD_CMS_TOKEN is not".into(),
+            )),
+            _ => {
+                let running = cms::start(CmsConfig::new(&opts.data_dir))
+                    .await
+                    .map_err(|e| fail(format!("cannot start the embedded reference CMS: {e}")))?;
+                let provider = ReferenceCms::new(&running.url(), running.admin_token.expose());
+                let created = provider
+                    .ensure_apis(&apis_named(state))
+                    .await
+                    .map_err(|source| GitopsError::Provider {
+                        connection: id.to_string(),
+                        source,
+                    })?;
+                if !created.is_empty() {
+                    tracing::info!(apis = ?created, "embedded CMS: created the APIs the policies name");
+                }
+                Ok(Connected {
+                    title: format!(
+                        "embedded reference CMS (data in {})",
+                        opts.data_dir.display()
+                    ),
+                    endpoint: running.url(),
+                    template_endpoint: EMBEDDED_ENDPOINT.into(),
+                    provider,
+                    embedded: Some(running),
+                })
+            }
+        },
+        (_, None) => Err(fail("no connection settings".into())),
+        (_, Some(cfg)) => {
+            if cfg.provider != ProviderKind::Keyward {
+                return Err(fail(
+                    format!("provider '{:?}' is not supported yet", cfg.provider).to_lowercase(),
+                ));
+            }
+            let token = credential(set, cfg, opts.env_token.as_deref()).ok_or_else(|| {
+                fail(format!(
+                    "credential Secret {}/{} (field '{}') is not in the manifests and KEYWARD_CMS_TOKEN is not set",
+                    cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
+                ))
+            })?;
+            Ok(Connected {
+                provider: ReferenceCms::new(&cfg.endpoint, token.trim()),
+                title: format!("{id} ({})", cfg.endpoint),
+                endpoint: cfg.endpoint.clone(),
+                template_endpoint: cfg.endpoint.clone(),
+                embedded: None,
+            })
+        }
+    }
+}
+
+/// Plans (and in apply mode applies) every connection the manifests use.
+pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
+    let set = load::load(&opts.paths)
+        .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    let now = chrono::Utc::now();
+    let resolved = validate::resolve(&set, now, None)
+        .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
+    let sink = SecretsDir::new(&opts.secrets_dir);
+    let mut outcome = Outcome {
+        runs: Vec::new(),
+        warnings,
+    };
+    for (id, state) in &resolved.desired {
+        let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
+        let result = plan_and_apply(id, state, &conn, &sink, opts.mode).await;
+        if let Some(running) = conn.embedded {
+            running.stop().await;
+        }
+        match result {
+            Ok(run) => outcome.runs.push(run),
+            Err(Failure::Problems(run)) => {
+                let problems = run.plan.problems.clone();
+                outcome.runs.push(*run);
+                return Err(GitopsError::Problems {
+                    connection: id.to_string(),
+                    problems,
+                    partial: Box::new(outcome),
+                });
+            }
+            Err(Failure::Apply(run, error)) => {
+                outcome.runs.push(*run);
+                return Err(GitopsError::Apply {
+                    connection: id.to_string(),
+                    error,
+                    partial: Box::new(outcome),
+                });
+            }
+            Err(Failure::Other(e)) => return Err(e),
+        }
+    }
+    Ok(outcome)
+}
+
+enum Failure {
+    Problems(Box<ConnectionRun>),
+    Apply(Box<ConnectionRun>, ApplyError),
+    Other(GitopsError),
+}
+
+async fn plan_and_apply(
+    id: &ConnectionId,
+    state: &DesiredState,
+    conn: &Connected,
+    sink: &SecretsDir,
+    mode: Mode,
+) -> Result<ConnectionRun, Failure> {
+    let provider_err = |source| {
+        Failure::Other(GitopsError::Provider {
+            connection: id.to_string(),
+            source,
+        })
+    };
+    let p = &conn.provider;
+    let live = p.list_keys().await.map_err(provider_err)?;
+    let settings = p
+        .settings(&state.public.keys().cloned().collect())
+        .await
+        .map_err(provider_err)?;
+    let observed = observe_secrets(sink, &state.keys)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    let plan = diff(
+        state,
+        &live,
+        &settings,
+        &observed,
+        &conn.template_endpoint,
+        chrono::Utc::now(),
+    );
+    let writes_before = sink.writes();
+    let mut run = ConnectionRun {
+        connection: id.clone(),
+        title: conn.title.clone(),
+        endpoint: conn.endpoint.clone(),
+        plan,
+        applied: None,
+        cms_reads: 0,
+        cms_writes: 0,
+        secret_writes: 0,
+    };
+    if !run.plan.problems.is_empty() {
+        return Err(Failure::Problems(Box::new(run)));
+    }
+    if mode == Mode::Apply {
+        let engine = Engine {
+            provider: p,
+            sink,
+            endpoint: conn.template_endpoint.clone(),
+        };
+        let result = engine.apply(&run.plan).await;
+        run.cms_reads = p.stats().reads();
+        run.cms_writes = p.stats().writes();
+        run.secret_writes = sink.writes() - writes_before;
+        match result {
+            Ok(report) => run.applied = Some(report),
+            Err(e) => return Err(Failure::Apply(Box::new(run), e)),
+        }
+    } else {
+        run.cms_reads = p.stats().reads();
+        run.cms_writes = p.stats().writes();
+    }
+    Ok(run)
+}
+
+/// Decodes a base64 Secret field (for tests and tools).
+pub fn b64(s: &str) -> Option<String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}

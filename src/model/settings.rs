@@ -1,0 +1,92 @@
+//! Per-service settings of the key model: plan quotas, CORS origins.
+
+use serde::{Deserialize, Serialize};
+
+/// microCMS's plan quotas on the number of API keys.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Hobby,
+    Team,
+    Business,
+    Enterprise,
+}
+
+impl Plan {
+    pub fn key_limit(self) -> usize {
+        match self {
+            Self::Hobby => 1,
+            Self::Team => 3,
+            Self::Business => 10,
+            Self::Enterprise => 20,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hobby => "hobby",
+            Self::Team => "team",
+            Self::Business => "business",
+            Self::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority.
+pub fn check_origin(o: &str) -> Result<(), String> {
+    if o == "*" {
+        return Ok(());
+    }
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{o}' is not an origin: it must start with http:// or https://"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'))
+    {
+        return Err(format!(
+            "'{o}' is not an origin: expected scheme://host[:port] with no path"
+        ));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("'{o}' has an invalid port"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        for ok in [
+            "*",
+            "https://example.com",
+            "http://localhost:3000",
+            "https://a.b.c:8443",
+        ] {
+            check_origin(ok).unwrap();
+        }
+        for bad in [
+            "example.com",
+            "https://example.com/",
+            "ftp://x",
+            "https://",
+            "http://x:99999",
+            "https://a b",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
+}

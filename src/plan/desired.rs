@@ -1,0 +1,116 @@
+//! The desired state: what validated policies ask of one CMS connection.
+
+use crate::model::{ContentOp, KeySpec};
+use chrono::Duration;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Labels that tag a CMS key with the policy that owns it.
+pub const LABEL_POLICY: &str = "keyward.dev/policy";
+pub const LABEL_POLICY_UID: &str = "keyward.dev/policy-uid";
+pub const LABEL_KEY: &str = "keyward.dev/key";
+
+/// A policy's identity: `namespace/name`, and its UID when it lives in a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PolicyId {
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl PolicyId {
+    /// Whether a live key's labels say this policy owns it. A key tagged with another UID
+    /// belongs to another object of the same name (deleted and recreated): not ours.
+    pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(LABEL_POLICY) == Some(&self.to_string())
+            && match (&self.uid, labels.get(LABEL_POLICY_UID)) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                _ => true,
+            }
+    }
+}
+
+/// Which CMS a policy talks to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ConnectionId {
+    /// The CLI's own connection (environment or embedded CMS), or the operator's default.
+    Default,
+    CmsConnection {
+        namespace: String,
+        name: String,
+    },
+    ClusterCmsConnection {
+        name: String,
+    },
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("the default connection"),
+            Self::CmsConnection { namespace, name } => {
+                write!(f, "CmsConnection {namespace}/{name}")
+            }
+            Self::ClusterCmsConnection { name } => write!(f, "ClusterCmsConnection {name}"),
+        }
+    }
+}
+
+/// Where and how a key's value is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTarget {
+    pub namespace: String,
+    pub name: String,
+    pub key_field: String,
+    pub extra_fields: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One key as a policy declares it, resolved and validated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredKey {
+    pub policy: PolicyId,
+    /// The key's name inside its policy.
+    pub key: String,
+    /// Settings as the CMS should hold them (normalized; `expires_at` unset, ownership labels set).
+    pub spec: KeySpec,
+    #[serde(skip)]
+    pub lifetime: Duration,
+    #[serde(skip)]
+    pub renew_before: Duration,
+    #[serde(skip)]
+    pub rotation_overlap: Duration,
+    pub secret: SecretTarget,
+    /// `ObserveOnly`: planned, never applied.
+    pub observe_only: bool,
+}
+
+/// All a connection's policies ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredState {
+    pub keys: Vec<DesiredKey>,
+    /// Policies whose keys this run manages (for revoking keys removed from them).
+    pub policies: BTreeMap<PolicyId, PolicySettings>,
+    /// The union of the policies' CORS origins; `None` when no policy declares CORS.
+    pub cors: Option<BTreeSet<String>>,
+    /// Public operations per API, for the APIs some policy names.
+    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicySettings {
+    pub orphan: bool,
+    pub observe_only: bool,
+}

@@ -1,0 +1,364 @@
+//! desired + live + observed Secrets -> ordered actions. Pure: no I/O, no clock but `now`.
+
+use super::desired::{DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY};
+use crate::model::{ContentOp, KeySpec};
+use crate::providers::{LiveKey, LiveSettings};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a Secret that keyward wrote says about the value inside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedSecret {
+    pub key_id: Option<String>,
+    /// The key's value generation (`LiveKey::version`) when it was written.
+    pub key_version: Option<String>,
+    /// Hash of everything but the value that shaped the Secret (fields, labels, annotations).
+    pub spec_hash: Option<String>,
+    pub has_value: bool,
+}
+
+/// Secrets observed, by (namespace, name).
+pub type ObservedSecrets = BTreeMap<(String, String), ObservedSecret>;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    /// A new key; its value goes to the Secret.
+    Create { key: DesiredKey },
+    /// Settings changed in the policy or behind keyward's back (drift).
+    #[serde(rename_all = "camelCase")]
+    Update {
+        key: DesiredKey,
+        id: String,
+        diff: String,
+    },
+    /// A new value with the old one kept for `grace_seconds`, written to the Secret.
+    #[serde(rename_all = "camelCase")]
+    Rotate {
+        key: DesiredKey,
+        id: String,
+        reason: String,
+        grace_seconds: i64,
+    },
+    /// Kind, type or owner changed: a new key, written; the old one expires after the overlap.
+    #[serde(rename_all = "camelCase")]
+    Replace {
+        key: DesiredKey,
+        old_id: String,
+        diff: String,
+    },
+    /// The Secret's fields, labels or annotations changed; the value stays.
+    #[serde(rename_all = "camelCase")]
+    WriteSecret {
+        key: DesiredKey,
+        id: String,
+        reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Revoke {
+        id: String,
+        name: String,
+        policy: String,
+        reason: String,
+        observe_only: bool,
+    },
+    SetCors {
+        from: BTreeSet<String>,
+        to: BTreeSet<String>,
+    },
+    SetPublic {
+        api: String,
+        from: BTreeSet<ContentOp>,
+        to: BTreeSet<ContentOp>,
+    },
+}
+
+impl Action {
+    /// Actions of ObserveOnly policies are shown, never applied.
+    pub fn observe_only(&self) -> bool {
+        match self {
+            Self::Create { key }
+            | Self::Update { key, .. }
+            | Self::Rotate { key, .. }
+            | Self::Replace { key, .. }
+            | Self::WriteSecret { key, .. } => key.observe_only,
+            Self::Revoke { observe_only, .. } => *observe_only,
+            Self::SetCors { .. } | Self::SetPublic { .. } => false,
+        }
+    }
+
+    /// Whether applying this changes the CMS (as opposed to only a Secret).
+    pub fn writes_cms(&self) -> bool {
+        !matches!(self, Self::WriteSecret { .. })
+    }
+
+    fn order(&self) -> u8 {
+        match self {
+            Self::Create { .. } => 0,
+            Self::Replace { .. } => 1,
+            Self::Update { .. } => 2,
+            Self::Rotate { .. } => 3,
+            Self::WriteSecret { .. } => 4,
+            Self::SetCors { .. } => 5,
+            Self::SetPublic { .. } => 6,
+            Self::Revoke { .. } => 7,
+        }
+    }
+}
+
+/// The ordered plan for one connection.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Conflicts that stop the affected keys (e.g. a name taken by a key keyward does not own).
+    pub problems: Vec<String>,
+    /// Live keys by id, for the engine.
+    #[serde(skip)]
+    pub live: BTreeMap<String, LiveKey>,
+}
+
+impl Plan {
+    /// Actions that `apply` would carry out.
+    pub fn pending(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| !a.observe_only())
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.pending().next().is_some()
+    }
+}
+
+/// The hash that tells whether a Secret's non-secret content is what the policy asks for.
+pub fn secret_spec_hash(
+    target: &SecretTarget,
+    key_id: &str,
+    version: &str,
+    endpoint: &str,
+) -> String {
+    let doc = serde_json::json!({"t": target, "id": key_id, "v": version, "e": endpoint});
+    let d = Sha256::digest(doc.to_string().as_bytes());
+    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything of a key's settings that a diff compares (the expiry is rotation's business).
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct Comparable<'a> {
+    description: &'a str,
+    kind: &'a str,
+    #[serde(rename = "type")]
+    key_type: &'a str,
+    default_permissions: &'a [crate::model::ContentPermission],
+    api_permissions: &'a [crate::model::ApiPermission],
+    scopes: &'a [crate::model::Scope],
+    environments: &'a [String],
+    management_permissions: &'a [crate::model::ManagementPermission],
+    owner: &'a Option<String>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+fn comparable(s: &KeySpec) -> Comparable<'_> {
+    Comparable {
+        description: &s.description,
+        kind: s.kind.as_str(),
+        key_type: s.key_type.as_str(),
+        default_permissions: &s.default_permissions,
+        api_permissions: &s.api_permissions,
+        scopes: &s.scopes,
+        environments: &s.environments,
+        management_permissions: &s.management_permissions,
+        owner: &s.owner,
+        labels: &s.labels,
+    }
+}
+
+/// A unified diff of two keys' settings.
+pub fn spec_diff(live: &KeySpec, desired: &KeySpec) -> String {
+    let a = serde_yaml_ng::to_string(&comparable(live)).unwrap_or_default();
+    let b = serde_yaml_ng::to_string(&comparable(desired)).unwrap_or_default();
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header("live", "desired")
+        .to_string()
+}
+
+/// The plan that makes the CMS and the Secrets match `desired`.
+pub fn diff(
+    desired: &DesiredState,
+    live: &[LiveKey],
+    settings: &LiveSettings,
+    secrets: &ObservedSecrets,
+    endpoint: &str,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut plan = Plan {
+        live: live.iter().map(|k| (k.id.clone(), k.clone())).collect(),
+        ..Default::default()
+    };
+    let owner_of = |k: &LiveKey| -> Option<&PolicyId> {
+        desired.policies.keys().find(|p| p.owns(&k.spec.labels))
+    };
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+
+    for d in &desired.keys {
+        let mine: Vec<&LiveKey> = live
+            .iter()
+            .filter(|k| {
+                d.policy.owns(&k.spec.labels) && k.spec.labels.get(LABEL_KEY) == Some(&d.key)
+            })
+            .collect();
+        let primary = mine
+            .iter()
+            .find(|k| k.spec.name == d.spec.name)
+            .or(mine.first())
+            .copied();
+        if let Some(taken) = live
+            .iter()
+            .find(|k| k.spec.name == d.spec.name && !d.policy.owns(&k.spec.labels))
+        {
+            plan.problems.push(format!(
+                "key '{}' of ApiKeyPolicy {}: the CMS already has a key named '{}' (id {}) that keyward does not own; rename or revoke it, keyward will not adopt it",
+                d.key, d.policy, d.spec.name, taken.id
+            ));
+            claimed.extend(mine.iter().map(|k| k.id.as_str()));
+            continue;
+        }
+        for k in &mine {
+            claimed.insert(&k.id);
+        }
+        // Leftovers of an interrupted replace: revoke once they have expired on their own.
+        for k in mine
+            .iter()
+            .filter(|k| Some(k.id.as_str()) != primary.map(|p| p.id.as_str()))
+        {
+            if k.expires_at().is_none_or(|e| e <= now) {
+                plan.actions.push(Action::Revoke {
+                    id: k.id.clone(),
+                    name: k.spec.name.clone(),
+                    policy: d.policy.to_string(),
+                    reason: "superseded by a replacement and expired".into(),
+                    observe_only: d.observe_only,
+                });
+            }
+        }
+        let Some(p) = primary else {
+            plan.actions.push(Action::Create { key: d.clone() });
+            continue;
+        };
+        let mut live_spec = p.spec.clone();
+        live_spec.expires_at = None;
+        if live_spec.kind != d.spec.kind
+            || live_spec.key_type != d.spec.key_type
+            || live_spec.owner != d.spec.owner
+        {
+            plan.actions.push(Action::Replace {
+                key: d.clone(),
+                old_id: p.id.clone(),
+                diff: spec_diff(&live_spec, &d.spec),
+            });
+            continue;
+        }
+        if comparable(&live_spec) != comparable(&d.spec) {
+            plan.actions.push(Action::Update {
+                key: d.clone(),
+                id: p.id.clone(),
+                diff: spec_diff(&live_spec, &d.spec),
+            });
+        }
+        let observed = secrets.get(&(d.secret.namespace.clone(), d.secret.name.clone()));
+        let grace = d.rotation_overlap.num_seconds();
+        let rotate = |reason: String| Action::Rotate {
+            key: d.clone(),
+            id: p.id.clone(),
+            reason,
+            grace_seconds: grace,
+        };
+        match observed {
+            None => plan.actions.push(rotate(format!(
+                "Secret {}/{} is missing and a key value cannot be read back from the CMS",
+                d.secret.namespace, d.secret.name
+            ))),
+            Some(s) if !s.has_value || s.key_id.as_deref() != Some(p.id.as_str()) => {
+                plan.actions.push(rotate(format!(
+                    "Secret {}/{} does not hold this key's value",
+                    d.secret.namespace, d.secret.name
+                )))
+            }
+            Some(s) if s.key_version.as_deref() != Some(p.version().as_str()) => {
+                plan.actions.push(rotate(
+                    "the key was regenerated outside keyward; the Secret's value no longer works"
+                        .into(),
+                ))
+            }
+            Some(s) => {
+                let expiring = p.expires_at().is_some_and(|e| e - now <= d.renew_before);
+                if expiring {
+                    let at = p.expires_at().map(|e| e.to_rfc3339()).unwrap_or_default();
+                    plan.actions
+                        .push(rotate(format!("expires at {at}, within renewBefore")));
+                } else if s.spec_hash.as_deref()
+                    != Some(secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint).as_str())
+                {
+                    plan.actions.push(Action::WriteSecret {
+                        key: d.clone(),
+                        id: p.id.clone(),
+                        reason: "the Secret's fields, labels or annotations changed".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    // Keys a managed policy owns but no longer declares.
+    for k in live {
+        if claimed.contains(k.id.as_str()) {
+            continue;
+        }
+        let Some(policy) = owner_of(k) else { continue };
+        let settings_of = desired.policies.get(policy).copied().unwrap_or_default();
+        if settings_of.orphan {
+            continue;
+        }
+        plan.actions.push(Action::Revoke {
+            id: k.id.clone(),
+            name: k.spec.name.clone(),
+            policy: policy.to_string(),
+            reason: format!(
+                "key '{}' was removed from the policy",
+                k.spec
+                    .labels
+                    .get(LABEL_KEY)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            observe_only: settings_of.observe_only,
+        });
+    }
+
+    if let Some(want) = &desired.cors {
+        if *want != settings.cors {
+            plan.actions.push(Action::SetCors {
+                from: settings.cors.clone(),
+                to: want.clone(),
+            });
+        }
+    }
+    for (api, want) in &desired.public {
+        match settings.public.get(api) {
+            None => plan.problems.push(format!(
+                "the CMS has no API '{api}' (named in publicEndpoints)"
+            )),
+            Some(have) if have != want => plan.actions.push(Action::SetPublic {
+                api: api.clone(),
+                from: have.clone(),
+                to: want.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    plan.actions.sort_by_key(Action::order);
+    plan
+}

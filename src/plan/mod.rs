@@ -1,0 +1,9 @@
+//! The pure diff: desired state vs the CMS's live state -> an ordered list of actions, and its
+//! rendering for people (text with unified diffs) and pipelines (JSON).
+
+pub mod desired;
+mod diff;
+mod render;
+
+pub use diff::{diff, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets, Plan};
+pub use render::{render_text, summary};

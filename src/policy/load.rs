@@ -1,0 +1,298 @@
+//! Reading manifests: files or directories of multi-document YAML, sorted by kind. Syntax errors
+//! point at the line; type errors name the field path.
+
+use super::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where an object came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based line where the object's document starts.
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Sourced<T> {
+    pub origin: Origin,
+    pub object: T,
+}
+
+/// Everything keyward reads from a set of manifests.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestSet {
+    pub policies: Vec<Sourced<ApiKeyPolicy>>,
+    pub connections: Vec<Sourced<CmsConnection>>,
+    pub cluster_connections: Vec<Sourced<ClusterCmsConnection>>,
+    /// Credential Secrets for connections.
+    pub secrets: Vec<Sourced<Secret>>,
+    /// Namespaces, for the labels that cluster connections select on.
+    pub namespaces: Vec<Sourced<Namespace>>,
+    /// Documents of other kinds, skipped (kind, origin).
+    pub skipped: Vec<(String, Origin)>,
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {}{message}", object.as_ref().map(|o| format!("{o}: ")).unwrap_or_default())]
+pub struct LoadError {
+    pub origin: Origin,
+    /// `Kind namespace/name`, when known.
+    pub object: Option<String>,
+    pub message: String,
+}
+
+const GROUP_VERSION: &str = "keyward.dev/v1alpha1";
+
+/// Reads every `.yaml`/`.yml` file under `paths` (directories recursively, in name order).
+pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        collect(p, &mut files, &mut errors);
+    }
+    let mut set = ManifestSet::default();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut set, &mut errors),
+            Err(e) => errors.push(LoadError {
+                origin: Origin {
+                    file: file.clone(),
+                    line: 1,
+                },
+                object: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+fn collect(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+    let at = |message: String| LoadError {
+        origin: Origin {
+            file: p.to_path_buf(),
+            line: 1,
+        },
+        object: None,
+        message,
+    };
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => return errors.push(at(format!("cannot read directory: {e}"))),
+        };
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                collect(&e, files, errors);
+            }
+        }
+    } else if p.exists() {
+        files.push(p.to_path_buf());
+    } else {
+        errors.push(at("no such file or directory".into()));
+    }
+}
+
+/// Splits multi-document YAML at `---` lines, keeping each document's first line number.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs.into_iter()
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<LoadError>) {
+    for (start, doc) in documents(text) {
+        let origin = Origin {
+            file: file.to_path_buf(),
+            line: start,
+        };
+        let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = e.location().map(|l| start + l.line() - 1).unwrap_or(start);
+                let message = e.to_string();
+                // serde_yaml reports its own (document-relative) position: drop it.
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned();
+                errors.push(LoadError {
+                    origin: Origin {
+                        file: file.to_path_buf(),
+                        line,
+                    },
+                    object: None,
+                    message: format!("invalid YAML: {message}"),
+                });
+                continue;
+            }
+        };
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let meta = value.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("<unnamed>");
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str());
+        let object = Some(match namespace {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        });
+        let is_ours = matches!(
+            kind.as_str(),
+            "ApiKeyPolicy" | "CmsConnection" | "ClusterCmsConnection"
+        );
+        if is_ours && api_version != GROUP_VERSION {
+            errors.push(LoadError {
+                origin,
+                object,
+                message: format!("apiVersion must be {GROUP_VERSION}, not '{api_version}'"),
+            });
+            continue;
+        }
+        macro_rules! typed {
+            ($list:expr) => {
+                match typed(value) {
+                    Ok(o) => $list.push(Sourced { origin, object: o }),
+                    Err(message) => errors.push(LoadError {
+                        origin,
+                        object,
+                        message,
+                    }),
+                }
+            };
+        }
+        match (kind.as_str(), api_version.as_str()) {
+            ("ApiKeyPolicy", _) => typed!(set.policies),
+            ("CmsConnection", _) => typed!(set.connections),
+            ("ClusterCmsConnection", _) => typed!(set.cluster_connections),
+            ("Secret", "v1") => typed!(set.secrets),
+            ("Namespace", "v1") => typed!(set.namespaces),
+            ("", _) => errors.push(LoadError {
+                origin,
+                object: None,
+                message: "document has no kind".into(),
+            }),
+            _ => set.skipped.push((kind, origin)),
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<ManifestSet, Vec<LoadError>> {
+        let mut set = ManifestSet::default();
+        let mut errors = Vec::new();
+        load_text(Path::new("m.yaml"), text, &mut set, &mut errors);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+
+    const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  keys:
+    - name: k
+      defaultPermissions: [GET]
+      secret: {name: s}
+";
+
+    #[test]
+    fn multi_document_with_line_numbers() {
+        let text = format!(
+            "# comment\n---\n{POLICY}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n"
+        );
+        let set = load_str(&text).unwrap();
+        assert_eq!(set.policies.len(), 1);
+        assert_eq!(set.policies[0].origin.line, 3);
+        assert_eq!(
+            set.policies[0].object.spec.keys[0].secret.key_field,
+            "apiKey"
+        );
+        assert_eq!(set.skipped[0].0, "ConfigMap");
+    }
+
+    #[test]
+    fn yaml_errors_point_at_the_line() {
+        let text = format!("{POLICY}---\nkind: ApiKeyPolicy\nmetadata:\n  name: [unclosed\n");
+        let e = load_str(&text).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].origin.line >= 11, "{e:?}");
+        assert!(e[0].to_string().starts_with("m.yaml:1"), "{}", e[0]);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let text = POLICY.replace("[GET]", "[GET, FETCH]");
+        let e = load_str(&text).unwrap_err();
+        let msg = e[0].to_string();
+        assert!(msg.contains("ApiKeyPolicy shop/p"), "{msg}");
+        assert!(msg.contains("spec.keys[0].defaultPermissions[1]"), "{msg}");
+        assert!(msg.contains("FETCH"), "{msg}");
+        let text = POLICY.replace("secret: {name: s}", "secret: {name: s}\n      colour: red");
+        assert!(load_str(&text).unwrap_err()[0]
+            .to_string()
+            .contains("unknown field `colour`"));
+    }
+}

@@ -1,0 +1,327 @@
+//! The custom resources: `ApiKeyPolicy`, `CmsConnection`, `ClusterCmsConnection`
+//! (group `keyward.dev`, version `v1alpha1`).
+
+use super::duration::DURATION_PATTERN;
+use crate::model::{
+    ApiPermission, ContentOp, ContentPermission, KeyKind, KeyType, ManagementPermission, Plan,
+    Scope,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Declares a set of CMS API keys, the Secrets they are written to, and the CMS settings
+/// (CORS origins, public endpoints) the keys' clients need.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "keyward.dev",
+    version = "v1alpha1",
+    kind = "ApiKeyPolicy",
+    namespaced,
+    status = "ApiKeyPolicyStatus",
+    shortname = "akp",
+    category = "keyward",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.keys[*].id"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyPolicySpec {
+    /// The CMS connection to use. Omitted: the CLI's own connection, or the operator's default
+    /// connection (its `--default-connection` flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionRef>,
+    /// What happens to the keys when the policy (or one of its keys) is removed.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// `ObserveOnly` plans into status and never writes to the CMS.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+    /// Origins whose browsers may read the CMS's responses (CORS is deny-by-default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+    /// Operations of an API that need no key at all (still rate-limited by the CMS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_endpoints: Vec<PublicEndpoint>,
+    /// The keys this policy owns.
+    pub keys: Vec<KeyDecl>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionRef {
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum ConnectionKind {
+    /// A connection in the policy's own namespace.
+    #[default]
+    CmsConnection,
+    /// A cluster-wide connection whose namespace conditions admit the policy's namespace.
+    ClusterCmsConnection,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Revoke the keys.
+    #[default]
+    Delete,
+    /// Leave the keys in the CMS.
+    Orphan,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ManagementPolicy {
+    #[default]
+    Manage,
+    ObserveOnly,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSpec {
+    /// `scheme://host[:port]` origins; `*` allows every origin (a warning).
+    pub origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicEndpoint {
+    pub api: String,
+    /// Operations that need no key: list, get, create, update, delete, publish.
+    pub operations: Vec<ContentOp>,
+}
+
+/// One API key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyDecl {
+    /// Unique within the policy; a DNS label.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// content (delivery) keys hold permissions and scopes; management keys hold management
+    /// permissions; personal keys inherit their owner's role.
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// public keys (for browsers) may hold read rights only.
+    #[serde(default, rename = "type")]
+    pub key_type: KeyType,
+    /// Permissions on every API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_permissions: Vec<ContentPermission>,
+    /// Per-API permissions; they replace the defaults for that API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_permissions: Vec<ApiPermission>,
+    /// Scopes; rights are the union of permissions and scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<Scope>,
+    /// Environments the key is limited to; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_permissions: Vec<ManagementPermission>,
+    /// The member who owns a personal key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Lifetime from creation or rotation (e.g. 90d). Default: the kind's default (1 year for
+    /// content keys, 182 days for management and personal keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub expires_after: Option<String>,
+    /// Rotate this long before expiry (e.g. 7d). Default: Kontent.ai's reminder rule (lifetime
+    /// < 1 day: at once... > 7 days: 1 week before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub renew_before: Option<String>,
+    /// How long the old value keeps working after a rotation wrote the new one (e.g. 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub rotation_overlap: Option<String>,
+    /// The Secret the key is written to.
+    pub secret: SecretSpec,
+    /// Service accounts allowed to read the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Readers>,
+    /// Workloads restarted (pod-template annotation) when the value changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_targets: Vec<RestartTarget>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Name of the Secret, in the policy's namespace.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub name: String,
+    /// The data field holding the key value.
+    #[serde(default = "default_key_field")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key_field: String,
+    /// More data fields, templated: `{{ endpoint }}`, `{{ keyId }}`, `{{ keyName }}`,
+    /// `{{ expiresAt }}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+pub fn default_key_field() -> String {
+    "apiKey".into()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Readers {
+    pub service_accounts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartTarget {
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// What the operator observed and did.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synced, Drifted, KeyExpiringSoon.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+    /// For ObserveOnly policies: the changes that Manage would make (no secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    pub name: String,
+    pub id: String,
+    /// A short hash of the value in use; never the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<String>,
+    pub secret_name: String,
+}
+
+/// A connection to a CMS's key-management API, usable by policies in its namespace.
+#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "keyward.dev",
+    version = "v1alpha1",
+    kind = "CmsConnection",
+    namespaced,
+    shortname = "cmsconn",
+    category = "keyward"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CmsConnectionSpec {
+    /// Which CMS API the endpoint speaks.
+    #[serde(default)]
+    pub provider: ProviderKind,
+    /// Base URL of the CMS, e.g. http://cms.cms.svc:8780.
+    #[schemars(url)]
+    pub endpoint: String,
+    /// The Secret holding the management credential.
+    pub credentials_secret_ref: SecretKeyRef,
+    /// The CMS's plan: its key quota is checked before any call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The keyward reference CMS (`keyward cms serve`).
+    #[default]
+    Keyward,
+    /// Strapi's admin API-token API.
+    Strapi,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    /// Required for a ClusterCmsConnection; a CmsConnection's Secret is in its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The data field with the token.
+    #[serde(default = "default_token_field")]
+    pub key: String,
+}
+
+fn default_token_field() -> String {
+    "token".into()
+}
+
+/// A cluster-wide CMS connection; only namespaces its conditions admit may use it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "keyward.dev",
+    version = "v1alpha1",
+    kind = "ClusterCmsConnection",
+    shortname = "ccmsconn",
+    category = "keyward"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterCmsConnectionSpec {
+    #[serde(default)]
+    pub provider: ProviderKind,
+    #[schemars(url)]
+    pub endpoint: String,
+    pub credentials_secret_ref: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// Namespaces admitted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces admitted by label. With neither this nor `namespaces`, no namespace is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+}

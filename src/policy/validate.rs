@@ -1,0 +1,633 @@
+//! Offline validation: every rule of the seeds that needs no CMS, checked before any call, with
+//! the manifest, the object, the field path and the reason.
+
+use super::duration;
+use super::load::{ManifestSet, Origin};
+use super::{
+    ApiKeyPolicy, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy, ProviderKind,
+};
+use crate::model::{
+    check_origin, expiry_rules, human, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
+};
+use crate::plan::desired::{
+    ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, SecretTarget, LABEL_KEY,
+    LABEL_POLICY, LABEL_POLICY_UID,
+};
+use chrono::{DateTime, Duration, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A problem found in a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub origin: Option<Origin>,
+    /// `Kind namespace/name`.
+    pub object: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
+        }
+        write!(f, "{}: ", self.object)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Placeholders allowed in `secret.extraFields`.
+pub const TEMPLATE_VARS: [&str; 4] = ["endpoint", "keyId", "keyName", "expiresAt"];
+
+/// The longest rotation overlap a CMS grace period allows.
+const MAX_OVERLAP: Duration = Duration::days(30);
+
+/// How a connection is reached, as a manifest declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    pub provider: ProviderKind,
+    pub endpoint: String,
+    /// (namespace, name, data field) of the credential Secret.
+    pub credentials: (String, String, String),
+    pub plan: Option<Plan>,
+}
+
+/// What a valid set of manifests asks for, per connection.
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    pub desired: BTreeMap<ConnectionId, DesiredState>,
+    pub connections: BTreeMap<ConnectionId, ConnectionConfig>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Default rotation lead time (Kontent.ai's reminder schedule): a lifetime over a week renews a
+/// week ahead, 1-7 days a day ahead; under a day, halfway (rotating "at once" would loop).
+pub fn default_renew_before(lifetime: Duration) -> Duration {
+    if lifetime > Duration::days(7) {
+        Duration::days(7)
+    } else if lifetime >= Duration::days(1) {
+        Duration::days(1)
+    } else {
+        lifetime / 2
+    }
+}
+
+pub fn cms_key_name(policy: &PolicyId, key: &str) -> String {
+    format!("{}.{}.{}", policy.namespace, policy.name, key)
+}
+
+struct Ctx<'a> {
+    origin: Option<&'a Origin>,
+    object: String,
+    out: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>) {
+        self.out.push(Diagnostic {
+            severity,
+            origin: self.origin.cloned(),
+            object: self.object.clone(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, path, message);
+    }
+}
+
+/// One policy's keys and settings, checked on their own. Diagnostics may hold warnings only.
+pub fn policy_keys(
+    policy: &ApiKeyPolicy,
+    origin: Option<&Origin>,
+    now: DateTime<Utc>,
+) -> (PolicyId, Vec<DesiredKey>, Vec<Diagnostic>) {
+    let id = PolicyId {
+        namespace: policy
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: policy.metadata.name.clone().unwrap_or_default(),
+        uid: policy.metadata.uid.clone(),
+    };
+    let mut cx = Ctx {
+        origin,
+        object: format!("ApiKeyPolicy {id}"),
+        out: Vec::new(),
+    };
+    if !valid_dns(&id.name, 63) {
+        cx.error(
+            "metadata.name",
+            format!("'{}' is not a valid name (lowercase DNS label)", id.name),
+        );
+    }
+    let spec = &policy.spec;
+    let observe_only = spec.management_policy == ManagementPolicy::ObserveOnly;
+    if let Some(cors) = &spec.cors {
+        for (i, o) in cors.origins.iter().enumerate() {
+            if let Err(reason) = check_origin(o) {
+                cx.error(format!("spec.cors.origins[{i}]"), reason);
+            } else if o == "*" {
+                cx.push(
+                    Severity::Warning,
+                    format!("spec.cors.origins[{i}]"),
+                    "'*' lets every web page read the CMS's responses; list the origins instead",
+                );
+            }
+        }
+    }
+    let mut apis = BTreeSet::new();
+    for (i, pe) in spec.public_endpoints.iter().enumerate() {
+        if !valid_slug(&pe.api) {
+            cx.error(
+                format!("spec.publicEndpoints[{i}].api"),
+                format!("'{}' is not an API name", pe.api),
+            );
+        }
+        if !apis.insert(&pe.api) {
+            cx.error(
+                format!("spec.publicEndpoints[{i}].api"),
+                format!("API '{}' is listed twice", pe.api),
+            );
+        }
+        for (j, op) in pe.operations.iter().enumerate() {
+            if !ContentOp::PUBLIC_OPERATIONS.contains(op) {
+                cx.error(
+                    format!("spec.publicEndpoints[{i}].operations[{j}]"),
+                    format!(
+                        "'{}' cannot be public (list, get, create, update, delete, publish)",
+                        op.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut keys = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    for (i, k) in spec.keys.iter().enumerate() {
+        let at = |f: &str| format!("spec.keys[{i}].{f}");
+        if !valid_dns(&k.name, 40) {
+            cx.error(
+                at("name"),
+                format!(
+                    "'{}' is not a valid key name (lowercase DNS label, at most 40)",
+                    k.name
+                ),
+            );
+        }
+        if !names.insert(k.name.as_str()) {
+            cx.error(
+                at("name"),
+                format!("key '{}' is declared twice in this policy", k.name),
+            );
+        }
+        if !secrets.insert(k.secret.name.as_str()) {
+            cx.error(
+                at("secret.name"),
+                format!(
+                    "Secret '{}' is used by two keys of this policy",
+                    k.secret.name
+                ),
+            );
+        }
+        if !valid_dns(&k.secret.name, 253) {
+            cx.error(
+                at("secret.name"),
+                format!("'{}' is not a valid Secret name", k.secret.name),
+            );
+        }
+        for (field, template) in &k.secret.extra_fields {
+            if *field == k.secret.key_field {
+                cx.error(
+                    at(&format!("secret.extraFields.{field}")),
+                    "collides with secret.keyField",
+                );
+            }
+            if let Err(m) = check_template(template) {
+                cx.error(at(&format!("secret.extraFields.{field}")), m);
+            }
+        }
+        let rules = expiry_rules(k.kind);
+        let parse =
+            |cx: &mut Ctx, field: &str, v: &Option<String>| match v.as_deref().map(duration::parse)
+            {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(m)) => {
+                    cx.error(at(field), m);
+                    None
+                }
+            };
+        let lifetime = parse(&mut cx, "expiresAfter", &k.expires_after).unwrap_or(rules.default);
+        let renew_before = parse(&mut cx, "renewBefore", &k.renew_before)
+            .unwrap_or_else(|| default_renew_before(lifetime));
+        let overlap =
+            parse(&mut cx, "rotationOverlap", &k.rotation_overlap).unwrap_or_else(Duration::zero);
+        if renew_before >= lifetime {
+            cx.error(
+                at("renewBefore"),
+                format!(
+                    "{} is not shorter than the key's lifetime ({})",
+                    human(renew_before),
+                    human(lifetime)
+                ),
+            );
+        }
+        if overlap > MAX_OVERLAP || overlap >= lifetime {
+            cx.error(
+                at("rotationOverlap"),
+                format!(
+                    "must be shorter than the lifetime and at most 30 days, not {}",
+                    human(overlap)
+                ),
+            );
+        }
+        let cms_name = cms_key_name(&id, &k.name);
+        let mut labels = BTreeMap::from([
+            (LABEL_POLICY.to_owned(), id.to_string()),
+            (LABEL_KEY.to_owned(), k.name.clone()),
+        ]);
+        if let Some(uid) = &id.uid {
+            labels.insert(LABEL_POLICY_UID.to_owned(), uid.clone());
+        }
+        let key_spec = KeySpec {
+            name: cms_name.clone(),
+            description: k.description.clone(),
+            kind: k.kind,
+            key_type: k.key_type,
+            default_permissions: k.default_permissions.clone(),
+            api_permissions: k.api_permissions.clone(),
+            scopes: k.scopes.clone(),
+            environments: k.environments.clone(),
+            management_permissions: k.management_permissions.clone(),
+            owner: k.owner.clone(),
+            expires_at: Some(now + lifetime),
+            labels,
+        };
+        if cms_name.len() > 100 {
+            cx.error(at("name"), format!("the CMS key name '{cms_name}' (namespace.policy.key) is longer than 100 characters"));
+        } else if let Err(e) = key_spec.validate(now) {
+            let path = match e.path.as_str() {
+                "expiresAt" => "expiresAfter".to_owned(),
+                other => other.to_owned(),
+            };
+            let reason = if path == "expiresAfter" {
+                format!(
+                    "{} keys must live between {} and {}, not {}",
+                    k.kind.as_str(),
+                    human(rules.min),
+                    human(rules.max),
+                    human(lifetime)
+                )
+            } else {
+                e.reason
+            };
+            cx.error(at(&path), reason);
+        }
+        if k.kind == KeyKind::Personal && k.key_type == crate::model::KeyType::Public {
+            cx.error(at("type"), "personal keys are service keys");
+        }
+        keys.push(DesiredKey {
+            policy: id.clone(),
+            key: k.name.clone(),
+            spec: normalize(KeySpec {
+                expires_at: None,
+                ..key_spec
+            }),
+            lifetime,
+            renew_before,
+            rotation_overlap: overlap,
+            secret: SecretTarget {
+                namespace: id.namespace.clone(),
+                name: k.secret.name.clone(),
+                key_field: k.secret.key_field.clone(),
+                extra_fields: k.secret.extra_fields.clone(),
+                labels: k.secret.labels.clone(),
+                annotations: k.secret.annotations.clone(),
+            },
+            observe_only,
+        });
+    }
+    (id, keys, cx.out)
+}
+
+/// Sorted, deduplicated lists: two specs that mean the same compare equal.
+pub fn normalize(mut s: KeySpec) -> KeySpec {
+    s.default_permissions.sort();
+    s.default_permissions.dedup();
+    for a in &mut s.api_permissions {
+        a.permissions.sort();
+        a.permissions.dedup();
+    }
+    s.api_permissions.sort();
+    s.scopes.sort();
+    s.scopes.dedup();
+    s.environments.sort();
+    s.environments.dedup();
+    s.management_permissions.sort();
+    s.management_permissions.dedup();
+    s
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed '{{{{' in '{t}'"))?;
+        let var = after[..end].trim();
+        if !TEMPLATE_VARS.contains(&var) {
+            return Err(format!(
+                "unknown placeholder '{{{{ {var} }}}}' (known: {})",
+                TEMPLATE_VARS.join(", ")
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+/// Fills `{{ var }}` placeholders.
+pub fn render_template(t: &str, vars: &BTreeMap<&str, String>) -> String {
+    let mut out = String::new();
+    let mut rest = t;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let var = after[..end].trim();
+                out.push_str(vars.get(var).map(String::as_str).unwrap_or_default());
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn valid_dns(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !s.starts_with(['-', '.'])
+        && !s.ends_with(['-', '.'])
+}
+
+/// Whether a cluster connection's namespace conditions admit `namespace` (with its labels).
+pub fn admits(
+    spec: &ClusterCmsConnectionSpec,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    spec.namespaces.iter().any(|n| n == namespace)
+        || spec
+            .namespace_selector
+            .as_ref()
+            .is_some_and(|s| selector_matches(s, labels))
+}
+
+/// Kubernetes label-selector semantics (an empty selector matches everything).
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
+        let vals = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    by_label && by_expr
+}
+
+/// Validates a whole manifest set and groups what it asks for by connection. `default_plan` is
+/// the quota of the CLI's own connection, if known.
+pub fn resolve(
+    set: &ManifestSet,
+    now: DateTime<Utc>,
+    default_plan: Option<Plan>,
+) -> Result<Resolved, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut resolved = Resolved::default();
+    let ns_labels: BTreeMap<String, BTreeMap<String, String>> = set
+        .namespaces
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.object.metadata.name.clone()?,
+                n.object.metadata.labels.clone().unwrap_or_default(),
+            ))
+        })
+        .collect();
+
+    let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut policy_names = BTreeSet::new();
+    for p in &set.policies {
+        let (id, keys, mut d) = policy_keys(&p.object, Some(&p.origin), now);
+        let mut cx = Ctx {
+            origin: Some(&p.origin),
+            object: format!("ApiKeyPolicy {id}"),
+            out: Vec::new(),
+        };
+        if !policy_names.insert(id.to_string()) {
+            cx.error("metadata.name", "this policy is declared twice");
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let slot = (k.secret.namespace.clone(), k.secret.name.clone());
+            match secret_owner.get(&slot) {
+                Some(other) if *other != id.to_string() => cx.error(
+                    format!("spec.keys[{i}].secret.name"),
+                    format!(
+                        "Secret {}/{} is already written by ApiKeyPolicy {other}",
+                        slot.0, slot.1
+                    ),
+                ),
+                _ => {
+                    secret_owner.insert(slot, id.to_string());
+                }
+            }
+        }
+        let conn = match &p.object.spec.connection_ref {
+            None => Some(ConnectionId::Default),
+            Some(r) => match r.kind {
+                ConnectionKind::CmsConnection => {
+                    match set.connections.iter().find(|c| {
+                        c.object.metadata.name.as_deref() == Some(&r.name)
+                            && c.object.metadata.namespace.as_deref().unwrap_or("default")
+                                == id.namespace
+                    }) {
+                        None => {
+                            cx.error("spec.connectionRef", format!("CmsConnection {}/{} is not in the manifests (a policy may only use a connection in its own namespace)", id.namespace, r.name));
+                            None
+                        }
+                        Some(c) => {
+                            let cid = ConnectionId::CmsConnection {
+                                namespace: id.namespace.clone(),
+                                name: r.name.clone(),
+                            };
+                            let s = &c.object.spec;
+                            let key = s.credentials_secret_ref.clone();
+                            resolved.connections.insert(
+                                cid.clone(),
+                                ConnectionConfig {
+                                    provider: s.provider,
+                                    endpoint: s.endpoint.clone(),
+                                    credentials: (id.namespace.clone(), key.name, key.key),
+                                    plan: s.plan,
+                                },
+                            );
+                            Some(cid)
+                        }
+                    }
+                }
+                ConnectionKind::ClusterCmsConnection => {
+                    match set
+                        .cluster_connections
+                        .iter()
+                        .find(|c| c.object.metadata.name.as_deref() == Some(&r.name))
+                    {
+                        None => {
+                            cx.error(
+                                "spec.connectionRef",
+                                format!("ClusterCmsConnection {} is not in the manifests", r.name),
+                            );
+                            None
+                        }
+                        Some(c) => {
+                            let empty = BTreeMap::new();
+                            let labels = ns_labels.get(&id.namespace).unwrap_or(&empty);
+                            if !admits(&c.object.spec, &id.namespace, labels) {
+                                cx.error("spec.connectionRef", format!("ClusterCmsConnection {} does not admit namespace '{}' (see its namespaces and namespaceSelector)", r.name, id.namespace));
+                                None
+                            } else {
+                                let s = &c.object.spec;
+                                let key = s.credentials_secret_ref.clone();
+                                let cid = ConnectionId::ClusterCmsConnection {
+                                    name: r.name.clone(),
+                                };
+                                match key.namespace.clone() {
+                                    None => {
+                                        cx.error("spec.connectionRef", format!("ClusterCmsConnection {} has no spec.credentialsSecretRef.namespace", r.name));
+                                        None
+                                    }
+                                    Some(ns) => {
+                                        resolved.connections.insert(
+                                            cid.clone(),
+                                            ConnectionConfig {
+                                                provider: s.provider,
+                                                endpoint: s.endpoint.clone(),
+                                                credentials: (ns, key.name, key.key),
+                                                plan: s.plan,
+                                            },
+                                        );
+                                        Some(cid)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        d.extend(cx.out);
+        let has_errors = d.iter().any(|x| x.severity == Severity::Error);
+        diags.extend(d);
+        let (Some(conn), false) = (conn, has_errors) else {
+            continue;
+        };
+        let state = resolved.desired.entry(conn).or_default();
+        let spec = &p.object.spec;
+        state.policies.insert(
+            id.clone(),
+            PolicySettings {
+                orphan: spec.deletion_policy == super::DeletionPolicy::Orphan,
+                observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
+            },
+        );
+        if let Some(c) = &spec.cors {
+            state
+                .cors
+                .get_or_insert_with(BTreeSet::new)
+                .extend(c.origins.iter().cloned());
+        }
+        for pe in &spec.public_endpoints {
+            state
+                .public
+                .entry(pe.api.clone())
+                .or_default()
+                .extend(pe.operations.iter().copied());
+        }
+        state.keys.extend(keys);
+    }
+
+    // Plan quotas, per connection, before any call.
+    for (cid, state) in &resolved.desired {
+        let plan = match cid {
+            ConnectionId::Default => default_plan,
+            other => resolved.connections.get(other).and_then(|c| c.plan),
+        };
+        if let Some(plan) = plan {
+            if state.keys.len() > plan.key_limit() {
+                let first = state.keys.get(plan.key_limit());
+                let origin = first.and_then(|k| {
+                    set.policies
+                        .iter()
+                        .find(|p| p.object.metadata.name.as_deref() == Some(&k.policy.name))
+                        .map(|p| p.origin.clone())
+                });
+                diags.push(Diagnostic {
+                    severity: Severity::Error,
+                    origin,
+                    object: first.map(|k| format!("ApiKeyPolicy {}", k.policy)).unwrap_or_default(),
+                    path: "spec.keys".into(),
+                    message: format!(
+                        "{cid} is on the {} plan, which allows {} key(s); these manifests declare {}",
+                        plan.as_str(),
+                        plan.key_limit(),
+                        state.keys.len()
+                    ),
+                });
+            }
+        }
+    }
+    let (errors, warnings): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    resolved.warnings = warnings;
+    Ok(resolved)
+}

@@ -1,0 +1,134 @@
+//! CMS providers: one trait, one adapter per CMS. The engine and the operator only see the trait.
+
+pub mod http;
+pub mod reference;
+
+use crate::model::{ContentOp, KeySpec, KeyValue};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A key as the CMS holds it now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveKey {
+    pub id: String,
+    /// Normalized settings; `expires_at` is the live expiry.
+    pub spec: KeySpec,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+impl LiveKey {
+    /// Which generation of the value is current: changes on every regenerate.
+    pub fn version(&self) -> String {
+        self.rotated_at
+            .unwrap_or(self.created_at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.spec.expires_at
+    }
+}
+
+/// A key with the value the CMS showed once.
+#[derive(Clone, Debug)]
+pub struct IssuedKey {
+    pub key: LiveKey,
+    pub value: KeyValue,
+}
+
+/// Per-service settings that policies manage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveSettings {
+    pub cors: BTreeSet<String>,
+    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot reach {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("{endpoint} answered {status}: {message}")]
+    Rejected {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{provider} cannot express {field}: {reason}")]
+    Unsupported {
+        provider: &'static str,
+        field: String,
+        reason: String,
+    },
+    #[error("unexpected answer from {endpoint}: {detail}")]
+    Decode { endpoint: String, detail: String },
+}
+
+impl ProviderError {
+    /// Worth retrying later (outage, rate limit, server error), as opposed to a refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Rejected { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Calls made to a CMS, for the "a no-change run makes zero writes" promise and benchmarks.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl CallStats {
+    pub fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+/// A CMS's key-management API.
+#[async_trait]
+pub trait CmsProvider: Send + Sync {
+    /// `keyward`, `strapi`, ...
+    fn kind(&self) -> &'static str;
+    fn endpoint(&self) -> &str;
+    fn stats(&self) -> &CallStats;
+
+    /// Every key, in one listing (no per-key fetches).
+    async fn list_keys(&self) -> Result<Vec<LiveKey>>;
+    async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey>;
+    /// Changes a key's mutable settings to `spec`'s.
+    async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;
+    async fn rename_key(&self, id: &str, name: &str) -> Result<()>;
+    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    /// A new value; the old one keeps working for `grace`.
+    async fn regenerate_key(
+        &self,
+        id: &str,
+        grace: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Result<IssuedKey>;
+    /// Revokes; a key the CMS no longer knows counts as revoked.
+    async fn revoke_key(&self, id: &str) -> Result<()>;
+    /// CORS origins and the public operations of `apis`.
+    async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings>;
+    async fn set_cors(&self, origins: &BTreeSet<String>) -> Result<()>;
+    async fn set_public(&self, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()>;
+}

@@ -1,0 +1,293 @@
+//! The provider for keyward's reference CMS (`keyward cms serve`).
+
+use super::http::{Idempotent, JsonClient};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use crate::model::{ContentOp, KeySpec, KeyValue};
+use crate::policy::validate::normalize;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+pub struct ReferenceCms {
+    client: JsonClient,
+}
+
+impl ReferenceCms {
+    pub fn new(endpoint: &str, token: &str) -> ReferenceCms {
+        ReferenceCms {
+            client: JsonClient::new(endpoint, token),
+        }
+    }
+
+    pub fn client_mut(&mut self) -> &mut JsonClient {
+        &mut self.client
+    }
+
+    fn decode(&self, detail: impl std::fmt::Display) -> ProviderError {
+        ProviderError::Decode {
+            endpoint: self.client.base().to_owned(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Splits a key record from the management API into its spec and its bookkeeping.
+    fn live_key(&self, v: &Value) -> Result<LiveKey> {
+        let mut m = v
+            .as_object()
+            .cloned()
+            .ok_or_else(|| self.decode("a key record is not an object"))?;
+        let take = |m: &mut serde_json::Map<String, Value>, f: &str| {
+            m.remove(f).and_then(|v| v.as_str().map(str::to_owned))
+        };
+        let id = take(&mut m, "id").ok_or_else(|| self.decode("a key record has no id"))?;
+        let ts = |s: Option<String>| {
+            s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|d| d.with_timezone(&Utc))
+        };
+        let created_at = ts(take(&mut m, "createdAt"))
+            .ok_or_else(|| self.decode("a key record has no createdAt"))?;
+        let rotated_at = ts(take(&mut m, "rotatedAt"));
+        for f in ["updatedAt", "previousValidUntil", "key"] {
+            m.remove(f);
+        }
+        let spec: KeySpec = serde_json::from_value(Value::Object(m))
+            .map_err(|e| self.decode(format!("key {id}: {e}")))?;
+        Ok(LiveKey {
+            id,
+            spec: normalize(spec),
+            created_at,
+            rotated_at,
+        })
+    }
+
+    fn issued(&self, v: &Value) -> Result<IssuedKey> {
+        let value = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.decode("no key value in the answer"))?;
+        Ok(IssuedKey {
+            key: self.live_key(v)?,
+            value: KeyValue::new(value),
+        })
+    }
+
+    /// Creates every API in `apis` that does not exist yet; returns the ones it created.
+    pub async fn ensure_apis(&self, apis: &BTreeSet<String>) -> Result<Vec<String>> {
+        let mut created = Vec::new();
+        let (_, v) = self
+            .client
+            .call(Method::GET, "/v1/apis", None, Idempotent::Yes)
+            .await?;
+        let existing: BTreeSet<&str> = v
+            .get("apis")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("name").and_then(Value::as_str))
+            .collect();
+        for api in apis.iter().filter(|a| !existing.contains(a.as_str())) {
+            let (status, _) = self
+                .client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/apis/{api}"),
+                    None,
+                    Idempotent::Yes,
+                )
+                .await?;
+            if status == StatusCode::CREATED {
+                created.push(api.clone());
+            }
+        }
+        Ok(created)
+    }
+}
+
+fn not_found(e: ProviderError) -> Result<()> {
+    match e {
+        ProviderError::Rejected { status: 404, .. } => Ok(()),
+        other => Err(other),
+    }
+}
+
+#[async_trait]
+impl CmsProvider for ReferenceCms {
+    fn kind(&self) -> &'static str {
+        "keyward"
+    }
+
+    fn endpoint(&self) -> &str {
+        self.client.base()
+    }
+
+    fn stats(&self) -> &CallStats {
+        &self.client.stats
+    }
+
+    async fn list_keys(&self) -> Result<Vec<LiveKey>> {
+        let (_, v) = self
+            .client
+            .call(Method::GET, "/v1/keys", None, Idempotent::Yes)
+            .await?;
+        let keys = v
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.decode("no keys array"))?;
+        keys.iter().map(|k| self.live_key(k)).collect()
+    }
+
+    async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
+        let body = serde_json::to_value(spec).map_err(|e| self.decode(e))?;
+        let (_, v) = self
+            .client
+            .call(Method::POST, "/v1/keys", Some(&body), Idempotent::No)
+            .await?;
+        self.issued(&v)
+    }
+
+    async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey> {
+        let body = json!({
+            "description": spec.description,
+            "defaultPermissions": spec.default_permissions,
+            "apiPermissions": spec.api_permissions,
+            "scopes": spec.scopes,
+            "environments": spec.environments,
+            "managementPermissions": spec.management_permissions,
+            "labels": spec.labels,
+        });
+        let (_, v) = self
+            .client
+            .call(
+                Method::PATCH,
+                &format!("/v1/keys/{id}"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        self.live_key(&v)
+    }
+
+    async fn rename_key(&self, id: &str, name: &str) -> Result<()> {
+        let body = json!({ "name": name });
+        self.client
+            .call(
+                Method::PATCH,
+                &format!("/v1/keys/{id}"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let body = json!({ "expiresAt": at.to_rfc3339() });
+        self.client
+            .call(
+                Method::PATCH,
+                &format!("/v1/keys/{id}"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn regenerate_key(
+        &self,
+        id: &str,
+        grace: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Result<IssuedKey> {
+        let body =
+            json!({ "graceSeconds": grace.num_seconds(), "expiresAt": expires_at.to_rfc3339() });
+        let (_, v) = self
+            .client
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{id}/regenerate"),
+                Some(&body),
+                Idempotent::No,
+            )
+            .await?;
+        self.issued(&v)
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<()> {
+        match self
+            .client
+            .call(
+                Method::DELETE,
+                &format!("/v1/keys/{id}"),
+                None,
+                Idempotent::Yes,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => not_found(e),
+        }
+    }
+
+    async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings> {
+        let (_, v) = self
+            .client
+            .call(Method::GET, "/v1/cors", None, Idempotent::Yes)
+            .await?;
+        let cors = serde_json::from_value(v.get("origins").cloned().unwrap_or(Value::Null))
+            .map_err(|e| self.decode(e))?;
+        let mut out = LiveSettings {
+            cors,
+            ..Default::default()
+        };
+        if apis.is_empty() {
+            return Ok(out);
+        }
+        // One listing carries every API's public operations.
+        let (_, v) = self
+            .client
+            .call(Method::GET, "/v1/apis", None, Idempotent::Yes)
+            .await?;
+        for a in v
+            .get("apis")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = a.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if apis.contains(name) {
+                let ops: BTreeSet<ContentOp> = serde_json::from_value(
+                    a.get("publicOperations").cloned().unwrap_or(Value::Null),
+                )
+                .map_err(|e| self.decode(e))?;
+                out.public.insert(name.to_owned(), ops);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_cors(&self, origins: &BTreeSet<String>) -> Result<()> {
+        let body = json!({ "origins": origins });
+        self.client
+            .call(Method::PUT, "/v1/cors", Some(&body), Idempotent::Yes)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_public(&self, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()> {
+        let body = json!({ "operations": ops });
+        self.client
+            .call(
+                Method::PUT,
+                &format!("/v1/apis/{api}/public"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        Ok(())
+    }
+}
