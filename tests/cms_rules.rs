@@ -832,22 +832,24 @@ async fn key_changes_take_effect_at_once() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["field"], "defaultPermissions[0]", "{}", r.text);
-    let r = cms
-        .admin(
-            Method::PATCH,
-            &format!("/v1/keys/{id}"),
-            Some(json!({"name": "renamed"})),
-        )
-        .await;
+    let path = format!("/v1/keys/{id}");
+    let patch = |body: serde_json::Value| cms.admin(Method::PATCH, &path, Some(body));
+    let r = patch(json!({"kind": "management"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(
         r.body["message"]
             .as_str()
             .unwrap()
-            .contains("unknown field `name`"),
+            .contains("unknown field `kind`"),
         "{}",
         r.text
     );
+    let r = patch(json!({"name": "renamed"})).await;
+    assert_eq!(r.body["name"], "renamed", "{}", r.text);
+    cms.key(json!({"name": "other"})).await;
+    let r = patch(json!({"name": "other"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    patch(json!({"name": "k"})).await;
     let r = cms
         .admin(Method::POST, "/v1/keys", Some(json!({"name": "k"})))
         .await;
