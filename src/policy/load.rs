@@ -81,6 +81,18 @@ pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
     }
 }
 
+/// Reads manifests from a string, as if from the file `name`.
+pub fn load_str(name: &str, text: &str) -> Result<ManifestSet, Vec<LoadError>> {
+    let mut set = ManifestSet::default();
+    let mut errors = Vec::new();
+    load_text(Path::new(name), text, &mut set, &mut errors);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
 fn collect(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
     let at = |message: String| LoadError {
         origin: Origin {
@@ -238,14 +250,7 @@ mod tests {
     use super::*;
 
     fn load_str(text: &str) -> Result<ManifestSet, Vec<LoadError>> {
-        let mut set = ManifestSet::default();
-        let mut errors = Vec::new();
-        load_text(Path::new("m.yaml"), text, &mut set, &mut errors);
-        if errors.is_empty() {
-            Ok(set)
-        } else {
-            Err(errors)
-        }
+        super::load_str("m.yaml", text)
     }
 
     const POLICY: &str = "apiVersion: keyward.dev/v1alpha1

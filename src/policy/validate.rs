@@ -631,3 +631,208 @@ pub fn resolve(
     resolved.warnings = warnings;
     Ok(resolved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::load_str;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let set = load_str("p.yaml", yaml).expect("loads");
+        match resolve(&set, Utc::now(), None) {
+            Ok(r) => r.warnings.iter().map(|w| w.to_string()).collect(),
+            Err(e) => e.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn policy(keys: &str) -> String {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  keys:\n{keys}"
+        )
+    }
+
+    fn key(extra: &str) -> String {
+        format!("    - name: k\n      secret: {{name: s}}\n{extra}")
+    }
+
+    fn one(errs: Vec<String>, needle: &str) {
+        assert!(
+            errs.iter().any(|e| e.contains(needle)),
+            "no error containing {needle:?} in {errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .all(|e| e.starts_with("p.yaml:1: ApiKeyPolicy shop/p: ")
+                    || e.starts_with("warning: p.yaml:1")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn seed_rules_are_checked_offline_with_field_paths() {
+        one(
+            errors(&policy(&key(
+                "      defaultPermissions: [GET_ALL_DRAFTS]\n",
+            ))),
+            "spec.keys[0].defaultPermissions: GET_ALL_DRAFTS requires GET",
+        );
+        one(
+            errors(&policy(&key(
+                "      type: public\n      defaultPermissions: [GET, DELETE]\n",
+            ))),
+            "spec.keys[0].defaultPermissions: a public key may hold read rights only, not DELETE",
+        );
+        one(
+            errors(&policy(&key(
+                "      type: public\n      scopes: [content:write]\n",
+            ))),
+            "spec.keys[0].scopes: a public key may hold read rights only",
+        );
+        one(
+            errors(&policy(&key("      expiresAfter: 6y\n"))),
+            "spec.keys[0].expiresAfter: content keys must live between 1 minute and 5 years",
+        );
+        one(errors(&policy(&key("      kind: management\n      managementPermissions: [keys:manage]\n      expiresAfter: 3y\n"))), "management keys must live between 1 minute and 2 years");
+        one(
+            errors(&policy(&key(
+                "      expiresAfter: 30d\n      renewBefore: 30d\n",
+            ))),
+            "spec.keys[0].renewBefore: 30 days is not shorter than the key's lifetime (30 days)",
+        );
+        one(
+            errors(&policy(&key("      expiresAfter: soon\n"))),
+            "spec.keys[0].expiresAfter: 'soon' is not a duration",
+        );
+        one(
+            errors(&policy(&format!("{}{}", key(""), key("")))),
+            "spec.keys[1].name: key 'k' is declared twice",
+        );
+        one(
+            errors(&policy(&format!(
+                "{}    - name: k2\n      secret: {{name: s}}\n",
+                key("")
+            ))),
+            "spec.keys[1].secret.name: Secret 's' is used by two keys",
+        );
+        one(
+            errors(&policy(
+                &key("      secret: {name: s, extraFields: {URL: '{{ nope }}'}}\n")
+                    .replace("      secret: {name: s}\n", ""),
+            )),
+            "unknown placeholder",
+        );
+    }
+
+    #[test]
+    fn origins_and_wildcards() {
+        let cors = |o: &str| {
+            policy(&key("")).replace("spec:\n", &format!("spec:\n  cors: {{origins: ['{o}']}}\n"))
+        };
+        one(
+            errors(&cors("https://shop.example.com/path")),
+            "spec.cors.origins[0]: 'https://shop.example.com/path' is not an origin",
+        );
+        let w = errors(&cors("*"));
+        assert!(
+            w[0].starts_with("warning: ") && w[0].contains("spec.cors.origins[0]"),
+            "{w:?}"
+        );
+        assert!(errors(&cors("http://localhost:3000")).is_empty());
+    }
+
+    #[test]
+    fn duplicate_secret_names_across_policies() {
+        let a = policy(&key(""));
+        let b = a.replace("name: p,", "name: q,");
+        let errs = errors(&format!("{a}---\n{b}"));
+        assert!(errs.iter().any(|e| e.contains("ApiKeyPolicy shop/q: spec.keys[0].secret.name: Secret shop/s is already written by ApiKeyPolicy shop/p")), "{errs:#?}");
+    }
+
+    const CONN: &str = "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: cms, namespace: shop}
+spec:
+  endpoint: http://cms:8780
+  plan: hobby
+  credentialsSecretRef: {name: cms-token}
+";
+
+    #[test]
+    fn plan_quota_is_checked_before_any_call() {
+        let p = policy(&format!(
+            "{}    - name: k2\n      secret: {{name: s2}}\n",
+            key("")
+        ))
+        .replace("spec:\n", "spec:\n  connectionRef: {name: cms}\n");
+        let errs = errors(&format!("{CONN}---\n{p}"));
+        assert!(errs.iter().any(|e| e.contains("hobby plan, which allows 1 key(s); these manifests declare 2")), "{errs:#?}");
+    }
+
+    #[test]
+    fn connections_must_exist_and_admit_the_namespace() {
+        let p = policy(&key("")).replace("spec:\n", "spec:\n  connectionRef: {name: missing}\n");
+        one(
+            errors(&p),
+            "spec.connectionRef: CmsConnection shop/missing is not in the manifests",
+        );
+        let cluster = "apiVersion: keyward.dev/v1alpha1
+kind: ClusterCmsConnection
+metadata: {name: main}
+spec:
+  endpoint: http://cms:8780
+  credentialsSecretRef: {name: t, namespace: keyward}
+  namespaceSelector: {matchLabels: {cms: allowed}}
+";
+        let p = policy(&key("")).replace(
+            "spec:\n",
+            "spec:\n  connectionRef: {kind: ClusterCmsConnection, name: main}\n",
+        );
+        let errs = errors(&format!("{cluster}---\n{p}"));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("ClusterCmsConnection main does not admit namespace 'shop'")),
+            "{errs:#?}"
+        );
+        let ns =
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {cms: allowed}}\n";
+        let set = load_str("p.yaml", &format!("{cluster}---\n{ns}---\n{p}")).unwrap();
+        let r = resolve(&set, Utc::now(), None).unwrap();
+        assert!(r.desired.contains_key(&ConnectionId::ClusterCmsConnection {
+            name: "main".into()
+        }));
+    }
+
+    #[test]
+    fn desired_keys_carry_ownership_and_defaults() {
+        let set = load_str(
+            "p.yaml",
+            &policy(&key(
+                "      defaultPermissions: [POST, GET]\n      expiresAfter: 90d\n",
+            )),
+        )
+        .unwrap();
+        let r = resolve(&set, Utc::now(), None).unwrap();
+        let k = &r.desired[&ConnectionId::Default].keys[0];
+        assert_eq!(k.spec.name, "shop.p.k");
+        assert_eq!(k.spec.labels[LABEL_POLICY], "shop/p");
+        assert_eq!(
+            k.spec.default_permissions,
+            vec![
+                crate::model::ContentPermission::Get,
+                crate::model::ContentPermission::Post
+            ],
+            "normalized"
+        );
+        assert_eq!(k.lifetime, Duration::days(90));
+        assert_eq!(
+            k.renew_before,
+            Duration::days(7),
+            "Kontent.ai's rule: a week ahead"
+        );
+        assert_eq!(default_renew_before(Duration::days(3)), Duration::days(1));
+        assert_eq!(
+            default_renew_before(Duration::hours(12)),
+            Duration::hours(6)
+        );
+    }
+}

@@ -123,3 +123,48 @@ impl Cms {
         self.req(method, path, Some(key), body).await.status
     }
 }
+
+/// Runs `keyward plan`/`apply` (the library entry) against this CMS.
+pub async fn gitops(
+    cms: &Cms,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
+    gitops_at(&cms.url, paths, secrets, mode).await
+}
+
+pub async fn gitops_at(
+    url: &str,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
+    let opts = keyward::gitops::Options {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        secrets_dir: secrets.to_path_buf(),
+        data_dir: secrets.join("unused-embedded"),
+        mode,
+        env_url: Some(url.to_owned()),
+        env_token: Some(ADMIN.to_owned()),
+    };
+    keyward::gitops::run(&opts).await
+}
+
+/// The value in a Secret manifest written by `apply`.
+pub fn secret_field(dir: &Path, namespace: &str, name: &str, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(format!("{namespace}.{name}.yaml"))).ok()?;
+    let s: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(&text).ok()?;
+    String::from_utf8(s.data?.get(field)?.0.clone()).ok()
+}
+
+/// A manifest in a temporary directory.
+pub fn manifest(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
