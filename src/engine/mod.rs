@@ -328,9 +328,12 @@ impl Engine<'_> {
                 ))
             }
             Action::Replace { key, old_id, .. } => {
-                self.provider
-                    .rename_key(old_id, &format!("{}~{old_id}", key.spec.name))
-                    .await?;
+                // Frees the name for the new key; ids are unique, so is this name.
+                let parked: String = format!("replaced.{old_id}.{}", key.spec.name)
+                    .chars()
+                    .take(100)
+                    .collect();
+                self.provider.rename_key(old_id, &parked).await?;
                 let mut spec = key.spec.clone();
                 spec.expires_at = Some(now + key.lifetime);
                 let issued = self.provider.create_key(&spec).await?;

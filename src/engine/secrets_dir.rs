@@ -52,10 +52,9 @@ impl SecretsDir {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(Self::err(
-                    target,
-                    format!("cannot read {}: {e}", path.display()),
-                ))
+                // Unreadable is as good as missing: the value in it cannot be used.
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a Secret manifest");
+                return Ok(None);
             }
         };
         // A file that is not a Secret we can read is treated as missing: its value is unusable.
