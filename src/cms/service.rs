@@ -204,12 +204,7 @@ impl Service {
                 )));
             }
         }
-        if self
-            .verifier
-            .records()
-            .iter()
-            .any(|r| r.spec.name == record.spec.name)
-        {
+        if self.verifier.name_taken(&record.spec.name) {
             return Err(CmsError::Conflict(format!(
                 "a key named '{}' already exists",
                 record.spec.name
@@ -253,9 +248,7 @@ impl Service {
             .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
         let mut record = entry.record.clone();
         if let Some(name) = &patch.name {
-            if *name != record.spec.name
-                && self.verifier.records().iter().any(|r| r.spec.name == *name)
-            {
+            if *name != record.spec.name && self.verifier.name_taken(name) {
                 return Err(CmsError::Conflict(format!(
                     "a key named '{name}' already exists"
                 )));

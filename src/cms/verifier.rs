@@ -150,6 +150,14 @@ impl Verifier {
     }
 
     /// The personal key of a member, if any.
+    /// Whether some key already has this name (without copying records).
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.index
+            .read()
+            .values()
+            .any(|e| e.record.spec.name == name)
+    }
+
     pub fn personal_key_of(&self, member: &str) -> Option<String> {
         self.index
             .read()

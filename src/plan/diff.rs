@@ -1,6 +1,6 @@
 //! desired + live + observed Secrets -> ordered actions. Pure: no I/O, no clock but `now`.
 
-use super::desired::{DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY};
+use super::desired::{DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY, LABEL_POLICY};
 use crate::model::{ContentOp, KeySpec};
 use crate::providers::{LiveKey, LiveSettings};
 use chrono::{DateTime, Utc};
@@ -198,26 +198,39 @@ pub fn diff(
         live: live.iter().map(|k| (k.id.clone(), k.clone())).collect(),
         ..Default::default()
     };
+    // Indexes, so a plan over thousands of keys stays linear.
+    let policies_by_label: BTreeMap<String, &PolicyId> = desired
+        .policies
+        .keys()
+        .map(|p| (p.to_string(), p))
+        .collect();
     let owner_of = |k: &LiveKey| -> Option<&PolicyId> {
-        desired.policies.keys().find(|p| p.owns(&k.spec.labels))
+        let p = policies_by_label.get(k.spec.labels.get(LABEL_POLICY)?)?;
+        p.owns(&k.spec.labels).then_some(*p)
     };
+    let mut by_owner: BTreeMap<(&PolicyId, &str), Vec<&LiveKey>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, &LiveKey> = BTreeMap::new();
+    for k in live {
+        by_name.insert(&k.spec.name, k);
+        if let (Some(p), Some(key)) = (owner_of(k), k.spec.labels.get(LABEL_KEY)) {
+            by_owner.entry((p, key.as_str())).or_default().push(k);
+        }
+    }
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
 
     for d in &desired.keys {
-        let mine: Vec<&LiveKey> = live
-            .iter()
-            .filter(|k| {
-                d.policy.owns(&k.spec.labels) && k.spec.labels.get(LABEL_KEY) == Some(&d.key)
-            })
-            .collect();
+        let mine: Vec<&LiveKey> = by_owner
+            .get(&(&d.policy, d.key.as_str()))
+            .cloned()
+            .unwrap_or_default();
         let primary = mine
             .iter()
             .find(|k| k.spec.name == d.spec.name)
             .or(mine.first())
             .copied();
-        if let Some(taken) = live
-            .iter()
-            .find(|k| k.spec.name == d.spec.name && !d.policy.owns(&k.spec.labels))
+        if let Some(taken) = by_name
+            .get(d.spec.name.as_str())
+            .filter(|k| !d.policy.owns(&k.spec.labels))
         {
             plan.problems.push(format!(
                 "key '{}' of ApiKeyPolicy {}: the CMS already has a key named '{}' (id {}) that keyward does not own; rename or revoke it, keyward will not adopt it",
@@ -361,4 +374,293 @@ pub fn diff(
     }
     plan.actions.sort_by_key(Action::order);
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::desired::{PolicySettings, LABEL_POLICY};
+    use crate::policy::load::load_str;
+    use crate::policy::validate::resolve;
+    use chrono::Duration;
+
+    const ENDPOINT: &str = "http://cms";
+
+    fn desired(extra: &str) -> DesiredState {
+        let yaml = format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n      secret: {{name: s}}\n"
+        );
+        let set = load_str("p.yaml", &yaml).unwrap();
+        resolve(&set, Utc::now(), None)
+            .unwrap()
+            .desired
+            .into_values()
+            .next()
+            .unwrap()
+    }
+
+    fn live_of(d: &DesiredState, now: DateTime<Utc>) -> LiveKey {
+        let mut spec = d.keys[0].spec.clone();
+        spec.expires_at = Some(now + Duration::days(30));
+        LiveKey {
+            id: "id1".into(),
+            spec,
+            created_at: now,
+            rotated_at: None,
+        }
+    }
+
+    fn secrets_for(d: &DesiredState, live: &LiveKey) -> ObservedSecrets {
+        let t = &d.keys[0].secret;
+        ObservedSecrets::from([(
+            ("ns".into(), "s".into()),
+            ObservedSecret {
+                key_id: Some(live.id.clone()),
+                key_version: Some(live.version()),
+                spec_hash: Some(secret_spec_hash(t, &live.id, &live.version(), ENDPOINT)),
+                has_value: true,
+            },
+        )])
+    }
+
+    fn kinds(p: &Plan) -> Vec<&'static str> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Create { .. } => "create",
+                Action::Update { .. } => "update",
+                Action::Rotate { .. } => "rotate",
+                Action::Replace { .. } => "replace",
+                Action::WriteSecret { .. } => "secret",
+                Action::Revoke { .. } => "revoke",
+                Action::SetCors { .. } => "cors",
+                Action::SetPublic { .. } => "public",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_sync_means_no_actions() {
+        let now = Utc::now();
+        let d = desired("");
+        let live = live_of(&d, now);
+        let p = diff(
+            &d,
+            &[live.clone()],
+            &LiveSettings::default(),
+            &secrets_for(&d, &live),
+            ENDPOINT,
+            now,
+        );
+        assert!(kinds(&p).is_empty(), "{p:?}");
+        assert!(!p.has_changes());
+    }
+
+    #[test]
+    fn missing_key_is_created_and_drift_is_updated() {
+        let now = Utc::now();
+        let d = desired("");
+        assert_eq!(
+            kinds(&diff(
+                &d,
+                &[],
+                &LiveSettings::default(),
+                &ObservedSecrets::new(),
+                ENDPOINT,
+                now
+            )),
+            ["create"]
+        );
+        let mut live = live_of(&d, now);
+        live.spec
+            .default_permissions
+            .push(crate::model::ContentPermission::Delete);
+        let p = diff(
+            &d,
+            &[live.clone()],
+            &LiveSettings::default(),
+            &secrets_for(&d, &live),
+            ENDPOINT,
+            now,
+        );
+        assert_eq!(kinds(&p), ["update"]);
+        let Action::Update { diff, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert!(
+            diff.contains("--- live") && diff.contains("-- DELETE"),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn rotation_lost_and_stale_values() {
+        let now = Utc::now();
+        let d = desired("");
+        let mut live = live_of(&d, now);
+        live.spec.expires_at = Some(now + Duration::days(6));
+        let s = secrets_for(&d, &live);
+        assert_eq!(
+            kinds(&diff(
+                &d,
+                &[live.clone()],
+                &LiveSettings::default(),
+                &s,
+                ENDPOINT,
+                now
+            )),
+            ["rotate"],
+            "within 7 days (default renewBefore)"
+        );
+        let live = live_of(&d, now);
+        assert_eq!(
+            kinds(&diff(
+                &d,
+                &[live.clone()],
+                &LiveSettings::default(),
+                &ObservedSecrets::new(),
+                ENDPOINT,
+                now
+            )),
+            ["rotate"],
+            "lost Secret"
+        );
+        let mut stale = secrets_for(&d, &live);
+        stale
+            .values_mut()
+            .for_each(|o| o.key_version = Some("older".into()));
+        assert_eq!(
+            kinds(&diff(
+                &d,
+                &[live.clone()],
+                &LiveSettings::default(),
+                &stale,
+                ENDPOINT,
+                now
+            )),
+            ["rotate"],
+            "stale value"
+        );
+        let mut meta = secrets_for(&d, &live);
+        meta.values_mut()
+            .for_each(|o| o.spec_hash = Some("x".into()));
+        assert_eq!(
+            kinds(&diff(
+                &d,
+                &[live],
+                &LiveSettings::default(),
+                &meta,
+                ENDPOINT,
+                now
+            )),
+            ["secret"]
+        );
+    }
+
+    #[test]
+    fn removed_keys_are_revoked_foreign_keys_ignored_names_not_adopted() {
+        let now = Utc::now();
+        let d = desired("");
+        let live = live_of(&d, now);
+        let mut gone = live.clone();
+        gone.id = "id2".into();
+        gone.spec.name = "ns.p.old".into();
+        gone.spec.labels.insert(LABEL_KEY.into(), "old".into());
+        let mut foreign = live.clone();
+        foreign.id = "id3".into();
+        foreign.spec.name = "hand-made".into();
+        foreign.spec.labels.clear();
+        let s = secrets_for(&d, &live);
+        let p = diff(
+            &d,
+            &[live.clone(), gone.clone(), foreign.clone()],
+            &LiveSettings::default(),
+            &s,
+            ENDPOINT,
+            now,
+        );
+        assert_eq!(kinds(&p), ["revoke"]);
+        let Action::Revoke { id, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(id, "id2");
+        let mut orphaning = d.clone();
+        orphaning.policies.values_mut().for_each(|v| {
+            *v = PolicySettings {
+                orphan: true,
+                observe_only: false,
+            }
+        });
+        assert!(kinds(&diff(
+            &orphaning,
+            &[live.clone(), gone],
+            &LiveSettings::default(),
+            &s,
+            ENDPOINT,
+            now
+        ))
+        .is_empty());
+        let mut squatter = foreign;
+        squatter.spec.name = "ns.p.k".into();
+        let p = diff(
+            &d,
+            &[squatter],
+            &LiveSettings::default(),
+            &ObservedSecrets::new(),
+            ENDPOINT,
+            now,
+        );
+        assert!(kinds(&p).is_empty());
+        assert!(
+            p.problems[0].contains("keyward does not own"),
+            "{:?}",
+            p.problems
+        );
+        // Another object with the same name (a different UID) does not own the key either.
+        let mut other_uid = live;
+        other_uid.spec.labels.insert(
+            crate::plan::desired::LABEL_POLICY_UID.into(),
+            "other".into(),
+        );
+        let pid = d.policies.keys().next().unwrap().clone();
+        assert!(
+            PolicyId {
+                uid: None,
+                ..pid.clone()
+            }
+            .owns(&other_uid.spec.labels),
+            "no UID of our own: the label decides"
+        );
+        assert!(!PolicyId {
+            uid: Some("mine".into()),
+            ..pid
+        }
+        .owns(&other_uid.spec.labels));
+        assert_eq!(other_uid.spec.labels[LABEL_POLICY], "ns/p");
+    }
+
+    #[test]
+    fn settings_changes_and_order() {
+        let now = Utc::now();
+        let d = desired("  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n");
+        let settings = LiveSettings {
+            cors: BTreeSet::new(),
+            public: BTreeMap::from([("contact".into(), BTreeSet::new())]),
+        };
+        let p = diff(&d, &[], &settings, &ObservedSecrets::new(), ENDPOINT, now);
+        assert_eq!(kinds(&p), ["create", "cors", "public"]);
+        let p = diff(
+            &d,
+            &[],
+            &LiveSettings::default(),
+            &ObservedSecrets::new(),
+            ENDPOINT,
+            now,
+        );
+        assert!(
+            p.problems[0].contains("no API 'contact'"),
+            "{:?}",
+            p.problems
+        );
+    }
 }
