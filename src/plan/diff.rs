@@ -446,7 +446,7 @@ mod tests {
         let live = live_of(&d, now);
         let p = diff(
             &d,
-            &[live.clone()],
+            std::slice::from_ref(&live),
             &LiveSettings::default(),
             &secrets_for(&d, &live),
             ENDPOINT,
@@ -477,7 +477,7 @@ mod tests {
             .push(crate::model::ContentPermission::Delete);
         let p = diff(
             &d,
-            &[live.clone()],
+            std::slice::from_ref(&live),
             &LiveSettings::default(),
             &secrets_for(&d, &live),
             ENDPOINT,
@@ -503,7 +503,7 @@ mod tests {
         assert_eq!(
             kinds(&diff(
                 &d,
-                &[live.clone()],
+                std::slice::from_ref(&live),
                 &LiveSettings::default(),
                 &s,
                 ENDPOINT,
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(
             kinds(&diff(
                 &d,
-                &[live.clone()],
+                std::slice::from_ref(&live),
                 &LiveSettings::default(),
                 &ObservedSecrets::new(),
                 ENDPOINT,
@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(
             kinds(&diff(
                 &d,
-                &[live.clone()],
+                std::slice::from_ref(&live),
                 &LiveSettings::default(),
                 &stale,
                 ENDPOINT,
