@@ -624,3 +624,103 @@ fn crds_directory_matches_keyward_crd() {
         "crds/ is stale: run `cargo run -- crd > crds/keyward.dev.yaml`"
     );
 }
+
+#[tokio::test]
+async fn a_cms_connection_with_its_credential_secret_in_the_files() {
+    let (cms, dir) = setup().await;
+    let files = format!(
+        "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {{name: main, namespace: shop}}
+spec:
+  endpoint: {url}
+  credentialsSecretRef: {{name: cms-admin}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: cms-admin, namespace: shop}}
+stringData: {{token: {ADMIN}}}
+---
+{policy}",
+        url = cms.url,
+        policy = policy(READER, "  connectionRef: {name: main}\n")
+    );
+    let m = manifest(dir.path(), "all.yaml", &files);
+    let out = dir.path().join("out");
+    let opts = |mode| keyward::gitops::Options {
+        paths: vec![m.clone()],
+        secrets_dir: out.clone(),
+        data_dir: dir.path().join("embedded"),
+        mode,
+        env_url: None,
+        env_token: None,
+    };
+    let r = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap();
+    assert!(r.text().contains("CmsConnection shop/main"), "{}", r.text());
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
+            .await,
+        StatusCode::OK
+    );
+    assert!(
+        !dir.path().join("embedded").exists(),
+        "no embedded CMS was started"
+    );
+    // Without the Secret (and no KEYWARD_CMS_TOKEN) the error names what is missing.
+    let without = files
+        .split("---\napiVersion: v1")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "---\n"
+        + &policy(READER, "  connectionRef: {name: main}\n");
+    std::fs::write(&m, without).unwrap();
+    let err = keyward::gitops::run(&opts(Mode::Plan)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("credential Secret shop/cms-admin (field 'token') is not in the manifests"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_readme_first_command_runs_on_the_embedded_cms_and_then_has_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cmd: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args([cmd, "-f"])
+            .arg(support::examples())
+            .arg("--secrets-dir")
+            .arg(dir.path().join("out"))
+            .arg("--data-dir")
+            .arg(dir.path().join("cms"))
+            .env_remove("KEYWARD_CMS_URL")
+            .env_remove("KEYWARD_CMS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let first = run("apply");
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        text.contains("embedded reference CMS")
+            && text.contains("Plan: 9 to create, 2 settings to change."),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        9
+    );
+    let second = run("apply");
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        text.contains("no changes") && text.contains("0 writes; Secret files written: 0"),
+        "{text}"
+    );
+    assert_eq!(run("plan").status.code(), Some(0));
+}
