@@ -1,6 +1,8 @@
 //! Shared test helpers: a real reference CMS on a free loopback port, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod kube_emulator;
+
 use keyward::cms::auth::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
 use reqwest::{header::HeaderMap, Method, StatusCode};

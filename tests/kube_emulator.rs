@@ -1,0 +1,378 @@
+//! The Kubernetes API emulator's own tests, through a real `kube::Client`.
+
+mod support;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::runtime::{finalizer, watcher, WatchStreamExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use support::kube_emulator::Emulator;
+
+fn cm(name: &str, labels: serde_json::Value, data: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": data}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn crud_selectors_and_conflicts() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let a = api
+        .create(
+            &PostParams::default(),
+            &cm("a", json!({"app": "x"}), json!({"k": "1"})),
+        )
+        .await
+        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &cm("b", json!({"app": "y"}), json!({})),
+    )
+    .await
+    .unwrap();
+    let e = api
+        .create(&PostParams::default(), &cm("a", json!({}), json!({})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e}");
+    let picked = api
+        .list(&ListParams::default().labels("app=x"))
+        .await
+        .unwrap();
+    assert_eq!(picked.items.len(), 1);
+    assert_eq!(
+        api.list(&ListParams::default().labels("app in (x,y)"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        api.list(&ListParams::default().labels("app!=x"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // A stale resourceVersion is a 409.
+    let mut stale = a.clone();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    stale.data = Some([("k".to_owned(), "3".to_owned())].into());
+    let e = api
+        .replace("a", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e}");
+    assert!(matches!(api.get("zzz").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404));
+    // Other namespaces are separate.
+    let other: Api<ConfigMap> = Api::namespaced(emu.client(), "other");
+    assert!(other
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        Api::<ConfigMap>::all(emu.client())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn no_op_writes_change_nothing_and_generation_tracks_spec() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let a = api
+        .create(
+            &PostParams::default(),
+            &cm("a", json!({}), json!({"k": "1"})),
+        )
+        .await
+        .unwrap();
+    let rv = a.metadata.resource_version.clone();
+    let same = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        same.metadata.resource_version, rv,
+        "a no-op patch keeps the resourceVersion"
+    );
+    let before = emu.current_rv();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "1"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(emu.current_rv(), before);
+    let changed = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert_ne!(changed.metadata.resource_version, rv);
+    assert_eq!(changed.metadata.generation, Some(2));
+    let labelled = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"l": "v"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata changes do not bump generation"
+    );
+}
+
+#[tokio::test]
+async fn status_subresource_is_separate() {
+    let emu = Emulator::new();
+    let api: Api<keyward::policy::ApiKeyPolicy> = Api::namespaced(emu.client(), "ns");
+    let p: keyward::policy::ApiKeyPolicy = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+        "metadata": {"name": "p"}, "spec": {"keys": []}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let st = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "status": {"observedGeneration": 1}});
+    let out = api
+        .patch_status("p", &PatchParams::apply("test").force(), &Patch::Apply(&st))
+        .await
+        .unwrap();
+    assert_eq!(out.status.unwrap().observed_generation, Some(1));
+    assert_eq!(
+        out.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+    // Status sent to the main resource is ignored.
+    let out = api
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 9}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status.unwrap().observed_generation, Some(1));
+}
+
+#[tokio::test]
+async fn server_side_apply_owns_fields() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let obj = |data: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data});
+    let pp = PatchParams::apply("mine");
+    let a = api
+        .patch("a", &pp, &Patch::Apply(obj(json!({"x": "1", "y": "2"}))))
+        .await
+        .unwrap();
+    let again = api
+        .patch("a", &pp, &Patch::Apply(obj(json!({"x": "1", "y": "2"}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.metadata.resource_version, again.metadata.resource_version,
+        "re-applying the same is a no-op"
+    );
+    let dropped = api
+        .patch("a", &pp, &Patch::Apply(obj(json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped.data.unwrap().keys().collect::<Vec<_>>(),
+        ["x"],
+        "fields no longer applied are removed"
+    );
+    let e = api
+        .patch(
+            "a",
+            &PatchParams::apply("theirs"),
+            &Patch::Apply(obj(json!({"x": "other"}))),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e}");
+    let forced = api
+        .patch(
+            "a",
+            &PatchParams::apply("theirs").force(),
+            &Patch::Apply(obj(json!({"x": "other"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["x"], "other");
+}
+
+#[tokio::test]
+async fn watch_streams_history_bookmarks_and_410() {
+    let emu = Emulator::new();
+    let client = emu.client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
+    let first = api
+        .create(&PostParams::default(), &cm("a", json!({}), json!({})))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    api.create(&PostParams::default(), &cm("b", json!({}), json!({})))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(o)) => assert_eq!(
+            o.metadata.name.as_deref(),
+            Some("b"),
+            "replays what came after rv"
+        ),
+        other => panic!("{other:?}"),
+    }
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    loop {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Deleted(o)) => {
+                assert_eq!(o.metadata.name.as_deref(), Some("a"));
+                break;
+            }
+            Some(WatchEvent::Bookmark(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    emu.compact();
+    let mut stale = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stale.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn runtime_watcher_sees_changes_and_metadata_only_watches_hide_data() {
+    let emu = Emulator::new();
+    let client = emu.client();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ns");
+    let stream = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .applied_objects()
+    .boxed();
+    let meta = watcher(
+        Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .applied_objects()
+    .boxed();
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "stringData": {}, "data": {"k": "dmFsdWU="}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), stream.take(1).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(got[0].as_ref().unwrap().data.is_some());
+    let got = tokio::time::timeout(Duration::from_secs(5), meta.take(1).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let m = got[0].as_ref().unwrap();
+    assert_eq!(m.metadata.name.as_deref(), Some("s"));
+}
+
+#[tokio::test]
+async fn finalizers_delay_deletion_and_owner_references_cascade() {
+    let emu = Emulator::new();
+    let client = emu.client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", json!({}), json!({})))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ns");
+    let child: Secret = serde_json::from_value(json!({"metadata": {"name": "child", "ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]}})).unwrap();
+    secrets
+        .create(&PostParams::default(), &child)
+        .await
+        .unwrap();
+
+    // kube's finalizer helper: add, then on deletion clean up and remove.
+    let run = |obj: ConfigMap| {
+        let api = api.clone();
+        async move {
+            finalizer(
+                &api,
+                "test.keyward.dev/cleanup",
+                Arc::new(obj),
+                |ev| async move {
+                    Ok::<_, std::io::Error>(match ev {
+                        finalizer::Event::Apply(_) | finalizer::Event::Cleanup(_) => {
+                            kube::runtime::controller::Action::await_change()
+                        }
+                    })
+                },
+            )
+            .await
+        }
+    };
+    run(api.get("owner").await.unwrap()).await.unwrap();
+    assert_eq!(
+        api.get("owner").await.unwrap().metadata.finalizers.unwrap(),
+        ["test.keyward.dev/cleanup"]
+    );
+    api.delete("owner", &DeleteParams::default()).await.unwrap();
+    let deleting = api.get("owner").await.unwrap();
+    assert!(
+        deleting.metadata.deletion_timestamp.is_some(),
+        "finalizers hold the object"
+    );
+    assert!(
+        secrets.get("child").await.is_ok(),
+        "dependents live while the owner does"
+    );
+    run(deleting).await.unwrap();
+    assert!(
+        matches!(api.get("owner").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404)
+    );
+    assert!(
+        matches!(secrets.get("child").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404),
+        "garbage collected"
+    );
+}

@@ -1,0 +1,974 @@
+//! An in-process Kubernetes API emulator: a tower service that a real `kube::Client` talks to.
+//!
+//! It keeps objects as JSON and implements what keyward's operator and kube-runtime use:
+//! list and watch with resourceVersions (history replay, bookmarks, an in-stream 410 for a
+//! compacted version), metadata-only lists and watches, the status subresource, merge /
+//! strategic-merge (treated as merge) / JSON / apply patches (apply with per-manager field
+//! ownership and 409 conflicts without `force`), finalizers with deletionTimestamp, background
+//! ownerReference garbage collection, label selectors, generation, 409 on stale
+//! resourceVersions, and no-op writes that neither bump resourceVersion nor emit an event.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+pub type RespBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Where an object lives: `(resource path prefix, namespace, name)`; prefix like
+/// `api/v1/secrets` or `apis/keyward.dev/v1alpha1/apikeypolicies`.
+type Key = (String, String, String);
+
+#[derive(Clone, Debug)]
+struct Change {
+    rv: u64,
+    resource: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    /// Per object and field manager: the leaf paths it owns (server-side apply).
+    managed: HashMap<Key, BTreeMap<String, String>>,
+    history: VecDeque<Change>,
+    /// The oldest resourceVersion a watch may resume from.
+    compacted_before: u64,
+}
+
+/// Counts of requests, for "zero writes" assertions.
+#[derive(Default)]
+pub struct Counters {
+    pub writes: AtomicU64,
+    pub reads: AtomicU64,
+    by_resource: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    /// Mutating requests to one resource (e.g. `secrets`, `apikeypolicies`), answered or not.
+    pub fn writes_to(&self, plural: &str) -> u64 {
+        self.by_resource
+            .lock()
+            .unwrap()
+            .get(plural)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Clone)]
+pub struct Emulator {
+    state: Arc<Mutex<State>>,
+    tx: broadcast::Sender<Change>,
+    pub counters: Arc<Counters>,
+    bookmark_every: Duration,
+}
+
+const CLUSTER_SCOPED: [&str; 6] = [
+    "namespaces",
+    "clustercmsconnections",
+    "clusterroles",
+    "clusterrolebindings",
+    "customresourcedefinitions",
+    "nodes",
+];
+
+fn kind_of(plural: &str) -> &'static str {
+    match plural {
+        "secrets" => "Secret",
+        "namespaces" => "Namespace",
+        "configmaps" => "ConfigMap",
+        "apikeypolicies" => "ApiKeyPolicy",
+        "cmsconnections" => "CmsConnection",
+        "clustercmsconnections" => "ClusterCmsConnection",
+        "roles" => "Role",
+        "rolebindings" => "RoleBinding",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "leases" => "Lease",
+        "events" => "Event",
+        _ => "Object",
+    }
+}
+
+fn status(code: u16, reason: &str, message: impl Into<String>) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message.into(), "reason": reason, "code": code})
+}
+
+fn respond(code: StatusCode, body: &Value) -> Response<RespBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+fn err(code: u16, reason: &str, message: impl Into<String>) -> Response<RespBody> {
+    respond(
+        StatusCode::from_u16(code).unwrap(),
+        &status(code, reason, message),
+    )
+}
+
+/// A parsed request path.
+struct Target {
+    /// `api/v1/secrets`
+    resource: String,
+    plural: String,
+    api_version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (api_version, rest, prefix) = match parts.as_slice() {
+        ["api", v, rest @ ..] => (v.to_string(), rest, format!("api/{v}")),
+        ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest, format!("apis/{g}/{v}")),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, more @ ..] if !more.is_empty() => (Some(ns.to_string()), more),
+        other => (None, other),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (p.to_string(), None, None),
+        [p, n] => (p.to_string(), Some(n.to_string()), None),
+        [p, n, s] => (p.to_string(), Some(n.to_string()), Some(s.to_string())),
+        _ => return None,
+    };
+    Some(Target {
+        resource: format!("{prefix}/{plural}"),
+        plural,
+        api_version,
+        namespace,
+        name,
+        subresource: sub,
+    })
+}
+
+fn query(uri: &http::Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Equality- and set-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`,
+/// `a notin (x)`.
+pub fn selector_matches(selector: &str, labels: &Map<String, Value>) -> bool {
+    let mut terms = Vec::new();
+    let mut depth = 0;
+    let mut cur = String::new();
+    for c in selector.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    terms.push(cur);
+    let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    terms
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            if let Some((k, v)) = t.split_once("!=") {
+                get(k) != Some(v.trim())
+            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                get(k) == Some(v.trim())
+            } else if let Some((k, set)) = t.split_once(" notin ") {
+                let set: Vec<&str> = set
+                    .trim_matches(|c| c == '(' || c == ')' || c == ' ')
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                get(k).is_none_or(|v| !set.contains(&v))
+            } else if let Some((k, set)) = t.split_once(" in ") {
+                let set: Vec<&str> = set
+                    .trim_matches(|c| c == '(' || c == ')' || c == ' ')
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                get(k).is_some_and(|v| set.contains(&v))
+            } else if let Some(k) = t.strip_prefix('!') {
+                get(k).is_none()
+            } else {
+                get(t).is_some()
+            }
+        })
+}
+
+fn labels_of(o: &Value) -> Map<String, Value> {
+    o.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn field_matches(selector: &str, o: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|t| match t.split_once('=') {
+            Some(("metadata.name", v)) => {
+                o.pointer("/metadata/name").and_then(Value::as_str) == Some(v)
+            }
+            Some(("metadata.namespace", v)) => {
+                o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(v)
+            }
+            _ => true,
+        })
+}
+
+/// Only apiVersion/kind/metadata, as `PartialObjectMetadata`.
+fn metadata_only(o: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"].clone()})
+}
+
+/// Everything but metadata and status: what `generation` tracks.
+fn spec_part(o: &Value) -> Value {
+    let mut v = o.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// The object without the fields the server maintains, to detect no-op writes.
+fn comparable(o: &Value) -> Value {
+    let mut v = o.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    v
+}
+
+/// Leaf paths of a JSON value (objects recurse; arrays and scalars are leaves).
+fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => {
+            for (k, child) in m {
+                leaves(
+                    child,
+                    &format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned(), v.clone());
+        }
+    }
+}
+
+fn remove_pointer(doc: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    if let Some(m) = doc.pointer_mut(parent).and_then(Value::as_object_mut) {
+        m.remove(&last);
+    }
+}
+
+/// JSON patch where a `test` of a missing path against `null` passes (kube's finalizer helper).
+fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
+    let mut kept = Vec::new();
+    for op in ops.as_array().ok_or("a JSON patch must be an array")? {
+        let is_null_test = op["op"] == "test" && op["value"].is_null();
+        let path = op["path"].as_str().unwrap_or("");
+        if is_null_test {
+            match doc.pointer(path) {
+                None | Some(Value::Null) => continue,
+                Some(_) => return Err(format!("test failed: {path} is not null")),
+            }
+        }
+        kept.push(op.clone());
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(kept)).map_err(|e| e.to_string())?;
+    json_patch::patch(doc, &patch).map_err(|e| e.to_string())
+}
+
+impl Default for Emulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Emulator {
+    pub fn new() -> Emulator {
+        let (tx, _) = broadcast::channel(65536);
+        Emulator {
+            state: Arc::new(Mutex::new(State {
+                rv: 1,
+                ..Default::default()
+            })),
+            tx,
+            counters: Arc::new(Counters::default()),
+            bookmark_every: Duration::from_millis(500),
+        }
+    }
+
+    /// A `kube::Client` whose every request this emulator answers.
+    pub fn client(&self) -> kube::Client {
+        let this = self.clone();
+        let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    /// Forgets history up to now: watches from an older resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.compacted_before = st.rv;
+        st.history.clear();
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.state.lock().unwrap().rv
+    }
+
+    /// A stored object, for assertions.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(resource.to_owned(), namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == resource)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    async fn handle(&self, req: Request<kube::client::Body>) -> Response<RespBody> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect_bytes().await.unwrap_or_default();
+        let Some(t) = parse_path(parts.uri.path()) else {
+            return err(404, "NotFound", format!("no route {}", parts.uri.path()));
+        };
+        let q = query(&parts.uri);
+        let accept = parts
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let meta_only = accept.contains("as=PartialObjectMetadata");
+        let ns_scoped = !CLUSTER_SCOPED.contains(&t.plural.as_str());
+        if parts.method != Method::GET {
+            self.counters.writes.fetch_add(1, Ordering::Relaxed);
+            *self
+                .counters
+                .by_resource
+                .lock()
+                .unwrap()
+                .entry(t.plural.clone())
+                .or_default() += 1;
+        } else {
+            self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        let ns = if ns_scoped {
+            t.namespace.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        match (&parts.method, &t.name) {
+            (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                self.watch(&t, &q, meta_only)
+            }
+            (&Method::GET, None) => self.list_response(&t, &q, meta_only),
+            (&Method::GET, Some(name)) => match self.get(&t.resource, &ns, name) {
+                Some(o) if meta_only => respond(StatusCode::OK, &metadata_only(&o)),
+                Some(o) => respond(StatusCode::OK, &o),
+                None => err(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", t.plural),
+                ),
+            },
+            (&Method::POST, None) => {
+                let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                    return err(400, "BadRequest", "body is not JSON");
+                };
+                self.create(&t, &ns, obj)
+            }
+            (&Method::PUT, Some(name)) => {
+                let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                    return err(400, "BadRequest", "body is not JSON");
+                };
+                self.replace(&t, &ns, name, obj)
+            }
+            (&Method::PATCH, Some(name)) => {
+                let ct = parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                    return err(400, "BadRequest", "body is not JSON");
+                };
+                let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                let force = q.get("force").is_some_and(|f| f == "true");
+                self.patch(&t, &ns, name, &ct, patch, &manager, force)
+            }
+            (&Method::DELETE, Some(name)) => self.delete(&t.resource, &ns, name),
+            _ => err(405, "MethodNotAllowed", "not supported by the emulator"),
+        }
+    }
+
+    fn list_response(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        meta_only: bool,
+    ) -> Response<RespBody> {
+        let st = self.state.lock().unwrap();
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == t.resource && t.namespace.as_ref().is_none_or(|ns| &k.1 == ns))
+            .map(|(_, o)| o)
+            .filter(|o| {
+                q.get("labelSelector")
+                    .is_none_or(|s| selector_matches(s, &labels_of(o)))
+            })
+            .filter(|o| q.get("fieldSelector").is_none_or(|s| field_matches(s, o)))
+            .map(|o| {
+                if meta_only {
+                    metadata_only(o)
+                } else {
+                    o.clone()
+                }
+            })
+            .collect();
+        let (api_version, kind) = if meta_only {
+            (
+                "meta.k8s.io/v1".to_owned(),
+                "PartialObjectMetadataList".to_owned(),
+            )
+        } else {
+            (t.api_version.clone(), format!("{}List", kind_of(&t.plural)))
+        };
+        respond(
+            StatusCode::OK,
+            &json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+        )
+    }
+
+    fn watch(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        meta_only: bool,
+    ) -> Response<RespBody> {
+        let from: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(300));
+        let (backlog, mut rx, gone, kind) = {
+            let st = self.state.lock().unwrap();
+            let gone = from != 0 && from < st.compacted_before;
+            let backlog: Vec<Change> = if from == 0 {
+                // "Any" version: start with the current objects as ADDED.
+                st.objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == t.resource)
+                    .map(|(k, o)| Change {
+                        rv: st.rv,
+                        resource: k.0.clone(),
+                        namespace: k.1.clone(),
+                        kind: "ADDED",
+                        object: o.clone(),
+                    })
+                    .collect()
+            } else {
+                st.history.iter().filter(|c| c.rv > from).cloned().collect()
+            };
+            (backlog, self.tx.subscribe(), gone, kind_of(&t.plural))
+        };
+        let resource = t.resource.clone();
+        let namespace = t.namespace.clone();
+        let labels = q.get("labelSelector").cloned();
+        let fields = q.get("fieldSelector").cloned();
+        let api_version = if meta_only {
+            "meta.k8s.io/v1".to_owned()
+        } else {
+            t.api_version.clone()
+        };
+        let bookmark_kind = if meta_only {
+            "PartialObjectMetadata"
+        } else {
+            kind
+        };
+        let every = self.bookmark_every;
+        let state = self.state.clone();
+        let stream = async_stream::stream! {
+            if gone {
+                let ev = json!({"type": "ERROR", "object": status(410, "Expired", format!("too old resource version: {from}"))});
+                yield Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(format!("{ev}\n"))));
+                return;
+            }
+            let matches = |c: &Change| {
+                c.resource == resource
+                    && namespace.as_ref().is_none_or(|ns| &c.namespace == ns)
+                    && labels.as_ref().is_none_or(|s| selector_matches(s, &labels_of(&c.object)))
+                    && fields.as_ref().is_none_or(|s| field_matches(s, &c.object))
+            };
+            let render = |c: &Change| {
+                let object = if meta_only { metadata_only(&c.object) } else { c.object.clone() };
+                Bytes::from(format!("{}\n", json!({"type": c.kind, "object": object})))
+            };
+            let mut last = from;
+            for c in backlog.iter().filter(|c| matches(c)) {
+                last = last.max(c.rv);
+                yield Ok(http_body::Frame::data(render(c)));
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let tick = tokio::time::sleep(every);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    got = rx.recv() => match got {
+                        Ok(c) if c.rv > last && matches(&c) => {
+                            last = c.rv;
+                            yield Ok(http_body::Frame::data(render(&c)));
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick, if bookmarks => {
+                        let rv = state.lock().unwrap().rv;
+                        let ev = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": bookmark_kind, "metadata": {"resourceVersion": rv.to_string()}}});
+                        yield Ok(http_body::Frame::data(Bytes::from(format!("{ev}\n"))));
+                    }
+                }
+            }
+        };
+        let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r
+    }
+
+    /// Stores `obj` (already complete), bumping resourceVersion and recording the change.
+    fn commit(&self, st: &mut State, key: &Key, mut obj: Value, kind: &'static str) -> Value {
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        let change = Change {
+            rv: st.rv,
+            resource: key.0.clone(),
+            namespace: key.1.clone(),
+            kind,
+            object: obj.clone(),
+        };
+        if kind == "DELETED" {
+            st.objects.remove(key);
+            st.managed.remove(key);
+        } else {
+            st.objects.insert(key.clone(), obj.clone());
+        }
+        st.history.push_back(change.clone());
+        if st.history.len() > 100_000 {
+            if let Some(old) = st.history.pop_front() {
+                st.compacted_before = old.rv + 1;
+            }
+        }
+        let _ = self.tx.send(change);
+        obj
+    }
+
+    fn create(&self, t: &Target, ns: &str, mut obj: Value) -> Response<RespBody> {
+        let mut st = self.state.lock().unwrap();
+        let name = match obj.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(n) => n.to_owned(),
+            None => match obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+            {
+                Some(prefix) => format!("{prefix}{:05x}", st.rv),
+                None => return err(422, "Invalid", "metadata.name is required"),
+            },
+        };
+        let key = (t.resource.clone(), ns.to_owned(), name.clone());
+        if st.objects.contains_key(&key) {
+            return err(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", t.plural),
+            );
+        }
+        self.fill_new(&mut obj, t, ns, &name);
+        let obj = self.commit(&mut st, &key, obj, "ADDED");
+        respond(StatusCode::CREATED, &obj)
+    }
+
+    fn fill_new(&self, obj: &mut Value, t: &Target, ns: &str, name: &str) {
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let meta = &mut obj["metadata"];
+        meta["name"] = json!(name);
+        if !ns.is_empty() {
+            meta["namespace"] = json!(ns);
+        }
+        meta["uid"] = json!(format!("uid-{}-{}", name, rand_suffix()));
+        meta["creationTimestamp"] =
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        meta["generation"] = json!(1);
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+        }
+        if obj.get("apiVersion").is_none() {
+            obj["apiVersion"] = json!(t.api_version);
+        }
+        if obj.get("kind").is_none() {
+            obj["kind"] = json!(kind_of(&t.plural));
+        }
+    }
+
+    /// Writes `new` over `old` (both complete): keeps server fields, bumps generation on spec
+    /// changes, and does nothing at all when nothing changed.
+    fn update(
+        &self,
+        st: &mut State,
+        key: &Key,
+        old: &Value,
+        mut new: Value,
+        status_only: bool,
+    ) -> Value {
+        if status_only {
+            let status = new.get("status").cloned();
+            new = old.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        } else {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old["metadata"].get(f) {
+                    Some(v) => new["metadata"][f] = v.clone(),
+                    None => {
+                        if let Some(m) = new["metadata"].as_object_mut() {
+                            m.remove(f);
+                        }
+                    }
+                }
+            }
+            if spec_part(&new) != spec_part(old) {
+                let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                new["metadata"]["generation"] = json!(g);
+            }
+        }
+        if comparable(&new) == comparable(old) {
+            return old.clone();
+        }
+        // The last finalizer of an object being deleted is gone: delete it for real.
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let finalizers_left = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if deleting && !finalizers_left {
+            let gone = self.commit(st, key, new, "DELETED");
+            self.collect_garbage(st, &gone);
+            return gone;
+        }
+        self.commit(st, key, new, "MODIFIED")
+    }
+
+    fn replace(&self, t: &Target, ns: &str, name: &str, obj: Value) -> Response<RespBody> {
+        let mut st = self.state.lock().unwrap();
+        let key = (t.resource.clone(), ns.to_owned(), name.to_owned());
+        let Some(old) = st.objects.get(&key).cloned() else {
+            return err(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", t.plural),
+            );
+        };
+        if let Some(rv) = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if Some(rv)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+            {
+                return err(409, "Conflict", format!("the object has been modified; please apply your changes to the latest version (resourceVersion {rv})"));
+            }
+        }
+        let status_only = t.subresource.as_deref() == Some("status");
+        let out = self.update(&mut st, &key, &old, obj, status_only);
+        respond(StatusCode::OK, &out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch(
+        &self,
+        t: &Target,
+        ns: &str,
+        name: &str,
+        content_type: &str,
+        patch: Value,
+        manager: &str,
+        force: bool,
+    ) -> Response<RespBody> {
+        let mut st = self.state.lock().unwrap();
+        let key = (t.resource.clone(), ns.to_owned(), name.to_owned());
+        let status_only = t.subresource.as_deref() == Some("status");
+        let existing = st.objects.get(&key).cloned();
+        if content_type.starts_with("application/apply-patch") {
+            let mut base = match &existing {
+                Some(o) => o.clone(),
+                None => {
+                    let mut o = json!({"metadata": {}});
+                    self.fill_new(&mut o, t, ns, name);
+                    o
+                }
+            };
+            let mut applied = BTreeMap::new();
+            leaves(&patch, "", &mut applied);
+            for p in [
+                "/apiVersion",
+                "/kind",
+                "/metadata/name",
+                "/metadata/namespace",
+            ] {
+                applied.remove(p);
+            }
+            let owners = st.managed.entry(key.clone()).or_default();
+            if !force {
+                for (path, value) in &applied {
+                    if let Some(owner) = owners.get(path) {
+                        if owner != manager && base.pointer(path) != Some(value) {
+                            return err(409, "Conflict", format!("Apply failed with 1 conflict: conflict with \"{owner}\": {path}"));
+                        }
+                    }
+                }
+            }
+            // Fields this manager applied before and no longer applies are removed.
+            let dropped: Vec<String> = owners
+                .iter()
+                .filter(|(p, m)| *m == manager && !applied.contains_key(*p))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in &dropped {
+                owners.remove(p);
+                remove_pointer(&mut base, p);
+            }
+            for path in applied.keys() {
+                owners.insert(path.clone(), manager.to_owned());
+            }
+            json_patch::merge(&mut base, &patch);
+            return match existing {
+                None => {
+                    let obj = self.commit(&mut st, &key, base, "ADDED");
+                    respond(StatusCode::CREATED, &obj)
+                }
+                Some(old) => {
+                    let out = self.update(&mut st, &key, &old, base, status_only);
+                    respond(StatusCode::OK, &out)
+                }
+            };
+        }
+        let Some(old) = existing else {
+            return err(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", t.plural),
+            );
+        };
+        let mut new = old.clone();
+        if content_type.starts_with("application/json-patch") {
+            if let Err(e) = json_patch(&mut new, &patch) {
+                return err(422, "Invalid", e);
+            }
+        } else {
+            // merge-patch and strategic-merge-patch (the emulator treats both as RFC 7386)
+            json_patch::merge(&mut new, &patch);
+        }
+        if let Some(rv) = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if Some(rv)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+            {
+                return err(409, "Conflict", "the object has been modified");
+            }
+        }
+        let out = self.update(&mut st, &key, &old, new, status_only);
+        respond(StatusCode::OK, &out)
+    }
+
+    fn delete(&self, resource: &str, ns: &str, name: &str) -> Response<RespBody> {
+        let mut st = self.state.lock().unwrap();
+        let key = (resource.to_owned(), ns.to_owned(), name.to_owned());
+        let Some(old) = st.objects.get(&key).cloned() else {
+            return err(404, "NotFound", format!("\"{name}\" not found"));
+        };
+        let out = self.delete_locked(&mut st, &key, &old);
+        respond(StatusCode::OK, &out)
+    }
+
+    fn delete_locked(&self, st: &mut State, key: &Key, old: &Value) -> Value {
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return old.clone();
+            }
+            let mut new = old.clone();
+            new["metadata"]["deletionTimestamp"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            return self.commit(st, key, new, "MODIFIED");
+        }
+        let gone = self.commit(st, key, old.clone(), "DELETED");
+        self.collect_garbage(st, &gone);
+        gone
+    }
+
+    /// Background cascading deletion: dependents whose ownerReferences name the deleted uid.
+    fn collect_garbage(&self, st: &mut State, owner: &Value) {
+        let Some(uid) = owner
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let dependents: Vec<(Key, Value)> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
+            })
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        for (k, o) in dependents {
+            self.delete_locked(st, &k, &o);
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{:08x}", N.fetch_add(1, Ordering::Relaxed) ^ 0x5eed)
+}
+
+/// Objects named in a set, for tests.
+pub fn names(objects: &[Value]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter_map(|o| {
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
