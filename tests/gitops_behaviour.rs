@@ -724,3 +724,49 @@ fn the_readme_first_command_runs_on_the_embedded_cms_and_then_has_nothing_to_do(
     );
     assert_eq!(run("plan").status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn hand_edits_of_a_secret_are_undone() {
+    let (cms, dir) = setup().await;
+    let keys = "    - name: reader\n      defaultPermissions: [GET]\n      secret:\n        name: reader\n        extraFields: {URL: '{{ endpoint }}'}\n";
+    let m = manifest(dir.path(), "p.yaml", &policy(keys, ""));
+    let out = dir.path().join("out");
+    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    let file = out.join("shop.reader.yaml");
+    let original = value(dir.path(), "reader");
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // An extra field edited: rewritten, same value.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(&b64(&cms.url), &b64("http://evil.example")),
+    )
+    .unwrap();
+    let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    assert!(r.text().contains("~ secret"), "{}", r.text());
+    assert_eq!(
+        secret_field(&out, "shop", "reader", "URL").unwrap(),
+        cms.url
+    );
+    assert_eq!(value(dir.path(), "reader"), original);
+    // The value edited: it cannot be trusted, so a new one is generated.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(&b64(&original), &b64("kw_0000000000000000_tampered")),
+    )
+    .unwrap();
+    let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    assert!(
+        r.text().contains("does not hold this key's value"),
+        "{}",
+        r.text()
+    );
+    let new = value(dir.path(), "reader");
+    assert_ne!(new, original);
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &new).await,
+        StatusCode::OK
+    );
+}

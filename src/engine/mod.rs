@@ -80,19 +80,7 @@ impl SecretMaterial {
             .map(|(k, t)| (k.clone(), render_template(t, &vars)))
             .collect();
         data.insert(key.secret.key_field.clone(), value.expose().to_owned());
-        let content_hash = {
-            let mut h = Sha256::new();
-            for (k, v) in &data {
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(v.as_bytes());
-                h.update([0]);
-            }
-            h.finalize()[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
+        let content_hash = content_hash(&data);
         let mut labels = key.secret.labels.clone();
         labels.insert(LABEL_MANAGED_BY.into(), "keyward".into());
         labels.insert(LABEL_SECRET_POLICY.into(), key.policy.name.clone());
@@ -118,13 +106,37 @@ impl SecretMaterial {
     }
 }
 
-/// Reads what a Secret's annotations say (for the plan) from its annotations and data.
-pub fn observed_from(annotations: &BTreeMap<String, String>, has_value: bool) -> ObservedSecret {
+/// A hash of a Secret's data fields, kept in an annotation so hand edits are noticed.
+pub fn content_hash(data: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a Secret written by keyward says about itself, checked against its data: the value counts
+/// only if its fingerprint matches, and the other fields only if the content hash does.
+pub fn observed_from(
+    annotations: &BTreeMap<String, String>,
+    data: &BTreeMap<String, String>,
+    key_field: &str,
+) -> ObservedSecret {
+    let value_ok = data.get(key_field).is_some_and(|v| {
+        !v.is_empty() && annotations.get(ANN_FINGERPRINT) == Some(&crate::model::fingerprint(v))
+    });
     ObservedSecret {
         key_id: annotations.get(ANN_KEY_ID).cloned(),
         key_version: annotations.get(ANN_KEY_VERSION).cloned(),
         spec_hash: annotations.get(ANN_SPEC_HASH).cloned(),
-        has_value,
+        has_value: value_ok,
+        content_intact: annotations.get(ANN_CONTENT_HASH) == Some(&content_hash(data)),
     }
 }
 

@@ -62,6 +62,16 @@ impl SecretsDir {
     }
 }
 
+/// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
+pub fn string_data(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+        .collect()
+}
+
 fn value_in(secret: &Secret, target: &SecretTarget) -> Option<KeyValue> {
     let bytes = secret.data.as_ref()?.get(&target.key_field)?;
     String::from_utf8(bytes.0.clone())
@@ -114,7 +124,7 @@ impl SecretSink for SecretsDir {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
         Ok(self.read(target)?.map(|s| {
             let ann = s.metadata.annotations.clone().unwrap_or_default();
-            observed_from(&ann, value_in(&s, target).is_some())
+            observed_from(&ann, &string_data(&s), &target.key_field)
         }))
     }
 

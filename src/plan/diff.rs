@@ -16,7 +16,10 @@ pub struct ObservedSecret {
     pub key_version: Option<String>,
     /// Hash of everything but the value that shaped the Secret (fields, labels, annotations).
     pub spec_hash: Option<String>,
+    /// The value is there and is the one the annotations describe (its fingerprint matches).
     pub has_value: bool,
+    /// The data fields are as keyward wrote them (content hash matches).
+    pub content_intact: bool,
 }
 
 /// Secrets observed, by (namespace, name).
@@ -312,13 +315,14 @@ pub fn diff(
                     let at = p.expires_at().map(|e| e.to_rfc3339()).unwrap_or_default();
                     plan.actions
                         .push(rotate(format!("expires at {at}, within renewBefore")));
-                } else if s.spec_hash.as_deref()
-                    != Some(secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint).as_str())
+                } else if !s.content_intact
+                    || s.spec_hash.as_deref()
+                        != Some(secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint).as_str())
                 {
                     plan.actions.push(Action::WriteSecret {
                         key: d.clone(),
                         id: p.id.clone(),
-                        reason: "the Secret's fields, labels or annotations changed".into(),
+                        reason: "the Secret's data was edited, or its fields, labels or annotations changed".into(),
                     });
                 }
             }
@@ -419,6 +423,7 @@ mod tests {
                 key_version: Some(live.version()),
                 spec_hash: Some(secret_spec_hash(t, &live.id, &live.version(), ENDPOINT)),
                 has_value: true,
+                content_intact: true,
             },
         )])
     }
