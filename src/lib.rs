@@ -7,6 +7,7 @@ pub mod cms;
 pub mod engine;
 pub mod gitops;
 pub mod model;
+pub mod operator;
 pub mod plan;
 pub mod policy;
 pub mod providers;

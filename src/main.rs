@@ -39,6 +39,39 @@ enum Command {
     Apply(GitopsArgs),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crd,
+    /// Run the Kubernetes controller over ApiKeyPolicy resources.
+    Operator(OperatorArgs),
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "KEYWARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Only reconcile policies matching this label selector (for sharding).
+    #[arg(long)]
+    selector: Option<String>,
+    /// Connection for policies without connectionRef: CmsConnection/NAMESPACE/NAME or
+    /// ClusterCmsConnection/NAME.
+    #[arg(long)]
+    default_connection: Option<keyward::operator::DefaultConnection>,
+    /// How often an unchanged policy re-reads the CMS to repair drift (e.g. 5m).
+    #[arg(long, default_value = "5m")]
+    drift_interval: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Run several replicas: only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keyward-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "keyward-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "HOSTNAME", default_value = "keyward")]
+    identity: String,
 }
 
 #[derive(clap::Args)]
@@ -113,7 +146,8 @@ async fn main() -> ExitCode {
     let level = match cli.command {
         Command::Cms {
             command: CmsCommand::Serve(_),
-        } => "info",
+        }
+        | Command::Operator(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, level);
@@ -137,6 +171,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         } => ok(demo(data).await),
         Command::Plan(args) => gitops(args, Mode::Plan).await,
         Command::Apply(args) => gitops(args, Mode::Apply).await,
+        Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
             Ok(ExitCode::SUCCESS)
@@ -346,5 +381,40 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+async fn operator(args: OperatorArgs) -> Result<()> {
+    let drift = keyward::policy::duration::parse(&args.drift_interval)
+        .map_err(|e| anyhow::anyhow!("--drift-interval: {e}"))?
+        .to_std()
+        .context("--drift-interval must be positive")?;
+    let config = keyward::operator::OperatorConfig {
+        namespace: args.namespace,
+        label_selector: args.selector,
+        default_connection: args.default_connection,
+        drift_interval: drift,
+        field_manager: "keyward".into(),
+        leader_election: args
+            .leader_election
+            .then_some(keyward::operator::LeaderElection {
+                namespace: args.lease_namespace,
+                lease_name: args.lease_name,
+                identity: args.identity,
+                lease_seconds: 15,
+            }),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API")?;
+    let metrics = std::sync::Arc::new(keyward::operator::metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    let app = keyward::operator::metrics::router(metrics.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::select! {
+        r = keyward::operator::run(client, config, metrics) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

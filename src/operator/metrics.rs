@@ -1,0 +1,126 @@
+//! Prometheus metrics and the health endpoints, served on `--metrics-addr`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub key: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub failures: Family<ReasonLabels, Counter>,
+    pub duration: Histogram,
+    pub keys: Family<StateLabels, Gauge>,
+    pub seconds_to_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// Set once the controller runs (and, with leader election, leads).
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("keyward");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let failures = Family::<ReasonLabels, Counter>::default();
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let keys = Family::<StateLabels, Gauge>::default();
+        let seconds_to_expiry = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("reconciles", "Reconciles by result", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        registry.register(
+            "keys",
+            "Keys by state (ready, expiring, missing)",
+            keys.clone(),
+        );
+        registry.register(
+            "key_expiry_seconds",
+            "Seconds until each key expires",
+            seconds_to_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            keys,
+            seconds_to_expiry,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// `/metrics`, `/healthz` (the process runs), `/readyz` (the controller runs).
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .with_state(metrics)
+}

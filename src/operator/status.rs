@@ -1,0 +1,100 @@
+//! Conditions people can act on, compared without timestamps so an unchanged policy writes no
+//! status.
+
+use crate::policy::Condition;
+use chrono::Duration;
+
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+pub const DRIFTED: &str = "Drifted";
+pub const EXPIRING: &str = "KeyExpiringSoon";
+
+pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: None,
+        observed_generation: None,
+    }
+}
+
+/// Carries `lastTransitionTime` over from `old` when a condition's status did not change, and
+/// stamps `now` on the ones that did.
+pub fn merge(
+    old: &[Condition],
+    new: Vec<Condition>,
+    now: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut c| {
+            let prev = old.iter().find(|o| o.type_ == c.type_);
+            c.last_transition_time = match prev {
+                Some(p) if p.status == c.status => p.last_transition_time.clone(),
+                _ => Some(now.to_owned()),
+            };
+            c.observed_generation = generation;
+            c
+        })
+        .collect()
+}
+
+/// Kontent.ai's reminder schedule: a key living under a day is flagged at once, 1-7 days one
+/// day before expiry, longer one week before.
+pub fn reminder_window(lifetime: Duration) -> Duration {
+    if lifetime < Duration::days(1) {
+        lifetime
+    } else if lifetime <= Duration::days(7) {
+        Duration::days(1)
+    } else {
+        Duration::days(7)
+    }
+}
+
+/// Whether a condition flipped (for events on transitions only).
+pub fn transitioned(old: &[Condition], new: &Condition) -> bool {
+    old.iter()
+        .find(|o| o.type_ == new.type_)
+        .is_none_or(|o| o.status != new.status || o.reason != new.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_times_only_move_on_change() {
+        let first = merge(
+            &[],
+            vec![condition(READY, true, "Synced", "ok")],
+            "t1",
+            Some(1),
+        );
+        assert_eq!(first[0].last_transition_time.as_deref(), Some("t1"));
+        let same = merge(
+            &first,
+            vec![condition(READY, true, "Synced", "ok, again")],
+            "t2",
+            Some(2),
+        );
+        assert_eq!(same[0].last_transition_time.as_deref(), Some("t1"));
+        let flipped = merge(
+            &same,
+            vec![condition(READY, false, "CmsUnavailable", "down")],
+            "t3",
+            Some(2),
+        );
+        assert_eq!(flipped[0].last_transition_time.as_deref(), Some("t3"));
+        assert!(transitioned(&same, &flipped[0]));
+        assert!(!transitioned(&first, &same[0]));
+    }
+
+    #[test]
+    fn reminders_follow_kontent() {
+        assert_eq!(reminder_window(Duration::hours(12)), Duration::hours(12));
+        assert_eq!(reminder_window(Duration::days(3)), Duration::days(1));
+        assert_eq!(reminder_window(Duration::days(90)), Duration::days(7));
+    }
+}
