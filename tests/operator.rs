@@ -523,3 +523,122 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
     );
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_only_the_leader_writes() {
+    let c = cluster().await;
+    let replica = |name: &str| {
+        let config = OperatorConfig {
+            field_manager: format!("keyward-{name}"),
+            leader_election: Some(keyward::operator::LeaderElection {
+                namespace: "keyward-system".into(),
+                lease_name: "keyward-operator".into(),
+                identity: name.into(),
+                lease_seconds: 3,
+            }),
+            ..config()
+        };
+        let client = c.client.clone();
+        tokio::spawn(async move {
+            keyward::operator::run(client, config, Arc::new(Metrics::new())).await
+        })
+    };
+    let a = replica("a");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = replica("b");
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("the Secret", || async {
+        secret_value(&c, "reader").await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let managers = c.emu.managers_of("api/v1/secrets", "shop", "reader");
+    assert_eq!(managers.len(), 1, "one writer: {managers:?}");
+    let leader = managers.into_iter().next().unwrap();
+    let status_managers =
+        c.emu
+            .managers_of("apis/keyward.dev/v1alpha1/apikeypolicies", "shop", "web");
+    assert_eq!(
+        status_managers,
+        [leader.clone()].into(),
+        "status by the leader only"
+    );
+
+    // The leader goes away: the other replica takes over after the lease runs out.
+    let (gone, other) = if leader == "keyward-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    gone.abort();
+    let mut second = policy(
+        json!([{"name": "two", "defaultPermissions": ["GET"], "secret": {"name": "two", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    second.metadata.name = Some("second".into());
+    policies
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    eventually("the follower takes over", || async {
+        secret_value(&c, "two").await.is_some()
+    })
+    .await;
+    let managers = c.emu.managers_of("api/v1/secrets", "shop", "two");
+    assert_eq!(managers.len(), 1);
+    assert_ne!(
+        managers.into_iter().next().unwrap(),
+        leader,
+        "written by the new leader"
+    );
+    other.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = keyward::operator::metrics::router(ctx.metrics.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("Ready", || async {
+        ready(&c)
+            .await
+            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    })
+    .await;
+    let get = |path: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    let (_, text) = get("/metrics").await;
+    assert!(
+        text.contains("keyward_reconciles_total{result=\"ok\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\",key=\"reader\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("keyward_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
+    op.abort();
+}

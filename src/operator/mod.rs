@@ -100,6 +100,8 @@ pub struct Context {
     providers: Mutex<BTreeMap<(String, String), Arc<ReferenceCms>>>,
     failures: Mutex<HashMap<String, u32>>,
     store: Mutex<Option<Store<ApiKeyPolicy>>>,
+    /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
+    key_states: Mutex<HashMap<String, [i64; 3]>>,
 }
 
 impl Context {
@@ -119,6 +121,7 @@ impl Context {
             providers: Mutex::new(BTreeMap::new()),
             failures: Mutex::new(HashMap::new()),
             store: Mutex::new(None),
+            key_states: Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,6 +143,24 @@ impl Context {
         let n = f.entry(Self::key(p)).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Records a policy's key counts (`None` when the policy is gone) and updates the gauge.
+    pub fn set_key_states(&self, p: &ApiKeyPolicy, counts: Option<[i64; 3]>) {
+        let mut states = self.key_states.lock();
+        match counts {
+            Some(c) => states.insert(Self::key(p), c),
+            None => states.remove(&Self::key(p)),
+        };
+        for (i, state) in ["ready", "expiring", "missing"].iter().enumerate() {
+            let total: i64 = states.values().map(|c| c[i]).sum();
+            self.metrics
+                .keys
+                .get_or_create(&metrics::StateLabels {
+                    state: (*state).into(),
+                })
+                .set(total);
+        }
     }
 
     pub fn forget_failures(&self, p: &ApiKeyPolicy) {
@@ -284,6 +305,15 @@ pub async fn run_controller(ctx: Arc<Context>) {
     ctx.metrics.set_ready(false);
 }
 
+/// Aborts a task when dropped, so stopping the operator stops everything it spawned.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the operator: with leader election, the controller runs only while this replica leads.
 pub async fn run(
     client: Client,
@@ -306,7 +336,8 @@ pub async fn run(
         .with_grace(le.lease_seconds.div_ceil(3).max(1))
         .build()
         .await?;
-    let (mut leading, _task) = manager.watch().await;
+    let (mut leading, lease_task) = manager.watch().await;
+    let _lease = AbortOnDrop(lease_task);
     loop {
         while !*leading.borrow_and_update() {
             tracing::info!(identity = %le.identity, "waiting for leadership");
@@ -315,14 +346,14 @@ pub async fn run(
             }
         }
         tracing::info!(identity = %le.identity, "leading: starting the controller");
-        let controller = tokio::spawn(run_controller(ctx.clone()));
+        let controller = AbortOnDrop(tokio::spawn(run_controller(ctx.clone())));
         // Stop at once when leadership is lost; another replica takes over.
         loop {
             if leading.changed().await.is_err() || !*leading.borrow() {
                 break;
             }
         }
-        controller.abort();
+        drop(controller);
         metrics.set_ready(false);
         tracing::warn!(identity = %le.identity, "lost leadership: controller stopped");
     }

@@ -563,6 +563,16 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             },
         ),
     ];
+    let missing = (state.keys.len() - key_status.len()) as i64;
+    let expiring_count = expiring.len() as i64;
+    ctx.set_key_states(
+        &p,
+        Some([
+            key_status.len() as i64 - expiring_count,
+            expiring_count,
+            missing,
+        ]),
+    );
     let new = ApiKeyPolicyStatus {
         observed_generation: p.metadata.generation,
         conditions: conditions_merged(&old, conditions, p.metadata.generation),
@@ -820,6 +830,7 @@ async fn restart_workloads(
 /// On deletion: revoke the policy's keys (unless Orphan or ObserveOnly). A key the CMS already
 /// forgot counts as revoked.
 async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
+    ctx.set_key_states(&p, None);
     if p.spec.deletion_policy == DeletionPolicy::Orphan
         || p.spec.management_policy == ManagementPolicy::ObserveOnly
     {

@@ -401,6 +401,15 @@ impl Emulator {
             .cloned()
     }
 
+    /// Field managers that applied fields of an object (server-side apply).
+    pub fn managers_of(&self, resource: &str, namespace: &str, name: &str) -> BTreeSet<String> {
+        let st = self.state.lock().unwrap();
+        st.managed
+            .get(&(resource.to_owned(), namespace.to_owned(), name.to_owned()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn list(&self, resource: &str) -> Vec<Value> {
         self.state
             .lock()
@@ -839,7 +848,8 @@ impl Emulator {
             if !force {
                 for (path, value) in &applied {
                     if let Some(owner) = owners.get(path) {
-                        if owner != manager && base.pointer(path) != Some(value) {
+                        let current = base.pointer(path);
+                        if owner != manager && current.is_some() && current != Some(value) {
                             return err(409, "Conflict", format!("Apply failed with 1 conflict: conflict with \"{owner}\": {path}"));
                         }
                     }
@@ -898,6 +908,7 @@ impl Emulator {
                 return err(409, "Conflict", "the object has been modified");
             }
         }
+        reassign_ownership(&mut st, &key, &old, &new, manager);
         let out = self.update(&mut st, &key, &old, new, status_only);
         respond(StatusCode::OK, &out)
     }
@@ -952,6 +963,23 @@ impl Emulator {
             .collect();
         for (k, o) in dependents {
             self.delete_locked(st, &k, &o);
+        }
+    }
+}
+
+/// A non-apply write takes the fields it changed (removed fields are owned by no one), as the
+/// API server records an `Update` manager.
+fn reassign_ownership(st: &mut State, key: &Key, old: &Value, new: &Value, manager: &str) {
+    let Some(owners) = st.managed.get_mut(key) else {
+        return;
+    };
+    let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+    leaves(old, "", &mut before);
+    leaves(new, "", &mut after);
+    owners.retain(|path, _| after.contains_key(path));
+    for (path, v) in &after {
+        if before.get(path) != Some(v) && owners.contains_key(path) {
+            owners.insert(path.clone(), manager.to_owned());
         }
     }
 }
