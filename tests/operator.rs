@@ -642,3 +642,65 @@ async fn metrics_and_health_endpoints() {
     );
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_force_sync_annotation_repairs_drift_at_once() {
+    let c = cluster().await;
+    let (_, op) = start(
+        &c,
+        OperatorConfig {
+            drift_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("Ready", || async {
+        ready(&c)
+            .await
+            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    })
+    .await;
+    let id = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"defaultPermissions": ["GET", "DELETE"]})),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.cms
+            .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+            .await
+            .body["defaultPermissions"],
+        json!(["GET", "DELETE"]),
+        "no drift check for an hour"
+    );
+    policies
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"keyward.dev/force-sync": "2026-11-23T06:00:00Z"}}})))
+        .await
+        .unwrap();
+    eventually("repaired", || async {
+        c.cms
+            .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+            .await
+            .body["defaultPermissions"]
+            == json!(["GET"])
+    })
+    .await;
+    let st = ready(&c).await.unwrap();
+    assert_eq!(
+        condition(&st, "Drifted").unwrap()["reason"],
+        "DriftRepaired",
+        "{st}"
+    );
+    op.abort();
+}

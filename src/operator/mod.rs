@@ -168,6 +168,21 @@ impl Context {
     }
 }
 
+/// A hash of what should trigger a reconcile (periodic drift checks come from requeues).
+fn relevant_change(p: &ApiKeyPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.metadata.generation.hash(&mut h);
+    p.metadata.annotations.hash(&mut h);
+    p.metadata.finalizers.hash(&mut h);
+    p.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 fn policies_using(
     store: &Store<ApiKeyPolicy>,
     conn: &ConnectionId,
@@ -202,8 +217,15 @@ pub async fn run_controller(ctx: Arc<Context>) {
                 Api::all(client.clone()),
             ),
         };
-    let controller = Controller::new(policies, wc.clone());
-    let store = controller.store();
+    // Reconcile on what the operator must act on — spec (generation), annotations (force-sync),
+    // finalizers and deletion — but not on its own status writes.
+    let (store, writer) = kube::runtime::reflector::store::<ApiKeyPolicy>();
+    let trigger = watcher(policies, wc.clone())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(relevant_change, Default::default());
+    let controller = Controller::for_stream(trigger, store.clone());
     *ctx.store.lock() = Some(store.clone());
     let default = cfg.default_connection.clone();
 
