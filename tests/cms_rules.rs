@@ -1209,3 +1209,33 @@ async fn verification_costs_one_argon2id_per_value_and_changes_evict_the_cache()
         "a change evicts the cached check"
     );
 }
+
+#[tokio::test]
+async fn keys_can_be_listed_by_label() {
+    let cms = Cms::start().await;
+    cms.key(json!({"name": "a", "labels": {"keyward.dev/policy": "shop/web"}}))
+        .await;
+    cms.key(json!({"name": "b", "labels": {"keyward.dev/policy": "shop/other"}}))
+        .await;
+    cms.key(json!({"name": "c"})).await;
+    let r = cms
+        .admin(
+            Method::GET,
+            "/v1/keys?label=keyward.dev%2Fpolicy%3Dshop%2Fweb",
+            None,
+        )
+        .await;
+    let names: Vec<&str> = r.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys?label=nonsense", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -57,12 +57,32 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+#[derive(Deserialize)]
+struct KeyFilter {
+    /// `name=value`: only keys with this label.
+    label: Option<String>,
+}
+
 async fn list_keys(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
+    Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, CmsError> {
     gate(&ctx, &headers, MP::KeysManage).await?;
-    let keys: Vec<Value> = ctx.svc.list_keys().iter().map(|k| k.to_json()).collect();
+    let wanted = match filter.label.as_deref() {
+        None => None,
+        Some(l) => Some(
+            l.split_once('=')
+                .ok_or_else(|| CmsError::BadRequest("label must be name=value".into()))?,
+        ),
+    };
+    let keys: Vec<Value> = ctx
+        .svc
+        .list_keys()
+        .iter()
+        .filter(|k| wanted.is_none_or(|(n, v)| k.spec.labels.get(n).map(String::as_str) == Some(v)))
+        .map(|k| k.to_json())
+        .collect();
     Ok(Json(json!({ "keys": keys })))
 }
 

@@ -6,7 +6,9 @@ use super::secrets::KubeSecrets;
 use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
 use super::{Context, DefaultConnection};
 use crate::engine::{observe_secrets, Engine, ANN_CONTENT_HASH, ANN_FINGERPRINT, ANN_KEY_ID};
-use crate::plan::desired::{ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings};
+use crate::plan::desired::{
+    ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
+};
 use crate::plan::{diff, render_text, Action as PlanAction};
 use crate::policy::validate::{admits, policy_keys, Severity};
 use crate::policy::{
@@ -355,7 +357,9 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         field_manager: ctx.config.field_manager.clone(),
     };
     let observed = async {
-        let live = provider.list_keys().await?;
+        let live = provider
+            .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
+            .await?;
         let settings = provider
             .settings(&state.public.keys().cloned().collect())
             .await?;
@@ -413,7 +417,9 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                 for d in &report.done {
                     events.push(("Applied".into(), d.clone()));
                 }
-                live = provider.list_keys().await?;
+                live = provider
+                    .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
+                    .await?;
             }
             Err(e) => {
                 let msg = format!("{e}");
@@ -843,7 +849,7 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
     let provider = ctx.provider(&conn.endpoint, &conn.token);
     let pid = policy_id(&p);
     let owned: Vec<LiveKey> = provider
-        .list_keys()
+        .list_keys_labeled(LABEL_POLICY, &pid.to_string())
         .await?
         .into_iter()
         .filter(|k| pid.owns(&k.spec.labels))

@@ -113,6 +113,15 @@ pub trait CmsProvider: Send + Sync {
 
     /// Every key, in one listing (no per-key fetches).
     async fn list_keys(&self) -> Result<Vec<LiveKey>>;
+    /// The keys carrying label `name=value` (one policy's keys); filtered by the CMS where it can.
+    async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
+        Ok(self
+            .list_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.spec.labels.get(name).map(String::as_str) == Some(value))
+            .collect())
+    }
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey>;
     /// Changes a key's mutable settings to `spec`'s.
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;

@@ -138,6 +138,33 @@ impl CmsProvider for ReferenceCms {
         keys.iter().map(|k| self.live_key(k)).collect()
     }
 
+    async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
+        let q = format!("{name}={value}");
+        let enc: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let (_, v) = self
+            .client
+            .call(
+                Method::GET,
+                &format!("/v1/keys?label={enc}"),
+                None,
+                Idempotent::Yes,
+            )
+            .await?;
+        let keys = v
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.decode("no keys array"))?;
+        keys.iter().map(|k| self.live_key(k)).collect()
+    }
+
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
         let body = serde_json::to_value(spec).map_err(|e| self.decode(e))?;
         let (_, v) = self
