@@ -704,3 +704,42 @@ async fn the_force_sync_annotation_repairs_drift_at_once() {
     );
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_secret_that_appears_later_is_picked_up() {
+    let c = cluster().await;
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .delete("cms-admin", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (_, op) = start(
+        &c,
+        OperatorConfig {
+            drift_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("NoCredentials", || async {
+        ready(&c).await.is_some_and(|s| {
+            condition(&s, "Ready").is_some_and(|r| {
+                r["reason"] == "NoCredentials"
+                    && r["message"].as_str().unwrap().contains("shop/cms-admin")
+            })
+        })
+    })
+    .await;
+    // No drift check for an hour: only the watch on credential Secrets can wake the policy.
+    create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin"}, "data": {"token": b64(ADMIN)}})).await;
+    eventually("Ready", || async {
+        ready(&c)
+            .await
+            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    })
+    .await;
+    assert!(secret_value(&c, "reader").await.is_some());
+    op.abort();
+}
