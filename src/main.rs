@@ -215,39 +215,58 @@ async fn running_wait(running: cms::RunningCms) -> Result<()> {
 }
 
 async fn demo(data: PathBuf) -> Result<()> {
+    use reqwest::Method;
+    use serde_json::{json, Value};
     let running = cms::start(CmsConfig::new(&data)).await?;
     let base = running.url();
     let admin = running.admin_token.expose().to_owned();
     let http = reqwest::Client::new();
     println!("reference CMS on {base} (data in {})", data.display());
-
-    let call = |method: reqwest::Method, path: &str, key: &str| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(key)
+    let send = |method: Method, path: &str, key: &str, body: Option<Value>| {
+        let rb = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key);
+        match body {
+            Some(b) => rb.json(&b),
+            None => rb,
+        }
+        .send()
     };
-    call(reqwest::Method::PUT, "/v1/apis/blog", &admin)
-        .send()
-        .await?
-        .error_for_status()?;
-    call(reqwest::Method::PUT, "/v1/apis/contact", &admin)
-        .send()
-        .await?
-        .error_for_status()?;
-    call(reqwest::Method::PUT, "/api/blog/hello", &admin)
-        .json(&serde_json::json!({"title": "Hello from keyward"}))
-        .send()
-        .await?
-        .error_for_status()?;
+    // A request whose answer is shown, not checked: the point is to see 200, 403, 401.
+    let show = |what: &'static str,
+                method: Method,
+                path: &'static str,
+                key: String,
+                body: Option<Value>| {
+        let req = send(method, path, &key, body);
+        async move {
+            println!("  {what:<48} -> {}", req.await?.status().as_u16());
+            anyhow::Ok(())
+        }
+    };
+
+    for api in ["blog", "contact"] {
+        send(Method::PUT, &format!("/v1/apis/{api}"), &admin, None)
+            .await?
+            .error_for_status()?;
+    }
+    send(
+        Method::PUT,
+        "/api/blog/hello",
+        &admin,
+        Some(json!({"title": "Hello from keyward"})),
+    )
+    .await?
+    .error_for_status()?;
     let name = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
-    let created: serde_json::Value = call(reqwest::Method::POST, "/v1/keys", &admin)
-        .json(&serde_json::json!({
-            "name": name,
-            "description": "read everything, write only the contact form",
-            "defaultPermissions": ["GET"],
-            "apiPermissions": [{"api": "contact", "permissions": ["POST"]}],
-            "expiresAt": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
-        }))
-        .send()
+    let spec = json!({
+        "name": name,
+        "description": "read everything, write only the contact form",
+        "defaultPermissions": ["GET"],
+        "apiPermissions": [{"api": "contact", "permissions": ["POST"]}],
+        "expiresAt": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+    });
+    let created: Value = send(Method::POST, "/v1/keys", &admin, Some(spec))
         .await?
         .error_for_status()?
         .json()
@@ -264,47 +283,45 @@ async fn demo(data: PathBuf) -> Result<()> {
         "created key {name} (id {id}, fingerprint {}): default GET, POST on contact",
         cms::secret::fingerprint(&key)
     );
-
-    let show =
-        |what: &str, status: reqwest::StatusCode| println!("  {what:<44} -> {}", status.as_u16());
     show(
         "GET  /api/blog/hello",
-        call(reqwest::Method::GET, "/api/blog/hello", &key)
-            .send()
-            .await?
-            .status(),
-    );
+        Method::GET,
+        "/api/blog/hello",
+        key.clone(),
+        None,
+    )
+    .await?;
     show(
         "POST /api/blog (no POST on blog)",
-        call(reqwest::Method::POST, "/api/blog", &key)
-            .json(&serde_json::json!({"title": "x"}))
-            .send()
-            .await?
-            .status(),
-    );
+        Method::POST,
+        "/api/blog",
+        key.clone(),
+        Some(json!({"title": "x"})),
+    )
+    .await?;
     show(
         "POST /api/contact",
-        call(reqwest::Method::POST, "/api/contact", &key)
-            .json(&serde_json::json!({"email": "a@example.com"}))
-            .send()
-            .await?
-            .status(),
-    );
+        Method::POST,
+        "/api/contact",
+        key.clone(),
+        Some(json!({"email": "a@example.com"})),
+    )
+    .await?;
     show(
         "GET  /api/contact (individual perms replace GET)",
-        call(reqwest::Method::GET, "/api/contact", &key)
-            .send()
-            .await?
-            .status(),
-    );
+        Method::GET,
+        "/api/contact",
+        key.clone(),
+        None,
+    )
+    .await?;
 
-    let regen: serde_json::Value = call(
-        reqwest::Method::POST,
+    let regen: Value = send(
+        Method::POST,
         &format!("/v1/keys/{id}/regenerate"),
         &admin,
+        Some(json!({"graceSeconds": 60})),
     )
-    .json(&serde_json::json!({"graceSeconds": 60}))
-    .send()
     .await?
     .error_for_status()?
     .json()
@@ -316,30 +333,32 @@ async fn demo(data: PathBuf) -> Result<()> {
     println!("regenerated with 60 s grace:");
     show(
         "GET with the old value (in grace)",
-        call(reqwest::Method::GET, "/api/blog/hello", &key)
-            .send()
-            .await?
-            .status(),
-    );
+        Method::GET,
+        "/api/blog/hello",
+        key,
+        None,
+    )
+    .await?;
     show(
         "GET with the new value",
-        call(reqwest::Method::GET, "/api/blog/hello", &new_key)
-            .send()
-            .await?
-            .status(),
-    );
-    call(reqwest::Method::DELETE, &format!("/v1/keys/{id}"), &admin)
-        .send()
+        Method::GET,
+        "/api/blog/hello",
+        new_key.clone(),
+        None,
+    )
+    .await?;
+    send(Method::DELETE, &format!("/v1/keys/{id}"), &admin, None)
         .await?
         .error_for_status()?;
     println!("revoked:");
     show(
         "GET with the new value",
-        call(reqwest::Method::GET, "/api/blog/hello", &new_key)
-            .send()
-            .await?
-            .status(),
-    );
+        Method::GET,
+        "/api/blog/hello",
+        new_key,
+        None,
+    )
+    .await?;
     running.stop().await;
     Ok(())
 }

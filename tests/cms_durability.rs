@@ -357,3 +357,28 @@ fn generated_admin_token_is_written_0600_and_reused() {
         "a restart reuses the token"
     );
 }
+
+#[test]
+fn the_demo_walks_a_key_through_its_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["cms", "demo", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statuses: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.rsplit("-> ").next().filter(|_| l.contains("-> ")))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200", "403", "201", "403", "200", "200", "401"],
+        "{text}"
+    );
+}
