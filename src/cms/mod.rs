@@ -37,6 +37,8 @@ pub const PRODUCTION: &str = "production";
 pub struct Ctx {
     pub svc: Arc<Service>,
     pub auth: Auth,
+    /// Write requests served (every write goes through [`blocking`]).
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 /// Parses a JSON body, naming the field that is wrong.
@@ -58,6 +60,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
     ctx: &Ctx,
     f: impl FnOnce(&Service) -> Result<T, CmsError> + Send + 'static,
 ) -> Result<T, CmsError> {
+    ctx.writes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let svc = ctx.svc.clone();
     tokio::task::spawn_blocking(move || f(&svc))
         .await
@@ -139,6 +143,7 @@ pub struct RunningCms {
     /// Where a generated admin token was written (None when it came from the environment).
     pub admin_token_path: Option<PathBuf>,
     pub service: Arc<Service>,
+    ctx: Arc<Ctx>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -146,6 +151,11 @@ pub struct RunningCms {
 impl RunningCms {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Write requests this instance has served (for "zero writes" checks and benchmarks).
+    pub fn writes(&self) -> u64 {
+        self.ctx.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves until the process is stopped.
@@ -235,6 +245,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     }
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
+        writes: Default::default(),
         auth: Auth::new(admin_token.expose(), cfg.public_rate, cfg.key_rate),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -248,7 +259,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         source,
     })?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -259,6 +270,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan = ?cfg.plan.map(Plan::as_str), "reference CMS listening");
     Ok(RunningCms {
         addr,
+        ctx,
         admin_token,
         admin_token_path,
         service: svc,

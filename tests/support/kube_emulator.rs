@@ -42,7 +42,7 @@ struct State {
     objects: BTreeMap<Key, Value>,
     /// Per object and field manager: the leaf paths it owns (server-side apply).
     managed: HashMap<Key, BTreeMap<String, String>>,
-    history: VecDeque<Change>,
+    history: VecDeque<Arc<Change>>,
     /// The oldest resourceVersion a watch may resume from.
     compacted_before: u64,
 }
@@ -70,7 +70,7 @@ impl Counters {
 #[derive(Clone)]
 pub struct Emulator {
     state: Arc<Mutex<State>>,
-    tx: broadcast::Sender<Change>,
+    tx: broadcast::Sender<Arc<Change>>,
     pub counters: Arc<Counters>,
     bookmark_every: Duration,
 }
@@ -358,7 +358,7 @@ impl Default for Emulator {
 
 impl Emulator {
     pub fn new() -> Emulator {
-        let (tx, _) = broadcast::channel(65536);
+        let (tx, _) = broadcast::channel(8192);
         Emulator {
             state: Arc::new(Mutex::new(State {
                 rv: 1,
@@ -378,6 +378,39 @@ impl Emulator {
             async move { Ok::<_, Infallible>(this.handle(req).await) }
         });
         kube::Client::new(svc, "default")
+    }
+
+    /// Serves the emulator over plain HTTP on loopback, for a `keyward operator` process (its
+    /// kubeconfig names this address). Returns the base URL.
+    pub async fn serve_http(&self) -> String {
+        let this = self.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let this = this.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let resp = this
+                    .handle(Request::from_parts(parts, kube::client::Body::from(bytes)))
+                    .await;
+                let (parts, body) = resp.into_parts();
+                axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// A kubeconfig that points at [`Emulator::serve_http`]'s URL.
+    pub fn kubeconfig(url: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: emu, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: emu, user: {{}}}}]\ncontexts: [{{name: emu, context: {{cluster: emu, user: emu, namespace: default}}}}]\ncurrent-context: emu\n"
+        )
     }
 
     /// Forgets history up to now: watches from an older resourceVersion get 410 Gone.
@@ -555,17 +588,19 @@ impl Emulator {
         let (backlog, mut rx, gone, kind) = {
             let st = self.state.lock().unwrap();
             let gone = from != 0 && from < st.compacted_before;
-            let backlog: Vec<Change> = if from == 0 {
+            let backlog: Vec<Arc<Change>> = if from == 0 {
                 // "Any" version: start with the current objects as ADDED.
                 st.objects
                     .iter()
                     .filter(|(k, _)| k.0 == t.resource)
-                    .map(|(k, o)| Change {
-                        rv: st.rv,
-                        resource: k.0.clone(),
-                        namespace: k.1.clone(),
-                        kind: "ADDED",
-                        object: o.clone(),
+                    .map(|(k, o)| {
+                        Arc::new(Change {
+                            rv: st.rv,
+                            resource: k.0.clone(),
+                            namespace: k.1.clone(),
+                            kind: "ADDED",
+                            object: o.clone(),
+                        })
                     })
                     .collect()
             } else {
@@ -654,8 +689,9 @@ impl Emulator {
         } else {
             st.objects.insert(key.clone(), obj.clone());
         }
+        let change = Arc::new(change);
         st.history.push_back(change.clone());
-        if st.history.len() > 100_000 {
+        if st.history.len() > 20_000 {
             if let Some(old) = st.history.pop_front() {
                 st.compacted_before = old.rv + 1;
             }
