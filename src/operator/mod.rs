@@ -232,31 +232,29 @@ pub async fn run_controller(ctx: Arc<Context>) {
     let (s1, d1) = (store.clone(), default.clone());
     let (s2, d2) = (store.clone(), default.clone());
     // Connections cache for mapping credential Secrets to the connections that use them.
-    let conn_reader = {
-        let (reader, writer) = kube::runtime::reflector::store::<CmsConnection>();
-        let stream =
-            kube::runtime::reflector(writer, watcher(conns.clone(), watcher::Config::default()))
-                .applied_objects();
-        tokio::spawn(async move { stream.for_each(|_| async {}).await });
-        reader
-    };
-    let cluster_reader = {
-        let (reader, writer) = kube::runtime::reflector::store::<ClusterCmsConnection>();
-        let stream = kube::runtime::reflector(
-            writer,
-            watcher(Api::all(client.clone()), watcher::Config::default()),
-        )
-        .applied_objects();
-        tokio::spawn(async move { stream.for_each(|_| async {}).await });
-        reader
-    };
+    // They run inside this future (not spawned), so they stop with the controller.
+    let (conn_reader, conn_writer) = kube::runtime::reflector::store::<CmsConnection>();
+    let conn_cache = kube::runtime::reflector(
+        conn_writer,
+        watcher(conns.clone(), watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
+    let (cluster_reader, cluster_writer) =
+        kube::runtime::reflector::store::<ClusterCmsConnection>();
+    let cluster_cache = kube::runtime::reflector(
+        cluster_writer,
+        watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
     let (s3, d3) = (store.clone(), default.clone());
     let secrets_meta: Api<PartialObjectMeta<Secret>> = match &cfg.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     ctx.metrics.set_ready(true);
-    controller
+    let run = controller
         .owns(
             secrets,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward"),
@@ -322,8 +320,12 @@ pub async fn run_controller(ctx: Arc<Context>) {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = run => {}
+        _ = conn_cache => {}
+        _ = cluster_cache => {}
+    }
     ctx.metrics.set_ready(false);
 }
 

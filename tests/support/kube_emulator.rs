@@ -625,6 +625,9 @@ impl Emulator {
         let every = self.bookmark_every;
         let state = self.state.clone();
         let stream = async_stream::stream! {
+            // Watches are answered in-process: yield once, so a client that re-watches at once
+            // (e.g. while the runtime shuts down and timers fire immediately) cannot spin.
+            tokio::task::yield_now().await;
             if gone {
                 let ev = json!({"type": "ERROR", "object": status(410, "Expired", format!("too old resource version: {from}"))});
                 yield Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(format!("{ev}\n"))));
