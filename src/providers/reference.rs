@@ -73,6 +73,19 @@ impl ReferenceCms {
         })
     }
 
+    /// `PATCH /v1/keys/{id}` with some of a key's fields.
+    async fn patch_key(&self, id: &str, body: Value) -> Result<()> {
+        self.client
+            .call(
+                Method::PATCH,
+                &format!("/v1/keys/{id}"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Creates every API in `apis` that does not exist yet; returns the ones it created.
     pub async fn ensure_apis(&self, apis: &BTreeSet<String>) -> Result<Vec<String>> {
         let mut created = Vec::new();
@@ -197,29 +210,12 @@ impl CmsProvider for ReferenceCms {
     }
 
     async fn rename_key(&self, id: &str, name: &str) -> Result<()> {
-        let body = json!({ "name": name });
-        self.client
-            .call(
-                Method::PATCH,
-                &format!("/v1/keys/{id}"),
-                Some(&body),
-                Idempotent::Yes,
-            )
-            .await?;
-        Ok(())
+        self.patch_key(id, json!({ "name": name })).await
     }
 
     async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        let body = json!({ "expiresAt": at.to_rfc3339() });
-        self.client
-            .call(
-                Method::PATCH,
-                &format!("/v1/keys/{id}"),
-                Some(&body),
-                Idempotent::Yes,
-            )
-            .await?;
-        Ok(())
+        self.patch_key(id, json!({ "expiresAt": at.to_rfc3339() }))
+            .await
     }
 
     async fn regenerate_key(

@@ -832,17 +832,8 @@ impl Emulator {
                 format!("{} \"{name}\" not found", t.plural),
             );
         };
-        if let Some(rv) = obj
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if Some(rv)
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-            {
-                return err(409, "Conflict", format!("the object has been modified; please apply your changes to the latest version (resourceVersion {rv})"));
-            }
+        if let Some(conflict) = stale(&obj, &old) {
+            return conflict;
         }
         let status_only = t.subresource.as_deref() == Some("status");
         let out = self.update(&mut st, &key, &old, obj, status_only);
@@ -935,17 +926,8 @@ impl Emulator {
             // merge-patch and strategic-merge-patch (the emulator treats both as RFC 7386)
             json_patch::merge(&mut new, &patch);
         }
-        if let Some(rv) = patch
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if Some(rv)
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-            {
-                return err(409, "Conflict", "the object has been modified");
-            }
+        if let Some(conflict) = stale(&patch, &old) {
+            return conflict;
         }
         reassign_ownership(&mut st, &key, &old, &new, manager);
         let out = self.update(&mut st, &key, &old, new, status_only);
@@ -1004,6 +986,19 @@ impl Emulator {
             self.delete_locked(st, &k, &o);
         }
     }
+}
+
+/// A 409 when a write names a resourceVersion other than the stored one (optimistic concurrency).
+fn stale(write: &Value, stored: &Value) -> Option<Response<RespBody>> {
+    let given = write
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)?;
+    let current = stored
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str);
+    (Some(given) != current).then(|| {
+        err(409, "Conflict", format!("the object has been modified; please apply your changes to the latest version (resourceVersion {given})"))
+    })
 }
 
 /// A non-apply write takes the fields it changed (removed fields are owned by no one), as the
