@@ -18,7 +18,8 @@ os.chmod(sys.argv[2], 0o755)
 PY
   rm -rf "$work"
 fi
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+# Run as a module: a fresh pip install needs no PATH or shim refresh.
+if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
 
@@ -35,6 +36,6 @@ out=$(mktemp -d)
 # The ServiceMonitor is a Prometheus-operator kind with no schema here: render it, check its shape.
 "$helm" template keyward charts/keyward --set metrics.serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q "kind: ServiceMonitor"
-kubernetes-validate --strict --quiet -k 1.33.0 "$out/default.yaml" "$out/variant.yaml"
+python3 -m kubernetes_validate --strict --quiet -k 1.33.0 "$out/default.yaml" "$out/variant.yaml"
 echo "chart OK: lint --strict, template, kubernetes-validate (1.33, strict)"
 rm -rf "$out"
