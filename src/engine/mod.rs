@@ -137,6 +137,7 @@ pub fn observed_from(
         spec_hash: annotations.get(ANN_SPEC_HASH).cloned(),
         has_value: value_ok,
         content_intact: annotations.get(ANN_CONTENT_HASH) == Some(&content_hash(data)),
+        fingerprint: annotations.get(ANN_FINGERPRINT).cloned(),
     }
 }
 

@@ -442,6 +442,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
 
     // Status: what is live now, for this policy's keys.
     let pid = policy_id(&p);
+    let applied_nothing = events.is_empty();
     let mut key_status = Vec::new();
     let mut expiring = Vec::new();
     let mut next_due: Option<chrono::DateTime<Utc>> = None;
@@ -452,15 +453,23 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         else {
             continue;
         };
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &k.secret.namespace)
-            .get_metadata_opt(&k.secret.name)
-            .await?;
-        let ann = secret
-            .and_then(|s| s.metadata.annotations)
-            .unwrap_or_default();
-        let fingerprint = (ann.get(ANN_KEY_ID) == Some(&l.id))
-            .then(|| ann.get(ANN_FINGERPRINT).cloned())
-            .flatten();
+        // Nothing applied: the Secrets observed for the plan are current; otherwise read again.
+        let fingerprint = if applied_nothing {
+            secrets
+                .get(&(k.secret.namespace.clone(), k.secret.name.clone()))
+                .filter(|o| o.key_id.as_deref() == Some(l.id.as_str()))
+                .and_then(|o| o.fingerprint.clone())
+        } else {
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &k.secret.namespace)
+                .get_metadata_opt(&k.secret.name)
+                .await?;
+            let ann = secret
+                .and_then(|s| s.metadata.annotations)
+                .unwrap_or_default();
+            (ann.get(ANN_KEY_ID) == Some(&l.id))
+                .then(|| ann.get(ANN_FINGERPRINT).cloned())
+                .flatten()
+        };
         key_status.push(KeyStatus {
             name: k.key.clone(),
             id: l.id.clone(),

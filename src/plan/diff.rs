@@ -20,6 +20,8 @@ pub struct ObservedSecret {
     pub has_value: bool,
     /// The data fields are as keyward wrote them (content hash matches).
     pub content_intact: bool,
+    /// The fingerprint annotation (a hash of the value, safe to show).
+    pub fingerprint: Option<String>,
 }
 
 /// Secrets observed, by (namespace, name).
@@ -424,6 +426,7 @@ mod tests {
                 spec_hash: Some(secret_spec_hash(t, &live.id, &live.version(), ENDPOINT)),
                 has_value: true,
                 content_intact: true,
+                fingerprint: None,
             },
         )])
     }
