@@ -431,6 +431,18 @@ mod tests {
         )])
     }
 
+    /// The action kinds planned for one live key observed with `secrets`.
+    fn kinds_for(d: &DesiredState, live: &LiveKey, secrets: &ObservedSecrets) -> Vec<&'static str> {
+        kinds(&diff(
+            d,
+            std::slice::from_ref(live),
+            &LiveSettings::default(),
+            secrets,
+            ENDPOINT,
+            Utc::now(),
+        ))
+    }
+
     fn kinds(p: &Plan) -> Vec<&'static str> {
         p.actions
             .iter()
@@ -509,27 +521,13 @@ mod tests {
         live.spec.expires_at = Some(now + Duration::days(6));
         let s = secrets_for(&d, &live);
         assert_eq!(
-            kinds(&diff(
-                &d,
-                std::slice::from_ref(&live),
-                &LiveSettings::default(),
-                &s,
-                ENDPOINT,
-                now
-            )),
+            kinds_for(&d, &live, &s),
             ["rotate"],
             "within 7 days (default renewBefore)"
         );
         let live = live_of(&d, now);
         assert_eq!(
-            kinds(&diff(
-                &d,
-                std::slice::from_ref(&live),
-                &LiveSettings::default(),
-                &ObservedSecrets::new(),
-                ENDPOINT,
-                now
-            )),
+            kinds_for(&d, &live, &ObservedSecrets::new()),
             ["rotate"],
             "lost Secret"
         );
@@ -537,18 +535,7 @@ mod tests {
         stale
             .values_mut()
             .for_each(|o| o.key_version = Some("older".into()));
-        assert_eq!(
-            kinds(&diff(
-                &d,
-                std::slice::from_ref(&live),
-                &LiveSettings::default(),
-                &stale,
-                ENDPOINT,
-                now
-            )),
-            ["rotate"],
-            "stale value"
-        );
+        assert_eq!(kinds_for(&d, &live, &stale), ["rotate"], "stale value");
         let mut meta = secrets_for(&d, &live);
         meta.values_mut()
             .for_each(|o| o.spec_hash = Some("x".into()));

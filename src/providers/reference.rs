@@ -73,9 +73,10 @@ impl ReferenceCms {
         })
     }
 
-    /// `PATCH /v1/keys/{id}` with some of a key's fields.
-    async fn patch_key(&self, id: &str, body: Value) -> Result<()> {
-        self.client
+    /// `PATCH /v1/keys/{id}` with some of a key's fields; the key record as it is now.
+    async fn patch_key(&self, id: &str, body: Value) -> Result<Value> {
+        let (_, v) = self
+            .client
             .call(
                 Method::PATCH,
                 &format!("/v1/keys/{id}"),
@@ -83,7 +84,7 @@ impl ReferenceCms {
                 Idempotent::Yes,
             )
             .await?;
-        Ok(())
+        Ok(v)
     }
 
     /// Creates every API in `apis` that does not exist yet; returns the ones it created.
@@ -197,25 +198,18 @@ impl CmsProvider for ReferenceCms {
             "managementPermissions": spec.management_permissions,
             "labels": spec.labels,
         });
-        let (_, v) = self
-            .client
-            .call(
-                Method::PATCH,
-                &format!("/v1/keys/{id}"),
-                Some(&body),
-                Idempotent::Yes,
-            )
-            .await?;
+        let v = self.patch_key(id, body).await?;
         self.live_key(&v)
     }
 
     async fn rename_key(&self, id: &str, name: &str) -> Result<()> {
-        self.patch_key(id, json!({ "name": name })).await
+        self.patch_key(id, json!({ "name": name })).await.map(drop)
     }
 
     async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         self.patch_key(id, json!({ "expiresAt": at.to_rfc3339() }))
             .await
+            .map(drop)
     }
 
     async fn regenerate_key(
