@@ -58,6 +58,7 @@ async fn main() {
         .await
         .expect("create API");
     let opts = |mode| Options {
+        env_provider: keyward::policy::ProviderKind::Keyward,
         paths: vec![file.clone()],
         secrets_dir: dir.path().join("secrets"),
         data_dir: dir.path().join("unused"),

@@ -11,7 +11,8 @@ use crate::policy::load::{self, ManifestSet};
 use crate::policy::validate::{self, ConnectionConfig};
 use crate::policy::ProviderKind;
 use crate::providers::reference::ReferenceCms;
-use crate::providers::{CmsProvider, ProviderError};
+use crate::providers::strapi::Strapi;
+use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
 use base64::Engine as _;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -33,6 +34,8 @@ pub struct Options {
     /// `KEYWARD_CMS_URL` / `KEYWARD_CMS_TOKEN`, when set.
     pub env_url: Option<String>,
     pub env_token: Option<String>,
+    /// `KEYWARD_CMS_PROVIDER`: what `KEYWARD_CMS_URL` is.
+    pub env_provider: ProviderKind,
 }
 
 /// The URL that `{{ endpoint }}` names for the embedded CMS: where `keyward cms serve` serves
@@ -161,11 +164,30 @@ fn credential(
 }
 
 struct Connected {
-    provider: ReferenceCms,
+    provider: Box<dyn CmsProvider>,
     title: String,
     endpoint: String,
     template_endpoint: String,
     embedded: Option<RunningCms>,
+}
+
+/// The adapter for a connection's provider.
+pub fn provider_for(
+    kind: ProviderKind,
+    endpoint: &str,
+    credential: &str,
+) -> Result<Box<dyn CmsProvider>, String> {
+    Ok(match kind {
+        ProviderKind::Keyward => Box::new(ReferenceCms::new(endpoint, credential)),
+        ProviderKind::Strapi => Box::new(Strapi::new(endpoint, credential)?),
+    })
+}
+
+fn title_of(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Keyward => "reference CMS",
+        ProviderKind::Strapi => "Strapi",
+    }
 }
 
 async fn connect(
@@ -182,8 +204,13 @@ async fn connect(
     match (id, cfg) {
         (ConnectionId::Default, _) => match (&opts.env_url, &opts.env_token) {
             (Some(url), Some(token)) => Ok(Connected {
-                provider: ReferenceCms::new(url, token),
-                title: format!("reference CMS at {url} (KEYWARD_CMS_URL)"),
+                provider: provider_for(opts.env_provider, url, token).map_err(|m| {
+                    fail(format!(
+                        "KEYWARD_CMS_TOKEN is not a {} credential: {m}",
+                        opts.env_provider
+                    ))
+                })?,
+                title: format!("{} at {url} (KEYWARD_CMS_URL)", title_of(opts.env_provider)),
                 endpoint: url.clone(),
                 template_endpoint: url.clone(),
                 embedded: None,
@@ -191,6 +218,11 @@ async fn connect(
             (Some(_), None) => Err(fail(
                 "KEYWARD_CMS_URL is set but KEYWARD_CMS_TOKEN is not".into(),
             )),
+            // The embedded CMS is the reference CMS; another provider needs its URL.
+            _ if opts.env_provider != ProviderKind::Keyward => Err(fail(format!(
+                "KEYWARD_CMS_PROVIDER={} needs KEYWARD_CMS_URL and KEYWARD_CMS_TOKEN",
+                opts.env_provider
+            ))),
             _ => {
                 let running = cms::start(CmsConfig::new(&opts.data_dir))
                     .await
@@ -213,18 +245,13 @@ async fn connect(
                     ),
                     endpoint: running.url(),
                     template_endpoint: EMBEDDED_ENDPOINT.into(),
-                    provider,
+                    provider: Box::new(provider),
                     embedded: Some(running),
                 })
             }
         },
         (_, None) => Err(fail("no connection settings".into())),
         (_, Some(cfg)) => {
-            if cfg.provider != ProviderKind::Keyward {
-                return Err(fail(
-                    format!("provider '{:?}' is not supported yet", cfg.provider).to_lowercase(),
-                ));
-            }
             let token = credential(set, cfg, opts.env_token.as_deref()).ok_or_else(|| {
                 fail(format!(
                     "credential Secret {}/{} (field '{}') is not in the manifests and KEYWARD_CMS_TOKEN is not set",
@@ -232,8 +259,13 @@ async fn connect(
                 ))
             })?;
             Ok(Connected {
-                provider: ReferenceCms::new(&cfg.endpoint, token.trim()),
-                title: format!("{id} ({})", cfg.endpoint),
+                provider: provider_for(cfg.provider, &cfg.endpoint, token.trim()).map_err(|m| {
+                    fail(format!(
+                        "credential Secret {}/{} (field '{}'): {m}",
+                        cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
+                    ))
+                })?,
+                title: format!("{id} ({} at {})", title_of(cfg.provider), cfg.endpoint),
                 endpoint: cfg.endpoint.clone(),
                 template_endpoint: cfg.endpoint.clone(),
                 embedded: None,
@@ -247,7 +279,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let set = load::load(&opts.paths)
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let now = chrono::Utc::now();
-    let resolved = validate::resolve(&set, now, None)
+    let resolved = validate::resolve(&set, now, None, opts.env_provider)
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
     let sink = SecretsDir::new(&opts.secrets_dir);
@@ -305,7 +337,12 @@ async fn plan_and_apply(
             source,
         })
     };
-    let p = &conn.provider;
+    let p = conn.provider.as_ref();
+    let state = &match express_state(p, state).await {
+        Ok(s) => s,
+        Err(ExpressError::Refused(msgs)) => return Err(Failure::Other(GitopsError::Invalid(msgs))),
+        Err(ExpressError::Provider(e)) => return Err(provider_err(e)),
+    };
     let live = p.list_keys().await.map_err(provider_err)?;
     let settings = p
         .settings(&state.public.keys().cloned().collect())

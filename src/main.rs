@@ -6,6 +6,7 @@ use keyward::cms::auth::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::gitops::{self, GitopsError, Mode};
 use keyward::model::Plan;
+use keyward::policy::ProviderKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -373,6 +374,11 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         mode,
         env_url: env("KEYWARD_CMS_URL"),
         env_token: env("KEYWARD_CMS_TOKEN"),
+        env_provider: match env("KEYWARD_CMS_PROVIDER").as_deref() {
+            None | Some("keyward") => ProviderKind::Keyward,
+            Some("strapi") => ProviderKind::Strapi,
+            Some(other) => bail!("KEYWARD_CMS_PROVIDER is '{other}'; it takes keyward or strapi"),
+        },
     };
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),

@@ -648,6 +648,7 @@ stringData: {{token: {ADMIN}}}
     let m = manifest(dir.path(), "all.yaml", &files);
     let out = dir.path().join("out");
     let opts = |mode| keyward::gitops::Options {
+        env_provider: keyward::policy::ProviderKind::Keyward,
         paths: vec![m.clone()],
         secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),

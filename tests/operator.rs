@@ -8,7 +8,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::operator::metrics::Metrics;
 use keyward::operator::{Context, OperatorConfig};
 use keyward::policy::ApiKeyPolicy;
-use keyward::providers::CmsProvider;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use reqwest::{Method, StatusCode};
@@ -275,8 +274,8 @@ async fn an_unchanged_policy_makes_zero_writes() {
         .iter()
         .map(|r| c.emu.counters.writes_to(r))
         .collect();
-    let cms_writes = ctx.provider(&c.cms.url, ADMIN).stats().writes();
-    let cms_reads = ctx.provider(&c.cms.url, ADMIN).stats().reads();
+    let cms_writes = provider_of(&ctx, &c.cms.url).stats().writes();
+    let cms_reads = provider_of(&ctx, &c.cms.url).stats().reads();
     tokio::time::sleep(Duration::from_secs(4)).await; // several drift checks
     let after: Vec<u64> = ["secrets", "apikeypolicies", "roles", "rolebindings"]
         .iter()
@@ -284,12 +283,12 @@ async fn an_unchanged_policy_makes_zero_writes() {
         .collect();
     assert_eq!(before, after, "no Kubernetes writes");
     assert_eq!(
-        ctx.provider(&c.cms.url, ADMIN).stats().writes(),
+        provider_of(&ctx, &c.cms.url).stats().writes(),
         cms_writes,
         "no CMS writes"
     );
     assert!(
-        ctx.provider(&c.cms.url, ADMIN).stats().reads() > cms_reads,
+        provider_of(&ctx, &c.cms.url).stats().reads() > cms_reads,
         "but the drift checks did read"
     );
     op.abort();
@@ -511,7 +510,7 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
         "{pending}"
     );
     assert_eq!(
-        ctx.provider(&c.cms.url, ADMIN).stats().writes(),
+        provider_of(&ctx, &c.cms.url).stats().writes(),
         0,
         "nothing was written to the CMS"
     );
@@ -742,4 +741,13 @@ async fn a_credential_secret_that_appears_later_is_picked_up() {
     .await;
     assert!(secret_value(&c, "reader").await.is_some());
     op.abort();
+}
+
+/// The provider the controller used for the test CMS (its call counts).
+fn provider_of(
+    ctx: &keyward::operator::Context,
+    url: &str,
+) -> std::sync::Arc<dyn keyward::providers::CmsProvider> {
+    ctx.used_provider(keyward::policy::ProviderKind::Keyward, url, ADMIN)
+        .expect("the controller has used the CMS")
 }

@@ -287,7 +287,7 @@ impl Engine<'_> {
         match action {
             Action::Create { key } => {
                 let mut spec = key.spec.clone();
-                spec.expires_at = Some(now + key.lifetime);
+                spec.expires_at = key.lifetime.map(|l| now + l);
                 let issued = self.provider.create_key(&spec).await?;
                 let id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
@@ -326,7 +326,11 @@ impl Engine<'_> {
             } => {
                 let issued = self
                     .provider
-                    .regenerate_key(id, Duration::seconds(*grace_seconds), now + key.lifetime)
+                    .regenerate_key(
+                        id,
+                        Duration::seconds(*grace_seconds),
+                        key.lifetime.map(|l| now + l),
+                    )
                     .await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
                 let w = self.write_with_retry(&m).await.map_err(|e| {
@@ -348,7 +352,7 @@ impl Engine<'_> {
                     .collect();
                 self.provider.rename_key(old_id, &parked).await?;
                 let mut spec = key.spec.clone();
-                spec.expires_at = Some(now + key.lifetime);
+                spec.expires_at = key.lifetime.map(|l| now + l);
                 let issued = self.provider.create_key(&spec).await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
                 let w = self.write_with_retry(&m).await.map_err(|e| {

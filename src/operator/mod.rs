@@ -15,7 +15,7 @@ pub mod status;
 
 use crate::plan::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
-use crate::providers::reference::ReferenceCms;
+use crate::providers::CmsProvider;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -97,7 +97,7 @@ pub struct Context {
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    providers: Mutex<BTreeMap<(String, String), Arc<ReferenceCms>>>,
+    providers: reconcile::ProviderCache,
     failures: Mutex<HashMap<String, u32>>,
     store: Mutex<Option<Store<ApiKeyPolicy>>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
@@ -125,8 +125,21 @@ impl Context {
         }
     }
 
-    pub fn provider(&self, endpoint: &str, token: &str) -> Arc<ReferenceCms> {
-        reconcile::provider_for(&self.providers, endpoint, token)
+    pub fn provider(&self, conn: &reconcile::Conn) -> Result<Arc<dyn CmsProvider>, String> {
+        reconcile::provider_for(&self.providers, conn)
+    }
+
+    /// The provider reconciles have used for a connection, if any (its call counts).
+    pub fn used_provider(
+        &self,
+        kind: crate::policy::ProviderKind,
+        endpoint: &str,
+        credential: &str,
+    ) -> Option<Arc<dyn CmsProvider>> {
+        self.providers
+            .lock()
+            .get(&(kind, endpoint.to_owned(), credential.to_owned()))
+            .cloned()
     }
 
     pub fn store(&self) -> Option<Store<ApiKeyPolicy>> {

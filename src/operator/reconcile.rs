@@ -10,13 +10,12 @@ use crate::plan::desired::{
     ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
 };
 use crate::plan::{diff, render_text, Action as PlanAction};
-use crate::policy::validate::{admits, policy_keys, Severity};
+use crate::policy::validate::{admits, fit_to_provider, policy_keys, Severity};
 use crate::policy::{
     ApiKeyPolicy, ApiKeyPolicyStatus, ClusterCmsConnection, CmsConnection, ConnectionKind,
     DeletionPolicy, KeyStatus, ManagementPolicy, ProviderKind, WorkloadKind,
 };
-use crate::providers::reference::ReferenceCms;
-use crate::providers::{CmsProvider, LiveKey, ProviderError};
+use crate::providers::{express_state, CmsProvider, ExpressError, LiveKey, ProviderError};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -65,8 +64,9 @@ impl ReconcileError {
 }
 
 /// A resolved connection.
-struct Conn {
+pub struct Conn {
     id: ConnectionId,
+    provider: ProviderKind,
     endpoint: String,
     token: String,
 }
@@ -207,12 +207,6 @@ async fn resolve_connection(
             )
         }
     };
-    if provider != ProviderKind::Keyward {
-        return refused(
-            "UnsupportedProvider",
-            format!("provider '{provider:?}' is not supported yet").to_lowercase(),
-        );
-    }
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), &secret_ns)
         .get_opt(&secret_name)
         .await?;
@@ -227,6 +221,7 @@ async fn resolve_connection(
     };
     Ok(Ok(Conn {
         id,
+        provider,
         endpoint: spec_endpoint,
         token: token.trim().to_owned(),
     }))
@@ -314,7 +309,7 @@ fn desired_state(
 
 async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
     let now = Utc::now();
-    let (_, keys, diags) = policy_keys(&p, None, now);
+    let (_, mut keys, diags) = policy_keys(&p, None, now);
     let old = p.status.clone().unwrap_or_default();
     let errors: Vec<String> = diags
         .iter()
@@ -348,8 +343,71 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             return Ok(Action::requeue(ctx.config.drift_interval));
         }
     };
-    let provider = ctx.provider(&conn.endpoint, &conn.token);
-    let state = desired_state(&p, keys, &conn.id, ctx);
+    let refusals: Vec<String> = fit_to_provider(conn.provider, &p.spec, &mut keys)
+        .into_iter()
+        .map(|(path, reason)| format!("{path}: {reason}"))
+        .collect();
+    if !refusals.is_empty() {
+        let msg = refusals.join("; ");
+        write_status(
+            &p,
+            ctx,
+            &old,
+            refused_status(&old, "InvalidSpec", &msg),
+            Some(("InvalidSpec", &msg)),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let provider = match ctx.provider(&conn) {
+        Ok(p) => p,
+        Err(m) => {
+            let msg = format!("the credential of {} is not usable: {m}", conn.id);
+            write_status(
+                &p,
+                ctx,
+                &old,
+                refused_status(&old, "NoCredentials", &msg),
+                Some(("NoCredentials", &msg)),
+            )
+            .await?;
+            return Ok(Action::requeue(ctx.config.drift_interval));
+        }
+    };
+    let mut state = desired_state(&p, keys, &conn.id, ctx);
+    if conn.provider != ProviderKind::Keyward {
+        // Only the reference CMS takes CORS and public endpoints; policies declaring them for
+        // another provider are refused above, so a neighbour's would only be a stale request.
+        state.cors = None;
+        state.public.clear();
+    }
+    let state = match express_state(provider.as_ref(), &state).await {
+        Ok(s) => s,
+        Err(ExpressError::Refused(msgs)) => {
+            let msg = msgs.join("; ");
+            write_status(
+                &p,
+                ctx,
+                &old,
+                refused_status(&old, "InvalidSpec", &msg),
+                Some(("InvalidSpec", &msg)),
+            )
+            .await?;
+            return Ok(Action::requeue(ctx.config.drift_interval));
+        }
+        Err(ExpressError::Provider(e)) => {
+            let msg = e.to_string();
+            write_status(
+                &p,
+                ctx,
+                &old,
+                unavailable_status(&old, &msg),
+                Some(("CmsUnavailable", &msg)),
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
     let sink = KubeSecrets {
         client: ctx.client.clone(),
         owner: owner_ref(&p)
@@ -496,7 +554,9 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     key: k.key.clone(),
                 })
                 .set(left.num_seconds() as f64);
-            if left <= status::reminder_window(k.lifetime) {
+            if k.lifetime
+                .is_some_and(|l| left <= status::reminder_window(l))
+            {
                 expiring.push(format!(
                     "{} expires at {}",
                     k.key,
@@ -855,7 +915,7 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
         Ok(c) => c,
         Err((_, msg)) => return Err(ReconcileError::Cleanup(msg)),
     };
-    let provider = ctx.provider(&conn.endpoint, &conn.token);
+    let provider = ctx.provider(&conn).map_err(ReconcileError::Cleanup)?;
     let pid = policy_id(&p);
     let owned: Vec<LiveKey> = provider
         .list_keys_labeled(LABEL_POLICY, &pid.to_string())
@@ -882,15 +942,19 @@ pub fn error_policy(p: Arc<ApiKeyPolicy>, e: &ReconcileError, ctx: Arc<Context>)
     Action::requeue(wait)
 }
 
-/// A cached provider per (endpoint, token).
-pub fn provider_for(
-    cache: &parking_lot::Mutex<BTreeMap<(String, String), Arc<ReferenceCms>>>,
-    endpoint: &str,
-    token: &str,
-) -> Arc<ReferenceCms> {
-    cache
-        .lock()
-        .entry((endpoint.to_owned(), token.to_owned()))
-        .or_insert_with(|| Arc::new(ReferenceCms::new(endpoint, token)))
-        .clone()
+/// Providers by (kind, endpoint, credential).
+pub type ProviderCache =
+    parking_lot::Mutex<BTreeMap<(ProviderKind, String, String), Arc<dyn CmsProvider>>>;
+
+/// A cached provider per connection, so a Strapi session (its sign-in) is reused.
+pub fn provider_for(cache: &ProviderCache, conn: &Conn) -> Result<Arc<dyn CmsProvider>, String> {
+    let key = (conn.provider, conn.endpoint.clone(), conn.token.clone());
+    let mut cache = cache.lock();
+    if let Some(p) = cache.get(&key) {
+        return Ok(p.clone());
+    }
+    let p: Arc<dyn CmsProvider> =
+        crate::gitops::provider_for(conn.provider, &conn.endpoint, &conn.token)?.into();
+    cache.insert(key, p.clone());
+    Ok(p)
 }

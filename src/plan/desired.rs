@@ -86,8 +86,9 @@ pub struct DesiredKey {
     pub key: String,
     /// Settings as the CMS should hold them (normalized; `expires_at` unset, ownership labels set).
     pub spec: KeySpec,
+    /// From creation or rotation; `None`: the key never expires (a CMS that allows it).
     #[serde(skip)]
-    pub lifetime: Duration,
+    pub lifetime: Option<Duration>,
     #[serde(skip)]
     pub renew_before: Duration,
     #[serde(skip)]
@@ -95,6 +96,9 @@ pub struct DesiredKey {
     pub secret: SecretTarget,
     /// `ObserveOnly`: planned, never applied.
     pub observe_only: bool,
+    /// Position in the policy's `spec.keys`, for messages that name the field.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 /// All a connection's policies ask for.

@@ -388,6 +388,7 @@ mod tests {
     use crate::plan::desired::{PolicySettings, LABEL_POLICY};
     use crate::policy::load::load_str;
     use crate::policy::validate::resolve;
+    use crate::policy::ProviderKind;
     use chrono::Duration;
 
     const ENDPOINT: &str = "http://cms";
@@ -397,7 +398,7 @@ mod tests {
             "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n      secret: {{name: s}}\n"
         );
         let set = load_str("p.yaml", &yaml).unwrap();
-        resolve(&set, Utc::now(), None)
+        resolve(&set, Utc::now(), None, ProviderKind::Keyward)
             .unwrap()
             .desired
             .into_values()

@@ -267,14 +267,28 @@ pub struct CmsConnectionSpec {
     /// Base URL of the CMS, e.g. http://cms.cms.svc:8780.
     #[schemars(url)]
     pub endpoint: String,
-    /// The Secret holding the management credential.
+    /// The Secret holding the management credential: a keyward admin token, or for strapi
+    /// `email:password` of a Strapi admin user.
     pub credentials_secret_ref: SecretKeyRef,
     /// The CMS's plan: its key quota is checked before any call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// The keyward reference CMS (`keyward cms serve`).
@@ -282,6 +296,21 @@ pub enum ProviderKind {
     Keyward,
     /// Strapi's admin API-token API.
     Strapi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyward => "keyward",
+            Self::Strapi => "strapi",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

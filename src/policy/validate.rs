@@ -4,7 +4,8 @@
 use super::duration;
 use super::load::{ManifestSet, Origin};
 use super::{
-    ApiKeyPolicy, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy, ProviderKind,
+    ApiKeyPolicy, ApiKeyPolicySpec, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy,
+    ProviderKind,
 };
 use crate::model::{
     check_origin, expiry_rules, human, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
@@ -313,7 +314,7 @@ pub fn policy_keys(
                 expires_at: None,
                 ..key_spec
             }),
-            lifetime,
+            lifetime: Some(lifetime),
             renew_before,
             rotation_overlap: overlap,
             secret: SecretTarget {
@@ -325,9 +326,32 @@ pub fn policy_keys(
                 annotations: k.secret.annotations.clone(),
             },
             observe_only,
+            index: i,
         });
     }
     (id, keys, cx.out)
+}
+
+/// What a policy asks of a CMS that the CMS's key model cannot hold, as (field path, reason),
+/// each naming the provider. Adjusts what the provider decides (a Strapi key without
+/// `expiresAfter` never expires).
+pub fn fit_to_provider(
+    kind: ProviderKind,
+    spec: &ApiKeyPolicySpec,
+    keys: &mut [DesiredKey],
+) -> Vec<(String, String)> {
+    match kind {
+        ProviderKind::Keyward => Vec::new(),
+        ProviderKind::Strapi => crate::providers::strapi::mapping::fit_policy(spec, keys)
+            .into_iter()
+            .map(|(path, reason)| {
+                (
+                    path,
+                    format!("the {kind} provider cannot express this: {reason}"),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// Sorted, deduplicated lists: two specs that mean the same compare equal.
@@ -438,6 +462,7 @@ pub fn resolve(
     set: &ManifestSet,
     now: DateTime<Utc>,
     default_plan: Option<Plan>,
+    default_provider: ProviderKind,
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut resolved = Resolved::default();
@@ -455,7 +480,7 @@ pub fn resolve(
     let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();
     for p in &set.policies {
-        let (id, keys, mut d) = policy_keys(&p.object, Some(&p.origin), now);
+        let (id, mut keys, mut d) = policy_keys(&p.object, Some(&p.origin), now);
         let mut cx = Ctx {
             origin: Some(&p.origin),
             object: format!("ApiKeyPolicy {id}"),
@@ -561,6 +586,16 @@ pub fn resolve(
                 }
             },
         };
+        let provider = match &conn {
+            Some(ConnectionId::Default) => Some(default_provider),
+            Some(c) => resolved.connections.get(c).map(|c| c.provider),
+            None => None,
+        };
+        if let Some(kind) = provider {
+            for (path, reason) in fit_to_provider(kind, &p.object.spec, &mut keys) {
+                cx.error(path, reason);
+            }
+        }
         d.extend(cx.out);
         let has_errors = d.iter().any(|x| x.severity == Severity::Error);
         diags.extend(d);
@@ -639,7 +674,7 @@ mod tests {
 
     fn errors(yaml: &str) -> Vec<String> {
         let set = load_str("p.yaml", yaml).expect("loads");
-        match resolve(&set, Utc::now(), None) {
+        match resolve(&set, Utc::now(), None, ProviderKind::Keyward) {
             Ok(r) => r.warnings.iter().map(|w| w.to_string()).collect(),
             Err(e) => e.iter().map(|d| d.to_string()).collect(),
         }
@@ -796,7 +831,7 @@ spec:
         let ns =
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {cms: allowed}}\n";
         let set = load_str("p.yaml", &format!("{cluster}---\n{ns}---\n{p}")).unwrap();
-        let r = resolve(&set, Utc::now(), None).unwrap();
+        let r = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap();
         assert!(r.desired.contains_key(&ConnectionId::ClusterCmsConnection {
             name: "main".into()
         }));
@@ -811,7 +846,7 @@ spec:
             )),
         )
         .unwrap();
-        let r = resolve(&set, Utc::now(), None).unwrap();
+        let r = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap();
         let k = &r.desired[&ConnectionId::Default].keys[0];
         assert_eq!(k.spec.name, "shop.p.k");
         assert_eq!(k.spec.labels[LABEL_POLICY], "shop/p");
@@ -823,7 +858,7 @@ spec:
             ],
             "normalized"
         );
-        assert_eq!(k.lifetime, Duration::days(90));
+        assert_eq!(k.lifetime, Some(Duration::days(90)));
         assert_eq!(
             k.renew_before,
             Duration::days(7),

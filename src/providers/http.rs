@@ -57,9 +57,22 @@ impl JsonClient {
         &self.base
     }
 
-    /// Sends a call; `Ok(None)` for 404 when `allow_404`.
+    /// Sends a call with the client's own token.
     pub async fn call(
         &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+    ) -> Result<(StatusCode, Value)> {
+        self.call_as(&self.token, method, path, body, idempotent)
+            .await
+    }
+
+    /// Sends a call with `token` as the bearer (for CMSes whose session token changes).
+    pub async fn call_as(
+        &self,
+        token: &str,
         method: Method,
         path: &str,
         body: Option<&Value>,
@@ -70,14 +83,27 @@ impl JsonClient {
         } else {
             self.stats.write();
         }
+        self.call_uncounted(token, method, path, body, idempotent)
+            .await
+    }
+
+    /// A call that is neither a read nor a write of managed state (signing in).
+    pub async fn call_uncounted(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+    ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut rb = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&self.token);
+            let mut rb = self.http.request(method.clone(), &url);
+            if !token.is_empty() {
+                rb = rb.bearer_auth(token);
+            }
             if let Some(b) = body {
                 rb = rb.json(b);
             }
@@ -118,8 +144,10 @@ impl JsonClient {
                         || status == StatusCode::SERVICE_UNAVAILABLE
                         || (status.is_server_error() && idempotent == Idempotent::Yes);
                     if !retryable || last {
+                        // `{"message"}` (keyward) or `{"error": {"message"}}` (Strapi).
                         let message = value
                             .get("message")
+                            .or_else(|| value.pointer("/error/message"))
                             .and_then(Value::as_str)
                             .map(str::to_owned)
                             .unwrap_or_else(|| text.chars().take(300).collect());

@@ -2,8 +2,10 @@
 
 pub mod http;
 pub mod reference;
+pub mod strapi;
 
 use crate::model::{ContentOp, KeySpec, KeyValue};
+use crate::plan::desired::DesiredState;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +105,44 @@ impl CallStats {
     }
 }
 
+/// Why a desired state cannot be planned against a CMS.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpressError {
+    /// Fields the CMS cannot hold, one message per field (policy, field path, reason).
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// Every desired key as the CMS will hold it (see `CmsProvider::express`).
+pub async fn express_state(
+    provider: &dyn CmsProvider,
+    state: &DesiredState,
+) -> std::result::Result<DesiredState, ExpressError> {
+    let mut out = state.clone();
+    let mut refused = Vec::new();
+    for k in &mut out.keys {
+        match provider.express(&k.spec).await {
+            Ok(spec) => k.spec = spec,
+            Err(ProviderError::Unsupported {
+                provider,
+                field,
+                reason,
+            }) => refused.push(format!(
+                "ApiKeyPolicy {}: spec.keys[{}].{field}: the {provider} provider cannot express this: {reason}",
+                k.policy, k.index
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if refused.is_empty() {
+        Ok(out)
+    } else {
+        Err(ExpressError::Refused(refused))
+    }
+}
+
 /// A CMS's key-management API.
 #[async_trait]
 pub trait CmsProvider: Send + Sync {
@@ -111,6 +151,12 @@ pub trait CmsProvider: Send + Sync {
     fn endpoint(&self) -> &str;
     fn stats(&self) -> &CallStats;
 
+    /// The spec as this CMS will hold and report it, or `Unsupported` naming the field it cannot
+    /// hold. Plans compare these with live keys, so a CMS with a coarser model shows no false
+    /// drift and drops nothing silently.
+    async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
+        Ok(spec.clone())
+    }
     /// Every key, in one listing (no per-key fetches).
     async fn list_keys(&self) -> Result<Vec<LiveKey>>;
     /// The keys carrying label `name=value` (one policy's keys); filtered by the CMS where it can.
@@ -127,12 +173,12 @@ pub trait CmsProvider: Send + Sync {
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;
     async fn rename_key(&self, id: &str, name: &str) -> Result<()>;
     async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
-    /// A new value; the old one keeps working for `grace`.
+    /// A new value; the old one keeps working for `grace`. `expires_at: None`: never expires.
     async fn regenerate_key(
         &self,
         id: &str,
         grace: Duration,
-        expires_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;

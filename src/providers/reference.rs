@@ -216,10 +216,12 @@ impl CmsProvider for ReferenceCms {
         &self,
         id: &str,
         grace: Duration,
-        expires_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<IssuedKey> {
-        let body =
-            json!({ "graceSeconds": grace.num_seconds(), "expiresAt": expires_at.to_rfc3339() });
+        let body = json!({
+            "graceSeconds": grace.num_seconds(),
+            "expiresAt": expires_at.map(|e| e.to_rfc3339()),
+        });
         let (_, v) = self
             .client
             .call(

@@ -1,0 +1,831 @@
+//! keyward's key model <-> Strapi API tokens, without I/O.
+//!
+//! - An API is a path segment under `/api` (`articles` for `GET /api/articles`), found in Strapi's
+//!   route listing; its CRUD actions come from the route handlers (`api::article.article.find`).
+//! - GET -> find + findOne, POST -> create, PUT and PATCH -> update, DELETE -> delete. Strapi has
+//!   one update action, so PUT and PATCH are one right there: a key holding either holds both.
+//! - A key whose actions are exactly every read action (every action) becomes a `read-only`
+//!   (`full-access`) token, anything else `custom`.
+//! - Strapi tokens have no labels: keyward's ownership tag is the last line of the description.
+//! - Everything Strapi cannot express is refused with the field and the reason, never dropped.
+//!
+//! The canonical form of a spec is `decode(encode(spec))`: what Strapi will report back. Plans
+//! compare canonical desired specs with decoded live tokens, so like is compared with like.
+
+use crate::model::{ApiPermission, ContentPermission, KeyKind, KeySpec, KeyType, Scope};
+use crate::plan::desired::{DesiredKey, LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID};
+use crate::policy::validate::normalize;
+use crate::policy::{duration, ApiKeyPolicySpec};
+use crate::providers::{LiveKey, ProviderError};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const PROVIDER: &str = "strapi";
+/// Strapi's lifespans besides unlimited (its `API_TOKEN_LIFESPANS`).
+pub const LIFESPAN_DAYS: [i64; 3] = [7, 30, 90];
+const DAY_MS: i64 = 86_400_000;
+/// Strapi stores a description as a `string` attribute: 255 characters on SQL databases.
+pub const DESCRIPTION_MAX: usize = 255;
+/// Marks a live token that holds rights keyward cannot express, so the plan shows it as drift.
+pub const LABEL_UNEXPRESSED: &str = "strapi.keyward.dev/unexpressed";
+const TAG_OPEN: &str = "[keyward ";
+
+/// Strapi's content API as its permission and route listings describe it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// Every action a token may hold (`api::article.article.find`, `plugin::upload....`).
+    pub actions: BTreeSet<String>,
+    /// API name (path segment under `/api`) -> its CRUD actions.
+    pub apis: BTreeMap<String, ApiActions>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiActions {
+    pub read: BTreeSet<String>,
+    pub create: BTreeSet<String>,
+    pub update: BTreeSet<String>,
+    pub delete: BTreeSet<String>,
+}
+
+impl ApiActions {
+    /// (keyward permissions, the actions that grant them) per class.
+    fn classes(&self) -> [(&'static [ContentPermission], &BTreeSet<String>); 4] {
+        use ContentPermission::*;
+        [
+            (&[Get], &self.read),
+            (&[Post], &self.create),
+            (&[Put, Patch], &self.update),
+            (&[Delete], &self.delete),
+        ]
+    }
+}
+
+/// What Strapi's read-only tokens may call: scopes ending in `find` or `findOne`.
+fn is_read_action(a: &str) -> bool {
+    a.ends_with("find") || a.ends_with("findOne")
+}
+
+impl Catalog {
+    /// From `GET /admin/content-api/permissions` and `GET /admin/content-api/routes`.
+    pub fn from_listings(permissions: &Value, routes: &Value) -> Result<Catalog, String> {
+        let mut c = Catalog::default();
+        let perms = permissions
+            .get("data")
+            .and_then(Value::as_object)
+            .ok_or("the permission listing has no data object")?;
+        for (uid, section) in perms {
+            let controllers = section
+                .get("controllers")
+                .and_then(Value::as_object)
+                .ok_or_else(|| format!("permissions of {uid} have no controllers"))?;
+            for (controller, actions) in controllers {
+                for a in actions.as_array().into_iter().flatten() {
+                    if let Some(a) = a.as_str() {
+                        c.actions.insert(format!("{uid}.{controller}.{a}"));
+                    }
+                }
+            }
+        }
+        let routes = routes
+            .get("data")
+            .and_then(Value::as_object)
+            .ok_or("the route listing has no data object")?;
+        for (uid, list) in routes.iter().filter(|(uid, _)| uid.starts_with("api::")) {
+            for r in list.as_array().into_iter().flatten() {
+                let (Some(path), Some(handler)) = (
+                    r.get("path").and_then(Value::as_str),
+                    r.get("handler").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                let Some(api) = path
+                    .strip_prefix("/api/")
+                    .and_then(|p| p.split('/').next())
+                    .filter(|s| !s.is_empty())
+                else {
+                    continue;
+                };
+                if !handler.starts_with(uid.as_str()) || !c.actions.contains(handler) {
+                    continue;
+                }
+                let entry = c.apis.entry(api.to_owned()).or_default();
+                let set = match handler.rsplit('.').next() {
+                    Some("find" | "findOne") => &mut entry.read,
+                    Some("create") => &mut entry.create,
+                    Some("update") => &mut entry.update,
+                    Some("delete") => &mut entry.delete,
+                    // Custom actions have no keyward permission: never granted, flagged if held.
+                    _ => continue,
+                };
+                set.insert(handler.to_owned());
+            }
+        }
+        Ok(c)
+    }
+
+    fn read_actions(&self) -> BTreeSet<String> {
+        self.actions
+            .iter()
+            .filter(|a| is_read_action(a))
+            .cloned()
+            .collect()
+    }
+}
+
+fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
+    ProviderError::Unsupported {
+        provider: PROVIDER,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The fields of a key that Strapi's token model has no place for, as (field, reason).
+pub fn unexpressible(spec: &KeySpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut no = |f: String, r: &str| out.push((f, r.to_owned()));
+    if spec.kind != KeyKind::Content {
+        no(
+            "kind".into(),
+            "Strapi API tokens are content keys; it has no management or personal keys",
+        );
+    }
+    if spec.owner.is_some() {
+        no(
+            "owner".into(),
+            "Strapi API tokens belong to no member (no personal keys)",
+        );
+    }
+    if !spec.management_permissions.is_empty() {
+        no(
+            "managementPermissions".into(),
+            "Strapi API tokens reach the content API only, not its admin API",
+        );
+    }
+    if !spec.environments.is_empty() {
+        no(
+            "environments".into(),
+            "Strapi has no environments in its token model",
+        );
+    }
+    for (j, s) in spec.scopes.iter().enumerate() {
+        if !matches!(s, Scope::ContentRead | Scope::ContentWrite) {
+            out.push((
+                format!("scopes[{j}]"),
+                format!(
+                    "'{}' has no Strapi equivalent (only content:read and content:write map to content-API actions)",
+                    s.as_str()
+                ),
+            ));
+        }
+    }
+    let drafts = |p: &ContentPermission| {
+        matches!(
+            p,
+            ContentPermission::GetAllDrafts | ContentPermission::GetAllClosed
+        )
+    };
+    for (j, p) in spec.default_permissions.iter().enumerate() {
+        if drafts(p) {
+            out.push((
+                format!("defaultPermissions[{j}]"),
+                format!(
+                    "Strapi tokens cannot grant {p}: drafts are the admin panel's, not the token's"
+                ),
+            ));
+        }
+    }
+    for (i, a) in spec.api_permissions.iter().enumerate() {
+        for (j, p) in a.permissions.iter().enumerate() {
+            if drafts(p) {
+                out.push((format!("apiPermissions[{i}].permissions[{j}]"), format!("Strapi tokens cannot grant {p}: drafts are the admin panel's, not the token's")));
+            }
+        }
+    }
+    out
+}
+
+/// The lifespan for a key that should expire at `expires_at` (unlimited: `None`).
+pub fn lifespan_ms(
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, ProviderError> {
+    let Some(at) = expires_at else {
+        return Ok(None);
+    };
+    let left = at - now;
+    LIFESPAN_DAYS
+        .iter()
+        .find(|d| (left - Duration::days(**d)).num_seconds().abs() <= 3600)
+        .map(|d| Some(d * DAY_MS))
+        .ok_or_else(|| {
+            unsupported(
+                "expiresAfter",
+                format!(
+                    "Strapi token lifespans are 7, 30 or 90 days or unlimited, not {}",
+                    crate::model::human(left)
+                ),
+            )
+        })
+}
+
+/// Whether a declared lifetime is one of Strapi's lifespans.
+pub fn is_lifespan(d: Duration) -> bool {
+    LIFESPAN_DAYS.iter().any(|n| Duration::days(*n) == d)
+}
+
+/// The description Strapi stores: the key's own, then keyward's ownership tag on its last line.
+pub fn compose_description(spec: &KeySpec) -> String {
+    let mut tag = String::from(TAG_OPEN);
+    let mut parts = Vec::new();
+    for (name, label) in [
+        ("policy", LABEL_POLICY),
+        ("key", LABEL_KEY),
+        ("uid", LABEL_POLICY_UID),
+    ] {
+        if let Some(v) = spec.labels.get(label) {
+            parts.push(format!("{name}={v}"));
+        }
+    }
+    if spec.key_type == KeyType::Public {
+        parts.push("type=public".into());
+    }
+    tag.push_str(&parts.join(" "));
+    tag.push(']');
+    let own = spec.description.trim();
+    if own.is_empty() {
+        tag
+    } else {
+        format!("{own}\n\n{tag}")
+    }
+}
+
+/// Splits a stored description into the key's own part, its labels and its type.
+fn parse_description(stored: &str) -> (String, BTreeMap<String, String>, KeyType) {
+    let mut labels = BTreeMap::new();
+    let mut key_type = KeyType::Service;
+    let (own, last) = match stored.rsplit_once('\n') {
+        Some((own, last)) => (own, last),
+        None => ("", stored),
+    };
+    let Some(body) = last
+        .trim()
+        .strip_prefix(TAG_OPEN)
+        .and_then(|t| t.strip_suffix(']'))
+    else {
+        return (stored.to_owned(), labels, key_type);
+    };
+    for part in body.split_whitespace() {
+        match part.split_once('=') {
+            Some(("policy", v)) => {
+                labels.insert(LABEL_POLICY.to_owned(), v.to_owned());
+            }
+            Some(("key", v)) => {
+                labels.insert(LABEL_KEY.to_owned(), v.to_owned());
+            }
+            Some(("uid", v)) => {
+                labels.insert(LABEL_POLICY_UID.to_owned(), v.to_owned());
+            }
+            Some(("type", "public")) => key_type = KeyType::Public,
+            _ => {}
+        }
+    }
+    (own.trim().to_owned(), labels, key_type)
+}
+
+/// The Strapi token fields for a spec: type, permissions and description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFields {
+    pub token_type: &'static str,
+    pub permissions: Vec<String>,
+    pub description: String,
+}
+
+/// Translates a spec into token fields, or says which field Strapi cannot hold.
+pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, ProviderError> {
+    if let Some((field, reason)) = unexpressible(spec).into_iter().next() {
+        return Err(unsupported(field, reason));
+    }
+    for (i, a) in spec.api_permissions.iter().enumerate() {
+        if !catalog.apis.contains_key(&a.api) {
+            return Err(unsupported(
+                format!("apiPermissions[{i}].api"),
+                format!(
+                    "this Strapi has no API '{}' (its APIs: {})",
+                    a.api,
+                    catalog.apis.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    let description = compose_description(spec);
+    if description.chars().count() > DESCRIPTION_MAX {
+        return Err(unsupported(
+            "description",
+            format!(
+                "Strapi keeps {DESCRIPTION_MAX} characters of description and keyward's ownership tag needs {} of them",
+                compose_description(&KeySpec { description: String::new(), ..spec.clone() }).chars().count() + 2
+            ),
+        ));
+    }
+    let scoped: BTreeSet<ContentPermission> = spec
+        .scopes
+        .iter()
+        .flat_map(|s| {
+            ContentPermission::ALL
+                .into_iter()
+                .filter(move |p| s.content_grants().contains(*p))
+        })
+        .collect();
+    let mut actions = BTreeSet::new();
+    for (api, classes) in &catalog.apis {
+        let granted: BTreeSet<ContentPermission> = spec
+            .permissions_for(api)
+            .iter()
+            .copied()
+            .chain(scoped.iter().copied())
+            .collect();
+        for (perms, set) in classes.classes() {
+            if perms.iter().any(|p| granted.contains(p)) {
+                actions.extend(set.iter().cloned());
+            }
+        }
+    }
+    let (token_type, permissions) = if !actions.is_empty() && actions == catalog.actions {
+        ("full-access", Vec::new())
+    } else if !actions.is_empty() && actions == catalog.read_actions() {
+        ("read-only", Vec::new())
+    } else {
+        ("custom", actions.into_iter().collect())
+    };
+    Ok(TokenFields {
+        token_type,
+        permissions,
+        description,
+    })
+}
+
+/// The actions a token can call, by its type.
+fn effective_actions(
+    token_type: &str,
+    permissions: &[String],
+    catalog: &Catalog,
+) -> BTreeSet<String> {
+    match token_type {
+        "full-access" => catalog.actions.clone(),
+        "read-only" => catalog.read_actions(),
+        _ => permissions.iter().cloned().collect(),
+    }
+}
+
+/// Rights as keyward states them: (default permissions, per-API permissions, what is left over).
+fn rights_of(
+    actions: &BTreeSet<String>,
+    catalog: &Catalog,
+) -> (Vec<ContentPermission>, Vec<ApiPermission>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut covered = BTreeSet::new();
+    let mut per_api: Vec<(String, Vec<ContentPermission>)> = Vec::new();
+    for (api, classes) in &catalog.apis {
+        let mut perms = Vec::new();
+        for (ps, set) in classes.classes() {
+            covered.extend(set.iter().cloned());
+            let held = set.iter().filter(|a| actions.contains(*a)).count();
+            if held > 0 && held == set.len() {
+                perms.extend_from_slice(ps);
+            } else if held > 0 {
+                notes.push(format!("{api}: only part of {}", ps[0]));
+            }
+        }
+        perms.sort();
+        per_api.push((api.clone(), perms));
+    }
+    for a in actions
+        .iter()
+        .filter(|a| catalog.actions.contains(*a) && !covered.contains(*a))
+    {
+        notes.push(a.clone());
+    }
+    let first = per_api.first().map(|(_, p)| p.clone()).unwrap_or_default();
+    if per_api.iter().all(|(_, p)| *p == first) {
+        return (first, Vec::new(), notes);
+    }
+    let apis = per_api
+        .into_iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(api, permissions)| ApiPermission { api, permissions })
+        .collect();
+    (Vec::new(), apis, notes)
+}
+
+/// The spec as Strapi will report it back, or why Strapi cannot hold it.
+pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderError> {
+    let fields = encode(spec, catalog)?;
+    let actions = effective_actions(fields.token_type, &fields.permissions, catalog);
+    let (default_permissions, api_permissions, _) = rights_of(&actions, catalog);
+    Ok(normalize(KeySpec {
+        description: spec.description.trim().to_owned(),
+        default_permissions,
+        api_permissions,
+        scopes: Vec::new(),
+        expires_at: None,
+        ..spec.clone()
+    }))
+}
+
+/// What a policy asks that Strapi cannot hold, as (field path, reason), found before any call;
+/// a key without `expiresAfter` gets Strapi's unlimited lifespan.
+pub fn fit_policy(spec: &ApiKeyPolicySpec, keys: &mut [DesiredKey]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if spec.cors.is_some() {
+        out.push((
+            "spec.cors".into(),
+            "Strapi's CORS origins are set in config/middlewares.js, not through its API".into(),
+        ));
+    }
+    if !spec.public_endpoints.is_empty() {
+        out.push((
+            "spec.publicEndpoints".into(),
+            "Strapi's public access is the users-permissions Public role, outside its token API"
+                .into(),
+        ));
+    }
+    for (i, decl) in spec.keys.iter().enumerate() {
+        let at = |f: &str| format!("spec.keys[{i}].{f}");
+        let declared = KeySpec {
+            kind: decl.kind,
+            key_type: decl.key_type,
+            default_permissions: decl.default_permissions.clone(),
+            api_permissions: decl.api_permissions.clone(),
+            scopes: decl.scopes.clone(),
+            environments: decl.environments.clone(),
+            management_permissions: decl.management_permissions.clone(),
+            owner: decl.owner.clone(),
+            ..KeySpec::default()
+        };
+        for (field, reason) in unexpressible(&declared) {
+            out.push((at(&field), reason));
+        }
+        match decl.expires_after.as_deref().map(duration::parse) {
+            None => {
+                if let Some(k) = keys.get_mut(i) {
+                    k.lifetime = None;
+                }
+                if decl.renew_before.is_some() {
+                    out.push((at("renewBefore"), "without expiresAfter a Strapi token never expires (unlimited lifespan): there is nothing to renew".into()));
+                }
+            }
+            Some(Ok(d)) if !is_lifespan(d) => out.push((
+                at("expiresAfter"),
+                format!(
+                    "Strapi token lifespans are 7d, 30d or 90d, or unlimited (leave expiresAfter out), not {}",
+                    crate::model::human(d)
+                ),
+            )),
+            _ => {}
+        }
+        if let Some(Ok(o)) = decl.rotation_overlap.as_deref().map(duration::parse) {
+            if o > Duration::zero() {
+                out.push((
+                    at("rotationOverlap"),
+                    "Strapi's regenerate ends the old value at once; it has no overlap".into(),
+                ));
+            }
+        }
+        if let Some(k) = keys.get(i) {
+            let n = compose_description(&k.spec).chars().count();
+            if n > DESCRIPTION_MAX {
+                out.push((at("description"), format!("Strapi keeps {DESCRIPTION_MAX} characters of description; with keyward's ownership tag this one needs {n}")));
+            }
+        }
+    }
+    out
+}
+
+fn timestamp(v: &Value, field: &str) -> Option<DateTime<Utc>> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// A token record from the admin API as a live key. Its value (`accessKey`) is never read here.
+pub fn decode(token: &Value, catalog: &Catalog) -> Result<LiveKey, String> {
+    let id = match token.get("id") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err("a token record has no id".into()),
+    };
+    let name = token
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("token {id} has no name"))?;
+    let created_at =
+        timestamp(token, "createdAt").ok_or_else(|| format!("token {id} has no createdAt"))?;
+    let token_type = token
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("read-only");
+    let permissions: Vec<String> = token
+        .get("permissions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| match p {
+            Value::String(s) => Some(s.clone()),
+            // Older answers list permission objects.
+            other => other
+                .get("action")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+        .collect();
+    let (description, mut labels, key_type) = parse_description(
+        token
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    let actions = effective_actions(token_type, &permissions, catalog);
+    let (default_permissions, api_permissions, notes) = rights_of(&actions, catalog);
+    if !notes.is_empty() {
+        let mut text = notes.join(", ");
+        if text.len() > 200 {
+            text = format!(
+                "{}... ({} in all)",
+                text.chars().take(180).collect::<String>(),
+                notes.len()
+            );
+        }
+        labels.insert(LABEL_UNEXPRESSED.to_owned(), text);
+    }
+    Ok(LiveKey {
+        id,
+        spec: normalize(KeySpec {
+            name: name.to_owned(),
+            description,
+            kind: KeyKind::Content,
+            key_type,
+            default_permissions,
+            api_permissions,
+            expires_at: timestamp(token, "expiresAt"),
+            labels,
+            ..KeySpec::default()
+        }),
+        created_at,
+        // Strapi records no regeneration (its updatedAt moves on every edit): the value's
+        // generation is the token's creation.
+        rotated_at: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listings(with_plugin: bool) -> Catalog {
+        let mut perms = json!({"data": {
+            "api::article": {"controllers": {"article": ["find", "findOne", "create", "update", "delete", "like"]}},
+            "api::author": {"controllers": {"author": ["find", "findOne", "create", "update", "delete"]}},
+            "api::homepage": {"controllers": {"homepage": ["find", "update", "delete"]}},
+        }});
+        if with_plugin {
+            perms["data"]["plugin::upload"] =
+                json!({"controllers": {"content-api": ["find", "findOne", "upload"]}});
+        }
+        let route = |m: &str, p: &str, h: &str| json!({"method": m, "path": p, "handler": h});
+        let routes = json!({"data": {
+            "api::article": [
+                route("GET", "/api/articles", "api::article.article.find"),
+                route("GET", "/api/articles/:id", "api::article.article.findOne"),
+                route("POST", "/api/articles", "api::article.article.create"),
+                route("PUT", "/api/articles/:id", "api::article.article.update"),
+                route("DELETE", "/api/articles/:id", "api::article.article.delete"),
+                route("POST", "/api/articles/:id/like", "api::article.article.like"),
+            ],
+            "api::author": [
+                route("GET", "/api/authors", "api::author.author.find"),
+                route("GET", "/api/authors/:id", "api::author.author.findOne"),
+                route("POST", "/api/authors", "api::author.author.create"),
+                route("PUT", "/api/authors/:id", "api::author.author.update"),
+                route("DELETE", "/api/authors/:id", "api::author.author.delete"),
+            ],
+            "api::homepage": [
+                route("GET", "/api/homepage", "api::homepage.homepage.find"),
+                route("PUT", "/api/homepage", "api::homepage.homepage.update"),
+                route("DELETE", "/api/homepage", "api::homepage.homepage.delete"),
+            ],
+            "plugin::upload": [route("GET", "/api/upload/files", "plugin::upload.content-api.find")],
+        }});
+        Catalog::from_listings(&perms, &routes).expect("catalog")
+    }
+
+    fn spec(yaml: &str) -> KeySpec {
+        let mut s: KeySpec = serde_yaml_ng::from_str(yaml).expect("spec");
+        s.labels = BTreeMap::from([
+            (LABEL_POLICY.to_owned(), "shop/site".to_owned()),
+            (LABEL_KEY.to_owned(), "reader".to_owned()),
+        ]);
+        normalize(s)
+    }
+
+    fn token(fields: &TokenFields, name: &str) -> Value {
+        json!({"id": 7, "name": name, "description": fields.description, "type": fields.token_type,
+               "permissions": fields.permissions, "lifespan": "604800000",
+               "expiresAt": "2026-12-01T00:00:00.000Z", "createdAt": "2026-11-24T00:00:00.000Z",
+               "updatedAt": "2026-11-24T00:00:00.000Z"})
+    }
+
+    #[test]
+    fn apis_are_path_segments_with_their_crud_actions() {
+        let c = listings(true);
+        assert_eq!(
+            c.apis.keys().collect::<Vec<_>>(),
+            ["articles", "authors", "homepage"]
+        );
+        let a = &c.apis["articles"];
+        assert_eq!(a.read.len(), 2);
+        assert!(a.update.contains("api::article.article.update"));
+        assert!(!c.apis.contains_key("upload"), "plugins are not APIs");
+        assert!(c.actions.contains("api::article.article.like"));
+    }
+
+    #[test]
+    fn methods_map_to_actions_and_types_only_when_exact() {
+        let c = listings(true);
+        let f = encode(&spec("name: n\ndefaultPermissions: [GET]"), &c).unwrap();
+        assert_eq!(
+            f.token_type, "custom",
+            "upload's reads make read-only broader"
+        );
+        assert_eq!(
+            f.permissions,
+            [
+                "api::article.article.find",
+                "api::article.article.findOne",
+                "api::author.author.find",
+                "api::author.author.findOne",
+                "api::homepage.homepage.find"
+            ]
+        );
+        let f = encode(
+            &spec("name: n\napiPermissions: [{api: articles, permissions: [PATCH, POST]}]"),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            f.permissions,
+            ["api::article.article.create", "api::article.article.update"]
+        );
+
+        let plain = listings(false);
+        let f = encode(&spec("name: n\ndefaultPermissions: [GET]"), &plain).unwrap();
+        assert_eq!((f.token_type, f.permissions.len()), ("read-only", 0));
+        // Every CRUD action is not every action while the custom `like` exists.
+        let f = encode(
+            &spec("name: n\nscopes: ['content:read', 'content:write']"),
+            &plain,
+        )
+        .unwrap();
+        assert_eq!(f.token_type, "custom");
+    }
+
+    #[test]
+    fn canonical_equals_what_strapi_reports_back() {
+        let c = listings(true);
+        for y in [
+            "name: n\ndefaultPermissions: [GET]",
+            "name: n\ndefaultPermissions: [GET]\napiPermissions: [{api: authors, permissions: []}]",
+            "name: n\nscopes: ['content:read']\napiPermissions: [{api: articles, permissions: [PUT]}]",
+            "name: n\ntype: public\ndescription: '  for browsers  '\napiPermissions: [{api: articles, permissions: [GET]}]",
+        ] {
+            let s = spec(y);
+            let want = canonical(&s, &c).unwrap();
+            let live = decode(&token(&encode(&s, &c).unwrap(), "n"), &c).unwrap();
+            let mut got = live.spec.clone();
+            got.expires_at = None;
+            assert_eq!(got, want, "{y}");
+            assert!(!got.labels.contains_key(LABEL_UNEXPRESSED));
+        }
+        // Per-API permissions replace the defaults; PUT alone is PUT and PATCH in Strapi.
+        let s = canonical(
+            &spec("name: n\ndefaultPermissions: [GET]\napiPermissions: [{api: articles, permissions: [PUT]}]"),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(s.default_permissions, []);
+        let got: Vec<(&str, Vec<ContentPermission>)> = s
+            .api_permissions
+            .iter()
+            .map(|a| (a.api.as_str(), a.permissions.clone()))
+            .collect();
+        use ContentPermission::*;
+        assert_eq!(
+            got,
+            [
+                ("articles", vec![Put, Patch]),
+                ("authors", vec![Get]),
+                ("homepage", vec![Get])
+            ]
+        );
+    }
+
+    #[test]
+    fn rights_keyward_cannot_express_show_as_drift() {
+        let c = listings(true);
+        for (ty, perms) in [
+            ("custom", json!(["api::article.article.find"])),
+            (
+                "custom",
+                json!([
+                    "api::article.article.find",
+                    "api::article.article.findOne",
+                    "api::article.article.like"
+                ]),
+            ),
+            ("read-only", json!([])),
+            ("full-access", json!([])),
+        ] {
+            let t = json!({"id": 1, "name": "n", "description": "[keyward policy=shop/site key=reader]",
+                           "type": ty, "permissions": perms, "createdAt": "2026-11-24T00:00:00Z"});
+            let live = decode(&t, &c).unwrap();
+            assert!(
+                live.spec.labels.contains_key(LABEL_UNEXPRESSED),
+                "{ty} {perms}"
+            );
+        }
+    }
+
+    #[test]
+    fn ownership_tag_round_trips_and_foreign_tokens_have_no_labels() {
+        let mut s = spec("name: n\ndescription: the site\ntype: public");
+        s.labels
+            .insert(LABEL_POLICY_UID.into(), "0d5c6f1e-uid".into());
+        let d = compose_description(&s);
+        assert_eq!(
+            d,
+            "the site\n\n[keyward policy=shop/site key=reader uid=0d5c6f1e-uid type=public]"
+        );
+        let (own, labels, ty) = parse_description(&d);
+        assert_eq!(
+            (own.as_str(), &labels, ty),
+            ("the site", &s.labels, KeyType::Public)
+        );
+        let (own, labels, _) = parse_description("A default API token with read-only permissions");
+        assert!(labels.is_empty());
+        assert_eq!(own, "A default API token with read-only permissions");
+    }
+
+    #[test]
+    fn what_strapi_cannot_hold_is_refused_with_its_field() {
+        let c = listings(true);
+        let field = |y: &str| match encode(&spec(y), &c) {
+            Err(ProviderError::Unsupported {
+                field, provider, ..
+            }) => {
+                assert_eq!(provider, "strapi");
+                field
+            }
+            other => panic!("{y}: {other:?}"),
+        };
+        assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
+        assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
+        assert_eq!(
+            field("name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]"),
+            "defaultPermissions[1]"
+        );
+        assert_eq!(
+            field("name: n\nkind: management\nmanagementPermissions: ['content:read']"),
+            "kind"
+        );
+        assert_eq!(
+            field("name: n\napiPermissions: [{api: nope, permissions: [GET]}]"),
+            "apiPermissions[0].api"
+        );
+        assert_eq!(
+            field(&format!("name: n\ndescription: '{}'", "x".repeat(240))),
+            "description"
+        );
+    }
+
+    #[test]
+    fn lifespans_are_seven_thirty_ninety_days_or_unlimited() {
+        let now = Utc::now();
+        assert_eq!(lifespan_ms(None, now).unwrap(), None);
+        assert_eq!(
+            lifespan_ms(
+                Some(now + Duration::days(30) - Duration::milliseconds(20)),
+                now
+            )
+            .unwrap(),
+            Some(2_592_000_000)
+        );
+        assert!(matches!(
+            lifespan_ms(Some(now + Duration::days(365)), now),
+            Err(ProviderError::Unsupported { ref field, .. }) if field == "expiresAfter"
+        ));
+        assert!(is_lifespan(Duration::days(90)) && !is_lifespan(Duration::days(91)));
+    }
+}
