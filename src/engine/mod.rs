@@ -323,6 +323,7 @@ impl Engine<'_> {
                 id,
                 grace_seconds,
                 reason,
+                expiring,
             } => {
                 let issued = self
                     .provider
@@ -330,6 +331,7 @@ impl Engine<'_> {
                         id,
                         Duration::seconds(*grace_seconds),
                         key.lifetime.map(|l| now + l),
+                        *expiring,
                     )
                     .await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);

@@ -46,6 +46,8 @@ pub enum Action {
         id: String,
         reason: String,
         grace_seconds: i64,
+        /// Renewal of a value that still works (it expires soon), as opposed to a lost one.
+        expiring: bool,
     },
     /// Kind, type or owner changed: a new key, written; the old one expires after the overlap.
     #[serde(rename_all = "camelCase")]
@@ -293,6 +295,7 @@ pub fn diff(
             id: p.id.clone(),
             reason,
             grace_seconds: grace,
+            expiring: false,
         };
         match observed {
             None => plan.actions.push(rotate(format!(
@@ -315,8 +318,11 @@ pub fn diff(
                 let expiring = p.expires_at().is_some_and(|e| e - now <= d.renew_before);
                 if expiring {
                     let at = p.expires_at().map(|e| e.to_rfc3339()).unwrap_or_default();
-                    plan.actions
-                        .push(rotate(format!("expires at {at}, within renewBefore")));
+                    let mut renew = rotate(format!("expires at {at}, within renewBefore"));
+                    if let Action::Rotate { expiring, .. } = &mut renew {
+                        *expiring = true;
+                    }
+                    plan.actions.push(renew);
                 } else if !s.content_intact
                     || s.spec_hash.as_deref()
                         != Some(secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint).as_str())

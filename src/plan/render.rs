@@ -39,7 +39,7 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
                 writeln!(out, "{}", indent(diff, 6))
             }
-            Action::Rotate { id, reason, grace_seconds, key } => writeln!(
+            Action::Rotate { id, reason, grace_seconds, key, .. } => writeln!(
                 out,
                 "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}/{}, old value valid {grace_seconds}s more{observe}",
                 key.secret.namespace, key.secret.name

@@ -174,11 +174,14 @@ pub trait CmsProvider: Send + Sync {
     async fn rename_key(&self, id: &str, name: &str) -> Result<()>;
     async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
     /// A new value; the old one keeps working for `grace`. `expires_at: None`: never expires.
+    /// `expiring`: the old value still works and is only due for renewal (a CMS whose
+    /// regenerate cannot extend a key's life may then issue a new key instead).
     async fn regenerate_key(
         &self,
         id: &str,
         grace: Duration,
         expires_at: Option<DateTime<Utc>>,
+        expiring: bool,
     ) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;

@@ -217,6 +217,7 @@ impl CmsProvider for ReferenceCms {
         id: &str,
         grace: Duration,
         expires_at: Option<DateTime<Utc>>,
+        _expiring: bool,
     ) -> Result<IssuedKey> {
         let body = json!({
             "graceSeconds": grace.num_seconds(),

@@ -331,14 +331,15 @@ impl CmsProvider for Strapi {
         self.revoke_key(id).await
     }
 
-    /// A new value. Strapi's regenerate keeps the token's expiry, so a token that must live
-    /// longer is renewed instead: the old one is renamed aside and keeps working until it
-    /// expires (the next plan revokes it then), and a new one takes its name.
+    /// A new value. Strapi's regenerate keeps the token's expiry, so an expiring token is
+    /// renewed instead: the old one is renamed aside and keeps working until it expires (the
+    /// plan revokes it then), and a new one with a full lifespan takes its name.
     async fn regenerate_key(
         &self,
         id: &str,
         grace: Duration,
         expires_at: Option<DateTime<Utc>>,
+        expiring: bool,
     ) -> Result<IssuedKey> {
         if grace > Duration::zero() {
             return Err(unsupported(
@@ -349,11 +350,8 @@ impl CmsProvider for Strapi {
         let catalog = self.catalog().await?;
         let current = self.token(id).await?;
         let live = self.live(&current, &catalog)?;
-        let renew = match (live.expires_at(), expires_at) {
-            (Some(now_ends), Some(wanted)) => now_ends < wanted - Duration::hours(1),
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+        // A lost value is regenerated (it dies at once); an expiring one is renewed.
+        let renew = expiring && live.expires_at().is_some();
         if !renew {
             let mut v = self
                 .call(

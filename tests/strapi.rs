@@ -1,0 +1,483 @@
+//! The `strapi` provider against a real Strapi 5.54.0 (installed and started by
+//! `scripts/strapi.sh`): the examples Strapi can express are applied and their keys hold exactly
+//! the declared rights; the others are refused naming the field and the provider; revoke,
+//! regenerate, renewal, drift and Strapi's quirks (200 for deleting nothing, unique names,
+//! first-boot tokens, rate-limited sign-in).
+
+mod support;
+
+use keyward::gitops::{GitopsError, Mode, Outcome};
+use keyward::policy::ProviderKind;
+use keyward::providers::strapi::Strapi;
+use keyward::providers::{CmsProvider, ProviderError};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::path::Path;
+use support::strapi::StrapiServer;
+use support::{examples, manifest, secret_field};
+
+async fn run(
+    s: &StrapiServer,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: Mode,
+) -> Result<Outcome, GitopsError> {
+    let opts = keyward::gitops::Options {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        secrets_dir: secrets.to_path_buf(),
+        data_dir: secrets.join("unused-embedded"),
+        mode,
+        env_url: Some(s.url.clone()),
+        env_token: Some(s.credential()),
+        env_provider: ProviderKind::Strapi,
+    };
+    keyward::gitops::run(&opts).await
+}
+
+/// Applies, then checks that a second apply writes nothing to Strapi or to the Secret files.
+async fn apply_twice(s: &StrapiServer, paths: &[&Path], secrets: &Path) -> Outcome {
+    let first = run(s, paths, secrets, Mode::Apply).await.unwrap();
+    let again = run(s, paths, secrets, Mode::Apply).await.unwrap();
+    assert!(!again.has_changes(), "{}", again.text());
+    for r in &again.runs {
+        assert_eq!((r.cms_writes, r.secret_writes), (0, 0), "{}", again.text());
+    }
+    first
+}
+
+fn value(dir: &Path, ns: &str, name: &str, field: &str) -> String {
+    secret_field(dir, ns, name, field).unwrap_or_else(|| panic!("Secret {ns}/{name} has {field}"))
+}
+
+/// Example 07 with the test Strapi's endpoint.
+fn example_07(dir: &Path, s: &StrapiServer) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(examples().join("07-strapi/policy.yaml"))
+        .unwrap()
+        .replace("http://127.0.0.1:1337", &s.url);
+    manifest(dir, "strapi.yaml", &text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
+    let s = StrapiServer::start().await;
+    let first_boot = s.tokens().await;
+    assert!(first_boot.contains_key("Read Only") && first_boot.contains_key("Full Access"));
+    let out = tempfile::tempdir().unwrap();
+    let ex02 = examples().join("02-public-and-private-apis");
+    let ex03 = examples().join("03-multi-device");
+    let ex07 = example_07(out.path(), &s);
+
+    let plan = run(&s, &[&ex02, &ex03, &ex07], out.path(), Mode::Plan)
+        .await
+        .unwrap();
+    assert!(plan.has_changes());
+    assert!(
+        plan.runs.iter().all(|r| r.cms_writes == 0),
+        "plan writes nothing"
+    );
+    apply_twice(&s, &[&ex02, &ex03, &ex07], out.path()).await;
+
+    use StatusCode as S;
+    // (Secret, field, API, method, expected)
+    let matrix = [
+        (
+            "media",
+            "cms-public-content",
+            "apiKey",
+            "articles",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "media",
+            "cms-public-content",
+            "apiKey",
+            "authors",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "media",
+            "cms-public-content",
+            "apiKey",
+            "articles",
+            Method::POST,
+            S::FORBIDDEN,
+        ),
+        (
+            "mobile",
+            "cms-key-web",
+            "apiKey",
+            "articles",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "mobile",
+            "cms-key-ios",
+            "apiKey",
+            "authors",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "mobile",
+            "cms-key-android",
+            "apiKey",
+            "authors",
+            Method::POST,
+            S::FORBIDDEN,
+        ),
+        (
+            "blog",
+            "strapi-frontend",
+            "STRAPI_TOKEN",
+            "articles",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "blog",
+            "strapi-frontend",
+            "STRAPI_TOKEN",
+            "authors",
+            Method::POST,
+            S::FORBIDDEN,
+        ),
+        (
+            "blog",
+            "strapi-editor",
+            "STRAPI_TOKEN",
+            "articles",
+            Method::POST,
+            S::CREATED,
+        ),
+        (
+            "blog",
+            "strapi-editor",
+            "STRAPI_TOKEN",
+            "authors",
+            Method::GET,
+            S::OK,
+        ),
+        (
+            "blog",
+            "strapi-editor",
+            "STRAPI_TOKEN",
+            "authors",
+            Method::POST,
+            S::FORBIDDEN,
+        ),
+        (
+            "blog",
+            "strapi-importer",
+            "STRAPI_TOKEN",
+            "authors",
+            Method::POST,
+            S::CREATED,
+        ),
+        (
+            "blog",
+            "strapi-importer",
+            "STRAPI_TOKEN",
+            "articles",
+            Method::GET,
+            S::FORBIDDEN,
+        ),
+    ];
+    for (ns, name, field, api, method, want) in matrix {
+        let key = value(out.path(), ns, name, field);
+        let got = s.status(method.clone(), api, &key).await;
+        assert_eq!(got, want, "{ns}/{name}: {method} /api/{api}");
+    }
+    let editor = value(out.path(), "blog", "strapi-editor", "STRAPI_TOKEN");
+    let article = s.status(Method::GET, "articles", &editor).await;
+    assert_eq!(article, S::OK);
+    assert_eq!(
+        secret_field(out.path(), "blog", "strapi-frontend", "STRAPI_URL").as_deref(),
+        Some(s.url.as_str())
+    );
+
+    // What Strapi stores: lifespans, types, the ownership tag; first-boot tokens untouched.
+    let tokens = s.tokens().await;
+    let editor_token = &tokens["blog.site.editor"];
+    assert_eq!(editor_token["type"], "custom");
+    assert_eq!(editor_token["lifespan"], json!("2592000000"));
+    assert!(editor_token["description"]
+        .as_str()
+        .unwrap()
+        .ends_with("[keyward policy=blog/site key=editor]"));
+    assert_eq!(
+        tokens["mobile.devices.web"]["lifespan"],
+        json!(null),
+        "no expiresAfter: unlimited"
+    );
+    for name in ["Read Only", "Full Access"] {
+        assert_eq!(tokens[name], first_boot[name], "{name} is not keyward's");
+    }
+    let (created, doc) = s.create_entry("articles", &editor).await;
+    assert_eq!(created, S::CREATED);
+    let one = format!("articles/{}", doc["data"]["documentId"].as_str().unwrap());
+    let frontend = value(out.path(), "blog", "strapi-frontend", "STRAPI_TOKEN");
+    assert_eq!(s.status(Method::GET, &one, &frontend).await, S::OK);
+    assert_eq!(
+        s.status(Method::DELETE, &one, &frontend).await,
+        S::FORBIDDEN
+    );
+    assert_eq!(s.status(Method::DELETE, &one, &editor).await, S::NO_CONTENT);
+
+    // The examples Strapi cannot express are refused before any call, naming field and provider.
+    for (ex, field) in [
+        (
+            "01-read-only-with-contact-form",
+            "spec.keys[0].expiresAfter",
+        ),
+        (
+            "01-read-only-with-contact-form",
+            "spec.keys[1].rotationOverlap",
+        ),
+        ("04-preview-one-environment", "spec.keys[0].environments"),
+        (
+            "04-preview-one-environment",
+            "spec.keys[0].defaultPermissions[1]",
+        ),
+        ("05-management-for-migrations", "spec.keys[0].kind"),
+        ("06-public-scoped-keys-with-cors", "spec.cors"),
+        ("06-public-scoped-keys-with-cors", "spec.publicEndpoints"),
+    ] {
+        let err = run(&s, &[&examples().join(ex)], out.path(), Mode::Plan)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{ex} is refused"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{field}: the strapi provider cannot express this")),
+            "{ex}: {msg}"
+        );
+    }
+    assert_eq!(
+        s.tokens().await.len(),
+        tokens.len(),
+        "refused plans create nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_regenerate_drift_and_names_taken() {
+    let s = StrapiServer::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let policy = |keys: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: app, namespace: team}}\nspec:\n  keys:\n{keys}"
+        )
+    };
+    let reader = "    - name: reader\n      apiPermissions: [{api: articles, permissions: [GET]}]\n      expiresAfter: 30d\n      secret: {name: reader}\n";
+    let writer = "    - name: writer\n      apiPermissions: [{api: authors, permissions: [GET, POST]}]\n      secret: {name: writer}\n";
+    let both = manifest(out.path(), "p.yaml", &policy(&format!("{reader}{writer}")));
+    apply_twice(&s, &[&both], out.path()).await;
+    let reader_v1 = value(out.path(), "team", "reader", "apiKey");
+    let writer_v1 = value(out.path(), "team", "writer", "apiKey");
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v1).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.status(Method::POST, "authors", &writer_v1).await,
+        StatusCode::CREATED
+    );
+
+    // Drift: rights added by hand in Strapi are planned away and removed.
+    let id = s.tokens().await["team.app.reader"]["id"].clone();
+    let (status, _) = s
+        .admin(
+            Method::PUT,
+            &format!("/admin/api-tokens/{id}"),
+            Some(json!({"permissions": ["api::article.article.find", "api::article.article.findOne", "api::article.article.create"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        s.status(Method::POST, "articles", &reader_v1).await,
+        StatusCode::CREATED
+    );
+    let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
+    assert!(
+        plan.text().contains("~ update   team/app/reader"),
+        "{}",
+        plan.text()
+    );
+    apply_twice(&s, &[&both], out.path()).await;
+    assert_eq!(
+        s.status(Method::POST, "articles", &reader_v1).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v1).await,
+        StatusCode::OK,
+        "same value"
+    );
+
+    // A lost Secret: the key is regenerated; the old value answers 401, the new one works.
+    std::fs::remove_file(out.path().join("team.reader.yaml")).unwrap();
+    apply_twice(&s, &[&both], out.path()).await;
+    let reader_v2 = value(out.path(), "team", "reader", "apiKey");
+    assert_ne!(reader_v1, reader_v2);
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v1).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v2).await,
+        StatusCode::OK
+    );
+
+    // A key removed from the policy is revoked: 401.
+    let only_reader = manifest(out.path(), "reader-only.yaml", &policy(reader));
+    let applied = apply_twice(&s, &[&only_reader], out.path()).await;
+    assert!(
+        applied.text().contains("revoked key team.app.writer"),
+        "{}",
+        applied.text()
+    );
+    assert_eq!(
+        s.status(Method::GET, "authors", &writer_v1).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!s.tokens().await.contains_key("team.app.writer"));
+
+    // Names are unique in Strapi: a token keyward does not own is never adopted or touched.
+    let (status, _) = s
+        .admin(
+            Method::POST,
+            "/admin/api-tokens",
+            Some(json!({"name": "team.app.writer", "type": "read-only", "lifespan": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let err = run(&s, &[&both], out.path(), Mode::Apply)
+        .await
+        .expect_err("a problem");
+    assert!(
+        err.to_string()
+            .contains("already has a key named 'team.app.writer'"),
+        "{err}"
+    );
+    assert_eq!(s.tokens().await["team.app.writer"]["type"], "read-only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expiring_token_is_renewed_without_a_gap() {
+    let s = StrapiServer::start().await;
+    let out = tempfile::tempdir().unwrap();
+    // Due for renewal 10 s after creation: Strapi's regenerate would keep the expiry, so a new
+    // token takes the name and the old one works until it expires.
+    let p = manifest(
+        out.path(),
+        "p.yaml",
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: app, namespace: team}\nspec:\n  keys:\n    - name: feed\n      defaultPermissions: [GET]\n      expiresAfter: 7d\n      renewBefore: 6d23h59m50s\n      secret: {name: feed}\n",
+    );
+    run(&s, &[&p], out.path(), Mode::Apply).await.unwrap();
+    let v1 = value(out.path(), "team", "feed", "apiKey");
+    let id1 = s.tokens().await["team.app.feed"]["id"].clone();
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let renewed = apply_twice(&s, &[&p], out.path()).await;
+    assert!(renewed.text().contains("rotate"), "{}", renewed.text());
+    let v2 = value(out.path(), "team", "feed", "apiKey");
+    let tokens = s.tokens().await;
+    assert_ne!(
+        tokens["team.app.feed"]["id"], id1,
+        "a new token took the name"
+    );
+    assert_eq!(tokens["team.app.feed"]["lifespan"], json!("604800000"));
+    assert!(tokens.contains_key(&format!("replaced.{id1}.team.app.feed")));
+    assert_ne!(v1, v2);
+    assert_eq!(s.status(Method::GET, "articles", &v2).await, StatusCode::OK);
+    assert_eq!(
+        s.status(Method::GET, "articles", &v1).await,
+        StatusCode::OK,
+        "the old value works until it expires"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_provider_signs_in_once_and_handles_strapis_quirks() {
+    let s = StrapiServer::start().await;
+    let p = Strapi::new(&s.url, &s.credential()).unwrap();
+    for _ in 0..5 {
+        p.list_keys().await.unwrap();
+    }
+    // Deleting a token Strapi does not have answers 200: revoked is revoked.
+    p.revoke_key("987654").await.unwrap();
+    assert_eq!(p.logins(), 1, "one sign-in for every call");
+    assert_eq!(p.stats().writes(), 1, "signing in is not a write");
+
+    // The credential's shape is checked; a wrong password is Strapi's 401, named.
+    assert!(Strapi::new(&s.url, "no-colon").is_err());
+    let wrong = Strapi::new(&s.url, "admin@keyward.test:Wrong-password-1").unwrap();
+    match wrong.list_keys().await {
+        Err(ProviderError::Rejected {
+            status, message, ..
+        }) => {
+            assert_eq!((status, message.as_str()), (400, "Invalid credentials"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An API this Strapi does not have is refused with its field before any write.
+    let spec: keyward::model::KeySpec = serde_json::from_value(json!({
+        "name": "x", "apiPermissions": [{"api": "nope", "permissions": ["GET"]}]
+    }))
+    .unwrap();
+    match p.express(&spec).await {
+        Err(ProviderError::Unsupported { field, reason, .. }) => {
+            assert_eq!(field, "apiPermissions[0].api");
+            assert!(reason.contains("articles, authors"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_reads_the_provider_from_the_environment() {
+    let s = StrapiServer::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let cli = |cmd: &str, provider: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args([cmd, "-f"])
+            .arg(examples().join("03-multi-device"))
+            .arg("--secrets-dir")
+            .arg(out.path())
+            .env("KEYWARD_CMS_URL", &s.url)
+            .env("KEYWARD_CMS_TOKEN", s.credential())
+            .env("KEYWARD_CMS_PROVIDER", provider)
+            .output()
+            .unwrap()
+    };
+    let plan = cli("plan", "strapi");
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let apply = cli("apply", "strapi");
+    assert_eq!(apply.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&apply.stdout);
+    assert!(text.starts_with("Strapi at "), "{text}");
+    let again = cli("plan", "strapi");
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    // No key value in anything the CLI printed.
+    let key = value(out.path(), "mobile", "cms-key-web", "apiKey");
+    for o in [&plan, &apply, &again] {
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(&key));
+        assert!(!String::from_utf8_lossy(&o.stderr).contains(&key));
+    }
+    let bad = cli("plan", "contentful");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("KEYWARD_CMS_PROVIDER"));
+}
