@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use support::kube_emulator::Emulator;
-use support::{Cms, ADMIN};
+use support::{b64, create, eventually, Cms, ADMIN};
 
 struct Cluster {
     emu: Emulator,
@@ -44,24 +44,6 @@ async fn cluster() -> Cluster {
     Cluster { emu, client, cms }
 }
 
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-/// Creates any object through the client (dynamic, so the test needs no typed API per kind).
-async fn create(client: &Client, prefix: &str, plural: &str, ns: Option<&str>, obj: Value) {
-    let path = match ns {
-        Some(ns) => format!("/{prefix}/namespaces/{ns}/{plural}"),
-        None => format!("/{prefix}/{plural}"),
-    };
-    let req = http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&obj).unwrap())
-        .unwrap();
-    let _: Value = client.request(req).await.unwrap();
-}
-
 fn config() -> OperatorConfig {
     OperatorConfig {
         drift_interval: Duration::from_secs(1),
@@ -77,21 +59,6 @@ fn start(c: &Cluster, config: OperatorConfig) -> (Arc<Context>, tokio::task::Joi
     ));
     let handle = tokio::spawn(keyward::operator::run_controller(ctx.clone()));
     (ctx, handle)
-}
-
-async fn eventually<F, Fut>(what: &str, f: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn policy(keys: Value, extra: Value) -> ApiKeyPolicy {

@@ -13,6 +13,7 @@ use keyward::providers::{CmsProvider, ProviderError};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::Path;
+use std::sync::Arc;
 use support::strapi::StrapiServer;
 use support::{examples, manifest, secret_field};
 
@@ -49,11 +50,15 @@ fn value(dir: &Path, ns: &str, name: &str, field: &str) -> String {
     secret_field(dir, ns, name, field).unwrap_or_else(|| panic!("Secret {ns}/{name} has {field}"))
 }
 
-/// Example 07 with the test Strapi's endpoint.
-fn example_07(dir: &Path, s: &StrapiServer) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(examples().join("07-strapi/policy.yaml"))
-        .unwrap()
-        .replace("http://127.0.0.1:1337", &s.url);
+/// The Strapi example (examples-strapi/blog) with the test Strapi's endpoint.
+fn strapi_blog_example(dir: &Path, s: &StrapiServer) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        examples()
+            .with_file_name("examples-strapi")
+            .join("blog/policy.yaml"),
+    )
+    .unwrap()
+    .replace("http://127.0.0.1:1337", &s.url);
     manifest(dir, "strapi.yaml", &text)
 }
 
@@ -65,9 +70,9 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     let out = tempfile::tempdir().unwrap();
     let ex02 = examples().join("02-public-and-private-apis");
     let ex03 = examples().join("03-multi-device");
-    let ex07 = example_07(out.path(), &s);
+    let blog = strapi_blog_example(out.path(), &s);
 
-    let plan = run(&s, &[&ex02, &ex03, &ex07], out.path(), Mode::Plan)
+    let plan = run(&s, &[&ex02, &ex03, &blog], out.path(), Mode::Plan)
         .await
         .unwrap();
     assert!(plan.has_changes());
@@ -75,7 +80,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
         plan.runs.iter().all(|r| r.cms_writes == 0),
         "plan writes nothing"
     );
-    apply_twice(&s, &[&ex02, &ex03, &ex07], out.path()).await;
+    apply_twice(&s, &[&ex02, &ex03, &blog], out.path()).await;
 
     use StatusCode as S;
     // (Secret, field, API, method, expected)
@@ -480,4 +485,113 @@ async fn the_cli_reads_the_provider_from_the_environment() {
     let bad = cli("plan", "contentful");
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("KEYWARD_CMS_PROVIDER"));
+}
+
+/// The operator: a policy whose CmsConnection says `provider: strapi` gets a working Strapi key
+/// in its Secret; a policy asking what Strapi cannot hold is refused in its status, naming the
+/// field and the provider; deleting the policy revokes the key (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_manages_strapi_keys() {
+    use k8s_openapi::api::core::v1::Secret;
+    use keyward::operator::{metrics::Metrics, Context, OperatorConfig};
+    use keyward::policy::ApiKeyPolicy;
+    use kube::api::{DeleteParams, PostParams};
+    use kube::Api;
+    use support::{b64, create, eventually};
+
+    let s = StrapiServer::start().await;
+    let emu = support::kube_emulator::Emulator::new();
+    let client = emu.client();
+    create(
+        &client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    )
+    .await;
+    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "strapi-admin"}, "data": {"credentials": b64(&s.credential())}})).await;
+    create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "strapi"},
+        "spec": {"provider": "strapi", "endpoint": s.url, "credentialsSecretRef": {"name": "strapi-admin", "key": "credentials"}}})).await;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        OperatorConfig {
+            drift_interval: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+        Arc::new(Metrics::new()),
+    ));
+    let op = tokio::spawn(keyward::operator::run_controller(ctx.clone()));
+    let policy = |name: &str, key: serde_json::Value| -> ApiKeyPolicy {
+        serde_json::from_value(
+            json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"connectionRef": {"name": "strapi"}, "keys": [key]}}),
+        )
+        .unwrap()
+    };
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(client.clone(), "shop");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy("web", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "expiresAfter": "30d", "secret": {"name": "reader"}})))
+        .await
+        .unwrap();
+    policies
+        .create(&PostParams::default(), &policy("preview", json!({"name": "drafts", "defaultPermissions": ["GET", "GET_ALL_DRAFTS"], "secret": {"name": "drafts"}})))
+        .await
+        .unwrap();
+    let value = || async {
+        let sec = secrets.get_opt("reader").await.ok()??;
+        String::from_utf8(sec.data?.get("apiKey")?.0.clone()).ok()
+    };
+    eventually("the reader Secret", || async { value().await.is_some() }).await;
+    let key = value().await.unwrap();
+    assert_eq!(
+        s.status(Method::GET, "articles", &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.status(Method::GET, "authors", &key).await,
+        StatusCode::FORBIDDEN
+    );
+    let refused = || async {
+        let p = policies.get("preview").await.ok()?;
+        let st = serde_json::to_value(p.status?).ok()?;
+        let ready = st["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        Some(ready)
+    };
+    eventually("preview refused", || async {
+        refused()
+            .await
+            .is_some_and(|c| c["reason"] == "InvalidSpec")
+    })
+    .await;
+    let msg = refused().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("spec.keys[0].defaultPermissions[1]: the strapi provider cannot express this"),
+        "{msg}"
+    );
+    assert!(!s.tokens().await.contains_key("shop.preview.drafts"));
+
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the key is revoked", || async {
+        s.status(Method::GET, "articles", &key).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    eventually("the policy is gone", || async {
+        policies.get_opt("web").await.ok().flatten().is_none()
+    })
+    .await;
+    op.abort();
 }

@@ -344,6 +344,8 @@ pub struct ClusterCmsConnectionSpec {
     pub provider: ProviderKind,
     #[schemars(url)]
     pub endpoint: String,
+    /// The Secret holding the management credential (with its namespace): a keyward admin
+    /// token, or for strapi `email:password` of a Strapi admin user.
     pub credentials_secret_ref: SecretKeyRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,

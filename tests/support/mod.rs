@@ -9,6 +9,7 @@ use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::Duration;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -171,4 +172,44 @@ pub fn manifest(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 
 pub fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+pub fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Creates any object through the client (dynamic, so the test needs no typed API per kind).
+pub async fn create(
+    client: &kube::Client,
+    prefix: &str,
+    plural: &str,
+    ns: Option<&str>,
+    obj: Value,
+) {
+    let path = match ns {
+        Some(ns) => format!("/{prefix}/namespaces/{ns}/{plural}"),
+        None => format!("/{prefix}/{plural}"),
+    };
+    let req = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&obj).unwrap())
+        .unwrap();
+    let _: Value = client.request(req).await.unwrap();
+}
+
+/// Polls `f` until it holds (15 s at most).
+pub async fn eventually<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
