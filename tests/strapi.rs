@@ -350,6 +350,32 @@ async fn revoke_regenerate_drift_and_names_taken() {
     );
     assert!(!s.tokens().await.contains_key("team.app.writer"));
 
+    // A type change replaces the token: the new value is written first, then the old revoked.
+    let public_reader = manifest(
+        out.path(),
+        "public-reader.yaml",
+        &policy(&reader.replace("- name: reader\n", "- name: reader\n      type: public\n")),
+    );
+    let replaced = apply_twice(&s, &[&public_reader], out.path()).await;
+    assert!(
+        replaced.text().contains("replaced key team.app.reader"),
+        "{}",
+        replaced.text()
+    );
+    let reader_v3 = value(out.path(), "team", "reader", "apiKey");
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v3).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v2).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(s.tokens().await["team.app.reader"]["description"]
+        .as_str()
+        .unwrap()
+        .ends_with("type=public]"));
+
     // Names are unique in Strapi: a token keyward does not own is never adopted or touched.
     let (status, _) = s
         .admin(
