@@ -319,27 +319,13 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     if !errors.is_empty() {
         // Waits for a change of the spec: retrying cannot fix it.
         let msg = errors.join("; ");
-        write_status(
-            &p,
-            ctx,
-            &old,
-            refused_status(&old, "InvalidSpec", &msg),
-            Some(("InvalidSpec", &msg)),
-        )
-        .await?;
+        refuse(&p, ctx, &old, "InvalidSpec", &msg).await?;
         return Ok(Action::await_change());
     }
     let conn = match resolve_connection(&p, ctx).await? {
         Ok(c) => c,
         Err((reason, msg)) => {
-            write_status(
-                &p,
-                ctx,
-                &old,
-                refused_status(&old, &reason, &msg),
-                Some((&reason, &msg)),
-            )
-            .await?;
+            refuse(&p, ctx, &old, &reason, &msg).await?;
             return Ok(Action::requeue(ctx.config.drift_interval));
         }
     };
@@ -349,28 +335,14 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         .collect();
     if !refusals.is_empty() {
         let msg = refusals.join("; ");
-        write_status(
-            &p,
-            ctx,
-            &old,
-            refused_status(&old, "InvalidSpec", &msg),
-            Some(("InvalidSpec", &msg)),
-        )
-        .await?;
+        refuse(&p, ctx, &old, "InvalidSpec", &msg).await?;
         return Ok(Action::await_change());
     }
     let provider = match ctx.provider(&conn) {
         Ok(p) => p,
         Err(m) => {
             let msg = format!("the credential of {} is not usable: {m}", conn.id);
-            write_status(
-                &p,
-                ctx,
-                &old,
-                refused_status(&old, "NoCredentials", &msg),
-                Some(("NoCredentials", &msg)),
-            )
-            .await?;
+            refuse(&p, ctx, &old, "NoCredentials", &msg).await?;
             return Ok(Action::requeue(ctx.config.drift_interval));
         }
     };
@@ -385,14 +357,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         Ok(s) => s,
         Err(ExpressError::Refused(msgs)) => {
             let msg = msgs.join("; ");
-            write_status(
-                &p,
-                ctx,
-                &old,
-                refused_status(&old, "InvalidSpec", &msg),
-                Some(("InvalidSpec", &msg)),
-            )
-            .await?;
+            refuse(&p, ctx, &old, "InvalidSpec", &msg).await?;
             return Ok(Action::requeue(ctx.config.drift_interval));
         }
         Err(ExpressError::Provider(e)) => {
@@ -454,14 +419,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     let mut live = live;
     if !plan.problems.is_empty() {
         let msg = plan.problems.join("; ");
-        write_status(
-            &p,
-            ctx,
-            &old,
-            refused_status(&old, "Conflict", &msg),
-            Some(("Conflict", &msg)),
-        )
-        .await?;
+        refuse(&p, ctx, &old, "Conflict", &msg).await?;
         return Ok(Action::requeue(ctx.config.drift_interval));
     }
     if !observe_only && plan.has_changes() {
@@ -677,6 +635,24 @@ fn conditions_merged(
 ) -> Vec<crate::policy::Condition> {
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     status::merge(&old.conditions, new, &now, generation)
+}
+
+/// Records in status (and an event, on a change) why the policy cannot be applied.
+async fn refuse(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    old: &ApiKeyPolicyStatus,
+    reason: &str,
+    msg: &str,
+) -> Result<(), ReconcileError> {
+    write_status(
+        p,
+        ctx,
+        old,
+        refused_status(old, reason, msg),
+        Some((reason, msg)),
+    )
+    .await
 }
 
 fn refused_status(old: &ApiKeyPolicyStatus, reason: &str, msg: &str) -> ApiKeyPolicyStatus {
