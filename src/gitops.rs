@@ -24,7 +24,7 @@ pub enum Mode {
     Apply,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     pub paths: Vec<PathBuf>,
     pub secrets_dir: PathBuf,
@@ -36,6 +36,21 @@ pub struct Options {
     pub env_token: Option<String>,
     /// `KEYWARD_CMS_PROVIDER`: what `KEYWARD_CMS_URL` is.
     pub env_provider: ProviderKind,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential (a Strapi admin's password, or an admin token).
+        f.debug_struct("Options")
+            .field("paths", &self.paths)
+            .field("secrets_dir", &self.secrets_dir)
+            .field("data_dir", &self.data_dir)
+            .field("mode", &self.mode)
+            .field("env_url", &self.env_url)
+            .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
+            .field("env_provider", &self.env_provider)
+            .finish()
+    }
 }
 
 /// The URL that `{{ endpoint }}` names for the embedded CMS: where `keyward cms serve` serves

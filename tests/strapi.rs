@@ -322,6 +322,23 @@ async fn revoke_regenerate_drift_and_names_taken() {
         "same value"
     );
 
+    // A token renamed by hand keeps its ownership tag and is renamed back.
+    let (status, _) = s
+        .admin(
+            Method::PUT,
+            &format!("/admin/api-tokens/{id}"),
+            Some(json!({"name": "someone renamed it"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    apply_twice(&s, &[&both], out.path()).await;
+    assert_eq!(s.tokens().await["team.app.reader"]["id"], id);
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v1).await,
+        StatusCode::OK,
+        "renaming back keeps the value"
+    );
+
     // A lost Secret: the key is regenerated; the old value answers 401, the new one works.
     std::fs::remove_file(out.path().join("team.reader.yaml")).unwrap();
     apply_twice(&s, &[&both], out.path()).await;
@@ -397,22 +414,61 @@ async fn revoke_regenerate_drift_and_names_taken() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_expiring_token_is_renewed_without_a_gap() {
+async fn lifetimes_start_and_expiring_tokens_are_renewed_without_a_gap() {
     let s = StrapiServer::start().await;
     let out = tempfile::tempdir().unwrap();
-    // Due for renewal 10 s after creation: Strapi's regenerate would keep the expiry, so a new
-    // token takes the name and the old one works until it expires.
+    let feed = |lifetime: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: app, namespace: team}}\nspec:\n  keys:\n    - name: feed\n      defaultPermissions: [GET]\n{lifetime}      secret: {{name: feed}}\n"
+        )
+    };
+    // No expiresAfter: Strapi's unlimited lifespan.
+    let forever = manifest(out.path(), "forever.yaml", &feed(""));
+    apply_twice(&s, &[&forever], out.path()).await;
+    let v0 = value(out.path(), "team", "feed", "apiKey");
+    assert_eq!(s.tokens().await["team.app.feed"]["lifespan"], json!(null));
+
+    // The policy now sets a lifetime (due for renewal 10 s after creation): a token that never
+    // expires would never be renewed, so a new one with the lifespan takes its place at once.
     let p = manifest(
         out.path(),
         "p.yaml",
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: app, namespace: team}\nspec:\n  keys:\n    - name: feed\n      defaultPermissions: [GET]\n      expiresAfter: 7d\n      renewBefore: 6d23h59m50s\n      secret: {name: feed}\n",
+        &feed("      expiresAfter: 7d\n      renewBefore: 6d23h59m50s\n"),
     );
-    run(&s, &[&p], out.path(), Mode::Apply).await.unwrap();
+    let started = run(&s, &[&p], out.path(), Mode::Apply).await.unwrap();
+    assert!(
+        started.text().contains("never expires"),
+        "{}",
+        started.text()
+    );
     let v1 = value(out.path(), "team", "feed", "apiKey");
+    assert_eq!(
+        s.tokens().await["team.app.feed"]["lifespan"],
+        json!("604800000")
+    );
+    // The next run revokes the old, unlimited token; the one after writes nothing.
+    let cleaned = apply_twice(&s, &[&p], out.path()).await;
+    assert!(
+        cleaned.text().contains("revoked key replaced."),
+        "{}",
+        cleaned.text()
+    );
+    assert_eq!(
+        s.status(Method::GET, "articles", &v0).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(s.status(Method::GET, "articles", &v1).await, StatusCode::OK);
+
+    // Within renewBefore: Strapi's regenerate would keep the expiry, so a new token takes the
+    // name and the old one works until it expires.
     let id1 = s.tokens().await["team.app.feed"]["id"].clone();
     tokio::time::sleep(std::time::Duration::from_secs(12)).await;
     let renewed = apply_twice(&s, &[&p], out.path()).await;
-    assert!(renewed.text().contains("rotate"), "{}", renewed.text());
+    assert!(
+        renewed.text().contains("within renewBefore"),
+        "{}",
+        renewed.text()
+    );
     let v2 = value(out.path(), "team", "feed", "apiKey");
     let tokens = s.tokens().await;
     assert_ne!(

@@ -153,6 +153,9 @@ pub fn secret_spec_hash(
 #[derive(Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct Comparable<'a> {
+    /// A key renamed by hand, or left renamed by an interrupted replace or renewal, is renamed
+    /// back.
+    name: &'a str,
     description: &'a str,
     kind: &'a str,
     #[serde(rename = "type")]
@@ -168,6 +171,7 @@ struct Comparable<'a> {
 
 fn comparable(s: &KeySpec) -> Comparable<'_> {
     Comparable {
+        name: &s.name,
         description: &s.description,
         kind: s.kind.as_str(),
         key_type: s.key_type.as_str(),
@@ -316,9 +320,15 @@ pub fn diff(
             }
             Some(s) => {
                 let expiring = p.expires_at().is_some_and(|e| e - now <= d.renew_before);
-                if expiring {
-                    let at = p.expires_at().map(|e| e.to_rfc3339()).unwrap_or_default();
-                    let mut renew = rotate(format!("expires at {at}, within renewBefore"));
+                // A key made to live forever whose policy now sets a lifetime: no renewal would
+                // ever come, so the new lifetime starts now.
+                let unbounded = p.expires_at().is_none() && d.lifetime.is_some();
+                if expiring || unbounded {
+                    let reason = match p.expires_at() {
+                        Some(at) => format!("expires at {}, within renewBefore", at.to_rfc3339()),
+                        None => "the key never expires; the policy now sets expiresAfter".into(),
+                    };
+                    let mut renew = rotate(reason);
                     if let Action::Rotate { expiring, .. } = &mut renew {
                         *expiring = true;
                     }

@@ -190,6 +190,7 @@ impl CmsProvider for ReferenceCms {
 
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey> {
         let body = json!({
+            "name": spec.name,
             "description": spec.description,
             "defaultPermissions": spec.default_permissions,
             "apiPermissions": spec.api_permissions,

@@ -48,7 +48,35 @@ pub struct ApiActions {
     pub delete: BTreeSet<String>,
 }
 
+/// The Strapi action a keyward permission maps to, for messages.
+fn action_name(p: ContentPermission) -> &'static str {
+    match p {
+        ContentPermission::Post => "create",
+        ContentPermission::Put | ContentPermission::Patch => "update",
+        ContentPermission::Delete => "delete",
+        _ => "find/findOne",
+    }
+}
+
+fn api_list(catalog: &Catalog) -> String {
+    if catalog.apis.is_empty() {
+        "none under /api".into()
+    } else {
+        catalog.apis.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
 impl ApiActions {
+    /// The actions that grant `p` (empty: this API cannot grant it).
+    fn of(&self, p: ContentPermission) -> &BTreeSet<String> {
+        match p {
+            ContentPermission::Post => &self.create,
+            ContentPermission::Put | ContentPermission::Patch => &self.update,
+            ContentPermission::Delete => &self.delete,
+            _ => &self.read,
+        }
+    }
+
     /// (keyward permissions, the actions that grant them) per class.
     fn classes(&self) -> [(&'static [ContentPermission], &BTreeSet<String>); 4] {
         use ContentPermission::*;
@@ -314,7 +342,7 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
                 format!(
                     "this Strapi has no API '{}' (its APIs: {})",
                     a.api,
-                    catalog.apis.keys().cloned().collect::<Vec<_>>().join(", ")
+                    api_list(catalog)
                 ),
             ));
         }
@@ -328,6 +356,53 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
                 compose_description(&KeySpec { description: String::new(), ..spec.clone() }).chars().count() + 2
             ),
         ));
+    }
+    // A declared right that grants nothing here is refused, not dropped.
+    let no_action = |p: ContentPermission| {
+        format!(
+            "no API of this Strapi has a {} action (its APIs: {}); a custom REST prefix or only single types?",
+            action_name(p),
+            api_list(catalog)
+        )
+    };
+    for (j, p) in spec.default_permissions.iter().enumerate() {
+        if !catalog.apis.values().any(|a| !a.of(*p).is_empty()) {
+            return Err(unsupported(
+                format!("defaultPermissions[{j}]"),
+                no_action(*p),
+            ));
+        }
+    }
+    for (j, s) in spec.scopes.iter().enumerate() {
+        let grants = s.content_grants();
+        let any = ContentPermission::ALL
+            .into_iter()
+            .filter(|p| grants.contains(*p))
+            .any(|p| catalog.apis.values().any(|a| !a.of(p).is_empty()));
+        if !any {
+            return Err(unsupported(
+                format!("scopes[{j}]"),
+                format!(
+                    "no API of this Strapi has an action it grants (its APIs: {})",
+                    api_list(catalog)
+                ),
+            ));
+        }
+    }
+    for (i, a) in spec.api_permissions.iter().enumerate() {
+        let classes = &catalog.apis[&a.api];
+        for (j, p) in a.permissions.iter().enumerate() {
+            if classes.of(*p).is_empty() {
+                return Err(unsupported(
+                    format!("apiPermissions[{i}].permissions[{j}]"),
+                    format!(
+                        "this Strapi's API '{}' has no {} action",
+                        a.api,
+                        action_name(*p)
+                    ),
+                ));
+            }
+        }
     }
     let scoped: BTreeSet<ContentPermission> = spec
         .scopes
@@ -423,7 +498,22 @@ fn rights_of(
 pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderError> {
     let fields = encode(spec, catalog)?;
     let actions = effective_actions(fields.token_type, &fields.permissions, catalog);
-    let (default_permissions, api_permissions, _) = rights_of(&actions, catalog);
+    let (default_permissions, api_permissions, notes) = rights_of(&actions, catalog);
+    if !notes.is_empty() {
+        // Strapi would report these rights back differently: a plan would never settle.
+        let field = if spec.api_permissions.is_empty() {
+            "defaultPermissions"
+        } else {
+            "apiPermissions"
+        };
+        return Err(unsupported(
+            field,
+            format!(
+                "on this Strapi one action serves several APIs, so these rights cannot be granted apart ({})",
+                notes.join(", ")
+            ),
+        ));
+    }
     Ok(normalize(KeySpec {
         description: spec.description.trim().to_owned(),
         default_permissions,
@@ -807,6 +897,51 @@ mod tests {
         assert_eq!(
             field(&format!("name: n\ndescription: '{}'", "x".repeat(240))),
             "description"
+        );
+    }
+
+    #[test]
+    fn rights_that_would_grant_nothing_or_never_settle_are_refused() {
+        let c = listings(true);
+        let field = |y: &str, c: &Catalog| match canonical(&spec(y), c) {
+            Err(ProviderError::Unsupported { field, .. }) => field,
+            other => panic!("{y}: {other:?}"),
+        };
+        // A single type has no create action.
+        assert_eq!(
+            field(
+                "name: n\napiPermissions: [{api: homepage, permissions: [GET, POST]}]",
+                &c
+            ),
+            "apiPermissions[0].permissions[1]"
+        );
+        // No APIs found under /api (a custom REST prefix): GET would grant nothing.
+        let empty = Catalog {
+            actions: c.actions.clone(),
+            apis: BTreeMap::new(),
+        };
+        assert_eq!(
+            field("name: n\ndefaultPermissions: [GET]", &empty),
+            "defaultPermissions[0]"
+        );
+        assert_eq!(
+            field("name: n\nscopes: ['content:read']", &empty),
+            "scopes[0]"
+        );
+        // One handler under two APIs' paths: granting one API's reads grants part of the other's.
+        let mut shared = c.clone();
+        shared
+            .apis
+            .get_mut("articles")
+            .unwrap()
+            .read
+            .insert("api::author.author.find".into());
+        assert_eq!(
+            field(
+                "name: n\napiPermissions: [{api: authors, permissions: [GET]}]",
+                &shared
+            ),
+            "apiPermissions"
         );
     }
 

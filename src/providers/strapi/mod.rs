@@ -32,6 +32,9 @@ struct Session {
 
 pub struct Strapi {
     client: JsonClient,
+    /// Signs in without retrying: a retried sign-in would spend the rate limit, and the call
+    /// holds the session lock every other call waits for.
+    login: JsonClient,
     email: String,
     password: String,
     session: Mutex<Option<Session>>,
@@ -56,8 +59,11 @@ impl Strapi {
             .split_once(':')
             .filter(|(e, p)| e.contains('@') && !p.is_empty())
             .ok_or("a Strapi credential is `email:password` of an admin user")?;
+        let mut login = JsonClient::new(endpoint, "");
+        login.retry.attempts = 1;
         Ok(Strapi {
             client: JsonClient::new(endpoint, ""),
+            login,
             email: email.to_owned(),
             password: password.to_owned(),
             session: Mutex::new(None),
@@ -82,18 +88,20 @@ impl Strapi {
         }
     }
 
-    async fn jwt(&self, fresh: bool) -> Result<String> {
+    /// The session's JWT; `rejected`: the JWT that got a 401, to be replaced unless another
+    /// call has replaced it already.
+    async fn jwt(&self, rejected: Option<&str>) -> Result<String> {
         let mut session = self.session.lock().await;
         if let Some(s) = session
             .as_ref()
-            .filter(|s| !fresh && s.renew_at > Instant::now())
+            .filter(|s| s.renew_at > Instant::now() && rejected.is_none_or(|r| r != s.jwt))
         {
             return Ok(s.jwt.clone());
         }
         let body = json!({ "email": self.email, "password": self.password });
         // Signing in changes nothing in the CMS: not counted as a read or a write.
         let (_, v) = self
-            .client
+            .login
             .call_uncounted(
                 "",
                 Method::POST,
@@ -124,14 +132,14 @@ impl Strapi {
         body: Option<&Value>,
         idempotent: Idempotent,
     ) -> Result<Value> {
-        let jwt = self.jwt(false).await?;
+        let jwt = self.jwt(None).await?;
         match self
             .client
             .call_as(&jwt, method.clone(), path, body, idempotent)
             .await
         {
             Err(ProviderError::Rejected { status: 401, .. }) => {
-                let jwt = self.jwt(true).await?;
+                let jwt = self.jwt(Some(&jwt)).await?;
                 let (_, v) = self
                     .client
                     .call_as(&jwt, method, path, body, idempotent)
@@ -350,8 +358,12 @@ impl CmsProvider for Strapi {
         let catalog = self.catalog().await?;
         let current = self.token(id).await?;
         let live = self.live(&current, &catalog)?;
-        // A lost value is regenerated (it dies at once); an expiring one is renewed.
-        let renew = expiring && live.expires_at().is_some();
+        // A lost value is regenerated (it dies at once); an expiring one, or one already expired
+        // (regenerating would keep it expired), is renewed.
+        let renew = expiring
+            || live
+                .expires_at()
+                .is_some_and(|e| e <= Utc::now() + Duration::minutes(1));
         if !renew {
             let mut v = self
                 .call(
@@ -361,9 +373,10 @@ impl CmsProvider for Strapi {
                     Idempotent::No,
                 )
                 .await?;
+            // Regenerate changes nothing but the value: the record read before is current, and
+            // no further call stands between the new value and its Secret.
             let value = self.take_value(&mut v)?;
-            let key = self.live(&self.token(id).await?, &catalog)?;
-            return Ok(IssuedKey { key, value });
+            return Ok(IssuedKey { key: live, value });
         }
         let parked: String = format!("replaced.{id}.{}", live.spec.name)
             .chars()
