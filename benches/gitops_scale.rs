@@ -59,6 +59,7 @@ async fn main() {
         .expect("create API");
     let opts = |mode| Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
+        prune: false,
         paths: vec![file.clone()],
         secrets_dir: dir.path().join("secrets"),
         data_dir: dir.path().join("unused"),

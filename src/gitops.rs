@@ -5,7 +5,9 @@
 use crate::cms::{self, CmsConfig, RunningCms};
 use crate::engine::secrets_dir::SecretsDir;
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Engine};
-use crate::plan::desired::{ConnectionId, DesiredState};
+use crate::plan::desired::{
+    ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY, LABEL_POLICY_UID,
+};
 use crate::plan::{diff, render_text, Plan};
 use crate::policy::load::{self, ManifestSet};
 use crate::policy::validate::{self, ConnectionConfig};
@@ -36,6 +38,8 @@ pub struct Options {
     pub env_token: Option<String>,
     /// `KEYWARD_CMS_PROVIDER`: what `KEYWARD_CMS_URL` is.
     pub env_provider: ProviderKind,
+    /// Revoke the keys of policies that are no longer in the manifests (see `prune_gone`).
+    pub prune: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for Options {
             .field("env_url", &self.env_url)
             .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
             .field("env_provider", &self.env_provider)
+            .field("prune", &self.prune)
             .finish()
     }
 }
@@ -304,7 +309,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     };
     for (id, state) in &resolved.desired {
         let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
-        let result = plan_and_apply(id, state, &conn, &sink, opts.mode).await;
+        let result = plan_and_apply(id, state, &conn, &sink, opts).await;
         if let Some(running) = conn.embedded {
             running.stop().await;
         }
@@ -344,8 +349,9 @@ async fn plan_and_apply(
     state: &DesiredState,
     conn: &Connected,
     sink: &SecretsDir,
-    mode: Mode,
+    opts: &Options,
 ) -> Result<ConnectionRun, Failure> {
+    let mode = opts.mode;
     let provider_err = |source| {
         Failure::Other(GitopsError::Provider {
             connection: id.to_string(),
@@ -359,6 +365,13 @@ async fn plan_and_apply(
         Err(ExpressError::Provider(e)) => return Err(provider_err(e)),
     };
     let live = p.list_keys().await.map_err(provider_err)?;
+    let pruned;
+    let state = if opts.prune {
+        pruned = prune_gone(state, &live);
+        &pruned
+    } else {
+        state
+    };
     let settings = p
         .settings(&state.public.keys().cloned().collect())
         .await
@@ -407,6 +420,39 @@ async fn plan_and_apply(
         run.cms_writes = p.stats().writes();
     }
     Ok(run)
+}
+
+/// The desired state plus, as policies without keys, every policy that owns keys in the CMS but
+/// is not in the manifests, so that the plan revokes their keys. Only keys the CLI made count:
+/// a key tagged with a policy UID belongs to a cluster's operator and is never pruned here.
+pub fn prune_gone(state: &DesiredState, live: &[crate::providers::LiveKey]) -> DesiredState {
+    let mut out = state.clone();
+    let known: BTreeSet<String> = state.policies.keys().map(|p| p.to_string()).collect();
+    for k in live {
+        if k.spec.labels.contains_key(LABEL_POLICY_UID) {
+            continue;
+        }
+        let Some((namespace, name)) = k
+            .spec
+            .labels
+            .get(LABEL_POLICY)
+            .and_then(|p| p.split_once('/'))
+        else {
+            continue;
+        };
+        let id = PolicyId {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: None,
+        };
+        if !known.contains(&id.to_string()) {
+            out.policies.entry(id).or_insert(PolicySettings {
+                gone: true,
+                ..Default::default()
+            });
+        }
+    }
+    out
 }
 
 /// Decodes a base64 Secret field (for tests and tools).

@@ -88,6 +88,10 @@ struct GitopsArgs {
     data_dir: PathBuf,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Also revoke the keys of policies that are no longer in the files (keys the CLI created
+    /// on the connections these files use; an operator's keys are never pruned).
+    #[arg(long)]
+    prune: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -374,6 +378,7 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         mode,
         env_url: env("KEYWARD_CMS_URL"),
         env_token: env("KEYWARD_CMS_TOKEN"),
+        prune: args.prune,
         env_provider: match env("KEYWARD_CMS_PROVIDER").as_deref() {
             None | Some("keyward") => ProviderKind::Keyward,
             Some("strapi") => ProviderKind::Strapi,

@@ -649,6 +649,7 @@ stringData: {{token: {ADMIN}}}
     let out = dir.path().join("out");
     let opts = |mode| keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
+        prune: false,
         paths: vec![m.clone()],
         secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),
@@ -770,4 +771,64 @@ async fn hand_edits_of_a_secret_are_undone() {
         cms.status(Method::GET, "/api/blog", &new).await,
         StatusCode::OK
     );
+}
+
+// The binary runs while this test's CMS serves: the runtime needs threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_revokes_the_keys_of_policies_no_longer_in_the_files() {
+    let (cms, dir) = setup().await;
+    let out = dir.path().join("out");
+    let web = manifest(dir.path(), "web.yaml", &policy(READER, ""));
+    let api = manifest(
+        dir.path(),
+        "api.yaml",
+        &policy(WRITER, "").replace("name: web,", "name: api,"),
+    );
+    gitops(&cms, &[&web, &api], &out, Mode::Apply)
+        .await
+        .unwrap();
+    let writer = secret_field(&out, "shop", "writer", "apiKey").unwrap();
+    let reader = secret_field(&out, "shop", "reader", "apiKey").unwrap();
+    // A key the operator made (tagged with a policy UID) for a policy these files do not have.
+    let (_, operator_key) = cms
+        .key(json!({"name": "cluster.app.k", "defaultPermissions": ["GET"], "labels": {
+            "keyward.dev/policy": "cluster/app", "keyward.dev/policy-uid": "0f0f-uid", "keyward.dev/key": "k"}}))
+        .await;
+    let (web, out) = (web.to_str().unwrap(), out.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["-f", web, "--secrets-dir", out]);
+        keyward(&args, &cms.url)
+    };
+
+    // Without --prune, a policy that left the files is left alone.
+    assert_eq!(run(&["plan"]).status.code(), Some(0));
+    // With it, the CLI-made keys of that policy are planned for revocation, then revoked.
+    let plan = run(&["plan", "--prune"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    assert!(text.contains("revoke   shop.api.writer"), "{text}");
+    assert!(!text.contains("cluster.app.k"), "{text}");
+    let apply = run(&["apply", "--prune"]);
+    assert_eq!(
+        apply.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    assert!(String::from_utf8_lossy(&apply.stdout).contains("no longer in the manifests (--prune)"));
+    assert_eq!(
+        cms.status(Method::POST, "/api/contact", &writer).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &reader).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &operator_key).await,
+        StatusCode::OK,
+        "an operator's key is never pruned by the CLI"
+    );
+    assert_eq!(run(&["plan", "--prune"]).status.code(), Some(0));
 }

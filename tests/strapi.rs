@@ -31,6 +31,7 @@ async fn run(
         env_url: Some(s.url.clone()),
         env_token: Some(s.credential()),
         env_provider: ProviderKind::Strapi,
+        prune: false,
     };
     keyward::gitops::run(&opts).await
 }

@@ -273,6 +273,7 @@ fn desired_state(
         PolicySettings {
             orphan: p.spec.deletion_policy == DeletionPolicy::Orphan,
             observe_only: p.spec.management_policy == ManagementPolicy::ObserveOnly,
+            gone: false,
         },
     );
     let mut neighbours: Vec<Arc<ApiKeyPolicy>> = ctx

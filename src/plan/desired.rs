@@ -117,4 +117,6 @@ pub struct DesiredState {
 pub struct PolicySettings {
     pub orphan: bool,
     pub observe_only: bool,
+    /// Not in the manifests any more (`--prune`): every key it owns is revoked.
+    pub gone: bool,
 }

@@ -361,14 +361,18 @@ pub fn diff(
             id: k.id.clone(),
             name: k.spec.name.clone(),
             policy: policy.to_string(),
-            reason: format!(
-                "key '{}' was removed from the policy",
-                k.spec
-                    .labels
-                    .get(LABEL_KEY)
-                    .map(String::as_str)
-                    .unwrap_or("?")
-            ),
+            reason: if settings_of.gone {
+                "its policy is no longer in the manifests (--prune)".into()
+            } else {
+                format!(
+                    "key '{}' was removed from the policy",
+                    k.spec
+                        .labels
+                        .get(LABEL_KEY)
+                        .map(String::as_str)
+                        .unwrap_or("?")
+                )
+            },
             observe_only: settings_of.observe_only,
         });
     }
@@ -600,7 +604,7 @@ mod tests {
         orphaning.policies.values_mut().for_each(|v| {
             *v = PolicySettings {
                 orphan: true,
-                observe_only: false,
+                ..Default::default()
             }
         });
         assert!(kinds(&diff(

@@ -609,6 +609,7 @@ pub fn resolve(
             PolicySettings {
                 orphan: spec.deletion_policy == super::DeletionPolicy::Orphan,
                 observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
+                gone: false,
             },
         );
         if let Some(c) = &spec.cors {

@@ -146,6 +146,7 @@ pub async fn gitops_at(
 ) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
     let opts = keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
+        prune: false,
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_dir: secrets.to_path_buf(),
         data_dir: secrets.join("unused-embedded"),
