@@ -354,8 +354,20 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         state.cors = None;
         state.public.clear();
     }
-    let state = match express_state(provider.as_ref(), &state).await {
-        Ok(s) => s,
+    // Desired specs as this CMS holds them, then what it holds now.
+    let observed = async {
+        let state = express_state(provider.as_ref(), &state).await?;
+        let live = provider
+            .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
+            .await?;
+        let settings = provider
+            .settings(&state.public.keys().cloned().collect())
+            .await?;
+        Ok::<_, ExpressError>((state, live, settings))
+    }
+    .await;
+    let (state, live, settings) = match observed {
+        Ok(v) => v,
         Err(ExpressError::Refused(msgs)) => {
             let msg = msgs.join("; ");
             refuse(&p, ctx, &old, "InvalidSpec", &msg).await?;
@@ -379,31 +391,6 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         owner: owner_ref(&p)
             .ok_or_else(|| ReconcileError::Finalizer("the policy has no uid".into()))?,
         field_manager: ctx.config.field_manager.clone(),
-    };
-    let observed = async {
-        let live = provider
-            .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
-            .await?;
-        let settings = provider
-            .settings(&state.public.keys().cloned().collect())
-            .await?;
-        Ok::<_, ProviderError>((live, settings))
-    }
-    .await;
-    let (live, settings) = match observed {
-        Ok(v) => v,
-        Err(e) => {
-            let msg = e.to_string();
-            write_status(
-                &p,
-                ctx,
-                &old,
-                unavailable_status(&old, &msg),
-                Some(("CmsUnavailable", &msg)),
-            )
-            .await?;
-            return Err(e.into());
-        }
     };
     let secrets = observe_secrets(&sink, &state.keys).await?;
     let plan = diff(&state, &live, &settings, &secrets, &conn.endpoint, now);
