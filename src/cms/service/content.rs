@@ -1,0 +1,301 @@
+//! Content entries: list, read, write, publish, close, export.
+
+use super::*;
+
+impl Service {
+    fn entries_key(env: &str, api: &str) -> (String, String) {
+        (env.to_owned(), api.to_owned())
+    }
+
+    pub fn list(&self, env: &str, api: &str, q: &ListQuery) -> Result<Value, CmsError> {
+        let st = self.state.read();
+        if !st.apis.contains_key(api) {
+            return Err(no_api(api));
+        }
+        let mut out: Vec<&Entry> = Vec::new();
+        if let Some(entries) = st.entries.get(&Self::entries_key(env, api)) {
+            for e in entries.values() {
+                let status = e.status();
+                let allowed = match status {
+                    crate::cms::content::Status::Closed => q.include_closed,
+                    crate::cms::content::Status::Draft => q.include_drafts,
+                    _ => true,
+                };
+                // Filters and search see the published version whenever there is one: a newer
+                // draft of published content is never matched on its draft values.
+                let Some(searched) = e.visible() else {
+                    continue;
+                };
+                if allowed
+                    && q.filter.matches(searched)
+                    && q.q.as_deref().is_none_or(|s| search_matches(searched, s))
+                {
+                    out.push(e);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let total = out.len();
+        let contents: Vec<Value> = out
+            .into_iter()
+            .skip(q.offset)
+            .take(q.limit)
+            .filter_map(|e| {
+                let shown = if q.include_drafts {
+                    e.draft.as_ref().or(e.published.as_ref())
+                } else {
+                    e.visible()
+                };
+                shown.map(|v| e.render(v))
+            })
+            .collect();
+        Ok(json!({"contents": contents, "totalCount": total, "offset": q.offset, "limit": q.limit}))
+    }
+
+    /// One entry. A draft is shown with its draft key or the all-drafts right; a closed entry only
+    /// with the all-closed right.
+    pub fn get(
+        &self,
+        env: &str,
+        api: &str,
+        id: &str,
+        draft_key: Option<&str>,
+        can_drafts: bool,
+        can_closed: bool,
+    ) -> Result<Value, CmsError> {
+        let st = self.state.read();
+        if !st.apis.contains_key(api) {
+            return Err(no_api(api));
+        }
+        let e = st
+            .entries
+            .get(&Self::entries_key(env, api))
+            .and_then(|m| m.get(id))
+            .ok_or_else(|| no_entry(api, id))?;
+        if e.closed && !can_closed {
+            return Err(no_entry(api, id));
+        }
+        let key_ok = match (draft_key, &e.draft_key) {
+            (Some(given), Some(real)) => {
+                subtle::ConstantTimeEq::ct_eq(given.as_bytes(), real.as_bytes()).into()
+            }
+            _ => false,
+        };
+        let version = if (key_ok || can_drafts) && e.draft.is_some() {
+            e.draft.as_ref()
+        } else {
+            e.published.as_ref()
+        };
+        version
+            .map(|v| e.render(v))
+            .ok_or_else(|| no_entry(api, id))
+    }
+
+    fn write_entry<T>(
+        &self,
+        env: &str,
+        api: &str,
+        id: &str,
+        f: impl FnOnce(Option<&Entry>, DateTime<Utc>) -> Result<(Option<Entry>, T), CmsError>,
+    ) -> Result<T, CmsError> {
+        let db = self.db.lock();
+        let key = Self::entries_key(env, api);
+        let (next, out) = {
+            let st = self.state.read();
+            if !st.apis.contains_key(api) {
+                return Err(no_api(api));
+            }
+            f(st.entries.get(&key).and_then(|m| m.get(id)), Utc::now())?
+        };
+        match &next {
+            Some(e) => db.put_entry(env, api, e)?,
+            None => db.delete_entry(env, api, id)?,
+        }
+        let mut st = self.state.write();
+        let map = st.entries.entry(key).or_default();
+        match next {
+            Some(e) => {
+                map.insert(id.to_owned(), e);
+            }
+            None => {
+                map.remove(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates an entry (`id` chosen by the caller for PUT, generated for POST), or replaces one.
+    pub fn put_entry(
+        &self,
+        env: &str,
+        api: &str,
+        id: Option<&str>,
+        fields: Map<String, Value>,
+        as_: WriteAs,
+        replace: bool,
+    ) -> Result<(Value, bool), CmsError> {
+        let id = match id {
+            Some(id) if valid_entry_id(id) => id.to_owned(),
+            Some(id) => {
+                return Err(CmsError::BadRequest(format!(
+                    "'{id}' is not an entry id (letters, digits, '-', '_', at most 64)"
+                )))
+            }
+            None => random_token(9).replace(['-', '_'], "x").to_lowercase(),
+        };
+        let api_name = api.to_owned();
+        self.write_entry(env, api, &id.clone(), move |existing, now| {
+            if existing.is_some() && !replace {
+                return Err(CmsError::Conflict(format!(
+                    "entry '{id}' already exists in API '{api_name}'"
+                )));
+            }
+            let created = existing.is_none();
+            let mut e = existing.cloned().unwrap_or(Entry {
+                id: id.clone(),
+                created_at: now,
+                updated_at: now,
+                published_at: None,
+                published: None,
+                draft: None,
+                closed: false,
+                draft_key: None,
+            });
+            e.updated_at = now;
+            match as_ {
+                WriteAs::Published => {
+                    e.published = Some(fields);
+                    e.draft = None;
+                    e.draft_key = None;
+                    e.closed = false;
+                    e.published_at = Some(now);
+                }
+                WriteAs::Draft => {
+                    e.draft = Some(fields);
+                    e.draft_key.get_or_insert_with(|| random_token(12));
+                }
+            }
+            let body = write_receipt(&e);
+            Ok((Some(e), (body, created)))
+        })
+    }
+
+    /// Merges `fields` into the entry: into its draft when it has one or `as_` is draft.
+    pub fn patch_entry(
+        &self,
+        env: &str,
+        api: &str,
+        id: &str,
+        fields: Map<String, Value>,
+        as_: WriteAs,
+    ) -> Result<Value, CmsError> {
+        let api_name = api.to_owned();
+        self.write_entry(env, api, id, move |existing, now| {
+            let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
+            let into_draft = as_ == WriteAs::Draft || e.draft.is_some();
+            let target = if into_draft {
+                let base = e
+                    .draft
+                    .clone()
+                    .or_else(|| e.published.clone())
+                    .unwrap_or_default();
+                e.draft_key.get_or_insert_with(|| random_token(12));
+                e.draft.insert(base)
+            } else {
+                e.published.get_or_insert_with(Map::new)
+            };
+            for (k, v) in fields {
+                target.insert(k, v);
+            }
+            e.updated_at = now;
+            let body = write_receipt(&e);
+            Ok((Some(e), body))
+        })
+    }
+
+    pub fn delete_entry(&self, env: &str, api: &str, id: &str) -> Result<(), CmsError> {
+        let api_name = api.to_owned();
+        self.write_entry(env, api, id, move |existing, _| {
+            existing.ok_or_else(|| no_entry(&api_name, id))?;
+            Ok((None, ()))
+        })
+    }
+
+    /// Publishes the entry's draft (or re-opens a closed entry).
+    pub fn publish(&self, env: &str, api: &str, id: &str) -> Result<Value, CmsError> {
+        let api_name = api.to_owned();
+        self.write_entry(env, api, id, move |existing, now| {
+            let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
+            if let Some(d) = e.draft.take() {
+                e.published = Some(d);
+            }
+            e.draft_key = None;
+            e.closed = false;
+            e.published_at = Some(now);
+            e.updated_at = now;
+            let body = write_receipt(&e);
+            Ok((Some(e), body))
+        })
+    }
+
+    /// Closes (unpublishes) an entry: only the all-closed right still lists it.
+    pub fn close(&self, env: &str, api: &str, id: &str) -> Result<Value, CmsError> {
+        let api_name = api.to_owned();
+        self.write_entry(env, api, id, move |existing, now| {
+            let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
+            if e.published.is_none() {
+                e.published = e.draft.take();
+            }
+            e.closed = true;
+            e.updated_at = now;
+            let body = write_receipt(&e);
+            Ok((Some(e), body))
+        })
+    }
+
+    /// A backup of every API and entry of an environment (the `export:write` scope).
+    pub fn export(&self, env: &str) -> Value {
+        let st = self.state.read();
+        let mut apis = Map::new();
+        for name in st.apis.keys() {
+            let entries: Vec<Value> = st
+                .entries
+                .get(&Self::entries_key(env, name))
+                .map(|m| {
+                    m.values()
+                        .filter_map(|e| serde_json::to_value(e).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            apis.insert(name.clone(), Value::Array(entries));
+        }
+        json!({"environment": env, "exportedAt": Utc::now().to_rfc3339(), "apis": apis})
+    }
+}
+
+/// What a writer gets back: the id, the status, and the draft key when there is a draft.
+fn write_receipt(e: &Entry) -> Value {
+    let mut v = json!({"id": e.id, "status": e.status()});
+    if e.draft.is_some() {
+        if let Some(k) = &e.draft_key {
+            v["draftKey"] = json!(k);
+        }
+    }
+    v
+}
+
+fn valid_entry_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn no_entry(api: &str, id: &str) -> CmsError {
+    CmsError::NotFound(format!("there is no entry '{id}' in API '{api}'"))
+}

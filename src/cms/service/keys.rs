@@ -1,0 +1,222 @@
+//! Keys: create, change, regenerate, revoke.
+
+use super::*;
+
+impl Service {
+    fn check_apis_exist(&self, apis: &[ApiPermission]) -> Result<(), CmsError> {
+        let st = self.state.read();
+        for (i, ap) in apis.iter().enumerate() {
+            if !st.apis.contains_key(&ap.api) {
+                return Err(SpecError::new(
+                    format!("apiPermissions[{i}].api"),
+                    format!(
+                        "there is no API named '{}'; create it with PUT /v1/apis/{}",
+                        ap.api, ap.api
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a key; the raw value is returned here and nowhere else.
+    pub fn create_key(&self, spec: KeySpec) -> Result<(KeyRecord, RawKey), CmsError> {
+        let now = Utc::now();
+        spec.validate(now)?;
+        self.check_apis_exist(&spec.api_permissions)?;
+        let id = new_key_id();
+        let raw = RawKey::generate(&id);
+        // Argon2id is slow on purpose: hash before taking the writers' lock.
+        let hashes = vec![StoredHash {
+            phc: raw.hash(),
+            valid_until: None,
+        }];
+        let mut spec = spec;
+        spec.expires_at = Some(
+            spec.expires_at
+                .unwrap_or(now + crate::model::expiry_rules(spec.kind).default),
+        );
+        let record = KeyRecord {
+            id,
+            spec,
+            created_at: now,
+            updated_at: now,
+            rotated_at: None,
+            previous_valid_until: None,
+        };
+        let mut db = self.db.lock();
+        if let Some(plan) = self.plan {
+            let count = self.verifier.len();
+            if count >= plan.key_limit() {
+                return Err(CmsError::PlanLimit(format!(
+                    "the {} plan allows {} API key(s) and {} exist; revoke one or change the plan",
+                    plan.as_str(),
+                    plan.key_limit(),
+                    count
+                )));
+            }
+        }
+        if self.verifier.name_taken(&record.spec.name) {
+            return Err(CmsError::Conflict(format!(
+                "a key named '{}' already exists",
+                record.spec.name
+            )));
+        }
+        if let Some(owner) = &record.spec.owner {
+            if !self.state.read().members.contains_key(owner) {
+                return Err(
+                    SpecError::new("owner", format!("there is no member named '{owner}'")).into(),
+                );
+            }
+            if self.verifier.personal_key_of(owner).is_some() {
+                return Err(CmsError::Conflict(format!(
+                    "member '{owner}' already has a personal key"
+                )));
+            }
+        }
+        db.atomically(|s| s.put_key(&record, &hashes))?;
+        self.verifier.upsert(KeyEntry::new(record.clone(), hashes));
+        drop(db);
+        tracing::info!(key_id = %record.id, name = %record.spec.name, kind = record.spec.kind.as_str(), "key created");
+        Ok((record, raw))
+    }
+
+    pub fn list_keys(&self) -> Vec<KeyRecord> {
+        self.verifier.records()
+    }
+
+    pub fn get_key(&self, id: &str) -> Result<KeyRecord, CmsError> {
+        self.verifier
+            .get(id)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))
+    }
+
+    pub fn patch_key(&self, id: &str, patch: KeyPatch) -> Result<KeyRecord, CmsError> {
+        let db = self.db.lock();
+        let entry = self
+            .verifier
+            .get(id)
+            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
+        let mut record = entry.record.clone();
+        if let Some(name) = &patch.name {
+            if *name != record.spec.name && self.verifier.name_taken(name) {
+                return Err(CmsError::Conflict(format!(
+                    "a key named '{name}' already exists"
+                )));
+            }
+        }
+        let s = &mut record.spec;
+        if let Some(v) = patch.name {
+            s.name = v;
+        }
+        if let Some(v) = patch.description {
+            s.description = v;
+        }
+        if let Some(v) = patch.default_permissions {
+            s.default_permissions = v;
+        }
+        if let Some(v) = patch.api_permissions {
+            s.api_permissions = v;
+        }
+        if let Some(v) = patch.scopes {
+            s.scopes = v;
+        }
+        if let Some(v) = patch.environments {
+            s.environments = v;
+        }
+        if let Some(v) = patch.management_permissions {
+            s.management_permissions = v;
+        }
+        if let Some(v) = patch.labels {
+            s.labels = v;
+        }
+        let now = Utc::now();
+        if let Some(v) = patch.expires_at {
+            s.expires_at = Some(v);
+            s.validate(now)?;
+        } else {
+            // The stored expiry was valid when set; only check the rest against today.
+            let mut probe = s.clone();
+            probe.expires_at = None;
+            probe.validate(now)?;
+        }
+        self.check_apis_exist(&record.spec.api_permissions)?;
+        if record == entry.record {
+            return Ok(record);
+        }
+        record.updated_at = now;
+        let hashes = entry.hashes().to_vec();
+        db.put_key(&record, &hashes)?;
+        self.verifier.upsert(KeyEntry::new(record.clone(), hashes));
+        drop(db);
+        tracing::info!(key_id = %id, "key changed");
+        Ok(record)
+    }
+
+    /// A new value; the old one stops at once, or after `grace`.
+    pub fn regenerate_key(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(KeyRecord, RawKey), CmsError> {
+        let grace = grace.unwrap_or_else(Duration::zero);
+        if grace < Duration::zero() || grace > MAX_GRACE {
+            return Err(
+                SpecError::new("graceSeconds", "must be between 0 and 2592000 (30 days)").into(),
+            );
+        }
+        let now = Utc::now();
+        let raw = RawKey::generate(id);
+        let phc = raw.hash();
+        let db = self.db.lock();
+        let entry = self
+            .verifier
+            .get(id)
+            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
+        let mut record = entry.record.clone();
+        if let Some(at) = expires_at {
+            record.spec.expires_at = Some(at);
+            record.spec.validate(now)?;
+        }
+        let mut hashes = vec![StoredHash {
+            phc,
+            valid_until: None,
+        }];
+        if grace > Duration::zero() {
+            let until = now + grace;
+            if let Some(current) = entry.hashes().iter().find(|h| h.valid_until.is_none()) {
+                hashes.push(StoredHash {
+                    phc: current.phc.clone(),
+                    valid_until: Some(until.timestamp()),
+                });
+            }
+            record.previous_valid_until = Some(until);
+        } else {
+            record.previous_valid_until = None;
+        }
+        record.rotated_at = Some(now);
+        record.updated_at = now;
+        db.put_key(&record, &hashes)?;
+        self.verifier.upsert(KeyEntry::new(record.clone(), hashes));
+        drop(db);
+        tracing::info!(key_id = %id, grace_seconds = grace.num_seconds(), "key regenerated");
+        Ok((record, raw))
+    }
+
+    pub fn revoke_key(&self, id: &str) -> Result<(), CmsError> {
+        let db = self.db.lock();
+        if self.verifier.get(id).is_none() {
+            return Err(CmsError::NotFound(format!(
+                "there is no key with id '{id}'"
+            )));
+        }
+        db.delete_key(id)?;
+        self.verifier.remove(id);
+        drop(db);
+        tracing::info!(key_id = %id, "key revoked");
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Members and roles: personal keys inherit their owner's role.
+
+use super::*;
+
+impl Service {
+    pub fn put_role(&self, mut role: Role) -> Result<Role, CmsError> {
+        if !valid_slug(&role.name) {
+            return Err(
+                SpecError::new("name", format!("'{}' is not a role name", role.name)).into(),
+            );
+        }
+        // The same rules as a key's default permissions.
+        KeySpec {
+            name: "role".into(),
+            default_permissions: role.content_permissions.clone(),
+            ..Default::default()
+        }
+        .validate(Utc::now())
+        .map_err(|e| {
+            SpecError::new(
+                e.path.replace("defaultPermissions", "contentPermissions"),
+                e.reason,
+            )
+        })?;
+        role.management_permissions.sort();
+        role.management_permissions.dedup();
+        let db = self.db.lock();
+        db.put_doc(DocTable::Roles, &role.name, &role)?;
+        self.state
+            .write()
+            .roles
+            .insert(role.name.clone(), role.clone());
+        Ok(role)
+    }
+
+    pub fn roles(&self) -> Vec<Role> {
+        self.state.read().roles.values().cloned().collect()
+    }
+
+    pub fn add_member(&self, name: &str, role: &str) -> Result<Member, CmsError> {
+        if !valid_slug(name) {
+            return Err(SpecError::new(
+                "name",
+                format!("'{name}' is not a member name (lowercase letters, digits, '-', '_')"),
+            )
+            .into());
+        }
+        let db = self.db.lock();
+        {
+            let st = self.state.read();
+            if !st.roles.contains_key(role) {
+                return Err(SpecError::new(
+                    "role",
+                    format!("there is no role named '{role}'; define it with PUT /v1/roles/{role}"),
+                )
+                .into());
+            }
+            if st.members.contains_key(name) {
+                return Err(CmsError::Conflict(format!(
+                    "member '{name}' already exists"
+                )));
+            }
+        }
+        let member = Member {
+            name: name.into(),
+            role: role.into(),
+            created_at: Utc::now(),
+        };
+        db.put_doc(DocTable::Members, name, &member)?;
+        self.state
+            .write()
+            .members
+            .insert(name.into(), member.clone());
+        Ok(member)
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.state.read().members.values().cloned().collect()
+    }
+
+    /// Removes a member; their personal key dies with them, in the same transaction.
+    pub fn remove_member(&self, name: &str) -> Result<(), CmsError> {
+        let mut db = self.db.lock();
+        if !self.state.read().members.contains_key(name) {
+            return Err(CmsError::NotFound(format!(
+                "there is no member named '{name}'"
+            )));
+        }
+        let personal = self.verifier.personal_key_of(name);
+        db.atomically(|s| {
+            s.delete_doc(DocTable::Members, name)?;
+            if let Some(id) = &personal {
+                s.delete_key(id)?;
+            }
+            Ok(())
+        })?;
+        self.state.write().members.remove(name);
+        if let Some(id) = personal {
+            self.verifier.remove(&id);
+            tracing::info!(key_id = %id, member = name, "personal key revoked with its owner");
+        }
+        Ok(())
+    }
+
+    /// The role of a member, looked up at request time for personal keys.
+    pub fn member_role(&self, member: &str) -> Option<Role> {
+        let st = self.state.read();
+        let m = st.members.get(member)?;
+        st.roles.get(&m.role).cloned()
+    }
+}

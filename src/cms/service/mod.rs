@@ -1,0 +1,162 @@
+//! The reference CMS's domain: keys, APIs, settings, members and content, kept in memory and
+//! written through to SQLite. Writers are serialized by the database mutex; each write commits to
+//! SQLite first and only then changes memory, so what readers see is always durable.
+//!
+//! One file per concern: [`keys`], [`settings`] (APIs, public endpoints, CORS), [`members`]
+//! (members and roles) and [`content`] (entries).
+
+use super::content::{search_matches, Entry, Filter};
+use super::error::CmsError;
+use super::keys::KeyRecord;
+use super::secret::{new_key_id, random_token, RawKey};
+use super::store::{DocTable, Store, StoreError};
+use super::verifier::{KeyEntry, StoredHash, Verifier};
+use crate::model::{
+    check_origin, valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec,
+    ManagementPermission, Plan, Scope, SpecError,
+};
+use chrono::{DateTime, Duration, Utc};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+mod content;
+mod keys;
+mod members;
+mod settings;
+
+/// A project member; personal keys inherit the member's role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A role: the content and management rights of the members who hold it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Role {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub content_permissions: Vec<ContentPermission>,
+    #[serde(default)]
+    pub management_permissions: Vec<ManagementPermission>,
+}
+
+/// Fields a `PATCH /v1/keys/{id}` may change; absent fields stay as they are.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub default_permissions: Option<Vec<ContentPermission>>,
+    pub api_permissions: Option<Vec<ApiPermission>>,
+    pub scopes: Option<Vec<Scope>>,
+    pub environments: Option<Vec<String>>,
+    pub management_permissions: Option<Vec<ManagementPermission>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiInfo {
+    pub created_at: DateTime<Utc>,
+    pub public_ops: BTreeSet<ContentOp>,
+}
+
+#[derive(Default)]
+struct State {
+    apis: BTreeMap<String, ApiInfo>,
+    /// (environment, api) -> entries by id.
+    entries: HashMap<(String, String), BTreeMap<String, Entry>>,
+    cors: Vec<String>,
+    members: BTreeMap<String, Member>,
+    roles: BTreeMap<String, Role>,
+}
+
+/// How an entry is written: as the published version, or as a (newer) draft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteAs {
+    Published,
+    Draft,
+}
+
+/// What a list request asks for, after authorization decided what it may see.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub include_drafts: bool,
+    pub include_closed: bool,
+    pub filter: Filter,
+    pub q: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Longest grace period a regenerate may keep the old value valid.
+const MAX_GRACE: Duration = Duration::days(30);
+const CORS_SETTING: &str = "cors";
+
+pub struct Service {
+    db: Mutex<Store>,
+    state: RwLock<State>,
+    pub verifier: Verifier,
+    plan: Option<Plan>,
+}
+
+fn parse_ops(json: &str) -> BTreeSet<ContentOp> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+impl Service {
+    /// Opens (or creates) the service's database under `dir` and loads it.
+    pub fn open(dir: &Path, plan: Option<Plan>) -> Result<Service, StoreError> {
+        let store = Store::open(dir)?;
+        let verifier = Verifier::new();
+        for k in store.keys()? {
+            verifier.upsert(KeyEntry::new(k.record, k.hashes));
+        }
+        let mut state = State::default();
+        for (name, created_at, ops) in store.apis()? {
+            state.apis.insert(
+                name,
+                ApiInfo {
+                    created_at,
+                    public_ops: parse_ops(&ops),
+                },
+            );
+        }
+        for (env, api, entry) in store.entries()? {
+            state
+                .entries
+                .entry((env, api))
+                .or_default()
+                .insert(entry.id.clone(), entry);
+        }
+        state.cors = store.setting(CORS_SETTING)?.unwrap_or_default();
+        for m in store.docs::<Member>(DocTable::Members)? {
+            state.members.insert(m.name.clone(), m);
+        }
+        for r in store.docs::<Role>(DocTable::Roles)? {
+            state.roles.insert(r.name.clone(), r);
+        }
+        Ok(Service {
+            db: Mutex::new(store),
+            state: RwLock::new(state),
+            verifier,
+            plan,
+        })
+    }
+
+    pub fn plan(&self) -> Option<Plan> {
+        self.plan
+    }
+}
+
+fn no_api(api: &str) -> CmsError {
+    CmsError::NotFound(format!("there is no API named '{api}'"))
+}
