@@ -719,10 +719,10 @@ async fn personal_keys_follow_their_owner() {
 async fn management_keys_hold_management_permissions() {
     let cms = Cms::start().await;
     cms.api("blog").await;
+    // It hands out GET, so it must hold GET itself (content:read), besides keys:manage.
     let (_, keys) = cms
-        .key(
-            json!({"name": "keys", "kind": "management", "managementPermissions": ["keys:manage"]}),
-        )
+        .key(json!({"name": "keys", "kind": "management",
+            "managementPermissions": ["keys:manage", "content:read"]}))
         .await;
     let (_, status) = cms.key(json!({"name": "status", "kind": "management", "managementPermissions": ["content:status"]})).await;
     let (_, content_key) = cms

@@ -1,8 +1,8 @@
 //! The management API under `/v1`: keys, APIs, CORS, public endpoints, members, roles, and the
 //! scope-granted service operations.
 
-use super::auth::Principal;
 use super::error::CmsError;
+use super::rights::Rights;
 use super::service::{KeyPatch, Role};
 use super::{blocking, body, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
@@ -38,10 +38,18 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/v1/openapi.json", get(openapi))
 }
 
-async fn gate(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<Principal, CmsError> {
+/// Authenticates, checks the management permission, and returns what the caller holds.
+async fn gate(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<Rights, CmsError> {
     let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
     ctx.auth.management(&ctx.svc, &p, needed)?;
-    Ok(p)
+    ctx.auth.rights(&ctx.svc, &p)
+}
+
+/// As [`gate`], for changes that apply to every environment (APIs, public endpoints, CORS).
+async fn gate_everywhere(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<(), CmsError> {
+    Ok(gate(ctx, headers, needed)
+        .await?
+        .require_every_environment()?)
 }
 
 async fn create_key(
@@ -49,9 +57,9 @@ async fn create_key(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
     let spec: KeySpec = body(&raw)?;
-    let (record, key) = blocking(&ctx, move |s| s.create_key(spec)).await?;
+    let (record, key) = blocking(&ctx, move |s| s.create_key(spec, &caller)).await?;
     let mut v = record.to_json();
     v["key"] = json!(key.expose());
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -68,7 +76,7 @@ async fn list_keys(
     headers: HeaderMap,
     Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
     let wanted = match filter.label.as_deref() {
         None => None,
         Some(l) => Some(
@@ -80,6 +88,7 @@ async fn list_keys(
         .svc
         .list_keys()
         .iter()
+        .filter(|k| caller.sees_environments_of(&k.spec))
         .filter(|k| wanted.is_none_or(|(n, v)| k.spec.labels.get(n).map(String::as_str) == Some(v)))
         .map(|k| k.to_json())
         .collect();
@@ -91,8 +100,14 @@ async fn get_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
-    Ok(Json(ctx.svc.get_key(&id)?.to_json()))
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let record = ctx.svc.get_key(&id)?;
+    if !caller.sees_environments_of(&record.spec) {
+        return Err(CmsError::NotFound(format!(
+            "there is no key with id '{id}'"
+        )));
+    }
+    Ok(Json(record.to_json()))
 }
 
 async fn patch_key(
@@ -101,9 +116,9 @@ async fn patch_key(
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
     let patch: KeyPatch = body(&raw)?;
-    let record = blocking(&ctx, move |s| s.patch_key(&id, patch)).await?;
+    let record = blocking(&ctx, move |s| s.patch_key(&id, patch, &caller)).await?;
     Ok(Json(record.to_json()))
 }
 
@@ -120,15 +135,17 @@ async fn regenerate_key(
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
     let req: Regenerate = if raw.is_empty() {
         Regenerate::default()
     } else {
         body(&raw)?
     };
     let grace = req.grace_seconds.map(chrono::Duration::seconds);
-    let (record, key) =
-        blocking(&ctx, move |s| s.regenerate_key(&id, grace, req.expires_at)).await?;
+    let (record, key) = blocking(&ctx, move |s| {
+        s.regenerate_key(&id, grace, req.expires_at, &caller)
+    })
+    .await?;
     let mut v = record.to_json();
     v["key"] = json!(key.expose());
     Ok(Json(v))
@@ -139,8 +156,8 @@ async fn revoke_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    gate(&ctx, &headers, MP::KeysManage).await?;
-    blocking(&ctx, move |s| s.revoke_key(&id)).await?;
+    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    blocking(&ctx, move |s| s.revoke_key(&id, &caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,7 +180,7 @@ async fn put_api(
     headers: HeaderMap,
     Path(api): Path<String>,
 ) -> Result<Response, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
     let name = api.clone();
     let created = blocking(&ctx, move |s| s.put_api(&name)).await?;
     let status = if created {
@@ -195,7 +212,7 @@ async fn put_public(
     Path(api): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
     let req: PublicOps = body(&raw)?;
     let ops = blocking(&ctx, move |s| s.set_public_ops(&api, req.operations)).await?;
     Ok(Json(json!({ "operations": ops })))
@@ -220,7 +237,7 @@ async fn put_cors(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
     let req: Cors = body(&raw)?;
     let origins = blocking(&ctx, move |s| s.set_cors_origins(req.origins)).await?;
     Ok(Json(json!({ "origins": origins })))
@@ -238,9 +255,9 @@ async fn add_member(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    gate(&ctx, &headers, MP::MembersManage).await?;
+    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
     let req: NewMember = body(&raw)?;
-    let m = blocking(&ctx, move |s| s.add_member(&req.name, &req.role)).await?;
+    let m = blocking(&ctx, move |s| s.add_member(&req.name, &req.role, &caller)).await?;
     Ok((StatusCode::CREATED, Json(json!(m))).into_response())
 }
 
@@ -257,8 +274,8 @@ async fn remove_member(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    gate(&ctx, &headers, MP::MembersManage).await?;
-    blocking(&ctx, move |s| s.remove_member(&name)).await?;
+    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
+    blocking(&ctx, move |s| s.remove_member(&name, &caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,28 +293,43 @@ async fn put_role(
     Path(name): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::MembersManage).await?;
+    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
     let mut role: Role = body(&raw)?;
     role.name = name;
-    let role = blocking(&ctx, move |s| s.put_role(role)).await?;
+    let role = blocking(&ctx, move |s| s.put_role(role, &caller)).await?;
     Ok(Json(json!(role)))
 }
 
+/// `?environment=E` of the scope-granted operations (default `production`).
 #[derive(Deserialize)]
-struct ExportQuery {
+struct EnvQuery {
     environment: Option<String>,
+}
+
+impl EnvQuery {
+    fn env(&self) -> &str {
+        self.environment.as_deref().unwrap_or(super::PRODUCTION)
+    }
+}
+
+/// Authenticates a scope-granted operation in the query's environment.
+async fn service_gate(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    op: ServiceOp,
+    q: &EnvQuery,
+) -> Result<(), CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
+    ctx.auth.service_op(&ctx.svc, &p, op, q.env())
 }
 
 async fn export(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
-    Query(q): Query<ExportQuery>,
+    Query(q): Query<EnvQuery>,
 ) -> Result<Json<Value>, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
-    ctx.auth.service_op(&p, ServiceOp::Export)?;
-    Ok(Json(ctx.svc.export(
-        q.environment.as_deref().unwrap_or(super::PRODUCTION),
-    )))
+    service_gate(&ctx, &headers, ServiceOp::Export, &q).await?;
+    Ok(Json(ctx.svc.export(q.env())))
 }
 
 /// The reference CMS has no CDN in front of it: a purge is authorized, logged and acknowledged,
@@ -305,9 +337,9 @@ async fn export(
 async fn purge_cache(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
+    Query(q): Query<EnvQuery>,
 ) -> Result<Response, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
-    ctx.auth.service_op(&p, ServiceOp::CachePurge)?;
+    service_gate(&ctx, &headers, ServiceOp::CachePurge, &q).await?;
     tracing::info!("cache purge requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "purged": true }))).into_response())
 }
@@ -316,9 +348,9 @@ async fn purge_cache(
 async fn replay_webhooks(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
+    Query(q): Query<EnvQuery>,
 ) -> Result<Response, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, &headers).await?;
-    ctx.auth.service_op(&p, ServiceOp::WebhooksReplay)?;
+    service_gate(&ctx, &headers, ServiceOp::WebhooksReplay, &q).await?;
     tracing::info!("webhook replay requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response())
 }

@@ -1,6 +1,7 @@
 //! Who is calling, what they may do, and how fast.
 
 use super::error::CmsError;
+use super::rights::Rights;
 use super::secret::digest;
 use super::service::Service;
 use super::verifier::{KeyEntry, Rejection};
@@ -186,23 +187,53 @@ impl Auth {
         }
     }
 
-    /// Authorizes an operation that one scope grants (export, cache purge, webhook replay).
-    pub fn service_op(&self, principal: &Principal, op: ServiceOp) -> Result<(), CmsError> {
+    /// Authorizes an operation that one scope grants (export, cache purge, webhook replay) in
+    /// one environment.
+    pub fn service_op(
+        &self,
+        svc: &Service,
+        principal: &Principal,
+        op: ServiceOp,
+        env: &str,
+    ) -> Result<(), CmsError> {
         match principal {
             Principal::Admin => Ok(()),
             Principal::Anonymous => Err(CmsError::Unauthorized(KEY_REQUIRED.into())),
             Principal::Key(entry) => {
                 let scopes = &entry.record.spec.scopes;
-                if scopes.contains(&op.scope()) || scopes.contains(&crate::model::Scope::All) {
-                    Ok(())
-                } else {
-                    Err(CmsError::Forbidden(format!(
+                if !(scopes.contains(&op.scope()) || scopes.contains(&crate::model::Scope::All)) {
+                    return Err(CmsError::Forbidden(format!(
                         "this key lacks the scope '{}'",
                         op.scope()
-                    )))
+                    )));
                 }
+                check_environment(&self.rights(svc, principal)?, env)
             }
         }
+    }
+
+    /// Everything the caller holds, to compare with what it asks to create or change.
+    pub fn rights(&self, svc: &Service, principal: &Principal) -> Result<Rights, CmsError> {
+        match principal {
+            Principal::Admin => Ok(Rights::everything()),
+            Principal::Anonymous => Err(CmsError::Unauthorized(KEY_REQUIRED.into())),
+            Principal::Key(entry) => {
+                if entry.record.spec.kind == KeyKind::Personal {
+                    owner_role(svc, entry)?;
+                }
+                Ok(svc.rights_of(&entry.record.spec))
+            }
+        }
+    }
+}
+
+/// Environment limits bind every call: content, export and management alike.
+pub fn check_environment(rights: &Rights, env: &str) -> Result<(), CmsError> {
+    match rights.environment_limit() {
+        Some(limit) if !rights.allows_environment(env) => Err(CmsError::Forbidden(format!(
+            "this key is limited to the environment(s) {limit}; this request is for '{env}'"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -25,10 +25,19 @@ pub enum CmsError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The caller would hand out (or touch) a right it does not hold itself.
+    #[error("refused: this would need {0}, which the caller does not hold")]
+    Escalation(super::rights::Missing),
     #[error("too many requests; retry in {}s", .0.as_secs().max(1))]
     RateLimited(Duration),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
+}
+
+impl From<super::rights::Missing> for CmsError {
+    fn from(m: super::rights::Missing) -> CmsError {
+        CmsError::Escalation(m)
+    }
 }
 
 impl CmsError {
@@ -38,7 +47,7 @@ impl CmsError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PlanLimit(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PlanLimit(_) | Self::Forbidden(_) | Self::Escalation(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -53,7 +62,7 @@ impl CmsError {
             Self::Conflict(_) => "conflict",
             Self::PlanLimit(_) => "plan_limit",
             Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::Escalation(_) => "forbidden",
             Self::RateLimited(_) => "rate_limited",
             Self::Store(_) => "internal",
         }
@@ -68,6 +77,10 @@ impl IntoResponse for CmsError {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         if let Self::Invalid(e) = &self {
             body["field"] = json!(e.path);
+        }
+        if let Self::Escalation(missing) = &self {
+            body["reason"] = json!("escalation");
+            body["missing"] = json!(missing.0);
         }
         let mut resp = (self.status(), Json(body)).into_response();
         if let Self::RateLimited(wait) = self {

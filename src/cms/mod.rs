@@ -9,6 +9,7 @@ pub mod content;
 pub mod error;
 pub mod keys;
 mod openapi;
+pub mod rights;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -225,15 +225,18 @@ impl PermSet {
         self.0 & p.bit() != 0
     }
 
+    /// Whether the status-only right (management `content:status`) is in the set.
+    pub fn has_status(self) -> bool {
+        self.0 & Self::STATUS.0 != 0
+    }
+
     pub fn union(self, other: PermSet) -> PermSet {
         PermSet(self.0 | other.0)
     }
 
     pub fn allows(self, op: ContentOp) -> bool {
         match op {
-            ContentOp::Publish => {
-                self.contains(ContentPermission::Patch) || self.0 & Self::STATUS.0 != 0
-            }
+            ContentOp::Publish => self.contains(ContentPermission::Patch) || self.has_status(),
             other => self.contains(other.required()),
         }
     }

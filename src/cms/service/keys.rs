@@ -20,11 +20,23 @@ impl Service {
         Ok(())
     }
 
-    /// Creates a key; the raw value is returned here and nowhere else.
-    pub fn create_key(&self, spec: KeySpec) -> Result<(KeyRecord, RawKey), CmsError> {
+    /// What a key holds now (a personal key: its owner's role as it is now).
+    pub fn rights_of(&self, spec: &KeySpec) -> Rights {
+        let role = spec.owner.as_deref().and_then(|o| self.member_role(o));
+        Rights::of_key(spec, role.as_ref())
+    }
+
+    /// Creates a key holding no right the caller lacks; the raw value is returned here and
+    /// nowhere else.
+    pub fn create_key(
+        &self,
+        spec: KeySpec,
+        caller: &Rights,
+    ) -> Result<(KeyRecord, RawKey), CmsError> {
         let now = Utc::now();
         spec.validate(now)?;
         self.check_apis_exist(&spec.api_permissions)?;
+        caller.covers(&self.rights_of(&spec))?;
         let id = new_key_id();
         let raw = RawKey::generate(&id);
         // Argon2id is slow on purpose: hash before taking the writers' lock.
@@ -93,12 +105,26 @@ impl Service {
             .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))
     }
 
-    pub fn patch_key(&self, id: &str, patch: KeyPatch) -> Result<KeyRecord, CmsError> {
-        let db = self.db.lock();
+    /// The key to change, if the caller holds every right it has (a key never outranks the
+    /// one who changes, regenerates or revokes it).
+    fn entry_for(&self, id: &str, caller: &Rights) -> Result<Arc<KeyEntry>, CmsError> {
         let entry = self
             .verifier
             .get(id)
             .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
+        caller.covers(&self.rights_of(&entry.record.spec))?;
+        Ok(entry)
+    }
+
+    /// Changes a key; it must not hold more than the caller before or after.
+    pub fn patch_key(
+        &self,
+        id: &str,
+        patch: KeyPatch,
+        caller: &Rights,
+    ) -> Result<KeyRecord, CmsError> {
+        let db = self.db.lock();
+        let entry = self.entry_for(id, caller)?;
         let mut record = entry.record.clone();
         if let Some(name) = &patch.name {
             if *name != record.spec.name && self.verifier.name_taken(name) {
@@ -143,6 +169,7 @@ impl Service {
             probe.validate(now)?;
         }
         self.check_apis_exist(&record.spec.api_permissions)?;
+        caller.covers(&self.rights_of(&record.spec))?;
         if record == entry.record {
             return Ok(record);
         }
@@ -161,6 +188,7 @@ impl Service {
         id: &str,
         grace: Option<Duration>,
         expires_at: Option<DateTime<Utc>>,
+        caller: &Rights,
     ) -> Result<(KeyRecord, RawKey), CmsError> {
         let grace = grace.unwrap_or_else(Duration::zero);
         if grace < Duration::zero() || grace > MAX_GRACE {
@@ -172,10 +200,7 @@ impl Service {
         let raw = RawKey::generate(id);
         let phc = raw.hash();
         let db = self.db.lock();
-        let entry = self
-            .verifier
-            .get(id)
-            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
+        let entry = self.entry_for(id, caller)?;
         let mut record = entry.record.clone();
         if let Some(at) = expires_at {
             record.spec.expires_at = Some(at);
@@ -206,13 +231,9 @@ impl Service {
         Ok((record, raw))
     }
 
-    pub fn revoke_key(&self, id: &str) -> Result<(), CmsError> {
+    pub fn revoke_key(&self, id: &str, caller: &Rights) -> Result<(), CmsError> {
         let db = self.db.lock();
-        if self.verifier.get(id).is_none() {
-            return Err(CmsError::NotFound(format!(
-                "there is no key with id '{id}'"
-            )));
-        }
+        self.entry_for(id, caller)?;
         db.delete_key(id)?;
         self.verifier.remove(id);
         drop(db);

@@ -3,7 +3,9 @@
 use super::*;
 
 impl Service {
-    pub fn put_role(&self, mut role: Role) -> Result<Role, CmsError> {
+    /// Defines or redefines a role. The caller must hold every right of the role as it was and
+    /// as it will be: members cannot be raised above the one who raises them.
+    pub fn put_role(&self, mut role: Role, caller: &Rights) -> Result<Role, CmsError> {
         if !valid_slug(&role.name) {
             return Err(
                 SpecError::new("name", format!("'{}' is not a role name", role.name)).into(),
@@ -25,6 +27,10 @@ impl Service {
         role.management_permissions.sort();
         role.management_permissions.dedup();
         let db = self.db.lock();
+        caller.covers(&Rights::of_role(&role))?;
+        if let Some(old) = self.state.read().roles.get(&role.name) {
+            caller.covers(&Rights::of_role(old))?;
+        }
         db.put_doc(DocTable::Roles, &role.name, &role)?;
         self.state
             .write()
@@ -37,7 +43,8 @@ impl Service {
         self.state.read().roles.values().cloned().collect()
     }
 
-    pub fn add_member(&self, name: &str, role: &str) -> Result<Member, CmsError> {
+    /// Adds a member with a role the caller holds entirely.
+    pub fn add_member(&self, name: &str, role: &str, caller: &Rights) -> Result<Member, CmsError> {
         if !valid_slug(name) {
             return Err(SpecError::new(
                 "name",
@@ -48,13 +55,14 @@ impl Service {
         let db = self.db.lock();
         {
             let st = self.state.read();
-            if !st.roles.contains_key(role) {
+            let Some(r) = st.roles.get(role) else {
                 return Err(SpecError::new(
                     "role",
                     format!("there is no role named '{role}'; define it with PUT /v1/roles/{role}"),
                 )
                 .into());
-            }
+            };
+            caller.covers(&Rights::of_role(r))?;
             if st.members.contains_key(name) {
                 return Err(CmsError::Conflict(format!(
                     "member '{name}' already exists"
@@ -79,12 +87,16 @@ impl Service {
     }
 
     /// Removes a member; their personal key dies with them, in the same transaction.
-    pub fn remove_member(&self, name: &str) -> Result<(), CmsError> {
+    /// The caller must hold the member's role entirely.
+    pub fn remove_member(&self, name: &str, caller: &Rights) -> Result<(), CmsError> {
         let mut db = self.db.lock();
         if !self.state.read().members.contains_key(name) {
             return Err(CmsError::NotFound(format!(
                 "there is no member named '{name}'"
             )));
+        }
+        if let Some(role) = self.member_role(name) {
+            caller.covers(&Rights::of_role(&role))?;
         }
         let personal = self.verifier.personal_key_of(name);
         db.atomically(|s| {

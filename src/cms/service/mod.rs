@@ -8,6 +8,7 @@
 use super::content::{search_matches, Entry, Filter};
 use super::error::CmsError;
 use super::keys::KeyRecord;
+use super::rights::Rights;
 use super::secret::{new_key_id, random_token, RawKey};
 use super::store::{DocTable, Store, StoreError};
 use super::verifier::{KeyEntry, StoredHash, Verifier};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 mod content;
 mod keys;
