@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench gitops_scale` (KEYWARD_BENCH_POLICIES=N to change the size).
 //! Under `cargo test` it runs with 5 policies as a smoke test.
 
-use keyward::cms::auth::Rate;
+use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::gitops::{self, Mode, Options};
 use std::time::Instant;

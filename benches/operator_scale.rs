@@ -10,7 +10,7 @@
 #[path = "../tests/support/kube_emulator.rs"]
 mod kube_emulator;
 
-use keyward::cms::auth::Rate;
+use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::operator::metrics::Metrics;
 use keyward::operator::{Context, OperatorConfig};

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use keyward::cms::auth::Rate;
+use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::gitops::{self, GitopsError, Mode};
 use keyward::model::Plan;
@@ -130,6 +130,32 @@ struct ServeArgs {
     /// Requests per second per API key (burst: twice this).
     #[arg(long, default_value_t = 1000)]
     key_rate: u32,
+    /// Values needing an Argon2id check (a wrong secret or a value's first use) per second per
+    /// client address and key (burst: twice this); over it: 429 before any hashing.
+    #[arg(long, default_value_t = cms::DEFAULT_VERIFY_RATE)]
+    verify_rate: u32,
+    /// Largest request body in bytes; larger bodies answer 413.
+    #[arg(long, default_value_t = cms::DEFAULT_MAX_BODY)]
+    max_body: usize,
+    /// Time a client has to send a request's head once it started (e.g. 10s); then the
+    /// connection is closed.
+    #[arg(long, default_value = "10s", value_parser = std_duration)]
+    header_timeout: std::time::Duration,
+    /// Keep-alive connections with no request close after this long (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = std_duration)]
+    idle_timeout: std::time::Duration,
+    /// Most connections served at once; more wait in the listen queue.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+/// A duration flag (`10s`, `2m`, ...), at least one second.
+fn std_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = keyward::policy::duration::parse(s)?;
+    d.to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{s}' must be at least 1s"))
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -189,19 +215,24 @@ fn rate(name: &str, v: u32) -> Result<Rate> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    // Unset and empty mean the same; anything else is checked by `cms::start`.
     let admin_token = std::env::var("KEYWARD_CMS_ADMIN_TOKEN")
         .ok()
-        .filter(|t| !t.trim().is_empty());
-    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-        bail!("KEYWARD_CMS_ADMIN_TOKEN must be at least 16 characters");
-    }
+        .filter(|t| !t.is_empty());
     let cfg = CmsConfig {
-        data_dir: args.data,
+        public_rate: rate("public-rate", args.public_rate)?,
+        key_rate: rate("key-rate", args.key_rate)?,
+        verify_rate: rate("verify-rate", args.verify_rate)?,
         listen: args.listen,
         plan: args.plan,
         admin_token: admin_token.map(AdminToken::new),
-        public_rate: rate("public-rate", args.public_rate)?,
-        key_rate: rate("key-rate", args.key_rate)?,
+        max_body: args.max_body,
+        conn: cms::server::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+        },
+        ..CmsConfig::new(args.data)
     };
     let running = cms::start(cfg).await?;
     match &running.admin_token_path {

@@ -6,43 +6,11 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::process::spawn;
 use support::{Cms, ADMIN};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn spawn(dir: &std::path::Path, log: Option<&std::path::Path>) -> Server {
-    let stderr = match log {
-        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
-        None => Stdio::null(),
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["cms", "serve", "--data"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--key-rate", "100000"])
-        .env("KEYWARD_CMS_ADMIN_TOKEN", ADMIN)
-        .env("KEYWARD_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.to_owned();
-        }
-    };
-    Server { child, url }
-}
 
 async fn send(
     http: &reqwest::Client,

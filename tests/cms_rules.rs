@@ -1018,7 +1018,7 @@ async fn cors_is_deny_by_default() {
 
 #[tokio::test]
 async fn public_endpoints_need_no_key_show_unsecured_and_are_rate_limited() {
-    let cms = Cms::start_with(|c| c.public_rate = keyward::cms::auth::Rate::new(2).unwrap()).await;
+    let cms = Cms::start_with(|c| c.public_rate = keyward::cms::Rate::new(2).unwrap()).await;
     cms.api("contact").await;
     cms.api("blog").await;
     assert_eq!(
@@ -1084,7 +1084,7 @@ async fn public_endpoints_need_no_key_show_unsecured_and_are_rate_limited() {
 
 #[tokio::test]
 async fn keys_are_rate_limited() {
-    let cms = Cms::start_with(|c| c.key_rate = keyward::cms::auth::Rate::new(1).unwrap()).await;
+    let cms = Cms::start_with(|c| c.key_rate = keyward::cms::Rate::new(1).unwrap()).await;
     cms.api("blog").await;
     let (_, key) = cms
         .key(json!({"name": "k", "defaultPermissions": ["GET"]}))

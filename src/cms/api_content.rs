@@ -1,21 +1,22 @@
 //! The content API: `/api/{api}[/{id}]`, and the same under `/environments/{env}` (the plain path
 //! is the `production` environment).
 
+use super::auth::Client;
 use super::content::Filter;
 use super::error::CmsError;
+use super::input::fields;
 use super::service::{ListQuery, WriteAs};
 use super::{blocking, Ctx, PRODUCTION};
 use crate::model::{ContentOp, ContentPermission, PermSet};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Ctx>> {
@@ -49,16 +50,10 @@ impl Target {
     }
 }
 
-async fn gate(
-    ctx: &Ctx,
-    headers: &HeaderMap,
-    addr: SocketAddr,
-    t: &Target,
-    op: ContentOp,
-) -> Result<PermSet, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
+async fn gate(ctx: &Ctx, client: &Client, t: &Target, op: ContentOp) -> Result<PermSet, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
     ctx.auth
-        .content(&ctx.svc, &p, addr.ip(), &t.env, &t.api, op)
+        .content(&ctx.svc, &p, client.ip, &t.env, &t.api, op)
 }
 
 #[derive(Deserialize)]
@@ -74,13 +69,12 @@ struct ListParams {
 
 async fn list(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
     Query(params): Query<ListParams>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
-    let rights = gate(&ctx, &headers, addr, &t, ContentOp::List).await?;
+    let rights = gate(&ctx, &client, &t, ContentOp::List).await?;
     let include_drafts = params.drafts.unwrap_or(false);
     let include_closed = params.closed.unwrap_or(false);
     for (asked, perm) in [
@@ -126,13 +120,12 @@ struct ReadParams {
 
 async fn read(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
     Query(params): Query<ReadParams>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
-    let rights = gate(&ctx, &headers, addr, &t, ContentOp::Get).await?;
+    let rights = gate(&ctx, &client, &t, ContentOp::Get).await?;
     Ok(Json(ctx.svc.get(
         &t.env,
         &t.api,
@@ -160,26 +153,15 @@ impl WriteParams {
     }
 }
 
-fn fields(raw: &Bytes) -> Result<Map<String, Value>, CmsError> {
-    match serde_json::from_slice::<Value>(raw) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(CmsError::BadRequest(
-            "the body must be a JSON object of fields".into(),
-        )),
-        Err(e) => Err(CmsError::BadRequest(format!("the body is not JSON: {e}"))),
-    }
-}
-
 async fn create(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
     Query(params): Query<WriteParams>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Create).await?;
+    gate(&ctx, &client, &t, ContentOp::Create).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
     let (body, _) = blocking(&ctx, move |s| {
         s.put_entry(&t.env, &t.api, None, f, as_, false)
@@ -190,14 +172,13 @@ async fn create(
 
 async fn replace(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
     Query(params): Query<WriteParams>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Replace).await?;
+    gate(&ctx, &client, &t, ContentOp::Replace).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
     let (body, created) = blocking(&ctx, move |s| {
         s.put_entry(&t.env, &t.api, Some(&t.id), f, as_, true)
@@ -213,14 +194,13 @@ async fn replace(
 
 async fn update(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
     Query(params): Query<WriteParams>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Update).await?;
+    gate(&ctx, &client, &t, ContentOp::Update).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
     Ok(Json(
         blocking(&ctx, move |s| s.patch_entry(&t.env, &t.api, &t.id, f, as_)).await?,
@@ -229,24 +209,22 @@ async fn update(
 
 async fn remove(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<StatusCode, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Delete).await?;
+    gate(&ctx, &client, &t, ContentOp::Delete).await?;
     blocking(&ctx, move |s| s.delete_entry(&t.env, &t.api, &t.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn publish(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Publish).await?;
+    gate(&ctx, &client, &t, ContentOp::Publish).await?;
     Ok(Json(
         blocking(&ctx, move |s| s.publish(&t.env, &t.api, &t.id)).await?,
     ))
@@ -254,12 +232,11 @@ async fn publish(
 
 async fn close(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(p): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
-    gate(&ctx, &headers, addr, &t, ContentOp::Publish).await?;
+    gate(&ctx, &client, &t, ContentOp::Publish).await?;
     Ok(Json(
         blocking(&ctx, move |s| s.close(&t.env, &t.api, &t.id)).await?,
     ))

@@ -1,14 +1,16 @@
 //! The management API under `/v1`: keys, APIs, CORS, public endpoints, members, roles, and the
 //! scope-granted service operations.
 
+use super::auth::Client;
 use super::error::CmsError;
+use super::input::body;
 use super::rights::Rights;
 use super::service::{KeyPatch, Role};
-use super::{blocking, body, Ctx};
+use super::{blocking, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -39,25 +41,25 @@ pub fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// Authenticates, checks the management permission, and returns what the caller holds.
-async fn gate(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<Rights, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
+async fn gate(ctx: &Ctx, client: &Client, needed: MP) -> Result<Rights, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
     ctx.auth.management(&ctx.svc, &p, needed)?;
     ctx.auth.rights(&ctx.svc, &p)
 }
 
 /// As [`gate`], for changes that apply to every environment (APIs, public endpoints, CORS).
-async fn gate_everywhere(ctx: &Ctx, headers: &HeaderMap, needed: MP) -> Result<(), CmsError> {
-    Ok(gate(ctx, headers, needed)
+async fn gate_everywhere(ctx: &Ctx, client: &Client, needed: MP) -> Result<(), CmsError> {
+    Ok(gate(ctx, client, needed)
         .await?
         .require_every_environment()?)
 }
 
 async fn create_key(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let spec: KeySpec = body(&raw)?;
     let (record, key) = blocking(&ctx, move |s| s.create_key(spec, &caller)).await?;
     let mut v = record.to_json();
@@ -73,10 +75,10 @@ struct KeyFilter {
 
 async fn list_keys(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let wanted = match filter.label.as_deref() {
         None => None,
         Some(l) => Some(
@@ -97,10 +99,10 @@ async fn list_keys(
 
 async fn get_key(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let record = ctx.svc.get_key(&id)?;
     if !caller.sees_environments_of(&record.spec) {
         return Err(CmsError::NotFound(format!(
@@ -112,11 +114,11 @@ async fn get_key(
 
 async fn patch_key(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let patch: KeyPatch = body(&raw)?;
     let record = blocking(&ctx, move |s| s.patch_key(&id, patch, &caller)).await?;
     Ok(Json(record.to_json()))
@@ -125,23 +127,42 @@ async fn patch_key(
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Regenerate {
-    grace_seconds: Option<i64>,
+    /// Seconds, with millisecond precision.
+    grace_seconds: Option<f64>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The longest grace a regenerate may give the old value.
+const MAX_GRACE_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// A grace period in range, to the millisecond; anything else is refused, never converted.
+fn grace(seconds: f64) -> Result<chrono::Duration, CmsError> {
+    if !(0.0..=MAX_GRACE_SECONDS).contains(&seconds) {
+        return Err(crate::model::SpecError::new(
+            "graceSeconds",
+            "must be a number of seconds between 0 and 2592000 (30 days)",
+        )
+        .into());
+    }
+    // In range, so the product fits an i64 with room to spare.
+    Ok(chrono::Duration::milliseconds(
+        (seconds * 1000.0).round() as i64
+    ))
 }
 
 async fn regenerate_key(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let req: Regenerate = if raw.is_empty() {
         Regenerate::default()
     } else {
         body(&raw)?
     };
-    let grace = req.grace_seconds.map(chrono::Duration::seconds);
+    let grace = req.grace_seconds.map(grace).transpose()?;
     let (record, key) = blocking(&ctx, move |s| {
         s.regenerate_key(&id, grace, req.expires_at, &caller)
     })
@@ -153,19 +174,16 @@ async fn regenerate_key(
 
 async fn revoke_key(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    let caller = gate(&ctx, &headers, MP::KeysManage).await?;
+    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     blocking(&ctx, move |s| s.revoke_key(&id, &caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_apis(
-    State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+async fn list_apis(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &client, MP::SettingsManage).await?;
     let apis: Vec<Value> = ctx
         .svc
         .apis()
@@ -177,10 +195,10 @@ async fn list_apis(
 
 async fn put_api(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(api): Path<String>,
 ) -> Result<Response, CmsError> {
-    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
     let name = api.clone();
     let created = blocking(&ctx, move |s| s.put_api(&name)).await?;
     let status = if created {
@@ -199,20 +217,20 @@ struct PublicOps {
 
 async fn get_public(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(api): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+    gate(&ctx, &client, MP::SettingsManage).await?;
     Ok(Json(json!({ "operations": ctx.svc.public_ops(&api)? })))
 }
 
 async fn put_public(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(api): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
     let req: PublicOps = body(&raw)?;
     let ops = blocking(&ctx, move |s| s.set_public_ops(&api, req.operations)).await?;
     Ok(Json(json!({ "operations": ops })))
@@ -224,20 +242,17 @@ struct Cors {
     origins: Vec<String>,
 }
 
-async fn get_cors(
-    State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::SettingsManage).await?;
+async fn get_cors(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &client, MP::SettingsManage).await?;
     Ok(Json(json!({ "origins": ctx.svc.cors_origins() })))
 }
 
 async fn put_cors(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate_everywhere(&ctx, &headers, MP::SettingsManage).await?;
+    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
     let req: Cors = body(&raw)?;
     let origins = blocking(&ctx, move |s| s.set_cors_origins(req.origins)).await?;
     Ok(Json(json!({ "origins": origins })))
@@ -252,10 +267,10 @@ struct NewMember {
 
 async fn add_member(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
+    let caller = gate(&ctx, &client, MP::MembersManage).await?;
     let req: NewMember = body(&raw)?;
     let m = blocking(&ctx, move |s| s.add_member(&req.name, &req.role, &caller)).await?;
     Ok((StatusCode::CREATED, Json(json!(m))).into_response())
@@ -263,37 +278,34 @@ async fn add_member(
 
 async fn list_members(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::MembersRead).await?;
+    gate(&ctx, &client, MP::MembersRead).await?;
     Ok(Json(json!({ "members": ctx.svc.members() })))
 }
 
 async fn remove_member(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(name): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
+    let caller = gate(&ctx, &client, MP::MembersManage).await?;
     blocking(&ctx, move |s| s.remove_member(&name, &caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_roles(
-    State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &headers, MP::MembersRead).await?;
+async fn list_roles(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &client, MP::MembersRead).await?;
     Ok(Json(json!({ "roles": ctx.svc.roles() })))
 }
 
 async fn put_role(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Path(name): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &headers, MP::MembersManage).await?;
+    let caller = gate(&ctx, &client, MP::MembersManage).await?;
     let mut role: Role = body(&raw)?;
     role.name = name;
     let role = blocking(&ctx, move |s| s.put_role(role, &caller)).await?;
@@ -315,20 +327,20 @@ impl EnvQuery {
 /// Authenticates a scope-granted operation in the query's environment.
 async fn service_gate(
     ctx: &Ctx,
-    headers: &HeaderMap,
+    client: &Client,
     op: ServiceOp,
     q: &EnvQuery,
 ) -> Result<(), CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, headers).await?;
+    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
     ctx.auth.service_op(&ctx.svc, &p, op, q.env())
 }
 
 async fn export(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Query(q): Query<EnvQuery>,
 ) -> Result<Json<Value>, CmsError> {
-    service_gate(&ctx, &headers, ServiceOp::Export, &q).await?;
+    service_gate(&ctx, &client, ServiceOp::Export, &q).await?;
     Ok(Json(ctx.svc.export(q.env())))
 }
 
@@ -336,10 +348,10 @@ async fn export(
 /// so clients and policies can be tested against the `cache:purge` scope.
 async fn purge_cache(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Query(q): Query<EnvQuery>,
 ) -> Result<Response, CmsError> {
-    service_gate(&ctx, &headers, ServiceOp::CachePurge, &q).await?;
+    service_gate(&ctx, &client, ServiceOp::CachePurge, &q).await?;
     tracing::info!("cache purge requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "purged": true }))).into_response())
 }
@@ -347,10 +359,10 @@ async fn purge_cache(
 /// As with purges: the reference CMS sends no webhooks, so a replay has nothing to resend.
 async fn replay_webhooks(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    client: Client,
     Query(q): Query<EnvQuery>,
 ) -> Result<Response, CmsError> {
-    service_gate(&ctx, &headers, ServiceOp::WebhooksReplay, &q).await?;
+    service_gate(&ctx, &client, ServiceOp::WebhooksReplay, &q).await?;
     tracing::info!("webhook replay requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response())
 }

@@ -1,19 +1,40 @@
 //! Who is calling, what they may do, and how fast.
 
 use super::error::CmsError;
+use super::limits::{keyed, limit, Limiter, Rate};
 use super::rights::Rights;
 use super::secret::digest;
 use super::service::Service;
 use super::verifier::{KeyEntry, Rejection};
 use crate::model::{ContentOp, KeyKind, ManagementPermission, PermSet, ServiceOp};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// Who sent a request: its headers (with the credential) and the client's address.
+pub struct Client {
+    pub headers: HeaderMap,
+    pub ip: IpAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Client, Infallible> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Ok(Client {
+            headers: parts.headers.clone(),
+            ip,
+        })
+    }
+}
 
 /// The caller of a request.
 pub enum Principal {
@@ -23,33 +44,16 @@ pub enum Principal {
     Anonymous,
 }
 
-/// Requests per second and burst for a rate limiter.
-#[derive(Clone, Copy, Debug)]
-pub struct Rate {
-    pub per_second: NonZeroU32,
-    pub burst: NonZeroU32,
-}
-
-impl Rate {
-    pub fn new(per_second: u32) -> Option<Rate> {
-        let per_second = NonZeroU32::new(per_second)?;
-        let burst = per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-        Some(Rate { per_second, burst })
-    }
-
-    fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-}
-
-type Limiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
-
 pub struct Auth {
     admin_digest: [u8; 32],
     /// Unauthenticated calls to public endpoints, per client address.
     public_limiter: Limiter<IpAddr>,
     /// Authenticated calls, per key (the key id is 64 bits of hex).
     key_limiter: Limiter<u64>,
+    /// Values that need an Argon2id check (a wrong secret, or a value's first use), per client
+    /// address and key id, taken before any hashing: a flood of guesses for one key from one
+    /// address gets 429 instead of CPU time.
+    verify_limiter: Limiter<(IpAddr, u64)>,
 }
 
 const KEY_REQUIRED: &str =
@@ -75,33 +79,56 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Auth {
-    pub fn new(admin_token: &str, public_rate: Rate, key_rate: Rate) -> Auth {
+    pub fn new(admin_token: &str, public_rate: Rate, key_rate: Rate, verify_rate: Rate) -> Auth {
         Auth {
             admin_digest: digest(admin_token),
-            public_limiter: RateLimiter::keyed(public_rate.quota()),
-            key_limiter: RateLimiter::keyed(key_rate.quota()),
+            public_limiter: keyed(public_rate),
+            key_limiter: keyed(key_rate),
+            verify_limiter: keyed(verify_rate),
         }
+    }
+
+    /// Forgets the buckets of clients and keys that have been quiet long enough to be full again,
+    /// so the limiters' memory follows the active clients, not every client ever seen.
+    pub fn forget_idle(&self) {
+        self.public_limiter.retain_recent();
+        self.key_limiter.retain_recent();
+        self.verify_limiter.retain_recent();
+        self.public_limiter.shrink_to_fit();
+        self.key_limiter.shrink_to_fit();
+        self.verify_limiter.shrink_to_fit();
     }
 
     /// Identifies the caller; a key that is presented must be valid, whatever the endpoint.
     pub async fn authenticate(
         &self,
         svc: &Service,
-        headers: &HeaderMap,
+        client: &Client,
     ) -> Result<Principal, CmsError> {
-        let Some(value) = presented_key(headers) else {
+        let Some(value) = presented_key(&client.headers) else {
             return Ok(Principal::Anonymous);
         };
         if bool::from(digest(value).ct_eq(&self.admin_digest)) {
             return Ok(Principal::Admin);
         }
-        let entry = svc.verifier.verify(value).await.map_err(|r| {
-            CmsError::Unauthorized(match r {
-                Rejection::Expired => "the API key has expired".into(),
-                other => other.to_string(),
+        let before_hashing = |key_id: &str| {
+            let bucket = (client.ip, key_bucket(key_id));
+            limit(&self.verify_limiter, &bucket).map_err(|e| match e {
+                CmsError::RateLimited(wait) => Rejection::Throttled(wait),
+                _ => Rejection::Busy,
             })
-        })?;
-        let bucket = u64::from_str_radix(&entry.record.id, 16).unwrap_or_default();
+        };
+        let entry = svc
+            .verifier
+            .verify(value, before_hashing)
+            .await
+            .map_err(|r| match r {
+                Rejection::Throttled(wait) => CmsError::RateLimited(wait),
+                Rejection::Busy => CmsError::RateLimited(std::time::Duration::from_secs(1)),
+                Rejection::Expired => CmsError::Unauthorized("the API key has expired".into()),
+                other => CmsError::Unauthorized(other.to_string()),
+            })?;
+        let bucket = key_bucket(&entry.record.id);
         limit(&self.key_limiter, &bucket)?;
         Ok(Principal::Key(entry))
     }
@@ -237,6 +264,11 @@ pub fn check_environment(rights: &Rights, env: &str) -> Result<(), CmsError> {
     }
 }
 
+/// A key id (16 hex digits) as a limiter bucket.
+fn key_bucket(id: &str) -> u64 {
+    u64::from_str_radix(id, 16).unwrap_or_default()
+}
+
 fn owner_role(svc: &Service, entry: &KeyEntry) -> Result<super::service::Role, CmsError> {
     let owner = entry.record.spec.owner.as_deref().unwrap_or_default();
     svc.member_role(owner).ok_or_else(|| {
@@ -268,11 +300,5 @@ fn key_content_rights(svc: &Service, entry: &KeyEntry, api: &str) -> Result<Perm
                     acc.union(p.content_grants())
                 })
         }
-    })
-}
-
-fn limit<K: std::hash::Hash + Eq + Clone>(limiter: &Limiter<K>, key: &K) -> Result<(), CmsError> {
-    limiter.check_key(key).map_err(|not_until| {
-        CmsError::RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
     })
 }

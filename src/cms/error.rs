@@ -3,10 +3,13 @@
 
 use super::store::StoreError;
 use crate::model::SpecError;
+use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,5 +97,89 @@ impl IntoResponse for CmsError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+/// The `error` code of an answer that has no more specific one, by status.
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "invalid",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        500..=599 => "internal",
+        _ => "error",
+    }
+}
+
+/// The JSON body of an error answer that did not come from a handler.
+pub fn status_body(status: StatusCode, message: Option<String>) -> Value {
+    let message = message
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    json!({"error": status_code_name(status), "message": message})
+}
+
+/// Middleware: every error answer is JSON with an `error` field, also the ones the router and
+/// its extractors make (404, 405, 413, a query that does not parse), and never repeats the
+/// credential the request presented.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let presented = super::auth::presented_key(req.headers()).map(str::to_owned);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let text = match presented.filter(|p| !p.is_empty()) {
+        Some(p) => text.replace(&p, "…"),
+        None => text,
+    };
+    let body = status_body(status, Some(text)).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A handler that panicked answers 500 in JSON (and the connection lives on); what panicked is
+/// logged, not sent.
+#[derive(Clone, Copy)]
+pub struct PanicAnswer;
+
+impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
+    type ResponseBody = Body;
+
+    fn response_for_panic(
+        &mut self,
+        err: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Body> {
+        let what = err
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "a handler panicked");
+        let body = status_body(StatusCode::INTERNAL_SERVER_ERROR, None);
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
     }
 }

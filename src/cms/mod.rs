@@ -7,22 +7,24 @@ mod api_management;
 pub mod auth;
 pub mod content;
 pub mod error;
+pub mod input;
 pub mod keys;
+pub mod limits;
 mod openapi;
 pub mod rights;
 pub mod secret;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod verifier;
 
 use crate::model::Plan;
-use auth::{Auth, Rate};
-use axum::body::Bytes;
+use auth::Auth;
 use axum::http::{header, HeaderName, Method};
 use axum::routing::get;
 use axum::Router;
 use error::CmsError;
-use serde::de::DeserializeOwned;
+pub use limits::Rate;
 use service::Service;
 use std::fmt;
 use std::io::Write;
@@ -40,20 +42,6 @@ pub struct Ctx {
     pub auth: Auth,
     /// Write requests served (every write goes through [`blocking`]).
     pub writes: std::sync::atomic::AtomicU64,
-}
-
-/// Parses a JSON body, naming the field that is wrong.
-pub(crate) fn body<T: DeserializeOwned>(raw: &Bytes) -> Result<T, CmsError> {
-    let de = &mut serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            CmsError::BadRequest(format!("the body is not valid: {inner}"))
-        } else {
-            CmsError::Invalid(crate::model::SpecError::new(path, inner))
-        }
-    })
 }
 
 /// Runs a write (SQLite commit, maybe Argon2id) off the async workers.
@@ -99,7 +87,25 @@ pub struct CmsConfig {
     pub admin_token: Option<AdminToken>,
     pub public_rate: Rate,
     pub key_rate: Rate,
+    /// `--verify-rate`: values needing an Argon2id check per second per client address and key.
+    pub verify_rate: Rate,
+    /// `--max-body`: the largest request body, in bytes (beyond it: 413).
+    pub max_body: usize,
+    /// Header and idle timeouts, and the connection cap.
+    pub conn: server::ConnLimits,
+    /// How long to wait for another process's lock on the data directory (zero: refuse at once).
+    pub lock_wait: std::time::Duration,
 }
+
+/// The default `--verify-rate`: a client gets this many values per second checked with Argon2id
+/// per key (a legitimate one needs one per new value).
+pub const DEFAULT_VERIFY_RATE: u32 = 5;
+
+/// The default `--max-body`: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// A request that takes longer than this (a slowly sent body, say) answers 408.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl CmsConfig {
     /// Defaults for a data directory: loopback on a free port, no plan limit.
@@ -117,12 +123,23 @@ impl CmsConfig {
                 per_second: std::num::NonZeroU32::MIN,
                 burst: std::num::NonZeroU32::MIN,
             }),
+            verify_rate: Rate::new(DEFAULT_VERIFY_RATE).unwrap_or(Rate {
+                per_second: std::num::NonZeroU32::MIN,
+                burst: std::num::NonZeroU32::MIN,
+            }),
+            max_body: DEFAULT_MAX_BODY,
+            conn: server::ConnLimits::default(),
+            lock_wait: std::time::Duration::ZERO,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::LockError),
+    #[error("KEYWARD_CMS_ADMIN_TOKEN {0}")]
+    AdminToken(&'static str),
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -145,8 +162,10 @@ pub struct RunningCms {
     pub admin_token_path: Option<PathBuf>,
     pub service: Arc<Service>,
     ctx: Arc<Ctx>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Held while serving: one writer per data directory.
+    _lock: crate::dirlock::DirLock,
 }
 
 impl RunningCms {
@@ -161,22 +180,38 @@ impl RunningCms {
 
     /// Serves until the process is stopped.
     pub async fn wait(self) -> std::io::Result<()> {
-        let task = self.task;
-        let _keep = self.shutdown;
-        task.await.unwrap_or(Ok(()))
+        let RunningCms {
+            task,
+            shutdown,
+            _lock,
+            ..
+        } = self;
+        let r = task.await.unwrap_or(Ok(()));
+        drop((shutdown, _lock));
+        r
     }
 
-    /// Stops accepting, finishes in-flight requests.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Stops accepting, finishes in-flight requests, then releases the data directory.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
 }
 
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
 fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>), StartError> {
     if let Some(t) = &cfg.admin_token {
+        // A token that differs from what a client sends after trimming would never match.
+        if t.0.trim() != t.0 {
+            return Err(StartError::AdminToken(
+                "has surrounding whitespace; set it without spaces or newlines",
+            ));
+        }
+        if t.0.len() < MIN_ADMIN_TOKEN {
+            return Err(StartError::AdminToken("must be at least 16 characters"));
+        }
         return Ok((t.clone(), None));
     }
     let path = cfg.data_dir.join("admin-token");
@@ -202,8 +237,9 @@ fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>),
     Ok((AdminToken(token), Some(path)))
 }
 
-/// The router with CORS (deny by default, origins from the live settings).
-pub fn router(ctx: Arc<Ctx>) -> Router {
+/// The router with CORS (deny by default, origins from the live settings), the body limit, a
+/// request timeout, JSON for every error answer, and panics caught as 500.
+pub fn router(ctx: Arc<Ctx>, max_body: usize) -> Router {
     let svc = ctx.svc.clone();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
@@ -227,15 +263,41 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .merge(api_content::routes())
         .route("/healthz", get(|| async { "ok" }))
         .with_state(ctx)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(cors)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::PanicAnswer,
+        ))
 }
 
-/// Opens the data directory and starts serving on `cfg.listen`.
+/// Every minute, the rate limiters drop the buckets of clients that went quiet, until the
+/// server stops.
+async fn forget_idle_clients(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => ctx.auth.forget_idle(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Locks and opens the data directory and starts serving on `cfg.listen`.
 pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
-        path: cfg.data_dir.clone(),
-        source,
-    })?;
+    let lock = {
+        let (dir, wait) = (cfg.data_dir.clone(), cfg.lock_wait);
+        tokio::task::spawn_blocking(move || crate::dirlock::lock(&dir, "data directory", wait))
+            .await
+            .map_err(|e| StartError::DataDir {
+                path: cfg.data_dir.clone(),
+                source: std::io::Error::other(e),
+            })??
+    };
     let (admin_token, admin_token_path) = resolve_admin_token(&cfg)?;
     let dir: &Path = &cfg.data_dir;
     let svc = Arc::new(Service::open(dir, cfg.plan)?);
@@ -247,7 +309,12 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
         writes: Default::default(),
-        auth: Auth::new(admin_token.expose(), cfg.public_rate, cfg.key_rate),
+        auth: Auth::new(
+            admin_token.expose(),
+            cfg.public_rate,
+            cfg.key_rate,
+            cfg.verify_rate,
+        ),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -259,15 +326,10 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         addr: cfg.listen,
         source,
     })?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let app = router(ctx.clone(), cfg.max_body);
+    let task = tokio::spawn(server::serve(listener, app, cfg.conn, rx.clone()));
+    tokio::spawn(forget_idle_clients(ctx.clone(), rx));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan = ?cfg.plan.map(Plan::as_str), "reference CMS listening");
     Ok(RunningCms {
         addr,
@@ -275,7 +337,8 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         admin_token,
         admin_token_path,
         service: svc,
-        shutdown: Some(tx),
+        shutdown: tx,
         task,
+        _lock: lock,
     })
 }

@@ -1,6 +1,9 @@
 //! SQLite persistence (WAL, synchronous=FULL): every acknowledged write is committed before the
 //! response goes out, so a killed process loses nothing it answered for. The whole state is
 //! loaded into memory at start; reads never touch the database.
+//!
+//! A stored document that no longer decodes never keeps the service from starting: it is logged
+//! by its id and moved to the `quarantine` table, and everything else loads.
 
 use super::content::Entry;
 use super::keys::KeyRecord;
@@ -16,6 +19,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("cannot create the database file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub struct Store {
@@ -38,10 +43,23 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(dir.join("keyward-cms.db"))?;
+        let path = dir.join("keyward-cms.db");
+        // Created owner-only before SQLite opens it; SQLite gives its WAL and shared-memory
+        // files the same mode.
+        let mut create = std::fs::OpenOptions::new();
+        create.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+        create.open(&path)?;
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::create_schema(&conn)?;
+        Ok(Store { conn })
+    }
+
+    fn create_schema(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS keys (
                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, record TEXT NOT NULL,
@@ -53,26 +71,89 @@ impl Store {
                 PRIMARY KEY (env, api, id));
              CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS roles (name TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS roles (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS quarantine (
+                tbl TEXT NOT NULL, id TEXT NOT NULL, raw TEXT NOT NULL, error TEXT NOT NULL,
+                at TEXT NOT NULL);",
         )?;
-        Ok(Store { conn })
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 1 {
+            // Version 1: a grace period ends at a millisecond (`prev_until_ms`), not a second.
+            let has_ms = conn
+                .prepare("SELECT prev_until_ms FROM keys LIMIT 0")
+                .is_ok();
+            let tx = conn.unchecked_transaction()?;
+            if !has_ms {
+                tx.execute_batch(
+                    "ALTER TABLE keys ADD COLUMN prev_until_ms INTEGER;
+                     UPDATE keys SET prev_until_ms = prev_until * 1000 WHERE prev_until IS NOT NULL;",
+                )?;
+            }
+            tx.pragma_update(None, "user_version", 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one stored document; one that does not decode is logged and moved aside (`remove`
+    /// deletes it from its table) so that the rest can load.
+    fn decode_or_quarantine<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        id: &str,
+        raw: &str,
+        remove: impl FnOnce(&Store) -> Result<(), StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let err = match from_json(raw) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(table, id, error = %err, "a stored record does not decode; it is moved to the quarantine table and skipped");
+        self.conn.execute_batch("SAVEPOINT quarantine")?;
+        let moved = self
+            .conn
+            .execute(
+                "INSERT INTO quarantine (tbl, id, raw, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![table, id, raw, err, Utc::now().to_rfc3339()],
+            )
+            .map_err(StoreError::from)
+            .and_then(|_| remove(self));
+        match moved {
+            Ok(()) => self.conn.execute_batch("RELEASE quarantine")?,
+            Err(e) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO quarantine; RELEASE quarantine")?;
+                return Err(e);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records moved aside because they did not decode: (table, id, error).
+    pub fn quarantined(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT tbl, id, error FROM quarantine")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT record, hash, prev_hash, prev_until FROM keys")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-            ))
-        })?;
+        type Row = (String, String, String, Option<String>, Option<i64>);
+        let rows: Vec<Row> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, record, hash, prev_hash, prev_until_ms FROM keys")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (record, hash, prev, until) = row?;
+        for (id, record, hash, prev, until) in rows {
+            let Some(record) =
+                self.decode_or_quarantine("keys", &id, &record, |s| s.delete_key(&id))?
+            else {
+                continue;
+            };
             let mut hashes = vec![StoredHash {
                 phc: hash,
                 valid_until: None,
@@ -83,10 +164,7 @@ impl Store {
                     valid_until: Some(u),
                 });
             }
-            out.push(StoredKey {
-                record: from_json(&record)?,
-                hashes,
-            });
+            out.push(StoredKey { record, hashes });
         }
         Ok(out)
     }
@@ -98,8 +176,8 @@ impl Store {
             .map(|h| h.phc.as_str());
         let prev = hashes.iter().find(|h| h.valid_until.is_some());
         self.conn.execute(
-            "INSERT INTO keys (id, name, record, hash, prev_hash, prev_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(id) DO UPDATE SET name = ?2, record = ?3, hash = ?4, prev_hash = ?5, prev_until = ?6",
+            "INSERT INTO keys (id, name, record, hash, prev_hash, prev_until_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, record = ?3, hash = ?4, prev_hash = ?5, prev_until_ms = ?6",
             params![
                 record.id,
                 record.spec.name,
@@ -155,18 +233,19 @@ impl Store {
     }
 
     pub fn entries(&self) -> Result<Vec<(String, String, Entry)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT env, api, doc FROM entries")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows: Vec<(String, String, String, String)> = {
+            let mut stmt = self.conn.prepare("SELECT env, api, id, doc FROM entries")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (env, api, doc) = row?;
-            out.push((env, api, from_json(&doc)?));
+        for (env, api, id, doc) in rows {
+            let what = format!("{env}/{api}/{id}");
+            if let Some(entry) = self
+                .decode_or_quarantine("entries", &what, &doc, |s| s.delete_entry(&env, &api, &id))?
+            {
+                out.push((env, api, entry));
+            }
         }
         Ok(out)
     }
@@ -195,7 +274,14 @@ impl Store {
                 r.get(0)
             })
             .optional()?;
-        v.map(|s| from_json(&s)).transpose()
+        match v {
+            None => Ok(None),
+            Some(raw) => self.decode_or_quarantine("settings", name, &raw, |s| {
+                s.conn
+                    .execute("DELETE FROM settings WHERE name = ?1", [name])?;
+                Ok(())
+            }),
+        }
     }
 
     pub fn put_setting<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
@@ -208,11 +294,22 @@ impl Store {
 
     /// Rows of a name -> JSON document table (`members`, `roles`).
     pub fn docs<T: DeserializeOwned>(&self, table: DocTable) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT doc FROM {}", table.name()))?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| from_json(&r?)).collect()
+        let rows: Vec<(String, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT name, doc FROM {}", table.name()))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for (name, doc) in rows {
+            if let Some(d) = self
+                .decode_or_quarantine(table.name(), &name, &doc, |s| s.delete_doc(table, &name))?
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     pub fn put_doc<T: Serialize>(

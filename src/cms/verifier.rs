@@ -3,9 +3,13 @@
 //! Per request: parse the public key id out of the value (an unknown or malformed id is rejected
 //! without hashing), then compare a SHA-256 of the value in constant time against the digests that
 //! already passed Argon2id for this entry. Only a value never seen before costs one Argon2id
-//! verification, run on the blocking pool behind a semaphore so a flood of guesses cannot take
-//! every core. Revoke, regenerate and permission changes replace or remove the entry under the
-//! index's write lock, which drops its cache with it: no stale right survives a change.
+//! verification, run on the blocking pool behind a semaphore (one check per core, a bounded
+//! queue) so a flood of guesses cannot take every core. Concurrent first requests with the same
+//! value wait for one check; different values never wait for each other, so a flood of wrong
+//! secrets for a key does not hold up its right one. The caller's `before_hashing` hook (a rate
+//! limit per client and key) runs before any hashing. Revoke, regenerate and permission changes
+//! replace or remove the entry under the index's write lock, which drops its cache with it: no
+//! stale right survives a change.
 
 use super::keys::KeyRecord;
 use super::secret::{digest, key_id_of, RawKey};
@@ -20,7 +24,7 @@ use tokio::sync::Semaphore;
 #[derive(Clone)]
 pub struct StoredHash {
     pub phc: String,
-    /// Unix seconds; `None` for the current value.
+    /// Unix milliseconds; `None` for the current value.
     pub valid_until: Option<i64>,
 }
 
@@ -31,20 +35,21 @@ pub struct KeyEntry {
     hashes: Vec<StoredHash>,
     /// Digests of values that passed Argon2id, with the validity of the hash they matched.
     verified: RwLock<Vec<([u8; 32], Option<i64>)>>,
-    /// One Argon2id check at a time per key: concurrent first requests with the same new value
-    /// wait for the first one and then hit the cache, instead of each paying Argon2id.
-    verifying: tokio::sync::Mutex<()>,
+    /// One Argon2id check at a time per presented value: concurrent first requests with the
+    /// same new value wait for the first one and then hit the cache, instead of each paying
+    /// Argon2id; other values go ahead.
+    verifying: parking_lot::Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KeyEntry {
     pub fn new(record: KeyRecord, hashes: Vec<StoredHash>) -> KeyEntry {
-        let expires_at = record.expires_at().timestamp();
+        let expires_at = record.expires_at().timestamp_millis();
         KeyEntry {
             record,
             expires_at,
             hashes,
             verified: RwLock::new(Vec::new()),
-            verifying: tokio::sync::Mutex::new(()),
+            verifying: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,6 +76,12 @@ pub enum Rejection {
     Mismatch,
     #[error("the API key has expired")]
     Expired,
+    /// Too many values needing Argon2id from this client for this key (429).
+    #[error("too many unverified attempts for this key; retry later")]
+    Throttled(std::time::Duration),
+    /// The Argon2id queue is full (429).
+    #[error("verification is busy; retry later")]
+    Busy,
 }
 
 /// The outcome of the cache-only step.
@@ -81,9 +92,15 @@ pub enum CacheCheck {
     Rejected(Rejection),
 }
 
+/// Argon2id checks that may wait for a core, per core; beyond that a new value answers 429.
+const QUEUE_PER_CORE: usize = 64;
+
 pub struct Verifier {
     index: RwLock<HashMap<String, Arc<KeyEntry>>>,
     argon_permits: Semaphore,
+    /// Checks waiting for or holding a core.
+    argon_queued: AtomicU64,
+    max_queued: u64,
     /// Argon2id verifications run so far: what the cache is there to keep low.
     argon_checks: AtomicU64,
 }
@@ -102,6 +119,8 @@ impl Verifier {
         Verifier {
             index: RwLock::new(HashMap::new()),
             argon_permits: Semaphore::new(cores),
+            argon_queued: AtomicU64::new(0),
+            max_queued: (cores * QUEUE_PER_CORE) as u64,
             argon_checks: AtomicU64::new(0),
         }
     }
@@ -166,7 +185,8 @@ impl Verifier {
             .map(|e| e.record.id.clone())
     }
 
-    /// The cache-only step: no hashing, no allocation beyond the SHA-256.
+    /// The cache-only step: no hashing, no allocation beyond the SHA-256. `now` is in Unix
+    /// milliseconds.
     pub fn check_cached(&self, presented: &str, now: i64) -> CacheCheck {
         let Some(id) = key_id_of(presented) else {
             return CacheCheck::Rejected(Rejection::Malformed);
@@ -184,19 +204,43 @@ impl Verifier {
         }
     }
 
-    /// Full verification: the cache, then at most one Argon2id check per value.
-    pub async fn verify(&self, presented: &str) -> Result<Arc<KeyEntry>, Rejection> {
-        let now = chrono::Utc::now().timestamp();
+    /// Full verification: the cache, then at most one Argon2id check per value. `before_hashing`
+    /// gets the key id and may refuse (a rate limit) before any hashing is spent.
+    pub async fn verify(
+        &self,
+        presented: &str,
+        before_hashing: impl FnOnce(&str) -> Result<(), Rejection>,
+    ) -> Result<Arc<KeyEntry>, Rejection> {
+        let now = chrono::Utc::now().timestamp_millis();
         let entry = match self.check_cached(presented, now) {
             CacheCheck::Hit(e) => return Ok(e),
             CacheCheck::Rejected(r) => return Err(r),
             CacheCheck::Miss(e) => e,
         };
-        let _single_flight = entry.verifying.lock().await;
         let raw = RawKey::from_presented(presented);
-        if entry.cached(&raw.digest(), now) {
+        let d = raw.digest();
+        let flight = entry.verifying.lock().entry(d).or_default().clone();
+        let _single_flight = flight.lock().await;
+        let result = self.verify_uncached(&entry, raw, now, before_hashing).await;
+        let mut flights = entry.verifying.lock();
+        if flights.get(&d).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(&d);
+        }
+        result
+    }
+
+    async fn verify_uncached(
+        &self,
+        entry: &Arc<KeyEntry>,
+        raw: RawKey,
+        now: i64,
+        before_hashing: impl FnOnce(&str) -> Result<(), Rejection>,
+    ) -> Result<Arc<KeyEntry>, Rejection> {
+        let d = raw.digest();
+        if entry.cached(&d, now) {
             return Ok(entry.clone());
         }
+        before_hashing(&entry.record.id)?;
         let candidates: Vec<StoredHash> = entry
             .hashes
             .iter()
@@ -204,12 +248,12 @@ impl Verifier {
             .cloned()
             .collect();
         let matched = {
+            let _queued = Queued::enter(&self.argon_queued, self.max_queued)?;
             let _permit = self
                 .argon_permits
                 .acquire()
                 .await
-                .map_err(|_| Rejection::Mismatch)?;
-            let raw = raw.clone();
+                .map_err(|_| Rejection::Busy)?;
             self.argon_checks.fetch_add(1, Ordering::Relaxed);
             tokio::task::spawn_blocking(move || {
                 candidates
@@ -227,9 +271,8 @@ impl Verifier {
         // Argon2id ran must win.
         let index = self.index.read();
         match index.get(&entry.record.id) {
-            Some(current) if Arc::ptr_eq(current, &entry) => {
+            Some(current) if Arc::ptr_eq(current, entry) => {
                 let mut cache = entry.verified.write();
-                let d = raw.digest();
                 if !cache.iter().any(|(k, _)| *k == d) {
                     cache.push((d, valid_until));
                 }
@@ -237,5 +280,24 @@ impl Verifier {
             }
             _ => Err(Rejection::Unknown),
         }
+    }
+}
+
+/// A place in the Argon2id queue, given back on drop.
+struct Queued<'a>(&'a AtomicU64);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicU64, max: u64) -> Result<Queued<'a>, Rejection> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(Rejection::Busy);
+        }
+        Ok(Queued(count))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 pub mod kube_emulator;
+pub mod process;
 pub mod strapi;
 
-use keyward::cms::auth::Rate;
+use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};

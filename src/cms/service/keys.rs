@@ -215,7 +215,7 @@ impl Service {
             if let Some(current) = entry.hashes().iter().find(|h| h.valid_until.is_none()) {
                 hashes.push(StoredHash {
                     phc: current.phc.clone(),
-                    valid_until: Some(until.timestamp()),
+                    valid_until: Some(until.timestamp_millis()),
                 });
             }
             record.previous_valid_until = Some(until);

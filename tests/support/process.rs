@@ -1,0 +1,58 @@
+//! The `keyward` binary as its own process.
+
+use super::ADMIN;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `keyward cms serve` on `dir` and a free loopback port, logging to `log` (trace level).
+pub fn spawn(dir: &std::path::Path, log: Option<&std::path::Path>) -> Server {
+    spawn_with(dir, log, &[])
+}
+
+/// As [`spawn`], with more `cms serve` flags.
+pub fn spawn_with(dir: &std::path::Path, log: Option<&std::path::Path>, args: &[&str]) -> Server {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::null(),
+    };
+    let mut child = serve_command(dir)
+        .args(args)
+        .env("KEYWARD_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.to_owned();
+        }
+    };
+    Server { child, url }
+}
+
+/// The `keyward cms serve` command line on `dir` (not started).
+pub fn serve_command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    c.args(["cms", "serve", "--data"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--key-rate", "100000"])
+        .env("KEYWARD_CMS_ADMIN_TOKEN", ADMIN);
+    c
+}
