@@ -7,6 +7,7 @@ mod api_management;
 pub mod auth;
 pub mod content;
 pub mod error;
+pub mod hashing;
 pub mod input;
 pub mod keys;
 pub mod limits;

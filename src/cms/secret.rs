@@ -1,13 +1,14 @@
 //! Raw key values: generation, parsing, Argon2id hashing. A raw value lives only in [`RawKey`],
 //! whose Debug output is redacted and whose memory is never logged.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::fmt;
 
 /// Every key value starts with this, so secret scanners can find leaked keys.
@@ -56,27 +57,73 @@ impl RawKey {
     /// Argon2id PHC string of this value (default parameters: m=19 MiB, t=2, p=1).
     pub fn hash(&self) -> String {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(self.0.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            // Hashing with default parameters and a generated salt cannot fail.
-            .unwrap_or_default()
+        let params = Params::default();
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let mut salt_bytes = [0u8; 64];
+        let hashed = salt
+            .decode_b64(&mut salt_bytes)
+            .ok()
+            .and_then(|raw_salt| argon2_into(&self.0, raw_salt, &params, &mut out))
+            .and_then(|()| {
+                Some(PasswordHash {
+                    algorithm: Algorithm::Argon2id.ident(),
+                    version: Some(Version::V0x13.into()),
+                    params: (&params).try_into().ok()?,
+                    salt: Some(salt.as_salt()),
+                    hash: Some(Output::new(&out).ok()?),
+                })
+            });
+        // Default parameters and a generated salt cannot fail.
+        hashed.map(|h| h.to_string()).unwrap_or_default()
     }
 
-    /// Argon2id verification against a stored PHC string (constant time inside argon2).
+    /// Argon2id verification against a stored PHC string, comparing in constant time.
     pub fn verify(&self, phc: &str) -> bool {
-        match PasswordHash::new(phc) {
-            Ok(parsed) => Argon2::default()
-                .verify_password(self.0.as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let (Ok(params), Some(salt), Some(expected)) =
+            (Params::try_from(&parsed), parsed.salt, parsed.hash)
+        else {
+            return false;
+        };
+        if Algorithm::try_from(parsed.algorithm) != Ok(Algorithm::Argon2id) {
+            return false;
         }
+        let mut salt_bytes = [0u8; 64];
+        let mut out = vec![0u8; expected.len()];
+        salt.decode_b64(&mut salt_bytes)
+            .ok()
+            .and_then(|raw_salt| argon2_into(&self.0, raw_salt, &params, &mut out))
+            .and_then(|()| Output::new(&out).ok())
+            // `Output`'s equality is constant-time.
+            .is_some_and(|got| got == expected)
     }
 
     /// SHA-256 of the value: what the verification cache compares after one Argon2id check.
     pub fn digest(&self) -> [u8; 32] {
         digest(&self.0)
     }
+}
+
+thread_local! {
+    /// Argon2id's working memory (19 MiB with the default parameters), kept by each thread that
+    /// hashes (the hashing pool's) instead of being allocated and freed for every check.
+    static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Argon2id (version 0x13) of `password` into `out`, with this thread's reused memory.
+fn argon2_into(password: &str, salt: &[u8], params: &Params, out: &mut [u8]) -> Option<()> {
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    ARGON2_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < params.block_count() {
+            memory.resize(params.block_count(), Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..])
+            .ok()
+    })
 }
 
 pub fn digest(value: &str) -> [u8; 32] {
@@ -135,6 +182,31 @@ mod tests {
         assert!(!phc.contains(k.expose()));
         assert!(k.verify(&phc));
         assert!(!RawKey::generate(&new_key_id()).verify(&phc));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crate_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let k = RawKey::generate(&new_key_id());
+        // Stored by earlier versions (the crate's own hasher), verified here.
+        let theirs = Argon2::default()
+            .hash_password(k.expose().as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(k.verify(&theirs));
+        // Hashed here, verified by the crate.
+        let ours = k.hash();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(k.expose().as_bytes(), &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"other", &parsed)
+            .is_err());
+        assert!(!k.verify(
+            "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+        ));
+        assert!(!k.verify("not a phc string"));
     }
 
     #[test]

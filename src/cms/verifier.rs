@@ -11,6 +11,7 @@
 //! replace or remove the entry under the index's write lock, which drops its cache with it: no
 //! stale right survives a change.
 
+use super::hashing::{Busy, HashPool};
 use super::keys::KeyRecord;
 use super::secret::{digest, key_id_of, RawKey};
 use parking_lot::RwLock;
@@ -18,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 /// A stored Argon2id hash and, for a value replaced with a grace period, when it stops working.
 #[derive(Clone)]
@@ -92,15 +92,10 @@ pub enum CacheCheck {
     Rejected(Rejection),
 }
 
-/// Argon2id checks that may wait for a core, per core; beyond that a new value answers 429.
-const QUEUE_PER_CORE: usize = 64;
-
 pub struct Verifier {
     index: RwLock<HashMap<String, Arc<KeyEntry>>>,
-    argon_permits: Semaphore,
-    /// Checks waiting for or holding a core.
-    argon_queued: AtomicU64,
-    max_queued: u64,
+    /// Where every Argon2id computation runs (checks here, hashes for the service).
+    pool: HashPool,
     /// Argon2id verifications run so far: what the cache is there to keep low.
     argon_checks: AtomicU64,
 }
@@ -113,14 +108,9 @@ impl Default for Verifier {
 
 impl Verifier {
     pub fn new() -> Verifier {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         Verifier {
             index: RwLock::new(HashMap::new()),
-            argon_permits: Semaphore::new(cores),
-            argon_queued: AtomicU64::new(0),
-            max_queued: (cores * QUEUE_PER_CORE) as u64,
+            pool: HashPool::per_core(),
             argon_checks: AtomicU64::new(0),
         }
     }
@@ -138,6 +128,12 @@ impl Verifier {
 
     pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.index.read().get(id).cloned()
+    }
+
+    /// The Argon2id PHC string of a new value, computed on the hashing pool (waits for room).
+    pub fn hash(&self, raw: &RawKey) -> Result<String, Busy> {
+        let raw = raw.clone();
+        self.pool.run_blocking(move || raw.hash())
     }
 
     pub fn argon2_checks(&self) -> u64 {
@@ -247,23 +243,17 @@ impl Verifier {
             .filter(|h| h.valid_until.is_none_or(|u| now < u))
             .cloned()
             .collect();
-        let matched = {
-            let _queued = Queued::enter(&self.argon_queued, self.max_queued)?;
-            let _permit = self
-                .argon_permits
-                .acquire()
-                .await
-                .map_err(|_| Rejection::Busy)?;
-            self.argon_checks.fetch_add(1, Ordering::Relaxed);
-            tokio::task::spawn_blocking(move || {
+        self.argon_checks.fetch_add(1, Ordering::Relaxed);
+        let matched = self
+            .pool
+            .try_run(move || {
                 candidates
                     .into_iter()
                     .find(|h| raw.verify(&h.phc))
                     .map(|h| h.valid_until)
             })
             .await
-            .map_err(|_| Rejection::Mismatch)?
-        };
+            .map_err(|_| Rejection::Busy)?;
         let Some(valid_until) = matched else {
             return Err(Rejection::Mismatch);
         };
@@ -280,24 +270,5 @@ impl Verifier {
             }
             _ => Err(Rejection::Unknown),
         }
-    }
-}
-
-/// A place in the Argon2id queue, given back on drop.
-struct Queued<'a>(&'a AtomicU64);
-
-impl<'a> Queued<'a> {
-    fn enter(count: &'a AtomicU64, max: u64) -> Result<Queued<'a>, Rejection> {
-        if count.fetch_add(1, Ordering::AcqRel) >= max {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return Err(Rejection::Busy);
-        }
-        Ok(Queued(count))
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -20,6 +20,13 @@ impl Service {
         Ok(())
     }
 
+    /// Argon2id of a new value, on the hashing pool.
+    fn hash(&self, raw: &RawKey) -> Result<String, CmsError> {
+        self.verifier
+            .hash(raw)
+            .map_err(|_| CmsError::RateLimited(std::time::Duration::from_secs(1)))
+    }
+
     /// What a key holds now (a personal key: its owner's role as it is now).
     pub fn rights_of(&self, spec: &KeySpec) -> Rights {
         let role = spec.owner.as_deref().and_then(|o| self.member_role(o));
@@ -41,7 +48,7 @@ impl Service {
         let raw = RawKey::generate(&id);
         // Argon2id is slow on purpose: hash before taking the writers' lock.
         let hashes = vec![StoredHash {
-            phc: raw.hash(),
+            phc: self.hash(&raw)?,
             valid_until: None,
         }];
         let mut spec = spec;
@@ -198,7 +205,7 @@ impl Service {
         }
         let now = Utc::now();
         let raw = RawKey::generate(id);
-        let phc = raw.hash();
+        let phc = self.hash(&raw)?;
         let db = self.db.lock();
         let entry = self.entry_for(id, caller)?;
         let mut record = entry.record.clone();
