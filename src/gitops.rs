@@ -432,18 +432,8 @@ pub fn prune_gone(state: &DesiredState, live: &[crate::providers::LiveKey]) -> D
         if k.spec.labels.contains_key(LABEL_POLICY_UID) {
             continue;
         }
-        let Some((namespace, name)) = k
-            .spec
-            .labels
-            .get(LABEL_POLICY)
-            .and_then(|p| p.split_once('/'))
-        else {
+        let Some(id) = owner_from_tags(k) else {
             continue;
-        };
-        let id = PolicyId {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            uid: None,
         };
         if !known.contains(&id.to_string()) {
             out.policies.entry(id).or_insert(PolicySettings {
@@ -453,6 +443,29 @@ pub fn prune_gone(state: &DesiredState, live: &[crate::providers::LiveKey]) -> D
         }
     }
     out
+}
+
+/// The policy a CLI-made key names: its `namespace.policy.key` name read back with the key label
+/// (a namespace has no dots), confirmed by the policy label; keyward 0.1 wrote `namespace/name`.
+fn owner_from_tags(k: &crate::providers::LiveKey) -> Option<PolicyId> {
+    let tag = k.spec.labels.get(LABEL_POLICY)?;
+    let (namespace, name) = match tag.split_once('/') {
+        Some(legacy) => legacy,
+        None => {
+            let key = k.spec.labels.get(crate::plan::desired::LABEL_KEY)?;
+            k.spec
+                .name
+                .strip_suffix(key.as_str())?
+                .strip_suffix('.')?
+                .split_once('.')?
+        }
+    };
+    let id = PolicyId {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: None,
+    };
+    id.owns(&k.spec.labels).then_some(id)
 }
 
 /// Decodes a base64 Secret field (for tests and tools).

@@ -1213,15 +1213,15 @@ async fn verification_costs_one_argon2id_per_value_and_changes_evict_the_cache()
 #[tokio::test]
 async fn keys_can_be_listed_by_label() {
     let cms = Cms::start().await;
-    cms.key(json!({"name": "a", "labels": {"keyward.dev/policy": "shop/web"}}))
+    cms.key(json!({"name": "a", "labels": {"keyward.dev/policy": "shop.web"}}))
         .await;
-    cms.key(json!({"name": "b", "labels": {"keyward.dev/policy": "shop/other"}}))
+    cms.key(json!({"name": "b", "labels": {"keyward.dev/policy": "shop.other"}}))
         .await;
     cms.key(json!({"name": "c"})).await;
     let r = cms
         .admin(
             Method::GET,
-            "/v1/keys?label=keyward.dev%2Fpolicy%3Dshop%2Fweb",
+            "/v1/keys?label=keyward.dev%2Fpolicy%3Dshop.web",
             None,
         )
         .await;

@@ -976,3 +976,38 @@ fn an_admin_token_with_surrounding_whitespace_is_refused_at_start() {
         assert!(!stderr.contains("padded-admin"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn labels_are_bounded_by_kubernetes_rules() {
+    let cms = Cms::start().await;
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+    for (labels, field) in [
+        (Value::Object(many), "labels"),
+        (json!({"bad key": "v"}), "labels"),
+        (json!({"app": "x".repeat(64)}), "labels.app"),
+        (json!({"app": "shop/web"}), "labels.app"),
+        (json!({"app": "line\nbreak"}), "labels.app"),
+    ] {
+        let r = cms
+            .admin(
+                Method::POST,
+                "/v1/keys",
+                Some(json!({"name": "k", "labels": labels})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["field"], field, "{}", r.text);
+    }
+    let (id, _) = cms
+        .key(json!({"name": "k", "labels": {"keyward.dev/policy": "shop.web", "app": ""}}))
+        .await;
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"labels": {"x": "-bad"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+}

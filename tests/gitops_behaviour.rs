@@ -792,7 +792,7 @@ async fn prune_revokes_the_keys_of_policies_no_longer_in_the_files() {
     // A key the operator made (tagged with a policy UID) for a policy these files do not have.
     let (_, operator_key) = cms
         .key(json!({"name": "cluster.app.k", "defaultPermissions": ["GET"], "labels": {
-            "keyward.dev/policy": "cluster/app", "keyward.dev/policy-uid": "0f0f-uid", "keyward.dev/key": "k"}}))
+            "keyward.dev/policy": "cluster.app", "keyward.dev/policy-uid": "0f0f-uid", "keyward.dev/key": "k"}}))
         .await;
     let (web, out) = (web.to_str().unwrap(), out.to_str().unwrap());
     let run = |extra: &[&str]| {

@@ -212,7 +212,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     assert!(editor_token["description"]
         .as_str()
         .unwrap()
-        .ends_with("[keyward policy=blog/site key=editor]"));
+        .ends_with("[keyward policy=blog.site key=editor]"));
     assert_eq!(
         tokens["mobile.devices.web"]["lifespan"],
         json!(null),

@@ -10,7 +10,7 @@ mod value;
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
 pub use settings::{check_origin, Plan};
 pub use spec::{
-    expiry_rules, human, valid_slug, ApiPermission, ExpiryRules, KeyKind, KeySpec, KeyType,
-    SpecError,
+    expiry_rules, human, valid_label_key, valid_label_value, valid_slug, ApiPermission,
+    ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,
 };
 pub use value::{fingerprint, KeyValue};

@@ -151,6 +151,70 @@ pub fn valid_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// Most labels a key may carry.
+pub const MAX_LABELS: usize = 64;
+
+/// A Kubernetes label name segment or value: at most 63 characters, alphanumerics at both ends,
+/// `-`, `_` and `.` between (a value may also be empty).
+fn valid_label_segment(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+/// A Kubernetes label key: `[prefix/]name`, the prefix a DNS subdomain of at most 253 characters.
+pub fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && valid_label_segment(name)
+}
+
+/// A Kubernetes label value.
+pub fn valid_label_value(v: &str) -> bool {
+    valid_label_segment(v)
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if labels.len() > MAX_LABELS {
+        return Err(SpecError::new(
+            "labels",
+            format!("at most {MAX_LABELS} labels, not {}", labels.len()),
+        ));
+    }
+    for (k, v) in labels {
+        if !valid_label_key(k) {
+            return Err(SpecError::new(
+                "labels",
+                "a label key must be [prefix/]name: a DNS subdomain prefix and a name of at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends",
+            ));
+        }
+        if !valid_label_value(v) {
+            return Err(SpecError::new(
+                format!("labels.{k}"),
+                "a label value must be at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl KeySpec {
     /// The rights on `api` before scopes: individual permissions replace the defaults.
     pub fn permissions_for(&self, api: &str) -> &[ContentPermission] {
@@ -208,6 +272,7 @@ impl KeySpec {
                 ));
             }
         }
+        check_labels(&self.labels)?;
         self.check_kind()?;
         self.check_type()?;
         if let Some(at) = self.expires_at {
@@ -371,6 +436,39 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_follow_kubernetes_rules() {
+        for k in ["app", "keyward.dev/policy", "a.b-c/x_y.z", "A1"] {
+            assert!(valid_label_key(k), "{k}");
+        }
+        for k in [
+            "",
+            "-a",
+            "a-",
+            "a b",
+            "/x",
+            "Upper.Case/x",
+            &"a".repeat(64),
+            "a/b/c",
+        ] {
+            assert!(!valid_label_key(k), "{k}");
+        }
+        for v in ["", "shop.web", "A_b-c.1", &"v".repeat(63)] {
+            assert!(valid_label_value(v), "{v}");
+        }
+        for v in ["shop/web", "-x", "x.", "a b", &"v".repeat(64)] {
+            assert!(!valid_label_value(v), "{v}");
+        }
+        let mut spec = KeySpec {
+            name: "k".into(),
+            ..Default::default()
+        };
+        spec.labels = (0..65).map(|i| (format!("l{i}"), "v".into())).collect();
+        assert_eq!(spec.validate(Utc::now()).unwrap_err().path, "labels");
+        spec.labels = BTreeMap::from([("app".to_owned(), "x/y".to_owned())]);
+        assert_eq!(spec.validate(Utc::now()).unwrap_err().path, "labels.app");
+    }
     use ContentPermission::*;
 
     fn spec() -> KeySpec {

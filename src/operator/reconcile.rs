@@ -358,7 +358,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     let observed = async {
         let state = express_state(provider.as_ref(), &state).await?;
         let live = provider
-            .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
+            .list_keys_labeled(LABEL_POLICY, &policy_id(&p).label_value())
             .await?;
         let settings = provider
             .settings(&state.public.keys().cloned().collect())
@@ -422,7 +422,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     events.push(("Applied".into(), d.clone()));
                 }
                 live = provider
-                    .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
+                    .list_keys_labeled(LABEL_POLICY, &policy_id(&p).label_value())
                     .await?;
             }
             Err(e) => {
@@ -882,7 +882,7 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
     let provider = ctx.provider(&conn).map_err(ReconcileError::Cleanup)?;
     let pid = policy_id(&p);
     let owned: Vec<LiveKey> = provider
-        .list_keys_labeled(LABEL_POLICY, &pid.to_string())
+        .list_keys_labeled(LABEL_POLICY, &pid.label_value())
         .await?
         .into_iter()
         .filter(|k| pid.owns(&k.spec.labels))

@@ -3,6 +3,7 @@
 use crate::model::{ContentOp, KeySpec};
 use chrono::Duration;
 use serde::Serialize;
+use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -27,10 +28,27 @@ impl fmt::Display for PolicyId {
 }
 
 impl PolicyId {
+    /// The `keyward.dev/policy` label value: `namespace.name`, a valid Kubernetes label value (a
+    /// namespace is a DNS label without dots, so the first dot ends it). Longer than 63
+    /// characters, it is the first 46 and a hash of the whole.
+    pub fn label_value(&self) -> String {
+        let full = format!("{}.{}", self.namespace, self.name);
+        if full.len() <= 63 {
+            return full;
+        }
+        let digest = sha2::Sha256::digest(full.as_bytes());
+        let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let head = full[..46].trim_end_matches(['.', '-']);
+        format!("{head}-{hash}")
+    }
+
     /// Whether a live key's labels say this policy owns it. A key tagged with another UID
-    /// belongs to another object of the same name (deleted and recreated): not ours.
+    /// belongs to another object of the same name (deleted and recreated): not ours. Keys
+    /// tagged by keyward 0.1 (`namespace/name`) are recognized too.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(LABEL_POLICY) == Some(&self.to_string())
+        labels
+            .get(LABEL_POLICY)
+            .is_some_and(|v| *v == self.label_value() || *v == self.to_string())
             && match (&self.uid, labels.get(LABEL_POLICY_UID)) {
                 (Some(mine), Some(theirs)) => mine == theirs,
                 _ => true,
@@ -119,4 +137,41 @@ pub struct PolicySettings {
     pub observe_only: bool,
     /// Not in the manifests any more (`--prune`): every key it owns is revoked.
     pub gone: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::valid_label_value;
+
+    fn id(namespace: &str, name: &str) -> PolicyId {
+        PolicyId {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: None,
+        }
+    }
+
+    #[test]
+    fn the_policy_label_is_a_valid_label_value_and_tells_policies_apart() {
+        assert_eq!(id("shop", "web.front").label_value(), "shop.web.front");
+        let long = id(&"n".repeat(63), &format!("{}.x", "p".repeat(200)));
+        let v = long.label_value();
+        assert_eq!(v.len(), 63, "{v}");
+        assert!(valid_label_value(&v), "{v}");
+        assert_ne!(
+            v,
+            id(&"n".repeat(63), &format!("{}.y", "p".repeat(200))).label_value()
+        );
+        for p in [id("shop", "web"), long] {
+            assert!(valid_label_value(&p.label_value()));
+            let mut labels = BTreeMap::from([(LABEL_POLICY.to_owned(), p.label_value())]);
+            assert!(p.owns(&labels));
+            // Keys tagged by keyward 0.1.
+            labels.insert(LABEL_POLICY.into(), p.to_string());
+            assert!(p.owns(&labels));
+            labels.insert(LABEL_POLICY.into(), "shop.other".into());
+            assert!(!p.owns(&labels));
+        }
+    }
 }

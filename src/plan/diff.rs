@@ -213,7 +213,7 @@ pub fn diff(
     let policies_by_label: BTreeMap<String, &PolicyId> = desired
         .policies
         .keys()
-        .map(|p| (p.to_string(), p))
+        .flat_map(|p| [(p.label_value(), p), (p.to_string(), p)])
         .collect();
     let owner_of = |k: &LiveKey| -> Option<&PolicyId> {
         let p = policies_by_label.get(k.spec.labels.get(LABEL_POLICY)?)?;
@@ -652,7 +652,7 @@ mod tests {
             ..pid
         }
         .owns(&other_uid.spec.labels));
-        assert_eq!(other_uid.spec.labels[LABEL_POLICY], "ns/p");
+        assert_eq!(other_uid.spec.labels[LABEL_POLICY], "ns.p");
     }
 
     #[test]

@@ -133,6 +133,16 @@ pub fn policy_keys(
         object: format!("ApiKeyPolicy {id}"),
         out: Vec::new(),
     };
+    // A DNS label, as in a cluster: no dots, so `namespace.policy.key` names stay unambiguous.
+    if !valid_dns(&id.namespace, 63) || id.namespace.contains('.') {
+        cx.error(
+            "metadata.namespace",
+            format!(
+                "'{}' is not a valid namespace (lowercase DNS label: letters, digits and '-', at most 63)",
+                id.namespace
+            ),
+        );
+    }
     if !valid_dns(&id.name, 63) {
         cx.error(
             "metadata.name",
@@ -264,7 +274,7 @@ pub fn policy_keys(
         }
         let cms_name = cms_key_name(&id, &k.name);
         let mut labels = BTreeMap::from([
-            (LABEL_POLICY.to_owned(), id.to_string()),
+            (LABEL_POLICY.to_owned(), id.label_value()),
             (LABEL_KEY.to_owned(), k.name.clone()),
         ]);
         if let Some(uid) = &id.uid {
@@ -850,7 +860,7 @@ spec:
         let r = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap();
         let k = &r.desired[&ConnectionId::Default].keys[0];
         assert_eq!(k.spec.name, "shop.p.k");
-        assert_eq!(k.spec.labels[LABEL_POLICY], "shop/p");
+        assert_eq!(k.spec.labels[LABEL_POLICY], "shop.p");
         assert_eq!(
             k.spec.default_permissions,
             vec![
@@ -870,5 +880,24 @@ spec:
             default_renew_before(Duration::hours(12)),
             Duration::hours(6)
         );
+    }
+
+    #[test]
+    fn a_namespace_is_a_dns_label() {
+        for ns in ["a.b", "Shop", "-x", ""] {
+            let yaml = format!(
+                "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: '{ns}'}}\nspec:\n  keys:\n{}",
+                key("")
+            );
+            let set = load_str("p.yaml", &yaml).expect("loads");
+            let errs = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap_err();
+            assert!(
+                errs.iter().any(|d| d.severity == Severity::Error
+                    && d.path == "metadata.namespace"
+                    && d.message.contains("DNS label")),
+                "{ns:?}: {errs:#?}"
+            );
+        }
+        assert_eq!(errors(&policy(&key(""))), Vec::<String>::new());
     }
 }
