@@ -706,6 +706,27 @@ async fn half_sent(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
     s
 }
 
+/// `n` half-sent requests held open.
+async fn slow_clients(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut slow = Vec::with_capacity(n);
+    for _ in 0..n {
+        slow.push(half_sent(addr).await);
+    }
+    slow
+}
+
+/// `GET /healthz` on a new connection: its status and how long the answer took.
+async fn healthz(cms: &Cms) -> (StatusCode, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let r = cms
+        .http
+        .get(format!("{}/healthz", cms.url))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), started.elapsed())
+}
+
 /// Waits until the server closes `s` (EOF or reset), at most `within`.
 async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
     use tokio::io::AsyncReadExt;
@@ -728,19 +749,10 @@ async fn slow_clients_are_cut_off_and_never_starve_a_real_request() {
     })
     .await;
     let addr = addr_of(&cms);
-    let mut slow = Vec::new();
-    for _ in 0..500 {
-        slow.push(half_sent(addr).await);
-    }
-    let started = std::time::Instant::now();
-    let r = cms
-        .http
-        .get(format!("{}/healthz", cms.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let mut slow = slow_clients(addr, 500).await;
+    let (status, took) = healthz(&cms).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
     // Each half-sent head is cut off once the header timeout has passed.
     for s in &mut slow {
         assert!(closed_within(s, std::time::Duration::from_secs(10)).await);
@@ -775,25 +787,14 @@ async fn connections_over_the_cap_wait_instead_of_failing() {
         c.conn.header_timeout = std::time::Duration::from_secs(1);
     })
     .await;
-    let addr = addr_of(&cms);
-    let mut slow = Vec::new();
-    for _ in 0..20 {
-        slow.push(half_sent(addr).await);
-    }
+    let slow = slow_clients(addr_of(&cms), 20).await;
     // The 21st connection is not served until a slot frees up: when the header timeout cuts the
     // slow ones off. Then it is answered, not refused.
-    let started = std::time::Instant::now();
-    let r = cms
-        .http
-        .get(format!("{}/healthz", cms.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (status, took) = healthz(&cms).await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
-        started.elapsed() >= std::time::Duration::from_millis(500),
-        "served before a slot was free: {:?}",
-        started.elapsed()
+        took >= std::time::Duration::from_millis(500),
+        "served before a slot was free: {took:?}"
     );
     drop(slow);
 }
@@ -1010,4 +1011,31 @@ async fn labels_are_bounded_by_kubernetes_rules() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_key_can_ask_what_it_may_do() {
+    let cms = Cms::start().await;
+    cms.api("contact").await;
+    let (id, key) = cms
+        .key(
+            json!({"name": "site", "defaultPermissions": ["GET"], "scopes": ["export:write"],
+            "apiPermissions": [{"api": "contact", "permissions": ["POST"]}],
+            "environments": ["staging"]}),
+        )
+        .await;
+    let r = cms.req(Method::GET, "/v1/self", Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(
+        r.body["rights"],
+        json!({"everyOtherApi": ["GET"], "apis": {"contact": ["POST"]}, "scopes": ["export:write"],
+               "managementPermissions": [], "environments": ["staging"]})
+    );
+    assert!(!r.text.contains(&key));
+    let r = cms.admin(Method::GET, "/v1/self", None).await;
+    assert_eq!(r.body["admin"], true);
+    assert_eq!(r.body["rights"]["environments"], Value::Null);
+    let r = cms.req(Method::GET, "/v1/self", None, None).await;
+    assert_json_error(&r, StatusCode::UNAUTHORIZED);
 }

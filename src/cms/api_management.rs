@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/v1/cache/purge", post(purge_cache))
         .route("/v1/webhooks/replay", post(replay_webhooks))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/self", get(whoami))
 }
 
 /// Authenticates, checks the management permission, and returns what the caller holds.
@@ -365,6 +366,23 @@ async fn replay_webhooks(
     service_gate(&ctx, &client, ServiceOp::WebhooksReplay, &q).await?;
     tracing::info!("webhook replay requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response())
+}
+
+/// What the presented key (or the admin token) can do: any valid credential may ask this of
+/// itself. `environments: null` means every environment.
+async fn whoami(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
+    let rights = ctx.auth.rights(&ctx.svc, &p)?;
+    let mut v = match &p {
+        super::auth::Principal::Key(entry) => {
+            let r = &entry.record;
+            json!({"id": r.id, "name": r.spec.name, "kind": r.spec.kind.as_str(),
+                   "type": r.spec.key_type.as_str(), "expiresAt": r.expires_at().to_rfc3339()})
+        }
+        _ => json!({"admin": true}),
+    };
+    v["rights"] = rights.to_json();
+    Ok(Json(v))
 }
 
 async fn openapi(State(ctx): State<Arc<Ctx>>) -> Json<Value> {

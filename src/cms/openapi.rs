@@ -24,6 +24,10 @@ fn op(summary: &str, public: bool, ok: &str) -> Value {
 pub fn document(svc: &Service) -> Value {
     let mut paths = Map::new();
     let mgmt = |summary: &str, ok: &str| op(summary, false, ok);
+    paths.insert(
+        "/v1/self".into(),
+        json!({"get": mgmt("What the presented key can do", "200")}),
+    );
     paths.insert("/v1/keys".into(), json!({"get": mgmt("List keys", "200"), "post": mgmt("Create a key (the value is shown once)", "201")}));
     paths.insert("/v1/keys/{id}".into(), json!({"get": mgmt("Get a key", "200"), "patch": mgmt("Change a key", "200"), "delete": mgmt("Revoke a key", "204")}));
     paths.insert(

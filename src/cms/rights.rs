@@ -203,6 +203,35 @@ fn missing_perm(mine: PermSet, theirs: PermSet) -> Option<&'static str> {
     (theirs.has_status() && !mine.has_status()).then_some("content:status")
 }
 
+impl Rights {
+    /// The rights as JSON, for `GET /v1/self`: what a key can do, spelled out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let perms = |p: PermSet| -> Vec<&'static str> {
+            let mut v: Vec<&'static str> = ContentPermission::ALL
+                .into_iter()
+                .filter(|c| p.contains(*c))
+                .map(ContentPermission::as_str)
+                .collect();
+            if p.has_status() {
+                v.push("content:status");
+            }
+            v
+        };
+        let apis: serde_json::Map<String, serde_json::Value> = self
+            .per_api
+            .iter()
+            .map(|(api, p)| (api.clone(), serde_json::json!(perms(*p))))
+            .collect();
+        serde_json::json!({
+            "everyOtherApi": perms(self.default),
+            "apis": apis,
+            "scopes": self.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "managementPermissions": self.management.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            "environments": self.environments.as_ref().map(|e| e.iter().cloned().collect::<Vec<_>>()),
+        })
+    }
+}
+
 /// A right the caller would need and does not hold.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
