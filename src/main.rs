@@ -144,6 +144,12 @@ struct ServeArgs {
     /// Keep-alive connections with no request close after this long (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = std_duration)]
     idle_timeout: std::time::Duration,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. SIGHUP reloads both.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Most connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
@@ -232,6 +238,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
         },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(cms::server::TlsFiles { cert, key }),
+            _ => None,
+        },
         ..CmsConfig::new(args.data)
     };
     let running = cms::start(cfg).await?;
@@ -240,14 +250,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => println!("admin token: from KEYWARD_CMS_ADMIN_TOKEN"),
     }
     println!("listening on {}", running.url());
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    let tls = running.tls();
+    let reloads = async move {
+        while hangups.recv().await.is_some() {
+            match tls.as_ref().map(|t| t.reload()) {
+                Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: reload failed; the old certificate stays")
+                }
+                None => tracing::info!("SIGHUP: no TLS to reload"),
+            }
+        }
+    };
     tokio::select! {
-        r = running_wait(running) => r,
+        r = running.wait() => r.context("server failed"),
+        _ = reloads => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
-}
-
-async fn running_wait(running: cms::RunningCms) -> Result<()> {
-    running.wait().await.context("server failed")
 }
 
 async fn demo(data: PathBuf) -> Result<()> {

@@ -96,6 +96,8 @@ pub struct CmsConfig {
     pub conn: server::ConnLimits,
     /// How long to wait for another process's lock on the data directory (zero: refuse at once).
     pub lock_wait: std::time::Duration,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS.
+    pub tls: Option<server::TlsFiles>,
 }
 
 /// The default `--verify-rate`: a client gets this many values per second checked with Argon2id
@@ -131,6 +133,7 @@ impl CmsConfig {
             max_body: DEFAULT_MAX_BODY,
             conn: server::ConnLimits::default(),
             lock_wait: std::time::Duration::ZERO,
+            tls: None,
         }
     }
 }
@@ -141,6 +144,8 @@ pub enum StartError {
     Locked(#[from] crate::dirlock::LockError),
     #[error("KEYWARD_CMS_ADMIN_TOKEN {0}")]
     AdminToken(&'static str),
+    #[error(transparent)]
+    Tls(#[from] server::TlsError),
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -165,13 +170,20 @@ pub struct RunningCms {
     ctx: Arc<Ctx>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    tls: Option<Arc<server::Tls>>,
     /// Held while serving: one writer per data directory.
     _lock: crate::dirlock::DirLock,
 }
 
 impl RunningCms {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The TLS settings, to reload them (SIGHUP) while serving; `None` for plain HTTP.
+    pub fn tls(&self) -> Option<Arc<server::Tls>> {
+        self.tls.clone()
     }
 
     /// Write requests this instance has served (for "zero writes" checks and benchmarks).
@@ -299,6 +311,12 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
                 source: std::io::Error::other(e),
             })??
     };
+    let tls = cfg
+        .tls
+        .clone()
+        .map(server::Tls::load)
+        .transpose()?
+        .map(Arc::new);
     let (admin_token, admin_token_path) = resolve_admin_token(&cfg)?;
     let dir: &Path = &cfg.data_dir;
     let svc = Arc::new(Service::open(dir, cfg.plan)?);
@@ -329,7 +347,13 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(ctx.clone(), cfg.max_body);
-    let task = tokio::spawn(server::serve(listener, app, cfg.conn, rx.clone()));
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        cfg.conn,
+        tls.clone(),
+        rx.clone(),
+    ));
     tokio::spawn(forget_idle_clients(ctx.clone(), rx));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan = ?cfg.plan.map(Plan::as_str), "reference CMS listening");
     Ok(RunningCms {
@@ -340,6 +364,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         service: svc,
         shutdown: tx,
         task,
+        tls,
         _lock: lock,
     })
 }

@@ -9,13 +9,18 @@
 //! - hyper answers an over-long URI (414), too large a head (431) or a malformed request (400)
 //!   itself, with an empty body. [`Guarded`] rewrites those answers on the wire into the JSON
 //!   error bodies every other answer has.
+//! - With [`Tls`], every connection is HTTPS (HTTP/2 or HTTP/1.1 by ALPN); the TLS handshake
+//!   gets the header timeout too, and the certificate can be reloaded without a restart.
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,6 +52,76 @@ impl Default for ConnLimits {
     }
 }
 
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+/// The server's TLS settings, replaceable while serving (`reload`, on SIGHUP).
+pub struct Tls {
+    files: TlsFiles,
+    acceptor: parking_lot::RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl Tls {
+    pub fn load(files: TlsFiles) -> Result<Tls, TlsError> {
+        let acceptor = acceptor(&files)?;
+        Ok(Tls {
+            files,
+            acceptor: parking_lot::RwLock::new(acceptor),
+        })
+    }
+
+    /// Reads the certificate and key again; on an error the current ones stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = acceptor(&self.files)?;
+        *self.acceptor.write() = fresh;
+        Ok(())
+    }
+
+    fn current(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.read().clone()
+    }
+}
+
+fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            TlsError(format!(
+                "cannot read the certificate {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{} holds no certificate",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        TlsError(format!(
+            "cannot read the private key {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError(format!("the certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// The largest request head hyper reads (beyond it: 431).
 const MAX_HEAD_BYTES: usize = 128 * 1024;
 
@@ -55,6 +130,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Arc<Tls>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -77,8 +153,22 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (app, shutdown) = (app.clone(), shutdown.clone());
+        let tls = tls.as_ref().map(|t| t.current());
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, limits, shutdown).await;
+            match tls {
+                None => serve_connection(stream, peer, app, limits, shutdown).await,
+                // The handshake is part of the head: it gets the same time.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, peer, app, limits, shutdown).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

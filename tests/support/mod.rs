@@ -4,6 +4,7 @@
 pub mod kube_emulator;
 pub mod process;
 pub mod strapi;
+pub mod tls;
 
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
