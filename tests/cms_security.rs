@@ -660,11 +660,18 @@ async fn out_of_range_numbers_are_refused_never_a_panic() {
         );
         assert_eq!(r.body["field"], "expiresAt", "{}", r.text);
     }
-    for q in ["limit=-1", "offset=99999999999999999999999", "limit=abc"] {
+    for (q, field) in [
+        ("limit=-1", "limit"),
+        ("limit=101", "limit"),
+        ("offset=99999999999999999999999", "offset"),
+        ("limit=abc", "limit"),
+        ("drafts=yes", "drafts"),
+    ] {
         let r = cms
             .admin(Method::GET, &format!("/api/blog?{q}"), None)
             .await;
-        assert_json_error(&r, StatusCode::BAD_REQUEST);
+        assert_json_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["field"], field, "{q}: {}", r.text);
     }
     // Grace keeps millisecond precision: 0.25 s is 250 ms, not 0 or 1 s.
     let r = cms

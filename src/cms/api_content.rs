@@ -7,7 +7,7 @@ use super::error::CmsError;
 use super::input::fields;
 use super::service::{ListQuery, WriteAs};
 use super::{blocking, Ctx, PRODUCTION};
-use crate::model::{ContentOp, ContentPermission, PermSet};
+use crate::model::{ContentOp, ContentPermission, PermSet, SpecError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -59,12 +59,39 @@ async fn gate(ctx: &Ctx, client: &Client, t: &Target, op: ContentOp) -> Result<P
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListParams {
-    drafts: Option<bool>,
-    closed: Option<bool>,
+    drafts: Option<String>,
+    closed: Option<String>,
     filters: Option<String>,
     q: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// A query number in `0..=max` (default `default`); anything else is a 422 naming the field.
+fn query_number(
+    field: &str,
+    raw: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, CmsError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.parse::<usize>()
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or_else(|| {
+            SpecError::new(field, format!("must be a whole number from 0 to {max}")).into()
+        })
+}
+
+/// A query flag: `true` or `false` (absent: false).
+fn query_flag(field: &str, raw: Option<&str>) -> Result<bool, CmsError> {
+    match raw {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(SpecError::new(field, "must be true or false").into()),
+    }
 }
 
 async fn list(
@@ -75,8 +102,8 @@ async fn list(
 ) -> Result<Json<Value>, CmsError> {
     let t = Target::from(p);
     let rights = gate(&ctx, &client, &t, ContentOp::List).await?;
-    let include_drafts = params.drafts.unwrap_or(false);
-    let include_closed = params.closed.unwrap_or(false);
+    let include_drafts = query_flag("drafts", params.drafts.as_deref())?;
+    let include_closed = query_flag("closed", params.closed.as_deref())?;
     for (asked, perm) in [
         (include_drafts, ContentPermission::GetAllDrafts),
         (include_closed, ContentPermission::GetAllClosed),
@@ -97,17 +124,15 @@ async fn list(
         Some(f) => Filter::parse(f).map_err(CmsError::BadRequest)?,
         None => Filter::default(),
     };
-    let limit = params.limit.unwrap_or(10);
-    if limit > 100 {
-        return Err(CmsError::BadRequest("limit must be at most 100".into()));
-    }
+    let limit = query_number("limit", params.limit.as_deref(), 10, 100)?;
+    let offset = query_number("offset", params.offset.as_deref(), 0, 1_000_000_000)?;
     let q = ListQuery {
         include_drafts,
         include_closed,
         filter,
         q: params.q,
         limit,
-        offset: params.offset.unwrap_or(0),
+        offset,
     };
     Ok(Json(ctx.svc.list(&t.env, &t.api, &q)?))
 }
