@@ -405,7 +405,7 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::desired::{PolicySettings, LABEL_POLICY};
+    use crate::plan::desired::{PolicySettings, LABEL_POLICY_UID};
     use crate::policy::load::load_str;
     use crate::policy::validate::resolve;
     use crate::policy::ProviderKind;
@@ -413,12 +413,26 @@ mod tests {
 
     const ENDPOINT: &str = "http://cms";
 
+    /// A fixed "now", so versions and hashes in the fixtures are known values.
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// `secret_spec_hash` of the fixture's Secret (`ns/s`, field `apiKey`, nothing else) for key
+    /// `id1` created at `now()`, on `ENDPOINT`: a known value, computed outside keyward as
+    /// `sha256('{"e":"http://cms","id":"id1","t":{"annotations":{},"extraFields":{},
+    /// "keyField":"apiKey","labels":{},"name":"s","namespace":"ns"},"v":"2030-01-01T00:00:00.000000Z"}')`
+    /// (no spaces), first 12 bytes in hex.
+    const FIXTURE_SPEC_HASH: &str = "aeb126c91901f9fd5d9daa3a";
+
     fn desired(extra: &str) -> DesiredState {
         let yaml = format!(
             "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n      secret: {{name: s}}\n"
         );
         let set = load_str("p.yaml", &yaml).unwrap();
-        resolve(&set, Utc::now(), None, ProviderKind::Keyward)
+        resolve(&set, now(), None, ProviderKind::Keyward)
             .unwrap()
             .desired
             .into_values()
@@ -437,14 +451,19 @@ mod tests {
         }
     }
 
-    fn secrets_for(d: &DesiredState, live: &LiveKey) -> ObservedSecrets {
-        let t = &d.keys[0].secret;
+    /// The Secret of `live_of(d, now())` as keyward wrote it.
+    fn secrets_for(live: &LiveKey) -> ObservedSecrets {
+        assert_eq!(
+            (live.id.as_str(), live.version().as_str()),
+            ("id1", "2030-01-01T00:00:00.000000Z"),
+            "FIXTURE_SPEC_HASH is for this key"
+        );
         ObservedSecrets::from([(
             ("ns".into(), "s".into()),
             ObservedSecret {
-                key_id: Some(live.id.clone()),
-                key_version: Some(live.version()),
-                spec_hash: Some(secret_spec_hash(t, &live.id, &live.version(), ENDPOINT)),
+                key_id: Some("id1".into()),
+                key_version: Some("2030-01-01T00:00:00.000000Z".into()),
+                spec_hash: Some(FIXTURE_SPEC_HASH.into()),
                 has_value: true,
                 content_intact: true,
                 fingerprint: None,
@@ -460,7 +479,7 @@ mod tests {
             &LiveSettings::default(),
             secrets,
             ENDPOINT,
-            Utc::now(),
+            now(),
         ))
     }
 
@@ -482,14 +501,14 @@ mod tests {
 
     #[test]
     fn in_sync_means_no_actions() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let live = live_of(&d, now);
         let p = diff(
             &d,
             std::slice::from_ref(&live),
             &LiveSettings::default(),
-            &secrets_for(&d, &live),
+            &secrets_for(&live),
             ENDPOINT,
             now,
         );
@@ -499,7 +518,7 @@ mod tests {
 
     #[test]
     fn missing_key_is_created_and_drift_is_updated() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         assert_eq!(
             kinds(&diff(
@@ -520,7 +539,7 @@ mod tests {
             &d,
             std::slice::from_ref(&live),
             &LiveSettings::default(),
-            &secrets_for(&d, &live),
+            &secrets_for(&live),
             ENDPOINT,
             now,
         );
@@ -536,11 +555,11 @@ mod tests {
 
     #[test]
     fn rotation_lost_and_stale_values() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let mut live = live_of(&d, now);
         live.spec.expires_at = Some(now + Duration::days(6));
-        let s = secrets_for(&d, &live);
+        let s = secrets_for(&live);
         assert_eq!(
             kinds_for(&d, &live, &s),
             ["rotate"],
@@ -552,12 +571,12 @@ mod tests {
             ["rotate"],
             "lost Secret"
         );
-        let mut stale = secrets_for(&d, &live);
+        let mut stale = secrets_for(&live);
         stale
             .values_mut()
             .for_each(|o| o.key_version = Some("older".into()));
         assert_eq!(kinds_for(&d, &live, &stale), ["rotate"], "stale value");
-        let mut meta = secrets_for(&d, &live);
+        let mut meta = secrets_for(&live);
         meta.values_mut()
             .for_each(|o| o.spec_hash = Some("x".into()));
         assert_eq!(
@@ -575,7 +594,7 @@ mod tests {
 
     #[test]
     fn removed_keys_are_revoked_foreign_keys_ignored_names_not_adopted() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let live = live_of(&d, now);
         let mut gone = live.clone();
@@ -586,7 +605,7 @@ mod tests {
         foreign.id = "id3".into();
         foreign.spec.name = "hand-made".into();
         foreign.spec.labels.clear();
-        let s = secrets_for(&d, &live);
+        let s = secrets_for(&live);
         let p = diff(
             &d,
             &[live.clone(), gone.clone(), foreign.clone()],
@@ -634,10 +653,10 @@ mod tests {
         );
         // Another object with the same name (a different UID) does not own the key either.
         let mut other_uid = live;
-        other_uid.spec.labels.insert(
-            crate::plan::desired::LABEL_POLICY_UID.into(),
-            "other".into(),
-        );
+        other_uid
+            .spec
+            .labels
+            .insert(LABEL_POLICY_UID.into(), "other".into());
         let pid = d.policies.keys().next().unwrap().clone();
         assert!(
             PolicyId {
@@ -647,17 +666,92 @@ mod tests {
             .owns(&other_uid.spec.labels),
             "no UID of our own: the label decides"
         );
-        assert!(!PolicyId {
-            uid: Some("mine".into()),
-            ..pid
+        let mine = with_uid(&d, "mine");
+        let p = diff(
+            &mine,
+            std::slice::from_ref(&other_uid),
+            &LiveSettings::default(),
+            &s,
+            ENDPOINT,
+            now,
+        );
+        assert!(kinds(&p).is_empty(), "never revoked or changed: {p:?}");
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(
+            p.problems[0].contains("named 'ns.p.k' (id id1) that keyward does not own"),
+            "{:?}",
+            p.problems
+        );
+        // The same key tagged with our UID is ours and in sync.
+        let mut ours = other_uid;
+        ours.spec
+            .labels
+            .insert(LABEL_POLICY_UID.into(), "mine".into());
+        let p = diff(&mine, &[ours], &LiveSettings::default(), &s, ENDPOINT, now);
+        assert!(kinds(&p).is_empty() && p.problems.is_empty(), "{p:?}");
+    }
+
+    /// `d` as the operator resolves it: the policy has a UID and its keys carry it.
+    fn with_uid(d: &DesiredState, uid: &str) -> DesiredState {
+        let mut out = d.clone();
+        out.policies = d
+            .policies
+            .iter()
+            .map(|(p, s)| {
+                (
+                    PolicyId {
+                        uid: Some(uid.into()),
+                        ..p.clone()
+                    },
+                    *s,
+                )
+            })
+            .collect();
+        for k in &mut out.keys {
+            k.policy.uid = Some(uid.into());
+            k.spec.labels.insert(LABEL_POLICY_UID.into(), uid.into());
         }
-        .owns(&other_uid.spec.labels));
-        assert_eq!(other_uid.spec.labels[LABEL_POLICY], "ns/p");
+        out
+    }
+
+    #[test]
+    fn secret_spec_hash_is_a_known_value_and_covers_every_input() {
+        let d = desired("");
+        let t = &d.keys[0].secret;
+        let v = "2030-01-01T00:00:00.000000Z";
+        let h = secret_spec_hash(t, "id1", v, ENDPOINT);
+        assert_eq!(h, FIXTURE_SPEC_HASH);
+        let changed = |f: fn(&mut SecretTarget)| {
+            let mut t = t.clone();
+            f(&mut t);
+            secret_spec_hash(&t, "id1", v, ENDPOINT)
+        };
+        let others = [
+            secret_spec_hash(t, "id2", v, ENDPOINT),
+            secret_spec_hash(t, "id1", "2030-01-01T00:00:01.000000Z", ENDPOINT),
+            secret_spec_hash(t, "id1", v, "http://other"),
+            changed(|t| t.key_field = "KEY".into()),
+            changed(|t| t.namespace = "other".into()),
+            changed(|t| t.name = "other".into()),
+            changed(|t| {
+                t.extra_fields.insert("URL".into(), "{{ endpoint }}".into());
+            }),
+            changed(|t| {
+                t.labels.insert("app".into(), "web".into());
+            }),
+            changed(|t| {
+                t.annotations.insert("note".into(), "x".into());
+            }),
+        ];
+        for o in &others {
+            assert_ne!(o, &h);
+            assert_eq!(o.len(), 24);
+        }
     }
 
     #[test]
     fn settings_changes_and_order() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n");
         let settings = LiveSettings {
             cors: BTreeSet::new(),
