@@ -650,6 +650,7 @@ stringData: {{token: {ADMIN}}}
     let opts = |mode| keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
+        clock: keyward::engine::Clock::system(),
         paths: vec![m.clone()],
         secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),

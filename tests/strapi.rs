@@ -32,6 +32,7 @@ async fn run(
         env_token: Some(s.credential()),
         env_provider: ProviderKind::Strapi,
         prune: false,
+        clock: keyward::engine::Clock::system(),
     };
     keyward::gitops::run(&opts).await
 }

@@ -5,7 +5,10 @@
 //! revoked (the next run creates it again); a regenerated key keeps its old value valid for the
 //! overlap and the next run regenerates it again. The error says what was done and what was not.
 
+pub mod clock;
 pub mod secrets_dir;
+
+pub use clock::Clock;
 
 use crate::model::KeyValue;
 use crate::plan::desired::{DesiredKey, PolicyId, SecretTarget};
@@ -215,6 +218,8 @@ pub struct Engine<'a> {
     pub sink: &'a dyn SecretSink,
     /// The CMS URL workloads should use (`{{ endpoint }}` in Secret templates).
     pub endpoint: String,
+    /// "Now" for new expiries (the plan's clock).
+    pub clock: Clock,
 }
 
 fn describe(a: &Action) -> String {
@@ -283,7 +288,7 @@ impl Engine<'_> {
     }
 
     async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         match action {
             Action::Create { key } => {
                 let mut spec = key.spec.clone();

@@ -309,7 +309,7 @@ fn desired_state(
 }
 
 async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
-    let now = Utc::now();
+    let now = ctx.config.clock.now();
     let (_, mut keys, diags) = policy_keys(&p, None, now);
     let old = p.status.clone().unwrap_or_default();
     let errors: Vec<String> = diags
@@ -415,6 +415,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             provider: provider.as_ref(),
             sink: &sink,
             endpoint: conn.endpoint.clone(),
+            clock: ctx.config.clock.clone(),
         };
         match engine.apply(&plan).await {
             Ok(report) => {
@@ -607,7 +608,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     ctx.forget_failures(&p);
     let mut wait = ctx.config.drift_interval;
     if let Some(due) = next_due {
-        let until = (due - Utc::now())
+        let until = (due - ctx.config.clock.now())
             .to_std()
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1));

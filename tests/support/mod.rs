@@ -147,6 +147,7 @@ pub async fn gitops_at(
     let opts = keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
+        clock: keyward::engine::Clock::system(),
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_dir: secrets.to_path_buf(),
         data_dir: secrets.join("unused-embedded"),
