@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kube_emulator;
+pub mod sinks;
 pub mod strapi;
 
 use keyward::cms::auth::Rate;
