@@ -51,10 +51,16 @@ impl SecretsDir {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not taken as missing: that would regenerate a value that may be in use, and the
+            // new one could not be written there either.
             Err(e) => {
-                // Unreadable is as good as missing: the value in it cannot be used.
-                tracing::warn!(path = %path.display(), error = %e, "cannot read a Secret manifest");
-                return Ok(None);
+                return Err(Self::err(
+                    target,
+                    format!(
+                        "cannot read {}: {e}; fix or remove the file",
+                        path.display()
+                    ),
+                ))
             }
         };
         // A file that is not a Secret we can read is treated as missing: its value is unusable.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kube_emulator;
+pub mod proxy;
 pub mod sinks;
 pub mod strapi;
 
@@ -145,7 +146,17 @@ pub async fn gitops_at(
     secrets: &Path,
     mode: keyward::gitops::Mode,
 ) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
-    let opts = keyward::gitops::Options {
+    keyward::gitops::run(&options(url, paths, secrets, mode)).await
+}
+
+/// The CLI's options for a reference CMS at `url` with the admin token (system clock, no prune).
+pub fn options(
+    url: &str,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> keyward::gitops::Options {
+    keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
         clock: keyward::engine::Clock::system(),
@@ -155,8 +166,56 @@ pub async fn gitops_at(
         mode,
         env_url: Some(url.to_owned()),
         env_token: Some(ADMIN.to_owned()),
+    }
+}
+
+/// The planned actions of every connection, as `-o json` gives them.
+pub fn actions(o: &keyward::gitops::Outcome) -> Vec<Value> {
+    o.json()["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["actions"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// `(action, subject)` per planned action: the subject is `namespace/policy/key` for a key of a
+/// policy, the key's CMS name for a revoke, the API for public endpoints, "" for CORS.
+pub fn planned(o: &keyward::gitops::Outcome) -> Vec<(String, String)> {
+    actions(o).iter().map(kind_and_subject).collect()
+}
+
+pub fn kind_and_subject(a: &Value) -> (String, String) {
+    let kind = a["action"].as_str().unwrap().to_owned();
+    let subject = if a["key"].is_object() {
+        let k = &a["key"];
+        format!(
+            "{}/{}/{}",
+            k["policy"]["namespace"].as_str().unwrap(),
+            k["policy"]["name"].as_str().unwrap(),
+            k["key"].as_str().unwrap()
+        )
+    } else if let Some(name) = a["name"].as_str() {
+        name.to_owned()
+    } else {
+        a["api"].as_str().unwrap_or("").to_owned()
     };
-    keyward::gitops::run(&opts).await
+    (kind, subject)
+}
+
+/// `(action, subject)` pairs, for comparing with `planned`.
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// What the apply reports as done, over every connection.
+pub fn done(o: &keyward::gitops::Outcome) -> Vec<String> {
+    o.runs
+        .iter()
+        .flat_map(|r| r.applied.iter().flat_map(|a| a.done.clone()))
+        .collect()
 }
 
 /// The value in a Secret manifest written by `apply`.
