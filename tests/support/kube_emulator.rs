@@ -73,6 +73,8 @@ pub struct Emulator {
     tx: broadcast::Sender<Arc<Change>>,
     pub counters: Arc<Counters>,
     bookmark_every: Duration,
+    /// Injected failures: per resource plural, the status and how many more writes get it.
+    faults: Arc<Mutex<HashMap<String, (u16, usize)>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -367,7 +369,34 @@ impl Emulator {
             tx,
             counters: Arc::new(Counters::default()),
             bookmark_every: Duration::from_millis(500),
+            faults: Arc::default(),
         }
+    }
+
+    /// The next `times` writes (any method but GET) to resources named `plural` get `status`
+    /// (`usize::MAX`: every write, until `heal`).
+    pub fn fail_writes(&self, plural: &str, status: u16, times: usize) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(plural.to_owned(), (status, times));
+    }
+
+    /// Ends the injected failures of `plural`.
+    pub fn heal(&self, plural: &str) {
+        self.faults.lock().unwrap().remove(plural);
+    }
+
+    fn injected(&self, plural: &str) -> Option<u16> {
+        let mut faults = self.faults.lock().unwrap();
+        let (status, left) = faults.get_mut(plural)?;
+        if *left == 0 {
+            return None;
+        }
+        if *left != usize::MAX {
+            *left -= 1;
+        }
+        Some(*status)
     }
 
     /// A `kube::Client` whose every request this emulator answers.
@@ -477,6 +506,9 @@ impl Emulator {
                 .unwrap()
                 .entry(t.plural.clone())
                 .or_default() += 1;
+            if let Some(code) = self.injected(&t.plural) {
+                return err(code, "InternalError", "injected failure");
+            }
         } else {
             self.counters.reads.fetch_add(1, Ordering::Relaxed);
         }
