@@ -17,6 +17,10 @@ use std::sync::Arc;
 use support::strapi::StrapiServer;
 use support::{examples, manifest, secret_field};
 
+/// Deadline for a few operator reconciles against Strapi (each a sign-in at most, catalog reads
+/// and token calls that take Strapi tens to hundreds of milliseconds on a busy machine).
+const STRAPI_RECONCILES: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn run(
     s: &StrapiServer,
     paths: &[&Path],
@@ -629,7 +633,10 @@ async fn the_operator_manages_strapi_keys() {
         let sec = secrets.get_opt("reader").await.ok()??;
         String::from_utf8(sec.data?.get("apiKey")?.0.clone()).ok()
     };
-    eventually("the reader Secret", || async { value().await.is_some() }).await;
+    eventually("the reader Secret", STRAPI_RECONCILES, || async {
+        value().await.is_some()
+    })
+    .await;
     let key = value().await.unwrap();
     assert_eq!(
         s.status(Method::GET, "articles", &key).await,
@@ -649,7 +656,7 @@ async fn the_operator_manages_strapi_keys() {
             .clone();
         Some(ready)
     };
-    eventually("preview refused", || async {
+    eventually("preview refused", STRAPI_RECONCILES, || async {
         refused()
             .await
             .is_some_and(|c| c["reason"] == "InvalidSpec")
@@ -669,11 +676,11 @@ async fn the_operator_manages_strapi_keys() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the key is revoked", || async {
+    eventually("the key is revoked", STRAPI_RECONCILES, || async {
         s.status(Method::GET, "articles", &key).await == StatusCode::UNAUTHORIZED
     })
     .await;
-    eventually("the policy is gone", || async {
+    eventually("the policy is gone", STRAPI_RECONCILES, || async {
         policies.get_opt("web").await.ok().flatten().is_none()
     })
     .await;

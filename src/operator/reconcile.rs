@@ -379,7 +379,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                 &p,
                 ctx,
                 &old,
-                unavailable_status(&old, &msg),
+                failed_status(&old, "CmsUnavailable", &msg),
                 Some(("CmsUnavailable", &msg)),
             )
             .await?;
@@ -419,8 +419,10 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         };
         match engine.apply(&plan).await {
             Ok(report) => {
-                for d in &report.done {
-                    events.push(("Applied".into(), d.clone()));
+                // One reason per kind of change: kube's Recorder folds events with the same
+                // reason into one series, keeping the first note.
+                for (a, d) in plan.pending().zip(&report.done) {
+                    events.push((event_reason(a).into(), d.clone()));
                 }
                 live = provider
                     .list_keys_labeled(LABEL_POLICY, &policy_id(&p).to_string())
@@ -432,7 +434,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     &p,
                     ctx,
                     &old,
-                    unavailable_status(&old, &msg),
+                    failed_status(&old, "ApplyFailed", &msg),
                     Some(("ApplyFailed", &msg)),
                 )
                 .await?;
@@ -617,6 +619,19 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     Ok(Action::requeue(wait))
 }
 
+/// The event reason for an applied action.
+fn event_reason(a: &PlanAction) -> &'static str {
+    match a {
+        PlanAction::Create { .. } => "KeyCreated",
+        PlanAction::Update { .. } => "KeyUpdated",
+        PlanAction::Rotate { .. } => "KeyRotated",
+        PlanAction::Replace { .. } => "KeyReplaced",
+        PlanAction::WriteSecret { .. } => "SecretRewritten",
+        PlanAction::Revoke { .. } => "KeyRevoked",
+        PlanAction::SetCors { .. } | PlanAction::SetPublic { .. } => "SettingsChanged",
+    }
+}
+
 fn conditions_merged(
     old: &ApiKeyPolicyStatus,
     new: Vec<crate::policy::Condition>,
@@ -658,7 +673,9 @@ fn refused_status(old: &ApiKeyPolicyStatus, reason: &str, msg: &str) -> ApiKeyPo
     }
 }
 
-fn unavailable_status(old: &ApiKeyPolicyStatus, msg: &str) -> ApiKeyPolicyStatus {
+/// A failure worth retrying: the CMS could not be read (`CmsUnavailable`) or an apply stopped
+/// (`ApplyFailed`: a CMS call or a Secret write).
+fn failed_status(old: &ApiKeyPolicyStatus, reason: &str, msg: &str) -> ApiKeyPolicyStatus {
     ApiKeyPolicyStatus {
         conditions: conditions_merged(
             old,
@@ -666,10 +683,10 @@ fn unavailable_status(old: &ApiKeyPolicyStatus, msg: &str) -> ApiKeyPolicyStatus
                 condition(
                     READY,
                     false,
-                    "CmsUnavailable",
+                    reason,
                     format!("{msg}; retrying with backoff"),
                 ),
-                condition(SYNCED, false, "CmsUnavailable", msg),
+                condition(SYNCED, false, reason, msg),
             ],
             None,
         ),

@@ -260,18 +260,23 @@ pub async fn create(
     let _: Value = client.request(req).await.unwrap();
 }
 
-/// Polls `f` until it holds (15 s at most).
-pub async fn eventually<F, Fut>(what: &str, f: F)
+/// Polls `f` every 50 ms until it holds; panics after `within`, naming what it waited for.
+/// Give each wait a deadline scaled to the work it waits for (a few reconciles with CMS calls
+/// and Argon2id hashes, a lease running out, a Strapi call).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, f: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
+    let started = std::time::Instant::now();
+    loop {
         if f().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for: {what}");
 }
