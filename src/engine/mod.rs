@@ -484,3 +484,6 @@ impl From<ProviderError> for StepError {
 pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<DateTime<Utc>> {
     live.expires_at().map(|e| e - key.renew_before)
 }
+
+#[cfg(test)]
+mod tests;

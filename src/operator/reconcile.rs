@@ -5,7 +5,9 @@
 use super::secrets::KubeSecrets;
 use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
 use super::{Context, DefaultConnection};
-use crate::engine::{observe_secrets, Engine, ANN_CONTENT_HASH, ANN_FINGERPRINT, ANN_KEY_ID};
+use crate::engine::{
+    observe_secrets, rotation_due, Engine, ANN_CONTENT_HASH, ANN_FINGERPRINT, ANN_KEY_ID,
+};
 use crate::plan::desired::{
     ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
 };
@@ -512,7 +514,8 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ));
             }
-            let due = exp - k.renew_before;
+        }
+        if let Some(due) = rotation_due(k, l) {
             next_due = Some(next_due.map_or(due, |d| d.min(due)));
         }
     }

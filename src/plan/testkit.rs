@@ -30,10 +30,15 @@ pub const VERSION: &str = "2030-01-01T00:00:00.000000Z";
 pub const FIXTURE_SPEC_HASH: &str = "aeb126c91901f9fd5d9daa3a";
 
 /// The policy with `extra` spec lines (indented two spaces) and `key_extra` lines for the key
-/// (indented six spaces).
+/// (indented six spaces; they may declare the key's `secret`).
 pub fn desired_with(extra: &str, key_extra: &str) -> DesiredState {
+    let secret = if key_extra.contains("      secret:") {
+        ""
+    } else {
+        "      secret: {name: s}\n"
+    };
     let yaml = format!(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n{key_extra}      secret: {{name: s}}\n"
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n{key_extra}{secret}"
     );
     let set = load_str("p.yaml", &yaml).unwrap();
     resolve(&set, now(), None, ProviderKind::Keyward)
