@@ -1223,6 +1223,32 @@ async fn a_secret_write_that_fails_revokes_the_new_key() {
     op.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reads_secrets_as_metadata_only() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    more_reconciles(&ctx, 1).await;
+    // Key values stay out of the operator's watches: it lists and watches Secrets (the ones it
+    // owns, the credentials) metadata-only, and reads a Secret's data only by name.
+    let secrets: Vec<(String, bool)> = c
+        .emu
+        .collection_reads()
+        .into_iter()
+        .filter(|(r, _)| r == "api/v1/secrets")
+        .collect();
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets.iter().all(|(_, meta_only)| *meta_only),
+        "{secrets:?}"
+    );
+    op.abort();
+}
+
 /// The provider the controller used for the test CMS (its call counts).
 fn provider_of(
     ctx: &keyward::operator::Context,

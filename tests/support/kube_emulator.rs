@@ -75,6 +75,8 @@ pub struct Emulator {
     bookmark_every: Duration,
     /// Injected failures: per resource plural, the status and how many more writes get it.
     faults: Arc<Mutex<HashMap<String, (u16, usize)>>>,
+    /// Every list and watch: (resource, metadata only).
+    reads_of_collections: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -370,7 +372,14 @@ impl Emulator {
             counters: Arc::new(Counters::default()),
             bookmark_every: Duration::from_millis(500),
             faults: Arc::default(),
+            reads_of_collections: Arc::default(),
         }
+    }
+
+    /// Every list and watch so far, as (resource, metadata only): which collections a client
+    /// read in full.
+    pub fn collection_reads(&self) -> Vec<(String, bool)> {
+        self.reads_of_collections.lock().unwrap().clone()
     }
 
     /// The next `times` writes (any method but GET) to resources named `plural` get `status`
@@ -517,6 +526,12 @@ impl Emulator {
         } else {
             String::new()
         };
+        if parts.method == Method::GET && t.name.is_none() {
+            self.reads_of_collections
+                .lock()
+                .unwrap()
+                .push((t.resource.clone(), meta_only));
+        }
         match (&parts.method, &t.name) {
             (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&t, &q, meta_only)
