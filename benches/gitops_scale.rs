@@ -66,6 +66,7 @@ async fn main() {
         mode,
         env_url: Some(running.url()),
         env_token: Some(admin.clone()),
+        clock: keyward::engine::Clock::system(),
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

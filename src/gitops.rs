@@ -4,7 +4,7 @@
 
 use crate::cms::{self, CmsConfig, RunningCms};
 use crate::engine::secrets_dir::SecretsDir;
-use crate::engine::{observe_secrets, ApplyError, ApplyReport, Engine};
+use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
 use crate::plan::desired::{
     ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY, LABEL_POLICY_UID,
 };
@@ -40,6 +40,8 @@ pub struct Options {
     pub env_provider: ProviderKind,
     /// Revoke the keys of policies that are no longer in the manifests (see `prune_gone`).
     pub prune: bool,
+    /// "Now" for validation, plans and new expiries (the system clock but in tests).
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Options {
@@ -54,6 +56,7 @@ impl std::fmt::Debug for Options {
             .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
             .field("env_provider", &self.env_provider)
             .field("prune", &self.prune)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -298,7 +301,7 @@ async fn connect(
 pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let set = load::load(&opts.paths)
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
-    let now = chrono::Utc::now();
+    let now = opts.clock.now();
     let resolved = validate::resolve(&set, now, None, opts.env_provider)
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
@@ -385,7 +388,7 @@ async fn plan_and_apply(
         &settings,
         &observed,
         &conn.template_endpoint,
-        chrono::Utc::now(),
+        opts.clock.now(),
     );
     let writes_before = sink.writes();
     let mut run = ConnectionRun {
@@ -406,6 +409,7 @@ async fn plan_and_apply(
             provider: p,
             sink,
             endpoint: conn.template_endpoint.clone(),
+            clock: opts.clock.clone(),
         };
         let result = engine.apply(&run.plan).await;
         run.cms_reads = p.stats().reads();

@@ -436,6 +436,7 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
             Some("strapi") => ProviderKind::Strapi,
             Some(other) => bail!("KEYWARD_CMS_PROVIDER is '{other}'; it takes keyward or strapi"),
         },
+        clock: keyward::engine::Clock::system(),
     };
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),
@@ -485,6 +486,7 @@ async fn operator(args: OperatorArgs) -> Result<()> {
                 identity: args.identity,
                 lease_seconds: 15,
             }),
+        clock: keyward::engine::Clock::system(),
     };
     let client = kube::Client::try_default()
         .await

@@ -573,9 +573,11 @@ async fn wrong_secrets_never_delay_the_right_one() {
             }
         }));
     }
-    support::eventually("the flood to be throttled", || async {
-        throttled.load(std::sync::atomic::Ordering::Relaxed) > 100
-    })
+    support::eventually(
+        "the flood to be throttled",
+        std::time::Duration::from_secs(15),
+        || async { throttled.load(std::sync::atomic::Ordering::Relaxed) > 100 },
+    )
     .await;
     let legit = client_from([127, 0, 0, 2]);
     for value in [&new_value, &key] {

@@ -4,10 +4,15 @@
 mod support;
 
 use keyward::gitops::{GitopsError, Mode};
+use keyward::plan::desired::ConnectionId;
+use keyward::providers::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::Path;
-use support::{gitops, gitops_at, manifest, secret_field, Cms, ADMIN};
+use support::proxy::{Fault, Proxy};
+use support::{
+    actions, done, gitops, gitops_at, manifest, pairs, planned, secret_field, Cms, ADMIN,
+};
 
 fn policy(keys: &str, extra: &str) -> String {
     format!(
@@ -54,11 +59,11 @@ async fn drift_is_planned_as_a_diff_and_repaired() {
         "drifted: DELETE allowed"
     );
     let plan = gitops(&cms, &[&m], &out, Mode::Plan).await.unwrap();
-    let text = plan.text();
-    assert!(text.contains("~ update   shop/web/reader"), "{text}");
+    assert_eq!(planned(&plan), pairs(&[("update", "shop/web/reader")]));
+    let diff = actions(&plan)[0]["diff"].as_str().unwrap().to_owned();
     assert!(
-        text.contains("-- DELETE"),
-        "the diff shows the extra permission: {text}"
+        diff.lines().any(|l| l == "-- DELETE"),
+        "the diff shows the extra permission as removed: {diff}"
     );
     gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
     assert_eq!(
@@ -82,11 +87,10 @@ async fn a_missing_secret_means_a_new_value() {
     let old = value(dir.path(), "reader");
     std::fs::remove_file(out.join("shop.reader.yaml")).unwrap();
     let plan = gitops(&cms, &[&m], &out, Mode::Plan).await.unwrap();
-    assert!(
-        plan.text()
-            .contains("Secret shop/reader is missing and a key value cannot be read back"),
-        "{}",
-        plan.text()
+    assert_eq!(planned(&plan), pairs(&[("rotate", "shop/web/reader")]));
+    assert_eq!(
+        actions(&plan)[0]["reason"],
+        "Secret shop/reader is missing and a key value cannot be read back from the CMS"
     );
     gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
     let new = value(dir.path(), "reader");
@@ -123,10 +127,10 @@ async fn a_key_regenerated_behind_keywards_back_is_rotated_again() {
     cms.admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
         .await;
     let plan = gitops(&cms, &[&m], &out, Mode::Plan).await.unwrap();
-    assert!(
-        plan.text().contains("regenerated outside keyward"),
-        "{}",
-        plan.text()
+    assert_eq!(planned(&plan), pairs(&[("rotate", "shop/web/reader")]));
+    assert_eq!(
+        actions(&plan)[0]["reason"],
+        "the key was regenerated outside keyward; the Secret's value no longer works"
     );
     gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
     assert_eq!(
@@ -152,10 +156,10 @@ async fn keys_keyward_does_not_own_are_never_touched() {
         &policy("", "").replace("  keys:\n", "  keys: []\n"),
     );
     let r = gitops(&cms, &[&empty], &out, Mode::Apply).await.unwrap();
-    assert!(
-        r.text().contains("- revoke   shop.web.reader"),
-        "{}",
-        r.text()
+    assert_eq!(planned(&r), pairs(&[("revoke", "shop.web.reader")]));
+    assert_eq!(
+        actions(&r)[0]["reason"],
+        "key 'reader' was removed from the policy"
     );
     let keys = cms.admin(Method::GET, "/v1/keys", None).await.body;
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
@@ -169,8 +173,24 @@ async fn keys_keyward_does_not_own_are_never_touched() {
     cms.key(json!({"name": "shop.web.reader", "defaultPermissions": ["GET"]}))
         .await;
     let err = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap_err();
-    assert!(matches!(err, GitopsError::Problems { .. }), "{err}");
-    assert!(err.to_string().contains("keyward does not own"), "{err}");
+    let GitopsError::Problems { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "key 'reader' of ApiKeyPolicy shop/web: the CMS already has a key named 'shop.web.reader'"
+        ) && problems[0].contains("that keyward does not own"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing was created or revoked"
+    );
 }
 
 #[tokio::test]
@@ -198,11 +218,8 @@ async fn removed_keys_are_revoked_unless_orphaned() {
         &policy("", "  deletionPolicy: Orphan\n").replace("  keys:\n", "  keys: []\n"),
     );
     let r = gitops(&cms, &[&orphan], &out, Mode::Apply).await.unwrap();
-    assert!(
-        !r.has_changes() || !r.text().contains("revoke"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(planned(&r), pairs(&[]), "nothing to revoke");
+    assert_eq!(r.runs[0].cms_writes, 0);
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &reader).await,
         StatusCode::OK
@@ -212,28 +229,41 @@ async fn removed_keys_are_revoked_unless_orphaned() {
 #[tokio::test]
 async fn keys_are_rotated_within_renew_before_with_overlap() {
     let (cms, dir) = setup().await;
-    let keys = "    - name: reader\n      defaultPermissions: [GET]\n      expiresAfter: 2m\n      renewBefore: 119s\n      rotationOverlap: 30s\n      secret: {name: reader}\n";
+    let keys = "    - name: reader\n      defaultPermissions: [GET]\n      expiresAfter: 2m\n      renewBefore: 60s\n      rotationOverlap: 30s\n      secret: {name: reader}\n";
     let m = manifest(dir.path(), "p.yaml", &policy(keys, ""));
     let out = dir.path().join("out");
-    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    // The plan's clock, moved instead of waiting for the renewal window.
+    let clock = keyward::engine::Clock::system();
+    let run = |mode| {
+        let mut opts = support::options(&cms.url, &[&m], &out, mode);
+        opts.clock = clock.clone();
+        async move { keyward::gitops::run(&opts).await.unwrap() }
+    };
+    run(Mode::Apply).await;
     let old = value(dir.path(), "reader");
-    assert!(!gitops(&cms, &[&m], &out, Mode::Plan)
-        .await
-        .unwrap()
-        .has_changes());
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let plan = gitops(&cms, &[&m], &out, Mode::Plan).await.unwrap();
-    assert!(
-        plan.text().contains("within renewBefore"),
-        "{}",
-        plan.text()
+    let expiry = |body: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(body["keys"][0]["expiresAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let first_expiry = expiry(&cms.admin(Method::GET, "/v1/keys", None).await.body);
+    // 30 s later: not yet within renewBefore; 61 s later: within it.
+    clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(planned(&run(Mode::Plan).await), pairs(&[]));
+    clock.advance(chrono::Duration::seconds(31));
+    let plan = run(Mode::Plan).await;
+    assert_eq!(planned(&plan), pairs(&[("rotate", "shop/web/reader")]));
+    let a = &actions(&plan)[0];
+    assert_eq!(a["graceSeconds"], 30, "{a}");
+    assert_eq!(a["expiring"], true, "{a}");
+    assert_eq!(
+        a["reason"],
+        format!(
+            "expires at {}, within renewBefore",
+            first_expiry.to_rfc3339()
+        )
     );
-    assert!(
-        plan.text().contains("old value valid 30s more"),
-        "{}",
-        plan.text()
-    );
-    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    run(Mode::Apply).await;
     let new = value(dir.path(), "reader");
     assert_ne!(old, new, "the new value was written");
     assert_eq!(
@@ -245,17 +275,13 @@ async fn keys_are_rotated_within_renew_before_with_overlap() {
         StatusCode::OK,
         "the old value works during the overlap"
     );
-    let rec = cms.admin(Method::GET, "/v1/keys", None).await.body;
-    let exp = chrono::DateTime::parse_from_rfc3339(rec["keys"][0]["expiresAt"].as_str().unwrap())
-        .unwrap();
+    let exp = expiry(&cms.admin(Method::GET, "/v1/keys", None).await.body);
+    let left = exp - clock.now();
     assert!(
-        (exp.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds() > 110,
-        "a fresh lifetime"
+        left > chrono::Duration::seconds(110) && left <= chrono::Duration::seconds(120),
+        "a fresh lifetime from the plan's clock: {left}"
     );
-    assert!(!gitops(&cms, &[&m], &out, Mode::Plan)
-        .await
-        .unwrap()
-        .has_changes());
+    assert_eq!(planned(&run(Mode::Plan).await), pairs(&[]));
 }
 
 #[tokio::test]
@@ -277,7 +303,7 @@ async fn changing_a_keys_type_replaces_it_without_a_gap() {
         ),
     );
     let r = gitops(&cms, &[&public], &out, Mode::Apply).await.unwrap();
-    assert!(r.text().contains("± replace"), "{}", r.text());
+    assert_eq!(planned(&r), pairs(&[("replace", "shop/web/reader")]));
     let new = value(dir.path(), "reader");
     assert_ne!(old, new);
     assert_eq!(
@@ -306,77 +332,32 @@ async fn changing_a_keys_type_replaces_it_without_a_gap() {
     );
 }
 
-/// A proxy in front of the CMS: `inject(method, calls, writes)` (counts so far) may answer with
-/// a failure status instead of forwarding (429s carry `Retry-After: 1`).
-async fn proxy(
-    target: String,
-    inject: impl Fn(&axum::http::Method, usize, usize) -> Option<u16> + Clone + Send + Sync + 'static,
-) -> String {
-    use axum::body::{Body, Bytes};
-    use axum::http::{HeaderMap, Method as M, StatusCode as S, Uri};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let (calls, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let http = reqwest::Client::new();
-    let app = axum::Router::new().fallback(
-        move |method: M, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (http, target, inject, calls, writes) = (
-                http.clone(),
-                target.clone(),
-                inject.clone(),
-                calls.clone(),
-                writes.clone(),
-            );
-            async move {
-                let c = calls.fetch_add(1, Ordering::SeqCst);
-                let w = if method == M::GET {
-                    writes.load(Ordering::SeqCst)
-                } else {
-                    writes.fetch_add(1, Ordering::SeqCst)
-                };
-                if let Some(status) = inject(&method, c, w) {
-                    let mut resp = axum::response::Response::new(Body::from(
-                        "{\"message\":\"injected failure\"}",
-                    ));
-                    *resp.status_mut() = S::from_u16(status).unwrap();
-                    if status == 429 {
-                        resp.headers_mut()
-                            .insert("retry-after", "1".parse().unwrap());
-                    }
-                    return resp;
-                }
-                let mut rb = http.request(method, format!("{target}{uri}")).body(body);
-                for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
-                    rb = rb.header(k, v);
-                }
-                let r = rb.send().await.unwrap();
-                let status = r.status();
-                let mut resp = axum::response::Response::new(Body::from(r.bytes().await.unwrap()));
-                *resp.status_mut() = status;
-                resp
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 #[tokio::test]
 async fn rate_limits_are_retried_honouring_retry_after() {
     let (cms, dir) = setup().await;
-    let proxy = proxy(cms.url.clone(), |_, calls, _| (calls < 2).then_some(429)).await;
+    // The first two calls get 429 with `Retry-After: 1`.
+    let proxy = Proxy::start(&cms.url, |c| {
+        (c.n < 2).then_some(Fault::Answer(429, Some(1)))
+    })
+    .await;
     let m = manifest(dir.path(), "p.yaml", &policy(READER, ""));
     let started = std::time::Instant::now();
-    gitops_at(&proxy, &[&m], &dir.path().join("out"), Mode::Apply)
+    let r = gitops_at(&proxy.url, &[&m], &dir.path().join("out"), Mode::Apply)
         .await
         .unwrap();
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(2),
-        "waited Retry-After twice: {:?}",
+        "waited Retry-After twice, not the 200 ms backoff: {:?}",
         started.elapsed()
     );
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.status).take(3).collect::<Vec<_>>(),
+        [429, 429, 200],
+        "the same call, answered the third time: {seen:?}"
+    );
+    assert_eq!(seen[0].path, seen[2].path);
+    assert_eq!(done(&r).len(), 1);
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
             .await,
@@ -385,7 +366,7 @@ async fn rate_limits_are_retried_honouring_retry_after() {
 }
 
 #[tokio::test]
-async fn a_failure_mid_apply_says_what_was_done_and_loses_no_value() {
+async fn a_create_whose_answer_is_lost_is_not_retried_and_the_next_run_recovers() {
     let (cms, dir) = setup().await;
     let out = dir.path().join("out");
     let m = manifest(
@@ -393,83 +374,152 @@ async fn a_failure_mid_apply_says_what_was_done_and_loses_no_value() {
         "p.yaml",
         &policy(&format!("{READER}{WRITER}"), ""),
     );
-    // The first write (creating `reader`) passes; the second (creating `writer`) fails with a 500,
-    // which is not retried for a create: it may or may not have happened.
-    let half = proxy(cms.url.clone(), |m, _, writes| {
-        (m != axum::http::Method::GET && writes >= 1).then_some(500)
+    // The first create (`reader`) goes through; the second (`writer`) reaches the CMS, which
+    // creates the key, but its answer is lost (a 500): repeating the call could create it twice.
+    // Every later call goes through.
+    let lossy = Proxy::start(&cms.url, |c| {
+        (*c.method == Method::POST && c.path == "/v1/keys" && c.writes == 1)
+            .then_some(Fault::LoseAnswer(500))
     })
     .await;
-    let err = gitops_at(&half, &[&m], &out, Mode::Apply)
+    let err = gitops_at(&lossy.url, &[&m], &out, Mode::Apply)
         .await
         .unwrap_err();
     let GitopsError::Apply { error, .. } = &err else {
         panic!("{err}")
     };
+    assert_eq!(
+        lossy.forwarded(Method::POST, "/v1/keys"),
+        2,
+        "one create each, none retried: {:?}",
+        lossy.seen()
+    );
     assert_eq!(error.done.len(), 1, "{}", error.report());
     assert!(
-        error.done[0].contains("created key shop.web.reader"),
+        error.done[0].starts_with("created key shop.web.reader (id ")
+            && error.done[0].ends_with(") and wrote Secret shop/reader"),
         "{}",
         error.report()
     );
+    assert_eq!(error.failed, "create key shop/web/writer");
     assert!(
-        error.failed.contains("create key shop/web/writer"),
+        error.cause.ends_with("answered 500: injected failure"),
         "{}",
         error.report()
     );
-    assert!(
-        error.report().contains("answered 500"),
-        "{}",
-        error.report()
-    );
+    assert!(error.not_attempted.is_empty(), "{}", error.report());
     // The value that was generated reached its Secret.
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
             .await,
         StatusCode::OK
     );
-    // The next run, with the CMS healthy, finishes the job.
-    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    // The next run finds the writer key without a Secret and gives it a value: still two keys.
+    let next = gitops_at(&lossy.url, &[&m], &out, Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(planned(&next), pairs(&[("rotate", "shop/web/writer")]));
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(
         cms.status(Method::POST, "/api/contact", &value(dir.path(), "writer"))
             .await,
         StatusCode::CREATED
     );
-    assert!(!gitops(&cms, &[&m], &out, Mode::Plan)
+    assert!(!gitops_at(&lossy.url, &[&m], &out, Mode::Plan)
         .await
         .unwrap()
         .has_changes());
 }
 
 #[tokio::test]
-async fn an_unwritable_secret_revokes_the_new_key() {
+async fn a_failure_mid_apply_lists_what_was_not_attempted() {
+    let (cms, dir) = setup().await;
+    let out = dir.path().join("out");
+    let m = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy(
+            &format!("{READER}{WRITER}"),
+            "  cors: {origins: ['https://a.example']}\n",
+        ),
+    );
+    // The first create is refused outright (not retried: 500 on a create).
+    let refusing = Proxy::start(&cms.url, |c| {
+        (*c.method == Method::POST && c.writes == 0).then_some(Fault::Answer(500, None))
+    })
+    .await;
+    let err = gitops_at(&refusing.url, &[&m], &out, Mode::Apply)
+        .await
+        .unwrap_err();
+    let GitopsError::Apply { error, partial, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(error.done.is_empty(), "{}", error.report());
+    assert_eq!(error.failed, "create key shop/web/reader");
+    assert_eq!(
+        error.not_attempted,
+        ["create key shop/web/writer", "set CORS origins"]
+    );
+    assert_eq!(refusing.attempts(Method::POST, "/v1/keys"), 1);
+    assert!(error.transient, "a 500 is worth retrying later");
+    // The partial outcome still carries the plan.
+    assert_eq!(
+        planned(partial),
+        pairs(&[
+            ("create", "shop/web/reader"),
+            ("create", "shop/web/writer"),
+            ("setCors", "")
+        ])
+    );
+    let report = error.report();
+    assert_eq!(
+        report.lines().collect::<Vec<_>>(),
+        [
+            "  failed:        create key shop/web/reader: ".to_owned() + &error.cause,
+            "  not attempted: create key shop/web/writer".to_owned(),
+            "  not attempted: set CORS origins".to_owned(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_file_stops_the_run_before_any_cms_write() {
     let (cms, dir) = setup().await;
     let m = manifest(dir.path(), "p.yaml", &policy(READER, ""));
     let out = dir.path().join("out");
-    // A directory where the Secret's file should go: the write fails.
-    std::fs::create_dir_all(out.join("shop.reader.yaml")).unwrap();
+    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    let v = value(dir.path(), "reader");
+    // Something that cannot be read where the Secret's file is (a directory): not taken as
+    // missing, which would regenerate a value that may be in use.
+    let file = out.join("shop.reader.yaml");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
     let err = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap_err();
-    let GitopsError::Apply { error, .. } = &err else {
+    let GitopsError::Sink(e) = &err else {
         panic!("{err}")
     };
+    assert_eq!((e.namespace.as_str(), e.name.as_str()), ("shop", "reader"));
     assert!(
-        error.cause.contains("could not write its Secret"),
-        "{}",
-        error.report()
-    );
-    assert!(
-        error.cause.contains("the new key was revoked"),
-        "{}",
-        error.report()
+        e.detail
+            .starts_with(&format!("cannot read {}: ", file.display()))
+            && e.detail.ends_with("; fix or remove the file"),
+        "{e}"
     );
     assert_eq!(
-        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
+        cms.status(Method::GET, "/api/blog", &v).await,
+        StatusCode::OK,
+        "the value in use was not regenerated"
     );
-    std::fs::remove_dir(out.join("shop.reader.yaml")).unwrap();
-    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    // Removed, it is missing: a new value.
+    std::fs::remove_dir(&file).unwrap();
+    let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    assert_eq!(planned(&r), pairs(&[("rotate", "shop/web/reader")]));
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
             .await,
@@ -489,8 +539,18 @@ async fn an_unreachable_cms_is_a_clear_error() {
     )
     .await
     .unwrap_err();
+    let GitopsError::Provider {
+        connection,
+        source: ProviderError::Unreachable { endpoint, .. },
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(connection, "the default connection");
+    assert_eq!(endpoint, "http://127.0.0.1:9");
     assert!(
-        err.to_string().contains("cannot reach http://127.0.0.1:9"),
+        err.to_string()
+            .starts_with("the default connection: cannot reach http://127.0.0.1:9: "),
         "{err}"
     );
 }
@@ -505,12 +565,18 @@ async fn observe_only_policies_are_planned_not_applied() {
     );
     let out = dir.path().join("out");
     let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    assert_eq!(planned(&r), pairs(&[("create", "shop/web/reader")]));
+    assert_eq!(actions(&r)[0]["key"]["observeOnly"], true);
+    assert!(!r.has_changes(), "nothing for apply to do");
+    assert!(done(&r).is_empty());
+    assert_eq!(r.runs[0].cms_writes, 0);
     assert!(
-        r.text().contains("(ObserveOnly: not applied)"),
+        r.text().contains(
+            "  + create   shop/web/reader  -> Secret shop/reader  (ObserveOnly: not applied)\n"
+        ),
         "{}",
         r.text()
     );
-    assert_eq!(r.runs[0].cms_writes, 0);
     assert_eq!(
         cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
             .as_array()
@@ -557,7 +623,16 @@ async fn cli_exit_codes_json_and_no_secrets_in_output() {
     );
     let j: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(j["changes"], true);
-    assert_eq!(j["connections"][0]["actions"][0]["action"], "create");
+    let creates: Vec<(String, String)> = j["connections"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(support::kind_and_subject)
+        .collect();
+    assert_eq!(
+        creates,
+        pairs(&[("create", "shop/web/reader"), ("create", "shop/web/writer")])
+    );
     let apply = keyward(&["apply", "-f", &m, "--secrets-dir", &out], &cms.url);
     assert_eq!(
         apply.status.code(),
@@ -574,9 +649,14 @@ async fn cli_exit_codes_json_and_no_secrets_in_output() {
         let v = value(dir.path(), name);
         assert!(!printed.contains(&v[20..]), "a key value was printed");
     }
-    let again = keyward(&["plan", "-f", &m, "--secrets-dir", &out], &cms.url);
+    let again = keyward(
+        &["plan", "-f", &m, "--secrets-dir", &out, "-o", "json"],
+        &cms.url,
+    );
     assert_eq!(again.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("no changes"));
+    let j: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(j["changes"], false);
+    assert_eq!(j["connections"][0]["actions"], json!([]));
 }
 
 #[tokio::test]
@@ -650,6 +730,7 @@ stringData: {{token: {ADMIN}}}
     let opts = |mode| keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
+        clock: keyward::engine::Clock::system(),
         paths: vec![m.clone()],
         secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),
@@ -658,7 +739,14 @@ stringData: {{token: {ADMIN}}}
         env_token: None,
     };
     let r = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap();
-    assert!(r.text().contains("CmsConnection shop/main"), "{}", r.text());
+    assert_eq!(
+        r.runs[0].connection,
+        ConnectionId::CmsConnection {
+            namespace: "shop".into(),
+            name: "main".into()
+        }
+    );
+    assert_eq!(r.runs[0].endpoint, cms.url);
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
             .await,
@@ -678,10 +766,17 @@ stringData: {{token: {ADMIN}}}
         + &policy(READER, "  connectionRef: {name: main}\n");
     std::fs::write(&m, without).unwrap();
     let err = keyward::gitops::run(&opts(Mode::Plan)).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("credential Secret shop/cms-admin (field 'token') is not in the manifests"),
-        "{err}"
+    let GitopsError::Connection {
+        connection,
+        message,
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(connection, "CmsConnection shop/main");
+    assert_eq!(
+        message,
+        "credential Secret shop/cms-admin (field 'token') is not in the manifests and KEYWARD_CMS_TOKEN is not set"
     );
 }
 
@@ -746,7 +841,8 @@ async fn hand_edits_of_a_secret_are_undone() {
     )
     .unwrap();
     let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
-    assert!(r.text().contains("~ secret"), "{}", r.text());
+    assert_eq!(planned(&r), pairs(&[("writeSecret", "shop/web/reader")]));
+    assert_eq!(done(&r), ["rewrote Secret shop/reader"]);
     assert_eq!(
         secret_field(&out, "shop", "reader", "URL").unwrap(),
         cms.url
@@ -760,10 +856,10 @@ async fn hand_edits_of_a_secret_are_undone() {
     )
     .unwrap();
     let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
-    assert!(
-        r.text().contains("does not hold this key's value"),
-        "{}",
-        r.text()
+    assert_eq!(planned(&r), pairs(&[("rotate", "shop/web/reader")]));
+    assert_eq!(
+        actions(&r)[0]["reason"],
+        "Secret shop/reader does not hold this key's value"
     );
     let new = value(dir.path(), "reader");
     assert_ne!(new, original);
@@ -804,19 +900,42 @@ async fn prune_revokes_the_keys_of_policies_no_longer_in_the_files() {
     // Without --prune, a policy that left the files is left alone.
     assert_eq!(run(&["plan"]).status.code(), Some(0));
     // With it, the CLI-made keys of that policy are planned for revocation, then revoked.
-    let plan = run(&["plan", "--prune"]);
-    let text = String::from_utf8_lossy(&plan.stdout);
-    assert_eq!(plan.status.code(), Some(2), "{text}");
-    assert!(text.contains("revoke   shop.api.writer"), "{text}");
-    assert!(!text.contains("cluster.app.k"), "{text}");
-    let apply = run(&["apply", "--prune"]);
+    let plan = run(&["plan", "--prune", "-o", "json"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let revokes: Vec<(String, String)> = j["connections"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(support::kind_and_subject)
+        .collect();
+    assert_eq!(revokes, pairs(&[("revoke", "shop.api.writer")]));
+    assert_eq!(
+        j["connections"][0]["actions"][0]["reason"],
+        "its policy is no longer in the manifests (--prune)"
+    );
+    let apply = run(&["apply", "--prune", "-o", "json"]);
     assert_eq!(
         apply.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&apply.stderr)
     );
-    assert!(String::from_utf8_lossy(&apply.stdout).contains("no longer in the manifests (--prune)"));
+    let j: serde_json::Value = serde_json::from_slice(&apply.stdout).unwrap();
+    let applied = j["connections"][0]["applied"].as_array().unwrap();
+    assert_eq!(applied.len(), 1, "{j}");
+    assert!(
+        applied[0]
+            .as_str()
+            .unwrap()
+            .starts_with("revoked key shop.api.writer (id "),
+        "{j}"
+    );
     assert_eq!(
         cms.status(Method::POST, "/api/contact", &writer).await,
         StatusCode::UNAUTHORIZED

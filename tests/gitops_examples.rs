@@ -270,9 +270,42 @@ async fn public_scoped_key_with_cors_and_a_public_form() {
         pre.headers()["access-control-allow-origin"],
         "https://shop.example.com"
     );
-    let text = std::fs::read_to_string(out.path().join("shop.storefront-cms.yaml")).unwrap();
-    assert!(
-        text.contains("app: storefront") && text.contains("keyward.dev/fingerprint"),
-        "{text}"
+    // The manifest as `kubectl apply` reads it.
+    let file = out.path().join("shop.storefront-cms.yaml");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some("storefront-cms"));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    let labels = secret.metadata.labels.unwrap();
+    assert_eq!(labels["app"], "storefront");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "keyward");
+    assert_eq!(labels["keyward.dev/policy"], "storefront");
+    let ann = secret.metadata.annotations.unwrap();
+    let id = cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ann["keyward.dev/key-id"], id);
+    // The fingerprint names the value without revealing it: "sha256:" and the first 8 bytes of
+    // its SHA-256, computed here.
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(k.as_bytes());
+    let expected: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(ann["keyward.dev/fingerprint"], format!("sha256:{expected}"));
+    let data = secret.data.unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["CMS_API_KEY", "CMS_URL"],
+        "the key field and the extra field, nothing else"
     );
+    assert_eq!(data["CMS_URL"].0, cms.url.as_bytes());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod support;
 
 use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -294,14 +295,8 @@ async fn runtime_watcher_sees_changes_and_metadata_only_watches_hide_data() {
     )
     .applied_objects()
     .boxed();
-    let meta = watcher(
-        Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .applied_objects()
-    .boxed();
     let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "s"}, "stringData": {}, "data": {"k": "dmFsdWU="}}),
+        json!({"metadata": {"name": "s", "labels": {"l": "v"}}, "stringData": {}, "data": {"k": "dmFsdWU="}}),
     )
     .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
@@ -309,11 +304,99 @@ async fn runtime_watcher_sees_changes_and_metadata_only_watches_hide_data() {
         .await
         .unwrap();
     assert!(got[0].as_ref().unwrap().data.is_some());
-    let got = tokio::time::timeout(Duration::from_secs(5), meta.take(1).collect::<Vec<_>>())
+
+    // What kube's metadata-only requests get, as raw JSON: metadata, never data.
+    let req = kube::core::Request::new("/api/v1/namespaces/ns/secrets");
+    let watch = req
+        .watch_metadata(&WatchParams::default().timeout(1), "0")
+        .unwrap();
+    let resp = client
+        .send(watch.map(kube::client::Body::from))
         .await
         .unwrap();
-    let m = got[0].as_ref().unwrap();
-    assert_eq!(m.metadata.name.as_deref(), Some("s"));
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while !text.ends_with(b"\n") {
+        let frame = body.frame().await.expect("an event").unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.extend_from_slice(&data);
+        }
+    }
+    let event: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(event["type"], "ADDED", "{event}");
+    let object = event["object"].as_object().unwrap();
+    assert_eq!(
+        object.keys().collect::<Vec<_>>(),
+        ["apiVersion", "kind", "metadata"],
+        "{event}"
+    );
+    assert_eq!(object["kind"], "PartialObjectMetadata");
+    assert_eq!(object["metadata"]["name"], "s");
+    assert_eq!(object["metadata"]["labels"], json!({"l": "v"}));
+    let list = client
+        .request_text(req.list_metadata(&ListParams::default()).unwrap())
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    let item = list["items"][0].as_object().unwrap();
+    assert_eq!(
+        item.keys().collect::<Vec<_>>(),
+        ["apiVersion", "kind", "metadata"],
+        "{list}"
+    );
+    let one = client
+        .request_text(req.get_metadata("s", &Default::default()).unwrap())
+        .await
+        .unwrap();
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert!(
+        one.get("data").is_none() && one["metadata"]["name"] == "s",
+        "{one}"
+    );
+}
+
+#[tokio::test]
+async fn injected_write_failures_hit_one_resource_a_set_number_of_times() {
+    let emu = Emulator::new();
+    let client = emu.client();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ns");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    };
+    emu.fail_writes("secrets", 500, 2);
+    for name in ["a", "b"] {
+        let e = secrets
+            .create(&PostParams::default(), &secret(name))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, kube::Error::Api(ref s) if s.code == 500), "{e}");
+    }
+    maps.create(&PostParams::default(), &cm("m", json!({}), json!({})))
+        .await
+        .expect("other resources are not affected");
+    secrets
+        .create(&PostParams::default(), &secret("c"))
+        .await
+        .expect("two failures, then writes go through");
+    assert!(
+        secrets.get_opt("a").await.unwrap().is_none(),
+        "a failed write wrote nothing"
+    );
+    emu.fail_writes("secrets", 403, usize::MAX);
+    for name in ["d", "e", "f"] {
+        assert!(secrets
+            .create(&PostParams::default(), &secret(name))
+            .await
+            .is_err());
+    }
+    assert!(secrets.get("c").await.is_ok(), "reads are not affected");
+    emu.heal("secrets");
+    secrets
+        .create(&PostParams::default(), &secret("g"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

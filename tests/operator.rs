@@ -17,6 +17,10 @@ use std::time::Duration;
 use support::kube_emulator::Emulator;
 use support::{b64, create, eventually, Cms, ADMIN};
 
+/// Deadline for work of a few reconciles (CMS calls, Argon2id hashes of new keys, Kubernetes
+/// writes) on a busy machine; drift checks run every second in these tests.
+const RECONCILES: Duration = Duration::from_secs(30);
+
 struct Cluster {
     emu: Emulator,
     client: Client,
@@ -97,6 +101,97 @@ fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == type_)
 }
 
+/// Whether the policy's condition `type_` has `reason` (and the status that reason implies).
+async fn has_reason(c: &Cluster, type_: &str, reason: &str) -> bool {
+    ready(c)
+        .await
+        .is_some_and(|s| condition(&s, type_).is_some_and(|r| r["reason"] == reason))
+}
+
+async fn wait_ready(c: &Cluster) {
+    eventually("Ready=True", RECONCILES, || async {
+        ready(c)
+            .await
+            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    })
+    .await;
+}
+
+/// Reconciles that finished without error so far.
+fn ok_reconciles(ctx: &Context) -> u64 {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&keyward::operator::metrics::ResultLabels {
+            result: "ok".into(),
+        })
+        .get()
+}
+
+/// Waits until `n` more reconciles have finished: proof that the loop ran (drift checks come
+/// every second), instead of a sleep that hopes it did.
+async fn more_reconciles(ctx: &Context, n: u64) {
+    let start = ok_reconciles(ctx);
+    eventually(&format!("{n} more reconciles"), RECONCILES, || async {
+        ok_reconciles(ctx) >= start + n
+    })
+    .await;
+}
+
+async fn cms_keys(c: &Cluster) -> Vec<Value> {
+    c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// PATCHes a key in the CMS behind keyward's back and checks the answer shows the change.
+async fn drift(c: &Cluster, id: &str, permissions: Value) {
+    let r = c
+        .cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({ "defaultPermissions": permissions })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["defaultPermissions"], permissions,
+        "the drift took effect"
+    );
+}
+
+/// Events recorded for the policies: (reason, note).
+fn events(c: &Cluster) -> Vec<(String, String)> {
+    c.emu
+        .list("apis/events.k8s.io/v1/events")
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+                e["note"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The hash keyward keeps of a Secret's data, computed here from the data itself: SHA-256 over
+/// each field's name and value (each followed by a zero byte), in field order, first 12 bytes.
+fn content_hash_of(data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(&v.0);
+        h.update([0]);
+    }
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_to_working_key_and_back() {
     let c = cluster().await;
@@ -106,7 +201,7 @@ async fn policy_to_working_key_and_back() {
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("the Secret", || async {
+    eventually("the Secret", RECONCILES, || async {
         secret_value(&c, "reader").await.is_some()
     })
     .await;
@@ -128,12 +223,9 @@ async fn policy_to_working_key_and_back() {
         secret.metadata.owner_references.unwrap()[0].kind,
         "ApiKeyPolicy"
     );
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
-    })
-    .await;
+    assert_eq!(secret.metadata.name.as_deref(), Some("reader"));
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    wait_ready(&c).await;
     let st = ready(&c).await.unwrap();
     assert_eq!(st["keys"][0]["name"], "reader");
     assert!(st["keys"][0]["fingerprint"]
@@ -147,24 +239,16 @@ async fn policy_to_working_key_and_back() {
         .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"keys": [{"name": "reader", "defaultPermissions": ["GET", "POST"], "secret": {"name": "reader", "keyField": "KEY"}}]}})))
         .await
         .unwrap();
-    eventually("POST allowed", || async {
+    eventually("POST allowed", RECONCILES, || async {
         c.cms.status(Method::POST, "/api/blog", &key).await == StatusCode::CREATED
     })
     .await;
 
-    // Edit the key in the CMS behind keyward's back: repaired.
-    let id = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    c.cms
-        .admin(
-            Method::PATCH,
-            &format!("/v1/keys/{id}"),
-            Some(json!({"defaultPermissions": ["GET", "POST", "DELETE"]})),
-        )
-        .await;
-    eventually("drift repaired", || async {
+    // Edit the key in the CMS behind keyward's back (the answer shows the change took effect):
+    // repaired, so a later read shows the declared rights again.
+    let id = cms_keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+    drift(&c, &id, json!(["GET", "POST", "DELETE"])).await;
+    eventually("drift repaired", RECONCILES, || async {
         c.cms
             .admin(Method::GET, &format!("/v1/keys/{id}"), None)
             .await
@@ -178,7 +262,7 @@ async fn policy_to_working_key_and_back() {
         .delete("reader", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("a new Secret", || async {
+    eventually("a new Secret", RECONCILES, || async {
         secret_value(&c, "reader").await.is_some_and(|v| v != key)
     })
     .await;
@@ -205,7 +289,7 @@ async fn policy_to_working_key_and_back() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the policy is gone", || async {
+    eventually("the policy is gone", RECONCILES, || async {
         policies.get_opt("web").await.unwrap().is_none()
     })
     .await;
@@ -213,6 +297,7 @@ async fn policy_to_working_key_and_back() {
         c.cms.status(Method::GET, "/api/blog", &new).await,
         StatusCode::UNAUTHORIZED
     );
+    assert!(cms_keys(&c).await.is_empty(), "revoked with its policy");
     assert!(Api::<Secret>::namespaced(c.client.clone(), "shop")
         .get_opt("reader")
         .await
@@ -230,33 +315,34 @@ async fn an_unchanged_policy_makes_zero_writes() {
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before: Vec<u64> = ["secrets", "apikeypolicies", "roles", "rolebindings"]
+    wait_ready(&c).await;
+    // Settled: a whole reconcile has run after the one that wrote Ready.
+    more_reconciles(&ctx, 2).await;
+    let writes = || {
+        [
+            "secrets",
+            "apikeypolicies",
+            "roles",
+            "rolebindings",
+            "events",
+        ]
         .iter()
         .map(|r| c.emu.counters.writes_to(r))
-        .collect();
+        .collect::<Vec<u64>>()
+    };
+    let before = writes();
     let cms_writes = provider_of(&ctx, &c.cms.url).stats().writes();
     let cms_reads = provider_of(&ctx, &c.cms.url).stats().reads();
-    tokio::time::sleep(Duration::from_secs(4)).await; // several drift checks
-    let after: Vec<u64> = ["secrets", "apikeypolicies", "roles", "rolebindings"]
-        .iter()
-        .map(|r| c.emu.counters.writes_to(r))
-        .collect();
-    assert_eq!(before, after, "no Kubernetes writes");
+    more_reconciles(&ctx, 3).await; // three drift checks
+    assert_eq!(writes(), before, "no Kubernetes writes, no events");
     assert_eq!(
         provider_of(&ctx, &c.cms.url).stats().writes(),
         cms_writes,
         "no CMS writes"
     );
     assert!(
-        provider_of(&ctx, &c.cms.url).stats().reads() > cms_reads,
-        "but the drift checks did read"
+        provider_of(&ctx, &c.cms.url).stats().reads() >= cms_reads + 3,
+        "but each drift check read the CMS"
     );
     op.abort();
 }
@@ -276,13 +362,13 @@ async fn restarting_the_operator_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     // Stop it as soon as it has started writing.
-    eventually("a first Secret", || async {
+    eventually("a first Secret", RECONCILES, || async {
         secret_value(&c, "a").await.is_some()
     })
     .await;
     op.abort();
-    let (_, op) = start(&c, config());
-    eventually("all Secrets", || async {
+    let (ctx, op) = start(&c, config());
+    eventually("all Secrets", RECONCILES, || async {
         let mut all = true;
         for n in ["a", "b", "c"] {
             all &= secret_value(&c, n).await.is_some();
@@ -290,23 +376,9 @@ async fn restarting_the_operator_loses_and_duplicates_nothing() {
         all
     })
     .await;
-    eventually("three keys", || async {
-        c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 3
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3,
-        "no duplicates"
-    );
+    // Two whole reconciles after that: any duplicate would have been made by now.
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(cms_keys(&c).await.len(), 3, "no duplicates");
     for n in ["a", "b", "c"] {
         let v = secret_value(&c, n).await.unwrap();
         assert_eq!(
@@ -327,47 +399,56 @@ async fn a_cms_outage_shows_in_conditions_and_recovers() {
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
-    })
-    .await;
+    wait_ready(&c).await;
     let addr = c.cms.running.as_ref().unwrap().addr;
     c.cms.running.take().unwrap().stop().await;
-    eventually("CmsUnavailable", || async {
-        ready(&c).await.is_some_and(|s| {
-            condition(&s, "Ready").is_some_and(|r| r["reason"] == "CmsUnavailable")
-        })
+    // The CMS client retries a refused connection with backoff (~6 s) before the reconcile
+    // reports it.
+    eventually("CmsUnavailable", RECONCILES, || async {
+        has_reason(&c, "Ready", "CmsUnavailable").await
     })
     .await;
+    let st = ready(&c).await.unwrap();
+    let msg = condition(&st, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains(&format!("cannot reach {}", c.cms.url))
+            && msg.ends_with("; retrying with backoff"),
+        "{msg}"
+    );
     let mut cfg = support::config(c.cms.dir.path());
     cfg.listen = addr;
     c.cms.running = Some(keyward::cms::start(cfg).await.unwrap());
-    eventually("Ready again", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    // Backoff after failures: 1 s, 2 s, 4 s ... so recovery may take a while.
+    eventually("Ready again", RECONCILES, || async {
+        has_reason(&c, "Ready", "Ready").await
     })
     .await;
     op.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_get_rbac_and_restart_targets_roll_once() {
+async fn readers_get_rbac_and_lose_it_when_removed() {
     let c = cluster().await;
-    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
     let (_, op) = start(&c, config());
-    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
-        "readers": {"serviceAccounts": ["web"]}, "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(keys, json!({})))
+    let with_readers = |readers: Value| {
+        json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
+            "readers": readers}])
+    };
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(with_readers(json!({"serviceAccounts": ["web"]})), json!({})),
+        )
         .await
         .unwrap();
     let roles: Api<Role> = Api::namespaced(c.client.clone(), "shop");
-    eventually("the Role", || async {
-        roles
+    let bindings: Api<RoleBinding> = Api::namespaced(c.client.clone(), "shop");
+    eventually("the RoleBinding", RECONCILES, || async {
+        bindings
             .get_opt("keyward-read-reader")
             .await
             .unwrap()
@@ -376,40 +457,143 @@ async fn readers_get_rbac_and_restart_targets_roll_once() {
     .await;
     let role = roles.get("keyward-read-reader").await.unwrap();
     let rule = &role.rules.unwrap()[0];
+    assert_eq!(rule.resources.as_deref(), Some(&["secrets".to_owned()][..]));
     assert_eq!(rule.resource_names.as_ref().unwrap(), &["reader"]);
     assert_eq!(rule.verbs, ["get"]);
-    let binding = Api::<RoleBinding>::namespaced(c.client.clone(), "shop")
-        .get("keyward-read-reader")
+    let binding = bindings.get("keyward-read-reader").await.unwrap();
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(
+        subjects
+            .iter()
+            .map(|s| (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()))
+            .collect::<Vec<_>>(),
+        [("ServiceAccount", "web", Some("shop"))]
+    );
+    assert_eq!(binding.role_ref.name, "keyward-read-reader");
+
+    // Another reader: the binding follows.
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keys": with_readers(json!({"serviceAccounts": ["web", "worker"]}))}})),
+        )
         .await
         .unwrap();
-    assert_eq!(binding.subjects.unwrap()[0].name, "web");
-    let annotation = || async {
-        c.emu
-            .get("apis/apps/v1/deployments", "shop", "web")
-            .and_then(|d| {
-                d.pointer("/spec/template/metadata/annotations/keyward.dev~1secret-reader")
-                    .cloned()
-            })
-    };
-    eventually("the pod template annotation", || async {
-        annotation().await.is_some()
+    eventually("two readers", RECONCILES, || async {
+        bindings
+            .get_opt("keyward-read-reader")
+            .await
+            .unwrap()
+            .and_then(|b| b.subjects)
+            .is_some_and(|s| s.len() == 2)
     })
     .await;
-    let first = annotation().await;
-    let generation = c
-        .emu
-        .get("apis/apps/v1/deployments", "shop", "web")
-        .unwrap()["metadata"]["generation"]
-        .clone();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(annotation().await, first);
-    assert_eq!(
+
+    // Readers removed from the spec lose access: Role and RoleBinding are deleted.
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keys": with_readers(json!(null))}})),
+        )
+        .await
+        .unwrap();
+    eventually("the Role and RoleBinding deleted", RECONCILES, || async {
+        roles
+            .get_opt("keyward-read-reader")
+            .await
+            .unwrap()
+            .is_none()
+            && bindings
+                .get_opt("keyward-read-reader")
+                .await
+                .unwrap()
+                .is_none()
+    })
+    .await;
+    assert!(
+        secret_value(&c, "reader").await.is_some(),
+        "the Secret itself stays"
+    );
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_targets_roll_once_per_secret_content() {
+    let c = cluster().await;
+    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
+    let (ctx, op) = start(&c, config());
+    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
+        "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(keys, json!({})))
+        .await
+        .unwrap();
+    let deployment = || {
         c.emu
             .get("apis/apps/v1/deployments", "shop", "web")
-            .unwrap()["metadata"]["generation"],
-        generation,
+            .unwrap()
+    };
+    let annotation = || {
+        deployment()
+            .pointer("/spec/template/metadata/annotations/keyward.dev~1secret-reader")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "shop");
+    // The annotation is the hash of the Secret's data, computed here from the data.
+    let content_hash = || async {
+        let s = secrets.get("reader").await.unwrap();
+        let hash = content_hash_of(&s.data.unwrap());
+        assert_eq!(
+            s.metadata.annotations.unwrap()["keyward.dev/content-hash"],
+            hash
+        );
+        hash
+    };
+    eventually("the pod template annotation", RECONCILES, || async {
+        annotation().is_some()
+    })
+    .await;
+    let first = annotation().unwrap();
+    assert_eq!(first, content_hash().await);
+    let generation = deployment()["metadata"]["generation"].as_i64().unwrap();
+    assert_eq!(generation, 2, "one roll: the annotation was added once");
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(annotation().as_deref(), Some(first.as_str()));
+    assert_eq!(
+        deployment()["metadata"]["generation"].as_i64(),
+        Some(generation),
         "rolled once, not in a loop"
     );
+
+    // A new value (the Secret was deleted): the workload rolls again, once.
+    let old = secret_value(&c, "reader").await.unwrap();
+    secrets
+        .delete("reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("a new annotation", RECONCILES, || async {
+        annotation().is_some_and(|a| a != first)
+    })
+    .await;
+    let second = annotation().unwrap();
+    assert_ne!(secret_value(&c, "reader").await.unwrap(), old);
+    assert_eq!(second, content_hash().await);
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(annotation().as_deref(), Some(second.as_str()));
+    assert_eq!(
+        deployment()["metadata"]["generation"].as_i64(),
+        Some(generation + 1),
+        "one more roll for the new value"
+    );
+    let restarts = events(&c)
+        .into_iter()
+        .filter(|(reason, _)| reason == "Restarted")
+        .count();
+    assert!(restarts >= 1, "{:?}", events(&c));
     op.abort();
 }
 
@@ -450,31 +634,36 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
             })
         }
     };
-    eventually("InvalidSpec", || async {
+    eventually("InvalidSpec", RECONCILES, || async {
         reason("invalid")
             .await
             .is_some_and(|r| r.0 == "InvalidSpec" && r.1.contains("GET_ALL_DRAFTS requires GET"))
     })
     .await;
-    eventually("ConnectionNotAllowed", || async {
+    eventually("ConnectionNotAllowed", RECONCILES, || async {
         reason("foreign")
             .await
             .is_some_and(|r| r.0 == "ConnectionNotAllowed")
     })
     .await;
-    eventually("ChangesPending", || async {
+    eventually("ChangesPending", RECONCILES, || async {
         reason("observer")
             .await
             .is_some_and(|r| r.0 == "ChangesPending")
     })
     .await;
     let pending = reason("observer").await.unwrap().2;
-    assert!(
-        pending["pendingChanges"][0]
-            .as_str()
-            .unwrap()
-            .contains("create"),
+    assert_eq!(
+        pending["pendingChanges"],
+        json!([
+            "+ create   shop/observer/reader  -> Secret shop/reader  (ObserveOnly: not applied)",
+            "no changes"
+        ]),
         "{pending}"
+    );
+    assert_eq!(
+        condition(&pending, "Synced").unwrap()["reason"],
+        "ObserveOnly"
     );
     assert_eq!(
         provider_of(&ctx, &c.cms.url).stats().writes(),
@@ -493,6 +682,9 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_only_the_leader_writes() {
     let c = cluster().await;
+    // Long enough that a busy machine renews in time (the leader renews a third before the
+    // end); the takeover below waits for the lease to run out.
+    const LEASE_SECONDS: u64 = 8;
     let replica = |name: &str| {
         let config = OperatorConfig {
             field_manager: format!("keyward-{name}"),
@@ -500,47 +692,80 @@ async fn with_two_replicas_only_the_leader_writes() {
                 namespace: "keyward-system".into(),
                 lease_name: "keyward-operator".into(),
                 identity: name.into(),
-                lease_seconds: 3,
+                lease_seconds: LEASE_SECONDS,
             }),
             ..config()
         };
         let client = c.client.clone();
-        tokio::spawn(async move {
-            keyward::operator::run(client, config, Arc::new(Metrics::new())).await
-        })
+        let metrics = Arc::new(Metrics::new());
+        let task = {
+            let metrics = metrics.clone();
+            tokio::spawn(async move { keyward::operator::run(client, config, metrics).await })
+        };
+        (task, metrics)
     };
-    let a = replica("a");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let b = replica("b");
+    let holder = || {
+        c.emu
+            .get(
+                "apis/coordination.k8s.io/v1/leases",
+                "keyward-system",
+                "keyward-operator",
+            )
+            .and_then(|l| {
+                l.pointer("/spec/holderIdentity")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+    };
+    let (a, a_metrics) = replica("a");
+    eventually("a holds the lease", RECONCILES, || async {
+        holder().as_deref() == Some("a")
+    })
+    .await;
+    let (b, b_metrics) = replica("b");
+    // b is up (standing by: ready) before anything is asked of the operator.
+    eventually("b stands by", RECONCILES, || async {
+        b_metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
     policies
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("the Secret", || async {
-        secret_value(&c, "reader").await.is_some()
+    wait_ready(&c).await;
+    let reconciled = |m: &Metrics| {
+        m.reconciles
+            .get_or_create(&keyward::operator::metrics::ResultLabels {
+                result: "ok".into(),
+            })
+            .get()
+    };
+    // Two more drift checks by the leader; the standby replica reconciled nothing.
+    let seen = reconciled(&a_metrics);
+    eventually("two more reconciles by the leader", RECONCILES, || async {
+        reconciled(&a_metrics) >= seen + 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let managers = c.emu.managers_of("api/v1/secrets", "shop", "reader");
-    assert_eq!(managers.len(), 1, "one writer: {managers:?}");
-    let leader = managers.into_iter().next().unwrap();
-    let status_managers =
-        c.emu
-            .managers_of("apis/keyward.dev/v1alpha1/apikeypolicies", "shop", "web");
     assert_eq!(
-        status_managers,
-        [leader.clone()].into(),
+        reconciled(&b_metrics),
+        0,
+        "the standby replica reconciles nothing"
+    );
+    assert_eq!(
+        c.emu.managers_of("api/v1/secrets", "shop", "reader"),
+        ["keyward-a".to_owned()].into(),
+        "one writer"
+    );
+    assert_eq!(
+        c.emu
+            .managers_of("apis/keyward.dev/v1alpha1/apikeypolicies", "shop", "web"),
+        ["keyward-a".to_owned()].into(),
         "status by the leader only"
     );
 
     // The leader goes away: the other replica takes over after the lease runs out.
-    let (gone, other) = if leader == "keyward-a" {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    gone.abort();
+    a.abort();
     let mut second = policy(
         json!([{"name": "two", "defaultPermissions": ["GET"], "secret": {"name": "two", "keyField": "KEY"}}]),
         json!({}),
@@ -550,18 +775,31 @@ async fn with_two_replicas_only_the_leader_writes() {
         .create(&PostParams::default(), &second)
         .await
         .unwrap();
-    eventually("the follower takes over", || async {
-        secret_value(&c, "two").await.is_some()
-    })
+    eventually(
+        "the standby replica takes over",
+        Duration::from_secs(LEASE_SECONDS) + RECONCILES,
+        || async { secret_value(&c, "two").await.is_some() },
+    )
     .await;
-    let managers = c.emu.managers_of("api/v1/secrets", "shop", "two");
-    assert_eq!(managers.len(), 1);
-    assert_ne!(
-        managers.into_iter().next().unwrap(),
-        leader,
+    assert_eq!(holder().as_deref(), Some("b"));
+    assert_eq!(
+        c.emu.managers_of("api/v1/secrets", "shop", "two"),
+        ["keyward-b".to_owned()].into(),
         "written by the new leader"
     );
-    other.abort();
+    assert!(reconciled(&b_metrics) > 0);
+    b.abort();
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,16 +810,6 @@ async fn metrics_and_health_endpoints() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = keyward::operator::metrics::router(ctx.metrics.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
-    })
-    .await;
     let get = |path: &'static str| {
         let url = url.clone();
         async move {
@@ -589,29 +817,55 @@ async fn metrics_and_health_endpoints() {
             (r.status(), r.text().await.unwrap())
         }
     };
+    // Before any reconcile: the histogram is there, with nothing counted.
+    let (_, text) = get("/metrics").await;
+    assert_eq!(
+        sample(&text, "keyward_reconcile_duration_seconds_count"),
+        Some(0.0),
+        "{text}"
+    );
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    more_reconciles(&ctx, 1).await;
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
     assert_eq!(get("/readyz").await.0, StatusCode::OK);
     let (_, text) = get("/metrics").await;
+    let ok = sample(&text, "keyward_reconciles_total{result=\"ok\"}").unwrap_or(0.0);
+    assert!(ok >= 2.0, "{text}");
+    let observed = sample(&text, "keyward_reconcile_duration_seconds_count").unwrap();
+    assert!(observed >= 2.0, "every reconcile is timed: {text}");
     assert!(
-        text.contains("keyward_reconciles_total{result=\"ok\"}"),
+        sample(&text, "keyward_reconcile_duration_seconds_sum").unwrap() > 0.0,
         "{text}"
     );
-    assert!(
-        text.contains(
-            "keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\",key=\"reader\"}"
-        ),
+    assert_eq!(
+        sample(&text, "keyward_keys{state=\"ready\"}"),
+        Some(1.0),
         "{text}"
     );
-    assert!(
-        text.contains("keyward_reconcile_duration_seconds_bucket"),
+    assert_eq!(
+        sample(&text, "keyward_keys{state=\"missing\"}"),
+        Some(0.0),
         "{text}"
     );
+    // A content key lives a year by default.
+    let left = sample(
+        &text,
+        "keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\",key=\"reader\"}",
+    )
+    .unwrap();
+    let year = 365.0 * 86400.0;
+    assert!(left > year - 3600.0 && left <= year, "{left}");
     op.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_force_sync_annotation_repairs_drift_at_once() {
     let c = cluster().await;
+    // No drift check for an hour: only the annotation can bring the repair.
     let (_, op) = start(
         &c,
         OperatorConfig {
@@ -624,37 +878,14 @@ async fn the_force_sync_annotation_repairs_drift_at_once() {
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
-    })
-    .await;
-    let id = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    c.cms
-        .admin(
-            Method::PATCH,
-            &format!("/v1/keys/{id}"),
-            Some(json!({"defaultPermissions": ["GET", "DELETE"]})),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        c.cms
-            .admin(Method::GET, &format!("/v1/keys/{id}"), None)
-            .await
-            .body["defaultPermissions"],
-        json!(["GET", "DELETE"]),
-        "no drift check for an hour"
-    );
+    wait_ready(&c).await;
+    let id = cms_keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+    drift(&c, &id, json!(["GET", "DELETE"])).await;
     policies
         .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"keyward.dev/force-sync": "2026-11-23T06:00:00Z"}}})))
         .await
         .unwrap();
-    eventually("repaired", || async {
+    eventually("repaired", RECONCILES, || async {
         c.cms
             .admin(Method::GET, &format!("/v1/keys/{id}"), None)
             .await
@@ -689,7 +920,7 @@ async fn a_credential_secret_that_appears_later_is_picked_up() {
         .create(&PostParams::default(), &policy(reader(), json!({})))
         .await
         .unwrap();
-    eventually("NoCredentials", || async {
+    eventually("NoCredentials", RECONCILES, || async {
         ready(&c).await.is_some_and(|s| {
             condition(&s, "Ready").is_some_and(|r| {
                 r["reason"] == "NoCredentials"
@@ -700,13 +931,321 @@ async fn a_credential_secret_that_appears_later_is_picked_up() {
     .await;
     // No drift check for an hour: only the watch on credential Secrets can wake the policy.
     create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin"}, "data": {"token": b64(ADMIN)}})).await;
-    eventually("Ready", || async {
-        ready(&c)
-            .await
-            .is_some_and(|s| condition(&s, "Ready").is_some_and(|r| r["status"] == "True"))
+    wait_ready(&c).await;
+    assert!(secret_value(&c, "reader").await.is_some());
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_orphan_or_observe_only_policy_leaves_its_keys() {
+    let c = cluster().await;
+    let (_, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut orphan = policy(reader(), json!({"deletionPolicy": "Orphan"}));
+    orphan.metadata.name = Some("orphan".into());
+    let mut observer = policy(
+        json!([{"name": "watched", "defaultPermissions": ["GET"], "secret": {"name": "watched", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    observer.metadata.name = Some("observer".into());
+    policies
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+    policies
+        .create(&PostParams::default(), &observer)
+        .await
+        .unwrap();
+    eventually("both Secrets", RECONCILES, || async {
+        secret_value(&c, "reader").await.is_some() && secret_value(&c, "watched").await.is_some()
     })
     .await;
-    assert!(secret_value(&c, "reader").await.is_some());
+    let (kept, watched) = (
+        secret_value(&c, "reader").await.unwrap(),
+        secret_value(&c, "watched").await.unwrap(),
+    );
+    // The second policy is now only observed.
+    policies
+        .patch(
+            "observer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"managementPolicy": "ObserveOnly"}})),
+        )
+        .await
+        .unwrap();
+    eventually("Synced=ObserveOnly", RECONCILES, || async {
+        policies
+            .get("observer")
+            .await
+            .ok()
+            .and_then(|p| serde_json::to_value(p.status?).ok())
+            .is_some_and(|st| {
+                condition(&st, "Synced").is_some_and(|s| s["reason"] == "ObserveOnly")
+            })
+    })
+    .await;
+    for name in ["orphan", "observer"] {
+        policies
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("both policies gone", RECONCILES, || async {
+        policies.get_opt("orphan").await.unwrap().is_none()
+            && policies.get_opt("observer").await.unwrap().is_none()
+    })
+    .await;
+    // The finalizer ran (the policies are gone) and revoked nothing.
+    assert_eq!(cms_keys(&c).await.len(), 2);
+    for v in [&kept, &watched] {
+        assert_eq!(
+            c.cms.status(Method::GET, "/api/blog", v).await,
+            StatusCode::OK
+        );
+    }
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observe_only_policy_reports_drift_and_writes_nothing() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let key = secret_value(&c, "reader").await.unwrap();
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"managementPolicy": "ObserveOnly"}})),
+        )
+        .await
+        .unwrap();
+    eventually("Synced=ObserveOnly", RECONCILES, || async {
+        has_reason(&c, "Synced", "ObserveOnly").await
+    })
+    .await;
+    let cms_writes = provider_of(&ctx, &c.cms.url).stats().writes();
+    let secret_writes = c.emu.counters.writes_to("secrets");
+    let id = cms_keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+    drift(&c, &id, json!(["GET", "DELETE"])).await;
+    eventually("DriftFound", RECONCILES, || async {
+        has_reason(&c, "Drifted", "DriftFound").await
+    })
+    .await;
+    let st = ready(&c).await.unwrap();
+    assert_eq!(condition(&st, "Drifted").unwrap()["status"], "True");
+    assert_eq!(condition(&st, "Ready").unwrap()["reason"], "ChangesPending");
+    let pending = st["pendingChanges"].as_array().unwrap();
+    assert_eq!(
+        pending[0].as_str().unwrap(),
+        format!("~ update   shop/web/reader (id {id})  (ObserveOnly: not applied)"),
+        "{st}"
+    );
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(
+        c.cms
+            .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+            .await
+            .body["defaultPermissions"],
+        json!(["GET", "DELETE"]),
+        "the drift stays"
+    );
+    assert_eq!(provider_of(&ctx, &c.cms.url).stats().writes(), cms_writes);
+    assert_eq!(c.emu.counters.writes_to("secrets"), secret_writes);
+    assert_eq!(
+        c.cms.status(Method::DELETE, "/api/blog/x", &key).await,
+        StatusCode::NOT_FOUND,
+        "the drifted right works: nothing was repaired"
+    );
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
+    let c = cluster().await;
+    // The operator's clock, moved instead of waiting weeks.
+    let clock = keyward::engine::Clock::system();
+    let (ctx, op) = start(
+        &c,
+        OperatorConfig {
+            clock: clock.clone(),
+            ..config()
+        },
+    );
+    // 30 days: Kontent.ai's reminder comes a week ahead; the rotation a day ahead.
+    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "expiresAfter": "30d",
+        "renewBefore": "1d", "rotationOverlap": "10m", "secret": {"name": "reader", "keyField": "KEY"}}]);
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(keys, json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let st = ready(&c).await.unwrap();
+    assert_eq!(
+        condition(&st, "KeyExpiringSoon").unwrap()["reason"],
+        "NotExpiring"
+    );
+    let first = secret_value(&c, "reader").await.unwrap();
+    let expires = st["keys"][0]["expiresAt"].as_str().unwrap().to_owned();
+    let expiring = || {
+        ctx.metrics
+            .keys
+            .get_or_create(&keyward::operator::metrics::StateLabels {
+                state: "expiring".into(),
+            })
+            .get()
+    };
+    assert_eq!(expiring(), 0);
+
+    // 23 days later: within a week of expiry, not yet within renewBefore.
+    clock.advance(chrono::Duration::days(23) + chrono::Duration::hours(1));
+    eventually("KeyExpiringSoon", RECONCILES, || async {
+        has_reason(&c, "KeyExpiringSoon", "ExpiringSoon").await
+    })
+    .await;
+    let st = ready(&c).await.unwrap();
+    let cond = condition(&st, "KeyExpiringSoon").unwrap();
+    assert_eq!(cond["status"], "True");
+    assert_eq!(cond["message"], format!("reader expires at {expires}"));
+    assert_eq!(expiring(), 1);
+    assert_eq!(
+        secret_value(&c, "reader").await.as_deref(),
+        Some(first.as_str()),
+        "not rotated yet"
+    );
+    assert!(st["keys"][0].get("rotatedAt").is_none(), "{st}");
+
+    // Within a day of expiry: a new value, a fresh lifetime, the old value kept for the overlap.
+    clock.advance(chrono::Duration::days(6));
+    eventually("a rotated value", RECONCILES, || async {
+        secret_value(&c, "reader").await.is_some_and(|v| v != first)
+    })
+    .await;
+    let second = secret_value(&c, "reader").await.unwrap();
+    for v in [&first, &second] {
+        assert_eq!(
+            c.cms.status(Method::GET, "/api/blog", v).await,
+            StatusCode::OK
+        );
+    }
+    eventually("NotExpiring again", RECONCILES, || async {
+        has_reason(&c, "KeyExpiringSoon", "NotExpiring").await
+    })
+    .await;
+    let st = ready(&c).await.unwrap();
+    assert!(st["keys"][0]["rotatedAt"].is_string(), "{st}");
+    let renewed =
+        chrono::DateTime::parse_from_rfc3339(st["keys"][0]["expiresAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+    let left = renewed - clock.now();
+    assert!(
+        left > chrono::Duration::days(30) - chrono::Duration::hours(1),
+        "a fresh 30 days from the operator's clock: {left}"
+    );
+    assert_eq!(expiring(), 0);
+    assert_eq!(cms_keys(&c).await.len(), 1, "the same key, a new value");
+    assert!(
+        events(&c)
+            .iter()
+            .any(|(reason, note)| reason == "KeyRotated"
+                && note.starts_with("rotated key shop.web.reader")),
+        "{:?}",
+        events(&c)
+    );
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_write_that_fails_revokes_the_new_key() {
+    let c = cluster().await;
+    // Every Secret write fails (RBAC, admission, an outage) until healed.
+    c.emu.fail_writes("secrets", 500, usize::MAX);
+    let (_, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("ApplyFailed", RECONCILES, || async {
+        has_reason(&c, "Ready", "ApplyFailed").await
+    })
+    .await;
+    let st = ready(&c).await.unwrap();
+    let msg = condition(&st, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // "create key shop/web/reader: created key ID but could not write its Secret (...)"
+    let id = msg
+        .split("created key ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{msg}"))
+        .to_owned();
+    assert!(
+        msg.contains("could not write its Secret")
+            && msg.contains("the new key was revoked; the next run creates it again"),
+        "{msg}"
+    );
+    assert_eq!(
+        c.cms
+            .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "the key nobody has is gone"
+    );
+    assert!(secret_value(&c, "reader").await.is_none());
+
+    c.emu.heal("secrets");
+    eventually("the Secret after healing", RECONCILES, || async {
+        secret_value(&c, "reader").await.is_some()
+    })
+    .await;
+    wait_ready(&c).await;
+    let keys = cms_keys(&c).await;
+    assert_eq!(keys.len(), 1, "one key in the end: {keys:?}");
+    assert_eq!(
+        c.cms
+            .status(
+                Method::GET,
+                "/api/blog",
+                &secret_value(&c, "reader").await.unwrap()
+            )
+            .await,
+        StatusCode::OK
+    );
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reads_secrets_as_metadata_only() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    more_reconciles(&ctx, 1).await;
+    // Key values stay out of the operator's watches: it lists and watches Secrets (the ones it
+    // owns, the credentials) metadata-only, and reads a Secret's data only by name.
+    let secrets: Vec<(String, bool)> = c
+        .emu
+        .collection_reads()
+        .into_iter()
+        .filter(|(r, _)| r == "api/v1/secrets")
+        .collect();
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets.iter().all(|(_, meta_only)| *meta_only),
+        "{secrets:?}"
+    );
     op.abort();
 }
 

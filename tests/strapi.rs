@@ -6,6 +6,7 @@
 
 mod support;
 
+use keyward::engine::Clock;
 use keyward::gitops::{GitopsError, Mode, Outcome};
 use keyward::policy::ProviderKind;
 use keyward::providers::strapi::Strapi;
@@ -15,13 +16,28 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use support::strapi::StrapiServer;
-use support::{examples, manifest, secret_field};
+use support::{actions, done, examples, manifest, pairs, planned, secret_field};
+
+/// Deadline for a few operator reconciles against Strapi (each a sign-in at most, catalog reads
+/// and token calls that take Strapi tens to hundreds of milliseconds on a busy machine).
+const STRAPI_RECONCILES: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn run(
     s: &StrapiServer,
     paths: &[&Path],
     secrets: &Path,
     mode: Mode,
+) -> Result<Outcome, GitopsError> {
+    run_at(s, paths, secrets, mode, &Clock::system()).await
+}
+
+/// `run` with the plan's clock at `clock`.
+async fn run_at(
+    s: &StrapiServer,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: Mode,
+    clock: &Clock,
 ) -> Result<Outcome, GitopsError> {
     let opts = keyward::gitops::Options {
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
@@ -32,6 +48,7 @@ async fn run(
         env_token: Some(s.credential()),
         env_provider: ProviderKind::Strapi,
         prune: false,
+        clock: clock.clone(),
     };
     keyward::gitops::run(&opts).await
 }
@@ -307,11 +324,7 @@ async fn revoke_regenerate_drift_and_names_taken() {
         StatusCode::CREATED
     );
     let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
-    assert!(
-        plan.text().contains("~ update   team/app/reader"),
-        "{}",
-        plan.text()
-    );
+    assert_eq!(planned(&plan), pairs(&[("update", "team/app/reader")]));
     apply_twice(&s, &[&both], out.path()).await;
     assert_eq!(
         s.status(Method::POST, "articles", &reader_v1).await,
@@ -357,10 +370,11 @@ async fn revoke_regenerate_drift_and_names_taken() {
     // A key removed from the policy is revoked: 401.
     let only_reader = manifest(out.path(), "reader-only.yaml", &policy(reader));
     let applied = apply_twice(&s, &[&only_reader], out.path()).await;
+    assert_eq!(planned(&applied), pairs(&[("revoke", "team.app.writer")]));
     assert!(
-        applied.text().contains("revoked key team.app.writer"),
-        "{}",
-        applied.text()
+        done(&applied)[0].starts_with("revoked key team.app.writer (id "),
+        "{:?}",
+        done(&applied)
     );
     assert_eq!(
         s.status(Method::GET, "authors", &writer_v1).await,
@@ -375,10 +389,11 @@ async fn revoke_regenerate_drift_and_names_taken() {
         &policy(&reader.replace("- name: reader\n", "- name: reader\n      type: public\n")),
     );
     let replaced = apply_twice(&s, &[&public_reader], out.path()).await;
+    assert_eq!(planned(&replaced), pairs(&[("replace", "team/app/reader")]));
     assert!(
-        replaced.text().contains("replaced key team.app.reader"),
-        "{}",
-        replaced.text()
+        done(&replaced)[0].starts_with("replaced key team.app.reader (old id "),
+        "{:?}",
+        done(&replaced)
     );
     let reader_v3 = value(out.path(), "team", "reader", "apiKey");
     assert_eq!(
@@ -406,10 +421,15 @@ async fn revoke_regenerate_drift_and_names_taken() {
     let err = run(&s, &[&both], out.path(), Mode::Apply)
         .await
         .expect_err("a problem");
+    let GitopsError::Problems { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        err.to_string()
-            .contains("already has a key named 'team.app.writer'"),
-        "{err}"
+        problems[0].starts_with(
+            "key 'writer' of ApiKeyPolicy team/app: the CMS already has a key named 'team.app.writer'"
+        ),
+        "{problems:?}"
     );
     assert_eq!(s.tokens().await["team.app.writer"]["type"], "read-only");
 }
@@ -429,18 +449,19 @@ async fn lifetimes_start_and_expiring_tokens_are_renewed_without_a_gap() {
     let v0 = value(out.path(), "team", "feed", "apiKey");
     assert_eq!(s.tokens().await["team.app.feed"]["lifespan"], json!(null));
 
-    // The policy now sets a lifetime (due for renewal 10 s after creation): a token that never
-    // expires would never be renewed, so a new one with the lifespan takes its place at once.
+    // The policy now sets a lifetime (due for renewal 30 minutes after creation): a token that
+    // never expires would never be renewed, so a new one with the lifespan takes its place at
+    // once.
     let p = manifest(
         out.path(),
         "p.yaml",
-        &feed("      expiresAfter: 7d\n      renewBefore: 6d23h59m50s\n"),
+        &feed("      expiresAfter: 7d\n      renewBefore: 6d23h30m\n"),
     );
     let started = run(&s, &[&p], out.path(), Mode::Apply).await.unwrap();
-    assert!(
-        started.text().contains("never expires"),
-        "{}",
-        started.text()
+    assert_eq!(planned(&started), pairs(&[("rotate", "team/app/feed")]));
+    assert_eq!(
+        actions(&started)[0]["reason"],
+        "the key never expires; the policy now sets expiresAfter"
     );
     let v1 = value(out.path(), "team", "feed", "apiKey");
     assert_eq!(
@@ -449,27 +470,39 @@ async fn lifetimes_start_and_expiring_tokens_are_renewed_without_a_gap() {
     );
     // The next run revokes the old, unlimited token; the one after writes nothing.
     let cleaned = apply_twice(&s, &[&p], out.path()).await;
-    assert!(
-        cleaned.text().contains("revoked key replaced."),
-        "{}",
-        cleaned.text()
-    );
+    let revoked = planned(&cleaned);
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].0, "revoke");
+    assert!(revoked[0].1.starts_with("replaced."), "{revoked:?}");
     assert_eq!(
         s.status(Method::GET, "articles", &v0).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(s.status(Method::GET, "articles", &v1).await, StatusCode::OK);
 
-    // Within renewBefore: Strapi's regenerate would keep the expiry, so a new token takes the
-    // name and the old one works until it expires.
+    // Within renewBefore (the plan's clock moved 40 minutes: Strapi's lifespans allow an hour
+    // of difference): Strapi's regenerate would keep the expiry, so a new token takes the name
+    // and the old one works until it expires.
     let id1 = s.tokens().await["team.app.feed"]["id"].clone();
-    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
-    let renewed = apply_twice(&s, &[&p], out.path()).await;
+    let clock = Clock::system();
+    clock.advance(chrono::Duration::minutes(40));
+    let renewed = run_at(&s, &[&p], out.path(), Mode::Apply, &clock)
+        .await
+        .unwrap();
+    assert_eq!(planned(&renewed), pairs(&[("rotate", "team/app/feed")]));
+    let a = &actions(&renewed)[0];
+    assert_eq!(a["expiring"], true, "{a}");
     assert!(
-        renewed.text().contains("within renewBefore"),
-        "{}",
-        renewed.text()
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with(", within renewBefore"),
+        "{a}"
     );
+    // Strapi counts the new token's lifespan from its own clock: on the real clock, nothing is
+    // due, and the old token is left to expire.
+    let after = run(&s, &[&p], out.path(), Mode::Plan).await.unwrap();
+    assert_eq!(planned(&after), pairs(&[]));
     let v2 = value(out.path(), "team", "feed", "apiKey");
     let tokens = s.tokens().await;
     assert_ne!(
@@ -628,7 +661,10 @@ async fn the_operator_manages_strapi_keys() {
         let sec = secrets.get_opt("reader").await.ok()??;
         String::from_utf8(sec.data?.get("apiKey")?.0.clone()).ok()
     };
-    eventually("the reader Secret", || async { value().await.is_some() }).await;
+    eventually("the reader Secret", STRAPI_RECONCILES, || async {
+        value().await.is_some()
+    })
+    .await;
     let key = value().await.unwrap();
     assert_eq!(
         s.status(Method::GET, "articles", &key).await,
@@ -638,17 +674,21 @@ async fn the_operator_manages_strapi_keys() {
         s.status(Method::GET, "authors", &key).await,
         StatusCode::FORBIDDEN
     );
-    let refused = || async {
-        let p = policies.get("preview").await.ok()?;
-        let st = serde_json::to_value(p.status?).ok()?;
-        let ready = st["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")?
-            .clone();
-        Some(ready)
+    let ready_of = |name: &'static str| {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get(name).await.ok()?;
+            let st = serde_json::to_value(p.status?).ok()?;
+            let ready = st["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            Some(ready)
+        }
     };
-    eventually("preview refused", || async {
+    let refused = || ready_of("preview");
+    eventually("preview refused", STRAPI_RECONCILES, || async {
         refused()
             .await
             .is_some_and(|c| c["reason"] == "InvalidSpec")
@@ -664,15 +704,50 @@ async fn the_operator_manages_strapi_keys() {
     );
     assert!(!s.tokens().await.contains_key("shop.preview.drafts"));
 
+    // A name taken by a token keyward does not own: the operator lists only its policy's
+    // tokens, so it learns of it from Strapi, and shows Strapi's answer in status.
+    let (status, _) = s
+        .admin(
+            Method::POST,
+            "/admin/api-tokens",
+            Some(json!({"name": "shop.taken.reader", "type": "read-only", "lifespan": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    policies
+        .create(&PostParams::default(), &policy("taken", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "secret": {"name": "taken"}})))
+        .await
+        .unwrap();
+    eventually("the name conflict in status", STRAPI_RECONCILES, || async {
+        ready_of("taken")
+            .await
+            .is_some_and(|c| c["reason"] == "ApplyFailed")
+    })
+    .await;
+    let ready = ready_of("taken").await.unwrap();
+    assert_eq!(ready["status"], "False");
+    let msg = ready["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("create key shop/taken/reader: ")
+            && msg.contains("answered 400: Name already taken"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.tokens().await["shop.taken.reader"]["type"],
+        "read-only",
+        "the other token is untouched"
+    );
+    assert!(secrets.get_opt("taken").await.unwrap().is_none());
+
     policies
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the key is revoked", || async {
+    eventually("the key is revoked", STRAPI_RECONCILES, || async {
         s.status(Method::GET, "articles", &key).await == StatusCode::UNAUTHORIZED
     })
     .await;
-    eventually("the policy is gone", || async {
+    eventually("the policy is gone", STRAPI_RECONCILES, || async {
         policies.get_opt("web").await.ok().flatten().is_none()
     })
     .await;

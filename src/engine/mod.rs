@@ -1,11 +1,15 @@
 //! Applying a plan: the one implementation of "apply", shared by the CLI and the operator.
 //!
 //! A key value exists only in the create/regenerate answer, so it is written to its Secret
-//! before anything else happens. If that write fails after retries, a newly created key is
-//! revoked (the next run creates it again); a regenerated key keeps its old value valid for the
-//! overlap and the next run regenerates it again. The error says what was done and what was not.
+//! before anything else happens. If that write fails after retries, a new key (a create, a
+//! replacement, a renewal that the CMS issued as a new key) is revoked and the next run makes it
+//! again; a regenerated key keeps its old value valid for the overlap and the next run
+//! regenerates it again. The error says what was done and what was not.
 
+pub mod clock;
 pub mod secrets_dir;
+
+pub use clock::Clock;
 
 use crate::model::KeyValue;
 use crate::plan::desired::{DesiredKey, PolicyId, SecretTarget};
@@ -215,6 +219,8 @@ pub struct Engine<'a> {
     pub sink: &'a dyn SecretSink,
     /// The CMS URL workloads should use (`{{ endpoint }}` in Secret templates).
     pub endpoint: String,
+    /// "Now" for new expiries (the plan's clock).
+    pub clock: Clock,
 }
 
 fn describe(a: &Action) -> String {
@@ -282,8 +288,17 @@ impl Engine<'_> {
         }
     }
 
+    /// Revokes a key whose value could not be written (it is gone with this process: better no
+    /// key than a key nobody has); says what became of it.
+    async fn revoke_unwritten(&self, id: &str, next_run: &str) -> String {
+        match self.provider.revoke_key(id).await {
+            Ok(()) => format!("the new key was revoked; {next_run}"),
+            Err(r) => format!("revoking the new key failed too ({r}); the next run regenerates it"),
+        }
+    }
+
     async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         match action {
             Action::Create { key } => {
                 let mut spec = key.spec.clone();
@@ -291,28 +306,27 @@ impl Engine<'_> {
                 let issued = self.provider.create_key(&spec).await?;
                 let id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                match self.write_with_retry(&m).await {
-                    Ok(w) => Ok((
-                        format!(
-                            "created key {} (id {id}) and wrote Secret {}/{}",
-                            spec.name, key.secret.namespace, key.secret.name
-                        ),
-                        w,
-                    )),
+                let w = match self.write_with_retry(&m).await {
+                    Ok(w) => w,
                     Err(e) => {
-                        // Its value is gone with this process: better no key than a key nobody has.
-                        let undo = match self.provider.revoke_key(&id).await {
-                            Ok(()) => "the new key was revoked; the next run creates it again".to_owned(),
-                            Err(r) => format!("revoking the new key failed too ({r}); the next run regenerates it"),
-                        };
-                        Err(StepError::new(
+                        let undo = self
+                            .revoke_unwritten(&id, "the next run creates it again")
+                            .await;
+                        return Err(StepError::new(
                             format!(
                                 "created key {id} but could not write its Secret ({e}); {undo}"
                             ),
                             true,
-                        ))
+                        ));
                     }
-                }
+                };
+                Ok((
+                    format!(
+                        "created key {} (id {id}) and wrote Secret {}/{}",
+                        spec.name, key.secret.namespace, key.secret.name
+                    ),
+                    w,
+                ))
             }
             Action::Update { key, id, .. } => {
                 self.provider.update_key(id, &key.spec).await?;
@@ -334,10 +348,25 @@ impl Engine<'_> {
                         *expiring,
                     )
                     .await?;
+                let new_id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = self.write_with_retry(&m).await.map_err(|e| {
-                    StepError::new(format!("regenerated key {id} but could not write its Secret ({e}); the old value stays valid {grace_seconds}s and the next run regenerates again"), true)
-                })?;
+                let w = match self.write_with_retry(&m).await {
+                    Ok(w) => w,
+                    // A CMS that renews by issuing a new key (Strapi): that key is new, and
+                    // nobody has its value.
+                    Err(e) if new_id != *id => {
+                        let undo = self
+                            .revoke_unwritten(&new_id, "the next run renews it again")
+                            .await;
+                        return Err(StepError::new(
+                            format!("renewed key {id} as a new key {new_id} but could not write its Secret ({e}); {undo}"),
+                            true,
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(StepError::new(format!("regenerated key {id} but could not write its Secret ({e}); the old value stays valid {grace_seconds}s and the next run regenerates again"), true));
+                    }
+                };
                 Ok((
                     format!(
                         "rotated key {} (id {id}: {reason}) and wrote Secret {}/{}",
@@ -357,9 +386,21 @@ impl Engine<'_> {
                 spec.expires_at = key.lifetime.map(|l| now + l);
                 let issued = self.provider.create_key(&spec).await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = self.write_with_retry(&m).await.map_err(|e| {
-                    StepError::new(format!("created replacement key {} but could not write its Secret ({e}); the old key {old_id} still works", issued.key.id), true)
-                })?;
+                let w = match self.write_with_retry(&m).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let undo = self
+                            .revoke_unwritten(&issued.key.id, "the next run replaces it again")
+                            .await;
+                        return Err(StepError::new(
+                            format!(
+                                "created replacement key {} but could not write its Secret ({e}); {undo}, and the old key {old_id} still works",
+                                issued.key.id
+                            ),
+                            true,
+                        ));
+                    }
+                };
                 // The old value keeps working for the overlap (at least the CMS's minimum).
                 let keep = key.rotation_overlap.max(Duration::minutes(1)) + Duration::seconds(5);
                 self.provider.set_expiry(old_id, now + keep).await?;
@@ -443,3 +484,6 @@ impl From<ProviderError> for StepError {
 pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<DateTime<Utc>> {
     live.expires_at().map(|e| e - key.renew_before)
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,10 +51,16 @@ impl SecretsDir {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not taken as missing: that would regenerate a value that may be in use, and the
+            // new one could not be written there either.
             Err(e) => {
-                // Unreadable is as good as missing: the value in it cannot be used.
-                tracing::warn!(path = %path.display(), error = %e, "cannot read a Secret manifest");
-                return Ok(None);
+                return Err(Self::err(
+                    target,
+                    format!(
+                        "cannot read {}: {e}; fix or remove the file",
+                        path.display()
+                    ),
+                ))
             }
         };
         // A file that is not a Secret we can read is treated as missing: its value is unusable.
@@ -142,5 +148,145 @@ impl SecretSink for SecretsDir {
             .map_err(|e| Self::err(&m.target, format!("cannot write {}: {e}", path.display())))?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{observed_from, SecretMaterial};
+    use crate::plan::testkit::{desired, live_of, now, ENDPOINT};
+    use std::collections::BTreeMap;
+
+    const VALUE: &str = "kw_0123456789abcdef_value";
+
+    fn material() -> SecretMaterial {
+        let d = desired("");
+        SecretMaterial::new(
+            &d.keys[0],
+            &live_of(&d, now()),
+            KeyValue::new(VALUE),
+            ENDPOINT,
+        )
+    }
+
+    #[test]
+    fn the_manifest_is_a_named_opaque_secret_with_data_bytes() {
+        let m = material();
+        let s = manifest(&m);
+        assert_eq!(s.metadata.name.as_deref(), Some("s"));
+        assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert_eq!(s.metadata.labels.as_ref(), Some(&m.labels));
+        assert_eq!(s.metadata.annotations.as_ref(), Some(&m.annotations));
+        assert_eq!(
+            s.data,
+            Some(BTreeMap::from([(
+                "apiKey".to_owned(),
+                ByteString(VALUE.as_bytes().to_vec())
+            )]))
+        );
+        assert_eq!(string_data(&s), m.data);
+        assert!(s.string_data.is_none(), "data only, base64 in YAML");
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_written_once_per_content_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SecretsDir::new(dir.path().join("out"));
+        let m = material();
+        let path = sink.path_of(&m.target);
+        assert_eq!(path, dir.path().join("out").join("ns.s.yaml"));
+        assert_eq!(sink.writes(), 0);
+        assert!(sink.observe(&m.target).await.unwrap().is_none());
+        assert!(sink.current_value(&m.target).await.unwrap().is_none());
+
+        assert!(sink.write(&m).await.unwrap(), "written");
+        assert_eq!(sink.writes(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back: Secret = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back, manifest(&m));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        assert!(!sink.write(&m).await.unwrap(), "same content: not written");
+        assert_eq!(sink.writes(), 1);
+        let mut other = m.clone();
+        other.labels.insert("app".into(), "web".into());
+        assert!(sink.write(&other).await.unwrap());
+        assert_eq!(sink.writes(), 2);
+
+        assert_eq!(
+            sink.observe(&m.target).await.unwrap(),
+            Some(observed_from(&other.annotations, &other.data, "apiKey"))
+        );
+        assert_eq!(
+            sink.current_value(&m.target)
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            VALUE
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_unreadable_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SecretsDir::new(dir.path());
+        let m = material();
+        let path = sink.path_of(&m.target);
+        // Not a Secret keyward can read: its value is unusable, as if missing.
+        std::fs::write(&path, "not: [a secret").unwrap();
+        assert!(sink.observe(&m.target).await.unwrap().is_none());
+        // A Secret whose key field is empty holds no value.
+        let mut empty = manifest(&m);
+        empty.data = Some(BTreeMap::from([("apiKey".to_owned(), ByteString(vec![]))]));
+        std::fs::write(&path, serde_yaml_ng::to_string(&empty).unwrap()).unwrap();
+        assert!(sink.current_value(&m.target).await.unwrap().is_none());
+        let observed = sink.observe(&m.target).await.unwrap().unwrap();
+        assert!(!observed.has_value);
+        // Cannot be read at all: an error that names the file, not "missing".
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = sink.observe(&m.target).await.unwrap_err();
+        assert_eq!((e.namespace.as_str(), e.name.as_str()), ("ns", "s"));
+        assert!(
+            e.detail
+                .starts_with(&format!("cannot read {}: ", path.display()))
+                && e.detail.ends_with("; fix or remove the file"),
+            "{e}"
+        );
+        assert!(sink.current_value(&m.target).await.is_err());
+        // And cannot be written.
+        let e = sink.write(&m).await.unwrap_err();
+        assert!(
+            e.detail
+                .starts_with(&format!("cannot write {}: ", path.display())),
+            "{e}"
+        );
+        assert_eq!(sink.writes(), 0);
+    }
+
+    #[test]
+    fn fields_that_are_not_text_are_skipped() {
+        let mut s = manifest(&material());
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("binary".into(), ByteString(vec![0xff, 0xfe]));
+        assert_eq!(
+            string_data(&s).keys().collect::<Vec<_>>(),
+            ["apiKey"],
+            "{s:?}"
+        );
     }
 }

@@ -76,6 +76,8 @@ pub struct OperatorConfig {
     pub drift_interval: Duration,
     pub field_manager: String,
     pub leader_election: Option<LeaderElection>,
+    /// "Now" for plans, renewals and expiry reminders (the system clock but in tests).
+    pub clock: crate::engine::Clock,
 }
 
 impl Default for OperatorConfig {
@@ -87,6 +89,7 @@ impl Default for OperatorConfig {
             drift_interval: Duration::from_secs(300),
             field_manager: "keyward".into(),
             leader_election: None,
+            clock: crate::engine::Clock::system(),
         }
     }
 }

@@ -5,7 +5,9 @@
 use super::secrets::KubeSecrets;
 use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
 use super::{Context, DefaultConnection};
-use crate::engine::{observe_secrets, Engine, ANN_CONTENT_HASH, ANN_FINGERPRINT, ANN_KEY_ID};
+use crate::engine::{
+    observe_secrets, rotation_due, Engine, ANN_CONTENT_HASH, ANN_FINGERPRINT, ANN_KEY_ID,
+};
 use crate::plan::desired::{
     ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
 };
@@ -309,7 +311,7 @@ fn desired_state(
 }
 
 async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
-    let now = Utc::now();
+    let now = ctx.config.clock.now();
     let (_, mut keys, diags) = policy_keys(&p, None, now);
     let old = p.status.clone().unwrap_or_default();
     let errors: Vec<String> = diags
@@ -379,7 +381,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                 &p,
                 ctx,
                 &old,
-                unavailable_status(&old, &msg),
+                failed_status(&old, "CmsUnavailable", &msg),
                 Some(("CmsUnavailable", &msg)),
             )
             .await?;
@@ -415,11 +417,14 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             provider: provider.as_ref(),
             sink: &sink,
             endpoint: conn.endpoint.clone(),
+            clock: ctx.config.clock.clone(),
         };
         match engine.apply(&plan).await {
             Ok(report) => {
-                for d in &report.done {
-                    events.push(("Applied".into(), d.clone()));
+                // One reason per kind of change: kube's Recorder folds events with the same
+                // reason into one series, keeping the first note.
+                for (a, d) in plan.pending().zip(&report.done) {
+                    events.push((event_reason(a).into(), d.clone()));
                 }
                 live = provider
                     .list_keys_labeled(LABEL_POLICY, &policy_id(&p).label_value())
@@ -431,7 +436,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     &p,
                     ctx,
                     &old,
-                    unavailable_status(&old, &msg),
+                    failed_status(&old, "ApplyFailed", &msg),
                     Some(("ApplyFailed", &msg)),
                 )
                 .await?;
@@ -509,7 +514,8 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                     exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ));
             }
-            let due = exp - k.renew_before;
+        }
+        if let Some(due) = rotation_due(k, l) {
             next_due = Some(next_due.map_or(due, |d| d.min(due)));
         }
     }
@@ -607,13 +613,26 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     ctx.forget_failures(&p);
     let mut wait = ctx.config.drift_interval;
     if let Some(due) = next_due {
-        let until = (due - Utc::now())
+        let until = (due - ctx.config.clock.now())
             .to_std()
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1));
         wait = wait.min(until);
     }
     Ok(Action::requeue(wait))
+}
+
+/// The event reason for an applied action.
+fn event_reason(a: &PlanAction) -> &'static str {
+    match a {
+        PlanAction::Create { .. } => "KeyCreated",
+        PlanAction::Update { .. } => "KeyUpdated",
+        PlanAction::Rotate { .. } => "KeyRotated",
+        PlanAction::Replace { .. } => "KeyReplaced",
+        PlanAction::WriteSecret { .. } => "SecretRewritten",
+        PlanAction::Revoke { .. } => "KeyRevoked",
+        PlanAction::SetCors { .. } | PlanAction::SetPublic { .. } => "SettingsChanged",
+    }
 }
 
 fn conditions_merged(
@@ -657,7 +676,9 @@ fn refused_status(old: &ApiKeyPolicyStatus, reason: &str, msg: &str) -> ApiKeyPo
     }
 }
 
-fn unavailable_status(old: &ApiKeyPolicyStatus, msg: &str) -> ApiKeyPolicyStatus {
+/// A failure worth retrying: the CMS could not be read (`CmsUnavailable`) or an apply stopped
+/// (`ApplyFailed`: a CMS call or a Secret write).
+fn failed_status(old: &ApiKeyPolicyStatus, reason: &str, msg: &str) -> ApiKeyPolicyStatus {
     ApiKeyPolicyStatus {
         conditions: conditions_merged(
             old,
@@ -665,10 +686,10 @@ fn unavailable_status(old: &ApiKeyPolicyStatus, msg: &str) -> ApiKeyPolicyStatus
                 condition(
                     READY,
                     false,
-                    "CmsUnavailable",
+                    reason,
                     format!("{msg}; retrying with backoff"),
                 ),
-                condition(SYNCED, false, "CmsUnavailable", msg),
+                condition(SYNCED, false, reason, msg),
             ],
             None,
         ),

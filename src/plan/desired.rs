@@ -174,4 +174,56 @@ mod tests {
             assert!(!p.owns(&labels));
         }
     }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ownership_is_the_policy_label_and_the_uid_when_both_sides_have_one() {
+        let cli = PolicyId {
+            namespace: "shop".into(),
+            name: "web".into(),
+            uid: None,
+        };
+        let cluster = PolicyId {
+            uid: Some("u1".into()),
+            ..cli.clone()
+        };
+        assert_eq!(cli.to_string(), "shop/web");
+        assert_eq!(
+            cluster.to_string(),
+            "shop/web",
+            "the UID is not part of the name"
+        );
+        let plain = labels(&[(LABEL_POLICY, "shop/web")]);
+        let tagged = labels(&[(LABEL_POLICY, "shop/web"), (LABEL_POLICY_UID, "u1")]);
+        let other_uid = labels(&[(LABEL_POLICY, "shop/web"), (LABEL_POLICY_UID, "u2")]);
+        let other_policy = labels(&[(LABEL_POLICY, "shop/api"), (LABEL_POLICY_UID, "u1")]);
+        assert!(cli.owns(&plain) && cli.owns(&tagged) && cli.owns(&other_uid));
+        assert!(cluster.owns(&plain) && cluster.owns(&tagged));
+        assert!(!cluster.owns(&other_uid), "another object of the same name");
+        assert!(!cli.owns(&other_policy) && !cluster.owns(&other_policy));
+        assert!(!cli.owns(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn connections_are_named_for_people() {
+        assert_eq!(ConnectionId::Default.to_string(), "the default connection");
+        assert_eq!(
+            ConnectionId::CmsConnection {
+                namespace: "shop".into(),
+                name: "main".into()
+            }
+            .to_string(),
+            "CmsConnection shop/main"
+        );
+        assert_eq!(
+            ConnectionId::ClusterCmsConnection { name: "all".into() }.to_string(),
+            "ClusterCmsConnection all"
+        );
+    }
 }

@@ -96,11 +96,6 @@ impl Action {
         }
     }
 
-    /// Whether applying this changes the CMS (as opposed to only a Secret).
-    pub fn writes_cms(&self) -> bool {
-        !matches!(self, Self::WriteSecret { .. })
-    }
-
     fn order(&self) -> u8 {
         match self {
             Self::Create { .. } => 0,
@@ -405,91 +400,20 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::desired::{PolicySettings, LABEL_POLICY};
-    use crate::policy::load::load_str;
-    use crate::policy::validate::resolve;
-    use crate::policy::ProviderKind;
+    use crate::plan::desired::{PolicySettings, LABEL_POLICY_UID};
+    use crate::plan::testkit::*;
     use chrono::Duration;
-
-    const ENDPOINT: &str = "http://cms";
-
-    fn desired(extra: &str) -> DesiredState {
-        let yaml = format!(
-            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n{extra}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: 30d\n      secret: {{name: s}}\n"
-        );
-        let set = load_str("p.yaml", &yaml).unwrap();
-        resolve(&set, Utc::now(), None, ProviderKind::Keyward)
-            .unwrap()
-            .desired
-            .into_values()
-            .next()
-            .unwrap()
-    }
-
-    fn live_of(d: &DesiredState, now: DateTime<Utc>) -> LiveKey {
-        let mut spec = d.keys[0].spec.clone();
-        spec.expires_at = Some(now + Duration::days(30));
-        LiveKey {
-            id: "id1".into(),
-            spec,
-            created_at: now,
-            rotated_at: None,
-        }
-    }
-
-    fn secrets_for(d: &DesiredState, live: &LiveKey) -> ObservedSecrets {
-        let t = &d.keys[0].secret;
-        ObservedSecrets::from([(
-            ("ns".into(), "s".into()),
-            ObservedSecret {
-                key_id: Some(live.id.clone()),
-                key_version: Some(live.version()),
-                spec_hash: Some(secret_spec_hash(t, &live.id, &live.version(), ENDPOINT)),
-                has_value: true,
-                content_intact: true,
-                fingerprint: None,
-            },
-        )])
-    }
-
-    /// The action kinds planned for one live key observed with `secrets`.
-    fn kinds_for(d: &DesiredState, live: &LiveKey, secrets: &ObservedSecrets) -> Vec<&'static str> {
-        kinds(&diff(
-            d,
-            std::slice::from_ref(live),
-            &LiveSettings::default(),
-            secrets,
-            ENDPOINT,
-            Utc::now(),
-        ))
-    }
-
-    fn kinds(p: &Plan) -> Vec<&'static str> {
-        p.actions
-            .iter()
-            .map(|a| match a {
-                Action::Create { .. } => "create",
-                Action::Update { .. } => "update",
-                Action::Rotate { .. } => "rotate",
-                Action::Replace { .. } => "replace",
-                Action::WriteSecret { .. } => "secret",
-                Action::Revoke { .. } => "revoke",
-                Action::SetCors { .. } => "cors",
-                Action::SetPublic { .. } => "public",
-            })
-            .collect()
-    }
 
     #[test]
     fn in_sync_means_no_actions() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let live = live_of(&d, now);
         let p = diff(
             &d,
             std::slice::from_ref(&live),
             &LiveSettings::default(),
-            &secrets_for(&d, &live),
+            &secrets_for(&live),
             ENDPOINT,
             now,
         );
@@ -499,7 +423,7 @@ mod tests {
 
     #[test]
     fn missing_key_is_created_and_drift_is_updated() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         assert_eq!(
             kinds(&diff(
@@ -520,7 +444,7 @@ mod tests {
             &d,
             std::slice::from_ref(&live),
             &LiveSettings::default(),
-            &secrets_for(&d, &live),
+            &secrets_for(&live),
             ENDPOINT,
             now,
         );
@@ -536,11 +460,11 @@ mod tests {
 
     #[test]
     fn rotation_lost_and_stale_values() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let mut live = live_of(&d, now);
         live.spec.expires_at = Some(now + Duration::days(6));
-        let s = secrets_for(&d, &live);
+        let s = secrets_for(&live);
         assert_eq!(
             kinds_for(&d, &live, &s),
             ["rotate"],
@@ -552,12 +476,12 @@ mod tests {
             ["rotate"],
             "lost Secret"
         );
-        let mut stale = secrets_for(&d, &live);
+        let mut stale = secrets_for(&live);
         stale
             .values_mut()
             .for_each(|o| o.key_version = Some("older".into()));
         assert_eq!(kinds_for(&d, &live, &stale), ["rotate"], "stale value");
-        let mut meta = secrets_for(&d, &live);
+        let mut meta = secrets_for(&live);
         meta.values_mut()
             .for_each(|o| o.spec_hash = Some("x".into()));
         assert_eq!(
@@ -575,7 +499,7 @@ mod tests {
 
     #[test]
     fn removed_keys_are_revoked_foreign_keys_ignored_names_not_adopted() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("");
         let live = live_of(&d, now);
         let mut gone = live.clone();
@@ -586,7 +510,7 @@ mod tests {
         foreign.id = "id3".into();
         foreign.spec.name = "hand-made".into();
         foreign.spec.labels.clear();
-        let s = secrets_for(&d, &live);
+        let s = secrets_for(&live);
         let p = diff(
             &d,
             &[live.clone(), gone.clone(), foreign.clone()],
@@ -634,10 +558,10 @@ mod tests {
         );
         // Another object with the same name (a different UID) does not own the key either.
         let mut other_uid = live;
-        other_uid.spec.labels.insert(
-            crate::plan::desired::LABEL_POLICY_UID.into(),
-            "other".into(),
-        );
+        other_uid
+            .spec
+            .labels
+            .insert(LABEL_POLICY_UID.into(), "other".into());
         let pid = d.policies.keys().next().unwrap().clone();
         assert!(
             PolicyId {
@@ -647,17 +571,92 @@ mod tests {
             .owns(&other_uid.spec.labels),
             "no UID of our own: the label decides"
         );
-        assert!(!PolicyId {
-            uid: Some("mine".into()),
-            ..pid
+        let mine = with_uid(&d, "mine");
+        let p = diff(
+            &mine,
+            std::slice::from_ref(&other_uid),
+            &LiveSettings::default(),
+            &s,
+            ENDPOINT,
+            now,
+        );
+        assert!(kinds(&p).is_empty(), "never revoked or changed: {p:?}");
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(
+            p.problems[0].contains("named 'ns.p.k' (id id1) that keyward does not own"),
+            "{:?}",
+            p.problems
+        );
+        // The same key tagged with our UID is ours and in sync.
+        let mut ours = other_uid;
+        ours.spec
+            .labels
+            .insert(LABEL_POLICY_UID.into(), "mine".into());
+        let p = diff(&mine, &[ours], &LiveSettings::default(), &s, ENDPOINT, now);
+        assert!(kinds(&p).is_empty() && p.problems.is_empty(), "{p:?}");
+    }
+
+    /// `d` as the operator resolves it: the policy has a UID and its keys carry it.
+    fn with_uid(d: &DesiredState, uid: &str) -> DesiredState {
+        let mut out = d.clone();
+        out.policies = d
+            .policies
+            .iter()
+            .map(|(p, s)| {
+                (
+                    PolicyId {
+                        uid: Some(uid.into()),
+                        ..p.clone()
+                    },
+                    *s,
+                )
+            })
+            .collect();
+        for k in &mut out.keys {
+            k.policy.uid = Some(uid.into());
+            k.spec.labels.insert(LABEL_POLICY_UID.into(), uid.into());
         }
-        .owns(&other_uid.spec.labels));
-        assert_eq!(other_uid.spec.labels[LABEL_POLICY], "ns.p");
+        out
+    }
+
+    #[test]
+    fn secret_spec_hash_is_a_known_value_and_covers_every_input() {
+        let d = desired("");
+        let t = &d.keys[0].secret;
+        let v = "2030-01-01T00:00:00.000000Z";
+        let h = secret_spec_hash(t, "id1", v, ENDPOINT);
+        assert_eq!(h, FIXTURE_SPEC_HASH);
+        let changed = |f: fn(&mut SecretTarget)| {
+            let mut t = t.clone();
+            f(&mut t);
+            secret_spec_hash(&t, "id1", v, ENDPOINT)
+        };
+        let others = [
+            secret_spec_hash(t, "id2", v, ENDPOINT),
+            secret_spec_hash(t, "id1", "2030-01-01T00:00:01.000000Z", ENDPOINT),
+            secret_spec_hash(t, "id1", v, "http://other"),
+            changed(|t| t.key_field = "KEY".into()),
+            changed(|t| t.namespace = "other".into()),
+            changed(|t| t.name = "other".into()),
+            changed(|t| {
+                t.extra_fields.insert("URL".into(), "{{ endpoint }}".into());
+            }),
+            changed(|t| {
+                t.labels.insert("app".into(), "web".into());
+            }),
+            changed(|t| {
+                t.annotations.insert("note".into(), "x".into());
+            }),
+        ];
+        for o in &others {
+            assert_ne!(o, &h);
+            assert_eq!(o.len(), 24);
+        }
     }
 
     #[test]
     fn settings_changes_and_order() {
-        let now = Utc::now();
+        let now = now();
         let d = desired("  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n");
         let settings = LiveSettings {
             cors: BTreeSet::new(),
@@ -677,6 +676,377 @@ mod tests {
             p.problems[0].contains("no API 'contact'"),
             "{:?}",
             p.problems
+        );
+    }
+
+    fn observed(f: impl FnMut(&mut ObservedSecret)) -> ObservedSecrets {
+        let d = desired("");
+        let mut s = secrets_for(&live_of(&d, now()));
+        s.values_mut().for_each(f);
+        s
+    }
+
+    #[test]
+    fn each_secret_check_alone_decides() {
+        let d = desired("");
+        let live = live_of(&d, now());
+        let rotate_reason = |s: &ObservedSecrets| {
+            let p = plan_for(&d, std::slice::from_ref(&live), s);
+            assert_eq!(kinds(&p), ["rotate"], "{p:?}");
+            let Action::Rotate {
+                reason,
+                expiring,
+                grace_seconds,
+                id,
+                ..
+            } = &p.actions[0]
+            else {
+                unreachable!()
+            };
+            assert!(!expiring, "a lost value is not a renewal");
+            assert_eq!(*grace_seconds, 0, "no rotationOverlap declared");
+            assert_eq!(id, "id1");
+            reason.clone()
+        };
+        assert_eq!(
+            rotate_reason(&ObservedSecrets::new()),
+            "Secret ns/s is missing and a key value cannot be read back from the CMS"
+        );
+        let lost = "Secret ns/s does not hold this key's value";
+        assert_eq!(rotate_reason(&observed(|o| o.has_value = false)), lost);
+        assert_eq!(
+            rotate_reason(&observed(|o| o.key_id = Some("id2".into()))),
+            lost
+        );
+        assert_eq!(rotate_reason(&observed(|o| o.key_id = None)), lost);
+        assert_eq!(
+            rotate_reason(&observed(
+                |o| o.key_version = Some("2029-12-31T00:00:00.000000Z".into())
+            )),
+            "the key was regenerated outside keyward; the Secret's value no longer works"
+        );
+        // The value is fine but the rest of the Secret is not: rewritten, same value.
+        for s in [
+            observed(|o| o.content_intact = false),
+            observed(|o| o.spec_hash = Some("0".repeat(24))),
+            observed(|o| o.spec_hash = None),
+        ] {
+            let p = plan_for(&d, std::slice::from_ref(&live), &s);
+            assert_eq!(kinds(&p), ["secret"], "{p:?}");
+            let Action::WriteSecret { id, reason, .. } = &p.actions[0] else {
+                unreachable!()
+            };
+            assert_eq!(id, "id1");
+            assert_eq!(
+                reason,
+                "the Secret's data was edited, or its fields, labels or annotations changed"
+            );
+        }
+        // Another endpoint in the template context is another Secret content.
+        let p = diff(
+            &d,
+            std::slice::from_ref(&live),
+            &LiveSettings::default(),
+            &secrets_for(&live),
+            "http://elsewhere",
+            now(),
+        );
+        assert_eq!(kinds(&p), ["secret"]);
+    }
+
+    #[test]
+    fn renewal_starts_exactly_at_renew_before() {
+        let d = desired_with("", "      renewBefore: 2d\n      rotationOverlap: 10m\n");
+        let mut live = live_of(&d, now());
+        live.spec.expires_at = Some(now() + Duration::days(2) + Duration::seconds(1));
+        assert!(kinds_for(&d, &live, &secrets_for(&live)).is_empty());
+        live.spec.expires_at = Some(now() + Duration::days(2));
+        let p = plan_for(&d, std::slice::from_ref(&live), &secrets_for(&live));
+        assert_eq!(kinds(&p), ["rotate"]);
+        let Action::Rotate {
+            reason,
+            expiring,
+            grace_seconds,
+            ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert!(expiring);
+        assert_eq!(*grace_seconds, 600);
+        assert_eq!(
+            reason,
+            "expires at 2030-01-03T00:00:00+00:00, within renewBefore"
+        );
+        // Already expired: renewed too.
+        live.spec.expires_at = Some(now() - Duration::hours(1));
+        assert_eq!(kinds_for(&d, &live, &secrets_for(&live)), ["rotate"]);
+    }
+
+    #[test]
+    fn a_key_that_never_expires_is_renewed_only_when_the_policy_sets_a_lifetime() {
+        let d = desired("");
+        let mut live = live_of(&d, now());
+        live.spec.expires_at = None;
+        let p = plan_for(&d, std::slice::from_ref(&live), &secrets_for(&live));
+        assert_eq!(kinds(&p), ["rotate"]);
+        let Action::Rotate {
+            reason, expiring, ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            reason,
+            "the key never expires; the policy now sets expiresAfter"
+        );
+        assert!(expiring);
+        // A policy without a lifetime (a CMS where keys may live forever): nothing to do.
+        let mut forever = d.clone();
+        forever.keys[0].lifetime = None;
+        assert!(kinds_for(&forever, &live, &secrets_for(&live)).is_empty());
+        // A lifetime, and a live expiry far away: nothing to do either.
+        let live = live_of(&d, now());
+        assert!(kinds_for(&forever, &live, &secrets_for(&live)).is_empty());
+    }
+
+    #[test]
+    fn kind_type_and_owner_changes_each_replace_the_key() {
+        let d = desired("");
+        let live = live_of(&d, now());
+        let replaced = |f: fn(&mut KeySpec)| {
+            let mut l = live.clone();
+            f(&mut l.spec);
+            let p = plan_for(&d, std::slice::from_ref(&l), &secrets_for(&l));
+            assert_eq!(kinds(&p), ["replace"], "{p:?}");
+            let Action::Replace { old_id, diff, key } = &p.actions[0] else {
+                unreachable!()
+            };
+            assert_eq!(old_id, "id1");
+            assert_eq!(key.key, "k");
+            diff.clone()
+        };
+        let diff = replaced(|s| s.kind = crate::model::KeyKind::Management);
+        assert!(diff.lines().any(|l| l == "-kind: management"), "{diff}");
+        assert!(diff.lines().any(|l| l == "+kind: content"), "{diff}");
+        let diff = replaced(|s| s.key_type = crate::model::KeyType::Public);
+        assert!(diff.lines().any(|l| l == "-type: public"), "{diff}");
+        let diff = replaced(|s| s.owner = Some("ann".into()));
+        assert!(diff.lines().any(|l| l == "-owner: ann"), "{diff}");
+        // Anything else is an update of the same key.
+        let mut l = live.clone();
+        l.spec.description = "edited".into();
+        assert_eq!(kinds_for(&d, &l, &secrets_for(&l)), ["update"]);
+        // The expiry alone is rotation's business, not a drift.
+        let mut l = live.clone();
+        l.spec.expires_at = Some(now() + Duration::days(20));
+        assert!(kinds_for(&d, &l, &secrets_for(&l)).is_empty());
+    }
+
+    #[test]
+    fn spec_diff_is_a_unified_diff_of_the_compared_settings() {
+        let d = desired("");
+        let mut live = d.keys[0].spec.clone();
+        live.default_permissions
+            .push(crate::model::ContentPermission::Delete);
+        live.description = "by hand".into();
+        assert_eq!(
+            spec_diff(&live, &d.keys[0].spec),
+            "--- live\n+++ desired\n@@ -1,9 +1,8 @@\n name: ns.p.k\n-description: by hand\n+description: ''\n kind: content\n type: service\n defaultPermissions:\n - GET\n-- DELETE\n apiPermissions: []\n scopes: []\n"
+        );
+        assert_eq!(spec_diff(&live, &live), "");
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_replace_are_revoked_once_expired() {
+        let d = desired("");
+        let live = live_of(&d, now());
+        let mut parked = live.clone();
+        parked.id = "id0".into();
+        parked.spec.name = "replaced.id0.ns.p.k".into();
+        // The leftover comes first: the key with the declared name is still the one in use.
+        let plan = |expires: Option<DateTime<Utc>>| {
+            let mut p = parked.clone();
+            p.spec.expires_at = expires;
+            plan_for(&d, &[p, live.clone()], &secrets_for(&live))
+        };
+        assert!(kinds(&plan(Some(now() + Duration::minutes(5)))).is_empty());
+        for expired in [Some(now()), Some(now() - Duration::minutes(1)), None] {
+            let p = plan(expired);
+            assert_eq!(kinds(&p), ["revoke"], "{p:?}");
+            let Action::Revoke {
+                id,
+                name,
+                policy,
+                reason,
+                observe_only,
+            } = &p.actions[0]
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (id.as_str(), name.as_str(), policy.as_str(), reason.as_str()),
+                (
+                    "id0",
+                    "replaced.id0.ns.p.k",
+                    "ns/p",
+                    "superseded by a replacement and expired"
+                )
+            );
+            assert!(!observe_only);
+        }
+        // Without the declared name anywhere, the leftover is the key: renamed back.
+        let p = plan_for(&d, std::slice::from_ref(&parked), &ObservedSecrets::new());
+        assert_eq!(kinds(&p), ["update", "rotate"]);
+        let Action::Update { id, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(id, "id0");
+    }
+
+    #[test]
+    fn observe_only_policies_are_planned_but_not_pending() {
+        let mut d = desired("");
+        d.keys[0].observe_only = true;
+        d.policies.values_mut().for_each(|s| s.observe_only = true);
+        let live = live_of(&d, now());
+        let mut gone = live.clone();
+        gone.id = "id2".into();
+        gone.spec.labels.insert(LABEL_KEY.into(), "old".into());
+        gone.spec.name = "ns.p.old".into();
+        let p = plan_for(&d, &[gone], &ObservedSecrets::new());
+        assert_eq!(kinds(&p), ["create", "revoke"]);
+        assert!(p.actions.iter().all(Action::observe_only));
+        assert_eq!(p.pending().count(), 0);
+        assert!(!p.has_changes());
+        // Settings are never ObserveOnly.
+        let cors = Action::SetCors {
+            from: BTreeSet::new(),
+            to: BTreeSet::new(),
+        };
+        assert!(!cors.observe_only());
+    }
+
+    #[test]
+    fn actions_are_ordered_creates_first_revokes_last() {
+        let d = desired(
+            "  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n",
+        );
+        let mut two = d.clone();
+        let mut k2 = two.keys[0].clone();
+        k2.key = "k2".into();
+        k2.spec.name = "ns.p.k2".into();
+        k2.spec.labels.insert(LABEL_KEY.into(), "k2".into());
+        k2.secret.name = "s2".into();
+        two.keys.insert(0, k2);
+        let live = live_of(&d, now());
+        let mut drifted = live.clone();
+        drifted.spec.description = "edited".into();
+        let mut gone = live.clone();
+        gone.id = "id9".into();
+        gone.spec.name = "ns.p.old".into();
+        gone.spec.labels.insert(LABEL_KEY.into(), "old".into());
+        let settings = LiveSettings {
+            cors: BTreeSet::new(),
+            public: BTreeMap::from([("contact".into(), BTreeSet::new())]),
+        };
+        let mut secrets = secrets_for(&live);
+        secrets.values_mut().for_each(|o| o.content_intact = false);
+        let p = diff(&two, &[gone, drifted], &settings, &secrets, ENDPOINT, now());
+        assert_eq!(
+            kinds(&p),
+            ["create", "update", "secret", "cors", "public", "revoke"]
+        );
+        assert_eq!(p.live.len(), 2, "the plan carries the live keys");
+        assert!(p.live.contains_key("id1") && p.live.contains_key("id9"));
+        let rotate = plan_for(&d, std::slice::from_ref(&live), &ObservedSecrets::new());
+        let mut mixed = p.clone();
+        mixed.actions.push(rotate.actions[0].clone());
+        mixed.actions.push(Action::Replace {
+            key: d.keys[0].clone(),
+            old_id: "x".into(),
+            diff: String::new(),
+        });
+        mixed.actions.sort_by_key(Action::order);
+        assert_eq!(
+            kinds(&mixed),
+            ["create", "replace", "update", "rotate", "secret", "cors", "public", "revoke"]
+        );
+    }
+
+    #[test]
+    fn settings_already_as_declared_need_nothing() {
+        let d = desired(
+            "  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n",
+        );
+        let live = live_of(&d, now());
+        let same = LiveSettings {
+            cors: BTreeSet::from(["https://a.example".to_owned()]),
+            public: BTreeMap::from([(
+                "contact".into(),
+                BTreeSet::from([crate::model::ContentOp::Create]),
+            )]),
+        };
+        let p = diff(
+            &d,
+            std::slice::from_ref(&live),
+            &same,
+            &secrets_for(&live),
+            ENDPOINT,
+            now(),
+        );
+        assert!(p.actions.is_empty() && p.problems.is_empty(), "{p:?}");
+        // No policy declares CORS: the live origins are left alone.
+        let none = desired("");
+        let p = diff(
+            &none,
+            std::slice::from_ref(&live),
+            &same,
+            &secrets_for(&live),
+            ENDPOINT,
+            now(),
+        );
+        assert!(p.actions.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn pruned_policies_lose_every_key_with_the_reason() {
+        let d = desired("");
+        let live = live_of(&d, now());
+        let mut gone_policy = live.clone();
+        gone_policy.id = "id5".into();
+        gone_policy.spec.name = "ns.q.k".into();
+        gone_policy
+            .spec
+            .labels
+            .insert(LABEL_POLICY.into(), "ns/q".into());
+        let mut pruning = d.clone();
+        pruning.policies.insert(
+            PolicyId {
+                namespace: "ns".into(),
+                name: "q".into(),
+                uid: None,
+            },
+            PolicySettings {
+                gone: true,
+                ..Default::default()
+            },
+        );
+        let p = plan_for(&pruning, &[live.clone(), gone_policy], &secrets_for(&live));
+        assert_eq!(kinds(&p), ["revoke"]);
+        let Action::Revoke {
+            id, reason, policy, ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (id.as_str(), policy.as_str(), reason.as_str()),
+            (
+                "id5",
+                "ns/q",
+                "its policy is no longer in the manifests (--prune)"
+            )
         );
     }
 }

@@ -4,6 +4,8 @@
 pub mod desired;
 mod diff;
 mod render;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use diff::{diff, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets, Plan};
 pub use render::{render_text, summary};

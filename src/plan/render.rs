@@ -112,3 +112,133 @@ fn indent(s: &str, n: usize) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testkit::*;
+    use crate::plan::Action;
+    use crate::providers::LiveSettings;
+    use chrono::Duration;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A plan with one action of every kind, a problem, and an ObserveOnly action.
+    fn every_action() -> crate::plan::Plan {
+        let d = desired("");
+        let key = d.keys[0].clone();
+        let mut observed = key.clone();
+        observed.observe_only = true;
+        let ops = |o: &[crate::model::ContentOp]| o.iter().copied().collect::<BTreeSet<_>>();
+        crate::plan::Plan {
+            actions: vec![
+                Action::Create { key: key.clone() },
+                Action::Create { key: observed },
+                Action::Replace {
+                    key: key.clone(),
+                    old_id: "id0".into(),
+                    diff: "-type: public\n+type: service\n".into(),
+                },
+                Action::Update {
+                    key: key.clone(),
+                    id: "id1".into(),
+                    diff: "--- live\n+++ desired\n-- DELETE".into(),
+                },
+                Action::Rotate {
+                    key: key.clone(),
+                    id: "id1".into(),
+                    reason: "a reason".into(),
+                    grace_seconds: 600,
+                    expiring: true,
+                },
+                Action::WriteSecret {
+                    key,
+                    id: "id1".into(),
+                    reason: "edited".into(),
+                },
+                Action::SetCors {
+                    from: BTreeSet::new(),
+                    to: BTreeSet::from(["https://a.example".to_owned()]),
+                },
+                Action::SetPublic {
+                    api: "contact".into(),
+                    from: ops(&[]),
+                    to: ops(&[
+                        crate::model::ContentOp::Create,
+                        crate::model::ContentOp::List,
+                    ]),
+                },
+                Action::Revoke {
+                    id: "id9".into(),
+                    name: "ns.p.old".into(),
+                    policy: "ns/p".into(),
+                    reason: "key 'old' was removed from the policy".into(),
+                    observe_only: false,
+                },
+            ],
+            problems: vec!["a problem".into()],
+            live: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn every_action_renders_on_its_own_line_with_its_details() {
+        let text = render_text("the CMS", &every_action());
+        assert_eq!(
+            text,
+            "the CMS\n  \
+             + create   ns/p/k  -> Secret ns/s\n  \
+             + create   ns/p/k  -> Secret ns/s  (ObserveOnly: not applied)\n  \
+             ± replace  ns/p/k (id id0): kind, type or owner changed; the old key expires after the overlap\n      \
+             -type: public\n      \
+             +type: service\n  \
+             ~ update   ns/p/k (id id1)\n      \
+             --- live\n      \
+             +++ desired\n      \
+             -- DELETE\n  \
+             ↻ rotate   ns/p/k (id id1): a reason; new value to Secret ns/s, old value valid 600s more\n  \
+             ~ secret   ns/p/k -> Secret ns/s: edited\n  \
+             ~ cors     {} -> {\"https://a.example\"}\n  \
+             ~ public   contact: [] -> [\"list\", \"create\"]\n  \
+             - revoke   ns.p.old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
+             ! a problem\n  \
+             Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change.\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_pending_actions_only() {
+        let mut p = every_action();
+        p.actions.push(Action::Create {
+            key: desired("").keys[0].clone(),
+        });
+        assert_eq!(
+            summary(&p),
+            "Plan: 2 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change."
+        );
+        p.actions.retain(|a| matches!(a, Action::Revoke { .. }));
+        assert_eq!(summary(&p), "Plan: 1 to revoke.");
+        p.actions.clear();
+        p.problems.clear();
+        assert_eq!(summary(&p), "no changes");
+        assert_eq!(render_text("t", &p), "t\n  no changes\n");
+    }
+
+    #[test]
+    fn a_plan_from_the_diff_renders_its_rotation_reason() {
+        let d = desired_with("", "      renewBefore: 1d\n");
+        let mut live = live_of(&d, now());
+        live.spec.expires_at = Some(now() + Duration::hours(2));
+        let p = crate::plan::diff(
+            &d,
+            &[live.clone()],
+            &LiveSettings::default(),
+            &secrets_for(&live),
+            ENDPOINT,
+            now(),
+        );
+        assert_eq!(
+            render_text("t", &p).lines().nth(1),
+            Some("  ↻ rotate   ns/p/k (id id1): expires at 2030-01-01T02:00:00+00:00, within renewBefore; new value to Secret ns/s, old value valid 0s more")
+        );
+    }
+}

@@ -683,12 +683,11 @@ mod tests {
     use super::*;
     use crate::policy::load::load_str;
 
-    fn errors(yaml: &str) -> Vec<String> {
+    /// What `resolve` says about a manifest: `Err` with the errors that stop it, or `Ok` with
+    /// the warnings it applies with.
+    fn check(yaml: &str) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
         let set = load_str("p.yaml", yaml).expect("loads");
-        match resolve(&set, Utc::now(), None, ProviderKind::Keyward) {
-            Ok(r) => r.warnings.iter().map(|w| w.to_string()).collect(),
-            Err(e) => e.iter().map(|d| d.to_string()).collect(),
-        }
+        resolve(&set, Utc::now(), None, ProviderKind::Keyward).map(|r| r.warnings)
     }
 
     fn policy(keys: &str) -> String {
@@ -701,72 +700,70 @@ mod tests {
         format!("    - name: k\n      secret: {{name: s}}\n{extra}")
     }
 
-    fn one(errs: Vec<String>, needle: &str) {
+    /// The manifest is refused (nothing of it would be applied) with an error containing
+    /// `needle`; every diagnostic names the file, line and object.
+    fn refused(yaml: &str, needle: &str) {
+        let errs = check(yaml).expect_err("refused, not applied with a warning");
+        let hit = errs
+            .iter()
+            .find(|e| e.to_string().contains(needle))
+            .unwrap_or_else(|| panic!("no error containing {needle:?} in {errs:#?}"));
+        assert_eq!(hit.severity, Severity::Error, "{hit}");
         assert!(
-            errs.iter().any(|e| e.contains(needle)),
-            "no error containing {needle:?} in {errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .all(|e| e.starts_with("p.yaml:1: ApiKeyPolicy shop/p: ")
-                    || e.starts_with("warning: p.yaml:1")),
+            errs.iter().all(|e| e.severity == Severity::Error
+                && e.to_string().starts_with("p.yaml:1: ApiKeyPolicy shop/p: ")),
             "{errs:#?}"
         );
     }
 
     #[test]
     fn seed_rules_are_checked_offline_with_field_paths() {
-        one(
-            errors(&policy(&key(
-                "      defaultPermissions: [GET_ALL_DRAFTS]\n",
-            ))),
-            "spec.keys[0].defaultPermissions: GET_ALL_DRAFTS requires GET",
-        );
-        one(
-            errors(&policy(&key(
-                "      type: public\n      defaultPermissions: [GET, DELETE]\n",
-            ))),
-            "spec.keys[0].defaultPermissions: a public key may hold read rights only, not DELETE",
-        );
-        one(
-            errors(&policy(&key(
-                "      type: public\n      scopes: [content:write]\n",
-            ))),
-            "spec.keys[0].scopes: a public key may hold read rights only",
-        );
-        one(
-            errors(&policy(&key("      expiresAfter: 6y\n"))),
-            "spec.keys[0].expiresAfter: content keys must live between 1 minute and 5 years",
-        );
-        one(errors(&policy(&key("      kind: management\n      managementPermissions: [keys:manage]\n      expiresAfter: 3y\n"))), "management keys must live between 1 minute and 2 years");
-        one(
-            errors(&policy(&key(
-                "      expiresAfter: 30d\n      renewBefore: 30d\n",
-            ))),
-            "spec.keys[0].renewBefore: 30 days is not shorter than the key's lifetime (30 days)",
-        );
-        one(
-            errors(&policy(&key("      expiresAfter: soon\n"))),
-            "spec.keys[0].expiresAfter: 'soon' is not a duration",
-        );
-        one(
-            errors(&policy(&format!("{}{}", key(""), key("")))),
-            "spec.keys[1].name: key 'k' is declared twice",
-        );
-        one(
-            errors(&policy(&format!(
-                "{}    - name: k2\n      secret: {{name: s}}\n",
-                key("")
-            ))),
-            "spec.keys[1].secret.name: Secret 's' is used by two keys",
-        );
-        one(
-            errors(&policy(
-                &key("      secret: {name: s, extraFields: {URL: '{{ nope }}'}}\n")
+        let cases = [
+            (
+                key("      defaultPermissions: [GET_ALL_DRAFTS]\n"),
+                "spec.keys[0].defaultPermissions: GET_ALL_DRAFTS requires GET",
+            ),
+            (
+                key("      type: public\n      defaultPermissions: [GET, DELETE]\n"),
+                "spec.keys[0].defaultPermissions: a public key may hold read rights only, not DELETE",
+            ),
+            (
+                key("      type: public\n      scopes: [content:write]\n"),
+                "spec.keys[0].scopes: a public key may hold read rights only",
+            ),
+            (
+                key("      expiresAfter: 6y\n"),
+                "spec.keys[0].expiresAfter: content keys must live between 1 minute and 5 years",
+            ),
+            (
+                key("      kind: management\n      managementPermissions: [keys:manage]\n      expiresAfter: 3y\n"),
+                "management keys must live between 1 minute and 2 years",
+            ),
+            (
+                key("      expiresAfter: 30d\n      renewBefore: 30d\n"),
+                "spec.keys[0].renewBefore: 30 days is not shorter than the key's lifetime (30 days)",
+            ),
+            (
+                key("      expiresAfter: soon\n"),
+                "spec.keys[0].expiresAfter: 'soon' is not a duration",
+            ),
+            (
+                format!("{}{}", key(""), key("")),
+                "spec.keys[1].name: key 'k' is declared twice",
+            ),
+            (
+                format!("{}    - name: k2\n      secret: {{name: s}}\n", key("")),
+                "spec.keys[1].secret.name: Secret 's' is used by two keys",
+            ),
+            (
+                key("      secret: {name: s, extraFields: {URL: '{{ nope }}'}}\n")
                     .replace("      secret: {name: s}\n", ""),
-            )),
-            "unknown placeholder",
-        );
+                "unknown placeholder",
+            ),
+        ];
+        for (keys, needle) in cases {
+            refused(&policy(&keys), needle);
+        }
     }
 
     #[test]
@@ -774,24 +771,36 @@ mod tests {
         let cors = |o: &str| {
             policy(&key("")).replace("spec:\n", &format!("spec:\n  cors: {{origins: ['{o}']}}\n"))
         };
-        one(
-            errors(&cors("https://shop.example.com/path")),
+        refused(
+            &cors("https://shop.example.com/path"),
             "spec.cors.origins[0]: 'https://shop.example.com/path' is not an origin",
         );
-        let w = errors(&cors("*"));
+        // A wildcard is allowed: the policy applies, with a warning.
+        let w = check(&cors("*")).expect("a wildcard origin applies");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].severity, Severity::Warning);
+        assert_eq!(w[0].path, "spec.cors.origins[0]");
         assert!(
-            w[0].starts_with("warning: ") && w[0].contains("spec.cors.origins[0]"),
-            "{w:?}"
+            w[0].to_string().starts_with("warning: p.yaml:1: "),
+            "{}",
+            w[0]
         );
-        assert!(errors(&cors("http://localhost:3000")).is_empty());
+        assert_eq!(check(&cors("http://localhost:3000")), Ok(vec![]));
     }
 
     #[test]
     fn duplicate_secret_names_across_policies() {
         let a = policy(&key(""));
         let b = a.replace("name: p,", "name: q,");
-        let errs = errors(&format!("{a}---\n{b}"));
-        assert!(errs.iter().any(|e| e.contains("ApiKeyPolicy shop/q: spec.keys[0].secret.name: Secret shop/s is already written by ApiKeyPolicy shop/p")), "{errs:#?}");
+        let errs = check(&format!("{a}---\n{b}")).expect_err("refused");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].severity, Severity::Error);
+        assert_eq!(errs[0].object, "ApiKeyPolicy shop/q");
+        assert_eq!(errs[0].path, "spec.keys[0].secret.name");
+        assert_eq!(
+            errs[0].message,
+            "Secret shop/s is already written by ApiKeyPolicy shop/p"
+        );
     }
 
     const CONN: &str = "apiVersion: keyward.dev/v1alpha1
@@ -810,15 +819,21 @@ spec:
             key("")
         ))
         .replace("spec:\n", "spec:\n  connectionRef: {name: cms}\n");
-        let errs = errors(&format!("{CONN}---\n{p}"));
-        assert!(errs.iter().any(|e| e.contains("hobby plan, which allows 1 key(s); these manifests declare 2")), "{errs:#?}");
+        let errs = check(&format!("{CONN}---\n{p}")).expect_err("refused");
+        assert!(
+            errs.iter().any(|e| e.severity == Severity::Error
+                && e.path == "spec.keys"
+                && e.message
+                    .contains("hobby plan, which allows 1 key(s); these manifests declare 2")),
+            "{errs:#?}"
+        );
     }
 
     #[test]
     fn connections_must_exist_and_admit_the_namespace() {
         let p = policy(&key("")).replace("spec:\n", "spec:\n  connectionRef: {name: missing}\n");
-        one(
-            errors(&p),
+        refused(
+            &p,
             "spec.connectionRef: CmsConnection shop/missing is not in the manifests",
         );
         let cluster = "apiVersion: keyward.dev/v1alpha1
@@ -833,10 +848,12 @@ spec:
             "spec:\n",
             "spec:\n  connectionRef: {kind: ClusterCmsConnection, name: main}\n",
         );
-        let errs = errors(&format!("{cluster}---\n{p}"));
+        let errs = check(&format!("{cluster}---\n{p}")).expect_err("refused");
         assert!(
-            errs.iter()
-                .any(|e| e.contains("ClusterCmsConnection main does not admit namespace 'shop'")),
+            errs.iter().any(|e| e.severity == Severity::Error
+                && e.path == "spec.connectionRef"
+                && e.message
+                    .contains("ClusterCmsConnection main does not admit namespace 'shop'")),
             "{errs:#?}"
         );
         let ns =
@@ -898,6 +915,6 @@ spec:
                 "{ns:?}: {errs:#?}"
             );
         }
-        assert_eq!(errors(&policy(&key(""))), Vec::<String>::new());
+        assert_eq!(check(&policy(&key(""))), Ok(Vec::new()));
     }
 }

@@ -73,6 +73,10 @@ pub struct Emulator {
     tx: broadcast::Sender<Arc<Change>>,
     pub counters: Arc<Counters>,
     bookmark_every: Duration,
+    /// Injected failures: per resource plural, the status and how many more writes get it.
+    faults: Arc<Mutex<HashMap<String, (u16, usize)>>>,
+    /// Every list and watch: (resource, metadata only).
+    reads_of_collections: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -367,7 +371,41 @@ impl Emulator {
             tx,
             counters: Arc::new(Counters::default()),
             bookmark_every: Duration::from_millis(500),
+            faults: Arc::default(),
+            reads_of_collections: Arc::default(),
         }
+    }
+
+    /// Every list and watch so far, as (resource, metadata only): which collections a client
+    /// read in full.
+    pub fn collection_reads(&self) -> Vec<(String, bool)> {
+        self.reads_of_collections.lock().unwrap().clone()
+    }
+
+    /// The next `times` writes (any method but GET) to resources named `plural` get `status`
+    /// (`usize::MAX`: every write, until `heal`).
+    pub fn fail_writes(&self, plural: &str, status: u16, times: usize) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(plural.to_owned(), (status, times));
+    }
+
+    /// Ends the injected failures of `plural`.
+    pub fn heal(&self, plural: &str) {
+        self.faults.lock().unwrap().remove(plural);
+    }
+
+    fn injected(&self, plural: &str) -> Option<u16> {
+        let mut faults = self.faults.lock().unwrap();
+        let (status, left) = faults.get_mut(plural)?;
+        if *left == 0 {
+            return None;
+        }
+        if *left != usize::MAX {
+            *left -= 1;
+        }
+        Some(*status)
     }
 
     /// A `kube::Client` whose every request this emulator answers.
@@ -477,6 +515,9 @@ impl Emulator {
                 .unwrap()
                 .entry(t.plural.clone())
                 .or_default() += 1;
+            if let Some(code) = self.injected(&t.plural) {
+                return err(code, "InternalError", "injected failure");
+            }
         } else {
             self.counters.reads.fetch_add(1, Ordering::Relaxed);
         }
@@ -485,6 +526,12 @@ impl Emulator {
         } else {
             String::new()
         };
+        if parts.method == Method::GET && t.name.is_none() {
+            self.reads_of_collections
+                .lock()
+                .unwrap()
+                .push((t.resource.clone(), meta_only));
+        }
         match (&parts.method, &t.name) {
             (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&t, &q, meta_only)

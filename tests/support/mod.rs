@@ -3,6 +3,8 @@
 
 pub mod kube_emulator;
 pub mod process;
+pub mod proxy;
+pub mod sinks;
 pub mod strapi;
 pub mod tls;
 
@@ -146,17 +148,76 @@ pub async fn gitops_at(
     secrets: &Path,
     mode: keyward::gitops::Mode,
 ) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
-    let opts = keyward::gitops::Options {
+    keyward::gitops::run(&options(url, paths, secrets, mode)).await
+}
+
+/// The CLI's options for a reference CMS at `url` with the admin token (system clock, no prune).
+pub fn options(
+    url: &str,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> keyward::gitops::Options {
+    keyward::gitops::Options {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
+        clock: keyward::engine::Clock::system(),
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_dir: secrets.to_path_buf(),
         data_dir: secrets.join("unused-embedded"),
         mode,
         env_url: Some(url.to_owned()),
         env_token: Some(ADMIN.to_owned()),
+    }
+}
+
+/// The planned actions of every connection, as `-o json` gives them.
+pub fn actions(o: &keyward::gitops::Outcome) -> Vec<Value> {
+    o.json()["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["actions"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// `(action, subject)` per planned action: the subject is `namespace/policy/key` for a key of a
+/// policy, the key's CMS name for a revoke, the API for public endpoints, "" for CORS.
+pub fn planned(o: &keyward::gitops::Outcome) -> Vec<(String, String)> {
+    actions(o).iter().map(kind_and_subject).collect()
+}
+
+pub fn kind_and_subject(a: &Value) -> (String, String) {
+    let kind = a["action"].as_str().unwrap().to_owned();
+    let subject = if a["key"].is_object() {
+        let k = &a["key"];
+        format!(
+            "{}/{}/{}",
+            k["policy"]["namespace"].as_str().unwrap(),
+            k["policy"]["name"].as_str().unwrap(),
+            k["key"].as_str().unwrap()
+        )
+    } else if let Some(name) = a["name"].as_str() {
+        name.to_owned()
+    } else {
+        a["api"].as_str().unwrap_or("").to_owned()
     };
-    keyward::gitops::run(&opts).await
+    (kind, subject)
+}
+
+/// `(action, subject)` pairs, for comparing with `planned`.
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// What the apply reports as done, over every connection.
+pub fn done(o: &keyward::gitops::Outcome) -> Vec<String> {
+    o.runs
+        .iter()
+        .flat_map(|r| r.applied.iter().flat_map(|a| a.done.clone()))
+        .collect()
 }
 
 /// The value in a Secret manifest written by `apply`.
@@ -201,18 +262,23 @@ pub async fn create(
     let _: Value = client.request(req).await.unwrap();
 }
 
-/// Polls `f` until it holds (15 s at most).
-pub async fn eventually<F, Fut>(what: &str, f: F)
+/// Polls `f` every 50 ms until it holds; panics after `within`, naming what it waited for.
+/// Give each wait a deadline scaled to the work it waits for (a few reconciles with CMS calls
+/// and Argon2id hashes, a lease running out, a Strapi call).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, f: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
+    let started = std::time::Instant::now();
+    loop {
         if f().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for: {what}");
 }
