@@ -5,7 +5,7 @@
 # Where a registry is reachable, `docker build .` (the Dockerfile) builds the equivalent image.
 #
 #   bash scripts/image.sh          build target/image/keyward.oci.tar
-#   bash scripts/image.sh check    unpack it and run it in a chroot as uid 65532 (needs root):
+#   bash scripts/image.sh check    build it, unpack it and run it in a chroot as uid 65532 (root):
 #                                  `keyward --version`, and `keyward cms serve` answering requests
 #
 # Push it with skopeo: skopeo copy oci-archive:target/image/keyward.oci.tar docker://REGISTRY/keyward:TAG
@@ -46,10 +46,9 @@ build() {
 
 check() {
   [ "$(id -u)" = 0 ] || { echo "image check: needs root (chroot)" >&2; exit 1; }
-  [ -f "$archive" ] || build
-  local tmp
+  build
   tmp=$(mktemp -d)
-  trap 'kill "${pid:-0}" 2>/dev/null; rm -rf "$tmp"' EXIT
+  trap 'kill "${pid:-0}" 2>/dev/null; rm -rf "${tmp:-}"' EXIT
   python3 scripts/oci_image.py unpack "$archive" "$tmp/root"
   python3 scripts/oci_image.py config "$archive" >"$tmp/config.json"
   python3 - "$tmp/config.json" "$version" <<'PY'
@@ -61,11 +60,12 @@ assert c["Labels"]["org.opencontainers.image.version"] == sys.argv[2], c
 assert c["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0", c
 assert c["Labels"]["org.opencontainers.image.source"], c
 PY
-  local run=(chroot --userspec=65532:65532 "$tmp/root" /usr/local/bin/keyward)
+  # An empty environment: nothing of this host's but the kernel reaches the binary.
+  local run=(env -i "$(command -v chroot)" --userspec=65532:65532 "$tmp/root" /usr/local/bin/keyward)
   local v
-  v=$(env -i "${run[@]}" --version)
+  v=$("${run[@]}" --version)
   [ "$v" = "keyward $version" ] || { echo "image check: --version printed '$v'" >&2; exit 1; }
-  env -i "${run[@]}" cms serve --data /tmp/data --listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
+  "${run[@]}" cms serve --data /tmp/data --listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
   pid=$!
   for _ in $(seq 100); do grep -q '^listening on ' "$tmp/out" 2>/dev/null && break; sleep 0.1; done
   local url token
@@ -77,6 +77,13 @@ PY
   curl -fsS -X POST -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     -d '{"name":"reader","defaultPermissions":["GET"]}' "$url/v1/keys" | grep -q '"key":"kw_'
   [ "$(stat -c %u "$tmp/root/tmp/data/keyward-cms.db")" = 65532 ]
+  # A registry tool reads the archive as an image (skopeo, from Debian).
+  if ! command -v skopeo >/dev/null 2>&1; then
+    apt-get install -y -qq skopeo >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq skopeo >/dev/null; }
+  fi
+  skopeo inspect "oci-archive:$archive" >"$tmp/inspect.json"
+  grep -q '"org.opencontainers.image.title": "keyward"' "$tmp/inspect.json"
   echo "image check: $archive runs as uid 65532 in a chroot: $v, cms serve answered (healthz, an API, a key)"
 }
 

@@ -51,6 +51,7 @@ def build(args):
     gz = gzip.compress(raw, mtime=0)
     labels = dict(kv.split("=", 1) for kv in args.label)
     config = {
+        "created": "1970-01-01T00:00:00Z",
         "architecture": "amd64",
         "os": "linux",
         "config": {
@@ -135,7 +136,8 @@ def unpack(args):
         if sha256(raw) not in config["rootfs"]["diff_ids"]:
             sys.exit("a layer does not match the config's diff_ids")
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            tar.extractall(args.dir, filter="tar")
+            # Our own image, unpacked as built: modes (the sticky /tmp) and owners kept.
+            tar.extractall(args.dir, filter="fully_trusted")
 
 
 def show_config(args):

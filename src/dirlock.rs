@@ -24,11 +24,9 @@ pub enum LockError {
         dir: PathBuf,
         pid: Option<u32>,
     },
-    #[error("cannot lock {}: {source}", .dir.display())]
-    Io {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    // The cause is in the message, not a `source`: printed once whichever way it is shown.
+    #[error("cannot lock {}: {cause}", .dir.display())]
+    Io { dir: PathBuf, cause: std::io::Error },
 }
 
 fn holder(pid: Option<u32>) -> String {
@@ -41,9 +39,9 @@ fn holder(pid: Option<u32>) -> String {
 /// Creates `dir` (mode 0700) if needed and locks it. A lock held by another process is waited
 /// for up to `wait` (zero: refused at once), saying once what it waits for.
 pub fn lock(dir: &Path, what: &'static str, wait: Duration) -> Result<DirLock, LockError> {
-    let io = |source| LockError::Io {
+    let io = |cause| LockError::Io {
         dir: dir.to_path_buf(),
-        source,
+        cause,
     };
     create_private_dir(dir).map_err(io)?;
     let mut opts = OpenOptions::new();

@@ -146,18 +146,25 @@ pub enum StartError {
     AdminToken(&'static str),
     #[error(transparent)]
     Tls(#[from] server::TlsError),
-    #[error("cannot use data directory {path}: {source}")]
+    // Causes are in the messages, not `source`s: printed once whichever way they are shown.
+    #[error("cannot use data directory {path}: {cause}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot open the CMS database: {0}")]
-    Store(#[from] store::StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    Store(store::StoreError),
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+impl From<store::StoreError> for StartError {
+    fn from(e: store::StoreError) -> StartError {
+        StartError::Store(e)
+    }
 }
 
 /// A running reference CMS.
@@ -228,9 +235,9 @@ fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>),
         return Ok((t.clone(), None));
     }
     let path = cfg.data_dir.join("admin-token");
-    let io_err = |source| StartError::DataDir {
+    let io_err = |cause| StartError::DataDir {
         path: path.clone(),
-        source,
+        cause,
     };
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok((AdminToken(s.trim().to_owned()), Some(path))),
@@ -308,7 +315,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
             .await
             .map_err(|e| StartError::DataDir {
                 path: cfg.data_dir.clone(),
-                source: std::io::Error::other(e),
+                cause: std::io::Error::other(e),
             })??
     };
     let tls = cfg
@@ -337,13 +344,13 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| StartError::Listen {
+        .map_err(|cause| StartError::Listen {
             addr: cfg.listen,
-            source,
+            cause,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+    let addr = listener.local_addr().map_err(|cause| StartError::Listen {
         addr: cfg.listen,
-        source,
+        cause,
     })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(ctx.clone(), cfg.max_body);
