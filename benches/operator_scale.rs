@@ -98,7 +98,7 @@ async fn main() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
     )
     .await;
-    create(&client, "/api/v1/namespaces/bench/secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms"}, "stringData": {"token": admin}})).await;
+    create(&client, "/api/v1/namespaces/bench/secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms", "labels": {"keyward.dev/credential": "true"}}, "stringData": {"token": admin}})).await;
     create(&client, "/apis/keyward.dev/v1alpha1/namespaces/bench/cmsconnections", json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection",
         "metadata": {"name": "main"}, "spec": {"endpoint": url, "credentialsSecretRef": {"name": "cms"}}})).await;
     // stringData is not folded into data by the emulator: write data directly.

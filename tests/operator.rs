@@ -34,7 +34,7 @@ async fn cluster() -> Cluster {
     let emu = Emulator::new();
     let client = emu.client();
     create(&client, "api/v1", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "shop"}}})).await;
-    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin"}, "stringData": {}, "data": {"token": b64(ADMIN)}})).await;
+    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin", "labels": {"keyward.dev/credential": "true"}}, "stringData": {}, "data": {"token": b64(ADMIN)}})).await;
     create(
         &client,
         "apis/keyward.dev/v1alpha1",
@@ -930,7 +930,50 @@ async fn a_credential_secret_that_appears_later_is_picked_up() {
     })
     .await;
     // No drift check for an hour: only the watch on credential Secrets can wake the policy.
+    create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin", "labels": {"keyward.dev/credential": "true"}}, "data": {"token": b64(ADMIN)}})).await;
+    wait_ready(&c).await;
+    assert!(secret_value(&c, "reader").await.is_some());
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_secret_labelled_as_a_credential_is_used_as_one() {
+    let c = cluster().await;
+    // A connection naming a Secret of its namespace that is not a credential (a database
+    // password, say): the operator never reads it, let alone sends it to the endpoint.
+    let secrets = Api::<Secret>::namespaced(c.client.clone(), "shop");
+    secrets
+        .delete("cms-admin", &DeleteParams::default())
+        .await
+        .unwrap();
     create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin"}, "data": {"token": b64(ADMIN)}})).await;
+    let (_, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually("NoCredentials naming the label", RECONCILES, || async {
+        ready(&c).await.is_some_and(|s| {
+            condition(&s, "Ready").is_some_and(|r| {
+                r["reason"] == "NoCredentials"
+                    && r["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("keyward.dev/credential")
+            })
+        })
+    })
+    .await;
+    assert_eq!(
+        c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"],
+        json!([])
+    );
+    // Labelled, it is used (the label change wakes the policy).
+    let patch = json!({"metadata": {"labels": {"keyward.dev/credential": "true"}}});
+    secrets
+        .patch("cms-admin", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     wait_ready(&c).await;
     assert!(secret_value(&c, "reader").await.is_some());
     op.abort();
@@ -1233,17 +1276,20 @@ async fn the_operator_reads_secrets_as_metadata_only() {
         .unwrap();
     wait_ready(&c).await;
     more_reconciles(&ctx, 1).await;
-    // Key values stay out of the operator's watches: it lists and watches Secrets (the ones it
-    // owns, the credentials) metadata-only, and reads a Secret's data only by name.
-    let secrets: Vec<(String, bool)> = c
+    // Key values stay out of the operator's watches: the Secrets it owns are listed and watched
+    // metadata-only; only Secrets labelled as credentials are read with their data.
+    let secrets: Vec<(String, bool, String)> = c
         .emu
         .collection_reads()
         .into_iter()
-        .filter(|(r, _)| r == "api/v1/secrets")
+        .filter(|(r, _, _)| r == "api/v1/secrets")
         .collect();
-    assert!(!secrets.is_empty());
+    assert!(secrets
+        .iter()
+        .any(|(_, meta, sel)| *meta && sel == "app.kubernetes.io/managed-by=keyward"));
     assert!(
-        secrets.iter().all(|(_, meta_only)| *meta_only),
+        secrets.iter().all(|(_, meta_only, selector)| *meta_only
+            || selector == &format!("{}=true", keyward::operator::CREDENTIAL_LABEL)),
         "{secrets:?}"
     );
     op.abort();

@@ -626,7 +626,7 @@ async fn the_operator_manages_strapi_keys() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
     )
     .await;
-    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "strapi-admin"}, "data": {"credentials": b64(&s.credential())}})).await;
+    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "strapi-admin", "labels": {"keyward.dev/credential": "true"}}, "data": {"credentials": b64(&s.credential())}})).await;
     create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "strapi"},
         "spec": {"provider": "strapi", "endpoint": s.url, "credentialsSecretRef": {"name": "strapi-admin", "key": "credentials"}}})).await;

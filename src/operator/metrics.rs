@@ -54,6 +54,26 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a reconcile and its duration.
+    pub fn observe_reconcile(&self, took: std::time::Duration, ok: bool) {
+        self.duration.observe(took.as_secs_f64());
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed reconcile by its reason.
+    pub fn count_failure(&self, reason: &str) {
+        self.failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("keyward");
         let reconciles = Family::<ResultLabels, Counter>::default();

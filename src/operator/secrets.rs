@@ -19,7 +19,27 @@ pub struct KubeSecrets {
     pub field_manager: String,
 }
 
+/// The policy as the controlling owner of what it creates (Secrets, Roles, RoleBindings).
+pub fn owner_ref(p: &crate::policy::ApiKeyPolicy) -> Option<OwnerReference> {
+    use kube::Resource;
+    let mut r = p.controller_owner_ref(&())?;
+    r.block_owner_deletion = Some(true);
+    Some(r)
+}
+
 impl KubeSecrets {
+    /// The Secret sink of a policy: its Secrets, owned by it (`None` without a UID).
+    pub fn for_policy(
+        p: &crate::policy::ApiKeyPolicy,
+        ctx: &super::context::Context,
+    ) -> Option<KubeSecrets> {
+        Some(KubeSecrets {
+            client: ctx.client.clone(),
+            owner: owner_ref(p)?,
+            field_manager: ctx.config.field_manager.clone(),
+        })
+    }
+
     fn err(target: &SecretTarget, e: impl std::fmt::Display) -> SinkError {
         SinkError {
             namespace: target.namespace.clone(),

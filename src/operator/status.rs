@@ -1,7 +1,7 @@
 //! Conditions people can act on, compared without timestamps so an unchanged policy writes no
 //! status.
 
-use crate::policy::Condition;
+use crate::policy::{ApiKeyPolicyStatus, Condition};
 use chrono::Duration;
 
 pub const READY: &str = "Ready";
@@ -51,6 +51,21 @@ pub fn reminder_window(lifetime: Duration) -> Duration {
     } else {
         Duration::days(7)
     }
+}
+
+/// Whether two statuses say the same, transition times and condition order aside: an unchanged
+/// policy writes no status.
+pub fn same(old: &ApiKeyPolicyStatus, new: &ApiKeyPolicyStatus) -> bool {
+    let strip = |s: &ApiKeyPolicyStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = None;
+            c.observed_generation = None;
+        }
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
+    };
+    strip(old) == strip(new) && old.observed_generation == new.observed_generation
 }
 
 /// Whether a condition flipped (for events on transitions only).

@@ -75,8 +75,8 @@ pub struct Emulator {
     bookmark_every: Duration,
     /// Injected failures: per resource plural, the status and how many more writes get it.
     faults: Arc<Mutex<HashMap<String, (u16, usize)>>>,
-    /// Every list and watch: (resource, metadata only).
-    reads_of_collections: Arc<Mutex<Vec<(String, bool)>>>,
+    /// Every list and watch: (resource, metadata only, label selector).
+    reads_of_collections: Arc<Mutex<Vec<(String, bool, String)>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -376,9 +376,9 @@ impl Emulator {
         }
     }
 
-    /// Every list and watch so far, as (resource, metadata only): which collections a client
-    /// read in full.
-    pub fn collection_reads(&self) -> Vec<(String, bool)> {
+    /// Every list and watch so far, as (resource, metadata only, label selector): which
+    /// collections a client read in full.
+    pub fn collection_reads(&self) -> Vec<(String, bool, String)> {
         self.reads_of_collections.lock().unwrap().clone()
     }
 
@@ -527,10 +527,11 @@ impl Emulator {
             String::new()
         };
         if parts.method == Method::GET && t.name.is_none() {
-            self.reads_of_collections
-                .lock()
-                .unwrap()
-                .push((t.resource.clone(), meta_only));
+            self.reads_of_collections.lock().unwrap().push((
+                t.resource.clone(),
+                meta_only,
+                q.get("labelSelector").cloned().unwrap_or_default(),
+            ));
         }
         match (&parts.method, &t.name) {
             (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

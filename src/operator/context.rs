@@ -1,0 +1,159 @@
+//! What every reconcile shares: the client, the configuration, metrics and events, the CMS
+//! providers (one per connection, so a Strapi sign-in is reused), per-policy backoff, and the
+//! reflector stores the pipeline reads instead of calling the API server.
+
+use super::metrics::{self, Metrics};
+use super::OperatorConfig;
+use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ProviderKind};
+use crate::providers::CmsProvider;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The reflector stores of one controller run.
+#[derive(Clone)]
+pub struct Stores {
+    pub policies: Store<ApiKeyPolicy>,
+    pub connections: Store<CmsConnection>,
+    pub cluster_connections: Store<ClusterCmsConnection>,
+    /// Namespaces' labels, for the namespace selectors of cluster connections.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Secrets labelled `keyward.dev/credential: "true"`, with their data.
+    pub credentials: Store<Secret>,
+}
+
+impl Stores {
+    /// Waits until every store has had its first listing, so that "not found" means not there.
+    pub async fn ready(&self) {
+        let _ = tokio::join!(
+            self.policies.wait_until_ready(),
+            self.connections.wait_until_ready(),
+            self.cluster_connections.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.credentials.wait_until_ready(),
+        );
+    }
+}
+
+/// A CMS provider per connection: (kind, endpoint, credential).
+type ProviderCache = Mutex<BTreeMap<(ProviderKind, String, String), Arc<dyn CmsProvider>>>;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    providers: ProviderCache,
+    failures: Mutex<HashMap<String, u32>>,
+    stores: Mutex<Option<Stores>>,
+    /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
+    key_states: Mutex<HashMap<String, [i64; 3]>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "keyward".into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        );
+        Context {
+            client,
+            config,
+            metrics,
+            recorder,
+            providers: Mutex::new(BTreeMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            stores: Mutex::new(None),
+            key_states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The provider for a connection, made once and reused.
+    pub fn provider(
+        &self,
+        kind: ProviderKind,
+        endpoint: &str,
+        credential: &str,
+    ) -> Result<Arc<dyn CmsProvider>, String> {
+        let key = (kind, endpoint.to_owned(), credential.to_owned());
+        let mut cache = self.providers.lock();
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let p: Arc<dyn CmsProvider> =
+            crate::gitops::provider_for(kind, endpoint, credential)?.into();
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// The provider reconciles have used for a connection, if any (its call counts).
+    pub fn used_provider(
+        &self,
+        kind: ProviderKind,
+        endpoint: &str,
+        credential: &str,
+    ) -> Option<Arc<dyn CmsProvider>> {
+        self.providers
+            .lock()
+            .get(&(kind, endpoint.to_owned(), credential.to_owned()))
+            .cloned()
+    }
+
+    pub(super) fn set_stores(&self, stores: Option<Stores>) {
+        *self.stores.lock() = stores;
+    }
+
+    /// The stores of the running controller (`None` before it runs).
+    pub fn stores(&self) -> Option<Stores> {
+        self.stores.lock().clone()
+    }
+
+    /// The policies store (for tests and tools).
+    pub fn store(&self) -> Option<Store<ApiKeyPolicy>> {
+        self.stores().map(|s| s.policies)
+    }
+
+    fn key(p: &ApiKeyPolicy) -> String {
+        format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+    }
+
+    /// Per-object exponential backoff: 1 s, 2 s, 4 s ... at most 5 minutes.
+    pub fn backoff(&self, p: &ApiKeyPolicy) -> Duration {
+        let mut f = self.failures.lock();
+        let n = f.entry(Self::key(p)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    pub fn forget_failures(&self, p: &ApiKeyPolicy) {
+        self.failures.lock().remove(&Self::key(p));
+    }
+
+    /// Records a policy's key counts (`None` when the policy is gone) and updates the gauge.
+    pub fn set_key_states(&self, p: &ApiKeyPolicy, counts: Option<[i64; 3]>) {
+        let mut states = self.key_states.lock();
+        match counts {
+            Some(c) => states.insert(Self::key(p), c),
+            None => states.remove(&Self::key(p)),
+        };
+        for (i, state) in ["ready", "expiring", "missing"].iter().enumerate() {
+            let total: i64 = states.values().map(|c| c[i]).sum();
+            self.metrics
+                .keys
+                .get_or_create(&metrics::StateLabels {
+                    state: (*state).into(),
+                })
+                .set(total);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The controller's wiring: what it watches, what each watch wakes, and the reflector stores the
+//! pipeline reads. Policies are reconciled on spec, annotation, finalizer and deletion changes
+//! (not on their own status writes); a change of a connection, a credential Secret or a
+//! namespace's labels wakes the policies that use it; the Secrets keyward writes are owned and
+//! watched metadata-only.
+
+use super::context::{Context, Stores};
+use super::dereference::{connection_of, CREDENTIAL_LABEL};
+use super::{reconcile, DefaultConnection};
+use crate::plan::desired::ConnectionId;
+use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::Arc;
+
+/// A watch stream that also fills a store.
+type Reflected<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+fn reflected<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, Reflected<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (store, Box::pin(stream))
+}
+
+fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
+    client: &Client,
+    namespace: &Option<String>,
+) -> Api<K>
+where
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The policies that use a connection.
+fn policies_using(
+    store: &Store<ApiKeyPolicy>,
+    conn: &ConnectionId,
+    default: &Option<DefaultConnection>,
+) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| connection_of(p, default).as_ref() == Some(conn))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The policies whose connection reads credential Secret `ns/name`.
+fn policies_reading_secret(
+    stores: &Stores,
+    default: &Option<DefaultConnection>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    let mut out = Vec::new();
+    for c in stores.connections.state() {
+        let r = &c.spec.credentials_secret_ref;
+        if c.namespace().as_deref() == Some(ns) && r.name == name {
+            let id = ConnectionId::CmsConnection {
+                namespace: ns.to_owned(),
+                name: c.name_any(),
+            };
+            out.extend(policies_using(&stores.policies, &id, default));
+        }
+    }
+    for c in stores.cluster_connections.state() {
+        let r = &c.spec.credentials_secret_ref;
+        if r.namespace.as_deref() == Some(ns) && r.name == name {
+            let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
+            out.extend(policies_using(&stores.policies, &id, default));
+        }
+    }
+    out
+}
+
+/// The policies of a namespace (its labels decide which cluster connections admit it).
+fn policies_in(store: &Store<ApiKeyPolicy>, ns: &str) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// A hash of what should trigger a reconcile (periodic drift checks come from requeues).
+fn relevant_change(p: &ApiKeyPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.metadata.generation.hash(&mut h);
+    p.metadata.annotations.hash(&mut h);
+    p.metadata.finalizers.hash(&mut h);
+    p.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until the stream ends (shutdown); the caller handles leadership.
+pub async fn run_controller(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let cfg = ctx.config.clone();
+    let mut policy_watch = watcher::Config::default().any_semantic();
+    if let Some(sel) = &cfg.label_selector {
+        policy_watch = policy_watch.labels(sel);
+    }
+    let (policies, policy_writer) = reflector::store::<ApiKeyPolicy>();
+    let trigger = watcher(api::<ApiKeyPolicy>(&client, &cfg.namespace), policy_watch)
+        .default_backoff()
+        .reflect(policy_writer)
+        .applied_objects()
+        .predicate_filter(relevant_change, Default::default());
+    let (connections, connection_events) = reflected(
+        api::<CmsConnection>(&client, &cfg.namespace),
+        Default::default(),
+    );
+    let (cluster_connections, cluster_events) = reflected(
+        Api::<ClusterCmsConnection>::all(client.clone()),
+        Default::default(),
+    );
+    let (namespaces, namespace_events) =
+        // `Api<PartialObjectMeta<_>>` lists and watches metadata only: labels are all it needs.
+        reflected(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), Default::default());
+    // Credentials may live outside a watched namespace (a cluster connection's): all of them,
+    // but only the labelled ones, are read with their data.
+    let (credentials, credential_events) = reflected(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{CREDENTIAL_LABEL}=true")),
+    );
+    let stores = Stores {
+        policies: policies.clone(),
+        connections,
+        cluster_connections,
+        namespaces,
+        credentials,
+    };
+    ctx.set_stores(Some(stores.clone()));
+    ctx.metrics.set_ready(true);
+    let default = cfg.default_connection.clone();
+    let owned_secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
+    let (s1, d1) = (policies.clone(), default.clone());
+    let (s2, d2) = (policies.clone(), default.clone());
+    let (s3, d3) = (stores.clone(), default.clone());
+    let s4 = policies.clone();
+    Controller::for_stream(trigger, policies)
+        .owns(api::<Secret>(&client, &cfg.namespace), owned_secrets)
+        .watches_stream(connection_events, move |c: CmsConnection| {
+            let id = ConnectionId::CmsConnection {
+                namespace: c.namespace().unwrap_or_default(),
+                name: c.name_any(),
+            };
+            policies_using(&s1, &id, &d1)
+        })
+        .watches_stream(cluster_events, move |c: ClusterCmsConnection| {
+            policies_using(
+                &s2,
+                &ConnectionId::ClusterCmsConnection { name: c.name_any() },
+                &d2,
+            )
+        })
+        .watches_stream(credential_events, move |s: Secret| {
+            policies_reading_secret(&s3, &d3, &s.namespace().unwrap_or_default(), &s.name_any())
+        })
+        .watches_stream(namespace_events, move |n: PartialObjectMeta<Namespace>| {
+            policies_in(&s4, &n.name_any())
+        })
+        .with_config(ControllerConfig::default().concurrency(8))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    ctx.set_stores(None);
+    ctx.metrics.set_ready(false);
+}

@@ -1,0 +1,169 @@
+//! Pipeline step 1, dereference: the connection a policy names, whether it admits the policy's
+//! namespace, and its credential, all read from the controller's reflector stores (no API call
+//! per reconcile).
+
+use super::context::{Context, Stores};
+use super::DefaultConnection;
+use crate::plan::desired::ConnectionId;
+use crate::policy::validate::admits;
+use crate::policy::{ApiKeyPolicy, ConnectionKind, ProviderKind, SecretKeyRef};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+
+/// The label a Secret must carry to be used as a connection's credential: a connection can
+/// never make the operator read (and send away) an arbitrary Secret of its namespace.
+pub const CREDENTIAL_LABEL: &str = "keyward.dev/credential";
+
+/// A connection, resolved.
+#[derive(Clone)]
+pub struct Conn {
+    pub id: ConnectionId,
+    pub provider: ProviderKind,
+    pub endpoint: String,
+    /// The management credential (never logged, never in status).
+    pub credential: String,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a policy cannot have its connection. Each is recorded in status (`reason`) and waits for
+/// a change of the policy, the connection, its Secret or the namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum DereferenceError {
+    #[error("spec.connectionRef is not set and the operator has no --default-connection")]
+    NoConnection,
+    #[error("{0} does not exist")]
+    ConnectionNotFound(ConnectionId),
+    #[error("ClusterCmsConnection {name} does not admit namespace '{namespace}' (its namespaces and namespaceSelector)")]
+    ConnectionNotAllowed { name: String, namespace: String },
+    #[error("{0}")]
+    NoCredentials(String),
+}
+
+impl DereferenceError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoConnection => "NoConnection",
+            Self::ConnectionNotFound(_) => "ConnectionNotFound",
+            Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
+            Self::NoCredentials(_) => "NoCredentials",
+        }
+    }
+}
+
+/// The connection id a policy uses: its `connectionRef`, else the operator's default.
+pub fn connection_of(
+    p: &ApiKeyPolicy,
+    default: &Option<DefaultConnection>,
+) -> Option<ConnectionId> {
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    match (&p.spec.connection_ref, default) {
+        (Some(r), _) => Some(match r.kind {
+            ConnectionKind::CmsConnection => ConnectionId::CmsConnection {
+                namespace: ns,
+                name: r.name.clone(),
+            },
+            ConnectionKind::ClusterCmsConnection => ConnectionId::ClusterCmsConnection {
+                name: r.name.clone(),
+            },
+        }),
+        (None, Some(DefaultConnection::Namespaced { namespace, name })) => {
+            Some(ConnectionId::CmsConnection {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            })
+        }
+        (None, Some(DefaultConnection::Cluster { name })) => {
+            Some(ConnectionId::ClusterCmsConnection { name: name.clone() })
+        }
+        (None, None) => None,
+    }
+}
+
+/// Step 1: the policy's connection and credential, from the stores.
+pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, DereferenceError> {
+    let Some(stores) = ctx.stores() else {
+        return Err(DereferenceError::NoConnection);
+    };
+    stores.ready().await;
+    let id =
+        connection_of(p, &ctx.config.default_connection).ok_or(DereferenceError::NoConnection)?;
+    let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
+    let (provider, endpoint, secret_ref, secret_ns) = match &id {
+        ConnectionId::CmsConnection { namespace, name } => {
+            let c = stores
+                .connections
+                .get(&ObjectRef::new(name).within(namespace))
+                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
+            let s = &c.spec;
+            let r = s.credentials_secret_ref.clone();
+            (s.provider, s.endpoint.clone(), r, namespace.clone())
+        }
+        ConnectionId::ClusterCmsConnection { name } => {
+            let c = stores
+                .cluster_connections
+                .get(&ObjectRef::new(name))
+                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
+            if !admitted(&stores, &c.spec, &policy_ns) {
+                return Err(DereferenceError::ConnectionNotAllowed {
+                    name: name.clone(),
+                    namespace: policy_ns,
+                });
+            }
+            let s = &c.spec;
+            let Some(secret_ns) = s.credentials_secret_ref.namespace.clone() else {
+                return Err(DereferenceError::NoCredentials(format!(
+                    "ClusterCmsConnection {name} has no spec.credentialsSecretRef.namespace"
+                )));
+            };
+            let r = s.credentials_secret_ref.clone();
+            (s.provider, s.endpoint.clone(), r, secret_ns)
+        }
+        ConnectionId::Default => return Err(DereferenceError::NoConnection),
+    };
+    let credential = credential(&stores, &secret_ref, &secret_ns)?;
+    Ok(Conn {
+        id,
+        provider,
+        endpoint,
+        credential,
+    })
+}
+
+fn admitted(
+    stores: &Stores,
+    spec: &crate::policy::ClusterCmsConnectionSpec,
+    namespace: &str,
+) -> bool {
+    let labels = stores
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    admits(spec, namespace, &labels)
+}
+
+/// The credential in a labelled Secret's field.
+fn credential(stores: &Stores, r: &SecretKeyRef, ns: &str) -> Result<String, DereferenceError> {
+    let secret: Option<std::sync::Arc<Secret>> =
+        stores.credentials.get(&ObjectRef::new(&r.name).within(ns));
+    secret
+        .and_then(|s| crate::engine::secrets_dir::string_data(&s).remove(&r.key))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            DereferenceError::NoCredentials(format!(
+                "credential Secret {ns}/{} (field '{}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\"",
+                r.name, r.key
+            ))
+        })
+}

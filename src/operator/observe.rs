@@ -1,0 +1,190 @@
+//! Pipeline steps 2 to 4 for one policy: validate (the spec, then what the connection's provider
+//! can hold), observe (the CMS's keys and settings, the Secrets) and plan (the pure diff).
+
+use super::context::Context;
+use super::dereference::{connection_of, Conn};
+use super::secrets::KubeSecrets;
+use crate::engine::{observe_secrets, SinkError};
+use crate::plan::desired::{ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY};
+use crate::plan::{diff, ObservedSecrets, Plan};
+use crate::policy::validate::{fit_to_provider, policy_keys, Severity};
+use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy, ProviderKind};
+use crate::providers::ProviderError;
+use crate::providers::{express_state, CmsProvider, ExpressError, LiveKey, LiveSettings};
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The policy's identity as its keys' ownership tags carry it.
+pub fn policy_id(p: &ApiKeyPolicy) -> PolicyId {
+    PolicyId {
+        namespace: p.namespace().unwrap_or_else(|| "default".into()),
+        name: p.name_any(),
+        uid: p.uid(),
+    }
+}
+
+/// The spec breaks a rule, or asks what the provider cannot hold (`InvalidSpec`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct InvalidSpec(pub Vec<String>);
+
+/// Step 2: the policy's desired state on its connection, with the CORS origins and public
+/// endpoints of every managed policy on the same connection (the settings are per CMS).
+pub fn validate(
+    p: &ApiKeyPolicy,
+    conn: &Conn,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<DesiredState, InvalidSpec> {
+    let (_, mut keys, diags) = policy_keys(p, None, now);
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(InvalidSpec(errors));
+    }
+    let refusals: Vec<String> = fit_to_provider(conn.provider, &p.spec, &mut keys)
+        .into_iter()
+        .map(|(path, reason)| format!("{path}: {reason}"))
+        .collect();
+    if !refusals.is_empty() {
+        return Err(InvalidSpec(refusals));
+    }
+    let mut state = DesiredState {
+        keys,
+        ..Default::default()
+    };
+    state.policies.insert(
+        policy_id(p),
+        PolicySettings {
+            orphan: p.spec.deletion_policy == DeletionPolicy::Orphan,
+            observe_only: p.spec.management_policy == ManagementPolicy::ObserveOnly,
+            gone: false,
+        },
+    );
+    // Only the reference CMS takes CORS and public endpoints; policies declaring them for
+    // another provider are refused above, so a neighbour's would only be a stale request.
+    if conn.provider == ProviderKind::Keyward {
+        add_shared_settings(&mut state, p, &conn.id, ctx);
+    }
+    Ok(state)
+}
+
+/// The CORS origins and public endpoints of this policy and its managed neighbours.
+fn add_shared_settings(
+    state: &mut DesiredState,
+    p: &ApiKeyPolicy,
+    conn: &ConnectionId,
+    ctx: &Context,
+) {
+    let mut policies: Vec<Arc<ApiKeyPolicy>> = ctx
+        .store()
+        .map(|s| s.state())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.uid() != p.uid())
+        .collect();
+    policies.push(Arc::new(p.clone()));
+    for o in policies {
+        if connection_of(&o, &ctx.config.default_connection).as_ref() != Some(conn)
+            || o.spec.management_policy == ManagementPolicy::ObserveOnly
+            || o.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        if let Some(c) = &o.spec.cors {
+            state
+                .cors
+                .get_or_insert_with(BTreeSet::new)
+                .extend(c.origins.iter().cloned());
+        }
+        for pe in &o.spec.public_endpoints {
+            state
+                .public
+                .entry(pe.api.clone())
+                .or_default()
+                .extend(pe.operations.iter().copied());
+        }
+    }
+}
+
+/// What the CMS and the cluster hold for the policy now.
+pub struct Observed {
+    /// The desired state as this CMS will report it back.
+    pub state: DesiredState,
+    pub live: Vec<LiveKey>,
+    pub settings: LiveSettings,
+    pub secrets: ObservedSecrets,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Only the CMS's catalog shows it: an API it does not have, say (`InvalidSpec`).
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// The CMS cannot be read (`CmsUnavailable`, retried).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Secret(#[from] SinkError),
+}
+
+/// The policy's own keys in the CMS (one filtered listing).
+pub async fn own_keys(
+    provider: &dyn CmsProvider,
+    p: &ApiKeyPolicy,
+) -> Result<Vec<LiveKey>, ProviderError> {
+    provider
+        .list_keys_labeled(LABEL_POLICY, &policy_id(p).label_value())
+        .await
+}
+
+/// Step 3: the desired specs as this CMS holds them, its keys and settings, and the Secrets.
+pub async fn observe(
+    p: &ApiKeyPolicy,
+    provider: &dyn CmsProvider,
+    state: DesiredState,
+    sink: &KubeSecrets,
+) -> Result<Observed, ObserveError> {
+    let state = express_state(provider, &state).await.map_err(|e| match e {
+        ExpressError::Refused(msgs) => ObserveError::Refused(msgs),
+        ExpressError::Provider(e) => ObserveError::Provider(e),
+    })?;
+    let live = own_keys(provider, p).await?;
+    let settings = provider
+        .settings(&state.public.keys().cloned().collect())
+        .await?;
+    let secrets = observe_secrets(sink, &state.keys).await?;
+    Ok(Observed {
+        state,
+        live,
+        settings,
+        secrets,
+    })
+}
+
+/// The plan names keys it cannot touch (a name taken by a key keyward does not own): `Conflict`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Conflict(pub Vec<String>);
+
+/// Step 4: the pure diff.
+pub fn plan(o: &Observed, conn: &Conn, now: DateTime<Utc>) -> Result<Plan, Conflict> {
+    let plan = diff(
+        &o.state,
+        &o.live,
+        &o.settings,
+        &o.secrets,
+        &conn.endpoint,
+        now,
+    );
+    if plan.problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Conflict(plan.problems))
+    }
+}

@@ -1,0 +1,152 @@
+//! Pipeline step 6, publish: what the workloads need besides the Secret itself. Readers get a
+//! Role and RoleBinding to `get` exactly their Secret (removed readers lose it); restart targets
+//! roll once per Secret content, through a pod-template annotation with the content hash.
+
+use super::context::Context;
+use super::report::publish;
+use crate::engine::ANN_CONTENT_HASH;
+use crate::plan::desired::DesiredKey;
+use crate::policy::{ApiKeyPolicy, WorkloadKind};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// Step 6: readers' RBAC and restarts.
+pub async fn publish_to_workloads(
+    p: &ApiKeyPolicy,
+    keys: &[DesiredKey],
+    ctx: &Context,
+) -> Result<(), kube::Error> {
+    reconcile_readers(p, keys, ctx).await?;
+    restart_workloads(p, keys, ctx).await
+}
+
+/// A Role and RoleBinding per Secret that has readers: `get` on exactly that Secret.
+async fn reconcile_readers(
+    p: &ApiKeyPolicy,
+    keys: &[DesiredKey],
+    ctx: &Context,
+) -> Result<(), kube::Error> {
+    let ns = p.namespace().unwrap_or_default();
+    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), &ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    let owner = super::secrets::owner_ref(p);
+    let label = ("keyward.dev/policy".to_owned(), p.name_any());
+    let mut wanted = BTreeSet::new();
+    for (decl, k) in p.spec.keys.iter().zip(keys) {
+        let Some(readers) = decl
+            .readers
+            .as_ref()
+            .filter(|r| !r.service_accounts.is_empty())
+        else {
+            continue;
+        };
+        let name = format!("keyward-read-{}", k.secret.name);
+        wanted.insert(name.clone());
+        let meta = json!({"name": name, "namespace": ns, "labels": {label.0.clone(): label.1.clone()}, "ownerReferences": [owner]});
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [k.secret.name], "verbs": ["get"]}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": readers.service_accounts.iter().map(|sa| json!({"kind": "ServiceAccount", "name": sa, "namespace": ns})).collect::<Vec<_>>()});
+        let pp = PatchParams::apply(&ctx.config.field_manager).force();
+        let current_role = roles
+            .get_opt(&name)
+            .await?
+            .map(|r| serde_json::to_value(r.rules).unwrap_or_default());
+        if current_role.as_ref() != Some(&role["rules"]) {
+            roles.patch(&name, &pp, &Patch::Apply(&role)).await?;
+        }
+        let current = bindings
+            .get_opt(&name)
+            .await?
+            .map(|b| serde_json::to_value(b.subjects).unwrap_or_default());
+        if current.as_ref() != Some(&binding["subjects"]) {
+            bindings.patch(&name, &pp, &Patch::Apply(&binding)).await?;
+        }
+    }
+    // Readers removed from the spec lose access.
+    let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
+    for r in roles.list_metadata(&lp).await?.items {
+        let name = r.name_any();
+        if !wanted.contains(&name) {
+            let _ = roles.delete(&name, &Default::default()).await;
+            let _ = bindings.delete(&name, &Default::default()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls each restart target once per Secret content: a pod-template annotation carries the
+/// Secret's content hash and is only patched when it differs.
+async fn restart_workloads(
+    p: &ApiKeyPolicy,
+    keys: &[DesiredKey],
+    ctx: &Context,
+) -> Result<(), kube::Error> {
+    let ns = p.namespace().unwrap_or_default();
+    for (decl, k) in p.spec.keys.iter().zip(keys) {
+        if decl.restart_targets.is_empty() {
+            continue;
+        }
+        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_metadata_opt(&k.secret.name)
+            .await?
+        else {
+            continue;
+        };
+        let Some(hash) = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANN_CONTENT_HASH))
+            .cloned()
+        else {
+            continue;
+        };
+        let ann = format!("keyward.dev/secret-{}", k.secret.name);
+        for t in &decl.restart_targets {
+            let (group_version, plural) = match t.kind {
+                WorkloadKind::Deployment => ("apps/v1", "deployments"),
+                WorkloadKind::StatefulSet => ("apps/v1", "statefulsets"),
+                WorkloadKind::DaemonSet => ("apps/v1", "daemonsets"),
+            };
+            let gvk = kube::api::GroupVersionKind::gvk("apps", "v1", &format!("{:?}", t.kind));
+            let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+            let Some(w) = api.get_opt(&t.name).await? else {
+                tracing::warn!(workload = %t.name, kind = ?t.kind, %group_version, "restart target not found");
+                continue;
+            };
+            let current = w
+                .data
+                .pointer(&format!(
+                    "/spec/template/metadata/annotations/{}",
+                    ann.replace('/', "~1")
+                ))
+                .and_then(|v| v.as_str());
+            if current != Some(hash.as_str()) {
+                let patch = json!({"spec": {"template": {"metadata": {"annotations": {ann.clone(): hash}}}}});
+                api.patch(&t.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                publish(
+                    ctx,
+                    p,
+                    EventType::Normal,
+                    "Restarted",
+                    &format!(
+                        "{:?} {} rolled for the new value of Secret {}",
+                        t.kind, t.name, k.secret.name
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(())
+}

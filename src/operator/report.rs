@@ -1,0 +1,340 @@
+//! Pipeline step 7, status: conditions, per-key status, metrics and events, written only when
+//! they changed (conditions are compared without their timestamps), events on transitions and on
+//! changes made.
+
+use super::context::Context;
+use super::metrics::KeyLabels;
+use super::observe::{policy_id, Observed};
+use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
+use crate::engine::{rotation_due, ANN_FINGERPRINT, ANN_KEY_ID};
+use crate::plan::desired::{DesiredKey, PolicyId};
+use crate::plan::{render_text, Action as PlanAction, Plan};
+use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, Condition, KeyStatus, ManagementPolicy};
+use crate::providers::LiveKey;
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use std::time::Duration;
+
+/// What a pipeline that ran to the end leaves for status.
+pub struct Outcome {
+    pub observed: Observed,
+    pub plan: Plan,
+    /// The CMS's keys after the apply (the observed ones when nothing was applied).
+    pub live: Vec<LiveKey>,
+    /// (event reason, what was done), one per applied action.
+    pub done: Vec<(String, String)>,
+    pub now: DateTime<Utc>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The event reason for an applied action: one per kind of change, since kube's Recorder folds
+/// events with the same reason into one series, keeping the first note.
+pub fn event_reason(a: &PlanAction) -> &'static str {
+    match a {
+        PlanAction::Create { .. } => "KeyCreated",
+        PlanAction::Update { .. } => "KeyUpdated",
+        PlanAction::Rotate { .. } => "KeyRotated",
+        PlanAction::Replace { .. } => "KeyReplaced",
+        PlanAction::WriteSecret { .. } => "SecretRewritten",
+        PlanAction::Revoke { .. } => "KeyRevoked",
+        PlanAction::SetCors { .. } | PlanAction::SetPublic { .. } => "SettingsChanged",
+    }
+}
+
+/// Status of the keys in place, what they expire, and when the next rotation is due.
+struct KeysReport {
+    keys: Vec<KeyStatus>,
+    expiring: Vec<String>,
+    next_due: Option<DateTime<Utc>>,
+}
+
+/// The fingerprint a key's Secret holds: from the Secrets observed for the plan when nothing
+/// was applied, otherwise read again.
+async fn fingerprint(
+    ctx: &Context,
+    o: &Outcome,
+    k: &DesiredKey,
+    l: &LiveKey,
+) -> Result<Option<String>, kube::Error> {
+    if o.done.is_empty() {
+        return Ok(o
+            .observed
+            .secrets
+            .get(&(k.secret.namespace.clone(), k.secret.name.clone()))
+            .filter(|s| s.key_id.as_deref() == Some(l.id.as_str()))
+            .and_then(|s| s.fingerprint.clone()));
+    }
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &k.secret.namespace)
+        .get_metadata_opt(&k.secret.name)
+        .await?;
+    let ann = secret
+        .and_then(|s| s.metadata.annotations)
+        .unwrap_or_default();
+    Ok((ann.get(ANN_KEY_ID) == Some(&l.id))
+        .then(|| ann.get(ANN_FINGERPRINT).cloned())
+        .flatten())
+}
+
+async fn keys_report(
+    ctx: &Context,
+    pid: &PolicyId,
+    o: &Outcome,
+) -> Result<KeysReport, kube::Error> {
+    let mut r = KeysReport {
+        keys: Vec::new(),
+        expiring: Vec::new(),
+        next_due: None,
+    };
+    for k in &o.observed.state.keys {
+        let Some(l) = o
+            .live
+            .iter()
+            .find(|l| pid.owns(&l.spec.labels) && l.spec.name == k.spec.name)
+        else {
+            continue;
+        };
+        r.keys.push(KeyStatus {
+            name: k.key.clone(),
+            id: l.id.clone(),
+            fingerprint: fingerprint(ctx, o, k, l).await?,
+            created_at: Some(rfc3339(l.created_at)),
+            expires_at: l.expires_at().map(rfc3339),
+            rotated_at: l.rotated_at.map(rfc3339),
+            secret_name: k.secret.name.clone(),
+        });
+        if let Some(exp) = l.expires_at() {
+            let left = exp - o.now;
+            let labels = KeyLabels {
+                namespace: pid.namespace.clone(),
+                policy: pid.name.clone(),
+                key: k.key.clone(),
+            };
+            ctx.metrics
+                .seconds_to_expiry
+                .get_or_create(&labels)
+                .set(left.num_seconds() as f64);
+            if k.lifetime
+                .is_some_and(|l| left <= status::reminder_window(l))
+            {
+                r.expiring
+                    .push(format!("{} expires at {}", k.key, rfc3339(exp)));
+            }
+        }
+        if let Some(due) = rotation_due(k, l) {
+            r.next_due = Some(r.next_due.map_or(due, |d| d.min(due)));
+        }
+    }
+    Ok(r)
+}
+
+/// The four conditions of a policy that ran to the end.
+fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Condition> {
+    let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
+    let pending = observe_only && !plan.actions.is_empty();
+    let drifted: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            PlanAction::Update { key, .. } => Some(key.key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (ready_reason, ready_message) = if pending {
+        (
+            "ChangesPending",
+            "ObserveOnly: the changes in status.pendingChanges are not applied".to_owned(),
+        )
+    } else {
+        (
+            "Ready",
+            format!(
+                "{} key(s) in place and written to their Secrets",
+                keys.keys.len()
+            ),
+        )
+    };
+    let (synced_reason, synced_message) = if observe_only {
+        (
+            "ObserveOnly",
+            "managementPolicy is ObserveOnly: nothing is written to the CMS",
+        )
+    } else {
+        ("Applied", "the CMS matches the policy")
+    };
+    let (drift_reason, drift_message) = match (drifted.is_empty(), observe_only) {
+        (true, _) => (
+            "NoDrift",
+            "the CMS matched the policy at the last check".to_owned(),
+        ),
+        (false, true) => (
+            "DriftFound",
+            format!("changed in the CMS outside keyward: {}", drifted.join(", ")),
+        ),
+        (false, false) => (
+            "DriftRepaired",
+            format!("changed in the CMS outside keyward: {}", drifted.join(", ")),
+        ),
+    };
+    let (expiry_reason, expiry_message) = if keys.expiring.is_empty() {
+        (
+            "NotExpiring",
+            "no key is within its reminder window".to_owned(),
+        )
+    } else {
+        ("ExpiringSoon", keys.expiring.join("; "))
+    };
+    vec![
+        condition(READY, !pending, ready_reason, ready_message),
+        condition(SYNCED, !pending, synced_reason, synced_message),
+        condition(DRIFTED, !drifted.is_empty(), drift_reason, drift_message),
+        condition(
+            EXPIRING,
+            !keys.expiring.is_empty(),
+            expiry_reason,
+            expiry_message,
+        ),
+    ]
+}
+
+/// Step 7 for a policy that ran to the end: status, metrics and events; returns when to look
+/// again (the drift interval, or sooner when a rotation is due).
+pub async fn report(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    old: &ApiKeyPolicyStatus,
+    o: Outcome,
+) -> Result<Duration, kube::Error> {
+    let pid = policy_id(p);
+    let keys = keys_report(ctx, &pid, &o).await?;
+    let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
+    // ObserveOnly actions are never "pending" for apply, but they are what status reports.
+    let pending_changes: Vec<String> = if observe_only && !o.plan.actions.is_empty() {
+        render_text("", &o.plan)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wanted = o.observed.state.keys.len() as i64;
+    let (found, expiring) = (keys.keys.len() as i64, keys.expiring.len() as i64);
+    ctx.set_key_states(p, Some([found - expiring, expiring, wanted - found]));
+    let new = ApiKeyPolicyStatus {
+        observed_generation: p.metadata.generation,
+        conditions: merged(old, conditions(p, &o.plan, &keys), p.metadata.generation),
+        keys: keys.keys,
+        pending_changes,
+    };
+    write_status(p, ctx, old, new, None).await?;
+    for (reason, note) in &o.done {
+        publish(ctx, p, EventType::Normal, reason, note).await;
+    }
+    let mut wait = ctx.config.drift_interval;
+    if let Some(due) = keys.next_due {
+        let until = (due - ctx.config.clock.now())
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        wait = wait.min(until);
+    }
+    Ok(wait)
+}
+
+fn merged(
+    old: &ApiKeyPolicyStatus,
+    new: Vec<Condition>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    status::merge(&old.conditions, new, &rfc3339(Utc::now()), generation)
+}
+
+/// The status of a policy that stopped: Ready and Synced false with `reason`; a failure that is
+/// retried says so.
+pub fn stopped_status(
+    old: &ApiKeyPolicyStatus,
+    reason: &str,
+    msg: &str,
+    retried: bool,
+) -> ApiKeyPolicyStatus {
+    let ready = if retried {
+        format!("{msg}; retrying with backoff")
+    } else {
+        msg.to_owned()
+    };
+    let synced = if retried { msg } else { "nothing was applied" };
+    ApiKeyPolicyStatus {
+        conditions: merged(
+            old,
+            vec![
+                condition(READY, false, reason, ready),
+                condition(SYNCED, false, reason, synced),
+            ],
+            None,
+        ),
+        ..old.clone()
+    }
+}
+
+/// Writes status only when it differs (ignoring transition times); records an event when the
+/// Ready condition flips (`warning`: the reason and message of a Warning event).
+pub async fn write_status(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    old: &ApiKeyPolicyStatus,
+    mut new: ApiKeyPolicyStatus,
+    warning: Option<(&str, &str)>,
+) -> Result<(), kube::Error> {
+    // Keep the conditions this write does not mention.
+    for c in &old.conditions {
+        if !new.conditions.iter().any(|n| n.type_ == c.type_) {
+            new.conditions.push(c.clone());
+        }
+    }
+    if status::same(old, &new) {
+        return Ok(());
+    }
+    let flipped = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .filter(|c| status::transitioned(&old.conditions, c))
+        .cloned();
+    let api: Api<ApiKeyPolicy> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "status": new});
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(&ctx.config.field_manager).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    if let Some(ready) = flipped {
+        match warning {
+            Some((reason, msg)) => publish(ctx, p, EventType::Warning, reason, msg).await,
+            None => publish(ctx, p, EventType::Normal, &ready.reason, &ready.message).await,
+        }
+    }
+    Ok(())
+}
+
+/// Records an event; a failure to record one is logged, never fatal.
+pub async fn publish(ctx: &Context, p: &ApiKeyPolicy, type_: EventType, reason: &str, note: &str) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot record an event");
+    }
+}
