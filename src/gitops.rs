@@ -5,7 +5,7 @@
 use crate::cms::{self, CmsConfig, RunningCms};
 use crate::engine::secrets_dir::SecretsDir;
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
-use crate::plan::desired::{
+use crate::model::desired::{
     ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY, LABEL_POLICY_UID,
 };
 use crate::plan::{diff, render_text, Plan};
@@ -13,7 +13,6 @@ use crate::policy::load::{self, ManifestSet};
 use crate::policy::validate::{self, ConnectionConfig};
 use crate::policy::ProviderKind;
 use crate::providers::reference::ReferenceCms;
-use crate::providers::strapi::Strapi;
 use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
 use base64::Engine as _;
 use serde_json::json;
@@ -194,25 +193,6 @@ struct Connected {
     embedded: Option<RunningCms>,
 }
 
-/// The adapter for a connection's provider.
-pub fn provider_for(
-    kind: ProviderKind,
-    endpoint: &str,
-    credential: &str,
-) -> Result<Box<dyn CmsProvider>, String> {
-    Ok(match kind {
-        ProviderKind::Keyward => Box::new(ReferenceCms::new(endpoint, credential)),
-        ProviderKind::Strapi => Box::new(Strapi::new(endpoint, credential)?),
-    })
-}
-
-fn title_of(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Keyward => "reference CMS",
-        ProviderKind::Strapi => "Strapi",
-    }
-}
-
 async fn connect(
     id: &ConnectionId,
     state: &DesiredState,
@@ -227,13 +207,13 @@ async fn connect(
     match (id, cfg) {
         (ConnectionId::Default, _) => match (&opts.env_url, &opts.env_token) {
             (Some(url), Some(token)) => Ok(Connected {
-                provider: provider_for(opts.env_provider, url, token).map_err(|m| {
+                provider: opts.env_provider.connect(url, token).map_err(|m| {
                     fail(format!(
                         "KEYWARD_CMS_TOKEN is not a {} credential: {m}",
                         opts.env_provider
                     ))
                 })?,
-                title: format!("{} at {url} (KEYWARD_CMS_URL)", title_of(opts.env_provider)),
+                title: format!("{} at {url} (KEYWARD_CMS_URL)", opts.env_provider.title()),
                 endpoint: url.clone(),
                 template_endpoint: url.clone(),
                 embedded: None,
@@ -282,13 +262,16 @@ async fn connect(
                 ))
             })?;
             Ok(Connected {
-                provider: provider_for(cfg.provider, &cfg.endpoint, token.trim()).map_err(|m| {
-                    fail(format!(
-                        "credential Secret {}/{} (field '{}'): {m}",
-                        cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
-                    ))
-                })?,
-                title: format!("{id} ({} at {})", title_of(cfg.provider), cfg.endpoint),
+                provider: cfg
+                    .provider
+                    .connect(&cfg.endpoint, token.trim())
+                    .map_err(|m| {
+                        fail(format!(
+                            "credential Secret {}/{} (field '{}'): {m}",
+                            cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
+                        ))
+                    })?,
+                title: format!("{id} ({} at {})", cfg.provider.title(), cfg.endpoint),
                 endpoint: cfg.endpoint.clone(),
                 template_endpoint: cfg.endpoint.clone(),
                 embedded: None,
@@ -456,7 +439,7 @@ fn owner_from_tags(k: &crate::providers::LiveKey) -> Option<PolicyId> {
     let (namespace, name) = match tag.split_once('/') {
         Some(legacy) => legacy,
         None => {
-            let key = k.spec.labels.get(crate::plan::desired::LABEL_KEY)?;
+            let key = k.spec.labels.get(crate::model::desired::LABEL_KEY)?;
             k.spec
                 .name
                 .strip_suffix(key.as_str())?

@@ -123,7 +123,7 @@ struct ServeArgs {
     listen: SocketAddr,
     /// Key quota of a plan (hobby 1, team 3, business 10, enterprise 20); unlimited if absent.
     #[arg(long, value_enum)]
-    plan: Option<Plan>,
+    plan: Option<PlanArg>,
     /// Requests per second per client address on public endpoints (burst: twice this).
     #[arg(long, default_value_t = 20)]
     public_rate: u32,
@@ -153,6 +153,26 @@ struct ServeArgs {
     /// Most connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+}
+
+/// The plans `--plan` takes (the model stays free of the CLI's parser).
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanArg {
+    Hobby,
+    Team,
+    Business,
+    Enterprise,
+}
+
+impl From<PlanArg> for Plan {
+    fn from(p: PlanArg) -> Plan {
+        match p {
+            PlanArg::Hobby => Plan::Hobby,
+            PlanArg::Team => Plan::Team,
+            PlanArg::Business => Plan::Business,
+            PlanArg::Enterprise => Plan::Enterprise,
+        }
+    }
 }
 
 /// A duration flag (`10s`, `2m`, ...), at least one second.
@@ -230,7 +250,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         key_rate: rate("key-rate", args.key_rate)?,
         verify_rate: rate("verify-rate", args.verify_rate)?,
         listen: args.listen,
-        plan: args.plan,
+        plan: args.plan.map(Plan::from),
         admin_token: admin_token.map(AdminToken::new),
         max_body: args.max_body,
         conn: cms::server::ConnLimits {

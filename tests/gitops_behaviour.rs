@@ -4,7 +4,7 @@
 mod support;
 
 use keyward::gitops::{GitopsError, Mode};
-use keyward::plan::desired::ConnectionId;
+use keyward::model::desired::ConnectionId;
 use keyward::providers::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::json;

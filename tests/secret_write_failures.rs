@@ -6,7 +6,7 @@
 mod support;
 
 use keyward::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
-use keyward::plan::desired::ConnectionId;
+use keyward::model::desired::ConnectionId;
 use keyward::plan::{diff, Action, Plan};
 use keyward::policy::ProviderKind;
 use keyward::providers::reference::ReferenceCms;

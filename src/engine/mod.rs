@@ -11,10 +11,10 @@ pub mod secrets_dir;
 
 pub use clock::Clock;
 
+use crate::model::desired::{DesiredKey, PolicyId, SecretTarget};
+use crate::model::template::render_template;
 use crate::model::KeyValue;
-use crate::plan::desired::{DesiredKey, PolicyId, SecretTarget};
 use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
-use crate::policy::validate::render_template;
 use crate::providers::{CmsProvider, LiveKey, ProviderError};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};

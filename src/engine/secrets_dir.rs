@@ -3,8 +3,8 @@
 //! sealed-secrets step. Files are replaced atomically and only when their content changes.
 
 use super::{observed_from, SecretMaterial, SecretSink, SinkError};
+use crate::model::desired::SecretTarget;
 use crate::model::KeyValue;
-use crate::plan::desired::SecretTarget;
 use crate::plan::ObservedSecret;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;

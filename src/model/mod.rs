@@ -2,15 +2,19 @@
 //! permissions, the scoped CMS's scopes and key types, Kontent.ai's key kinds, management
 //! permissions and expiry rules). The reference CMS enforces it; policies are validated against it.
 
+pub mod capabilities;
+pub mod desired;
+pub mod live;
 mod rights;
 mod settings;
 mod spec;
+pub mod template;
 mod value;
 
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
 pub use settings::{check_origin, Plan};
 pub use spec::{
-    expiry_rules, human, valid_label_key, valid_label_value, valid_slug, ApiPermission,
+    expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
     ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,
 };
 pub use value::{fingerprint, KeyValue};

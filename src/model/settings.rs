@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// microCMS's plan quotas on the number of API keys.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
     Hobby,
@@ -15,6 +13,8 @@ pub enum Plan {
 }
 
 impl Plan {
+    pub const ALL: [Plan; 4] = [Self::Hobby, Self::Team, Self::Business, Self::Enterprise];
+
     pub fn key_limit(self) -> usize {
         match self {
             Self::Hobby => 1,
@@ -31,6 +31,17 @@ impl Plan {
             Self::Business => "business",
             Self::Enterprise => "enterprise",
         }
+    }
+}
+
+impl std::str::FromStr for Plan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Plan, String> {
+        Plan::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("'{s}' is not a plan (hobby, team, business, enterprise)"))
     }
 }
 

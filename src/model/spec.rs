@@ -151,6 +151,24 @@ pub fn valid_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// Sorted, deduplicated lists: two specs that mean the same compare equal.
+pub fn normalize(mut s: KeySpec) -> KeySpec {
+    s.default_permissions.sort();
+    s.default_permissions.dedup();
+    for a in &mut s.api_permissions {
+        a.permissions.sort();
+        a.permissions.dedup();
+    }
+    s.api_permissions.sort();
+    s.scopes.sort();
+    s.scopes.dedup();
+    s.environments.sort();
+    s.environments.dedup();
+    s.management_permissions.sort();
+    s.management_permissions.dedup();
+    s
+}
+
 /// Most labels a key may carry.
 pub const MAX_LABELS: usize = 64;
 

@@ -90,8 +90,7 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let p: Arc<dyn CmsProvider> =
-            crate::gitops::provider_for(kind, endpoint, credential)?.into();
+        let p: Arc<dyn CmsProvider> = kind.connect(endpoint, credential)?.into();
         cache.insert(key, p.clone());
         Ok(p)
     }

@@ -7,7 +7,7 @@
 use super::context::{Context, Stores};
 use super::dereference::{connection_of, CREDENTIAL_LABEL};
 use super::{reconcile, DefaultConnection};
-use crate::plan::desired::ConnectionId;
+use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};

@@ -4,7 +4,7 @@
 
 use super::context::{Context, Stores};
 use super::DefaultConnection;
-use crate::plan::desired::ConnectionId;
+use crate::model::desired::ConnectionId;
 use crate::policy::validate::admits;
 use crate::policy::{ApiKeyPolicy, ConnectionKind, ProviderKind, SecretKeyRef};
 use k8s_openapi::api::core::v1::Secret;

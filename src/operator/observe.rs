@@ -5,7 +5,7 @@ use super::context::Context;
 use super::dereference::{connection_of, Conn};
 use super::secrets::KubeSecrets;
 use crate::engine::{observe_secrets, SinkError};
-use crate::plan::desired::{ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY};
+use crate::model::desired::{ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY};
 use crate::plan::{diff, ObservedSecrets, Plan};
 use crate::policy::validate::{fit_to_provider, policy_keys, Severity};
 use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy, ProviderKind};

@@ -5,7 +5,7 @@
 use super::context::Context;
 use super::report::publish;
 use crate::engine::ANN_CONTENT_HASH;
-use crate::plan::desired::DesiredKey;
+use crate::model::desired::DesiredKey;
 use crate::policy::{ApiKeyPolicy, WorkloadKind};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};

@@ -7,7 +7,7 @@ use super::metrics::KeyLabels;
 use super::observe::{policy_id, Observed};
 use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
 use crate::engine::{rotation_due, ANN_FINGERPRINT, ANN_KEY_ID};
-use crate::plan::desired::{DesiredKey, PolicyId};
+use crate::model::desired::{DesiredKey, PolicyId};
 use crate::plan::{render_text, Action as PlanAction, Plan};
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, Condition, KeyStatus, ManagementPolicy};
 use crate::providers::LiveKey;

@@ -1,8 +1,10 @@
 //! desired + live + observed Secrets -> ordered actions. Pure: no I/O, no clock but `now`.
 
-use super::desired::{DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY, LABEL_POLICY};
+use crate::model::desired::{
+    DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY, LABEL_POLICY,
+};
+use crate::model::live::{LiveKey, LiveSettings};
 use crate::model::{ContentOp, KeySpec};
-use crate::providers::{LiveKey, LiveSettings};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -400,7 +402,7 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::desired::{PolicySettings, LABEL_POLICY_UID};
+    use crate::model::desired::{PolicySettings, LABEL_POLICY_UID};
     use crate::plan::testkit::*;
     use chrono::Duration;
 

@@ -1,7 +1,6 @@
 //! The pure diff: desired state vs the CMS's live state -> an ordered list of actions, and its
 //! rendering for people (text with unified diffs) and pipelines (JSON).
 
-pub mod desired;
 mod diff;
 mod render;
 #[cfg(test)]

@@ -116,9 +116,9 @@ fn indent(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::live::LiveSettings;
     use crate::plan::testkit::*;
     use crate::plan::Action;
-    use crate::providers::LiveSettings;
     use chrono::Duration;
     use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,12 +2,12 @@
 //! (GET, 30 days, Secret `ns/s`), its live key `id1` and its Secret as keyward wrote it, all at
 //! a fixed "now" so versions and hashes are known values.
 
-use super::desired::DesiredState;
 use super::diff::{diff, Action, ObservedSecret, ObservedSecrets, Plan};
+use crate::model::desired::DesiredState;
+use crate::model::live::{LiveKey, LiveSettings};
 use crate::policy::load::load_str;
 use crate::policy::validate::resolve;
 use crate::policy::ProviderKind;
-use crate::providers::{LiveKey, LiveSettings};
 use chrono::{DateTime, Duration, Utc};
 
 pub const ENDPOINT: &str = "http://cms";

@@ -7,12 +7,14 @@ use super::{
     ApiKeyPolicy, ApiKeyPolicySpec, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy,
     ProviderKind,
 };
-use crate::model::{
-    check_origin, expiry_rules, human, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
-};
-use crate::plan::desired::{
+use crate::model::capabilities::{Capabilities, Lifetimes};
+use crate::model::desired::{
     ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, SecretTarget, LABEL_KEY,
     LABEL_POLICY, LABEL_POLICY_UID,
+};
+use crate::model::template::check_template;
+use crate::model::{
+    check_origin, expiry_rules, human, normalize, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
 };
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -51,9 +53,6 @@ impl fmt::Display for Diagnostic {
         f.write_str(&self.message)
     }
 }
-
-/// Placeholders allowed in `secret.extraFields`.
-pub const TEMPLATE_VARS: [&str; 4] = ["endpoint", "keyId", "keyName", "expiresAt"];
 
 /// The longest rotation overlap a CMS grace period allows.
 const MAX_OVERLAP: Duration = Duration::days(30);
@@ -343,85 +342,101 @@ pub fn policy_keys(
 }
 
 /// What a policy asks of a CMS that the CMS's key model cannot hold, as (field path, reason),
-/// each naming the provider. Adjusts what the provider decides (a Strapi key without
-/// `expiresAfter` never expires).
+/// each naming the provider: the provider's `capabilities()` decide, nothing else of it. A key
+/// without `expiresAfter` on a CMS whose keys may never expire gets no lifetime.
 pub fn fit_to_provider(
     kind: ProviderKind,
     spec: &ApiKeyPolicySpec,
     keys: &mut [DesiredKey],
 ) -> Vec<(String, String)> {
-    match kind {
-        ProviderKind::Keyward => Vec::new(),
-        ProviderKind::Strapi => crate::providers::strapi::mapping::fit_policy(spec, keys)
-            .into_iter()
-            .map(|(path, reason)| {
-                (
-                    path,
-                    format!("the {kind} provider cannot express this: {reason}"),
-                )
-            })
-            .collect(),
+    let caps = kind.capabilities();
+    let mut out = Vec::new();
+    if spec.cors.is_some() {
+        push_reason(&mut out, "spec.cors", caps.cors);
     }
-}
-
-/// Sorted, deduplicated lists: two specs that mean the same compare equal.
-pub fn normalize(mut s: KeySpec) -> KeySpec {
-    s.default_permissions.sort();
-    s.default_permissions.dedup();
-    for a in &mut s.api_permissions {
-        a.permissions.sort();
-        a.permissions.dedup();
+    if !spec.public_endpoints.is_empty() {
+        push_reason(&mut out, "spec.publicEndpoints", caps.public_endpoints);
     }
-    s.api_permissions.sort();
-    s.scopes.sort();
-    s.scopes.dedup();
-    s.environments.sort();
-    s.environments.dedup();
-    s.management_permissions.sort();
-    s.management_permissions.dedup();
-    s
-}
-
-fn check_template(t: &str) -> Result<(), String> {
-    let mut rest = t;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed '{{{{' in '{t}'"))?;
-        let var = after[..end].trim();
-        if !TEMPLATE_VARS.contains(&var) {
-            return Err(format!(
-                "unknown placeholder '{{{{ {var} }}}}' (known: {})",
-                TEMPLATE_VARS.join(", ")
-            ));
+    for (i, decl) in spec.keys.iter().enumerate() {
+        let at = |f: &str| format!("spec.keys[{i}].{f}");
+        let declared = KeySpec {
+            kind: decl.kind,
+            key_type: decl.key_type,
+            default_permissions: decl.default_permissions.clone(),
+            api_permissions: decl.api_permissions.clone(),
+            scopes: decl.scopes.clone(),
+            environments: decl.environments.clone(),
+            management_permissions: decl.management_permissions.clone(),
+            owner: decl.owner.clone(),
+            ..KeySpec::default()
+        };
+        for (field, reason) in caps.key_refusals(&declared) {
+            out.push((at(&field), reason));
         }
-        rest = &after[end + 2..];
-    }
-    Ok(())
-}
-
-/// Fills `{{ var }}` placeholders.
-pub fn render_template(t: &str, vars: &BTreeMap<&str, String>) -> String {
-    let mut out = String::new();
-    let mut rest = t;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let var = after[..end].trim();
-                out.push_str(vars.get(var).map(String::as_str).unwrap_or_default());
-                rest = &after[end + 2..];
+        fit_lifetime(caps, decl, keys.get_mut(i), &at, &mut out);
+        if let Some(o) = decl
+            .rotation_overlap
+            .as_deref()
+            .and_then(|o| duration::parse(o).ok())
+        {
+            if o > Duration::zero() {
+                push_reason(&mut out, &at("rotationOverlap"), caps.rotation_overlap);
             }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
+        }
+        if let (Some(fits), Some(k)) = (caps.description, keys.get(i)) {
+            if let Some(reason) = fits(&k.spec) {
+                out.push((at("description"), reason));
             }
         }
     }
-    out.push_str(rest);
-    out
+    out.into_iter()
+        .map(|(path, reason)| {
+            let reason = format!(
+                "the {} provider cannot express this: {reason}",
+                caps.provider
+            );
+            (path, reason)
+        })
+        .collect()
+}
+
+fn push_reason(out: &mut Vec<(String, String)>, path: &str, reason: Option<&str>) {
+    if let Some(r) = reason {
+        out.push((path.to_owned(), r.to_owned()));
+    }
+}
+
+/// Lifetimes the CMS can set: a declared one it cannot hold is refused; with only fixed
+/// lifetimes, a key without `expiresAfter` never expires (and has nothing to renew).
+fn fit_lifetime(
+    caps: &Capabilities,
+    decl: &super::KeyDecl,
+    key: Option<&mut DesiredKey>,
+    at: &dyn Fn(&str) -> String,
+    out: &mut Vec<(String, String)>,
+) {
+    let Lifetimes::Days {
+        allowed,
+        reason,
+        renew_without_expiry,
+    } = caps.lifetimes
+    else {
+        return;
+    };
+    match decl.expires_after.as_deref().map(duration::parse) {
+        None => {
+            if let Some(k) = key {
+                k.lifetime = None;
+            }
+            if decl.renew_before.is_some() {
+                out.push((at("renewBefore"), renew_without_expiry.to_owned()));
+            }
+        }
+        Some(Ok(d)) if !allowed.iter().any(|n| Duration::days(*n) == d) => {
+            out.push((at("expiresAfter"), format!("{reason}, not {}", human(d))));
+        }
+        _ => {}
+    }
 }
 
 fn valid_dns(s: &str, max: usize) -> bool {

@@ -2,51 +2,16 @@
 
 pub mod http;
 pub mod reference;
+pub mod registry;
 pub mod strapi;
 
-use crate::model::{ContentOp, KeySpec, KeyValue};
-use crate::plan::desired::DesiredState;
+use crate::model::desired::DesiredState;
+pub use crate::model::live::{IssuedKey, LiveKey, LiveSettings};
+use crate::model::{ContentOp, KeySpec};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A key as the CMS holds it now.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LiveKey {
-    pub id: String,
-    /// Normalized settings; `expires_at` is the live expiry.
-    pub spec: KeySpec,
-    pub created_at: DateTime<Utc>,
-    pub rotated_at: Option<DateTime<Utc>>,
-}
-
-impl LiveKey {
-    /// Which generation of the value is current: changes on every regenerate.
-    pub fn version(&self) -> String {
-        self.rotated_at
-            .unwrap_or(self.created_at)
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-    }
-
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.spec.expires_at
-    }
-}
-
-/// A key with the value the CMS showed once.
-#[derive(Clone, Debug)]
-pub struct IssuedKey {
-    pub key: LiveKey,
-    pub value: KeyValue,
-}
-
-/// Per-service settings that policies manage.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LiveSettings {
-    pub cors: BTreeSet<String>,
-    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -2,8 +2,8 @@
 
 use super::http::{Idempotent, JsonClient};
 use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use crate::model::normalize;
 use crate::model::{ContentOp, KeySpec, KeyValue};
-use crate::policy::validate::normalize;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Method, StatusCode};

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use keyward::engine::secrets_dir::SecretsDir;
 use keyward::engine::{SecretMaterial, SecretSink, SinkError};
+use keyward::model::desired::SecretTarget;
 use keyward::model::KeyValue;
-use keyward::plan::desired::SecretTarget;
 use keyward::plan::ObservedSecret;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,14 +12,14 @@
 //! The canonical form of a spec is `decode(encode(spec))`: what Strapi will report back. Plans
 //! compare canonical desired specs with decoded live tokens, so like is compared with like.
 
-use crate::model::{ApiPermission, ContentPermission, KeyKind, KeySpec, KeyType, Scope};
-use crate::plan::desired::{DesiredKey, LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID};
-use crate::policy::validate::normalize;
-use crate::policy::{duration, ApiKeyPolicySpec};
+use super::capabilities::CAPABILITIES;
+use super::catalog::{action_name, api_list, Catalog};
+use super::tag::{compose_description, parse_description};
+use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
 use crate::providers::{LiveKey, ProviderError};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 pub const PROVIDER: &str = "strapi";
 /// Strapi's lifespans besides unlimited (its `API_TOKEN_LIFESPANS`).
@@ -29,137 +29,6 @@ const DAY_MS: i64 = 86_400_000;
 pub const DESCRIPTION_MAX: usize = 255;
 /// Marks a live token that holds rights keyward cannot express, so the plan shows it as drift.
 pub const LABEL_UNEXPRESSED: &str = "strapi.keyward.dev/unexpressed";
-const TAG_OPEN: &str = "[keyward ";
-
-/// Strapi's content API as its permission and route listings describe it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Catalog {
-    /// Every action a token may hold (`api::article.article.find`, `plugin::upload....`).
-    pub actions: BTreeSet<String>,
-    /// API name (path segment under `/api`) -> its CRUD actions.
-    pub apis: BTreeMap<String, ApiActions>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ApiActions {
-    pub read: BTreeSet<String>,
-    pub create: BTreeSet<String>,
-    pub update: BTreeSet<String>,
-    pub delete: BTreeSet<String>,
-}
-
-/// The Strapi action a keyward permission maps to, for messages.
-fn action_name(p: ContentPermission) -> &'static str {
-    match p {
-        ContentPermission::Post => "create",
-        ContentPermission::Put | ContentPermission::Patch => "update",
-        ContentPermission::Delete => "delete",
-        _ => "find/findOne",
-    }
-}
-
-fn api_list(catalog: &Catalog) -> String {
-    if catalog.apis.is_empty() {
-        "none under /api".into()
-    } else {
-        catalog.apis.keys().cloned().collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl ApiActions {
-    /// The actions that grant `p` (empty: this API cannot grant it).
-    fn of(&self, p: ContentPermission) -> &BTreeSet<String> {
-        match p {
-            ContentPermission::Post => &self.create,
-            ContentPermission::Put | ContentPermission::Patch => &self.update,
-            ContentPermission::Delete => &self.delete,
-            _ => &self.read,
-        }
-    }
-
-    /// (keyward permissions, the actions that grant them) per class.
-    fn classes(&self) -> [(&'static [ContentPermission], &BTreeSet<String>); 4] {
-        use ContentPermission::*;
-        [
-            (&[Get], &self.read),
-            (&[Post], &self.create),
-            (&[Put, Patch], &self.update),
-            (&[Delete], &self.delete),
-        ]
-    }
-}
-
-/// What Strapi's read-only tokens may call: scopes ending in `find` or `findOne`.
-fn is_read_action(a: &str) -> bool {
-    a.ends_with("find") || a.ends_with("findOne")
-}
-
-impl Catalog {
-    /// From `GET /admin/content-api/permissions` and `GET /admin/content-api/routes`.
-    pub fn from_listings(permissions: &Value, routes: &Value) -> Result<Catalog, String> {
-        let mut c = Catalog::default();
-        let perms = permissions
-            .get("data")
-            .and_then(Value::as_object)
-            .ok_or("the permission listing has no data object")?;
-        for (uid, section) in perms {
-            let controllers = section
-                .get("controllers")
-                .and_then(Value::as_object)
-                .ok_or_else(|| format!("permissions of {uid} have no controllers"))?;
-            for (controller, actions) in controllers {
-                for a in actions.as_array().into_iter().flatten() {
-                    if let Some(a) = a.as_str() {
-                        c.actions.insert(format!("{uid}.{controller}.{a}"));
-                    }
-                }
-            }
-        }
-        let routes = routes
-            .get("data")
-            .and_then(Value::as_object)
-            .ok_or("the route listing has no data object")?;
-        for (uid, list) in routes.iter().filter(|(uid, _)| uid.starts_with("api::")) {
-            for r in list.as_array().into_iter().flatten() {
-                let (Some(path), Some(handler)) = (
-                    r.get("path").and_then(Value::as_str),
-                    r.get("handler").and_then(Value::as_str),
-                ) else {
-                    continue;
-                };
-                let Some(api) = path
-                    .strip_prefix("/api/")
-                    .and_then(|p| p.split('/').next())
-                    .filter(|s| !s.is_empty())
-                else {
-                    continue;
-                };
-                if !handler.starts_with(uid.as_str()) || !c.actions.contains(handler) {
-                    continue;
-                }
-                let entry = c.apis.entry(api.to_owned()).or_default();
-                let set = match handler.rsplit('.').next() {
-                    Some("find" | "findOne") => &mut entry.read,
-                    Some("create") => &mut entry.create,
-                    Some("update") => &mut entry.update,
-                    Some("delete") => &mut entry.delete,
-                    // Custom actions have no keyward permission: never granted, flagged if held.
-                    _ => continue,
-                };
-                set.insert(handler.to_owned());
-            }
-        }
-        Ok(c)
-    }
-
-    fn read_actions(&self) -> BTreeSet<String> {
-        self.actions
-            .iter()
-            .filter(|a| is_read_action(a))
-            .cloned()
-            .collect()
-    }
-}
 
 fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
     ProviderError::Unsupported {
@@ -167,71 +36,6 @@ fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderE
         field: field.into(),
         reason: reason.into(),
     }
-}
-
-/// The fields of a key that Strapi's token model has no place for, as (field, reason).
-pub fn unexpressible(spec: &KeySpec) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut no = |f: String, r: &str| out.push((f, r.to_owned()));
-    if spec.kind != KeyKind::Content {
-        no(
-            "kind".into(),
-            "Strapi API tokens are content keys; it has no management or personal keys",
-        );
-    }
-    if spec.owner.is_some() {
-        no(
-            "owner".into(),
-            "Strapi API tokens belong to no member (no personal keys)",
-        );
-    }
-    if !spec.management_permissions.is_empty() {
-        no(
-            "managementPermissions".into(),
-            "Strapi API tokens reach the content API only, not its admin API",
-        );
-    }
-    if !spec.environments.is_empty() {
-        no(
-            "environments".into(),
-            "Strapi has no environments in its token model",
-        );
-    }
-    for (j, s) in spec.scopes.iter().enumerate() {
-        if !matches!(s, Scope::ContentRead | Scope::ContentWrite) {
-            out.push((
-                format!("scopes[{j}]"),
-                format!(
-                    "'{}' has no Strapi equivalent (only content:read and content:write map to content-API actions)",
-                    s.as_str()
-                ),
-            ));
-        }
-    }
-    let drafts = |p: &ContentPermission| {
-        matches!(
-            p,
-            ContentPermission::GetAllDrafts | ContentPermission::GetAllClosed
-        )
-    };
-    for (j, p) in spec.default_permissions.iter().enumerate() {
-        if drafts(p) {
-            out.push((
-                format!("defaultPermissions[{j}]"),
-                format!(
-                    "Strapi tokens cannot grant {p}: drafts are the admin panel's, not the token's"
-                ),
-            ));
-        }
-    }
-    for (i, a) in spec.api_permissions.iter().enumerate() {
-        for (j, p) in a.permissions.iter().enumerate() {
-            if drafts(p) {
-                out.push((format!("apiPermissions[{i}].permissions[{j}]"), format!("Strapi tokens cannot grant {p}: drafts are the admin panel's, not the token's")));
-            }
-        }
-    }
-    out
 }
 
 /// The lifespan for a key that should expire at `expires_at` (unlimited: `None`).
@@ -263,65 +67,6 @@ pub fn is_lifespan(d: Duration) -> bool {
     LIFESPAN_DAYS.iter().any(|n| Duration::days(*n) == d)
 }
 
-/// The description Strapi stores: the key's own, then keyward's ownership tag on its last line.
-pub fn compose_description(spec: &KeySpec) -> String {
-    let mut tag = String::from(TAG_OPEN);
-    let mut parts = Vec::new();
-    for (name, label) in [
-        ("policy", LABEL_POLICY),
-        ("key", LABEL_KEY),
-        ("uid", LABEL_POLICY_UID),
-    ] {
-        if let Some(v) = spec.labels.get(label) {
-            parts.push(format!("{name}={v}"));
-        }
-    }
-    if spec.key_type == KeyType::Public {
-        parts.push("type=public".into());
-    }
-    tag.push_str(&parts.join(" "));
-    tag.push(']');
-    let own = spec.description.trim();
-    if own.is_empty() {
-        tag
-    } else {
-        format!("{own}\n\n{tag}")
-    }
-}
-
-/// Splits a stored description into the key's own part, its labels and its type.
-fn parse_description(stored: &str) -> (String, BTreeMap<String, String>, KeyType) {
-    let mut labels = BTreeMap::new();
-    let mut key_type = KeyType::Service;
-    let (own, last) = match stored.rsplit_once('\n') {
-        Some((own, last)) => (own, last),
-        None => ("", stored),
-    };
-    let Some(body) = last
-        .trim()
-        .strip_prefix(TAG_OPEN)
-        .and_then(|t| t.strip_suffix(']'))
-    else {
-        return (stored.to_owned(), labels, key_type);
-    };
-    for part in body.split_whitespace() {
-        match part.split_once('=') {
-            Some(("policy", v)) => {
-                labels.insert(LABEL_POLICY.to_owned(), v.to_owned());
-            }
-            Some(("key", v)) => {
-                labels.insert(LABEL_KEY.to_owned(), v.to_owned());
-            }
-            Some(("uid", v)) => {
-                labels.insert(LABEL_POLICY_UID.to_owned(), v.to_owned());
-            }
-            Some(("type", "public")) => key_type = KeyType::Public,
-            _ => {}
-        }
-    }
-    (own.trim().to_owned(), labels, key_type)
-}
-
 /// The Strapi token fields for a spec: type, permissions and description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenFields {
@@ -332,7 +77,7 @@ pub struct TokenFields {
 
 /// Translates a spec into token fields, or says which field Strapi cannot hold.
 pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, ProviderError> {
-    if let Some((field, reason)) = unexpressible(spec).into_iter().next() {
+    if let Some((field, reason)) = CAPABILITIES.key_refusals(spec).into_iter().next() {
         return Err(unsupported(field, reason));
     }
     for (i, a) in spec.api_permissions.iter().enumerate() {
@@ -524,75 +269,6 @@ pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderE
     }))
 }
 
-/// What a policy asks that Strapi cannot hold, as (field path, reason), found before any call;
-/// a key without `expiresAfter` gets Strapi's unlimited lifespan.
-pub fn fit_policy(spec: &ApiKeyPolicySpec, keys: &mut [DesiredKey]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if spec.cors.is_some() {
-        out.push((
-            "spec.cors".into(),
-            "Strapi's CORS origins are set in config/middlewares.js, not through its API".into(),
-        ));
-    }
-    if !spec.public_endpoints.is_empty() {
-        out.push((
-            "spec.publicEndpoints".into(),
-            "Strapi's public access is the users-permissions Public role, outside its token API"
-                .into(),
-        ));
-    }
-    for (i, decl) in spec.keys.iter().enumerate() {
-        let at = |f: &str| format!("spec.keys[{i}].{f}");
-        let declared = KeySpec {
-            kind: decl.kind,
-            key_type: decl.key_type,
-            default_permissions: decl.default_permissions.clone(),
-            api_permissions: decl.api_permissions.clone(),
-            scopes: decl.scopes.clone(),
-            environments: decl.environments.clone(),
-            management_permissions: decl.management_permissions.clone(),
-            owner: decl.owner.clone(),
-            ..KeySpec::default()
-        };
-        for (field, reason) in unexpressible(&declared) {
-            out.push((at(&field), reason));
-        }
-        match decl.expires_after.as_deref().map(duration::parse) {
-            None => {
-                if let Some(k) = keys.get_mut(i) {
-                    k.lifetime = None;
-                }
-                if decl.renew_before.is_some() {
-                    out.push((at("renewBefore"), "without expiresAfter a Strapi token never expires (unlimited lifespan): there is nothing to renew".into()));
-                }
-            }
-            Some(Ok(d)) if !is_lifespan(d) => out.push((
-                at("expiresAfter"),
-                format!(
-                    "Strapi token lifespans are 7d, 30d or 90d, or unlimited (leave expiresAfter out), not {}",
-                    crate::model::human(d)
-                ),
-            )),
-            _ => {}
-        }
-        if let Some(Ok(o)) = decl.rotation_overlap.as_deref().map(duration::parse) {
-            if o > Duration::zero() {
-                out.push((
-                    at("rotationOverlap"),
-                    "Strapi's regenerate ends the old value at once; it has no overlap".into(),
-                ));
-            }
-        }
-        if let Some(k) = keys.get(i) {
-            let n = compose_description(&k.spec).chars().count();
-            if n > DESCRIPTION_MAX {
-                out.push((at("description"), format!("Strapi keeps {DESCRIPTION_MAX} characters of description; with keyward's ownership tag this one needs {n}")));
-            }
-        }
-    }
-    out
-}
-
 fn timestamp(v: &Value, field: &str) -> Option<DateTime<Utc>> {
     v.get(field)
         .and_then(Value::as_str)
@@ -672,8 +348,12 @@ pub fn decode(token: &Value, catalog: &Catalog) -> Result<LiveKey, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tag::parse_description;
     use super::*;
+    use crate::model::desired::{LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID};
+    use crate::model::KeyType;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn listings(with_plugin: bool) -> Catalog {
         let mut perms = json!({"data": {

@@ -4,15 +4,19 @@
 //! JWT until shortly before it expires or Strapi answers 401. The credential is `email:password`
 //! of a Strapi admin user.
 
+pub mod capabilities;
+pub mod catalog;
 pub mod mapping;
+pub mod tag;
 
 use super::http::{Idempotent, JsonClient};
 use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use base64::Engine as _;
+use catalog::Catalog;
 use chrono::{DateTime, Duration, Utc};
-use mapping::{Catalog, PROVIDER};
+use mapping::PROVIDER;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

@@ -1,0 +1,75 @@
+//! The providers, by the name a connection gives (`provider: strapi`): how to connect to each and
+//! what each CMS's key model can hold. Adding a CMS touches this file and its own module, never
+//! the validator, the engine or the operator.
+
+use super::reference::ReferenceCms;
+use super::strapi::Strapi;
+use super::CmsProvider;
+use crate::model::capabilities::Capabilities;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The keyward reference CMS (`keyward cms serve`).
+    #[default]
+    Keyward,
+    /// Strapi's admin API-token API.
+    Strapi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyward => "keyward",
+            Self::Strapi => "strapi",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ProviderKind {
+    /// For messages: "reference CMS", "Strapi".
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Keyward => "reference CMS",
+            Self::Strapi => "Strapi",
+        }
+    }
+
+    /// What this CMS's key model can hold.
+    pub fn capabilities(self) -> &'static Capabilities {
+        const KEYWARD: Capabilities = Capabilities::full("keyward");
+        match self {
+            Self::Keyward => &KEYWARD,
+            Self::Strapi => &super::strapi::capabilities::CAPABILITIES,
+        }
+    }
+
+    /// A client of this CMS at `endpoint` with `credential` (no call is made yet).
+    pub fn connect(self, endpoint: &str, credential: &str) -> Result<Box<dyn CmsProvider>, String> {
+        Ok(match self {
+            Self::Keyward => Box::new(ReferenceCms::new(endpoint, credential)),
+            Self::Strapi => Box::new(Strapi::new(endpoint, credential)?),
+        })
+    }
+}
