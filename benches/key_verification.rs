@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo bench --bench key_verification`
 
-use chrono::{Duration, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use jiff::Timestamp;
 use keyward::cms::keys::KeyRecord;
 use keyward::cms::secret::{new_key_id, RawKey};
 use keyward::cms::verifier::{CacheCheck, KeyEntry, StoredHash, Verifier};
@@ -13,13 +13,13 @@ use keyward::model::{ContentPermission, KeySpec};
 use std::hint::black_box;
 
 fn entry(id: &str, raw: &RawKey) -> KeyEntry {
-    let now = Utc::now();
+    let now = Timestamp::now();
     let record = KeyRecord {
         id: id.to_owned(),
         spec: KeySpec {
             name: format!("bench-{id}"),
             default_permissions: vec![ContentPermission::Get],
-            expires_at: Some(now + Duration::days(365)),
+            expires_at: Some(now + keyward::model::days(365)),
             ..Default::default()
         },
         created_at: now,
@@ -52,7 +52,7 @@ fn verification(c: &mut Criterion) {
             target = Some(raw);
         } else {
             // Other keys need no real hash for lookups to be realistic.
-            let now = Utc::now();
+            let now = Timestamp::now();
             verifier.upsert(KeyEntry::new(
                 KeyRecord {
                     id: id.clone(),
@@ -72,7 +72,7 @@ fn verification(c: &mut Criterion) {
     let raw = target.expect("target key");
     rt.block_on(verifier.verify(raw.expose(), |_| Ok(())))
         .expect("first verification");
-    let now = Utc::now().timestamp_millis();
+    let now = Timestamp::now().as_millisecond();
 
     let mut g = c.benchmark_group("verify");
     g.throughput(Throughput::Elements(1));

@@ -178,7 +178,7 @@ impl From<PlanArg> for Plan {
 /// A duration flag (`10s`, `2m`, ...), at least one second.
 fn std_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = keyward::policy::duration::parse(s)?;
-    d.to_std()
+    std::time::Duration::try_from(d)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("'{s}' must be at least 1s"))
@@ -335,13 +335,16 @@ async fn demo(data: PathBuf) -> Result<()> {
     )
     .await?
     .error_for_status()?;
-    let name = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let name = format!(
+        "demo-{}",
+        jiff::Timestamp::now().strftime("%Y%m%d%H%M%S%3f")
+    );
     let spec = json!({
         "name": name,
         "description": "read everything, write only the contact form",
         "defaultPermissions": ["GET"],
         "apiPermissions": [{"api": "contact", "permissions": ["POST"]}],
-        "expiresAt": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+        "expiresAt": keyward::model::rfc3339(jiff::Timestamp::now() + keyward::model::days(30)),
     });
     let created: Value = send(Method::POST, "/v1/keys", &admin, Some(spec))
         .await?
@@ -489,9 +492,9 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
 
 async fn operator(args: OperatorArgs) -> Result<()> {
     let drift = keyward::policy::duration::parse(&args.drift_interval)
-        .map_err(|e| anyhow::anyhow!("--drift-interval: {e}"))?
-        .to_std()
-        .context("--drift-interval must be positive")?;
+        .map_err(|e| anyhow::anyhow!("--drift-interval: {e}"))?;
+    let drift =
+        std::time::Duration::try_from(drift).context("--drift-interval must be positive")?;
     let config = keyward::operator::OperatorConfig {
         namespace: args.namespace,
         label_selector: args.selector,

@@ -10,6 +10,7 @@
 
 mod support;
 
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::{Method, StatusCode};
@@ -424,7 +425,7 @@ struct Known {
     id: String,
     current: String,
     /// Values replaced with a grace period, and when it ends.
-    previous: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    previous: Vec<(String, Timestamp)>,
     /// Values that must be refused from now on.
     dead: Vec<String>,
     revoked: bool,
@@ -546,9 +547,7 @@ async fn run_sequence(ops: Vec<Op>) -> Result<(), String> {
                 );
                 match r.body["previousValidUntil"].as_str() {
                     Some(until) => {
-                        let until = chrono::DateTime::parse_from_rfc3339(until)
-                            .unwrap()
-                            .with_timezone(&chrono::Utc);
+                        let until = until.parse::<Timestamp>().unwrap();
                         keys[k].previous.push((old, until));
                     }
                     None => keys[k].dead.push(old),
@@ -593,11 +592,11 @@ async fn check(cms: &Cms, keys: &[Known]) -> Result<(), String> {
             must_fail.extend(k.previous.iter().map(|(v, _)| v));
         } else {
             // A value past its grace (with room for the clocks of test and server).
-            let now = chrono::Utc::now();
+            let now = Timestamp::now();
             must_fail.extend(
                 k.previous
                     .iter()
-                    .filter(|(_, until)| now > *until + chrono::Duration::milliseconds(50))
+                    .filter(|(_, until)| now > *until + SignedDuration::from_millis(50))
                     .map(|(v, _)| v),
             );
             let s = unauthorized(&k.current).await;

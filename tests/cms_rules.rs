@@ -2,6 +2,7 @@
 
 mod support;
 
+use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{Cms, ADMIN};
@@ -543,7 +544,7 @@ async fn missing_unknown_revoked_keys_are_401_and_errors_never_echo_keys() {
 #[tokio::test]
 async fn expiry_defaults_and_ranges_per_kind() {
     let cms = Cms::start().await;
-    let now = chrono::Utc::now();
+    let now = Timestamp::now();
     let (_, _) = cms
         .key(json!({"name": "delivery", "defaultPermissions": ["GET"]}))
         .await;
@@ -555,31 +556,31 @@ async fn expiry_defaults_and_ranges_per_kind() {
     let keys = cms.admin(Method::GET, "/v1/keys", None).await.body;
     let expiry = |i: usize| {
         let s = keys["keys"][i]["expiresAt"].as_str().unwrap();
-        (chrono::DateTime::parse_from_rfc3339(s)
+        s.parse::<Timestamp>()
             .unwrap()
-            .with_timezone(&chrono::Utc)
-            - now)
-            .num_days()
+            .duration_since(now)
+            .as_secs()
+            / 86_400
     };
     assert_eq!(expiry(0), 365, "delivery keys default to one year");
     assert_eq!(expiry(1), 182, "management keys default to six months");
 
     for (spec, ok) in [
         (
-            json!({"name": "a", "expiresAt": (now + chrono::Duration::days(5 * 365)).to_rfc3339()}),
+            json!({"name": "a", "expiresAt": (now + keyward::model::days(5 * 365)).to_string()}),
             true,
         ),
         (
-            json!({"name": "b", "expiresAt": (now + chrono::Duration::days(6 * 365)).to_rfc3339()}),
+            json!({"name": "b", "expiresAt": (now + keyward::model::days(6 * 365)).to_string()}),
             false,
         ),
         (
-            json!({"name": "c", "expiresAt": (now + chrono::Duration::seconds(20)).to_rfc3339()}),
+            json!({"name": "c", "expiresAt": (now + SignedDuration::from_secs(20)).to_string()}),
             false,
         ),
         (
             json!({"name": "d", "kind": "management", "managementPermissions": ["keys:manage"],
-                "expiresAt": (now + chrono::Duration::days(3 * 365)).to_rfc3339()}),
+                "expiresAt": (now + keyward::model::days(3 * 365)).to_string()}),
             false,
         ),
     ] {
@@ -613,7 +614,7 @@ async fn expired_keys_answer_401() {
             .unwrap();
         let mut rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
         rec["spec"]["expiresAt"] =
-            json!((chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339());
+            json!((Timestamp::now() - SignedDuration::from_secs(5)).to_string());
         db.execute(
             "UPDATE keys SET record = ?1 WHERE id = ?2",
             [rec.to_string(), id.clone()],

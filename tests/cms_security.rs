@@ -3,6 +3,7 @@
 
 mod support;
 
+use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{Cms, Resp};
@@ -684,13 +685,16 @@ async fn out_of_range_numbers_are_refused_never_a_panic() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let at = |f: &str| chrono::DateTime::parse_from_rfc3339(r.body[f].as_str().unwrap()).unwrap();
+    let at = |f: &str| r.body[f].as_str().unwrap().parse::<Timestamp>().unwrap();
     assert_eq!(
-        (at("previousValidUntil") - at("rotatedAt")).num_milliseconds(),
+        at("previousValidUntil")
+            .duration_since(at("rotatedAt"))
+            .as_millis(),
         250
     );
-    let until = at("previousValidUntil").with_timezone(&chrono::Utc);
-    let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    let until = at("previousValidUntil");
+    let wait =
+        std::time::Duration::try_from(until.duration_since(Timestamp::now())).unwrap_or_default();
     tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &old).await,

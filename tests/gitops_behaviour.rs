@@ -242,15 +242,17 @@ async fn keys_are_rotated_within_renew_before_with_overlap() {
     run(Mode::Apply).await;
     let old = value(dir.path(), "reader");
     let expiry = |body: &serde_json::Value| {
-        chrono::DateTime::parse_from_rfc3339(body["keys"][0]["expiresAt"].as_str().unwrap())
+        body["keys"][0]["expiresAt"]
+            .as_str()
             .unwrap()
-            .with_timezone(&chrono::Utc)
+            .parse::<jiff::Timestamp>()
+            .unwrap()
     };
     let first_expiry = expiry(&cms.admin(Method::GET, "/v1/keys", None).await.body);
     // 30 s later: not yet within renewBefore; 61 s later: within it.
-    clock.advance(chrono::Duration::seconds(30));
+    clock.advance(jiff::SignedDuration::from_secs(30));
     assert_eq!(planned(&run(Mode::Plan).await), pairs(&[]));
-    clock.advance(chrono::Duration::seconds(31));
+    clock.advance(jiff::SignedDuration::from_secs(31));
     let plan = run(Mode::Plan).await;
     assert_eq!(planned(&plan), pairs(&[("rotate", "shop/web/reader")]));
     let a = &actions(&plan)[0];
@@ -260,7 +262,7 @@ async fn keys_are_rotated_within_renew_before_with_overlap() {
         a["reason"],
         format!(
             "expires at {}, within renewBefore",
-            first_expiry.to_rfc3339()
+            keyward::model::rfc3339(first_expiry)
         )
     );
     run(Mode::Apply).await;
@@ -276,9 +278,9 @@ async fn keys_are_rotated_within_renew_before_with_overlap() {
         "the old value works during the overlap"
     );
     let exp = expiry(&cms.admin(Method::GET, "/v1/keys", None).await.body);
-    let left = exp - clock.now();
+    let left = exp.duration_since(clock.now());
     assert!(
-        left > chrono::Duration::seconds(110) && left <= chrono::Duration::seconds(120),
+        left > jiff::SignedDuration::from_secs(110) && left <= jiff::SignedDuration::from_secs(120),
         "a fresh lifetime from the plan's clock: {left}"
     );
     assert_eq!(planned(&run(Mode::Plan).await), pairs(&[]));

@@ -216,10 +216,13 @@ async fn management_key_for_migrations() {
         "no key management"
     );
     let rec = cms.admin(Method::GET, "/v1/keys", None).await.body;
-    let exp = chrono::DateTime::parse_from_rfc3339(rec["keys"][0]["expiresAt"].as_str().unwrap())
+    let exp: jiff::Timestamp = rec["keys"][0]["expiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
         .unwrap();
     assert_eq!(
-        (exp.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days(),
+        exp.duration_since(jiff::Timestamp::now()).as_secs() / 86_400,
         29,
         "expiresAfter: 30d"
     );

@@ -3,6 +3,7 @@
 
 mod support;
 
+use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::operator::metrics::Metrics;
@@ -1146,7 +1147,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     assert_eq!(expiring(), 0);
 
     // 23 days later: within a week of expiry, not yet within renewBefore.
-    clock.advance(chrono::Duration::days(23) + chrono::Duration::hours(1));
+    clock.advance(keyward::model::days(23) + SignedDuration::from_hours(1));
     eventually("KeyExpiringSoon", RECONCILES, || async {
         has_reason(&c, "KeyExpiringSoon", "ExpiringSoon").await
     })
@@ -1164,7 +1165,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     assert!(st["keys"][0].get("rotatedAt").is_none(), "{st}");
 
     // Within a day of expiry: a new value, a fresh lifetime, the old value kept for the overlap.
-    clock.advance(chrono::Duration::days(6));
+    clock.advance(keyward::model::days(6));
     eventually("a rotated value", RECONCILES, || async {
         secret_value(&c, "reader").await.is_some_and(|v| v != first)
     })
@@ -1182,13 +1183,14 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     .await;
     let st = ready(&c).await.unwrap();
     assert!(st["keys"][0]["rotatedAt"].is_string(), "{st}");
-    let renewed =
-        chrono::DateTime::parse_from_rfc3339(st["keys"][0]["expiresAt"].as_str().unwrap())
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-    let left = renewed - clock.now();
+    let renewed: jiff::Timestamp = st["keys"][0]["expiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = renewed.duration_since(clock.now());
     assert!(
-        left > chrono::Duration::days(30) - chrono::Duration::hours(1),
+        left > keyward::model::days(30) - SignedDuration::from_hours(1),
         "a fresh 30 days from the operator's clock: {left}"
     );
     assert_eq!(expiring(), 0);

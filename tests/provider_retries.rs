@@ -98,7 +98,7 @@ async fn a_500_is_retried_for_idempotent_calls_only() {
     })
     .await;
     let err = provider(&always.url)
-        .regenerate_key(&id, chrono::Duration::zero(), None, false)
+        .regenerate_key(&id, jiff::SignedDuration::ZERO, None, false)
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");

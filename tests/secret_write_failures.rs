@@ -202,7 +202,7 @@ async fn rotate_a_failed_write_keeps_the_old_value_in_its_secret_working() {
     let m = s.policy(READER);
     let old = s.applied(&m).await;
     // Within renewBefore (60 s before the 2 min expiry).
-    s.clock.advance(chrono::Duration::seconds(61));
+    s.clock.advance(jiff::SignedDuration::from_secs(61));
     s.sink.fail_next(usize::MAX);
     let (plan, r) = run(&s.cms, &m, &s.sink, &s.clock).await;
     let Action::Rotate {

@@ -485,7 +485,7 @@ async fn lifetimes_start_and_expiring_tokens_are_renewed_without_a_gap() {
     // and the old one works until it expires.
     let id1 = s.tokens().await["team.app.feed"]["id"].clone();
     let clock = Clock::system();
-    clock.advance(chrono::Duration::minutes(40));
+    clock.advance(jiff::SignedDuration::from_mins(40));
     let renewed = run_at(&s, &[&p], out.path(), Mode::Apply, &clock)
         .await
         .unwrap();

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -130,14 +131,14 @@ async fn patch_key(
 struct Regenerate {
     /// Seconds, with millisecond precision.
     grace_seconds: Option<f64>,
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    expires_at: Option<Timestamp>,
 }
 
 /// The longest grace a regenerate may give the old value.
 const MAX_GRACE_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
 
 /// A grace period in range, to the millisecond; anything else is refused, never converted.
-fn grace(seconds: f64) -> Result<chrono::Duration, CmsError> {
+fn grace(seconds: f64) -> Result<SignedDuration, CmsError> {
     if !(0.0..=MAX_GRACE_SECONDS).contains(&seconds) {
         return Err(crate::model::SpecError::new(
             "graceSeconds",
@@ -146,7 +147,7 @@ fn grace(seconds: f64) -> Result<chrono::Duration, CmsError> {
         .into());
     }
     // In range, so the product fits an i64 with room to spare.
-    Ok(chrono::Duration::milliseconds(
+    Ok(SignedDuration::from_millis(
         (seconds * 1000.0).round() as i64
     ))
 }
@@ -189,7 +190,7 @@ async fn list_apis(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<V
         .svc
         .apis()
         .into_iter()
-        .map(|(name, a)| json!({"name": name, "createdAt": a.created_at.to_rfc3339(), "publicOperations": a.public_ops}))
+        .map(|(name, a)| json!({"name": name, "createdAt": crate::model::rfc3339(a.created_at), "publicOperations": a.public_ops}))
         .collect();
     Ok(Json(json!({ "apis": apis })))
 }
@@ -377,7 +378,7 @@ async fn whoami(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Valu
         super::auth::Principal::Key(entry) => {
             let r = &entry.record;
             json!({"id": r.id, "name": r.spec.name, "kind": r.spec.kind.as_str(),
-                   "type": r.spec.key_type.as_str(), "expiresAt": r.expires_at().to_rfc3339()})
+                   "type": r.spec.key_type.as_str(), "expiresAt": crate::model::rfc3339(r.expires_at())})
         }
         _ => json!({"admin": true}),
     };

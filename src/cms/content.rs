@@ -1,6 +1,6 @@
 //! Content entries: publication states, versions, and list filters/search.
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -18,10 +18,10 @@ pub enum Status {
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     #[serde(default)]
-    pub published_at: Option<DateTime<Utc>>,
+    pub published_at: Option<Timestamp>,
     /// The published version's fields.
     #[serde(default)]
     pub published: Option<Map<String, Value>>,
@@ -51,14 +51,17 @@ impl Entry {
         out.insert("id".into(), Value::String(self.id.clone()));
         out.insert(
             "createdAt".into(),
-            Value::String(self.created_at.to_rfc3339()),
+            Value::String(crate::model::rfc3339(self.created_at)),
         );
         out.insert(
             "updatedAt".into(),
-            Value::String(self.updated_at.to_rfc3339()),
+            Value::String(crate::model::rfc3339(self.updated_at)),
         );
         if let Some(p) = self.published_at {
-            out.insert("publishedAt".into(), Value::String(p.to_rfc3339()));
+            out.insert(
+                "publishedAt".into(),
+                Value::String(crate::model::rfc3339(p)),
+            );
         }
         out.insert(
             "status".into(),

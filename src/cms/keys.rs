@@ -1,7 +1,7 @@
 //! Key records as the reference CMS stores and shows them.
 
 use crate::model::{expiry_rules, KeySpec};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -12,17 +12,17 @@ use serde_json::{Map, Value};
 pub struct KeyRecord {
     pub id: String,
     pub spec: KeySpec,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated_at: Option<DateTime<Utc>>,
+    pub rotated_at: Option<Timestamp>,
     /// After a regenerate with grace: when the previous value stops working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_valid_until: Option<DateTime<Utc>>,
+    pub previous_valid_until: Option<Timestamp>,
 }
 
 impl KeyRecord {
-    pub fn expires_at(&self) -> DateTime<Utc> {
+    pub fn expires_at(&self) -> Timestamp {
         self.spec
             .expires_at
             .unwrap_or(self.created_at + expiry_rules(self.spec.kind).default)
@@ -37,21 +37,24 @@ impl KeyRecord {
         }
         out.insert(
             "expiresAt".into(),
-            Value::String(self.expires_at().to_rfc3339()),
+            Value::String(crate::model::rfc3339(self.expires_at())),
         );
         out.insert(
             "createdAt".into(),
-            Value::String(self.created_at.to_rfc3339()),
+            Value::String(crate::model::rfc3339(self.created_at)),
         );
         out.insert(
             "updatedAt".into(),
-            Value::String(self.updated_at.to_rfc3339()),
+            Value::String(crate::model::rfc3339(self.updated_at)),
         );
         if let Some(r) = self.rotated_at {
-            out.insert("rotatedAt".into(), Value::String(r.to_rfc3339()));
+            out.insert("rotatedAt".into(), Value::String(crate::model::rfc3339(r)));
         }
         if let Some(p) = self.previous_valid_until {
-            out.insert("previousValidUntil".into(), Value::String(p.to_rfc3339()));
+            out.insert(
+                "previousValidUntil".into(),
+                Value::String(crate::model::rfc3339(p)),
+            );
         }
         Value::Object(out)
     }

@@ -8,7 +8,7 @@
 use super::content::Entry;
 use super::keys::KeyRecord;
 use super::verifier::StoredHash;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -114,7 +114,7 @@ impl Store {
             .conn
             .execute(
                 "INSERT INTO quarantine (tbl, id, raw, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![table, id, raw, err, Utc::now().to_rfc3339()],
+                params![table, id, raw, err, crate::model::rfc3339(Timestamp::now())],
             )
             .map_err(StoreError::from)
             .and_then(|_| remove(self));
@@ -196,7 +196,7 @@ impl Store {
     }
 
     /// APIs with their creation time and public operations (JSON).
-    pub fn apis(&self) -> Result<Vec<(String, DateTime<Utc>, String)>, StoreError> {
+    pub fn apis(&self) -> Result<Vec<(String, Timestamp, String)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, created_at, public_ops FROM apis")?;
@@ -210,9 +210,9 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (name, created, ops) = row?;
-            let created = DateTime::parse_from_rfc3339(&created)
-                .map(|d| d.with_timezone(&Utc))
-                .unwrap_or_else(|_| Utc::now());
+            let created = created
+                .parse::<Timestamp>()
+                .unwrap_or_else(|_| Timestamp::now());
             out.push((name, created, ops));
         }
         Ok(out)
@@ -221,13 +221,13 @@ impl Store {
     pub fn put_api(
         &self,
         name: &str,
-        created_at: DateTime<Utc>,
+        created_at: Timestamp,
         public_ops: &str,
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO apis (name, created_at, public_ops) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET public_ops = ?3",
-            params![name, created_at.to_rfc3339(), public_ops],
+            params![name, crate::model::rfc3339(created_at), public_ops],
         )?;
         Ok(())
     }

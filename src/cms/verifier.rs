@@ -43,7 +43,7 @@ pub struct KeyEntry {
 
 impl KeyEntry {
     pub fn new(record: KeyRecord, hashes: Vec<StoredHash>) -> KeyEntry {
-        let expires_at = record.expires_at().timestamp_millis();
+        let expires_at = record.expires_at().as_millisecond();
         KeyEntry {
             record,
             expires_at,
@@ -207,7 +207,7 @@ impl Verifier {
         presented: &str,
         before_hashing: impl FnOnce(&str) -> Result<(), Rejection>,
     ) -> Result<Arc<KeyEntry>, Rejection> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = jiff::Timestamp::now().as_millisecond();
         let entry = match self.check_cached(presented, now) {
             CacheCheck::Hit(e) => return Ok(e),
             CacheCheck::Rejected(r) => return Err(r),

@@ -5,7 +5,7 @@
 //! the offset: a test keeps one and advances the clock of a running operator. The CMS keeps its
 //! own clock, so keys still expire and overlaps still end in real time.
 
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -20,14 +20,14 @@ impl Clock {
         Clock::default()
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    pub fn now(&self) -> Timestamp {
+        Timestamp::now() + SignedDuration::from_millis(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Moves this clock, and every clone of it, forward by `by`.
-    pub fn advance(&self, by: Duration) {
+    pub fn advance(&self, by: SignedDuration) {
         self.offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
+            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
 }
 
@@ -38,17 +38,18 @@ mod tests {
     #[test]
     fn a_clock_is_the_system_clock_until_advanced_and_clones_share_the_offset() {
         let c = Clock::system();
-        let before = Utc::now();
+        let before = Timestamp::now();
         let now = c.now();
         assert!(
-            now >= before && now - before < Duration::seconds(5),
+            now >= before && now.duration_since(before) < SignedDuration::from_secs(5),
             "{now}"
         );
         let shared = c.clone();
-        shared.advance(Duration::days(3));
-        let moved = c.now() - Utc::now();
+        shared.advance(crate::model::days(3));
+        let moved = c.now().duration_since(Timestamp::now());
         assert!(
-            moved > Duration::days(3) - Duration::seconds(5) && moved <= Duration::days(3),
+            moved > crate::model::days(3) - SignedDuration::from_secs(5)
+                && moved <= crate::model::days(3),
             "{moved}"
         );
     }

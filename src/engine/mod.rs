@@ -17,7 +17,7 @@ use crate::model::KeyValue;
 use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
 use crate::providers::{CmsProvider, LiveKey, ProviderError};
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,7 +73,7 @@ impl SecretMaterial {
             (
                 "expiresAt",
                 live.expires_at()
-                    .map(|e| e.to_rfc3339())
+                    .map(crate::model::rfc3339)
                     .unwrap_or_default(),
             ),
         ]);
@@ -343,7 +343,7 @@ impl Engine<'_> {
                     .provider
                     .regenerate_key(
                         id,
-                        Duration::seconds(*grace_seconds),
+                        SignedDuration::from_secs(*grace_seconds),
                         key.lifetime.map(|l| now + l),
                         *expiring,
                     )
@@ -402,13 +402,14 @@ impl Engine<'_> {
                     }
                 };
                 // The old value keeps working for the overlap (at least the CMS's minimum).
-                let keep = key.rotation_overlap.max(Duration::minutes(1)) + Duration::seconds(5);
+                let keep = key.rotation_overlap.max(SignedDuration::from_mins(1))
+                    + SignedDuration::from_secs(5);
                 self.provider.set_expiry(old_id, now + keep).await?;
                 Ok((
                     format!(
                         "replaced key {} (old id {old_id} expires in {}s, new id {})",
                         key.spec.name,
-                        keep.num_seconds(),
+                        keep.as_secs(),
                         issued.key.id
                     ),
                     w,
@@ -481,7 +482,7 @@ impl From<ProviderError> for StepError {
 }
 
 /// When the next rotation of a live key is due, for status and requeues.
-pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<DateTime<Utc>> {
+pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<Timestamp> {
     live.expires_at().map(|e| e - key.renew_before)
 }
 

@@ -23,7 +23,7 @@ struct FakeCms {
     fail_revoke: bool,
     /// A status the next calls of this name answer.
     fail: Mutex<Option<(&'static str, u16)>>,
-    expiries: Mutex<Vec<(String, DateTime<Utc>)>>,
+    expiries: Mutex<Vec<(String, Timestamp)>>,
 }
 
 impl FakeCms {
@@ -97,7 +97,7 @@ impl CmsProvider for FakeCms {
     async fn rename_key(&self, id: &str, name: &str) -> crate::providers::Result<()> {
         self.record(format!("rename {id} {name}"), "rename")
     }
-    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> crate::providers::Result<()> {
+    async fn set_expiry(&self, id: &str, at: Timestamp) -> crate::providers::Result<()> {
         self.record(format!("expire {id}"), "expire")?;
         self.expiries.lock().push((id.to_owned(), at));
         Ok(())
@@ -105,14 +105,14 @@ impl CmsProvider for FakeCms {
     async fn regenerate_key(
         &self,
         id: &str,
-        grace: Duration,
-        expires_at: Option<DateTime<Utc>>,
+        grace: SignedDuration,
+        expires_at: Option<Timestamp>,
         expiring: bool,
     ) -> crate::providers::Result<IssuedKey> {
         self.record(
             format!(
                 "regenerate {id} grace={}s expiring={expiring}",
-                grace.num_seconds()
+                grace.as_secs()
             ),
             "regenerate",
         )?;
@@ -121,7 +121,7 @@ impl CmsProvider for FakeCms {
         if self.renew_as_new_key {
             return Ok(self.issue(key));
         }
-        key.rotated_at = Some(now() + Duration::seconds(1));
+        key.rotated_at = Some(now() + SignedDuration::from_secs(1));
         self.keys.lock().insert(id.to_owned(), key.clone());
         Ok(IssuedKey {
             key,
@@ -217,7 +217,7 @@ impl SecretSink for MemSink {
 /// A clock whose "now" is the fixtures' `now()`.
 fn fixture_clock() -> Clock {
     let c = Clock::system();
-    c.advance(now() - Utc::now());
+    c.advance(now().duration_since(Timestamp::now()));
     c
 }
 
@@ -350,7 +350,7 @@ fn rotation_is_due_renew_before_ahead_of_expiry() {
     let live = live_of(&d, now());
     assert_eq!(
         rotation_due(&d.keys[0], &live),
-        Some(now() + Duration::days(27))
+        Some(now() + crate::model::days(27))
     );
     let mut forever = live;
     forever.spec.expires_at = None;
@@ -377,7 +377,11 @@ async fn a_create_gets_a_lifetime_from_the_clock_and_its_secret() {
     let key = &cms.keys.lock()["new1"];
     let expires = key.spec.expires_at.unwrap();
     assert!(
-        (expires - (now() + Duration::days(30))).num_seconds().abs() <= 5,
+        expires
+            .duration_since(now() + crate::model::days(30))
+            .as_secs()
+            .abs()
+            <= 5,
         "{expires}"
     );
     assert_eq!(
@@ -753,7 +757,10 @@ async fn a_renewal_issued_as_a_new_key_is_revoked_when_its_secret_cannot_be_writ
     // The new value's expiry is the lifetime from the clock.
     let exp = cms.keys.lock()["new2"].spec.expires_at.unwrap();
     assert!(
-        (exp - (now() + Duration::days(30))).num_seconds().abs() <= 5,
+        exp.duration_since(now() + crate::model::days(30))
+            .as_secs()
+            .abs()
+            <= 5,
         "{exp}"
     );
 }
@@ -793,12 +800,18 @@ async fn a_replace_parks_the_old_key_and_lets_it_expire_after_the_overlap() {
         let (id, at) = cms.expiries.lock()[0].clone();
         assert_eq!(id, "id1");
         assert!(
-            (at - (now() + Duration::seconds(keep))).num_seconds().abs() <= 5,
+            at.duration_since(now() + SignedDuration::from_secs(keep))
+                .as_secs()
+                .abs()
+                <= 5,
             "{at}"
         );
         let exp = cms.keys.lock()["new1"].spec.expires_at.unwrap();
         assert!(
-            (exp - (now() + Duration::days(30))).num_seconds().abs() <= 5,
+            exp.duration_since(now() + crate::model::days(30))
+                .as_secs()
+                .abs()
+                <= 5,
             "{exp}"
         );
     }

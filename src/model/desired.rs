@@ -1,7 +1,7 @@
 //! The desired state: what validated policies ask of one CMS connection.
 
 use crate::model::{ContentOp, KeySpec};
-use chrono::Duration;
+use jiff::SignedDuration;
 use serde::Serialize;
 use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,11 +106,11 @@ pub struct DesiredKey {
     pub spec: KeySpec,
     /// From creation or rotation; `None`: the key never expires (a CMS that allows it).
     #[serde(skip)]
-    pub lifetime: Option<Duration>,
+    pub lifetime: Option<SignedDuration>,
     #[serde(skip)]
-    pub renew_before: Duration,
+    pub renew_before: SignedDuration,
     #[serde(skip)]
-    pub rotation_overlap: Duration,
+    pub rotation_overlap: SignedDuration,
     pub secret: SecretTarget,
     /// `ObserveOnly`: planned, never applied.
     pub observe_only: bool,

@@ -1,7 +1,7 @@
 //! The live state: keys and settings as a CMS holds them now, whichever CMS it is.
 
 use crate::model::{ContentOp, KeySpec, KeyValue};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A key as the CMS holds it now.
@@ -10,8 +10,8 @@ pub struct LiveKey {
     pub id: String,
     /// Normalized settings; `expires_at` is the live expiry.
     pub spec: KeySpec,
-    pub created_at: DateTime<Utc>,
-    pub rotated_at: Option<DateTime<Utc>>,
+    pub created_at: Timestamp,
+    pub rotated_at: Option<Timestamp>,
 }
 
 impl LiveKey {
@@ -19,10 +19,11 @@ impl LiveKey {
     pub fn version(&self) -> String {
         self.rotated_at
             .unwrap_or(self.created_at)
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
     }
 
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+    pub fn expires_at(&self) -> Option<Timestamp> {
         self.spec.expires_at
     }
 }
@@ -39,4 +40,24 @@ pub struct IssuedKey {
 pub struct LiveSettings {
     pub cors: BTreeSet<String>,
     pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_version_is_the_time_to_the_microsecond() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let mut k = LiveKey {
+            id: "id".into(),
+            spec: KeySpec::default(),
+            created_at: at("2026-12-01T15:18:14.493967635Z"),
+            rotated_at: None,
+        };
+        // What keyward 0.1 wrote into the Secrets' annotations: unchanged, so no rewrite.
+        assert_eq!(k.version(), "2026-12-01T15:18:14.493967Z");
+        k.rotated_at = Some(at("2026-12-02T00:00:00Z"));
+        assert_eq!(k.version(), "2026-12-02T00:00:00.000000Z");
+    }
 }

@@ -9,6 +9,7 @@ mod rights;
 mod settings;
 mod spec;
 pub mod template;
+mod time;
 mod value;
 
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
@@ -17,4 +18,5 @@ pub use spec::{
     expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
     ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,
 };
+pub use time::{days, rfc3339};
 pub use value::{fingerprint, KeyValue};

@@ -1,7 +1,7 @@
 //! A key's declared settings and the offline rules of the seeds that every key must satisfy.
 
 use super::rights::{ContentPermission, ManagementPermission, Scope};
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,7 +87,7 @@ pub struct KeySpec {
     pub owner: Option<String>,
     /// Absent means the kind's default lifetime from creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Timestamp>,
     /// Free-form tags, e.g. the identity of the policy that owns the key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -113,28 +113,28 @@ impl SpecError {
 /// Default and allowed lifetimes of a key kind (Kontent.ai's rules).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpiryRules {
-    pub default: Duration,
-    pub min: Duration,
-    pub max: Duration,
+    pub default: SignedDuration,
+    pub min: SignedDuration,
+    pub max: SignedDuration,
 }
 
 pub fn expiry_rules(kind: KeyKind) -> ExpiryRules {
     match kind {
         KeyKind::Content => ExpiryRules {
-            default: Duration::days(365),
-            min: Duration::minutes(1),
-            max: Duration::days(5 * 365 + 1),
+            default: super::days(365),
+            min: SignedDuration::from_mins(1),
+            max: super::days(5 * 365 + 1),
         },
         KeyKind::Management | KeyKind::Personal => ExpiryRules {
-            default: Duration::days(182),
-            min: Duration::minutes(1),
-            max: Duration::days(2 * 365),
+            default: super::days(182),
+            min: SignedDuration::from_mins(1),
+            max: super::days(2 * 365),
         },
     }
 }
 
 /// Slack for the time a request takes between a client computing an expiry and us checking it.
-const EXPIRY_SLACK: Duration = Duration::seconds(5);
+const EXPIRY_SLACK: SignedDuration = SignedDuration::from_secs(5);
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -244,7 +244,7 @@ impl KeySpec {
     }
 
     /// Checks every rule that needs no live state; `now` anchors the expiry range.
-    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), SpecError> {
+    pub fn validate(&self, now: Timestamp) -> Result<(), SpecError> {
         if !valid_name(&self.name) {
             return Err(SpecError::new(
                 "name",
@@ -295,7 +295,7 @@ impl KeySpec {
         self.check_type()?;
         if let Some(at) = self.expires_at {
             let rules = expiry_rules(self.kind);
-            let life = at - now;
+            let life = at.duration_since(now);
             if life < rules.min - EXPIRY_SLACK || life > rules.max + EXPIRY_SLACK {
                 return Err(SpecError::new(
                     "expiresAt",
@@ -304,7 +304,7 @@ impl KeySpec {
                         self.kind.as_str(),
                         human(rules.min),
                         human(rules.max),
-                        at.to_rfc3339(),
+                        super::rfc3339(at),
                         if life < rules.min {
                             "too soon"
                         } else {
@@ -437,8 +437,8 @@ fn check_unique<T: PartialEq + fmt::Debug>(path: &str, items: &[T]) -> Result<()
 }
 
 /// A duration as a person says it: "1 minute", "2 years".
-pub fn human(d: Duration) -> String {
-    let mins = d.num_minutes();
+pub fn human(d: SignedDuration) -> String {
+    let mins = d.as_mins();
     let (n, unit) = if mins % (365 * 24 * 60) == 0 || mins > 400 * 24 * 60 {
         (mins / (365 * 24 * 60), "year")
     } else if mins % (24 * 60) == 0 {
@@ -483,9 +483,12 @@ mod tests {
             ..Default::default()
         };
         spec.labels = (0..65).map(|i| (format!("l{i}"), "v".into())).collect();
-        assert_eq!(spec.validate(Utc::now()).unwrap_err().path, "labels");
+        assert_eq!(spec.validate(Timestamp::now()).unwrap_err().path, "labels");
         spec.labels = BTreeMap::from([("app".to_owned(), "x/y".to_owned())]);
-        assert_eq!(spec.validate(Utc::now()).unwrap_err().path, "labels.app");
+        assert_eq!(
+            spec.validate(Timestamp::now()).unwrap_err().path,
+            "labels.app"
+        );
     }
     use ContentPermission::*;
 
@@ -512,7 +515,7 @@ mod tests {
 
     #[test]
     fn drafts_and_closed_need_get() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let s = KeySpec {
             default_permissions: vec![GetAllDrafts],
             ..spec()
@@ -540,7 +543,7 @@ mod tests {
 
     #[test]
     fn public_keys_are_read_only() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let s = KeySpec {
             key_type: KeyType::Public,
             scopes: vec![Scope::ContentWrite],
@@ -563,23 +566,23 @@ mod tests {
 
     #[test]
     fn expiry_ranges_per_kind() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let s = KeySpec {
-            expires_at: Some(now + Duration::days(4 * 365)),
+            expires_at: Some(now + crate::model::days(4 * 365)),
             ..spec()
         };
         s.validate(now).unwrap();
         let s = KeySpec {
             kind: KeyKind::Management,
             management_permissions: vec![ManagementPermission::KeysManage],
-            expires_at: Some(now + Duration::days(3 * 365)),
+            expires_at: Some(now + crate::model::days(3 * 365)),
             ..spec()
         };
         let e = s.validate(now).unwrap_err();
         assert_eq!(e.path, "expiresAt");
         assert!(e.reason.contains("2 years"), "{e}");
         let s = KeySpec {
-            expires_at: Some(now + Duration::seconds(10)),
+            expires_at: Some(now + SignedDuration::from_secs(10)),
             ..spec()
         };
         assert!(s.validate(now).unwrap_err().reason.contains("too soon"));
@@ -587,7 +590,7 @@ mod tests {
 
     #[test]
     fn kinds_hold_their_own_rights() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let s = KeySpec {
             management_permissions: vec![ManagementPermission::KeysManage],
             ..spec()

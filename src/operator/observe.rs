@@ -11,7 +11,7 @@ use crate::policy::validate::{fit_to_provider, policy_keys, Severity};
 use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy, ProviderKind};
 use crate::providers::ProviderError;
 use crate::providers::{express_state, CmsProvider, ExpressError, LiveKey, LiveSettings};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub fn validate(
     p: &ApiKeyPolicy,
     conn: &Conn,
     ctx: &Context,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Result<DesiredState, InvalidSpec> {
     let (_, mut keys, diags) = policy_keys(p, None, now);
     let errors: Vec<String> = diags
@@ -173,7 +173,7 @@ pub async fn observe(
 pub struct Conflict(pub Vec<String>);
 
 /// Step 4: the pure diff.
-pub fn plan(o: &Observed, conn: &Conn, now: DateTime<Utc>) -> Result<Plan, Conflict> {
+pub fn plan(o: &Observed, conn: &Conn, now: Timestamp) -> Result<Plan, Conflict> {
     let plan = diff(
         &o.state,
         &o.live,

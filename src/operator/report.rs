@@ -11,7 +11,7 @@ use crate::model::desired::{DesiredKey, PolicyId};
 use crate::plan::{render_text, Action as PlanAction, Plan};
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, Condition, KeyStatus, ManagementPolicy};
 use crate::providers::LiveKey;
-use chrono::{DateTime, SecondsFormat, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
@@ -27,11 +27,14 @@ pub struct Outcome {
     pub live: Vec<LiveKey>,
     /// (event reason, what was done), one per applied action.
     pub done: Vec<(String, String)>,
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// RFC 3339 to the second, as Kubernetes writes times.
+fn rfc3339(t: Timestamp) -> String {
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// The event reason for an applied action: one per kind of change, since kube's Recorder folds
@@ -52,7 +55,7 @@ pub fn event_reason(a: &PlanAction) -> &'static str {
 struct KeysReport {
     keys: Vec<KeyStatus>,
     expiring: Vec<String>,
-    next_due: Option<DateTime<Utc>>,
+    next_due: Option<Timestamp>,
 }
 
 /// The fingerprint a key's Secret holds: from the Secrets observed for the plan when nothing
@@ -110,7 +113,7 @@ async fn keys_report(
             secret_name: k.secret.name.clone(),
         });
         if let Some(exp) = l.expires_at() {
-            let left = exp - o.now;
+            let left = exp.duration_since(o.now);
             let labels = KeyLabels {
                 namespace: pid.namespace.clone(),
                 policy: pid.name.clone(),
@@ -119,7 +122,7 @@ async fn keys_report(
             ctx.metrics
                 .seconds_to_expiry
                 .get_or_create(&labels)
-                .set(left.num_seconds() as f64);
+                .set(left.as_secs() as f64);
             if k.lifetime
                 .is_some_and(|l| left <= status::reminder_window(l))
             {
@@ -239,8 +242,7 @@ pub async fn report(
     }
     let mut wait = ctx.config.drift_interval;
     if let Some(due) = keys.next_due {
-        let until = (due - ctx.config.clock.now())
-            .to_std()
+        let until = Duration::try_from(due.duration_since(ctx.config.clock.now()))
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1));
         wait = wait.min(until);
@@ -253,7 +255,7 @@ fn merged(
     new: Vec<Condition>,
     generation: Option<i64>,
 ) -> Vec<Condition> {
-    status::merge(&old.conditions, new, &rfc3339(Utc::now()), generation)
+    status::merge(&old.conditions, new, &rfc3339(Timestamp::now()), generation)
 }
 
 /// The status of a policy that stopped: Ready and Synced false with `reason`; a failure that is

@@ -2,7 +2,7 @@
 //! status.
 
 use crate::policy::{ApiKeyPolicyStatus, Condition};
-use chrono::Duration;
+use jiff::SignedDuration;
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
@@ -43,13 +43,13 @@ pub fn merge(
 
 /// Kontent.ai's reminder schedule: a key living under a day is flagged at once, 1-7 days one
 /// day before expiry, longer one week before.
-pub fn reminder_window(lifetime: Duration) -> Duration {
-    if lifetime < Duration::days(1) {
+pub fn reminder_window(lifetime: SignedDuration) -> SignedDuration {
+    if lifetime < crate::model::days(1) {
         lifetime
-    } else if lifetime <= Duration::days(7) {
-        Duration::days(1)
+    } else if lifetime <= crate::model::days(7) {
+        crate::model::days(1)
     } else {
-        Duration::days(7)
+        crate::model::days(7)
     }
 }
 
@@ -108,8 +108,17 @@ mod tests {
 
     #[test]
     fn reminders_follow_kontent() {
-        assert_eq!(reminder_window(Duration::hours(12)), Duration::hours(12));
-        assert_eq!(reminder_window(Duration::days(3)), Duration::days(1));
-        assert_eq!(reminder_window(Duration::days(90)), Duration::days(7));
+        assert_eq!(
+            reminder_window(SignedDuration::from_hours(12)),
+            SignedDuration::from_hours(12)
+        );
+        assert_eq!(
+            reminder_window(crate::model::days(3)),
+            crate::model::days(1)
+        );
+        assert_eq!(
+            reminder_window(crate::model::days(90)),
+            crate::model::days(7)
+        );
     }
 }

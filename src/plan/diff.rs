@@ -5,7 +5,7 @@ use crate::model::desired::{
 };
 use crate::model::live::{LiveKey, LiveSettings};
 use crate::model::{ContentOp, KeySpec};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -200,7 +200,7 @@ pub fn diff(
     settings: &LiveSettings,
     secrets: &ObservedSecrets,
     endpoint: &str,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Plan {
     let mut plan = Plan {
         live: live.iter().map(|k| (k.id.clone(), k.clone())).collect(),
@@ -290,7 +290,7 @@ pub fn diff(
             });
         }
         let observed = secrets.get(&(d.secret.namespace.clone(), d.secret.name.clone()));
-        let grace = d.rotation_overlap.num_seconds();
+        let grace = d.rotation_overlap.as_secs();
         let rotate = |reason: String| Action::Rotate {
             key: d.clone(),
             id: p.id.clone(),
@@ -316,13 +316,18 @@ pub fn diff(
                 ))
             }
             Some(s) => {
-                let expiring = p.expires_at().is_some_and(|e| e - now <= d.renew_before);
+                let expiring = p
+                    .expires_at()
+                    .is_some_and(|e| e.duration_since(now) <= d.renew_before);
                 // A key made to live forever whose policy now sets a lifetime: no renewal would
                 // ever come, so the new lifetime starts now.
                 let unbounded = p.expires_at().is_none() && d.lifetime.is_some();
                 if expiring || unbounded {
                     let reason = match p.expires_at() {
-                        Some(at) => format!("expires at {}, within renewBefore", at.to_rfc3339()),
+                        Some(at) => format!(
+                            "expires at {}, within renewBefore",
+                            crate::model::rfc3339(at)
+                        ),
                         None => "the key never expires; the policy now sets expiresAfter".into(),
                     };
                     let mut renew = rotate(reason);
@@ -404,7 +409,7 @@ mod tests {
     use super::*;
     use crate::model::desired::{PolicySettings, LABEL_POLICY_UID};
     use crate::plan::testkit::*;
-    use chrono::Duration;
+    use jiff::SignedDuration;
 
     #[test]
     fn in_sync_means_no_actions() {
@@ -465,7 +470,7 @@ mod tests {
         let now = now();
         let d = desired("");
         let mut live = live_of(&d, now);
-        live.spec.expires_at = Some(now + Duration::days(6));
+        live.spec.expires_at = Some(now + crate::model::days(6));
         let s = secrets_for(&live);
         assert_eq!(
             kinds_for(&d, &live, &s),
@@ -760,9 +765,9 @@ mod tests {
     fn renewal_starts_exactly_at_renew_before() {
         let d = desired_with("", "      renewBefore: 2d\n      rotationOverlap: 10m\n");
         let mut live = live_of(&d, now());
-        live.spec.expires_at = Some(now() + Duration::days(2) + Duration::seconds(1));
+        live.spec.expires_at = Some(now() + crate::model::days(2) + SignedDuration::from_secs(1));
         assert!(kinds_for(&d, &live, &secrets_for(&live)).is_empty());
-        live.spec.expires_at = Some(now() + Duration::days(2));
+        live.spec.expires_at = Some(now() + crate::model::days(2));
         let p = plan_for(&d, std::slice::from_ref(&live), &secrets_for(&live));
         assert_eq!(kinds(&p), ["rotate"]);
         let Action::Rotate {
@@ -781,7 +786,7 @@ mod tests {
             "expires at 2030-01-03T00:00:00+00:00, within renewBefore"
         );
         // Already expired: renewed too.
-        live.spec.expires_at = Some(now() - Duration::hours(1));
+        live.spec.expires_at = Some(now() - SignedDuration::from_hours(1));
         assert_eq!(kinds_for(&d, &live, &secrets_for(&live)), ["rotate"]);
     }
 
@@ -841,7 +846,7 @@ mod tests {
         assert_eq!(kinds_for(&d, &l, &secrets_for(&l)), ["update"]);
         // The expiry alone is rotation's business, not a drift.
         let mut l = live.clone();
-        l.spec.expires_at = Some(now() + Duration::days(20));
+        l.spec.expires_at = Some(now() + crate::model::days(20));
         assert!(kinds_for(&d, &l, &secrets_for(&l)).is_empty());
     }
 
@@ -867,13 +872,17 @@ mod tests {
         parked.id = "id0".into();
         parked.spec.name = "replaced.id0.ns.p.k".into();
         // The leftover comes first: the key with the declared name is still the one in use.
-        let plan = |expires: Option<DateTime<Utc>>| {
+        let plan = |expires: Option<Timestamp>| {
             let mut p = parked.clone();
             p.spec.expires_at = expires;
             plan_for(&d, &[p, live.clone()], &secrets_for(&live))
         };
-        assert!(kinds(&plan(Some(now() + Duration::minutes(5)))).is_empty());
-        for expired in [Some(now()), Some(now() - Duration::minutes(1)), None] {
+        assert!(kinds(&plan(Some(now() + SignedDuration::from_mins(5)))).is_empty());
+        for expired in [
+            Some(now()),
+            Some(now() - SignedDuration::from_mins(1)),
+            None,
+        ] {
             let p = plan(expired);
             assert_eq!(kinds(&p), ["revoke"], "{p:?}");
             let Action::Revoke {

@@ -119,7 +119,7 @@ mod tests {
     use crate::model::live::LiveSettings;
     use crate::plan::testkit::*;
     use crate::plan::Action;
-    use chrono::Duration;
+    use jiff::SignedDuration;
     use std::collections::{BTreeMap, BTreeSet};
 
     /// A plan with one action of every kind, a problem, and an ObserveOnly action.
@@ -227,7 +227,7 @@ mod tests {
     fn a_plan_from_the_diff_renders_its_rotation_reason() {
         let d = desired_with("", "      renewBefore: 1d\n");
         let mut live = live_of(&d, now());
-        live.spec.expires_at = Some(now() + Duration::hours(2));
+        live.spec.expires_at = Some(now() + SignedDuration::from_hours(2));
         let p = crate::plan::diff(
             &d,
             &[live.clone()],

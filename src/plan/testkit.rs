@@ -8,15 +8,13 @@ use crate::model::live::{LiveKey, LiveSettings};
 use crate::policy::load::load_str;
 use crate::policy::validate::resolve;
 use crate::policy::ProviderKind;
-use chrono::{DateTime, Duration, Utc};
+use jiff::Timestamp;
 
 pub const ENDPOINT: &str = "http://cms";
 
 /// The fixed "now" of the fixtures.
-pub fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+pub fn now() -> Timestamp {
+    "2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap()
 }
 
 /// The version of a key created at `now()`.
@@ -54,9 +52,9 @@ pub fn desired(extra: &str) -> DesiredState {
 }
 
 /// The live key of `d`'s first key, created at `now`, expiring 30 days later.
-pub fn live_of(d: &DesiredState, now: DateTime<Utc>) -> LiveKey {
+pub fn live_of(d: &DesiredState, now: Timestamp) -> LiveKey {
     let mut spec = d.keys[0].spec.clone();
-    spec.expires_at = Some(now + Duration::days(30));
+    spec.expires_at = Some(now + crate::model::days(30));
     LiveKey {
         id: "id1".into(),
         spec,

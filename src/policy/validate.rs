@@ -16,7 +16,7 @@ use crate::model::template::check_template;
 use crate::model::{
     check_origin, expiry_rules, human, normalize, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
 };
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -55,7 +55,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The longest rotation overlap a CMS grace period allows.
-const MAX_OVERLAP: Duration = Duration::days(30);
+const MAX_OVERLAP: SignedDuration = crate::model::days(30);
 
 /// How a connection is reached, as a manifest declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,11 +77,11 @@ pub struct Resolved {
 
 /// Default rotation lead time (Kontent.ai's reminder schedule): a lifetime over a week renews a
 /// week ahead, 1-7 days a day ahead; under a day, halfway (rotating "at once" would loop).
-pub fn default_renew_before(lifetime: Duration) -> Duration {
-    if lifetime > Duration::days(7) {
-        Duration::days(7)
-    } else if lifetime >= Duration::days(1) {
-        Duration::days(1)
+pub fn default_renew_before(lifetime: SignedDuration) -> SignedDuration {
+    if lifetime > crate::model::days(7) {
+        crate::model::days(7)
+    } else if lifetime >= crate::model::days(1) {
+        crate::model::days(1)
     } else {
         lifetime / 2
     }
@@ -116,7 +116,7 @@ impl Ctx<'_> {
 pub fn policy_keys(
     policy: &ApiKeyPolicy,
     origin: Option<&Origin>,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> (PolicyId, Vec<DesiredKey>, Vec<Diagnostic>) {
     let id = PolicyId {
         namespace: policy
@@ -250,8 +250,8 @@ pub fn policy_keys(
         let lifetime = parse(&mut cx, "expiresAfter", &k.expires_after).unwrap_or(rules.default);
         let renew_before = parse(&mut cx, "renewBefore", &k.renew_before)
             .unwrap_or_else(|| default_renew_before(lifetime));
-        let overlap =
-            parse(&mut cx, "rotationOverlap", &k.rotation_overlap).unwrap_or_else(Duration::zero);
+        let overlap = parse(&mut cx, "rotationOverlap", &k.rotation_overlap)
+            .unwrap_or_else(SignedDuration::default);
         if renew_before >= lifetime {
             cx.error(
                 at("renewBefore"),
@@ -379,7 +379,7 @@ pub fn fit_to_provider(
             .as_deref()
             .and_then(|o| duration::parse(o).ok())
         {
-            if o > Duration::zero() {
+            if o > SignedDuration::ZERO {
                 push_reason(&mut out, &at("rotationOverlap"), caps.rotation_overlap);
             }
         }
@@ -432,7 +432,7 @@ fn fit_lifetime(
                 out.push((at("renewBefore"), renew_without_expiry.to_owned()));
             }
         }
-        Some(Ok(d)) if !allowed.iter().any(|n| Duration::days(*n) == d) => {
+        Some(Ok(d)) if !allowed.iter().any(|n| crate::model::days(*n) == d) => {
             out.push((at("expiresAfter"), format!("{reason}, not {}", human(d))));
         }
         _ => {}
@@ -485,7 +485,7 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 /// the quota of the CLI's own connection, if known.
 pub fn resolve(
     set: &ManifestSet,
-    now: DateTime<Utc>,
+    now: Timestamp,
     default_plan: Option<Plan>,
     default_provider: ProviderKind,
 ) -> Result<Resolved, Vec<Diagnostic>> {
@@ -702,7 +702,7 @@ mod tests {
     /// the warnings it applies with.
     fn check(yaml: &str) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
         let set = load_str("p.yaml", yaml).expect("loads");
-        resolve(&set, Utc::now(), None, ProviderKind::Keyward).map(|r| r.warnings)
+        resolve(&set, Timestamp::now(), None, ProviderKind::Keyward).map(|r| r.warnings)
     }
 
     fn policy(keys: &str) -> String {
@@ -874,7 +874,7 @@ spec:
         let ns =
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {cms: allowed}}\n";
         let set = load_str("p.yaml", &format!("{cluster}---\n{ns}---\n{p}")).unwrap();
-        let r = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap();
+        let r = resolve(&set, Timestamp::now(), None, ProviderKind::Keyward).unwrap();
         assert!(r.desired.contains_key(&ConnectionId::ClusterCmsConnection {
             name: "main".into()
         }));
@@ -889,7 +889,7 @@ spec:
             )),
         )
         .unwrap();
-        let r = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap();
+        let r = resolve(&set, Timestamp::now(), None, ProviderKind::Keyward).unwrap();
         let k = &r.desired[&ConnectionId::Default].keys[0];
         assert_eq!(k.spec.name, "shop.p.k");
         assert_eq!(k.spec.labels[LABEL_POLICY], "shop.p");
@@ -901,16 +901,19 @@ spec:
             ],
             "normalized"
         );
-        assert_eq!(k.lifetime, Some(Duration::days(90)));
+        assert_eq!(k.lifetime, Some(crate::model::days(90)));
         assert_eq!(
             k.renew_before,
-            Duration::days(7),
+            crate::model::days(7),
             "Kontent.ai's rule: a week ahead"
         );
-        assert_eq!(default_renew_before(Duration::days(3)), Duration::days(1));
         assert_eq!(
-            default_renew_before(Duration::hours(12)),
-            Duration::hours(6)
+            default_renew_before(crate::model::days(3)),
+            crate::model::days(1)
+        );
+        assert_eq!(
+            default_renew_before(SignedDuration::from_hours(12)),
+            SignedDuration::from_hours(6)
         );
     }
 
@@ -922,7 +925,7 @@ spec:
                 key("")
             );
             let set = load_str("p.yaml", &yaml).expect("loads");
-            let errs = resolve(&set, Utc::now(), None, ProviderKind::Keyward).unwrap_err();
+            let errs = resolve(&set, Timestamp::now(), None, ProviderKind::Keyward).unwrap_err();
             assert!(
                 errs.iter().any(|d| d.severity == Severity::Error
                     && d.path == "metadata.namespace"

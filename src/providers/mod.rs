@@ -9,7 +9,7 @@ use crate::model::desired::DesiredState;
 pub use crate::model::live::{IssuedKey, LiveKey, LiveSettings};
 use crate::model::{ContentOp, KeySpec};
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -137,15 +137,15 @@ pub trait CmsProvider: Send + Sync {
     /// Changes a key's mutable settings to `spec`'s.
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;
     async fn rename_key(&self, id: &str, name: &str) -> Result<()>;
-    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn set_expiry(&self, id: &str, at: Timestamp) -> Result<()>;
     /// A new value; the old one keeps working for `grace`. `expires_at: None`: never expires.
     /// `expiring`: the old value still works and is only due for renewal (a CMS whose
     /// regenerate cannot extend a key's life may then issue a new key instead).
     async fn regenerate_key(
         &self,
         id: &str,
-        grace: Duration,
-        expires_at: Option<DateTime<Utc>>,
+        grace: SignedDuration,
+        expires_at: Option<Timestamp>,
         expiring: bool,
     ) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.

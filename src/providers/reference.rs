@@ -5,7 +5,7 @@ use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderEr
 use crate::model::normalize;
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -42,10 +42,7 @@ impl ReferenceCms {
             m.remove(f).and_then(|v| v.as_str().map(str::to_owned))
         };
         let id = take(&mut m, "id").ok_or_else(|| self.decode("a key record has no id"))?;
-        let ts = |s: Option<String>| {
-            s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-                .map(|d| d.with_timezone(&Utc))
-        };
+        let ts = |s: Option<String>| s.and_then(|s| s.parse::<Timestamp>().ok());
         let created_at = ts(take(&mut m, "createdAt"))
             .ok_or_else(|| self.decode("a key record has no createdAt"))?;
         let rotated_at = ts(take(&mut m, "rotatedAt"));
@@ -207,8 +204,8 @@ impl CmsProvider for ReferenceCms {
         self.patch_key(id, json!({ "name": name })).await.map(drop)
     }
 
-    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        self.patch_key(id, json!({ "expiresAt": at.to_rfc3339() }))
+    async fn set_expiry(&self, id: &str, at: Timestamp) -> Result<()> {
+        self.patch_key(id, json!({ "expiresAt": crate::model::rfc3339(at) }))
             .await
             .map(drop)
     }
@@ -216,13 +213,13 @@ impl CmsProvider for ReferenceCms {
     async fn regenerate_key(
         &self,
         id: &str,
-        grace: Duration,
-        expires_at: Option<DateTime<Utc>>,
+        grace: SignedDuration,
+        expires_at: Option<Timestamp>,
         _expiring: bool,
     ) -> Result<IssuedKey> {
         let body = json!({
-            "graceSeconds": grace.num_seconds(),
-            "expiresAt": expires_at.map(|e| e.to_rfc3339()),
+            "graceSeconds": grace.as_secs(),
+            "expiresAt": expires_at.map(crate::model::rfc3339),
         });
         let (_, v) = self
             .client

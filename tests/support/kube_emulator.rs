@@ -786,8 +786,11 @@ impl Emulator {
             meta["namespace"] = json!(ns);
         }
         meta["uid"] = json!(format!("uid-{}-{}", name, rand_suffix()));
-        meta["creationTimestamp"] =
-            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        meta["creationTimestamp"] = json!(jiff::Timestamp::from_second(
+            jiff::Timestamp::now().as_second()
+        )
+        .unwrap()
+        .to_string());
         meta["generation"] = json!(1);
         if let Some(m) = meta.as_object_mut() {
             m.remove("resourceVersion");
@@ -1002,8 +1005,11 @@ impl Emulator {
                 return old.clone();
             }
             let mut new = old.clone();
-            new["metadata"]["deletionTimestamp"] =
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            new["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::from_second(
+                jiff::Timestamp::now().as_second()
+            )
+            .unwrap()
+            .to_string());
             return self.commit(st, key, new, "MODIFIED");
         }
         let gone = self.commit(st, key, old.clone(), "DELETED");

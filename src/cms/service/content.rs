@@ -100,7 +100,7 @@ impl Service {
         env: &str,
         api: &str,
         id: &str,
-        f: impl FnOnce(Option<&Entry>, DateTime<Utc>) -> Result<(Option<Entry>, T), CmsError>,
+        f: impl FnOnce(Option<&Entry>, Timestamp) -> Result<(Option<Entry>, T), CmsError>,
     ) -> Result<T, CmsError> {
         let db = self.db.lock();
         let key = Self::entries_key(env, api);
@@ -109,7 +109,10 @@ impl Service {
             if !st.apis.contains_key(api) {
                 return Err(no_api(api));
             }
-            f(st.entries.get(&key).and_then(|m| m.get(id)), Utc::now())?
+            f(
+                st.entries.get(&key).and_then(|m| m.get(id)),
+                Timestamp::now(),
+            )?
         };
         match &next {
             Some(e) => db.put_entry(env, api, e)?,
@@ -273,7 +276,7 @@ impl Service {
                 .unwrap_or_default();
             apis.insert(name.clone(), Value::Array(entries));
         }
-        json!({"environment": env, "exportedAt": Utc::now().to_rfc3339(), "apis": apis})
+        json!({"environment": env, "exportedAt": crate::model::rfc3339(Timestamp::now()), "apis": apis})
     }
 }
 

@@ -40,7 +40,7 @@ impl Service {
         spec: KeySpec,
         caller: &Rights,
     ) -> Result<(KeyRecord, RawKey), CmsError> {
-        let now = Utc::now();
+        let now = Timestamp::now();
         spec.validate(now)?;
         self.check_apis_exist(&spec.api_permissions)?;
         caller.covers(&self.rights_of(&spec))?;
@@ -165,7 +165,7 @@ impl Service {
         if let Some(v) = patch.labels {
             s.labels = v;
         }
-        let now = Utc::now();
+        let now = Timestamp::now();
         if let Some(v) = patch.expires_at {
             s.expires_at = Some(v);
             s.validate(now)?;
@@ -193,17 +193,17 @@ impl Service {
     pub fn regenerate_key(
         &self,
         id: &str,
-        grace: Option<Duration>,
-        expires_at: Option<DateTime<Utc>>,
+        grace: Option<SignedDuration>,
+        expires_at: Option<Timestamp>,
         caller: &Rights,
     ) -> Result<(KeyRecord, RawKey), CmsError> {
-        let grace = grace.unwrap_or_else(Duration::zero);
-        if grace < Duration::zero() || grace > MAX_GRACE {
+        let grace = grace.unwrap_or_default();
+        if grace < SignedDuration::ZERO || grace > MAX_GRACE {
             return Err(
                 SpecError::new("graceSeconds", "must be between 0 and 2592000 (30 days)").into(),
             );
         }
-        let now = Utc::now();
+        let now = Timestamp::now();
         let raw = RawKey::generate(id);
         let phc = self.hash(&raw)?;
         let db = self.db.lock();
@@ -217,12 +217,12 @@ impl Service {
             phc,
             valid_until: None,
         }];
-        if grace > Duration::zero() {
+        if grace > SignedDuration::ZERO {
             let until = now + grace;
             if let Some(current) = entry.hashes().iter().find(|h| h.valid_until.is_none()) {
                 hashes.push(StoredHash {
                     phc: current.phc.clone(),
-                    valid_until: Some(until.timestamp_millis()),
+                    valid_until: Some(until.as_millisecond()),
                 });
             }
             record.previous_valid_until = Some(until);
@@ -234,7 +234,7 @@ impl Service {
         db.put_key(&record, &hashes)?;
         self.verifier.upsert(KeyEntry::new(record.clone(), hashes));
         drop(db);
-        tracing::info!(key_id = %id, grace_seconds = grace.num_seconds(), "key regenerated");
+        tracing::info!(key_id = %id, grace_seconds = grace.as_secs(), "key regenerated");
         Ok((record, raw))
     }
 

@@ -17,7 +17,7 @@ impl Service {
             default_permissions: role.content_permissions.clone(),
             ..Default::default()
         }
-        .validate(Utc::now())
+        .validate(Timestamp::now())
         .map_err(|e| {
             SpecError::new(
                 e.path.replace("defaultPermissions", "contentPermissions"),
@@ -72,7 +72,7 @@ impl Service {
         let member = Member {
             name: name.into(),
             role: role.into(),
-            created_at: Utc::now(),
+            created_at: Timestamp::now(),
         };
         db.put_doc(DocTable::Members, name, &member)?;
         self.state

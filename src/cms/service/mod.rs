@@ -16,7 +16,7 @@ use crate::model::{
     check_origin, valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec,
     ManagementPermission, Plan, Scope, SpecError,
 };
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -35,7 +35,7 @@ mod settings;
 pub struct Member {
     pub name: String,
     pub role: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 /// A role: the content and management rights of the members who hold it.
@@ -61,13 +61,13 @@ pub struct KeyPatch {
     pub scopes: Option<Vec<Scope>>,
     pub environments: Option<Vec<String>>,
     pub management_permissions: Option<Vec<ManagementPermission>>,
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Timestamp>,
     pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct ApiInfo {
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     pub public_ops: BTreeSet<ContentOp>,
 }
 
@@ -100,7 +100,7 @@ pub struct ListQuery {
 }
 
 /// Longest grace period a regenerate may keep the old value valid.
-const MAX_GRACE: Duration = Duration::days(30);
+const MAX_GRACE: SignedDuration = crate::model::days(30);
 const CORS_SETTING: &str = "cors";
 
 pub struct Service {

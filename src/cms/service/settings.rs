@@ -16,7 +16,7 @@ impl Service {
         if self.state.read().apis.contains_key(name) {
             return Ok(false);
         }
-        let now = Utc::now();
+        let now = Timestamp::now();
         db.put_api(name, now, "[]")?;
         self.state.write().apis.insert(
             name.to_owned(),

@@ -17,7 +17,7 @@ use super::catalog::{action_name, api_list, Catalog};
 use super::tag::{compose_description, parse_description};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
 use crate::providers::{LiveKey, ProviderError};
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -40,16 +40,16 @@ fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderE
 
 /// The lifespan for a key that should expire at `expires_at` (unlimited: `None`).
 pub fn lifespan_ms(
-    expires_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
 ) -> Result<Option<i64>, ProviderError> {
     let Some(at) = expires_at else {
         return Ok(None);
     };
-    let left = at - now;
+    let left = at.duration_since(now);
     LIFESPAN_DAYS
         .iter()
-        .find(|d| (left - Duration::days(**d)).num_seconds().abs() <= 3600)
+        .find(|d| (left - crate::model::days(**d)).as_secs().abs() <= 3600)
         .map(|d| Some(d * DAY_MS))
         .ok_or_else(|| {
             unsupported(
@@ -63,8 +63,8 @@ pub fn lifespan_ms(
 }
 
 /// Whether a declared lifetime is one of Strapi's lifespans.
-pub fn is_lifespan(d: Duration) -> bool {
-    LIFESPAN_DAYS.iter().any(|n| Duration::days(*n) == d)
+pub fn is_lifespan(d: SignedDuration) -> bool {
+    LIFESPAN_DAYS.iter().any(|n| crate::model::days(*n) == d)
 }
 
 /// The Strapi token fields for a spec: type, permissions and description.
@@ -269,11 +269,10 @@ pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderE
     }))
 }
 
-fn timestamp(v: &Value, field: &str) -> Option<DateTime<Utc>> {
+fn timestamp(v: &Value, field: &str) -> Option<Timestamp> {
     v.get(field)
         .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|d| d.with_timezone(&Utc))
+        .and_then(|s| s.parse::<Timestamp>().ok())
 }
 
 /// A token record from the admin API as a live key. Its value (`accessKey`) is never read here.
@@ -627,20 +626,20 @@ mod tests {
 
     #[test]
     fn lifespans_are_seven_thirty_ninety_days_or_unlimited() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         assert_eq!(lifespan_ms(None, now).unwrap(), None);
         assert_eq!(
             lifespan_ms(
-                Some(now + Duration::days(30) - Duration::milliseconds(20)),
+                Some(now + crate::model::days(30) - SignedDuration::from_millis(20)),
                 now
             )
             .unwrap(),
             Some(2_592_000_000)
         );
         assert!(matches!(
-            lifespan_ms(Some(now + Duration::days(365)), now),
+            lifespan_ms(Some(now + crate::model::days(365)), now),
             Err(ProviderError::Unsupported { ref field, .. }) if field == "expiresAfter"
         ));
-        assert!(is_lifespan(Duration::days(90)) && !is_lifespan(Duration::days(91)));
+        assert!(is_lifespan(crate::model::days(90)) && !is_lifespan(crate::model::days(91)));
     }
 }

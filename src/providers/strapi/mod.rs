@@ -15,7 +15,7 @@ use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use base64::Engine as _;
 use catalog::Catalog;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use mapping::PROVIDER;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -241,7 +241,7 @@ fn jwt_lifetime(jwt: &str) -> Option<std::time::Duration> {
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.get("exp")?.as_i64()?;
-    let left = exp - Utc::now().timestamp();
+    let left = exp - Timestamp::now().as_second();
     (left > 0).then(|| std::time::Duration::from_secs(left as u64))
 }
 
@@ -287,7 +287,7 @@ impl CmsProvider for Strapi {
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
         let catalog = self.catalog().await?;
         let fields = mapping::encode(spec, &catalog)?;
-        let lifespan = mapping::lifespan_ms(spec.expires_at, Utc::now())?;
+        let lifespan = mapping::lifespan_ms(spec.expires_at, Timestamp::now())?;
         let body = json!({
             "name": spec.name,
             "description": fields.description,
@@ -331,12 +331,12 @@ impl CmsProvider for Strapi {
 
     /// Strapi cannot change a lifespan, and has no overlap: a key due to expire is revoked now
     /// (only a replaced key gets here, after its successor is in its Secret).
-    async fn set_expiry(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_expiry(&self, id: &str, at: Timestamp) -> Result<()> {
         let t = self.token(id).await?;
         let expires = t
             .get("expiresAt")
             .and_then(Value::as_str)
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+            .and_then(|s| s.parse::<Timestamp>().ok());
         if expires.is_some_and(|e| e <= at) {
             return Ok(());
         }
@@ -349,11 +349,11 @@ impl CmsProvider for Strapi {
     async fn regenerate_key(
         &self,
         id: &str,
-        grace: Duration,
-        expires_at: Option<DateTime<Utc>>,
+        grace: SignedDuration,
+        expires_at: Option<Timestamp>,
         expiring: bool,
     ) -> Result<IssuedKey> {
-        if grace > Duration::zero() {
+        if grace > SignedDuration::ZERO {
             return Err(unsupported(
                 "rotationOverlap",
                 "Strapi's regenerate ends the old value at once; it has no overlap",
@@ -367,7 +367,7 @@ impl CmsProvider for Strapi {
         let renew = expiring
             || live
                 .expires_at()
-                .is_some_and(|e| e <= Utc::now() + Duration::minutes(1));
+                .is_some_and(|e| e <= Timestamp::now() + SignedDuration::from_mins(1));
         if !renew {
             let mut v = self
                 .call(
@@ -392,7 +392,7 @@ impl CmsProvider for Strapi {
             "description": current.get("description").cloned().unwrap_or(Value::Null),
             "type": current.get("type").cloned().unwrap_or(json!("custom")),
             "permissions": current.get("permissions").cloned().unwrap_or(json!([])),
-            "lifespan": mapping::lifespan_ms(expires_at, Utc::now())?,
+            "lifespan": mapping::lifespan_ms(expires_at, Timestamp::now())?,
         });
         self.create_token(&body).await
     }
