@@ -5,7 +5,7 @@
 use super::context::Context;
 use super::metrics::KeyLabels;
 use super::observe::{policy_id, Observed};
-use super::status::{self, condition, DRIFTED, EXPIRING, READY, SYNCED};
+use super::status::{self, condition, Stated, DRIFTED, EXPIRING, READY, SYNCED};
 use crate::engine::{rotation_due, ANN_FINGERPRINT, ANN_KEY_ID};
 use crate::model::desired::{DesiredKey, PolicyId};
 use crate::plan::{render_text, Action as PlanAction, Plan};
@@ -138,7 +138,7 @@ async fn keys_report(
 }
 
 /// The four conditions of a policy that ran to the end.
-fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Condition> {
+fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let pending = observe_only && !plan.actions.is_empty();
     let drifted: Vec<&str> = plan
@@ -233,6 +233,7 @@ pub async fn report(
     let new = ApiKeyPolicyStatus {
         observed_generation: p.metadata.generation,
         conditions: merged(old, conditions(p, &o.plan, &keys), p.metadata.generation),
+        key_count: Some(keys.keys.len() as i64),
         keys: keys.keys,
         pending_changes,
     };
@@ -250,12 +251,8 @@ pub async fn report(
     Ok(wait)
 }
 
-fn merged(
-    old: &ApiKeyPolicyStatus,
-    new: Vec<Condition>,
-    generation: Option<i64>,
-) -> Vec<Condition> {
-    status::merge(&old.conditions, new, &rfc3339(Timestamp::now()), generation)
+fn merged(old: &ApiKeyPolicyStatus, new: Vec<Stated>, generation: Option<i64>) -> Vec<Condition> {
+    status::merge(&old.conditions, new, Timestamp::now(), generation)
 }
 
 /// The status of a policy that stopped: Ready and Synced false with `reason`; a failure that is

@@ -1,42 +1,70 @@
 //! Conditions people can act on, compared without timestamps so an unchanged policy writes no
-//! status.
+//! status. They are Kubernetes' own `Condition`s; a transition time moves only when a
+//! condition's status does.
 
 use crate::policy::{ApiKeyPolicyStatus, Condition};
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const DRIFTED: &str = "Drifted";
 pub const EXPIRING: &str = "KeyExpiringSoon";
 
-pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if status { "True" } else { "False" }.into(),
+/// A condition as a step states it, before it gets its transition time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stated {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+pub fn condition(
+    type_: &'static str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+) -> Stated {
+    Stated {
+        type_,
+        status,
         reason: reason.into(),
         message: message.into(),
-        last_transition_time: None,
-        observed_generation: None,
     }
 }
 
-/// Carries `lastTransitionTime` over from `old` when a condition's status did not change, and
-/// stamps `now` on the ones that did.
+fn status_str(status: bool) -> &'static str {
+    if status {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// The conditions to write: `lastTransitionTime` carried over from `old` when a condition's
+/// status did not change, `now` on the ones that did.
 pub fn merge(
     old: &[Condition],
-    new: Vec<Condition>,
-    now: &str,
+    new: Vec<Stated>,
+    now: Timestamp,
     generation: Option<i64>,
 ) -> Vec<Condition> {
     new.into_iter()
-        .map(|mut c| {
-            let prev = old.iter().find(|o| o.type_ == c.type_);
-            c.last_transition_time = match prev {
-                Some(p) if p.status == c.status => p.last_transition_time.clone(),
-                _ => Some(now.to_owned()),
+        .map(|c| {
+            let status = status_str(c.status);
+            let last_transition_time = match old.iter().find(|o| o.type_ == c.type_) {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(now),
             };
-            c.observed_generation = generation;
-            c
+            Condition {
+                type_: c.type_.into(),
+                status: status.into(),
+                reason: c.reason,
+                message: c.message,
+                last_transition_time,
+                observed_generation: generation,
+            }
         })
         .collect()
 }
@@ -53,19 +81,24 @@ pub fn reminder_window(lifetime: SignedDuration) -> SignedDuration {
     }
 }
 
+/// What a condition says, without its times.
+fn said(c: &Condition) -> (&str, &str, &str, &str) {
+    (&c.type_, &c.status, &c.reason, &c.message)
+}
+
 /// Whether two statuses say the same, transition times and condition order aside: an unchanged
 /// policy writes no status.
 pub fn same(old: &ApiKeyPolicyStatus, new: &ApiKeyPolicyStatus) -> bool {
-    let strip = |s: &ApiKeyPolicyStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = None;
-            c.observed_generation = None;
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
-    };
-    strip(old) == strip(new) && old.observed_generation == new.observed_generation
+    fn conditions(s: &ApiKeyPolicyStatus) -> Vec<(&str, &str, &str, &str)> {
+        let mut c: Vec<_> = s.conditions.iter().map(said).collect();
+        c.sort();
+        c
+    }
+    conditions(old) == conditions(new)
+        && old.observed_generation == new.observed_generation
+        && old.keys == new.keys
+        && old.key_count == new.key_count
+        && old.pending_changes == new.pending_changes
 }
 
 /// Whether a condition flipped (for events on transitions only).
@@ -79,31 +112,53 @@ pub fn transitioned(old: &[Condition], new: &Condition) -> bool {
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn transition_times_only_move_on_change() {
+        let (t1, t2, t3) = (
+            at("2030-01-01T00:00:01Z"),
+            at("2030-01-01T00:00:02Z"),
+            at("2030-01-01T00:00:03Z"),
+        );
         let first = merge(
             &[],
             vec![condition(READY, true, "Synced", "ok")],
-            "t1",
+            t1,
             Some(1),
         );
-        assert_eq!(first[0].last_transition_time.as_deref(), Some("t1"));
-        let same = merge(
+        assert_eq!(first[0].last_transition_time, Time(t1));
+        assert_eq!(first[0].status, "True");
+        let same_status = merge(
             &first,
             vec![condition(READY, true, "Synced", "ok, again")],
-            "t2",
+            t2,
             Some(2),
         );
-        assert_eq!(same[0].last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(same_status[0].last_transition_time, Time(t1));
+        assert_eq!(same_status[0].observed_generation, Some(2));
         let flipped = merge(
-            &same,
+            &same_status,
             vec![condition(READY, false, "CmsUnavailable", "down")],
-            "t3",
+            t3,
             Some(2),
         );
-        assert_eq!(flipped[0].last_transition_time.as_deref(), Some("t3"));
-        assert!(transitioned(&same, &flipped[0]));
-        assert!(!transitioned(&first, &same[0]));
+        assert_eq!(flipped[0].last_transition_time, Time(t3));
+        assert!(transitioned(&same_status, &flipped[0]));
+        assert!(!transitioned(&first, &same_status[0]));
+    }
+
+    #[test]
+    fn statuses_compare_without_times() {
+        let now = at("2030-01-01T00:00:01Z");
+        let s = |msg: &str, t: Timestamp| ApiKeyPolicyStatus {
+            conditions: merge(&[], vec![condition(READY, true, "Ready", msg)], t, Some(1)),
+            ..Default::default()
+        };
+        assert!(same(&s("ok", now), &s("ok", at("2031-01-01T00:00:00Z"))));
+        assert!(!same(&s("ok", now), &s("other", now)));
     }
 
     #[test]

@@ -22,3 +22,56 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The schema type at a printer column's JSONPath (`.a.b`, `.a[?(...)].c`, `.a[*].c`).
+    fn type_at(schema: &Value, path: &str) -> Option<String> {
+        // Filters and wildcards (`[?(@.type=="Ready")]`, `[*]`) only mean "into the items".
+        let mut plain = String::new();
+        let mut depth = 0;
+        for c in path.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => {
+                    depth -= 1;
+                    plain.push_str("[]");
+                }
+                _ if depth == 0 => plain.push(c),
+                _ => {}
+            }
+        }
+        let mut node = schema;
+        for part in plain.trim_start_matches('.').split('.') {
+            let (name, into_items) = match part.find('[') {
+                Some(i) => (&part[..i], true),
+                None => (part, false),
+            };
+            node = node.get("properties")?.get(name)?;
+            if into_items {
+                node = node.get("items")?;
+            }
+        }
+        node.get("type")?.as_str().map(str::to_owned)
+    }
+
+    #[test]
+    fn printer_columns_have_the_type_of_what_they_print() {
+        let crd = serde_json::to_value(ApiKeyPolicy::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        let schema = &version["schema"]["openAPIV3Schema"];
+        let columns = version["additionalPrinterColumns"].as_array().unwrap();
+        assert!(columns.len() >= 3);
+        for c in columns {
+            let (kind, path) = (c["type"].as_str().unwrap(), c["jsonPath"].as_str().unwrap());
+            if path.starts_with(".metadata.") {
+                continue; // Kubernetes' own ObjectMeta, not in the CRD's schema
+            }
+            let expected = if kind == "date" { "string" } else { kind };
+            assert_eq!(type_at(schema, path).as_deref(), Some(expected), "{c}");
+        }
+    }
+}
