@@ -65,7 +65,7 @@ async fn main() {
         data_dir: dir.path().join("unused"),
         mode,
         env_url: Some(running.url()),
-        env_token: Some(admin.clone()),
+        env_token: Some(admin.clone().into()),
         clock: keyward::engine::Clock::system(),
     };
     println!(

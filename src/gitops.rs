@@ -34,7 +34,7 @@ pub struct Options {
     pub mode: Mode,
     /// `KEYWARD_CMS_URL` / `KEYWARD_CMS_TOKEN`, when set.
     pub env_url: Option<String>,
-    pub env_token: Option<String>,
+    pub env_token: Option<secrecy::SecretString>,
     /// `KEYWARD_CMS_PROVIDER`: what `KEYWARD_CMS_URL` is.
     pub env_provider: ProviderKind,
     /// Revoke the keys of policies that are no longer in the manifests (see `prune_gone`).
@@ -167,8 +167,8 @@ fn apis_named(state: &DesiredState) -> BTreeSet<String> {
 fn credential(
     set: &ManifestSet,
     cfg: &ConnectionConfig,
-    env_token: Option<&str>,
-) -> Option<String> {
+    env_token: Option<&secrecy::SecretString>,
+) -> Option<secrecy::SecretString> {
     let (ns, name, field) = &cfg.credentials;
     let secret = set.secrets.iter().find(|s| {
         s.object.metadata.name.as_deref() == Some(name)
@@ -176,13 +176,13 @@ fn credential(
     });
     if let Some(s) = secret {
         if let Some(v) = s.object.string_data.as_ref().and_then(|d| d.get(field)) {
-            return Some(v.clone());
+            return Some(v.clone().into());
         }
         if let Some(v) = s.object.data.as_ref().and_then(|d| d.get(field)) {
-            return String::from_utf8(v.0.clone()).ok();
+            return String::from_utf8(v.0.clone()).ok().map(Into::into);
         }
     }
-    env_token.map(str::to_owned)
+    env_token.cloned()
 }
 
 struct Connected {
@@ -207,12 +207,15 @@ async fn connect(
     match (id, cfg) {
         (ConnectionId::Default, _) => match (&opts.env_url, &opts.env_token) {
             (Some(url), Some(token)) => Ok(Connected {
-                provider: opts.env_provider.connect(url, token).map_err(|m| {
-                    fail(format!(
-                        "KEYWARD_CMS_TOKEN is not a {} credential: {m}",
-                        opts.env_provider
-                    ))
-                })?,
+                provider: opts
+                    .env_provider
+                    .connect(url, secrecy::ExposeSecret::expose_secret(token))
+                    .map_err(|m| {
+                        fail(format!(
+                            "KEYWARD_CMS_TOKEN is not a {} credential: {m}",
+                            opts.env_provider
+                        ))
+                    })?,
                 title: format!("{} at {url} (KEYWARD_CMS_URL)", opts.env_provider.title()),
                 endpoint: url.clone(),
                 template_endpoint: url.clone(),
@@ -255,7 +258,7 @@ async fn connect(
         },
         (_, None) => Err(fail("no connection settings".into())),
         (_, Some(cfg)) => {
-            let token = credential(set, cfg, opts.env_token.as_deref()).ok_or_else(|| {
+            let token = credential(set, cfg, opts.env_token.as_ref()).ok_or_else(|| {
                 fail(format!(
                     "credential Secret {}/{} (field '{}') is not in the manifests and KEYWARD_CMS_TOKEN is not set",
                     cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
@@ -264,7 +267,10 @@ async fn connect(
             Ok(Connected {
                 provider: cfg
                     .provider
-                    .connect(&cfg.endpoint, token.trim())
+                    .connect(
+                        &cfg.endpoint,
+                        secrecy::ExposeSecret::expose_secret(&token).trim(),
+                    )
                     .map_err(|m| {
                         fail(format!(
                             "credential Secret {}/{} (field '{}'): {m}",

@@ -452,7 +452,7 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         data_dir: args.data_dir,
         mode,
         env_url: env("KEYWARD_CMS_URL"),
-        env_token: env("KEYWARD_CMS_TOKEN"),
+        env_token: env("KEYWARD_CMS_TOKEN").map(Into::into),
         prune: args.prune,
         env_provider: match env("KEYWARD_CMS_PROVIDER").as_deref() {
             None | Some("keyward") => ProviderKind::Keyward,

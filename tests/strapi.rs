@@ -45,7 +45,7 @@ async fn run_at(
         data_dir: secrets.join("unused-embedded"),
         mode,
         env_url: Some(s.url.clone()),
-        env_token: Some(s.credential()),
+        env_token: Some(s.credential().into()),
         env_provider: ProviderKind::Strapi,
         prune: false,
         clock: clock.clone(),

@@ -58,17 +58,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
 }
 
-/// The bootstrap admin token. Debug output never shows it.
+/// The bootstrap admin token, as a `SecretString`. Debug output never shows it.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct AdminToken(secrecy::SecretString);
 
 impl AdminToken {
     pub fn new(value: String) -> AdminToken {
-        AdminToken(value)
+        AdminToken(value.into())
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
 
@@ -224,12 +224,12 @@ pub const MIN_ADMIN_TOKEN: usize = 16;
 fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>), StartError> {
     if let Some(t) = &cfg.admin_token {
         // A token that differs from what a client sends after trimming would never match.
-        if t.0.trim() != t.0 {
+        if t.expose().trim() != t.expose() {
             return Err(StartError::AdminToken(
                 "has surrounding whitespace; set it without spaces or newlines",
             ));
         }
-        if t.0.len() < MIN_ADMIN_TOKEN {
+        if t.expose().len() < MIN_ADMIN_TOKEN {
             return Err(StartError::AdminToken("must be at least 16 characters"));
         }
         return Ok((t.clone(), None));
@@ -240,7 +240,9 @@ fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>),
         cause,
     };
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok((AdminToken(s.trim().to_owned()), Some(path))),
+        Ok(s) if !s.trim().is_empty() => {
+            return Ok((AdminToken::new(s.trim().to_owned()), Some(path)))
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
@@ -254,7 +256,7 @@ fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>),
     f.write_all(format!("{token}\n").as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io_err)?;
-    Ok((AdminToken(token), Some(path)))
+    Ok((AdminToken::new(token), Some(path)))
 }
 
 /// The router with CORS (deny by default, origins from the live settings), the body limit, a

@@ -18,9 +18,15 @@ const SECRET_BYTES: usize = 32;
 /// Bytes of the public key id (also the key's record id).
 const KEY_ID_BYTES: usize = 8;
 
-/// A raw key value: `kw_<key id, 16 hex>_<secret, 43 base64url>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawKey(String);
+/// A raw key value: `kw_<key id, 16 hex>_<secret, 43 base64url>`, held as a `SecretString`.
+#[derive(Clone)]
+pub struct RawKey(secrecy::SecretString);
+
+impl PartialEq for RawKey {
+    fn eq(&self, other: &RawKey) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self.expose().as_bytes(), other.expose().as_bytes()).into()
+    }
+}
 
 impl fmt::Debug for RawKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -33,25 +39,22 @@ impl RawKey {
     pub fn generate(key_id: &str) -> RawKey {
         let mut secret = [0u8; SECRET_BYTES];
         OsRng.fill_bytes(&mut secret);
-        RawKey(format!(
-            "{KEY_PREFIX}{key_id}_{}",
-            URL_SAFE_NO_PAD.encode(secret)
-        ))
+        RawKey(format!("{KEY_PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(secret)).into())
     }
 
     /// Wraps a presented value; see [`RawKey::key_id`] for whether it is well-formed.
     pub fn from_presented(value: &str) -> RawKey {
-        RawKey(value.to_owned())
+        RawKey(value.to_owned().into())
     }
 
     /// The public key id inside the value, if the value has the keyward shape.
     pub fn key_id(&self) -> Option<&str> {
-        key_id_of(&self.0)
+        key_id_of(self.expose())
     }
 
     /// The value itself: only for the one response that shows it, and for sending it.
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 
     /// Argon2id PHC string of this value (default parameters: m=19 MiB, t=2, p=1).
@@ -63,7 +66,7 @@ impl RawKey {
         let hashed = salt
             .decode_b64(&mut salt_bytes)
             .ok()
-            .and_then(|raw_salt| argon2_into(&self.0, raw_salt, &params, &mut out))
+            .and_then(|raw_salt| argon2_into(self.expose(), raw_salt, &params, &mut out))
             .and_then(|()| {
                 Some(PasswordHash {
                     algorithm: Algorithm::Argon2id.ident(),
@@ -94,7 +97,7 @@ impl RawKey {
         let mut out = vec![0u8; expected.len()];
         salt.decode_b64(&mut salt_bytes)
             .ok()
-            .and_then(|raw_salt| argon2_into(&self.0, raw_salt, &params, &mut out))
+            .and_then(|raw_salt| argon2_into(self.expose(), raw_salt, &params, &mut out))
             .and_then(|()| Output::new(&out).ok())
             // `Output`'s equality is constant-time.
             .is_some_and(|got| got == expected)
@@ -102,7 +105,7 @@ impl RawKey {
 
     /// SHA-256 of the value: what the verification cache compares after one Argon2id check.
     pub fn digest(&self) -> [u8; 32] {
-        digest(&self.0)
+        digest(self.expose())
     }
 }
 

@@ -1,26 +1,36 @@
 //! A key value on its way from the CMS to a Secret. Debug never shows it.
 
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyValue(String);
+/// Held as a `SecretString`: zeroed when dropped, never printed.
+#[derive(Clone)]
+pub struct KeyValue(SecretString);
 
 impl KeyValue {
     pub fn new(v: impl Into<String>) -> KeyValue {
-        KeyValue(v.into())
+        KeyValue(SecretString::from(v.into()))
     }
 
     /// The value itself: only for writing it into a Secret.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// A short, public hash of the value: shows which value is in use, reveals nothing.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
+        fingerprint(self.expose())
     }
 }
+
+impl PartialEq for KeyValue {
+    fn eq(&self, other: &KeyValue) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self.expose().as_bytes(), other.expose().as_bytes()).into()
+    }
+}
+
+impl Eq for KeyValue {}
 
 impl fmt::Debug for KeyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -41,8 +41,22 @@ impl Stores {
     }
 }
 
-/// A CMS provider per connection: (kind, endpoint, credential).
-type ProviderCache = Mutex<BTreeMap<(ProviderKind, String, String), Arc<dyn CmsProvider>>>;
+/// A CMS provider per connection: (kind, endpoint, digest of the credential); the credential
+/// itself is kept only by its provider.
+type ProviderCache = Mutex<BTreeMap<(ProviderKind, String, [u8; 32]), Arc<dyn CmsProvider>>>;
+
+fn cache_key(
+    kind: ProviderKind,
+    endpoint: &str,
+    credential: &str,
+) -> (ProviderKind, String, [u8; 32]) {
+    use sha2::Digest;
+    (
+        kind,
+        endpoint.to_owned(),
+        sha2::Sha256::digest(credential.as_bytes()).into(),
+    )
+}
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -85,7 +99,7 @@ impl Context {
         endpoint: &str,
         credential: &str,
     ) -> Result<Arc<dyn CmsProvider>, String> {
-        let key = (kind, endpoint.to_owned(), credential.to_owned());
+        let key = cache_key(kind, endpoint, credential);
         let mut cache = self.providers.lock();
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
@@ -104,7 +118,7 @@ impl Context {
     ) -> Option<Arc<dyn CmsProvider>> {
         self.providers
             .lock()
-            .get(&(kind, endpoint.to_owned(), credential.to_owned()))
+            .get(&cache_key(kind, endpoint, credential))
             .cloned()
     }
 

@@ -22,7 +22,7 @@ pub struct Conn {
     pub provider: ProviderKind,
     pub endpoint: String,
     /// The management credential (never logged, never in status).
-    pub credential: String,
+    pub credential: secrecy::SecretString,
 }
 
 impl std::fmt::Debug for Conn {
@@ -130,7 +130,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
     };
-    let credential = credential(&stores, &secret_ref, &secret_ns)?;
+    let credential = credential(&stores, &secret_ref, &secret_ns)?.into();
     Ok(Conn {
         id,
         provider,

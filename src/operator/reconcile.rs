@@ -204,12 +204,16 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
 
 /// The connection's provider; a credential it cannot use is a refusal (`NoCredentials`).
 fn provider(ctx: &Context, conn: &Conn) -> Result<Arc<dyn CmsProvider>, Halt> {
-    ctx.provider(conn.provider, &conn.endpoint, &conn.credential)
-        .map_err(|m| Halt::Refused {
-            reason: "NoCredentials",
-            message: format!("the credential of {} is not usable: {m}", conn.id),
-            look_again: true,
-        })
+    ctx.provider(
+        conn.provider,
+        &conn.endpoint,
+        secrecy::ExposeSecret::expose_secret(&conn.credential),
+    )
+    .map_err(|m| Halt::Refused {
+        reason: "NoCredentials",
+        message: format!("the credential of {} is not usable: {m}", conn.id),
+        look_again: true,
+    })
 }
 
 /// Step 5: the engine; returns (event reason, what was done) per action.
@@ -285,7 +289,11 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
     }
     let conn = dereference(&p, ctx).await?;
     let provider = ctx
-        .provider(conn.provider, &conn.endpoint, &conn.credential)
+        .provider(
+            conn.provider,
+            &conn.endpoint,
+            secrecy::ExposeSecret::expose_secret(&conn.credential),
+        )
         .map_err(ReconcileError::Credential)?;
     let pid = policy_id(&p);
     for k in own_keys(provider.as_ref(), &p).await? {

@@ -26,7 +26,8 @@ impl Default for RetryPolicy {
 pub struct JsonClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The bearer credential (a `SecretString`: never printed).
+    token: secrecy::SecretString,
     pub retry: RetryPolicy,
     pub stats: CallStats,
 }
@@ -47,7 +48,7 @@ impl JsonClient {
         JsonClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            token: token.to_owned().into(),
             retry: RetryPolicy::default(),
             stats: CallStats::default(),
         }
@@ -65,8 +66,8 @@ impl JsonClient {
         body: Option<&Value>,
         idempotent: Idempotent,
     ) -> Result<(StatusCode, Value)> {
-        self.call_as(&self.token, method, path, body, idempotent)
-            .await
+        let token = secrecy::ExposeSecret::expose_secret(&self.token);
+        self.call_as(token, method, path, body, idempotent).await
     }
 
     /// Sends a call with `token` as the bearer (for CMSes whose session token changes).

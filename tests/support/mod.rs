@@ -167,7 +167,7 @@ pub fn options(
         data_dir: secrets.join("unused-embedded"),
         mode,
         env_url: Some(url.to_owned()),
-        env_token: Some(ADMIN.to_owned()),
+        env_token: Some(ADMIN.to_owned().into()),
     }
 }
 

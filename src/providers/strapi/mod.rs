@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 const CATALOG_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Session {
-    jwt: String,
+    jwt: secrecy::SecretString,
     /// Renew before this: the JWT's own expiry minus a minute.
     renew_at: Instant,
 }
@@ -40,7 +40,7 @@ pub struct Strapi {
     /// holds the session lock every other call waits for.
     login: JsonClient,
     email: String,
-    password: String,
+    password: secrecy::SecretString,
     session: Mutex<Option<Session>>,
     catalog: Mutex<Option<(Instant, Arc<Catalog>)>>,
     logins: AtomicU64,
@@ -69,7 +69,7 @@ impl Strapi {
             client: JsonClient::new(endpoint, ""),
             login,
             email: email.to_owned(),
-            password: password.to_owned(),
+            password: password.to_owned().into(),
             session: Mutex::new(None),
             catalog: Mutex::new(None),
             logins: AtomicU64::new(0),
@@ -96,13 +96,14 @@ impl Strapi {
     /// call has replaced it already.
     async fn jwt(&self, rejected: Option<&str>) -> Result<String> {
         let mut session = self.session.lock().await;
-        if let Some(s) = session
-            .as_ref()
-            .filter(|s| s.renew_at > Instant::now() && rejected.is_none_or(|r| r != s.jwt))
-        {
-            return Ok(s.jwt.clone());
+        if let Some(s) = session.as_ref().filter(|s| {
+            s.renew_at > Instant::now()
+                && rejected.is_none_or(|r| r != secrecy::ExposeSecret::expose_secret(&s.jwt))
+        }) {
+            return Ok(secrecy::ExposeSecret::expose_secret(&s.jwt).to_owned());
         }
-        let body = json!({ "email": self.email, "password": self.password });
+        let password = secrecy::ExposeSecret::expose_secret(&self.password);
+        let body = json!({ "email": self.email, "password": password });
         // Signing in changes nothing in the CMS: not counted as a read or a write.
         let (_, v) = self
             .login
@@ -123,7 +124,7 @@ impl Strapi {
         let lifetime = jwt_lifetime(&jwt).unwrap_or(std::time::Duration::from_secs(600));
         *session = Some(Session {
             renew_at: Instant::now() + lifetime.saturating_sub(std::time::Duration::from_secs(60)),
-            jwt: jwt.clone(),
+            jwt: jwt.clone().into(),
         });
         Ok(jwt)
     }
