@@ -23,6 +23,7 @@ fn quick() -> RetryPolicy {
         attempts: 3,
         base: Duration::from_millis(10),
         max_wait: Duration::from_secs(1),
+        budget: None,
     }
 }
 
@@ -210,6 +211,7 @@ async fn a_refused_connection_is_retried_even_for_a_create() {
         attempts: 3,
         base: Duration::from_millis(150),
         max_wait: Duration::from_secs(1),
+        budget: None,
     };
     let body = serde_json::json!({"name": "x"});
     let started = Instant::now();

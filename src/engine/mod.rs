@@ -17,10 +17,14 @@ use crate::model::KeyValue;
 use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
 use crate::providers::{CmsProvider, LiveKey, ProviderError};
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// How many times a generated value's Secret write is tried before the key is given up.
+pub const SECRET_WRITE_ATTEMPTS: usize = 3;
 
 pub const ANN_KEY_ID: &str = "keyward.dev/key-id";
 pub const ANN_KEY_VERSION: &str = "keyward.dev/key-version";
@@ -271,21 +275,20 @@ impl Engine<'_> {
         Ok(report)
     }
 
+    /// Writes a Secret, trying [`SECRET_WRITE_ATTEMPTS`] times with jittered backoff from
+    /// 200 ms: the value exists only here, so a passing API-server hiccup must not lose it.
     async fn write_with_retry(&self, m: &SecretMaterial) -> Result<bool, SinkError> {
-        let mut wait = std::time::Duration::from_millis(200);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.sink.write(m).await {
-                Ok(w) => return Ok(w),
-                Err(e) if attempt >= 3 => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "writing the Secret failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-            }
-        }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(200))
+            .with_max_times(SECRET_WRITE_ATTEMPTS - 1)
+            .with_jitter();
+        (|| self.sink.write(m))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .notify(|e: &SinkError, wait: std::time::Duration| {
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "writing the Secret failed; retrying");
+            })
+            .await
     }
 
     /// Revokes a key whose value could not be written (it is gone with this process: better no

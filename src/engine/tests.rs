@@ -646,11 +646,20 @@ async fn a_secret_write_is_tried_three_times_with_growing_waits() {
             &[],
         )
     };
-    // Two failures: the third attempt writes it, after waiting 200 ms then 400 ms.
+    // Two failures: the third attempt writes it, after waiting 200 ms then 400 ms (each with up
+    // to as much again of jitter).
+    let waited = |started: tokio::time::Instant| {
+        let e = started.elapsed();
+        assert!(
+            e >= std::time::Duration::from_millis(600)
+                && e <= std::time::Duration::from_millis(1200),
+            "{e:?}"
+        );
+    };
     let (cms, sink) = (FakeCms::default(), MemSink::failing(2));
     let started = tokio::time::Instant::now();
     let report = engine(&cms, &sink).apply(&create()).await.unwrap();
-    assert_eq!(started.elapsed(), std::time::Duration::from_millis(600));
+    waited(started);
     assert_eq!(*sink.attempts.lock(), 3);
     assert_eq!(report.secrets_written, 1);
     assert!(sink.value("s").is_some());
@@ -658,7 +667,7 @@ async fn a_secret_write_is_tried_three_times_with_growing_waits() {
     let (cms, sink) = (FakeCms::default(), MemSink::failing(3));
     let started = tokio::time::Instant::now();
     let e = engine(&cms, &sink).apply(&create()).await.unwrap_err();
-    assert_eq!(started.elapsed(), std::time::Duration::from_millis(600));
+    waited(started);
     assert_eq!(*sink.attempts.lock(), 3);
     assert_eq!(
         e.cause,

@@ -65,7 +65,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     providers: ProviderCache,
-    failures: Mutex<HashMap<String, u32>>,
+    /// Per policy that failed: its backoff, from 1 s to 5 minutes, jittered.
+    failures: Mutex<HashMap<String, backon::ExponentialBackoff>>,
     stores: Mutex<Option<Stores>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
     key_states: Mutex<HashMap<String, [i64; 3]>>,
@@ -98,7 +99,7 @@ impl Context {
         kind: ProviderKind,
         endpoint: &str,
         credential: &str,
-    ) -> Result<Arc<dyn CmsProvider>, String> {
+    ) -> Result<Arc<dyn CmsProvider>, crate::providers::ProviderError> {
         let key = cache_key(kind, endpoint, credential);
         let mut cache = self.providers.lock();
         if let Some(p) = cache.get(&key) {
@@ -140,12 +141,23 @@ impl Context {
         format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
     }
 
-    /// Per-object exponential backoff: 1 s, 2 s, 4 s ... at most 5 minutes.
+    /// Per-object exponential backoff (backon, jittered): about 1 s, 2 s, 4 s ... at most
+    /// 5 minutes; a success starts it over.
     pub fn backoff(&self, p: &ApiKeyPolicy) -> Duration {
+        const MAX: Duration = Duration::from_secs(300);
         let mut f = self.failures.lock();
-        let n = f.entry(Self::key(p)).or_insert(0);
-        *n = n.saturating_add(1);
-        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+        f.entry(Self::key(p))
+            .or_insert_with(|| {
+                backon::BackoffBuilder::build(
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_secs(1))
+                        .with_max_delay(MAX)
+                        .without_max_times()
+                        .with_jitter(),
+                )
+            })
+            .next()
+            .unwrap_or(MAX)
     }
 
     pub fn forget_failures(&self, p: &ApiKeyPolicy) {

@@ -47,7 +47,7 @@ pub enum ReconcileError {
     #[error("cannot revoke the keys: {0}")]
     Cleanup(#[from] DereferenceError),
     #[error("cannot revoke the keys: the credential is not usable: {0}")]
-    Credential(String),
+    Credential(ProviderError),
 }
 
 impl ReconcileError {

@@ -2,15 +2,19 @@
 //! `Retry-After`, and no retry of a non-idempotent call whose outcome is unknown.
 
 use super::{CallStats, ProviderError, Result};
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Exponential backoff with jitter (backon): `attempts` tries at most, the first wait `base`,
+/// no wait over `max_wait`, and no more waiting in all than `budget` (`None`: no limit).
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub attempts: u32,
     pub base: Duration,
     pub max_wait: Duration,
+    pub budget: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -19,6 +23,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             base: Duration::from_millis(200),
             max_wait: Duration::from_secs(10),
+            budget: None,
         }
     }
 }
@@ -98,75 +103,110 @@ impl JsonClient {
         idempotent: Idempotent,
     ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut rb = self.http.request(method.clone(), &url);
-            if !token.is_empty() {
-                rb = rb.bearer_auth(token);
-            }
-            if let Some(b) = body {
-                rb = rb.json(b);
-            }
-            let last = attempt >= self.retry.attempts;
-            let backoff = self
-                .retry
-                .base
-                .saturating_mul(1 << (attempt - 1).min(16))
-                .min(self.retry.max_wait);
-            match rb.send().await {
-                Err(e) => {
-                    // A connect error means the request never left: safe to repeat whatever it was.
-                    let safe = e.is_connect() || idempotent == Idempotent::Yes;
-                    if last || !safe {
-                        return Err(ProviderError::Unreachable {
-                            endpoint: self.base.clone(),
-                            detail: describe(&e),
-                        });
-                    }
-                    tracing::warn!(%method, path, attempt, error = %describe(&e), "CMS unreachable; retrying");
-                    tokio::time::sleep(backoff).await;
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = resp.text().await.unwrap_or_default();
-                    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    if status.is_success() {
-                        return Ok((status, value));
-                    }
-                    // 429 and 503 mean "not done, come back later"; other 5xx may have half-happened.
-                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
-                        || status == StatusCode::SERVICE_UNAVAILABLE
-                        || (status.is_server_error() && idempotent == Idempotent::Yes);
-                    if !retryable || last {
-                        // `{"message"}` (keyward) or `{"error": {"message"}}` (Strapi).
-                        let message = value
-                            .get("message")
-                            .or_else(|| value.pointer("/error/message"))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| text.chars().take(300).collect());
-                        return Err(ProviderError::Rejected {
-                            endpoint: self.base.clone(),
-                            status: status.as_u16(),
-                            message,
-                        });
-                    }
-                    let wait = retry_after
-                        .map(|r| r.min(Duration::from_secs(60)))
-                        .unwrap_or(backoff);
-                    tracing::warn!(%method, path, attempt, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "CMS asked to retry");
-                    tokio::time::sleep(wait).await;
-                }
-            }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.base)
+            .with_max_delay(self.retry.max_wait)
+            .with_max_times(self.retry.attempts.saturating_sub(1) as usize)
+            .with_total_delay(self.retry.budget)
+            .with_jitter();
+        (|| self.attempt(token, &method, &url, body, idempotent))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retry)
+            // The server's own Retry-After (at most a minute) wins over the backoff's delay.
+            .adjust(|f: &Failure, delay| {
+                delay.map(|d| f.retry_after.map_or(d, |r| r.min(Duration::from_secs(60))))
+            })
+            .notify(|f: &Failure, wait: Duration| {
+                tracing::warn!(%method, path, error = %f.error, wait_ms = wait.as_millis() as u64, "CMS call failed; retrying");
+            })
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// One try of a call: its answer, or what failed and whether it may be repeated.
+    async fn attempt(
+        &self,
+        token: &str,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+    ) -> std::result::Result<(StatusCode, Value), Failure> {
+        let mut rb = self.http.request(method.clone(), url);
+        if !token.is_empty() {
+            rb = rb.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(self.unreachable(&e, idempotent)),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok((status, value));
+        }
+        // `{"message"}` (keyward) or `{"error": {"message"}}` (Strapi).
+        let message = value
+            .get("message")
+            .or_else(|| value.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        Err(Failure {
+            error: ProviderError::Rejected {
+                endpoint: self.base.clone(),
+                status: status.as_u16(),
+                message,
+            },
+            // 429 and 503 mean "not done, come back later"; other 5xx may have half-happened.
+            retry: status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE
+                || (status.is_server_error() && idempotent == Idempotent::Yes),
+            retry_after,
+        })
+    }
+
+    /// A call that got no answer. A TLS failure is configuration, never retried; a connect error
+    /// means the request never left, so it is safe to repeat whatever it was.
+    fn unreachable(&self, e: &reqwest::Error, idempotent: Idempotent) -> Failure {
+        if let Some(detail) = super::tls::failure(e, &self.base) {
+            return Failure {
+                error: ProviderError::Tls {
+                    endpoint: self.base.clone(),
+                    detail,
+                },
+                retry: false,
+                retry_after: None,
+            };
+        }
+        Failure {
+            error: ProviderError::Unreachable {
+                endpoint: self.base.clone(),
+                detail: describe(e),
+            },
+            retry: e.is_connect() || idempotent == Idempotent::Yes,
+            retry_after: None,
         }
     }
+}
+
+/// What one attempt of a call left: the error if it is the last, whether to try again, and
+/// when the server asked to be called again.
+struct Failure {
+    error: ProviderError,
+    retry: bool,
+    retry_after: Option<Duration>,
 }
 
 fn describe(e: &reqwest::Error) -> String {

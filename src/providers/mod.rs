@@ -4,6 +4,7 @@ pub mod http;
 pub mod reference;
 pub mod registry;
 pub mod strapi;
+mod tls;
 
 use crate::model::desired::DesiredState;
 pub use crate::model::live::{IssuedKey, LiveKey, LiveSettings};
@@ -17,6 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum ProviderError {
     #[error("cannot reach {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    /// The credential is not one this provider can use (its shape, not its validity).
+    #[error("{provider} credential: {reason}")]
+    Credential {
+        provider: &'static str,
+        reason: &'static str,
+    },
+    /// The TLS handshake failed: a configuration error, never retried.
+    #[error("TLS with {endpoint} failed: {detail}")]
+    Tls { endpoint: String, detail: String },
     #[error("{endpoint} answered {status}: {message}")]
     Rejected {
         endpoint: String,

@@ -66,7 +66,11 @@ impl ProviderKind {
     }
 
     /// A client of this CMS at `endpoint` with `credential` (no call is made yet).
-    pub fn connect(self, endpoint: &str, credential: &str) -> Result<Box<dyn CmsProvider>, String> {
+    pub fn connect(
+        self,
+        endpoint: &str,
+        credential: &str,
+    ) -> Result<Box<dyn CmsProvider>, super::ProviderError> {
         Ok(match self {
             Self::Keyward => Box::new(ReferenceCms::new(endpoint, credential)),
             Self::Strapi => Box::new(Strapi::new(endpoint, credential)?),

@@ -57,12 +57,15 @@ impl std::fmt::Debug for Strapi {
 
 impl Strapi {
     /// `credential` is `email:password` of a Strapi admin user.
-    pub fn new(endpoint: &str, credential: &str) -> std::result::Result<Strapi, String> {
+    pub fn new(endpoint: &str, credential: &str) -> Result<Strapi> {
         let (email, password) = credential
             .trim()
             .split_once(':')
             .filter(|(e, p)| e.contains('@') && !p.is_empty())
-            .ok_or("a Strapi credential is `email:password` of an admin user")?;
+            .ok_or(ProviderError::Credential {
+                provider: PROVIDER,
+                reason: "a Strapi credential is `email:password` of an admin user",
+            })?;
         let mut login = JsonClient::new(endpoint, "");
         login.retry.attempts = 1;
         Ok(Strapi {
