@@ -288,7 +288,11 @@ async fn connect(
 
 /// Plans (and in apply mode applies) every connection the manifests use.
 pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
-    let set = load::load(&opts.paths)
+    // Reading the manifests is file I/O: on the blocking pool.
+    let paths = opts.paths.clone();
+    let set = tokio::task::spawn_blocking(move || load::load(&paths))
+        .await
+        .map_err(|e| GitopsError::Invalid(vec![format!("reading the manifests stopped: {e}")]))?
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let now = opts.clock.now();
     let resolved = validate::resolve(&set, now, None, opts.env_provider)

@@ -30,7 +30,7 @@ use service::Service;
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -297,6 +297,36 @@ pub fn router(ctx: Arc<Ctx>, max_body: usize) -> Router {
         ))
 }
 
+/// What a started CMS holds of its data directory.
+struct OpenedDataDir {
+    lock: crate::dirlock::DirLock,
+    tls: Option<Arc<server::Tls>>,
+    admin_token: AdminToken,
+    admin_token_path: Option<PathBuf>,
+    svc: Arc<Service>,
+}
+
+/// Locks the data directory (before anything else is read or written), then loads the TLS
+/// files, the admin token and the database.
+fn open_data_dir(cfg: &CmsConfig) -> Result<OpenedDataDir, StartError> {
+    let lock = crate::dirlock::lock(&cfg.data_dir, "data directory", cfg.lock_wait)?;
+    let tls = cfg
+        .tls
+        .clone()
+        .map(server::Tls::load)
+        .transpose()?
+        .map(Arc::new);
+    let (admin_token, admin_token_path) = resolve_admin_token(cfg)?;
+    let svc = Arc::new(Service::open(&cfg.data_dir, cfg.plan)?);
+    Ok(OpenedDataDir {
+        lock,
+        tls,
+        admin_token,
+        admin_token_path,
+        svc,
+    })
+}
+
 /// Every minute, the rate limiters drop the buckets of clients that went quiet, until the
 /// server stops.
 async fn forget_idle_clients(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -311,24 +341,23 @@ async fn forget_idle_clients(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiv
 
 /// Locks and opens the data directory and starts serving on `cfg.listen`.
 pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
-    let lock = {
-        let (dir, wait) = (cfg.data_dir.clone(), cfg.lock_wait);
-        tokio::task::spawn_blocking(move || crate::dirlock::lock(&dir, "data directory", wait))
+    // The lock, the files and the database are blocking work: off the async workers.
+    let opened = {
+        let owned = cfg.clone();
+        tokio::task::spawn_blocking(move || open_data_dir(&owned))
             .await
             .map_err(|e| StartError::DataDir {
                 path: cfg.data_dir.clone(),
                 cause: std::io::Error::other(e),
             })??
     };
-    let tls = cfg
-        .tls
-        .clone()
-        .map(server::Tls::load)
-        .transpose()?
-        .map(Arc::new);
-    let (admin_token, admin_token_path) = resolve_admin_token(&cfg)?;
-    let dir: &Path = &cfg.data_dir;
-    let svc = Arc::new(Service::open(dir, cfg.plan)?);
+    let OpenedDataDir {
+        lock,
+        tls,
+        admin_token,
+        admin_token_path,
+        svc,
+    } = opened;
     if svc.cors_origins().iter().any(|o| o == "*") {
         tracing::warn!(
             "CORS origin '*' is configured: every web page can read this CMS's responses"

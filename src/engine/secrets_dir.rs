@@ -46,26 +46,33 @@ impl SecretsDir {
         }
     }
 
-    fn read(&self, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
-        let path = self.path_of(target);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            // Not taken as missing: that would regenerate a value that may be in use, and the
-            // new one could not be written there either.
-            Err(e) => {
-                return Err(Self::err(
-                    target,
-                    format!(
-                        "cannot read {}: {e}; fix or remove the file",
-                        path.display()
-                    ),
-                ))
-            }
-        };
-        // A file that is not a Secret we can read is treated as missing: its value is unusable.
-        Ok(serde_yaml_ng::from_str::<Secret>(&text).ok())
+    /// The Secret file of `target`, read on the blocking pool.
+    async fn read(&self, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
+        let (path, t) = (self.path_of(target), target.clone());
+        tokio::task::spawn_blocking(move || read_file(&path, &t))
+            .await
+            .map_err(|e| Self::err(target, e))?
     }
+}
+
+fn read_file(path: &Path, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Not taken as missing: that would regenerate a value that may be in use, and the
+        // new one could not be written there either.
+        Err(e) => {
+            return Err(SecretsDir::err(
+                target,
+                format!(
+                    "cannot read {}: {e}; fix or remove the file",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    // A file that is not a Secret we can read is treated as missing: its value is unusable.
+    Ok(serde_yaml_ng::from_str::<Secret>(&text).ok())
 }
 
 /// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
@@ -128,26 +135,35 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl SecretSink for SecretsDir {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
-        Ok(self.read(target)?.map(|s| {
+        Ok(self.read(target).await?.map(|s| {
             let ann = s.metadata.annotations.clone().unwrap_or_default();
             observed_from(&ann, &string_data(&s), &target.key_field)
         }))
     }
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {
-        Ok(self.read(target)?.and_then(|s| value_in(&s, target)))
+        Ok(self.read(target).await?.and_then(|s| value_in(&s, target)))
     }
 
     async fn write(&self, m: &SecretMaterial) -> Result<bool, SinkError> {
         let text = serde_yaml_ng::to_string(&manifest(m)).map_err(|e| Self::err(&m.target, e))?;
         let path = self.path_of(&m.target);
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-            return Ok(false);
+        // File I/O (and its fsync) on the blocking pool, not on the async workers.
+        let written = tokio::task::spawn_blocking(move || {
+            if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+                return Ok(false);
+            }
+            write_atomically(&path, text.as_bytes())
+                .map(|()| true)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| Self::err(&m.target, e))?
+        .map_err(|e| Self::err(&m.target, e))?;
+        if written {
+            self.writes.fetch_add(1, Ordering::Relaxed);
         }
-        write_atomically(&path, text.as_bytes())
-            .map_err(|e| Self::err(&m.target, format!("cannot write {}: {e}", path.display())))?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
+        Ok(written)
     }
 }
 
