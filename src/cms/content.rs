@@ -49,20 +49,14 @@ impl Entry {
     pub fn render(&self, version: &Map<String, Value>) -> Value {
         let mut out = version.clone();
         out.insert("id".into(), Value::String(self.id.clone()));
-        out.insert(
-            "createdAt".into(),
-            Value::String(crate::model::rfc3339(self.created_at)),
+        super::keys::insert_times(
+            &mut out,
+            &[
+                ("createdAt", Some(self.created_at)),
+                ("updatedAt", Some(self.updated_at)),
+                ("publishedAt", self.published_at),
+            ],
         );
-        out.insert(
-            "updatedAt".into(),
-            Value::String(crate::model::rfc3339(self.updated_at)),
-        );
-        if let Some(p) = self.published_at {
-            out.insert(
-                "publishedAt".into(),
-                Value::String(crate::model::rfc3339(p)),
-            );
-        }
         out.insert(
             "status".into(),
             serde_json::to_value(self.status()).unwrap_or(Value::Null),

@@ -35,27 +35,25 @@ impl KeyRecord {
         if let Ok(Value::Object(spec)) = serde_json::to_value(&self.spec) {
             out.extend(spec);
         }
-        out.insert(
-            "expiresAt".into(),
-            Value::String(crate::model::rfc3339(self.expires_at())),
+        insert_times(
+            &mut out,
+            &[
+                ("expiresAt", Some(self.expires_at())),
+                ("createdAt", Some(self.created_at)),
+                ("updatedAt", Some(self.updated_at)),
+                ("rotatedAt", self.rotated_at),
+                ("previousValidUntil", self.previous_valid_until),
+            ],
         );
-        out.insert(
-            "createdAt".into(),
-            Value::String(crate::model::rfc3339(self.created_at)),
-        );
-        out.insert(
-            "updatedAt".into(),
-            Value::String(crate::model::rfc3339(self.updated_at)),
-        );
-        if let Some(r) = self.rotated_at {
-            out.insert("rotatedAt".into(), Value::String(crate::model::rfc3339(r)));
-        }
-        if let Some(p) = self.previous_valid_until {
-            out.insert(
-                "previousValidUntil".into(),
-                Value::String(crate::model::rfc3339(p)),
-            );
-        }
         Value::Object(out)
+    }
+}
+
+/// Inserts each time that is there, as RFC 3339.
+pub(crate) fn insert_times(out: &mut Map<String, Value>, times: &[(&str, Option<Timestamp>)]) {
+    for (field, t) in times {
+        if let Some(t) = t {
+            out.insert((*field).into(), Value::String(crate::model::rfc3339(*t)));
+        }
     }
 }

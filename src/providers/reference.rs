@@ -15,6 +15,19 @@ pub struct ReferenceCms {
 }
 
 impl ReferenceCms {
+    /// The keys a listing at `path` answers with.
+    async fn list_at(&self, path: &str) -> Result<Vec<LiveKey>> {
+        let (_, v) = self
+            .client
+            .call(Method::GET, path, None, Idempotent::Yes)
+            .await?;
+        let keys = v
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.decode("no keys array"))?;
+        keys.iter().map(|k| self.live_key(k)).collect()
+    }
+
     pub fn new(endpoint: &str, token: &str) -> ReferenceCms {
         ReferenceCms {
             client: JsonClient::new(endpoint, token),
@@ -138,15 +151,7 @@ impl CmsProvider for ReferenceCms {
     }
 
     async fn list_keys(&self) -> Result<Vec<LiveKey>> {
-        let (_, v) = self
-            .client
-            .call(Method::GET, "/v1/keys", None, Idempotent::Yes)
-            .await?;
-        let keys = v
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| self.decode("no keys array"))?;
-        keys.iter().map(|k| self.live_key(k)).collect()
+        self.list_at("/v1/keys").await
     }
 
     async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
@@ -160,20 +165,7 @@ impl CmsProvider for ReferenceCms {
                 other => format!("%{other:02X}"),
             })
             .collect();
-        let (_, v) = self
-            .client
-            .call(
-                Method::GET,
-                &format!("/v1/keys?label={enc}"),
-                None,
-                Idempotent::Yes,
-            )
-            .await?;
-        let keys = v
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| self.decode("no keys array"))?;
-        keys.iter().map(|k| self.live_key(k)).collect()
+        self.list_at(&format!("/v1/keys?label={enc}")).await
     }
 
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
