@@ -66,6 +66,7 @@ async fn main() {
         mode,
         env_url: Some(running.url()),
         env_token: Some(admin.clone().into()),
+        ca_pem: None,
         clock: keyward::engine::Clock::system(),
     };
     println!(

@@ -39,6 +39,9 @@ pub struct Options {
     pub env_provider: ProviderKind,
     /// Revoke the keys of policies that are no longer in the manifests (see `prune_gone`).
     pub prune: bool,
+    /// `--ca-file` / `KEYWARD_CMS_CA_FILE`: CA certificates (PEM) trusted besides the system's,
+    /// for every connection that names no CA Secret of its own.
+    pub ca_pem: Option<Vec<u8>>,
     /// "Now" for validation, plans and new expiries (the system clock but in tests).
     pub clock: Clock,
 }
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Options {
             .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
             .field("env_provider", &self.env_provider)
             .field("prune", &self.prune)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
             .field("clock", &self.clock)
             .finish()
     }
@@ -164,25 +168,57 @@ fn apis_named(state: &DesiredState) -> BTreeSet<String> {
     apis
 }
 
+/// A field of a Secret in the manifests (`stringData` or `data`), by (namespace, name, field).
+fn secret_field(
+    set: &ManifestSet,
+    (ns, name, field): &(String, String, String),
+) -> Option<Vec<u8>> {
+    let secret = set.secrets.iter().find(|s| {
+        s.object.metadata.name.as_deref() == Some(name)
+            && s.object.metadata.namespace.as_deref().unwrap_or("default") == ns
+    })?;
+    if let Some(v) = secret
+        .object
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(field))
+    {
+        return Some(v.clone().into_bytes());
+    }
+    secret
+        .object
+        .data
+        .as_ref()
+        .and_then(|d| d.get(field))
+        .map(|v| v.0.clone())
+}
+
 fn credential(
     set: &ManifestSet,
     cfg: &ConnectionConfig,
     env_token: Option<&secrecy::SecretString>,
 ) -> Option<secrecy::SecretString> {
-    let (ns, name, field) = &cfg.credentials;
-    let secret = set.secrets.iter().find(|s| {
-        s.object.metadata.name.as_deref() == Some(name)
-            && s.object.metadata.namespace.as_deref().unwrap_or("default") == ns
-    });
-    if let Some(s) = secret {
-        if let Some(v) = s.object.string_data.as_ref().and_then(|d| d.get(field)) {
-            return Some(v.clone().into());
-        }
-        if let Some(v) = s.object.data.as_ref().and_then(|d| d.get(field)) {
-            return String::from_utf8(v.0.clone()).ok().map(Into::into);
-        }
+    match secret_field(set, &cfg.credentials) {
+        Some(bytes) => String::from_utf8(bytes).ok().map(Into::into),
+        None => env_token.cloned(),
     }
-    env_token.cloned()
+}
+
+/// The CA a connection trusts: its CA Secret in the manifests, else `--ca-file`.
+fn ca_of(
+    set: &ManifestSet,
+    cfg: &ConnectionConfig,
+    opts: &Options,
+) -> Result<Option<Vec<u8>>, String> {
+    match &cfg.ca {
+        Some(r) => secret_field(set, r).map(Some).ok_or_else(|| {
+            format!(
+                "CA Secret {}/{} (field '{}') is not in the manifests",
+                r.0, r.1, r.2
+            )
+        }),
+        None => Ok(opts.ca_pem.clone()),
+    }
 }
 
 struct Connected {
@@ -209,13 +245,12 @@ async fn connect(
             (Some(url), Some(token)) => Ok(Connected {
                 provider: opts
                     .env_provider
-                    .connect(url, secrecy::ExposeSecret::expose_secret(token))
-                    .map_err(|m| {
-                        fail(format!(
-                            "KEYWARD_CMS_TOKEN is not a {} credential: {m}",
-                            opts.env_provider
-                        ))
-                    })?,
+                    .connect(
+                        url,
+                        secrecy::ExposeSecret::expose_secret(token),
+                        opts.ca_pem.as_deref(),
+                    )
+                    .map_err(|m| fail(format!("KEYWARD_CMS_URL with KEYWARD_CMS_TOKEN: {m}")))?,
                 title: format!("{} at {url} (KEYWARD_CMS_URL)", opts.env_provider.title()),
                 endpoint: url.clone(),
                 template_endpoint: url.clone(),
@@ -264,12 +299,14 @@ async fn connect(
                     cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
                 ))
             })?;
+            let ca = ca_of(set, cfg, opts).map_err(fail)?;
             Ok(Connected {
                 provider: cfg
                     .provider
                     .connect(
                         &cfg.endpoint,
                         secrecy::ExposeSecret::expose_secret(&token).trim(),
+                        ca.as_deref(),
                     )
                     .map_err(|m| {
                         fail(format!(

@@ -1,12 +1,12 @@
 //! The `keyward` binary: the CLI edge. Library errors become `anyhow` reports here.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
+use keyward::config::{Effective, Given, Source};
 use keyward::gitops::{self, GitopsError, Mode};
 use keyward::model::Plan;
-use keyward::policy::ProviderKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ enum Command {
     Apply(GitopsArgs),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crd,
+    /// Print the effective configuration (keyward.toml, environment, defaults) and where each
+    /// value comes from; never a credential.
+    Config(ConfigArgs),
     /// Run the Kubernetes controller over ApiKeyPolicy resources.
     Operator(OperatorArgs),
 }
@@ -75,23 +78,42 @@ struct OperatorArgs {
     identity: String,
 }
 
+/// Which configuration file and profile (plan, apply, config).
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// The configuration file (default: keyward.toml in the current directory, if there).
+    #[arg(long = "config", env = "KEYWARD_CONFIG")]
+    file: Option<PathBuf>,
+    /// A `[profiles.NAME]` of the file, over its top-level settings.
+    #[arg(long, env = "KEYWARD_PROFILE")]
+    profile: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct GitopsArgs {
     /// Manifest files or directories (multi-document YAML; directories are read recursively).
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
-    /// Where Secret manifests are written (one YAML per Secret) and read back from.
-    #[arg(long, default_value = ".keyward/secrets")]
-    secrets_dir: PathBuf,
-    /// Data directory of the embedded reference CMS (used when no connection is configured).
-    #[arg(long, default_value = ".keyward/cms")]
-    data_dir: PathBuf,
+    /// Where Secret manifests are written (one YAML per Secret) and read back from
+    /// [default: .keyward/secrets, or keyward.toml's secrets_dir].
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
+    /// Data directory of the embedded reference CMS (used when no connection is configured)
+    /// [default: .keyward/cms, or keyward.toml's data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Also revoke the keys of policies that are no longer in the files (keys the CLI created
     /// on the connections these files use; an operator's keys are never pruned).
     #[arg(long)]
     prune: bool,
+    /// CA certificates (PEM) to trust besides the system's when reaching the CMS over HTTPS,
+    /// for connections that name no CA Secret of their own.
+    #[arg(long, env = "KEYWARD_CMS_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +253,12 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(args) => {
+            let (effective, _) = effective_config(&args, Given::default()).await?;
+            let token_set = std::env::var_os(&effective.token_env.value).is_some();
+            print!("{}", effective.describe(token_set));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -443,22 +471,62 @@ async fn demo(data: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// A non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The configuration a run uses: `given` (flags and their environment variables) over the
+/// environment, the profile and the file; returns the file too.
+async fn effective_config(
+    args: &ConfigArgs,
+    mut given: Given,
+) -> Result<(Effective, Option<keyward::config::Loaded>)> {
+    let named = args.file.clone();
+    let loaded = tokio::task::spawn_blocking(move || keyward::config::load(named.as_deref()))
+        .await
+        .context("reading the configuration stopped")??;
+    given.profile = args.profile.clone();
+    let effective = Effective::resolve(given, loaded.as_ref(), &env_value)?;
+    Ok((effective, loaded))
+}
+
 /// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
 async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let given = Given {
+        secrets_dir: args.secrets_dir.clone().map(|p| (p, Source::Flag)),
+        data_dir: args.data_dir.clone().map(|p| (p, Source::Flag)),
+        ca_file: args.ca_file.clone().map(|p| {
+            let from_env =
+                std::env::var_os("KEYWARD_CMS_CA_FILE").is_some_and(|v| v == p.as_os_str());
+            let source = if from_env {
+                Source::Env("KEYWARD_CMS_CA_FILE".into())
+            } else {
+                Source::Flag
+            };
+            (p, source)
+        }),
+        profile: None,
+    };
+    let (c, _) = effective_config(&args.config, given).await?;
+    let ca_pem = match &c.ca_file.value {
+        Some(path) => Some(
+            tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let opts = gitops::Options {
+        ca_pem,
         paths: args.paths,
-        secrets_dir: args.secrets_dir,
-        data_dir: args.data_dir,
+        secrets_dir: c.secrets_dir.value,
+        data_dir: c.data_dir.value,
         mode,
-        env_url: env("KEYWARD_CMS_URL"),
-        env_token: env("KEYWARD_CMS_TOKEN").map(Into::into),
+        env_url: c.url.value,
+        env_token: env_value(&c.token_env.value).map(Into::into),
         prune: args.prune,
-        env_provider: match env("KEYWARD_CMS_PROVIDER").as_deref() {
-            None | Some("keyward") => ProviderKind::Keyward,
-            Some("strapi") => ProviderKind::Strapi,
-            Some(other) => bail!("KEYWARD_CMS_PROVIDER is '{other}'; it takes keyward or strapi"),
-        },
+        env_provider: c.provider.value,
         clock: keyward::engine::Clock::system(),
     };
     let print = |o: &gitops::Outcome| match args.output {

@@ -739,6 +739,7 @@ stringData: {{token: {ADMIN}}}
         mode,
         env_url: None,
         env_token: None,
+        ca_pem: None,
     };
     let r = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap();
     assert_eq!(

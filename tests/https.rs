@@ -109,3 +109,201 @@ fn sighup_reloads_the_certificate() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// ---- the CLI reaching a CMS over HTTPS ----------------------------------------------------------
+
+const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  keys:
+    - name: reader
+      defaultPermissions: [GET]
+      secret: {name: reader}
+";
+
+/// `keyward ARGS` with a clean environment but for `env`; (exit code, stdout, stderr, seconds).
+fn keyward(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String, f64) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.current_dir(dir).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_apply_over_https_with_a_private_ca() {
+    let ca = TestCa::new("private");
+    let cms =
+        Cms::start_with(|c| c.tls = Some(ca.server("cms", &["127.0.0.1", "localhost"], false)))
+            .await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("policy.yaml"), POLICY).unwrap();
+    let ca_file = ca.ca_pem.to_str().unwrap().to_owned();
+    let base = [
+        ("KEYWARD_CMS_URL", cms.url.as_str()),
+        ("KEYWARD_CMS_TOKEN", support::ADMIN),
+    ];
+    let files = ["-f", "policy.yaml", "--secrets-dir", "out"];
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(files);
+        let mut e = base.to_vec();
+        e.extend_from_slice(env);
+        keyward(work.path(), &all, &e)
+    };
+    // --ca-file: applied over HTTPS.
+    let (code, out, err, _) = run(&["apply", "--ca-file", &ca_file], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("https://127.0.0.1"), "{out}");
+    // KEYWARD_CMS_CA_FILE and SSL_CERT_FILE: the same CMS, nothing left to do.
+    for env in [
+        ("KEYWARD_CMS_CA_FILE", ca_file.as_str()),
+        ("SSL_CERT_FILE", ca_file.as_str()),
+    ] {
+        let (code, out, err, _) = run(&["plan"], &[env]);
+        assert_eq!(code, 0, "{env:?}: {out}{err}");
+    }
+    // keyward.toml: the URL, the variable holding the token and the CA, relative to the file.
+    std::fs::create_dir(work.path().join("conf")).unwrap();
+    std::fs::copy(&ca.ca_pem, work.path().join("conf/ca.pem")).unwrap();
+    std::fs::write(
+        work.path().join("conf/keyward.toml"),
+        format!("secrets_dir = \"../out\"\n[cms]\nurl = \"{}\"\ntoken_env = \"CMS_TOKEN\"\nca_file = \"ca.pem\"\n", cms.url),
+    )
+    .unwrap();
+    let (code, out, err, _) = keyward(
+        work.path(),
+        &["plan", "-f", "policy.yaml", "--config", "conf/keyward.toml"],
+        &[("CMS_TOKEN", support::ADMIN)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _, _) = keyward(
+        work.path(),
+        &["config", "--config", "conf/keyward.toml"],
+        &[("CMS_TOKEN", support::ADMIN)],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("$CMS_TOKEN (set)"), "{out}");
+    assert!(out.contains("conf/ca.pem"), "{out}");
+    assert!(!out.contains(support::ADMIN), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_are_clear_configuration_errors_and_never_retried() {
+    let ca = TestCa::new("private");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("policy.yaml"), POLICY).unwrap();
+    let ca_file = ca.ca_pem.to_str().unwrap().to_owned();
+    for (cert, with_ca, expected) in [
+        (
+            ca.server("good", &["127.0.0.1"], false),
+            false,
+            "certificate verify failed: unknown issuer for 127.0.0.1; pass --ca-file",
+        ),
+        (
+            ca.server("other", &["other.example"], false),
+            true,
+            "certificate verify failed: the certificate is not valid for 127.0.0.1",
+        ),
+        (
+            ca.server("old", &["127.0.0.1"], true),
+            true,
+            "certificate verify failed: the certificate of 127.0.0.1 has expired",
+        ),
+    ] {
+        let cms = Cms::start_with(|c| c.tls = Some(cert)).await;
+        let mut args = vec!["plan", "-f", "policy.yaml", "--secrets-dir", "out"];
+        if with_ca {
+            args.extend(["--ca-file", ca_file.as_str()]);
+        }
+        let (code, out, err, took) = keyward(
+            work.path(),
+            &args,
+            &[
+                ("KEYWARD_CMS_URL", cms.url.as_str()),
+                ("KEYWARD_CMS_TOKEN", support::ADMIN),
+            ],
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(took < 5.0, "a TLS failure is not retried: {took:.1}s");
+        assert!(
+            !format!("{out}{err}").contains(support::ADMIN),
+            "{out}{err}"
+        );
+    }
+}
+
+#[test]
+fn the_config_file_is_checked_and_never_holds_a_credential() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("policy.yaml"), POLICY).unwrap();
+    std::fs::write(
+        work.path().join("keyward.toml"),
+        "[cms]\nurl = \"https://x\"\ntoken = \"do-not-echo-me\"\n",
+    )
+    .unwrap();
+    // keyward.toml in the current directory is read without being named.
+    let (code, _, err, _) = keyward(work.path(), &["plan", "-f", "policy.yaml"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "keyward.toml:3: cms.token: a credential is never stored in the file; set token_env"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("do-not-echo-me"), "{err}");
+    std::fs::write(work.path().join("keyward.toml"), "[cms]\nurl = 3\n").unwrap();
+    let (code, _, err, _) = keyward(work.path(), &["config"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("keyward.toml:2:"), "{err}");
+    // A named file that does not exist is an error, not the defaults.
+    let (code, _, err, _) = keyward(work.path(), &["config", "--config", "nope.toml"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nope.toml: cannot read the configuration file"),
+        "{err}"
+    );
+    // Flags over the environment over the profile over the file over defaults.
+    std::fs::write(
+        work.path().join("keyward.toml"),
+        "secrets_dir = \"from-file\"\ndata_dir = \"data\"\n[profiles.staging]\nsecrets_dir = \"from-profile\"\n[profiles.staging.cms]\nurl = \"https://staging\"\n",
+    )
+    .unwrap();
+    let (_, out, _, _) = keyward(work.path(), &["config", "--profile", "staging"], &[]);
+    assert!(
+        out.contains("from-profile") && out.contains("(profile staging)"),
+        "{out}"
+    );
+    assert!(out.contains("https://staging"), "{out}");
+    let (_, out, _, _) = keyward(
+        work.path(),
+        &["config"],
+        &[
+            ("KEYWARD_PROFILE", "staging"),
+            ("KEYWARD_CMS_URL", "https://env"),
+        ],
+    );
+    assert!(
+        out.contains("https://env") && out.contains("(env KEYWARD_CMS_URL)"),
+        "{out}"
+    );
+}

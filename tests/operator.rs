@@ -1305,3 +1305,54 @@ fn provider_of(
     ctx.used_provider(keyward::policy::ProviderKind::Keyward, url, ADMIN)
         .expect("the controller has used the CMS")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_trusts_its_private_ca_and_an_untrusted_certificate_is_a_tls_error() {
+    let ca = support::tls::TestCa::new("cluster");
+    let cms = Cms::start_with(|c| c.tls = Some(ca.server("cms", &["127.0.0.1"], false))).await;
+    let emu = Emulator::new();
+    let client = emu.client();
+    create(
+        &client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    )
+    .await;
+    let labels = json!({"keyward.dev/credential": "true"});
+    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin", "labels": labels}, "data": {"token": b64(ADMIN)}})).await;
+    let ca_pem = String::from_utf8(ca.ca_bytes()).unwrap();
+    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-ca", "labels": labels}, "data": {"ca.crt": b64(&ca_pem)}})).await;
+    create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
+        "spec": {"endpoint": cms.url, "credentialsSecretRef": {"name": "cms-admin"}, "tls": {"caSecretRef": {"name": "cms-ca"}}}})).await;
+    let c = Cluster { emu, client, cms };
+    let (_, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    assert!(secret_value(&c, "reader").await.is_some());
+    // Without the CA, the endpoint's certificate has an unknown issuer: TlsError, named.
+    let patch = json!({"spec": {"tls": null}});
+    Api::<keyward::policy::CmsConnection>::namespaced(c.client.clone(), "shop")
+        .patch("main", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("Ready=False, TlsError", RECONCILES, || async {
+        ready(&c).await.is_some_and(|s| {
+            condition(&s, "Ready").is_some_and(|r| {
+                r["status"] == "False"
+                    && r["reason"] == "TlsError"
+                    && r["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("unknown issuer for 127.0.0.1")
+            })
+        })
+    })
+    .await;
+    op.abort();
+}

@@ -46,6 +46,7 @@ async fn run_at(
         mode,
         env_url: Some(s.url.clone()),
         env_token: Some(s.credential().into()),
+        ca_pem: None,
         env_provider: ProviderKind::Strapi,
         prune: false,
         clock: clock.clone(),
@@ -592,6 +593,41 @@ async fn the_cli_reads_the_provider_from_the_environment() {
         "{}",
         String::from_utf8_lossy(&again.stdout)
     );
+    // The same Strapi behind a TLS ingress with a private CA: reached over HTTPS with
+    // --ca-file, refused (a TLS error, not retried) without it.
+    let ca = support::tls::TestCa::new("ingress");
+    let upstream: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let proxy =
+        support::tls::tls_proxy(&ca.server("ingress", &["127.0.0.1"], false), upstream).await;
+    let https = format!("https://{proxy}");
+    let over_tls = |with_ca: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+        c.args(["plan", "-f"])
+            .arg(examples().join("03-multi-device"))
+            .arg("--secrets-dir")
+            .arg(out.path())
+            .env("KEYWARD_CMS_URL", &https)
+            .env("KEYWARD_CMS_TOKEN", s.credential())
+            .env("KEYWARD_CMS_PROVIDER", "strapi");
+        if with_ca {
+            c.arg("--ca-file").arg(&ca.ca_pem);
+        }
+        c.output().unwrap()
+    };
+    // The keys are all there; only the Secrets, which name the endpoint, would be rewritten.
+    let tls_plan = over_tls(true);
+    assert!(String::from_utf8_lossy(&tls_plan.stdout).contains("Plan: 3 Secrets to rewrite."));
+    assert_eq!(
+        tls_plan.status.code(),
+        Some(2),
+        "{}{}",
+        String::from_utf8_lossy(&tls_plan.stdout),
+        String::from_utf8_lossy(&tls_plan.stderr)
+    );
+    assert!(String::from_utf8_lossy(&tls_plan.stdout).contains(&https));
+    let untrusted = over_tls(false);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("unknown issuer for 127.0.0.1"));
     // No key value in anything the CLI printed.
     let key = value(out.path(), "mobile", "cms-key-web", "apiKey");
     for o in [&plan, &apply, &again] {

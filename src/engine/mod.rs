@@ -162,6 +162,17 @@ pub struct SinkError {
 pub trait SecretSink: Send + Sync {
     /// What the Secret says about the value it holds; `None` if there is no such Secret.
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError>;
+    /// [`observe`](Self::observe) for many Secrets at once (a sink may read them together).
+    async fn observe_all(
+        &self,
+        targets: &[SecretTarget],
+    ) -> Result<Vec<Option<ObservedSecret>>, SinkError> {
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            out.push(self.observe(t).await?);
+        }
+        Ok(out)
+    }
     /// The value the Secret holds, to rewrite its other fields without a new value.
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError>;
     /// Writes the Secret; `Ok(false)` when it already had exactly this content.
@@ -209,13 +220,13 @@ pub async fn observe_secrets(
     sink: &dyn SecretSink,
     keys: &[DesiredKey],
 ) -> Result<ObservedSecrets, SinkError> {
-    let mut out = ObservedSecrets::new();
-    for k in keys {
-        if let Some(o) = sink.observe(&k.secret).await? {
-            out.insert((k.secret.namespace.clone(), k.secret.name.clone()), o);
-        }
-    }
-    Ok(out)
+    let targets: Vec<SecretTarget> = keys.iter().map(|k| k.secret.clone()).collect();
+    let observed = sink.observe_all(&targets).await?;
+    Ok(targets
+        .into_iter()
+        .zip(observed)
+        .filter_map(|(t, o)| Some(((t.namespace, t.name), o?)))
+        .collect())
 }
 
 pub struct Engine<'a> {

@@ -75,6 +75,12 @@ fn read_file(path: &Path, target: &SecretTarget) -> Result<Option<Secret>, SinkE
     Ok(serde_yaml_ng::from_str::<Secret>(&text).ok())
 }
 
+/// What a Secret file says about itself.
+fn observed(s: &Secret, target: &SecretTarget) -> ObservedSecret {
+    let ann = s.metadata.annotations.clone().unwrap_or_default();
+    observed_from(&ann, &string_data(s), &target.key_field)
+}
+
 /// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
 pub fn string_data(secret: &Secret) -> std::collections::BTreeMap<String, String> {
     secret
@@ -135,10 +141,34 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl SecretSink for SecretsDir {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
-        Ok(self.read(target).await?.map(|s| {
-            let ann = s.metadata.annotations.clone().unwrap_or_default();
-            observed_from(&ann, &string_data(&s), &target.key_field)
-        }))
+        Ok(self.read(target).await?.map(|s| observed(&s, target)))
+    }
+
+    /// Every file in one trip to the blocking pool (a plan reads them all).
+    async fn observe_all(
+        &self,
+        targets: &[SecretTarget],
+    ) -> Result<Vec<Option<ObservedSecret>>, SinkError> {
+        let files: Vec<(PathBuf, SecretTarget)> = targets
+            .iter()
+            .map(|t| (self.path_of(t), t.clone()))
+            .collect();
+        let first = targets.first().cloned();
+        tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|(path, t)| Ok(read_file(path, t)?.map(|s| observed(&s, t))))
+                .collect()
+        })
+        .await
+        .map_err(|e| match &first {
+            Some(t) => Self::err(t, e),
+            None => SinkError {
+                namespace: String::new(),
+                name: String::new(),
+                detail: e.to_string(),
+            },
+        })?
     }
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {

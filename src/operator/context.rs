@@ -41,7 +41,7 @@ impl Stores {
     }
 }
 
-/// A CMS provider per connection: (kind, endpoint, digest of the credential); the credential
+/// A CMS provider per connection: (kind, endpoint, digest of the credential and CA); the credential
 /// itself is kept only by its provider.
 type ProviderCache = Mutex<BTreeMap<(ProviderKind, String, [u8; 32]), Arc<dyn CmsProvider>>>;
 
@@ -49,13 +49,14 @@ fn cache_key(
     kind: ProviderKind,
     endpoint: &str,
     credential: &str,
+    ca: Option<&[u8]>,
 ) -> (ProviderKind, String, [u8; 32]) {
     use sha2::Digest;
-    (
-        kind,
-        endpoint.to_owned(),
-        sha2::Sha256::digest(credential.as_bytes()).into(),
-    )
+    let mut h = sha2::Sha256::new();
+    h.update(credential.as_bytes());
+    h.update([0]);
+    h.update(ca.unwrap_or_default());
+    (kind, endpoint.to_owned(), h.finalize().into())
 }
 
 /// Shared by every reconcile.
@@ -99,13 +100,14 @@ impl Context {
         kind: ProviderKind,
         endpoint: &str,
         credential: &str,
+        ca: Option<&[u8]>,
     ) -> Result<Arc<dyn CmsProvider>, crate::providers::ProviderError> {
-        let key = cache_key(kind, endpoint, credential);
+        let key = cache_key(kind, endpoint, credential, ca);
         let mut cache = self.providers.lock();
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let p: Arc<dyn CmsProvider> = kind.connect(endpoint, credential)?.into();
+        let p: Arc<dyn CmsProvider> = kind.connect(endpoint, credential, ca)?.into();
         cache.insert(key, p.clone());
         Ok(p)
     }
@@ -119,7 +121,7 @@ impl Context {
     ) -> Option<Arc<dyn CmsProvider>> {
         self.providers
             .lock()
-            .get(&cache_key(kind, endpoint, credential))
+            .get(&cache_key(kind, endpoint, credential, None))
             .cloned()
     }
 

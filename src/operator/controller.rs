@@ -66,7 +66,23 @@ fn policies_using(
         .collect()
 }
 
-/// The policies whose connection reads credential Secret `ns/name`.
+/// Whether a connection's credential or CA is the Secret `ns/name` (`own_ns`: the
+/// connection's namespace, where its Secrets are unless they say otherwise).
+fn reads_secret(
+    cred: &crate::policy::SecretKeyRef,
+    tls: Option<&crate::policy::ConnectionTls>,
+    own_ns: Option<&str>,
+    ns: &str,
+    name: &str,
+) -> bool {
+    let here = |other: Option<&str>| other.or(own_ns) == Some(ns);
+    (here(cred.namespace.as_deref()) && cred.name == name)
+        || tls
+            .and_then(|t| t.ca_secret_ref.as_ref())
+            .is_some_and(|r| here(r.namespace.as_deref()) && r.name == name)
+}
+
+/// The policies whose connection reads Secret `ns/name` (its credential or its CA).
 fn policies_reading_secret(
     stores: &Stores,
     default: &Option<DefaultConnection>,
@@ -75,8 +91,19 @@ fn policies_reading_secret(
 ) -> Vec<ObjectRef<ApiKeyPolicy>> {
     let mut out = Vec::new();
     for c in stores.connections.state() {
-        let r = &c.spec.credentials_secret_ref;
-        if c.namespace().as_deref() == Some(ns) && r.name == name {
+        let own = c.namespace();
+        // A CmsConnection's Secrets are always in its own namespace.
+        let cred = crate::policy::SecretKeyRef {
+            namespace: None,
+            ..c.spec.credentials_secret_ref.clone()
+        };
+        let tls = c.spec.tls.clone().map(|mut t| {
+            if let Some(r) = &mut t.ca_secret_ref {
+                r.namespace = None;
+            }
+            t
+        });
+        if reads_secret(&cred, tls.as_ref(), own.as_deref(), ns, name) {
             let id = ConnectionId::CmsConnection {
                 namespace: ns.to_owned(),
                 name: c.name_any(),
@@ -85,8 +112,14 @@ fn policies_reading_secret(
         }
     }
     for c in stores.cluster_connections.state() {
-        let r = &c.spec.credentials_secret_ref;
-        if r.namespace.as_deref() == Some(ns) && r.name == name {
+        let cred = &c.spec.credentials_secret_ref;
+        if reads_secret(
+            cred,
+            c.spec.tls.as_ref(),
+            cred.namespace.as_deref(),
+            ns,
+            name,
+        ) {
             let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
             out.extend(policies_using(&stores.policies, &id, default));
         }

@@ -6,7 +6,7 @@ use super::context::{Context, Stores};
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
 use crate::policy::validate::admits;
-use crate::policy::{ApiKeyPolicy, ConnectionKind, ProviderKind, SecretKeyRef};
+use crate::policy::{ApiKeyPolicy, ConnectionKind, ConnectionTls, ProviderKind, SecretKeyRef};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -23,6 +23,8 @@ pub struct Conn {
     pub endpoint: String,
     /// The management credential (never logged, never in status).
     pub credential: secrecy::SecretString,
+    /// CA certificates (PEM) trusted besides the system's, from `spec.tls.caSecretRef`.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -98,7 +100,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
     let id =
         connection_of(p, &ctx.config.default_connection).ok_or(DereferenceError::NoConnection)?;
     let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
-    let (provider, endpoint, secret_ref, secret_ns) = match &id {
+    let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {
         ConnectionId::CmsConnection { namespace, name } => {
             let c = stores
                 .connections
@@ -106,7 +108,9 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
                 .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
             let s = &c.spec;
             let r = s.credentials_secret_ref.clone();
-            (s.provider, s.endpoint.clone(), r, namespace.clone())
+            // A namespaced connection reads Secrets of its own namespace only.
+            let ca = ca_ref(s.tls.as_ref(), namespace, false);
+            (s.provider, s.endpoint.clone(), r, namespace.clone(), ca)
         }
         ConnectionId::ClusterCmsConnection { name } => {
             let c = stores
@@ -126,16 +130,22 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
                 )));
             };
             let r = s.credentials_secret_ref.clone();
-            (s.provider, s.endpoint.clone(), r, secret_ns)
+            let ca = ca_ref(s.tls.as_ref(), &secret_ns, true);
+            (s.provider, s.endpoint.clone(), r, secret_ns, ca)
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
     };
     let credential = credential(&stores, &secret_ref, &secret_ns)?.into();
+    let ca = match tls {
+        Some((ns, name, key)) => Some(ca_pem(&stores, &ns, &name, &key)?),
+        None => None,
+    };
     Ok(Conn {
         id,
         provider,
         endpoint,
         credential,
+        ca,
     })
 }
 
@@ -150,6 +160,35 @@ fn admitted(
         .and_then(|n| n.metadata.labels.clone())
         .unwrap_or_default();
     admits(spec, namespace, &labels)
+}
+
+/// (namespace, name, field) of a connection's CA Secret: in `ns`, or where it says when
+/// `other_ns` allows (a cluster connection's).
+fn ca_ref(
+    tls: Option<&ConnectionTls>,
+    ns: &str,
+    other_ns: bool,
+) -> Option<(String, String, String)> {
+    let r = tls?.ca_secret_ref.as_ref()?;
+    let ca_ns = match &r.namespace {
+        Some(other) if other_ns => other.clone(),
+        _ => ns.to_owned(),
+    };
+    Some((ca_ns, r.name.clone(), r.key.clone()))
+}
+
+/// The PEM certificates in a labelled Secret's field.
+fn ca_pem(stores: &Stores, ns: &str, name: &str, key: &str) -> Result<Vec<u8>, DereferenceError> {
+    stores
+        .credentials
+        .get(&ObjectRef::new(name).within(ns))
+        .and_then(|s| s.data.as_ref()?.get(key).map(|v| v.0.clone()))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            DereferenceError::NoCredentials(format!(
+                "CA Secret {ns}/{name} (field '{key}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\""
+            ))
+        })
 }
 
 /// The credential in a labelled Secret's field.

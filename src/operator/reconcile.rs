@@ -113,6 +113,12 @@ impl From<ObserveError> for Halt {
                 message: e.to_string(),
                 look_again: true,
             },
+            // A certificate the client does not trust will not fix itself: wait for a change.
+            ObserveError::Provider(p @ ProviderError::Tls { .. }) => Halt::Refused {
+                reason: "TlsError",
+                message: p.to_string(),
+                look_again: false,
+            },
             ObserveError::Provider(p) => Halt::Failed {
                 reason: "CmsUnavailable",
                 error: p.into(),
@@ -208,6 +214,7 @@ fn provider(ctx: &Context, conn: &Conn) -> Result<Arc<dyn CmsProvider>, Halt> {
         conn.provider,
         &conn.endpoint,
         secrecy::ExposeSecret::expose_secret(&conn.credential),
+        conn.ca.as_deref(),
     )
     .map_err(|m| Halt::Refused {
         reason: "NoCredentials",
@@ -293,6 +300,7 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
             conn.provider,
             &conn.endpoint,
             secrecy::ExposeSecret::expose_secret(&conn.credential),
+            conn.ca.as_deref(),
         )
         .map_err(ReconcileError::Credential)?;
     let pid = policy_id(&p);

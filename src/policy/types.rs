@@ -265,6 +265,9 @@ pub struct CmsConnectionSpec {
     /// The CMS's plan: its key quota is checked before any call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// How the endpoint's certificate is verified (HTTPS): a private CA besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ConnectionTls>,
 }
 
 pub use crate::providers::registry::ProviderKind;
@@ -283,6 +286,33 @@ pub struct SecretKeyRef {
 
 fn default_token_field() -> String {
     "token".into()
+}
+
+/// TLS settings of a connection. There is no option to skip verification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionTls {
+    /// A Secret holding the CA certificate(s), PEM, that signed the endpoint's certificate; it
+    /// is trusted besides the system's roots. In a cluster the Secret carries the label
+    /// `keyward.dev/credential: "true"`, as credential Secrets do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaSecretRef {
+    pub name: String,
+    /// Required for a ClusterCmsConnection; a CmsConnection's Secret is in its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The data field with the PEM certificates.
+    #[serde(default = "default_ca_field")]
+    pub key: String,
+}
+
+fn default_ca_field() -> String {
+    "ca.crt".into()
 }
 
 /// A cluster-wide CMS connection; only namespaces its conditions admit may use it.
@@ -305,6 +335,9 @@ pub struct ClusterCmsConnectionSpec {
     pub credentials_secret_ref: SecretKeyRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// How the endpoint's certificate is verified (HTTPS): a private CA besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ConnectionTls>,
     /// Namespaces admitted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,

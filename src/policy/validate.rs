@@ -64,6 +64,8 @@ pub struct ConnectionConfig {
     pub endpoint: String,
     /// (namespace, name, data field) of the credential Secret.
     pub credentials: (String, String, String),
+    /// (namespace, name, data field) of the Secret with its private CA, if any.
+    pub ca: Option<(String, String, String)>,
     pub plan: Option<Plan>,
 }
 
@@ -555,6 +557,12 @@ pub fn resolve(
                                     provider: s.provider,
                                     endpoint: s.endpoint.clone(),
                                     credentials: (id.namespace.clone(), key.name, key.key),
+                                    // In the connection's own namespace, always.
+                                    ca: s
+                                        .tls
+                                        .as_ref()
+                                        .and_then(|t| t.ca_secret_ref.clone())
+                                        .map(|r| (id.namespace.clone(), r.name, r.key)),
                                     plan: s.plan,
                                 },
                             );
@@ -598,6 +606,16 @@ pub fn resolve(
                                             ConnectionConfig {
                                                 provider: s.provider,
                                                 endpoint: s.endpoint.clone(),
+                                                ca: s
+                                                    .tls
+                                                    .as_ref()
+                                                    .and_then(|t| t.ca_secret_ref.clone())
+                                                    .map(|r| {
+                                                        let ca_ns = r
+                                                            .namespace
+                                                            .unwrap_or_else(|| ns.clone());
+                                                        (ca_ns, r.name, r.key)
+                                                    }),
                                                 credentials: (ns, key.name, key.key),
                                                 plan: s.plan,
                                             },

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum ProviderError {
     #[error("cannot reach {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    /// The connection's settings cannot be used (its CA, say).
+    #[error("{reason}")]
+    Config { reason: String },
     /// The credential is not one this provider can use (its shape, not its validity).
     #[error("{provider} credential: {reason}")]
     Credential {

@@ -33,11 +33,28 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every provider, for parsing and messages.
+    pub const ALL: [ProviderKind; 2] = [Self::Keyward, Self::Strapi];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Keyward => "keyward",
             Self::Strapi => "strapi",
         }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProviderKind, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!("'{s}' is not a provider (known: {})", known.join(", "))
+            })
     }
 }
 
@@ -65,15 +82,29 @@ impl ProviderKind {
         }
     }
 
-    /// A client of this CMS at `endpoint` with `credential` (no call is made yet).
+    /// A client of this CMS at `endpoint` with `credential`, trusting the CA certificates of
+    /// `ca_pem` besides the system's (no call is made yet).
     pub fn connect(
         self,
         endpoint: &str,
         credential: &str,
+        ca_pem: Option<&[u8]>,
     ) -> Result<Box<dyn CmsProvider>, super::ProviderError> {
         Ok(match self {
-            Self::Keyward => Box::new(ReferenceCms::new(endpoint, credential)),
-            Self::Strapi => Box::new(Strapi::new(endpoint, credential)?),
+            Self::Keyward => {
+                let mut p = ReferenceCms::new(endpoint, credential);
+                if let Some(ca) = ca_pem {
+                    p.client_mut().trust(ca)?;
+                }
+                Box::new(p)
+            }
+            Self::Strapi => {
+                let mut p = Strapi::new(endpoint, credential)?;
+                if let Some(ca) = ca_pem {
+                    p.trust(ca)?;
+                }
+                Box::new(p)
+            }
         })
     }
 }

@@ -5,22 +5,20 @@ use rustls::{CertificateError, Error as TlsError};
 
 /// The rustls error behind a failed call, if the call failed in the TLS handshake.
 fn tls_error(e: &reqwest::Error) -> Option<&TlsError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(t) = err.downcast_ref::<TlsError>() {
-            return Some(t);
-        }
-        // An io::Error's own source skips the error it wraps: look at that one too.
-        if let Some(t) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<TlsError>())
-        {
-            return Some(t);
-        }
-        source = err.source();
+    std::error::Error::source(e).and_then(find_tls)
+}
+
+/// Looks through an error, the `io::Error`s it wraps (their own `source` skips the error they
+/// wrap) and its sources for a rustls error.
+fn find_tls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a TlsError> {
+    if let Some(t) = err.downcast_ref::<TlsError>() {
+        return Some(t);
     }
-    None
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| find_tls(inner));
+    wrapped.or_else(|| err.source().and_then(find_tls))
 }
 
 /// What went wrong in the TLS handshake with `endpoint`, for a person, or `None` when the call

@@ -168,6 +168,7 @@ pub fn options(
         mode,
         env_url: Some(url.to_owned()),
         env_token: Some(ADMIN.to_owned().into()),
+        ca_pem: None,
     }
 }
 

@@ -95,6 +95,12 @@ impl Strapi {
         }
     }
 
+    /// Trusts the CA certificates in `ca_pem` for both of its clients.
+    pub fn trust(&mut self, ca_pem: &[u8]) -> Result<()> {
+        self.client.trust(ca_pem)?;
+        self.login.trust(ca_pem)
+    }
+
     /// The session's JWT; `rejected`: the JWT that got a 401, to be replaced unless another
     /// call has replaced it already.
     async fn jwt(&self, rejected: Option<&str>) -> Result<String> {
