@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +77,7 @@ fn read_file(path: &Path, target: &SecretTarget) -> Result<Option<Secret>, SinkE
 }
 
 /// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
-pub fn string_data(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+pub fn string_data(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
         .iter()
@@ -172,7 +173,6 @@ mod tests {
     use super::*;
     use crate::engine::{observed_from, SecretMaterial};
     use crate::plan::testkit::{desired, live_of, now, ENDPOINT};
-    use std::collections::BTreeMap;
 
     const VALUE: &str = "kw_0123456789abcdef_value";
 
