@@ -6,7 +6,7 @@
 # testing" section records the figures and why each surviving mutant is equivalent.
 #
 # cargo-mutants is installed once (cargo install --locked) if this version is missing. A full
-# run takes about 2.5 hours on a 2-core machine. Extra arguments go to cargo-mutants, e.g.
+# run takes about an hour on a 2-core machine. Extra arguments go to cargo-mutants, e.g.
 # `--iterate` (skip mutants caught by the previous run) or `-F REGEX` (only matching mutants).
 set -euo pipefail
 cd "$(dirname "$0")/.."

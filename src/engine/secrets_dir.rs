@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,7 +83,7 @@ fn observed(s: &Secret, target: &SecretTarget) -> ObservedSecret {
 }
 
 /// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
-pub fn string_data(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+pub fn string_data(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
         .iter()
@@ -202,7 +203,6 @@ mod tests {
     use super::*;
     use crate::engine::{observed_from, SecretMaterial};
     use crate::plan::testkit::{desired, live_of, now, ENDPOINT};
-    use std::collections::BTreeMap;
 
     const VALUE: &str = "kw_0123456789abcdef_value";
 
