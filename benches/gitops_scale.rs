@@ -68,6 +68,8 @@ async fn main() {
         env_token: Some(admin.clone().into()),
         ca_pem: None,
         clock: keyward::engine::Clock::system(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

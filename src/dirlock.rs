@@ -7,7 +7,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const LOCK_FILE: &str = "keyward.lock";
+pub const LOCK_FILE: &str = "keyward.lock";
 
 /// A held lock; dropping it releases the directory.
 #[derive(Debug)]

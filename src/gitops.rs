@@ -3,7 +3,7 @@
 //! `KEYWARD_CMS_TOKEN`, or, with neither, from an embedded reference CMS on a local data directory.
 
 use crate::cms::{self, CmsConfig, RunningCms};
-use crate::engine::secrets_dir::SecretsDir;
+use crate::engine::secrets_dir::{KeySecretFile, SecretsDir};
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
 use crate::model::desired::{
     ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY, LABEL_POLICY_UID,
@@ -44,6 +44,11 @@ pub struct Options {
     pub ca_pem: Option<Vec<u8>>,
     /// "Now" for validation, plans and new expiries (the system clock but in tests).
     pub clock: Clock,
+    /// Apply even though the secrets directory is missing or empty and keys would be
+    /// regenerated because of it (`--regenerate-missing`).
+    pub regenerate_missing: bool,
+    /// How long to wait for another keyward holding the secrets or data directory.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Options {
@@ -60,6 +65,8 @@ impl std::fmt::Debug for Options {
             .field("prune", &self.prune)
             .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
             .field("clock", &self.clock)
+            .field("regenerate_missing", &self.regenerate_missing)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -78,22 +85,45 @@ pub struct ConnectionRun {
     pub cms_reads: u64,
     pub cms_writes: u64,
     pub secret_writes: u64,
+    /// Secret files of the keys this plan revokes: deleted once the key is revoked.
+    pub stale_files: Vec<KeySecretFile>,
+    /// Existing keys that get a new value because their Secret is missing.
+    pub lost: usize,
 }
 
+#[derive(Default)]
 pub struct Outcome {
     pub runs: Vec<ConnectionRun>,
     pub warnings: Vec<String>,
 }
 
 impl Outcome {
+    /// Anything left to do, ObserveOnly changes included (they are shown, never applied).
     pub fn has_changes(&self) -> bool {
-        self.runs.iter().any(|r| r.plan.has_changes())
+        self.runs
+            .iter()
+            .any(|r| !r.plan.actions.is_empty() || !r.stale_files.is_empty())
+    }
+
+    /// Changes that `apply` leaves for a person: those of ObserveOnly policies.
+    pub fn observe_only_changes(&self) -> usize {
+        let all = self.runs.iter().flat_map(|r| &r.plan.actions);
+        all.filter(|a| a.observe_only()).count()
     }
 
     pub fn text(&self) -> String {
         let mut out = String::new();
         for r in &self.runs {
             out.push_str(&render_text(&r.title, &r.plan));
+            for f in &r.stale_files {
+                out.push_str(&format!(
+                    "  - secret   {}/{} ({}): its key {} is revoked\n",
+                    f.namespace,
+                    f.name,
+                    f.path.display(),
+                    f.key_id
+                ));
+            }
             if let Some(rep) = &r.applied {
                 for d in &rep.done {
                     out.push_str(&format!("  applied: {d}\n"));
@@ -116,6 +146,9 @@ impl Outcome {
                 "endpoint": r.endpoint,
                 "actions": r.plan.actions,
                 "problems": r.plan.problems,
+                "secretFilesToDelete": r.stale_files.iter().map(|f| json!({
+                    "namespace": f.namespace, "name": f.name, "path": f.path, "keyId": f.key_id,
+                })).collect::<Vec<_>>(),
                 "applied": r.applied.as_ref().map(|a| a.done.clone()),
                 "cmsCalls": {"reads": r.cms_reads, "writes": r.cms_writes},
                 "secretFilesWritten": r.secret_writes,
@@ -137,6 +170,21 @@ pub enum GitopsError {
     },
     #[error("{0}")]
     Sink(#[from] crate::engine::SinkError),
+    #[error("{0}")]
+    Locked(#[from] crate::dirlock::LockError),
+    #[error("{}", missing_message(.dir, .state, *.lost, true))]
+    SecretsMissing {
+        dir: PathBuf,
+        state: SecretsDirState,
+        lost: usize,
+        partial: Box<Outcome>,
+    },
+    #[error("cannot delete the Secret file {}: {cause}", .path.display())]
+    StaleFile {
+        path: PathBuf,
+        cause: std::io::Error,
+        partial: Box<Outcome>,
+    },
     #[error("the plan for {connection} cannot be applied:\n{}", problems.join("\n"))]
     Problems {
         connection: String,
@@ -265,7 +313,9 @@ async fn connect(
                 opts.env_provider
             ))),
             _ => {
-                let running = cms::start(CmsConfig::new(&opts.data_dir))
+                let mut config = CmsConfig::new(&opts.data_dir);
+                config.lock_wait = opts.lock_timeout;
+                let running = cms::start(config)
                     .await
                     .map_err(|e| fail(format!("cannot start the embedded reference CMS: {e}")))?;
                 let provider = ReferenceCms::new(&running.url(), running.admin_token.expose());
@@ -284,7 +334,8 @@ async fn connect(
                         "embedded reference CMS (data in {})",
                         opts.data_dir.display()
                     ),
-                    endpoint: running.url(),
+                    // Not the random port it listens on for this run: gone when the run ends.
+                    endpoint: EMBEDDED_ENDPOINT.into(),
                     template_endpoint: EMBEDDED_ENDPOINT.into(),
                     provider: Box::new(provider),
                     embedded: Some(running),
@@ -323,7 +374,65 @@ async fn connect(
     }
 }
 
-/// Plans (and in apply mode applies) every connection the manifests use.
+/// What the secrets directory held before a run. On a fresh clone it is missing, and every
+/// existing key's value would look lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretsDirState {
+    Present,
+    Missing,
+    Empty,
+    Unreadable(String),
+}
+
+impl SecretsDirState {
+    fn inspect(dir: &std::path::Path) -> SecretsDirState {
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                let manifest = |e: std::io::Result<std::fs::DirEntry>| {
+                    e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+                };
+                if entries.any(manifest) {
+                    SecretsDirState::Present
+                } else {
+                    SecretsDirState::Empty
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SecretsDirState::Missing,
+            Err(e) => SecretsDirState::Unreadable(e.to_string()),
+        }
+    }
+
+    fn describe(&self, dir: &std::path::Path) -> String {
+        let dir = dir.display();
+        match self {
+            Self::Present => format!("the secrets directory {dir} is there"),
+            Self::Missing => format!("the secrets directory {dir} does not exist"),
+            Self::Empty => format!("the secrets directory {dir} holds no Secret files"),
+            Self::Unreadable(e) => format!("the secrets directory {dir} cannot be read ({e})"),
+        }
+    }
+}
+
+fn missing_message(
+    dir: &std::path::Path,
+    state: &SecretsDirState,
+    lost: usize,
+    apply: bool,
+) -> String {
+    let keys = if lost == 1 { "key" } else { "keys" };
+    let what = format!(
+        "{}: {lost} {keys} that the CMS already holds would get a new value, because their Secrets cannot be found",
+        state.describe(dir)
+    );
+    if apply {
+        format!("{what}. Nothing was changed. Point --secrets-dir at the directory that holds them, or pass --regenerate-missing to regenerate them (the old values keep working for each key's rotationOverlap)")
+    } else {
+        format!("warning: {what}; apply refuses this without --regenerate-missing")
+    }
+}
+
+/// Plans every connection the manifests use, then (in apply mode, and only if every plan can be
+/// applied) applies them one after the other.
 pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     // Reading the manifests is file I/O: on the blocking pool.
     let paths = opts.paths.clone();
@@ -335,56 +444,145 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let resolved = validate::resolve(&set, now, None, opts.env_provider)
         .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
+    let (dir_state, _lock) = inspect_and_lock(opts).await?;
     let sink = SecretsDir::new(&opts.secrets_dir);
     let mut outcome = Outcome {
         runs: Vec::new(),
         warnings,
     };
+    let mut connected = Vec::new();
     for (id, state) in &resolved.desired {
         let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
-        let result = plan_and_apply(id, state, &conn, &sink, opts).await;
-        if let Some(running) = conn.embedded {
-            running.stop().await;
-        }
-        match result {
-            Ok(run) => outcome.runs.push(run),
-            Err(Failure::Problems(run)) => {
+        let run = plan_connection(id, state, &conn, &sink, opts).await;
+        connected.push(conn);
+        let problems = match run {
+            Ok(run) => {
                 let problems = run.plan.problems.clone();
-                outcome.runs.push(*run);
-                return Err(GitopsError::Problems {
-                    connection: id.to_string(),
-                    problems,
-                    partial: Box::new(outcome),
-                });
+                outcome.runs.push(run);
+                problems
             }
-            Err(Failure::Apply(run, error)) => {
-                outcome.runs.push(*run);
-                return Err(GitopsError::Apply {
-                    connection: id.to_string(),
-                    error,
-                    partial: Box::new(outcome),
-                });
-            }
-            Err(Failure::Other(e)) => return Err(e),
+            Err(e) => return Err(stop_all(connected, e, outcome).await),
+        };
+        if !problems.is_empty() {
+            let e = Failure::Problems(id.to_string(), problems);
+            return Err(stop_all(connected, e, outcome).await);
         }
     }
+    let lost: usize = outcome.runs.iter().map(|r| r.lost).sum();
+    if lost > 0 && dir_state != SecretsDirState::Present && !opts.regenerate_missing {
+        if opts.mode == Mode::Plan {
+            let warning = missing_message(&opts.secrets_dir, &dir_state, lost, false);
+            outcome.warnings.push(warning);
+        } else {
+            let e = Failure::Other(GitopsError::SecretsMissing {
+                dir: opts.secrets_dir.clone(),
+                state: dir_state.clone(),
+                lost,
+                partial: Box::default(),
+            });
+            if dir_state == SecretsDirState::Missing {
+                remove_created_dir(&opts.secrets_dir);
+            }
+            return Err(stop_all(connected, e, outcome).await);
+        }
+    }
+    if opts.mode == Mode::Apply {
+        for (conn, i) in connected.iter().zip(0..) {
+            if let Err(e) = apply_connection(conn, &mut outcome.runs[i], &sink, opts).await {
+                return Err(stop_all(connected, e, outcome).await);
+            }
+        }
+    }
+    stop_embedded(connected).await;
     Ok(outcome)
 }
 
+/// The secrets directory's state before anything touches it, and in apply mode its lock (which
+/// creates it, 0700): one `apply` per directory at a time.
+async fn inspect_and_lock(
+    opts: &Options,
+) -> Result<(SecretsDirState, Option<crate::dirlock::DirLock>), GitopsError> {
+    let (dir, apply, wait) = (
+        opts.secrets_dir.clone(),
+        opts.mode == Mode::Apply,
+        opts.lock_timeout,
+    );
+    let joined = tokio::task::spawn_blocking(move || {
+        let state = SecretsDirState::inspect(&dir);
+        let lock = apply
+            .then(|| crate::dirlock::lock(&dir, "secrets directory", wait))
+            .transpose()?;
+        Ok::<_, crate::dirlock::LockError>((state, lock))
+    })
+    .await
+    .map_err(|e| {
+        GitopsError::Invalid(vec![format!("locking the secrets directory stopped: {e}")])
+    })?;
+    Ok(joined?)
+}
+
+/// Undoes the lock's creation of a secrets directory that did not exist, when nothing was
+/// written to it.
+fn remove_created_dir(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(dir.join(crate::dirlock::LOCK_FILE));
+    let _ = std::fs::remove_dir(dir);
+}
+
+async fn stop_embedded(connected: Vec<Connected>) {
+    for conn in connected {
+        if let Some(running) = conn.embedded {
+            running.stop().await;
+        }
+    }
+}
+
+/// Stops the embedded CMSes and turns `failure` into the run's error, with what was planned
+/// and applied so far.
+async fn stop_all(connected: Vec<Connected>, failure: Failure, outcome: Outcome) -> GitopsError {
+    stop_embedded(connected).await;
+    let partial = Box::new(outcome);
+    match failure {
+        Failure::Problems(connection, problems) => GitopsError::Problems {
+            connection,
+            problems,
+            partial,
+        },
+        Failure::Apply(connection, error) => GitopsError::Apply {
+            connection,
+            error,
+            partial,
+        },
+        Failure::Other(GitopsError::SecretsMissing {
+            dir, state, lost, ..
+        }) => GitopsError::SecretsMissing {
+            dir,
+            state,
+            lost,
+            partial,
+        },
+        Failure::Other(GitopsError::StaleFile { path, cause, .. }) => GitopsError::StaleFile {
+            path,
+            cause,
+            partial,
+        },
+        Failure::Other(e) => e,
+    }
+}
+
 enum Failure {
-    Problems(Box<ConnectionRun>),
-    Apply(Box<ConnectionRun>, ApplyError),
+    /// A plan with problems (its run is in the outcome).
+    Problems(String, Vec<String>),
+    Apply(String, ApplyError),
     Other(GitopsError),
 }
 
-async fn plan_and_apply(
+async fn plan_connection(
     id: &ConnectionId,
     state: &DesiredState,
     conn: &Connected,
     sink: &SecretsDir,
     opts: &Options,
 ) -> Result<ConnectionRun, Failure> {
-    let mode = opts.mode;
     let provider_err = |source| {
         Failure::Other(GitopsError::Provider {
             connection: id.to_string(),
@@ -420,40 +618,80 @@ async fn plan_and_apply(
         &conn.template_endpoint,
         opts.clock.now(),
     );
-    let writes_before = sink.writes();
-    let mut run = ConnectionRun {
+    let lost = plan
+        .pending()
+        .filter(|a| match a {
+            crate::plan::Action::Rotate { key, .. } => {
+                !observed.contains_key(&(key.secret.namespace.clone(), key.secret.name.clone()))
+            }
+            _ => false,
+        })
+        .count();
+    let revoked: BTreeSet<String> = plan
+        .pending()
+        .filter_map(|a| match a {
+            crate::plan::Action::Revoke { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    let stale_files = match revoked.is_empty() {
+        true => Vec::new(),
+        false => sink.files_of_keys(revoked).await.map_err(|e| {
+            Failure::Other(GitopsError::Connection {
+                connection: id.to_string(),
+                message: format!(
+                    "cannot read the secrets directory {}: {e}",
+                    sink.dir().display()
+                ),
+            })
+        })?,
+    };
+    let run = ConnectionRun {
         connection: id.clone(),
         title: conn.title.clone(),
         endpoint: conn.endpoint.clone(),
+        cms_reads: p.stats().reads(),
+        cms_writes: p.stats().writes(),
+        secret_writes: 0,
+        stale_files,
+        lost,
         plan,
         applied: None,
-        cms_reads: 0,
-        cms_writes: 0,
-        secret_writes: 0,
     };
-    if !run.plan.problems.is_empty() {
-        return Err(Failure::Problems(Box::new(run)));
-    }
-    if mode == Mode::Apply {
-        let engine = Engine {
-            provider: p,
-            sink,
-            endpoint: conn.template_endpoint.clone(),
-            clock: opts.clock.clone(),
-        };
-        let result = engine.apply(&run.plan).await;
-        run.cms_reads = p.stats().reads();
-        run.cms_writes = p.stats().writes();
-        run.secret_writes = sink.writes() - writes_before;
-        match result {
-            Ok(report) => run.applied = Some(report),
-            Err(e) => return Err(Failure::Apply(Box::new(run), e)),
-        }
-    } else {
-        run.cms_reads = p.stats().reads();
-        run.cms_writes = p.stats().writes();
-    }
     Ok(run)
+}
+
+/// Applies a connection's plan, then deletes the Secret files of the keys it revoked.
+async fn apply_connection(
+    conn: &Connected,
+    run: &mut ConnectionRun,
+    sink: &SecretsDir,
+    opts: &Options,
+) -> Result<(), Failure> {
+    let p = conn.provider.as_ref();
+    let engine = Engine {
+        provider: p,
+        sink,
+        endpoint: conn.template_endpoint.clone(),
+        clock: opts.clock.clone(),
+    };
+    let writes_before = sink.writes();
+    let result = engine.apply(&run.plan).await;
+    run.cms_reads = p.stats().reads();
+    run.cms_writes = p.stats().writes();
+    run.secret_writes = sink.writes() - writes_before;
+    let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
+    for f in &run.stale_files {
+        sink.remove(f).await.map_err(|cause| {
+            Failure::Other(GitopsError::StaleFile {
+                path: f.path.clone(),
+                cause,
+                partial: Box::default(),
+            })
+        })?;
+    }
+    run.applied = Some(report);
+    Ok(())
 }
 
 /// The desired state plus, as policies without keys, every policy that owns keys in the CMS but

@@ -104,8 +104,18 @@ struct GitopsArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
+    /// What to print: the plan for people (text), or the plan's actions as JSON for tools.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Apply even when the secrets directory is missing, empty or unreadable and keys the CMS
+    /// already holds would get new values because of it (without it, apply refuses and
+    /// changes nothing).
+    #[arg(long)]
+    regenerate_missing: bool,
+    /// How long to wait for another keyward that holds the secrets directory (apply) or the
+    /// embedded CMS's data directory; 0s: fail at once, naming its pid.
+    #[arg(long, default_value = "60s", value_parser = wait_duration)]
+    lock_timeout: std::time::Duration,
     /// Also revoke the keys of policies that are no longer in the files (keys the CLI created
     /// on the connections these files use; an operator's keys are never pruned).
     #[arg(long)]
@@ -129,9 +139,10 @@ enum CmsCommand {
     /// Start a throwaway reference CMS in-process and walk through a key's life: create, use,
     /// get refused, regenerate, revoke.
     Demo {
-        /// Data directory of the demo instance (created; reused on the next run).
-        #[arg(long, default_value = ".keyward/demo")]
-        data: PathBuf,
+        /// Data directory of the demo instance (kept); without it, a temporary directory that
+        /// is removed at the end.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -175,6 +186,10 @@ struct ServeArgs {
     /// Most connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// How long to wait for another keyward that holds the data directory; 0s: fail at once,
+    /// naming its pid.
+    #[arg(long, default_value = "60s", value_parser = wait_duration)]
+    lock_timeout: std::time::Duration,
 }
 
 /// The plans `--plan` takes (the model stays free of the CLI's parser).
@@ -206,6 +221,12 @@ fn std_duration(s: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("'{s}' must be at least 1s"))
 }
 
+/// A duration flag that may be zero (`0s`: do not wait).
+fn wait_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = keyward::policy::duration::parse(s)?;
+    std::time::Duration::try_from(d).map_err(|_| format!("'{s}' cannot be negative"))
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -232,11 +253,28 @@ async fn main() -> ExitCode {
     init_logging(cli.log_format, level);
     match run(cli.command).await {
         Ok(code) => code,
+        // `keyward cms demo | head -3`: the reader has gone; nothing more to say.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints to stdout; a closed pipe is an error (ending the command quietly), not a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
 }
 
 async fn run(command: Command) -> Result<ExitCode> {
@@ -286,6 +324,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
         },
+        lock_wait: args.lock_timeout,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(cms::server::TlsFiles { cert, key }),
             _ => None,
@@ -319,14 +358,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
 }
 
-async fn demo(data: PathBuf) -> Result<()> {
+async fn demo(data: Option<PathBuf>) -> Result<()> {
+    // Removed when the demo ends, however it ends.
+    let scratch;
+    let data = match data {
+        Some(d) => d,
+        None => {
+            scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let running = cms::start(CmsConfig::new(&data)).await?;
+    let result = walk_through(&running, &data).await;
+    running.stop().await;
+    result
+}
+
+async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Result<()> {
     use reqwest::Method;
     use serde_json::{json, Value};
-    let running = cms::start(CmsConfig::new(&data)).await?;
     let base = running.url();
     let admin = running.admin_token.expose().to_owned();
     let http = reqwest::Client::new();
-    println!("reference CMS on {base} (data in {})", data.display());
+    say!("reference CMS on {base} (data in {})", data.display());
     let send = |method: Method, path: &str, key: &str, body: Option<Value>| {
         let rb = http
             .request(method, format!("{base}{path}"))
@@ -345,7 +399,8 @@ async fn demo(data: PathBuf) -> Result<()> {
                 body: Option<Value>| {
         let req = send(method, path, &key, body);
         async move {
-            println!("  {what:<48} -> {}", req.await?.status().as_u16());
+            let status = req.await?.status().as_u16();
+            say!("  {what:<48} -> {status}");
             anyhow::Ok(())
         }
     };
@@ -387,7 +442,7 @@ async fn demo(data: PathBuf) -> Result<()> {
         .as_str()
         .context("no key in the create response")?
         .to_owned();
-    println!(
+    say!(
         "created key {name} (id {id}, fingerprint {}): default GET, POST on contact",
         cms::secret::fingerprint(&key)
     );
@@ -438,7 +493,7 @@ async fn demo(data: PathBuf) -> Result<()> {
         .as_str()
         .context("no key in the regenerate response")?
         .to_owned();
-    println!("regenerated with 60 s grace:");
+    say!("regenerated with 60 s grace:");
     show(
         "GET with the old value (in grace)",
         Method::GET,
@@ -458,7 +513,7 @@ async fn demo(data: PathBuf) -> Result<()> {
     send(Method::DELETE, &format!("/v1/keys/{id}"), &admin, None)
         .await?
         .error_for_status()?;
-    println!("revoked:");
+    say!("revoked:");
     show(
         "GET with the new value",
         Method::GET,
@@ -467,7 +522,6 @@ async fn demo(data: PathBuf) -> Result<()> {
         None,
     )
     .await?;
-    running.stop().await;
     Ok(())
 }
 
@@ -528,6 +582,8 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         prune: args.prune,
         env_provider: c.provider.value,
         clock: keyward::engine::Clock::system(),
+        regenerate_missing: args.regenerate_missing,
+        lock_timeout: args.lock_timeout,
     };
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),
@@ -542,14 +598,19 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
                 eprintln!("{w}");
             }
             print(&outcome);
-            Ok(if mode == Mode::Plan && outcome.has_changes() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            // Apply leaves ObserveOnly changes for a person: they are still pending.
+            let pending = match mode {
+                Mode::Plan => outcome.has_changes(),
+                Mode::Apply => outcome.observe_only_changes() > 0,
+            };
+            Ok(ExitCode::from(if pending { 2 } else { 0 }))
         }
         Err(e) => {
-            if let GitopsError::Problems { partial, .. } | GitopsError::Apply { partial, .. } = &e {
+            if let GitopsError::Problems { partial, .. }
+            | GitopsError::Apply { partial, .. }
+            | GitopsError::SecretsMissing { partial, .. }
+            | GitopsError::StaleFile { partial, .. } = &e
+            {
                 print(partial);
             }
             eprintln!("error: {e}");

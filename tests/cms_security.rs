@@ -835,8 +835,10 @@ fn a_second_server_on_the_same_data_directory_refuses_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let first = support::process::spawn(dir.path(), None);
     let before = snapshot(dir.path());
+    // --lock-timeout 0s: refused at once.
     let started = std::time::Instant::now();
     let out = support::process::serve_command(dir.path())
+        .args(["--lock-timeout", "0s"])
         .output()
         .unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
@@ -851,6 +853,21 @@ fn a_second_server_on_the_same_data_directory_refuses_and_changes_nothing() {
         "{stderr}"
     );
     assert_eq!(snapshot(dir.path()), before, "the loser changed nothing");
+    // Otherwise it waits up to --lock-timeout, saying for what, then gives up.
+    let started = std::time::Instant::now();
+    let out = support::process::serve_command(dir.path())
+        .args(["--lock-timeout", "2s"])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("waiting for the lock on the data directory")
+            && stderr.contains("is in use by pid"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "the loser changed nothing");
     // The embedded CMS of `keyward apply` is refused the same way.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["apply", "-f"])
@@ -859,6 +876,7 @@ fn a_second_server_on_the_same_data_directory_refuses_and_changes_nothing() {
         .arg(dir.path())
         .arg("--secrets-dir")
         .arg(dir.path().join("out"))
+        .args(["--lock-timeout", "0s"])
         .env_remove("KEYWARD_CMS_URL")
         .env_remove("KEYWARD_CMS_TOKEN")
         .output()

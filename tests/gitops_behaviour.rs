@@ -92,7 +92,16 @@ async fn a_missing_secret_means_a_new_value() {
         actions(&plan)[0]["reason"],
         "Secret shop/reader is missing and a key value cannot be read back from the CMS"
     );
-    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    // The directory holds no Secret now: as on a fresh clone, apply refuses unless told.
+    let err = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap_err();
+    assert!(
+        matches!(err, GitopsError::SecretsMissing { lost: 1, .. }),
+        "{err}"
+    );
+    assert!(!out.join("shop.reader.yaml").exists());
+    let mut opts = support::options(&cms.url, &[&m], &out, Mode::Apply);
+    opts.regenerate_missing = true;
+    keyward::gitops::run(&opts).await.unwrap();
     let new = value(dir.path(), "reader");
     assert_ne!(old, new);
     assert_eq!(
@@ -101,8 +110,8 @@ async fn a_missing_secret_means_a_new_value() {
     );
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &old).await,
-        StatusCode::UNAUTHORIZED,
-        "no overlap declared"
+        StatusCode::OK,
+        "the default rotationOverlap keeps the old value working while the Secret rolls out"
     );
     assert_eq!(
         cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
@@ -518,9 +527,11 @@ async fn an_unreadable_secret_file_stops_the_run_before_any_cms_write() {
         StatusCode::OK,
         "the value in use was not regenerated"
     );
-    // Removed, it is missing: a new value.
+    // Removed, it is missing: a new value (the directory now holds none: said explicitly).
     std::fs::remove_dir(&file).unwrap();
-    let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    let mut opts = support::options(&cms.url, &[&m], &out, Mode::Apply);
+    opts.regenerate_missing = true;
+    let r = keyward::gitops::run(&opts).await.unwrap();
     assert_eq!(planned(&r), pairs(&[("rotate", "shop/web/reader")]));
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &value(dir.path(), "reader"))
@@ -569,7 +580,8 @@ async fn observe_only_policies_are_planned_not_applied() {
     let r = gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
     assert_eq!(planned(&r), pairs(&[("create", "shop/web/reader")]));
     assert_eq!(actions(&r)[0]["key"]["observeOnly"], true);
-    assert!(!r.has_changes(), "nothing for apply to do");
+    assert!(r.has_changes(), "pending, for a person");
+    assert_eq!(r.observe_only_changes(), 1);
     assert!(done(&r).is_empty());
     assert_eq!(r.runs[0].cms_writes, 0);
     assert!(
@@ -733,6 +745,8 @@ stringData: {{token: {ADMIN}}}
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
         clock: keyward::engine::Clock::system(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
         paths: vec![m.clone()],
         secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),
@@ -812,10 +826,9 @@ fn the_readme_first_command_runs_on_the_embedded_cms_and_then_has_nothing_to_do(
             && text.contains("Plan: 9 to create, 2 settings to change."),
         "{text}"
     );
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
-        9
-    );
+    let yaml = |e: &std::fs::DirEntry| e.path().extension().is_some_and(|x| x == "yaml");
+    let files = std::fs::read_dir(dir.path().join("out")).unwrap();
+    assert_eq!(files.filter_map(Result::ok).filter(yaml).count(), 9);
     let second = run("apply");
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(

@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
+use support::process::keyward;
 use support::tls::{client_trusting, TestCa};
 use support::Cms;
 
@@ -121,32 +122,6 @@ spec:
       defaultPermissions: [GET]
       secret: {name: reader}
 ";
-
-/// `keyward ARGS` with a clean environment but for `env`; (exit code, stdout, stderr, seconds).
-fn keyward(
-    dir: &std::path::Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (i32, String, String, f64) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.current_dir(dir).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let started = std::time::Instant::now();
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        started.elapsed().as_secs_f64(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_apply_over_https_with_a_private_ca() {

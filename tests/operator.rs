@@ -258,7 +258,8 @@ async fn policy_to_working_key_and_back() {
     })
     .await;
 
-    // Delete the Secret: a new value, a new Secret; the old value stops.
+    // Delete the Secret: a new value, a new Secret; the old value keeps working for the default
+    // rotationOverlap (15m) while workloads pick up the new one.
     Api::<Secret>::namespaced(c.client.clone(), "shop")
         .delete("reader", &DeleteParams::default())
         .await
@@ -274,7 +275,7 @@ async fn policy_to_working_key_and_back() {
     );
     assert_eq!(
         c.cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::UNAUTHORIZED
+        StatusCode::OK
     );
     assert_eq!(
         c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"]
@@ -294,6 +295,11 @@ async fn policy_to_working_key_and_back() {
         policies.get_opt("web").await.unwrap().is_none()
     })
     .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &key).await,
+        StatusCode::UNAUTHORIZED,
+        "a revoked key's old value in its overlap ends too"
+    );
     assert_eq!(
         c.cms.status(Method::GET, "/api/blog", &new).await,
         StatusCode::UNAUTHORIZED
@@ -658,7 +664,7 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
         pending["pendingChanges"],
         json!([
             "+ create   shop/observer/reader  -> Secret shop/reader  (ObserveOnly: not applied)",
-            "no changes"
+            "nothing to apply; 1 ObserveOnly changes left for a person."
         ]),
         "{pending}"
     );

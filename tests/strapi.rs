@@ -50,6 +50,8 @@ async fn run_at(
         env_provider: ProviderKind::Strapi,
         prune: false,
         clock: clock.clone(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
     };
     keyward::gitops::run(&opts).await
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,8 +72,23 @@ fn read_file(path: &Path, target: &SecretTarget) -> Result<Option<Secret>, SinkE
             ))
         }
     };
-    // A file that is not a Secret we can read is treated as missing: its value is unusable.
-    Ok(serde_yaml_ng::from_str::<Secret>(&text).ok())
+    // Nor is a file that does not parse: someone edited it, and regenerating would end a value
+    // that may be in use. The YAML error is not shown: its excerpt could hold a value.
+    serde_yaml_ng::from_str::<Secret>(&text)
+        .map(Some)
+        .map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {})", l.line()))
+                .unwrap_or_default();
+            SecretsDir::err(
+                target,
+                format!(
+                    "{} is not a Secret manifest{at}; fix or remove the file",
+                    path.display()
+                ),
+            )
+        })
 }
 
 /// What a Secret file says about itself.
@@ -121,22 +136,125 @@ pub fn manifest(m: &SecretMaterial) -> Secret {
     }
 }
 
+/// Writes `path` through `path.yaml.tmp` and a rename. The temporary file is created new
+/// (`O_EXCL`: never through a symlink planted there), mode 0600, and removed if the write fails;
+/// the directory is created 0700.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::dirlock::create_private_dir(dir)?;
     let tmp = path.with_extension("yaml.tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let mut f = match create_new_private(&tmp) {
+        // Left by a crash (or planted): removing a symlink removes the link, not its target.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            create_new_private(&tmp)?
+        }
+        other => other?,
+    };
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// `O_CREAT | O_EXCL`: fails on anything already at `path`, a symlink included (POSIX: an
+/// exclusive create never follows one), so a planted link cannot redirect the write.
+fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+}
+
+/// A Secret file keyward wrote for a key, found by the key's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySecretFile {
+    pub path: PathBuf,
+    pub namespace: String,
+    pub name: String,
+    pub key_id: String,
+}
+
+impl SecretsDir {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The files keyward wrote (its managed-by label) for the keys `ids`, e.g. revoked ones.
+    /// Files that are not keyward's, or do not parse, are left alone.
+    pub async fn files_of_keys(
+        &self,
+        ids: BTreeSet<String>,
+    ) -> std::io::Result<Vec<KeySecretFile>> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || files_of_keys(&dir, &ids))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Deletes a file that `files_of_keys` found.
+    pub async fn remove(&self, file: &KeySecretFile) -> std::io::Result<()> {
+        let path = file.path.clone();
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+fn files_of_keys(dir: &Path, ids: &BTreeSet<String>) -> std::io::Result<Vec<KeySecretFile>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if !entry.file_type()?.is_file() || path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let Some(s) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_yaml_ng::from_str::<Secret>(&t).ok())
+        else {
+            continue;
+        };
+        let m = &s.metadata;
+        let ours = m
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::LABEL_MANAGED_BY))
+            .is_some_and(|v| v == "keyward");
+        let key_id = m
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::ANN_KEY_ID));
+        if let (true, Some(id), Some(ns), Some(name)) = (ours, key_id, &m.namespace, &m.name) {
+            if ids.contains(id) {
+                found.push(KeySecretFile {
+                    path,
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    key_id: id.clone(),
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
 }
 
 #[async_trait]
@@ -290,9 +408,18 @@ mod tests {
         let sink = SecretsDir::new(dir.path());
         let m = material();
         let path = sink.path_of(&m.target);
-        // Not a Secret keyward can read: its value is unusable, as if missing.
-        std::fs::write(&path, "not: [a secret").unwrap();
-        assert!(sink.observe(&m.target).await.unwrap().is_none());
+        // Not a Secret manifest: an error naming the file (and the line), never "missing",
+        // and without the file's text (it could hold a value).
+        std::fs::write(&path, "apiKey: kw_secret\nnot: [a secret").unwrap();
+        let e = sink.observe(&m.target).await.unwrap_err();
+        assert_eq!(
+            e.detail,
+            format!(
+                "{} is not a Secret manifest (line 3); fix or remove the file",
+                path.display()
+            )
+        );
+        assert!(sink.current_value(&m.target).await.is_err());
         // A Secret whose key field is empty holds no value.
         let mut empty = manifest(&m);
         empty.data = Some(BTreeMap::from([("apiKey".to_owned(), ByteString(vec![]))]));
@@ -320,6 +447,52 @@ mod tests {
             "{e}"
         );
         assert_eq!(sink.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_never_follow_a_planted_link_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        let secrets = dir.path().join("secrets");
+        let sink = SecretsDir::new(&secrets);
+        let m = material();
+        std::fs::create_dir(&secrets).unwrap();
+        let path = sink.path_of(&m.target);
+        let tmp = path.with_extension("yaml.tmp");
+        std::os::unix::fs::symlink(&outside, &tmp).unwrap();
+        assert!(sink.write(&m).await.unwrap());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert!(!tmp.exists() && tmp.symlink_metadata().is_err(), "tmp left");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("kind: Secret"), "{text}");
+        // A directory keyward creates is private.
+        let fresh = SecretsDir::new(dir.path().join("fresh/nested"));
+        fresh.write(&m).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("fresh/nested"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Only keyward's files for the keys asked are found.
+        let id = m.annotations[super::super::ANN_KEY_ID].clone();
+        let found = fresh
+            .files_of_keys(BTreeSet::from([id.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].namespace.as_str(), found[0].name.as_str()),
+            ("ns", "s")
+        );
+        let other = fresh
+            .files_of_keys(BTreeSet::from(["nope".into()]))
+            .await
+            .unwrap();
+        assert!(other.is_empty());
+        fresh.remove(&found[0]).await.unwrap();
+        assert!(!found[0].path.exists());
     }
 
     #[test]

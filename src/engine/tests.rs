@@ -776,7 +776,12 @@ async fn a_renewal_issued_as_a_new_key_is_revoked_when_its_secret_cannot_be_writ
 
 #[tokio::test]
 async fn a_replace_parks_the_old_key_and_lets_it_expire_after_the_overlap() {
-    for (overlap, keep) in [("      rotationOverlap: 10m\n", 605), ("", 65)] {
+    for (overlap, keep) in [
+        ("      rotationOverlap: 10m\n", 605),
+        // No overlap: the old key still gets a minute to be parked and expire.
+        ("      rotationOverlap: 0s\n", 65),
+        ("", 905),
+    ] {
         let d = desired_with("", overlap);
         let mut live = live_of(&d, now());
         live.spec.key_type = crate::model::KeyType::Public;

@@ -711,7 +711,7 @@ mod tests {
                 unreachable!()
             };
             assert!(!expiring, "a lost value is not a renewal");
-            assert_eq!(*grace_seconds, 0, "no rotationOverlap declared");
+            assert_eq!(*grace_seconds, 900, "the default rotationOverlap (15m)");
             assert_eq!(id, "id1");
             reason.clone()
         };

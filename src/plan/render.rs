@@ -39,11 +39,23 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
                 writeln!(out, "{}", indent(diff, 6))
             }
-            Action::Rotate { id, reason, grace_seconds, key, .. } => writeln!(
-                out,
-                "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}/{}, old value valid {grace_seconds}s more{observe}",
-                key.secret.namespace, key.secret.name
-            ),
+            Action::Rotate {
+                id,
+                reason,
+                grace_seconds,
+                key,
+                ..
+            } => {
+                let old = match grace_seconds {
+                    0 => "the old value stops working at once".to_owned(),
+                    s => format!("old value valid {s}s more"),
+                };
+                writeln!(
+                    out,
+                    "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}/{}, {old}{observe}",
+                    key.secret.namespace, key.secret.name
+                )
+            }
             Action::Replace { old_id, diff, .. } => {
                 let _ = writeln!(out, "  ± replace  {label} (id {old_id}): kind, type or owner changed; the old key expires after the overlap{observe}");
                 writeln!(out, "{}", indent(diff, 6))
@@ -53,13 +65,25 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 "  ~ secret   {label} -> Secret {}/{}: {reason}{observe}",
                 key.secret.namespace, key.secret.name
             ),
-            Action::Revoke { id, policy, reason, .. } => {
-                writeln!(out, "  - revoke   {label} (id {id}, ApiKeyPolicy {policy}): {reason}{observe}")
+            Action::Revoke {
+                id, policy, reason, ..
+            } => {
+                writeln!(
+                    out,
+                    "  - revoke   {label} (id {id}, ApiKeyPolicy {policy}): {reason}{observe}"
+                )
             }
             Action::SetCors { from, to } => writeln!(out, "  ~ cors     {:?} -> {:?}", from, to),
             Action::SetPublic { api, from, to } => {
-                let names = |s: &std::collections::BTreeSet<crate::model::ContentOp>| s.iter().map(|o| o.as_str()).collect::<Vec<_>>();
-                writeln!(out, "  ~ public   {api}: {:?} -> {:?}", names(from), names(to))
+                let names = |s: &std::collections::BTreeSet<crate::model::ContentOp>| {
+                    s.iter().map(|o| o.as_str()).collect::<Vec<_>>()
+                };
+                writeln!(
+                    out,
+                    "  ~ public   {api}: {:?} -> {:?}",
+                    names(from),
+                    names(to)
+                )
             }
         };
     }
@@ -98,10 +122,26 @@ pub fn summary(plan: &Plan) -> String {
         .filter(|(c, _)| **c > 0)
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
-    if parts.is_empty() {
-        "no changes".into()
+    let observe_only = plan.actions.iter().filter(|a| a.observe_only()).count();
+    let mut text = if parts.is_empty() {
+        "nothing to apply".to_owned()
     } else {
-        format!("Plan: {}.", parts.join(", "))
+        format!("Plan: {}", parts.join(", "))
+    };
+    if observe_only > 0 {
+        text.push_str(&format!(
+            "; {observe_only} ObserveOnly changes left for a person"
+        ));
+    }
+    if !plan.problems.is_empty() {
+        text.push_str(&format!("; {} problems stop it", plan.problems.len()));
+    }
+    match (
+        parts.is_empty() && observe_only == 0 && plan.problems.is_empty(),
+        text,
+    ) {
+        (true, _) => "no changes".into(),
+        (false, text) => format!("{text}."),
     }
 }
 
@@ -201,7 +241,8 @@ mod tests {
              ~ public   contact: [] -> [\"list\", \"create\"]\n  \
              - revoke   ns.p.old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
              ! a problem\n  \
-             Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change.\n"
+             Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change; \
+             1 ObserveOnly changes left for a person; 1 problems stop it.\n"
         );
     }
 
@@ -213,12 +254,22 @@ mod tests {
         });
         assert_eq!(
             summary(&p),
-            "Plan: 2 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change."
+            "Plan: 2 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change; \
+             1 ObserveOnly changes left for a person; 1 problems stop it."
         );
         p.actions.retain(|a| matches!(a, Action::Revoke { .. }));
-        assert_eq!(summary(&p), "Plan: 1 to revoke.");
-        p.actions.clear();
+        assert_eq!(summary(&p), "Plan: 1 to revoke; 1 problems stop it.");
         p.problems.clear();
+        assert_eq!(summary(&p), "Plan: 1 to revoke.");
+        // Only changes that apply leaves alone: never "no changes".
+        let mut watched = desired("").keys[0].clone();
+        watched.observe_only = true;
+        p.actions = vec![Action::Create { key: watched }];
+        assert_eq!(
+            summary(&p),
+            "nothing to apply; 1 ObserveOnly changes left for a person."
+        );
+        p.actions.clear();
         assert_eq!(summary(&p), "no changes");
         assert_eq!(render_text("t", &p), "t\n  no changes\n");
     }
@@ -238,7 +289,26 @@ mod tests {
         );
         assert_eq!(
             render_text("t", &p).lines().nth(1),
-            Some("  ↻ rotate   ns/p/k (id id1): expires at 2030-01-01T02:00:00+00:00, within renewBefore; new value to Secret ns/s, old value valid 0s more")
+            Some("  ↻ rotate   ns/p/k (id id1): expires at 2030-01-01T02:00:00+00:00, within renewBefore; new value to Secret ns/s, old value valid 900s more")
+        );
+        // No overlap: said in words.
+        let d = desired_with("", "      renewBefore: 1d\n      rotationOverlap: 0s\n");
+        let p = crate::plan::diff(
+            &d,
+            &[live.clone()],
+            &LiveSettings::default(),
+            &secrets_for(&live),
+            ENDPOINT,
+            now(),
+        );
+        assert!(
+            render_text("t", &p)
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l
+                    .ends_with("new value to Secret ns/s, the old value stops working at once")),
+            "{}",
+            render_text("t", &p)
         );
     }
 }

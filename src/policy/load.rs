@@ -11,13 +11,17 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: PathBuf,
-    /// 1-based line where the object's document starts.
+    /// 1-based line where the object's document starts; 0 for the path itself (it could not
+    /// be read), shown without a line.
     pub line: usize,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        match self.line {
+            0 => write!(f, "{}", self.file.display()),
+            line => write!(f, "{}:{line}", self.file.display()),
+        }
     }
 }
 
@@ -57,8 +61,20 @@ const GROUP_VERSION: &str = "keyward.dev/v1alpha1";
 pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for p in paths {
-        collect(p, &mut files, &mut errors);
+        let before = files.len();
+        collect(p, &mut files, &mut errors, &mut seen);
+        if files.len() == before && p.is_dir() && errors.is_empty() {
+            errors.push(LoadError {
+                origin: Origin {
+                    file: p.clone(),
+                    line: 0,
+                },
+                object: None,
+                message: "no manifests here (no .yaml or .yml files)".into(),
+            });
+        }
     }
     let mut set = ManifestSet::default();
     for file in files {
@@ -67,7 +83,7 @@ pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
             Err(e) => errors.push(LoadError {
                 origin: Origin {
                     file: file.clone(),
-                    line: 1,
+                    line: 0,
                 },
                 object: None,
                 message: format!("cannot read: {e}"),
@@ -93,30 +109,55 @@ pub fn load_str(name: &str, text: &str) -> Result<ManifestSet, Vec<LoadError>> {
     }
 }
 
-fn collect(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+/// Adds the manifest files at `p`: a regular file, or a directory's `.yaml`/`.yml` files (in
+/// name order, recursively). Anything else (a device, a pipe, a link that loops or leads back
+/// into a directory already read) is an error, never read or followed forever.
+fn collect(
+    p: &Path,
+    files: &mut Vec<PathBuf>,
+    errors: &mut Vec<LoadError>,
+    seen: &mut std::collections::BTreeSet<PathBuf>,
+) {
     let at = |message: String| LoadError {
         origin: Origin {
             file: p.to_path_buf(),
-            line: 1,
+            line: 0,
         },
         object: None,
         message,
     };
-    if p.is_dir() {
-        let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(e) => return errors.push(at(format!("cannot read directory: {e}"))),
-        };
-        entries.sort();
-        for e in entries {
-            if e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                collect(&e, files, errors);
-            }
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return errors.push(at("no such file or directory".into()))
         }
-    } else if p.exists() {
-        files.push(p.to_path_buf());
-    } else {
-        errors.push(at("no such file or directory".into()));
+        Err(e) => return errors.push(at(format!("cannot read: {e}"))),
+    };
+    if meta.is_file() {
+        return files.push(p.to_path_buf());
+    }
+    if !meta.is_dir() {
+        return errors.push(at("not a regular file or a directory".into()));
+    }
+    match std::fs::canonicalize(p) {
+        Ok(real) if !seen.insert(real.clone()) => {
+            return errors.push(at(format!(
+                "leads back to {}, already read (a link loop?)",
+                real.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) => return errors.push(at(format!("cannot read: {e}"))),
+    }
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => return errors.push(at(format!("cannot read directory: {e}"))),
+    };
+    entries.sort();
+    for e in entries {
+        if e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            collect(&e, files, errors, seen);
+        }
     }
 }
 
@@ -236,7 +277,7 @@ fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<Lo
 fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = without_values(&e.into_inner().to_string());
         if path == "." {
             inner
         } else {
@@ -245,9 +286,51 @@ fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> 
     })
 }
 
+/// serde's "invalid type: string `VALUE`, expected ..." without the value: a field given the
+/// wrong type may hold a credential or a key value, and errors end up in CI logs.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest
+        .find("invalid type: ")
+        .or_else(|| rest.find("invalid value: "))
+    {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        match (tail.find(" `"), tail.find("`,")) {
+            (Some(open), Some(close)) if open < close => {
+                out.push_str(&tail[..open]);
+                rest = &tail[close + 1..];
+            }
+            _ => {
+                out.push_str(tail);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_never_echo_the_value() {
+        assert_eq!(
+            without_values("invalid type: string `kw_secret`, expected a sequence"),
+            "invalid type: string, expected a sequence"
+        );
+        assert_eq!(
+            without_values("invalid value: integer `123456`, expected u32"),
+            "invalid value: integer, expected u32"
+        );
+        assert_eq!(
+            without_values("unknown variant `FLY`, expected one of `GET`"),
+            "unknown variant `FLY`, expected one of `GET`"
+        );
+    }
 
     fn load_str(text: &str) -> Result<ManifestSet, Vec<LoadError>> {
         super::load_str("m.yaml", text)

@@ -141,7 +141,10 @@ pub struct KeyDecl {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub renew_before: Option<String>,
-    /// How long the old value keeps working after a rotation wrote the new one (e.g. 10m).
+    /// How long the old value keeps working after a rotation or a regeneration wrote the new
+    /// one (e.g. 10m; default 15m, so workloads can pick up the new Secret; 0s ends it at
+    /// once). On a CMS without overlap (Strapi) the default is 0s and only an explicit value
+    /// is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub rotation_overlap: Option<String>,

@@ -56,6 +56,9 @@ impl fmt::Display for Diagnostic {
 
 /// The longest rotation overlap a CMS grace period allows.
 const MAX_OVERLAP: SignedDuration = crate::model::days(30);
+/// `rotationOverlap` when a key declares none: long enough for a workload to roll out the new
+/// Secret before the old value stops working.
+pub const DEFAULT_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_mins(15);
 
 /// How a connection is reached, as a manifest declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +256,7 @@ pub fn policy_keys(
         let renew_before = parse(&mut cx, "renewBefore", &k.renew_before)
             .unwrap_or_else(|| default_renew_before(lifetime));
         let overlap = parse(&mut cx, "rotationOverlap", &k.rotation_overlap)
-            .unwrap_or_else(SignedDuration::default);
+            .unwrap_or(DEFAULT_ROTATION_OVERLAP);
         if renew_before >= lifetime {
             cx.error(
                 at("renewBefore"),
@@ -376,6 +379,15 @@ pub fn fit_to_provider(
             out.push((at(&field), reason));
         }
         fit_lifetime(caps, decl, keys.get_mut(i), &at, &mut out);
+        // No overlap on this CMS: the default becomes 0s (the plan says the old value ends at
+        // once); only an overlap the policy asks for is refused.
+        if let (Some(_), None, Some(k)) = (
+            caps.rotation_overlap,
+            &decl.rotation_overlap,
+            keys.get_mut(i),
+        ) {
+            k.rotation_overlap = SignedDuration::ZERO;
+        }
         if let Some(o) = decl
             .rotation_overlap
             .as_deref()

@@ -162,6 +162,8 @@ pub fn options(
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
         clock: keyward::engine::Clock::system(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_dir: secrets.to_path_buf(),
         data_dir: secrets.join("unused-embedded"),

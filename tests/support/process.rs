@@ -56,3 +56,30 @@ pub fn serve_command(dir: &std::path::Path) -> Command {
         .env("KEYWARD_CMS_ADMIN_TOKEN", ADMIN);
     c
 }
+
+/// `keyward ARGS` in `dir`, with none of the caller's `KEYWARD_*` / `SSL_CERT*` variables but
+/// those of `env`: (exit code, stdout, stderr, seconds).
+pub fn keyward(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String, f64) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.current_dir(dir).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
+}

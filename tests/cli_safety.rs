@@ -1,0 +1,419 @@
+//! The GitOps CLI in a team's pipeline, through the binary: a fresh clone, two runs at once, a
+//! planted link, a key removed from git, ObserveOnly, paths that are not manifests, the demo.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::Path;
+use support::process::keyward;
+use support::Cms;
+
+const READER: &str = "corporate.cms-reader.yaml";
+const WRITER: &str = "corporate.cms-contact-writer.yaml";
+
+/// A reference CMS with the APIs of example 01, and a work directory holding the example.
+async fn setup() -> (Cms, tempfile::TempDir) {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    cms.api("contact").await;
+    let work = tempfile::tempdir().unwrap();
+    let example = support::examples().join("01-read-only-with-contact-form/policy.yaml");
+    std::fs::copy(example, work.path().join("policy.yaml")).unwrap();
+    (cms, work)
+}
+
+/// `keyward plan|apply -f policy.yaml ARGS` against `cms`.
+fn run(cms: &Cms, work: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![args[0], "-f", "policy.yaml"];
+    all.extend(&args[1..]);
+    let (code, out, err, _) = keyward(
+        work,
+        &all,
+        &[
+            ("KEYWARD_CMS_URL", cms.url.as_str()),
+            ("KEYWARD_CMS_TOKEN", support::ADMIN),
+        ],
+    );
+    (code, out, err)
+}
+
+fn value(dir: &Path, file: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let s: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(&text).unwrap();
+    let bytes = &s.data.unwrap()["CMS_API_KEY"];
+    String::from_utf8(bytes.0.clone()).unwrap()
+}
+
+/// The CMS's keys as (id, version) pairs: unchanged means nothing was regenerated.
+async fn key_versions(cms: &Cms) -> Vec<(String, String)> {
+    let keys = cms.admin(Method::GET, "/v1/keys", None).await.body["keys"].clone();
+    let mut out: Vec<(String, String)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].to_string(), k.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_clone_never_regenerates_every_key() {
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (reader, writer) = (value(&w.join("out"), READER), value(&w.join("out"), WRITER));
+    let before = key_versions(&cms).await;
+
+    // A fresh clone: no secrets directory. plan says what apply would do, and exits 2.
+    let (code, out, err) = run(&cms, w, &["plan", "--secrets-dir", "fresh"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("warning: the secrets directory fresh does not exist: 2 keys that the CMS already holds would get a new value")
+            && err.contains("apply refuses this without --regenerate-missing"),
+        "{err}"
+    );
+    // apply refuses, changes nothing, and leaves no directory behind.
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "fresh"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("the secrets directory fresh does not exist: 2 keys")
+            && err.contains("Nothing was changed")
+            && err.contains("--regenerate-missing"),
+        "{err}"
+    );
+    assert!(!w.join("fresh").exists());
+    // An empty directory is the same.
+    std::fs::create_dir(w.join("empty")).unwrap();
+    let (code, _, err) = run(&cms, w, &["apply", "--secrets-dir", "empty"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the secrets directory empty holds no Secret files"),
+        "{err}"
+    );
+    assert_eq!(key_versions(&cms).await, before, "nothing regenerated");
+    for v in [&reader, &writer] {
+        assert!(!err.contains(v.as_str()));
+    }
+
+    // Said explicitly: new values, and the old ones keep working for the overlap (the reader
+    // declares none: the default 15m; the writer 10m).
+    let (code, out, err) = run(
+        &cms,
+        w,
+        &["apply", "--secrets-dir", "fresh", "--regenerate-missing"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("old value valid 900s more"), "{out}");
+    let fresh = w.join("fresh");
+    assert_ne!(value(&fresh, READER), reader);
+    for v in [&reader, &value(&fresh, READER)] {
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", v).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        cms.status(Method::POST, "/api/contact", &writer).await,
+        StatusCode::CREATED
+    );
+
+    // One file missing from a directory that holds the others: a lost Secret, regenerated.
+    std::fs::remove_file(fresh.join(READER)).unwrap();
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "fresh"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(fresh.join(READER).exists());
+
+    // A file that does not parse is an error naming it, never "missing".
+    std::fs::write(fresh.join(READER), "data: [not a secret").unwrap();
+    let before = key_versions(&cms).await;
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "fresh"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "Secret corporate/cms-reader: fresh/{READER} is not a Secret manifest (line 1); fix or remove the file"
+        )),
+        "{err}"
+    );
+    assert_eq!(key_versions(&cms).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_apply_per_secrets_directory() {
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let out_dir = w.join("out");
+    let held = keyward::dirlock::lock(&out_dir, "secrets directory", Default::default()).unwrap();
+    let (code, out, err) = run(
+        &cms,
+        w,
+        &["apply", "--secrets-dir", "out", "--lock-timeout", "0s"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "secrets directory out is in use by pid {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    assert!(!out_dir.join(READER).exists(), "the loser wrote nothing");
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"],
+        serde_json::json!([])
+    );
+    // With time to wait, it waits (saying for what), then goes ahead.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(held);
+    });
+    let (code, out, err) = run(
+        &cms,
+        w,
+        &["apply", "--secrets-dir", "out", "--lock-timeout", "30s"],
+    );
+    release.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("waiting for the lock on the secrets directory"),
+        "{err}"
+    );
+    assert!(out_dir.join(READER).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_are_private_and_never_written_through_a_planted_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let (cms, work) = setup().await;
+    let w = work.path();
+    std::fs::create_dir(w.join("out")).unwrap();
+    std::fs::write(w.join("victim"), "untouched").unwrap();
+    std::os::unix::fs::symlink(
+        w.join("victim"),
+        w.join("out").join(format!("{READER}.tmp")),
+    )
+    .unwrap();
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(w.join("victim")).unwrap(),
+        "untouched"
+    );
+    let names: Vec<String> = std::fs::read_dir(w.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    // A directory keyward creates is 0700, its files 0600.
+    let (code, _, err) = run(
+        &cms,
+        w,
+        &[
+            "apply",
+            "--secrets-dir",
+            "new/secrets",
+            "--regenerate-missing",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&w.join("new/secrets")), 0o700);
+    assert_eq!(mode(&w.join("new/secrets").join(READER)), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_keys_secret_file_is_deleted_and_only_that() {
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let (code, _, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{err}");
+    let writer = value(&w.join("out"), WRITER);
+    // Someone else's file in the directory stays.
+    std::fs::write(
+        w.join("out/other.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: corporate}\n",
+    )
+    .unwrap();
+    // The contact-form key is removed from git.
+    let text = std::fs::read_to_string(w.join("policy.yaml")).unwrap();
+    let cut = text.find("    - name: contact-form").unwrap();
+    std::fs::write(w.join("policy.yaml"), &text[..cut]).unwrap();
+    let (code, out, err) = run(&cms, w, &["plan", "--secrets-dir", "out"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "  - secret   corporate/cms-contact-writer (out/{WRITER}): its key "
+        )),
+        "{out}"
+    );
+    let (_, json, _) = run(&cms, w, &["plan", "--secrets-dir", "out", "-o", "json"]);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let files = &json["connections"][0]["secretFilesToDelete"];
+    assert_eq!(files.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(files[0]["name"], "cms-contact-writer");
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!w.join("out").join(WRITER).exists());
+    assert!(w.join("out").join(READER).exists() && w.join("out/other.yaml").exists());
+    assert_eq!(
+        cms.status(Method::POST, "/api/contact", &writer).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (code, out, _) = run(&cms, w, &["plan", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{out}");
+    // --prune: a policy deleted from git loses its keys and their files.
+    std::fs::write(w.join("policy.yaml"), "").unwrap();
+    std::fs::write(w.join("other-policy.yaml"), OTHER).unwrap();
+    let (code, out, err, _) = keyward(
+        w,
+        &[
+            "apply",
+            "-f",
+            "other-policy.yaml",
+            "--secrets-dir",
+            "out",
+            "--prune",
+        ],
+        &[
+            ("KEYWARD_CMS_URL", cms.url.as_str()),
+            ("KEYWARD_CMS_TOKEN", support::ADMIN),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("  - secret   corporate/cms-reader"), "{out}");
+    assert!(!w.join("out").join(READER).exists());
+}
+
+const OTHER: &str = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: other, namespace: corporate}
+spec:
+  keys:
+    - name: k
+      defaultPermissions: [GET]
+      secret: {name: other-key}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_only_changes_are_pending_for_plan_and_apply() {
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let text = std::fs::read_to_string(w.join("policy.yaml")).unwrap();
+    let text = text.replace("spec:\n", "spec:\n  managementPolicy: ObserveOnly\n");
+    std::fs::write(w.join("policy.yaml"), text).unwrap();
+    for mode in ["plan", "apply"] {
+        let (code, out, err) = run(&cms, w, &[mode, "--secrets-dir", "out"]);
+        assert_eq!(code, 2, "{mode}: {out}{err}");
+        assert!(!out.contains("no changes"), "{out}");
+        assert!(
+            out.contains("nothing to apply; 2 ObserveOnly changes left for a person."),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/keys", None).await.body["keys"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn paths_that_are_not_manifests_are_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let plan = |path: &str| {
+        let (code, out, err, _) = keyward(w, &["plan", "-f", path], &[]);
+        (code, out, err)
+    };
+    let (code, _, err) = plan("nope.yaml");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nope.yaml: no such file or directory") && !err.contains("nope.yaml:1"),
+        "{err}"
+    );
+    std::fs::create_dir(w.join("empty")).unwrap();
+    std::fs::write(w.join("empty/README.md"), "not a manifest").unwrap();
+    let (code, _, err) = plan("empty");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("empty: no manifests here (no .yaml or .yml files)"),
+        "{err}"
+    );
+    let (code, _, err) = plan("/dev/zero");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/dev/zero: not a regular file or a directory"),
+        "{err}"
+    );
+    std::os::unix::fs::symlink("b.yaml", w.join("a.yaml")).unwrap();
+    std::os::unix::fs::symlink("a.yaml", w.join("b.yaml")).unwrap();
+    let (code, _, err) = plan("a.yaml");
+    assert_eq!(code, 1);
+    assert!(err.contains("a.yaml: cannot read: "), "{err}");
+    // A directory that links back into itself is read once, not forever.
+    std::fs::create_dir(w.join("tree")).unwrap();
+    std::fs::write(w.join("tree/p.yaml"), OTHER).unwrap();
+    std::os::unix::fs::symlink(w.join("tree"), w.join("tree/again")).unwrap();
+    let (code, _, err) = plan("tree");
+    assert_eq!(code, 1);
+    assert!(err.contains("tree/again: leads back to "), "{err}");
+    // -o is documented.
+    let (_, help, _, _) = keyward(w, &["plan", "--help"], &[]);
+    assert!(
+        help.contains("-o, --output <OUTPUT>") && help.contains("as JSON for tools"),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_demo_leaves_nothing_behind_and_ends_quietly_when_its_reader_goes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["cms", "demo"])
+        .current_dir(work.path())
+        .env_remove("KEYWARD_CMS_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `keyward cms demo | head -1`: read a line, then close the pipe.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("reference CMS on http://127.0.0.1:"),
+        "{first}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && stderr.is_empty(),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+    // Its data was in a temporary directory, removed.
+    let dir = first
+        .trim_end()
+        .rsplit_once("(data in ")
+        .map(|(_, d)| d.trim_end_matches(')').to_owned())
+        .unwrap();
+    assert!(!Path::new(&dir).exists(), "{dir} is still there");
+}
+
+#[test]
+fn json_output_names_no_random_port_for_the_embedded_cms() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::write(w.join("p.yaml"), OTHER).unwrap();
+    let (code, out, err, _) = keyward(w, &["plan", "-f", "p.yaml", "-o", "json"], &[]);
+    assert_eq!(code, 2, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["connections"][0]["endpoint"], "http://127.0.0.1:8780");
+}
