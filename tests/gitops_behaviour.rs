@@ -407,7 +407,7 @@ async fn a_create_whose_answer_is_lost_is_not_retried_and_the_next_run_recovers(
     );
     assert_eq!(error.done.len(), 1, "{}", error.report());
     assert!(
-        error.done[0].starts_with("created key shop.web.reader (id ")
+        error.done[0].starts_with("created key shop/web/reader (id ")
             && error.done[0].ends_with(") and wrote Secret shop/reader"),
         "{}",
         error.report()
@@ -949,7 +949,7 @@ async fn prune_revokes_the_keys_of_policies_no_longer_in_the_files() {
         applied[0]
             .as_str()
             .unwrap()
-            .starts_with("revoked key shop.api.writer (id "),
+            .starts_with("revoked key shop/api/writer (id "),
         "{j}"
     );
     assert_eq!(

@@ -1205,7 +1205,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
         events(&c)
             .iter()
             .any(|(reason, note)| reason == "KeyRotated"
-                && note.starts_with("rotated key shop.web.reader")),
+                && note.starts_with("rotated key shop/web/reader")),
         "{:?}",
         events(&c)
     );

@@ -375,7 +375,7 @@ async fn revoke_regenerate_drift_and_names_taken() {
     let applied = apply_twice(&s, &[&only_reader], out.path()).await;
     assert_eq!(planned(&applied), pairs(&[("revoke", "team.app.writer")]));
     assert!(
-        done(&applied)[0].starts_with("revoked key team.app.writer (id "),
+        done(&applied)[0].starts_with("revoked key team/app/writer (id "),
         "{:?}",
         done(&applied)
     );
@@ -394,7 +394,7 @@ async fn revoke_regenerate_drift_and_names_taken() {
     let replaced = apply_twice(&s, &[&public_reader], out.path()).await;
     assert_eq!(planned(&replaced), pairs(&[("replace", "team/app/reader")]));
     assert!(
-        done(&replaced)[0].starts_with("replaced key team.app.reader (old id "),
+        done(&replaced)[0].starts_with("replaced key team/app/reader (old id "),
         "{:?}",
         done(&replaced)
     );

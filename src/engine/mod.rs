@@ -254,7 +254,7 @@ fn describe(a: &Action) -> String {
             "rewrite Secret {}/{}",
             key.secret.namespace, key.secret.name
         ),
-        Action::Revoke { name, id, .. } => format!("revoke key {name} (id {id})"),
+        Action::Revoke { id, .. } => format!("revoke key {} (id {id})", a.subject()),
         Action::SetCors { .. } => "set CORS origins".into(),
         Action::SetPublic { api, .. } => format!("set public endpoints of '{api}'"),
     }
@@ -337,14 +337,16 @@ impl Engine<'_> {
                 Ok((
                     format!(
                         "created key {} (id {id}) and wrote Secret {}/{}",
-                        spec.name, key.secret.namespace, key.secret.name
+                        action.subject(),
+                        key.secret.namespace,
+                        key.secret.name
                     ),
                     w,
                 ))
             }
             Action::Update { key, id, .. } => {
                 self.provider.update_key(id, &key.spec).await?;
-                Ok((format!("updated key {} (id {id})", key.spec.name), false))
+                Ok((format!("updated key {} (id {id})", action.subject()), false))
             }
             Action::Rotate {
                 key,
@@ -384,7 +386,9 @@ impl Engine<'_> {
                 Ok((
                     format!(
                         "rotated key {} (id {id}: {reason}) and wrote Secret {}/{}",
-                        key.spec.name, key.secret.namespace, key.secret.name
+                        action.subject(),
+                        key.secret.namespace,
+                        key.secret.name
                     ),
                     w,
                 ))
@@ -422,7 +426,7 @@ impl Engine<'_> {
                 Ok((
                     format!(
                         "replaced key {} (old id {old_id} expires in {}s, new id {})",
-                        key.spec.name,
+                        action.subject(),
                         keep.as_secs(),
                         issued.key.id
                     ),
@@ -457,11 +461,12 @@ impl Engine<'_> {
                     w,
                 ))
             }
-            Action::Revoke {
-                id, name, reason, ..
-            } => {
+            Action::Revoke { id, reason, .. } => {
                 self.provider.revoke_key(id).await?;
-                Ok((format!("revoked key {name} (id {id}): {reason}"), false))
+                Ok((
+                    format!("revoked key {} (id {id}): {reason}", action.subject()),
+                    false,
+                ))
             }
             Action::SetCors { to, .. } => {
                 self.provider.set_cors(to).await?;

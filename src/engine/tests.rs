@@ -370,7 +370,7 @@ async fn a_create_gets_a_lifetime_from_the_clock_and_its_secret() {
     let report = engine(&cms, &sink).apply(&p).await.unwrap();
     assert_eq!(
         report.done,
-        ["created key ns.p.k (id new1) and wrote Secret ns/s"]
+        ["created key ns/p/k (id new1) and wrote Secret ns/s"]
     );
     assert_eq!(report.secrets_written, 1);
     assert_eq!(cms.calls(), ["create ns.p.k"]);
@@ -444,12 +444,12 @@ async fn every_action_calls_the_cms_once_and_says_what_it_did() {
     assert_eq!(
         report.done,
         [
-            "updated key ns.p.k (id id1)",
+            "updated key ns/p/k (id id1)",
             "rewrote Secret ns/s",
-            "rotated key ns.p.k (id id1: lost) and wrote Secret ns/s",
+            "rotated key ns/p/k (id id1: lost) and wrote Secret ns/s",
             "set CORS origins to {\"https://a.example\"}",
             "set public endpoints of 'contact'",
-            "revoked key ns.p.k (id id1): removed",
+            "revoked key ns/p/k (id id1): removed",
         ]
     );
     assert_eq!(report.secrets_written, 2, "the rewrite and the rotation");
@@ -553,18 +553,18 @@ async fn a_failure_stops_the_apply_and_lists_the_rest() {
         .unwrap_err();
     assert_eq!(
         e.done,
-        ["created key ns.p.k2 (id new1) and wrote Secret ns/s"]
+        ["created key ns/p/k2 (id new1) and wrote Secret ns/s"]
     );
     assert_eq!(e.failed, "update key ns/p/k (id id1)");
     assert_eq!(e.cause, "http://cms answered 503: refused");
     assert_eq!(
         e.not_attempted,
-        ["set CORS origins", "revoke key ns.p.k (id id1)"]
+        ["set CORS origins", "revoke key ns/p/k (id id1)"]
     );
     assert!(e.transient, "a 503 is worth retrying");
     assert_eq!(
         e.report(),
-        "  done:          created key ns.p.k2 (id new1) and wrote Secret ns/s\n  failed:        update key ns/p/k (id id1): http://cms answered 503: refused\n  not attempted: set CORS origins\n  not attempted: revoke key ns.p.k (id id1)\n"
+        "  done:          created key ns/p/k2 (id new1) and wrote Secret ns/s\n  failed:        update key ns/p/k (id id1): http://cms answered 503: refused\n  not attempted: set CORS origins\n  not attempted: revoke key ns/p/k (id id1)\n"
     );
     assert_eq!(
         e.to_string(),
@@ -799,7 +799,7 @@ async fn a_replace_parks_the_old_key_and_lets_it_expire_after_the_overlap() {
         assert_eq!(
             report.done,
             [format!(
-                "replaced key ns.p.k (old id id1 expires in {keep}s, new id new1)"
+                "replaced key ns/p/k (old id id1 expires in {keep}s, new id new1)"
             )]
         );
         assert_eq!(report.secrets_written, 1);

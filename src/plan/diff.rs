@@ -85,6 +85,27 @@ pub enum Action {
 }
 
 impl Action {
+    /// What the action is about, as people read it everywhere: a key is `namespace/policy/key`
+    /// (a revoked one too, read back from its CMS name `namespace.policy.key`).
+    pub fn subject(&self) -> String {
+        match self {
+            Self::Create { key }
+            | Self::Update { key, .. }
+            | Self::Rotate { key, .. }
+            | Self::Replace { key, .. }
+            | Self::WriteSecret { key, .. } => format!("{}/{}", key.policy, key.key),
+            Self::Revoke { name, policy, .. } => {
+                let prefix = format!("{}.", policy.replacen('/', ".", 1));
+                match name.strip_prefix(&prefix) {
+                    Some(key) if !key.is_empty() => format!("{policy}/{key}"),
+                    _ => name.clone(),
+                }
+            }
+            Self::SetCors { .. } => "CORS origins".into(),
+            Self::SetPublic { api, .. } => format!("public endpoints of '{api}'"),
+        }
+    }
+
     /// Actions of ObserveOnly policies are shown, never applied.
     pub fn observe_only(&self) -> bool {
         match self {

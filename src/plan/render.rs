@@ -3,21 +3,6 @@
 use super::diff::{Action, Plan};
 use std::fmt::Write;
 
-fn key_label(a: &Action) -> String {
-    match a {
-        Action::Create { key }
-        | Action::Update { key, .. }
-        | Action::Rotate { key, .. }
-        | Action::Replace { key, .. }
-        | Action::WriteSecret { key, .. } => {
-            format!("{}/{}", key.policy, key.key)
-        }
-        Action::Revoke { name, .. } => name.clone(),
-        Action::SetCors { .. } => "CORS origins".into(),
-        Action::SetPublic { api, .. } => format!("public endpoints of '{api}'"),
-    }
-}
-
 /// One plan as text; `title` names the connection.
 pub fn render_text(title: &str, plan: &Plan) -> String {
     let mut out = String::new();
@@ -28,7 +13,7 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
         } else {
             ""
         };
-        let label = key_label(a);
+        let label = a.subject();
         let _ = match a {
             Action::Create { key } => writeln!(
                 out,
@@ -239,7 +224,7 @@ mod tests {
              ~ secret   ns/p/k -> Secret ns/s: edited\n  \
              ~ cors     {} -> {\"https://a.example\"}\n  \
              ~ public   contact: [] -> [\"list\", \"create\"]\n  \
-             - revoke   ns.p.old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
+             - revoke   ns/p/old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
              ! a problem\n  \
              Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change; \
              1 ObserveOnly changes left for a person; 1 problems stop it.\n"
