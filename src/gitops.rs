@@ -327,7 +327,8 @@ async fn connect(
                         source,
                     })?;
                 if !created.is_empty() {
-                    tracing::info!(apis = ?created, "embedded CMS: created the APIs the policies name");
+                    let apis = created.join(", ");
+                    tracing::info!(%apis, "embedded CMS: created the APIs the policies name");
                 }
                 Ok(Connected {
                     title: format!(

@@ -417,3 +417,122 @@ fn json_output_names_no_random_port_for_the_embedded_cms() {
     let json: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["connections"][0]["endpoint"], "http://127.0.0.1:8780");
 }
+
+#[test]
+fn names_that_could_collide_are_refused_and_every_key_shows_its_namespace() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let policy = |ns: &str, name: &str, key: &str| {
+        format!("apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: {name}{ns}}}\nspec:\n  keys:\n    - name: {key}\n      defaultPermissions: [GET]\n      secret: {{name: {name}-{key}}}\n")
+    };
+    // Both would be the CMS key `shop.web.front.reader`.
+    std::fs::write(
+        w.join("a.yaml"),
+        policy(", namespace: shop", "web.front", "reader"),
+    )
+    .unwrap();
+    std::fs::write(
+        w.join("b.yaml"),
+        policy(", namespace: shop", "web", "front.reader"),
+    )
+    .unwrap();
+    let (code, _, err, _) = keyward(w, &["plan", "-f", "a.yaml", "-f", "b.yaml"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "ApiKeyPolicy shop/web: spec.keys[0].name: 'front.reader' is not a valid key name"
+        ),
+        "{err}"
+    );
+    // No namespace: `default`, as kubectl does, and the plan says so.
+    std::fs::write(w.join("c.yaml"), policy("", "site", "reader")).unwrap();
+    let (code, out, err, _) = keyward(w, &["plan", "-f", "c.yaml"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        out.contains("+ create   default/site/reader  -> Secret default/site-reader"),
+        "{out}"
+    );
+}
+
+/// Every directory a README command writes to is ignored by git (a committed Secret file would
+/// leak a key).
+#[test]
+fn gitignore_covers_what_the_readme_commands_create() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let ignored: Vec<String> = std::fs::read_to_string(root.join(".gitignore"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_owned()
+        })
+        .collect();
+    let mut checked = 0;
+    for flag in ["--secrets-dir ", "--data-dir ", "--data "] {
+        for (at, _) in readme.match_indices(flag) {
+            let path = readme[at + flag.len()..]
+                .split(|c: char| c.is_whitespace() || c == '`' || c == ')' || c == ']')
+                .next()
+                .unwrap_or_default();
+            let top = path
+                .trim_start_matches("./")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if top.is_empty() || top.chars().all(|c| c.is_ascii_uppercase()) {
+                continue; // a placeholder such as DIR
+            }
+            let covered = ignored.iter().any(|pattern| {
+                pattern == top
+                    || pattern
+                        .strip_suffix('*')
+                        .is_some_and(|p| top.starts_with(p))
+            });
+            assert!(
+                covered,
+                "{top} (from `{flag}{path}` in the README) is not in .gitignore"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the README's commands were found: {checked}");
+}
+
+#[test]
+fn logs_are_plain_json_values_without_colours_and_an_error_is_said_once() {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log");
+    let server = support::process::spawn_with(
+        &work.path().join("data"),
+        Some(&log),
+        &["--plan", "hobby", "--log-format", "json"],
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes when not at a terminal: {text}"
+    );
+    let listening: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "reference CMS listening")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(listening["fields"]["plan"], "hobby", "{listening}");
+    // A CMS that cannot be reached: retried, and the error said once, at the end.
+    std::fs::write(work.path().join("p.yaml"), OTHER).unwrap();
+    let (code, _, err, _) = keyward(
+        work.path(),
+        &["plan", "-f", "p.yaml"],
+        &[
+            ("KEYWARD_CMS_URL", "http://127.0.0.1:9"),
+            ("KEYWARD_CMS_TOKEN", support::ADMIN),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(err.contains("CMS call failed; retrying"), "{err}");
+}

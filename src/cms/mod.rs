@@ -393,7 +393,9 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         rx.clone(),
     ));
     tokio::spawn(forget_idle_clients(ctx.clone(), rx));
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan = ?cfg.plan.map(Plan::as_str), "reference CMS listening");
+    // A missing plan is an absent field, not `None`: JSON logs show plain values.
+    let plan = cfg.plan.map(Plan::as_str);
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan, "reference CMS listening");
     Ok(RunningCms {
         addr,
         ctx,

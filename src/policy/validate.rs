@@ -92,6 +92,8 @@ pub fn default_renew_before(lifetime: SignedDuration) -> SignedDuration {
     }
 }
 
+/// The CMS name of a key. One-to-one because neither the namespace nor the key name can hold a
+/// dot (both are DNS labels): the policy name is whatever lies between the first and last dot.
 pub fn cms_key_name(policy: &PolicyId, key: &str) -> String {
     format!("{}.{}.{}", policy.namespace, policy.name, key)
 }
@@ -138,7 +140,7 @@ pub fn policy_keys(
         out: Vec::new(),
     };
     // A DNS label, as in a cluster: no dots, so `namespace.policy.key` names stay unambiguous.
-    if !valid_dns(&id.namespace, 63) || id.namespace.contains('.') {
+    if !dns_label(&id.namespace, 63) {
         cx.error(
             "metadata.namespace",
             format!(
@@ -147,10 +149,13 @@ pub fn policy_keys(
             ),
         );
     }
-    if !valid_dns(&id.name, 63) {
+    if !dns_subdomain(&id.name) {
         cx.error(
             "metadata.name",
-            format!("'{}' is not a valid name (lowercase DNS label)", id.name),
+            format!(
+                "'{}' is not a valid name (lowercase DNS subdomain: DNS labels joined by '.', at most 253)",
+                id.name
+            ),
         );
     }
     let spec = &policy.spec;
@@ -200,11 +205,11 @@ pub fn policy_keys(
     let mut secrets = BTreeSet::new();
     for (i, k) in spec.keys.iter().enumerate() {
         let at = |f: &str| format!("spec.keys[{i}].{f}");
-        if !valid_dns(&k.name, 40) {
+        if !dns_label(&k.name, 40) {
             cx.error(
                 at("name"),
                 format!(
-                    "'{}' is not a valid key name (lowercase DNS label, at most 40)",
+                    "'{}' is not a valid key name (lowercase DNS label: letters, digits and '-', no '.', at most 40)",
                     k.name
                 ),
             );
@@ -224,13 +229,25 @@ pub fn policy_keys(
                 ),
             );
         }
-        if !valid_dns(&k.secret.name, 253) {
+        if !dns_subdomain(&k.secret.name) {
             cx.error(
                 at("secret.name"),
-                format!("'{}' is not a valid Secret name", k.secret.name),
+                format!(
+                    "'{}' is not a valid Secret name (lowercase DNS subdomain)",
+                    k.secret.name
+                ),
             );
         }
+        if !secret_data_key(&k.secret.key_field) {
+            cx.error(at("secret.keyField"), SECRET_KEY_RULE);
+        }
+        for (field, reason) in metadata_problems(&k.secret.labels, &k.secret.annotations) {
+            cx.error(at(&format!("secret.{field}")), reason);
+        }
         for (field, template) in &k.secret.extra_fields {
+            if !secret_data_key(field) {
+                cx.error(at(&format!("secret.extraFields.{field}")), SECRET_KEY_RULE);
+            }
             if *field == k.secret.key_field {
                 cx.error(
                     at(&format!("secret.extraFields.{field}")),
@@ -453,13 +470,80 @@ fn fit_lifetime(
     }
 }
 
-fn valid_dns(s: &str, max: usize) -> bool {
+/// An RFC 1123 label: lowercase letters, digits and '-', starting and ending alphanumeric.
+fn dns_label(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && !s.starts_with(['-', '.'])
-        && !s.ends_with(['-', '.'])
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain: labels joined by '.', at most 253 characters.
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| dns_label(l, 63))
+}
+
+const SECRET_KEY_RULE: &str =
+    "not a valid Secret data key (letters, digits, '-', '_' and '.', at most 253)";
+
+/// Kubernetes' rule for the keys of a Secret's `data`.
+fn secret_data_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A label value or the name part of a label or annotation key: at most 63 of letters, digits,
+/// '-', '_' and '.', starting and ending alphanumeric (a value may be empty).
+fn qualified_part(s: &str, may_be_empty: bool) -> bool {
+    if s.is_empty() {
+        return may_be_empty;
+    }
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain.
+fn qualified_key(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => dns_subdomain(prefix) && qualified_part(name, false),
+        None => qualified_part(k, false),
+    }
+}
+
+/// The Secret's labels and annotations against Kubernetes' rules and size limit, as (field,
+/// reason); values are not repeated (an annotation may hold anything).
+fn metadata_problems(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in labels {
+        if !qualified_key(k) {
+            out.push((format!("labels.{k}"), "not a valid label key ([prefix/]name, the name at most 63 of letters, digits, '-', '_', '.')".into()));
+        } else if !qualified_part(v, true) {
+            out.push((format!("labels.{k}"), "not a valid label value (at most 63 of letters, digits, '-', '_', '.', starting and ending alphanumeric)".into()));
+        }
+    }
+    for k in annotations.keys().filter(|k| !qualified_key(k)) {
+        out.push((format!("annotations.{k}"), "not a valid annotation key ([prefix/]name, the name at most 63 of letters, digits, '-', '_', '.')".into()));
+    }
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 256 * 1024 {
+        out.push((
+            "annotations".into(),
+            format!("{size} bytes in all; Kubernetes allows 256 KiB"),
+        ));
+    }
+    out
 }
 
 /// Whether a cluster connection's namespace conditions admit `namespace` (with its labels).
@@ -964,5 +1048,92 @@ spec:
             );
         }
         assert_eq!(check(&policy(&key(""))), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn names_and_secret_fields_follow_kubernetes_rules() {
+        for (bad, needle) in [
+            (
+                "    - name: front.reader\n      secret: {name: s}\n",
+                "spec.keys[0].name: 'front.reader' is not a valid key name",
+            ),
+            (
+                "    - name: k\n      secret: {name: 'a..b'}\n",
+                "spec.keys[0].secret.name: 'a..b' is not a valid Secret name",
+            ),
+            (
+                "    - name: k\n      secret: {name: s, keyField: 'api key'}\n",
+                "spec.keys[0].secret.keyField: not a valid Secret data key",
+            ),
+            (
+                "    - name: k\n      secret: {name: s, extraFields: {'x/y': 'v'}}\n",
+                "spec.keys[0].secret.extraFields.x/y: not a valid Secret data key",
+            ),
+            (
+                "    - name: k\n      secret: {name: s, labels: {'-a': 'v'}}\n",
+                "spec.keys[0].secret.labels.-a: not a valid label key",
+            ),
+            (
+                "    - name: k\n      secret: {name: s, labels: {a: 'has space'}}\n",
+                "spec.keys[0].secret.labels.a: not a valid label value",
+            ),
+            (
+                "    - name: k\n      secret: {name: s, annotations: {'a/b/c': 'v'}}\n",
+                "spec.keys[0].secret.annotations.a/b/c: not a valid annotation key",
+            ),
+        ] {
+            refused(&policy(bad), needle);
+        }
+        let long = "x".repeat(64);
+        refused(
+            &policy(&format!(
+                "    - name: k\n      secret: {{name: s, labels: {{a: '{long}'}}}}\n"
+            )),
+            "not a valid label value",
+        );
+        let big = "x".repeat(300 * 1024);
+        refused(
+            &policy(&format!(
+                "    - name: k\n      secret: {{name: s, annotations: {{a: '{big}'}}}}\n"
+            )),
+            "spec.keys[0].secret.annotations: 307201 bytes in all; Kubernetes allows 256 KiB",
+        );
+        // A policy name may hold dots (a DNS subdomain); valid fields pass.
+        let ok = "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: web.front, namespace: shop}\nspec:\n  keys:\n    - name: k\n      secret: {name: s.v1, keyField: API_KEY.v2, labels: {app.kubernetes.io/part-of: web, empty: ''}, annotations: {example.com/note: 'any text: here'}}\n";
+        assert_eq!(check(ok), Ok(Vec::new()));
+    }
+
+    use proptest::prelude::*;
+
+    /// Valid names from a small alphabet, so that different ones often look alike.
+    fn names() -> impl Strategy<Value = (String, String, String, String)> {
+        let label = "[ab](-?[ab]){0,2}";
+        let subdomain = "[ab]{1,2}(\\.[ab]{1,2}){0,2}";
+        (label, subdomain, label, subdomain)
+    }
+
+    proptest! {
+        /// Two different keys never share a CMS name, and two different Secrets never share a
+        /// file, whatever valid names they have (`shop/web.front` + `reader` against `shop/web`
+        /// + `front.reader` cannot happen: a key name holds no dot).
+        #[test]
+        fn key_names_and_secret_files_are_one_to_one(a in names(), b in names()) {
+            for (ns, policy, key, secret) in [&a, &b] {
+                prop_assert!(dns_label(ns, 63) && dns_subdomain(policy) && dns_label(key, 40));
+                prop_assert!(dns_subdomain(secret));
+            }
+            let id = |ns: &str, name: &str| PolicyId {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                uid: None,
+            };
+            if (&a.0, &a.1, &a.2) != (&b.0, &b.1, &b.2) {
+                prop_assert_ne!(cms_key_name(&id(&a.0, &a.1), &a.2), cms_key_name(&id(&b.0, &b.1), &b.2));
+            }
+            let file = |ns: &str, secret: &str| format!("{ns}.{secret}.yaml");
+            if (&a.0, &a.3) != (&b.0, &b.3) {
+                prop_assert_ne!(file(&a.0, &a.3), file(&b.0, &b.3));
+            }
+        }
     }
 }

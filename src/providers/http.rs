@@ -140,6 +140,7 @@ impl JsonClient {
             .with_max_times(self.retry.attempts.saturating_sub(1) as usize)
             .with_total_delay(self.retry.budget)
             .with_jitter();
+        let retries = std::sync::atomic::AtomicU32::new(0);
         (|| self.attempt(token, &method, &url, body, idempotent))
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -149,7 +150,14 @@ impl JsonClient {
                 delay.map(|d| f.retry_after.map_or(d, |r| r.min(Duration::from_secs(60))))
             })
             .notify(|f: &Failure, wait: Duration| {
-                tracing::warn!(%method, path, error = %f.error, wait_ms = wait.as_millis() as u64, "CMS call failed; retrying");
+                // Said once, without the error: the caller reports how it ended, with the error
+                // (a success after a retry needs no error; KEYWARD_LOG=debug shows each one).
+                let wait_ms = wait.as_millis() as u64;
+                let retry = retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if retry == 1 {
+                    tracing::warn!(%method, path, wait_ms, "CMS call failed; retrying");
+                }
+                tracing::debug!(%method, path, retry, wait_ms, error = %f.error, "CMS call failed");
             })
             .await
             .map_err(|f| f.error)

@@ -84,7 +84,7 @@ impl Service {
         if let Some(a) = self.state.write().apis.get_mut(api) {
             a.public_ops = ops.clone();
         }
-        tracing::info!(api, operations = ?ops, "public endpoints set");
+        tracing::info!(api, operations = %json, "public endpoints set");
         Ok(ops)
     }
 
