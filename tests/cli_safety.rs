@@ -536,3 +536,72 @@ fn logs_are_plain_json_values_without_colours_and_an_error_is_said_once() {
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     assert!(err.contains("CMS call failed; retrying"), "{err}");
 }
+
+fn shared_settings_policy(name: &str, origin: &str, public: &str) -> String {
+    format!(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  cors: {{origins: ['{origin}']}}\n{public}  keys:\n    - name: k\n      defaultPermissions: [GET]\n      secret: {{name: {name}-k}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_takes_away_the_settings_only_deleted_policies_declared() {
+    let (cms, work) = setup().await;
+    cms.api("feedback").await;
+    let w = work.path();
+    let public = "  publicEndpoints: [{api: feedback, operations: [create]}]\n";
+    std::fs::create_dir(w.join("policies")).unwrap();
+    std::fs::write(
+        w.join("policies/a.yaml"),
+        shared_settings_policy("a", "https://a.example", public),
+    )
+    .unwrap();
+    std::fs::write(
+        w.join("policies/b.yaml"),
+        shared_settings_policy("b", "https://b.example", ""),
+    )
+    .unwrap();
+    let env = [
+        ("KEYWARD_CMS_URL", cms.url.as_str()),
+        ("KEYWARD_CMS_TOKEN", support::ADMIN),
+    ];
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["apply", "-f", "policies", "--secrets-dir", "out"];
+        args.extend(extra);
+        let (code, out, err, _) = keyward(w, &args, &env);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    apply(&[]);
+    let cors = || async { cms.admin(Method::GET, "/v1/cors", None).await.body["origins"].clone() };
+    let feedback = || async {
+        cms.admin(Method::GET, "/v1/apis/feedback/public", None)
+            .await
+            .body["operations"]
+            .clone()
+    };
+    assert_eq!(
+        cors().await,
+        serde_json::json!(["https://a.example", "https://b.example"])
+    );
+    assert_eq!(feedback().await, serde_json::json!(["create"]));
+    // Policy a is deleted from git: its origin and its public endpoint go, b's origin stays.
+    std::fs::remove_file(w.join("policies/a.yaml")).unwrap();
+    let out = apply(&["--prune"]);
+    assert!(
+        out.contains("~ public   feedback: [\"create\"] -> []"),
+        "{out}"
+    );
+    assert_eq!(cors().await, serde_json::json!(["https://b.example"]));
+    assert_eq!(feedback().await, serde_json::json!([]));
+    // An origin set by hand, and policy b deleted: b's origin goes, the hand-set one stays
+    // (no remaining policy manages CORS).
+    cms.admin(
+        Method::PUT,
+        "/v1/cors",
+        Some(serde_json::json!({"origins": ["https://b.example", "https://hand.example"]})),
+    )
+    .await;
+    std::fs::write(w.join("policies/b.yaml"), OTHER).unwrap();
+    apply(&["--prune"]);
+    assert_eq!(cors().await, serde_json::json!(["https://hand.example"]));
+}

@@ -139,7 +139,7 @@ pub fn manifest(m: &SecretMaterial) -> Secret {
 /// Writes `path` through `path.yaml.tmp` and a rename. The temporary file is created new
 /// (`O_EXCL`: never through a symlink planted there), mode 0600, and removed if the write fails;
 /// the directory is created 0700.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::dirlock::create_private_dir(dir)?;
     let tmp = path.with_extension("yaml.tmp");

@@ -16,8 +16,11 @@ use crate::providers::reference::ReferenceCms;
 use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
 use base64::Engine as _;
 use serde_json::json;
-use std::collections::BTreeSet;
+use settings_record::SettingsRecord;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+pub mod settings_record;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -172,6 +175,8 @@ pub enum GitopsError {
     Sink(#[from] crate::engine::SinkError),
     #[error("{0}")]
     Locked(#[from] crate::dirlock::LockError),
+    #[error("{0}")]
+    Record(#[from] settings_record::RecordError),
     #[error("{}", missing_message(.dir, .state, *.lost, true))]
     SecretsMissing {
         dir: PathBuf,
@@ -447,6 +452,12 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
     let (dir_state, _lock) = inspect_and_lock(opts).await?;
     let sink = SecretsDir::new(&opts.secrets_dir);
+    let dir = opts.secrets_dir.clone();
+    let mut record = tokio::task::spawn_blocking(move || SettingsRecord::read(&dir))
+        .await
+        .map_err(|e| {
+            GitopsError::Invalid(vec![format!("reading the settings record stopped: {e}")])
+        })??;
     let mut outcome = Outcome {
         runs: Vec::new(),
         warnings,
@@ -454,7 +465,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let mut connected = Vec::new();
     for (id, state) in &resolved.desired {
         let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
-        let run = plan_connection(id, state, &conn, &sink, opts).await;
+        let run = plan_connection(id, state, &conn, &sink, &record, opts).await;
         connected.push(conn);
         let problems = match run {
             Ok(run) => {
@@ -488,14 +499,35 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
         }
     }
     if opts.mode == Mode::Apply {
+        let declared = settings_record::declared(&set);
         for (conn, i) in connected.iter().zip(0..) {
             if let Err(e) = apply_connection(conn, &mut outcome.runs[i], &sink, opts).await {
                 return Err(stop_all(connected, e, outcome).await);
             }
+            // What the policies now in the files declared, for a later --prune.
+            let policies = resolved.desired.get(&outcome.runs[i].connection);
+            let now: BTreeMap<String, settings_record::Declared> = policies
+                .into_iter()
+                .flat_map(|s| s.policies.keys())
+                .filter_map(|p| Some((p.to_string(), declared.get(&p.to_string())?.clone())))
+                .collect();
+            record.endpoints.insert(conn.endpoint.clone(), now);
+        }
+        if let Err(e) = write_record(record, opts.secrets_dir.clone()).await {
+            return Err(stop_all(connected, Failure::Other(e), outcome).await);
         }
     }
     stop_embedded(connected).await;
     Ok(outcome)
+}
+
+async fn write_record(record: SettingsRecord, dir: PathBuf) -> Result<(), GitopsError> {
+    tokio::task::spawn_blocking(move || record.write(&dir))
+        .await
+        .map_err(|e| {
+            GitopsError::Invalid(vec![format!("writing the settings record stopped: {e}")])
+        })?
+        .map_err(GitopsError::from)
 }
 
 /// The secrets directory's state before anything touches it, and in apply mode its lock (which
@@ -582,6 +614,7 @@ async fn plan_connection(
     state: &DesiredState,
     conn: &Connected,
     sink: &SecretsDir,
+    record: &SettingsRecord,
     opts: &Options,
 ) -> Result<ConnectionRun, Failure> {
     let provider_err = |source| {
@@ -597,17 +630,19 @@ async fn plan_connection(
         Err(ExpressError::Provider(e)) => return Err(provider_err(e)),
     };
     let live = p.list_keys().await.map_err(provider_err)?;
-    let pruned;
-    let state = if opts.prune {
-        pruned = prune_gone(state, &live);
-        &pruned
-    } else {
-        state
+    let (mut state, gone) = match opts.prune {
+        true => {
+            let pruned = prune_gone(state, &live);
+            let gone = settings_record::declared_by_gone(record, &conn.endpoint, &pruned);
+            (pruned, gone)
+        }
+        false => (state.clone(), Default::default()),
     };
-    let settings = p
-        .settings(&state.public.keys().cloned().collect())
-        .await
-        .map_err(provider_err)?;
+    let apis = state.public.keys().chain(gone.public.keys()).cloned();
+    let settings = p.settings(&apis.collect()).await.map_err(provider_err)?;
+    // --prune: what only the policies deleted from the files declared goes too.
+    settings_record::take_away(&mut state, &settings, &gone);
+    let state = &state;
     let observed = observe_secrets(sink, &state.keys)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
