@@ -712,3 +712,58 @@ async fn the_operator_manages_directus_keys() {
     assert!(s.users().await.is_empty());
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_collections_get_default_rights_and_a_type_change_replaces_the_key() {
+    let s = DirectusServer::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let feed = |ty: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: app, namespace: team}}\nspec:\n  keys:\n    - name: feed\n{ty}      defaultPermissions: [GET]\n      secret: {{name: feed}}\n"
+        )
+    };
+    let p = manifest(out.path(), "p.yaml", &feed(""));
+    apply_twice(&s, &[&p], out.path()).await;
+    let v1 = value(out.path(), "team", "feed", "apiKey");
+    assert_eq!(s.status(Method::GET, "authors", &v1).await, StatusCode::OK);
+
+    // A collection added later: the defaults now cover it, so the key is updated to read it.
+    let (status, v) = s
+        .admin(
+            Method::POST,
+            "/collections",
+            Some(
+                json!({"collection": "pages", "schema": {}, "meta": {}, "fields": [
+                {"field": "id", "type": "integer", "meta": {"hidden": true},
+                 "schema": {"is_primary_key": true, "has_auto_increment": true}}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        s.status(Method::GET, "pages", &v1).await,
+        StatusCode::FORBIDDEN
+    );
+    let updated = apply_twice(&s, &[&p], out.path()).await;
+    assert_eq!(planned(&updated), pairs(&[("update", "team/app/feed")]));
+    assert_eq!(s.status(Method::GET, "pages", &v1).await, StatusCode::OK);
+
+    // public <-> service: a new key, written first; the old one is revoked at once (Directus
+    // tokens cannot be made to expire later).
+    let public = manifest(out.path(), "public.yaml", &feed("      type: public\n"));
+    let replaced = apply_twice(&s, &[&public], out.path()).await;
+    assert_eq!(planned(&replaced), pairs(&[("replace", "team/app/feed")]));
+    let v2 = value(out.path(), "team", "feed", "apiKey");
+    assert_ne!(v1, v2);
+    assert_eq!(s.status(Method::GET, "pages", &v2).await, StatusCode::OK);
+    assert_eq!(
+        s.status(Method::GET, "pages", &v1).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let users = s.users().await;
+    assert_eq!(users.len(), 1, "{:?}", users.keys());
+    assert!(users["team.app.feed"]["description"]
+        .as_str()
+        .unwrap()
+        .contains(" type=public "));
+}

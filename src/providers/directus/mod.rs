@@ -189,6 +189,29 @@ impl Directus {
         Ok(c)
     }
 
+    /// The users whose description contains `tag` (a prefix of keyward's ownership tag).
+    async fn list_tagged(&self, tag: &str) -> Result<Vec<LiveKey>> {
+        let catalog = self.catalog().await?;
+        let filter = query_value(&json!({"description": {"_contains": tag}}).to_string());
+        let path = format!(
+            "/users?limit=-1&fields={USER_FIELDS}&deep={}&filter={filter}",
+            deep()
+        );
+        let v = self.call(Method::GET, &path, None, Idempotent::Yes).await?;
+        let users = v
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.decode_err("the user listing has no data array"))?;
+        users
+            .iter()
+            .map(|u| {
+                User::parse(u)
+                    .map(|u| u.live(&catalog))
+                    .map_err(|e| self.decode_err(e))
+            })
+            .collect()
+    }
+
     fn user_of(&self, answer: &Value) -> Result<User> {
         User::parse(answer.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))
     }
@@ -329,25 +352,21 @@ impl CmsProvider for Directus {
 
     /// keyward's users only: those whose description carries its tag.
     async fn list_keys(&self) -> Result<Vec<LiveKey>> {
-        let catalog = self.catalog().await?;
-        let filter = query_value(&json!({"description": {"_contains": tag::TAG_OPEN}}).to_string());
-        let path = format!(
-            "/users?limit=-1&fields={USER_FIELDS}&deep={}&filter={filter}",
-            deep()
-        );
-        let v = self.call(Method::GET, &path, None, Idempotent::Yes).await?;
-        let users = v
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| self.decode_err("the user listing has no data array"))?;
-        users
-            .iter()
-            .map(|u| {
-                User::parse(u)
-                    .map(|u| u.live(&catalog))
-                    .map_err(|e| self.decode_err(e))
-            })
-            .collect()
+        self.list_tagged(tag::TAG_OPEN).await
+    }
+
+    /// One policy's keys, filtered by Directus: the tag starts with the policy.
+    async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
+        let keys = if name == crate::model::desired::LABEL_POLICY {
+            self.list_tagged(&format!("{}policy={value} ", tag::TAG_OPEN))
+                .await?
+        } else {
+            self.list_keys().await?
+        };
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.spec.labels.get(name).map(String::as_str) == Some(value))
+            .collect())
     }
 
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
