@@ -381,6 +381,30 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
         "active again"
     );
 
+    // A policy renamed by hand (the key's name): named back, same user, same value.
+    let (status, _) = s
+        .admin(
+            Method::PATCH,
+            &format!("/policies/{}", policy_id.as_str().unwrap()),
+            Some(json!({"name": "someone renamed it"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let renamed = apply_twice(&s, &[&both], out.path()).await;
+    assert_eq!(planned(&renamed).len(), 1, "{}", renamed.text());
+    let (_, p) = s
+        .admin(
+            Method::GET,
+            &format!("/policies/{}?fields=name", policy_id.as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(p["data"]["name"], "team.app.reader");
+    assert_eq!(
+        s.status(Method::GET, "articles", &reader_v1).await,
+        StatusCode::OK
+    );
+
     // A lost Secret: the token is regenerated on the same user; the old value answers 401.
     std::fs::remove_file(out.path().join("team.reader.yaml")).unwrap();
     let rotated = apply_twice(&s, &[&both], out.path()).await;
@@ -547,7 +571,9 @@ async fn the_cli_plans_and_applies_through_the_binary() {
             .env("KEYWARD_CMS_URL", &s.url)
             .env("KEYWARD_CMS_TOKEN", &s.admin_token)
             .env_remove("KEYWARD_CMS_PROVIDER")
-            .env_remove("KEYWARD_CONFIG");
+            .env_remove("KEYWARD_CONFIG")
+            // Everything logged, to check that no key value is among it.
+            .env("KEYWARD_LOG", "debug");
         if let Some(p) = provider {
             c.env("KEYWARD_CMS_PROVIDER", p);
         }
