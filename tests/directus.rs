@@ -328,6 +328,7 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
         .unwrap()
         .clone();
     let reader_id = reader_user["id"].as_str().unwrap().to_owned();
+    let reader_name = reader_user["first_name"].as_str().unwrap().to_owned();
     let policy_id = reader_user["policies"][0]["policy"]["id"].clone();
     let (status, v) = s
         .admin(
@@ -359,6 +360,23 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
         StatusCode::OK,
         "same value"
     );
+
+    // A filter on what the key may set, added to its row by hand: drift too, and repaired.
+    let rows = s.users().await[&reader_name]["policies"][0]["policy"]["permissions"].clone();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    let (status, v) = s
+        .admin(
+            Method::PATCH,
+            &format!("/permissions/{}", rows[0]["id"]),
+            Some(json!({"presets": {"title": "forced"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
+    assert_eq!(planned(&plan), pairs(&[("update", "team/app/reader")]));
+    apply_twice(&s, &[&both], out.path()).await;
+    let rows = s.users().await[&reader_name]["policies"][0]["policy"]["permissions"].clone();
+    assert_eq!(rows[0]["presets"], Value::Null, "{rows}");
 
     let (status, _) = s
         .admin(

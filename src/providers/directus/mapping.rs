@@ -33,7 +33,8 @@ pub const USER_FIELDS: &str = "id,first_name,description,status,role,policies.id
 policies.policy.id,policies.policy.name,policies.policy.description,policies.policy.admin_access,\
 policies.policy.app_access,policies.policy.permissions.id,policies.policy.permissions.collection,\
 policies.policy.permissions.action,policies.policy.permissions.fields,\
-policies.policy.permissions.permissions";
+policies.policy.permissions.permissions,policies.policy.permissions.validation,\
+policies.policy.permissions.presets";
 /// Directus keeps 50 characters of a first name; the full name is the policy's (100).
 pub const FIRST_NAME_MAX: usize = 50;
 
@@ -89,6 +90,14 @@ impl Row {
             .is_some_and(|f| f.len() == 1 && f[0].as_str() == Some("*"));
         if !all_fields {
             return Err(format!("{at}: only some fields"));
+        }
+        let unset = |f: &str| match v.get(f) {
+            None | Some(Value::Null) => true,
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(_) => false,
+        };
+        if !unset("validation") || !unset("presets") {
+            return Err(format!("{at}: a validation or presets"));
         }
         let statuses = match v.get("permissions") {
             None | Some(Value::Null) => None,
@@ -179,11 +188,20 @@ fn check_rights(spec: &KeySpec, catalog: &Catalog) -> Result<(), ProviderError> 
             }
         }
     }
-    if catalog.collections.is_empty() && !spec.default_permissions.is_empty() {
-        return Err(unsupported(
-            "defaultPermissions[0]",
-            "this Directus has no collections of its own: the rights would grant nothing",
-        ));
+    if catalog.collections.is_empty() {
+        let field = if !spec.default_permissions.is_empty() {
+            Some("defaultPermissions[0]")
+        } else if !spec.scopes.is_empty() {
+            Some("scopes[0]")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            return Err(unsupported(
+                field,
+                "this Directus has no collections of its own: the rights would grant nothing",
+            ));
+        }
     }
     if let Some(j) = spec.default_permissions.iter().position(drafts) {
         if !catalog.collections.values().any(|s| *s) {
@@ -577,7 +595,11 @@ mod tests {
         let s = spec("name: n\ndefaultPermissions: [GET]");
         let rows = encode(&s, &c).unwrap();
         type Tweak = (&'static str, fn(&mut Value));
-        let tweaks: [Tweak; 7] = [
+        let tweaks: [Tweak; 8] = [
+            ("presets on a row", |u| {
+                u["policies"][0]["policy"]["permissions"][0]["presets"] =
+                    json!({"status": "published"})
+            }),
             ("a row on a system collection", |u| {
                 u["policies"][0]["policy"]["permissions"]
                     .as_array_mut()
@@ -643,6 +665,11 @@ mod tests {
         let no_status = Catalog {
             collections: BTreeMap::from([("authors".into(), false)]),
         };
+        let nothing = Catalog::default();
+        assert!(matches!(
+            encode(&spec("name: n\nscopes: ['content:read']"), &nothing),
+            Err(ProviderError::Unsupported { ref field, .. }) if field == "scopes[0]"
+        ));
         assert!(matches!(
             encode(&spec("name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]"), &no_status),
             Err(ProviderError::Unsupported { ref field, .. }) if field == "defaultPermissions[1]"
