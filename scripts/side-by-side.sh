@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Side by side, in one run on this machine: the reference CMS (`keyward cms serve`) and a real
-# Strapi 5.54.0 (scripts/strapi.sh), each with the same content API, measured for
+# Side by side, in one run on this machine: the reference CMS (`keyward cms serve`), a real
+# Strapi 5.54.0 (scripts/strapi.sh) and a real Directus 11.17.4 (scripts/directus.sh), each with
+# the same content API, measured for
 #   1. authenticated GETs of one entry per second and p99 latency (wrk, with a GET-only key);
 #   2. `keyward apply` of the same 50-key policy set (first apply, then a no-change apply).
+# The policy set declares no expiresAfter (Directus tokens never expire): the reference CMS gives
+# those keys its default year, Strapi an unlimited lifespan.
 # Usage: scripts/side-by-side.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +17,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 cargo build --release --quiet
 bash scripts/strapi.sh install >/dev/null
+bash scripts/directus.sh install >/dev/null
 bin=$PWD/target/release/keyward
 
 dir=$(mktemp -d)
@@ -64,6 +68,24 @@ strapi_key=$(token custom '["api::article.article.find","api::article.article.fi
 # For comparison: Strapi's read-only type skips the per-request permission check of custom tokens.
 strapi_ro_key=$(token read-only '[]')
 
+# --- Directus ----------------------------------------------------------------------------------
+dx_token=$(bash scripts/directus.sh project "$dir/directus")
+dx_port=$(free_port)
+PORT=$dx_port bash scripts/directus.sh run "$dir/directus" >"$dir/directus.log" 2>&1 &
+pids+=($!)
+directus=http://127.0.0.1:$dx_port
+for _ in $(seq 600); do curl -fsS -o /dev/null "$directus/server/health" 2>/dev/null && break; sleep 0.2; done
+bash scripts/directus.sh collections "$directus" "$dx_token"
+dx_entry=$(curl -fsS -H "Authorization: Bearer $dx_token" -H 'Content-Type: application/json' \
+  -d '{"title":"side by side","status":"published"}' "$directus/items/articles" | json data.id)
+# A key as keyward makes it: a user with a static token and a policy of its own that reads
+# published articles.
+dx_key="bench-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+dx_read='{"collection":"articles","action":"read","fields":["*"],"permissions":{"status":{"_in":["published"]}}}'
+curl -fsS -o /dev/null -H "Authorization: Bearer $dx_token" -H 'Content-Type: application/json' \
+  -d "{\"first_name\":\"bench\",\"status\":\"active\",\"token\":\"$dx_key\",\"policies\":{\"create\":[{\"policy\":{\"name\":\"bench\",\"admin_access\":false,\"app_access\":false,\"permissions\":[$dx_read]}}],\"update\":[],\"delete\":[]}}" \
+  "$directus/users"
+
 # --- 1. authenticated GETs ---------------------------------------------------------------------
 load() { # name url key
   echo "== wrk ${secs}s, ${conns} connections, 2 threads: $1 GET $2" >&2
@@ -78,9 +100,11 @@ load() { # name url key
 read -r ref_rps ref_p99 ref_bad < <(load reference "$ref/api/articles/$ref_entry" "$ref_key")
 read -r st_rps st_p99 st_bad < <(load strapi "$strapi/api/articles/$strapi_entry" "$strapi_key")
 read -r ro_rps ro_p99 ro_bad < <(load strapi-read-only "$strapi/api/articles/$strapi_entry" "$strapi_ro_key")
+read -r dx_rps dx_p99 dx_bad < <(load directus "$directus/items/articles/$dx_entry" "$dx_key")
 st_timeouts=$(awk '/Socket errors/ {print $NF}' "$dir/wrk.strapi")
-if [ "$ref_bad" != 0 ] || [ "$st_bad" != 0 ] || [ "$ro_bad" != 0 ]; then
-  echo "non-2xx answers during the load (reference $ref_bad, strapi $st_bad)" >&2
+dx_timeouts=$(awk '/Socket errors/ {print $NF}' "$dir/wrk.directus")
+if [ "$ref_bad" != 0 ] || [ "$st_bad" != 0 ] || [ "$ro_bad" != 0 ] || [ "$dx_bad" != 0 ]; then
+  echo "non-2xx answers during the load (reference $ref_bad, strapi $st_bad, directus $dx_bad)" >&2
   exit 1
 fi
 
@@ -95,7 +119,7 @@ for p in $(seq 1 10); do
         4) perms='apiPermissions: [{api: articles, permissions: [GET, POST, PUT]}]' ;;
         5) perms='apiPermissions: [{api: authors, permissions: [GET]}, {api: articles, permissions: [POST]}]' ;;
       esac
-      printf '    - name: key%s\n      %s\n      expiresAfter: 30d\n      secret: {name: app%s-key%s}\n' "$k" "$perms" "$p" "$k"
+      printf '    - name: key%s\n      %s\n      secret: {name: app%s-key%s}\n' "$k" "$perms" "$p" "$k"
     done
   } >"$dir/policies/app$p.yaml"
 done
@@ -108,13 +132,18 @@ timed() { # label, then the command; prints seconds
 }
 apply_ref() { KEYWARD_CMS_URL=$ref KEYWARD_CMS_TOKEN=$admin KEYWARD_LOG=warn "$bin" apply -f "$dir/policies" --secrets-dir "$dir/secrets-ref"; }
 apply_strapi() { KEYWARD_CMS_URL=$strapi KEYWARD_CMS_TOKEN=$email:$password KEYWARD_CMS_PROVIDER=strapi KEYWARD_LOG=warn "$bin" apply -f "$dir/policies" --secrets-dir "$dir/secrets-strapi"; }
+apply_directus() { KEYWARD_CMS_URL=$directus KEYWARD_CMS_TOKEN=$dx_token KEYWARD_CMS_PROVIDER=directus KEYWARD_LOG=warn "$bin" apply -f "$dir/policies" --secrets-dir "$dir/secrets-directus"; }
 ref_first=$(timed ref1 apply_ref)
 ref_again=$(timed ref2 apply_ref)
 st_first=$(timed st1 apply_strapi)
 st_again=$(timed st2 apply_strapi)
-grep -q "no changes" "$dir/apply.ref2" && grep -q "no changes" "$dir/apply.st2" || {
+dx_first=$(timed dx1 apply_directus)
+dx_again=$(timed dx2 apply_directus)
+grep -q "no changes" "$dir/apply.ref2" && grep -q "no changes" "$dir/apply.st2" &&
+  grep -q "no changes" "$dir/apply.dx2" || {
   echo "a second apply still had changes" >&2; exit 1; }
 created_ref=$(ls "$dir/secrets-ref" | wc -l) created_st=$(ls "$dir/secrets-strapi" | wc -l)
+created_dx=$(ls "$dir/secrets-directus" | wc -l)
 
 ms() { python3 -c "import sys,re; v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v); n=float(m[1]); print(n/1000 if m[2]=='us' else n if m[2]=='ms' else n*1000)" "$1"; }
 ratio() { python3 -c "import sys; r=float(sys.argv[1])/float(sys.argv[2]); print(f'{r:.2g}x' if r < 10 else f'{r:.0f}x')" "$1" "$2"; }
@@ -129,3 +158,13 @@ cat <<EOF
 | keyward apply, nothing to change (0 writes)          | ${ref_again}s | ${st_again}s | $(ratio "$st_again" "$ref_again") |
 EOF
 echo "wrk timeouts (2 s) against Strapi with the custom token: ${st_timeouts:-0}"
+cat <<EOF2
+
+| same run, same 2 cores                               | reference CMS | Directus 11.17.4 | Directus / reference |
+|------------------------------------------------------|---------------|------------------|----------------------|
+| authenticated GETs/s (wrk ${secs}s, ${conns} conns)  | $ref_rps | $dx_rps | $(ratio "$dx_rps" "$ref_rps") |
+| p99 latency of those GETs                            | $ref_p99 | $dx_p99 | $(ratio "$(ms "$dx_p99")" "$(ms "$ref_p99")") |
+| keyward apply, 50 new keys ($created_ref / $created_dx Secrets) | ${ref_first}s | ${dx_first}s | $(ratio "$dx_first" "$ref_first") |
+| keyward apply, nothing to change (0 writes)          | ${ref_again}s | ${dx_again}s | $(ratio "$dx_again" "$ref_again") |
+EOF2
+echo "wrk timeouts (2 s) against Directus: ${dx_timeouts:-0}"

@@ -195,10 +195,12 @@ impl JsonClient {
         if status.is_success() {
             return Ok((status, value));
         }
-        // `{"message"}` (keyward) or `{"error": {"message"}}` (Strapi).
+        // `{"message"}` (keyward), `{"error": {"message"}}` (Strapi) or
+        // `{"errors": [{"message"}]}` (Directus).
         let message = value
             .get("message")
             .or_else(|| value.pointer("/error/message"))
+            .or_else(|| value.pointer("/errors/0/message"))
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(300).collect());

@@ -1,5 +1,6 @@
 //! CMS providers: one trait, one adapter per CMS. The engine and the operator only see the trait.
 
+pub mod directus;
 pub mod http;
 pub mod reference;
 pub mod registry;

@@ -2,6 +2,7 @@
 //! what each CMS's key model can hold. Adding a CMS touches this file and its own module, never
 //! the validator, the engine or the operator.
 
+use super::directus::Directus;
 use super::reference::ReferenceCms;
 use super::strapi::Strapi;
 use super::CmsProvider;
@@ -30,16 +31,19 @@ pub enum ProviderKind {
     Keyward,
     /// Strapi's admin API-token API.
     Strapi,
+    /// Directus users with static tokens, each with a policy of its own.
+    Directus,
 }
 
 impl ProviderKind {
     /// Every provider, for parsing and messages.
-    pub const ALL: [ProviderKind; 2] = [Self::Keyward, Self::Strapi];
+    pub const ALL: [ProviderKind; 3] = [Self::Keyward, Self::Strapi, Self::Directus];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Keyward => "keyward",
             Self::Strapi => "strapi",
+            Self::Directus => "directus",
         }
     }
 }
@@ -70,6 +74,7 @@ impl ProviderKind {
         match self {
             Self::Keyward => "reference CMS",
             Self::Strapi => "Strapi",
+            Self::Directus => "Directus",
         }
     }
 
@@ -79,6 +84,7 @@ impl ProviderKind {
         match self {
             Self::Keyward => &KEYWARD,
             Self::Strapi => &super::strapi::capabilities::CAPABILITIES,
+            Self::Directus => &super::directus::capabilities::CAPABILITIES,
         }
     }
 
@@ -100,6 +106,13 @@ impl ProviderKind {
             }
             Self::Strapi => {
                 let mut p = Strapi::new(endpoint, credential)?;
+                if let Some(ca) = ca_pem {
+                    p.trust(ca)?;
+                }
+                Box::new(p)
+            }
+            Self::Directus => {
+                let mut p = Directus::new(endpoint, credential)?;
                 if let Some(ca) = ca_pem {
                     p.trust(ca)?;
                 }

@@ -1,6 +1,7 @@
 //! Shared test helpers: a real reference CMS on a free loopback port, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod directus;
 pub mod kube_emulator;
 pub mod process;
 pub mod proxy;
