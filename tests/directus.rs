@@ -35,6 +35,8 @@ async fn run(
         env_provider: ProviderKind::Directus,
         prune: false,
         clock: Clock::system(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
     };
     keyward::gitops::run(&opts).await
 }
@@ -451,7 +453,7 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
     let revoked = apply_twice(&s, &[&only_reader], out.path()).await;
     assert_eq!(planned(&revoked), pairs(&[("revoke", "team.app.writer")]));
     assert!(
-        done(&revoked)[0].starts_with("revoked key team.app.writer (id "),
+        done(&revoked)[0].starts_with("revoked key team/app/writer (id "),
         "{:?}",
         done(&revoked)
     );
