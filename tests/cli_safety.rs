@@ -605,3 +605,97 @@ async fn prune_takes_away_the_settings_only_deleted_policies_declared() {
     apply(&["--prune"]);
     assert_eq!(cors().await, serde_json::json!(["https://hand.example"]));
 }
+
+#[test]
+fn every_problem_of_every_file_is_reported_at_its_line_before_any_call_to_the_cms() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::create_dir(w.join("policies")).unwrap();
+    // Five different mistakes in one file: two found while reading, three by the rules.
+    std::fs::write(
+        w.join("policies/a.yaml"),
+        "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata:
+  name: web
+  namespace: Shop_1
+spec:
+  keys:
+    - name: front
+      defaultPermissions: [GET, FETCH]
+      expiresAfter: 3 fortnights
+      secret:
+        name: web-front
+        colour: red
+    - name: back
+      defaultPermissions: [GET]
+      secret:
+        name: My Secret
+",
+    )
+    .unwrap();
+    // And more in another file: two in one key, and a connection that cannot be read (the
+    // policy that uses it is not also told that it is missing).
+    std::fs::write(
+        w.join("policies/b.yaml"),
+        "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: ops, namespace: shop}
+spec:
+  connectionRef: {kind: CmsConnection, name: broken}
+  keys:
+    - name: migrate
+      kind: management
+      environments: [Prod!]
+      secret: {name: ops-migrate}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: broken, namespace: shop}
+spec:
+  endpoint: 42
+  credentialsSecretRef: {name: token}
+",
+    )
+    .unwrap();
+    // A CMS that only counts: keyward must not even connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    for command in ["plan", "apply"] {
+        let (code, out, err, _) = keyward(
+            w,
+            &[command, "-f", "policies"],
+            &[
+                ("KEYWARD_CMS_URL", url.as_str()),
+                ("KEYWARD_CMS_TOKEN", support::ADMIN),
+            ],
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        let problems: Vec<&str> = err.lines().filter(|l| l.starts_with("policies/")).collect();
+        assert_eq!(
+            problems,
+            [
+                "policies/a.yaml:5: ApiKeyPolicy Shop_1/web: metadata.namespace: 'Shop_1' is not a valid namespace (lowercase DNS label: letters, digits and '-', at most 63)",
+                "policies/a.yaml:9: ApiKeyPolicy Shop_1/web: spec.keys[0].defaultPermissions[1]: unknown variant `FETCH`, expected one of `GET`, `GET_ALL_DRAFTS`, `GET_ALL_CLOSED`, `POST`, `PUT`, `PATCH`, `DELETE`",
+                "policies/a.yaml:10: ApiKeyPolicy Shop_1/web: spec.keys[0].expiresAfter: '3 fortnights' is not a duration like 90d, 12h, 10m or 1h30m (units s, m, h, d, w, y)",
+                "policies/a.yaml:13: ApiKeyPolicy Shop_1/web: spec.keys[0].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`",
+                "policies/a.yaml:17: ApiKeyPolicy Shop_1/web: spec.keys[1].secret.name: 'My Secret' is not a valid Secret name (lowercase DNS subdomain)",
+                "policies/b.yaml:7: ApiKeyPolicy shop/ops: spec.keys[0].managementPermissions: a management key needs at least one management permission",
+                "policies/b.yaml:9: ApiKeyPolicy shop/ops: spec.keys[0].environments[0]: 'Prod!' is not an environment name (lowercase letters, digits, '-', '_')",
+                "policies/b.yaml:16: CmsConnection shop/broken: spec.endpoint: invalid type: integer, expected a string",
+            ],
+            "{err}"
+        );
+        assert!(
+            !out.contains("no changes") && !err.contains("no changes"),
+            "{out}{err}"
+        );
+    }
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "keyward connected to the CMS although the manifests are invalid"
+    );
+    assert!(!w.join(".keyward").exists(), "nothing is written");
+}

@@ -437,18 +437,40 @@ fn missing_message(
     }
 }
 
+/// Every problem of every file, in file and line order, or the validated policies: one run
+/// shows a person everything to fix.
+fn every_problem(
+    load_errors: Vec<load::LoadError>,
+    resolved: Result<validate::Resolved, Vec<validate::Diagnostic>>,
+) -> Result<validate::Resolved, Vec<String>> {
+    let diags = match resolved {
+        Ok(r) if load_errors.is_empty() => return Ok(r),
+        Ok(_) => Vec::new(),
+        Err(diags) => diags,
+    };
+    let mut all: Vec<(Option<load::Origin>, String)> = load_errors
+        .into_iter()
+        .map(|e| (Some(e.origin.clone()), e.to_string()))
+        .chain(diags.into_iter().map(|d| (d.origin.clone(), d.to_string())))
+        .collect();
+    all.sort_by(|a, b| {
+        let at = |o: &Option<load::Origin>| o.as_ref().map(|o| (o.file.clone(), o.line));
+        at(&a.0).cmp(&at(&b.0))
+    });
+    Err(all.into_iter().map(|(_, m)| m).collect())
+}
+
 /// Plans every connection the manifests use, then (in apply mode, and only if every plan can be
 /// applied) applies them one after the other.
 pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     // Reading the manifests is file I/O: on the blocking pool.
     let paths = opts.paths.clone();
-    let set = tokio::task::spawn_blocking(move || load::load(&paths))
+    let (set, load_errors) = tokio::task::spawn_blocking(move || load::load_all(&paths))
         .await
-        .map_err(|e| GitopsError::Invalid(vec![format!("reading the manifests stopped: {e}")]))?
-        .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+        .map_err(|e| GitopsError::Invalid(vec![format!("reading the manifests stopped: {e}")]))?;
     let now = opts.clock.now();
-    let resolved = validate::resolve(&set, now, None, opts.env_provider)
-        .map_err(|errs| GitopsError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+    let resolved = validate::resolve(&set, now, None, opts.env_provider);
+    let resolved = every_problem(load_errors, resolved).map_err(GitopsError::Invalid)?;
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
     let (dir_state, _lock) = inspect_and_lock(opts).await?;
     let sink = SecretsDir::new(&opts.secrets_dir);

@@ -245,44 +245,55 @@ impl KeySpec {
 
     /// Checks every rule that needs no live state; `now` anchors the expiry range.
     pub fn validate(&self, now: Timestamp) -> Result<(), SpecError> {
+        match self.problems(now).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every broken rule (the first of each field), for a person who wants to fix them all.
+    pub fn problems(&self, now: Timestamp) -> Vec<SpecError> {
+        let mut out = Vec::new();
         if !valid_name(&self.name) {
-            return Err(SpecError::new(
+            out.push(SpecError::new(
                 "name",
                 "must be 1-100 characters of letters, digits, space, '-', '_' or '.'",
             ));
         }
         if self.description.len() > 1000 {
-            return Err(SpecError::new(
+            out.push(SpecError::new(
                 "description",
                 "must be at most 1000 characters",
             ));
         }
-        check_permission_set("defaultPermissions", &self.default_permissions)?;
+        out.extend(check_permission_set("defaultPermissions", &self.default_permissions).err());
         let mut apis = BTreeSet::new();
         for (i, ap) in self.api_permissions.iter().enumerate() {
             if !valid_slug(&ap.api) {
-                return Err(SpecError::new(
+                out.push(SpecError::new(
                     format!("apiPermissions[{i}].api"),
                     format!(
                         "'{}' is not an API name (lowercase letters, digits, '-', '_')",
                         ap.api
                     ),
                 ));
-            }
-            if !apis.insert(ap.api.as_str()) {
-                return Err(SpecError::new(
+            } else if !apis.insert(ap.api.as_str()) {
+                out.push(SpecError::new(
                     format!("apiPermissions[{i}].api"),
                     format!("API '{}' is listed twice", ap.api),
                 ));
             }
-            check_permission_set(&format!("apiPermissions[{i}].permissions"), &ap.permissions)?;
+            out.extend(
+                check_permission_set(&format!("apiPermissions[{i}].permissions"), &ap.permissions)
+                    .err(),
+            );
         }
-        check_unique("scopes", &self.scopes)?;
-        check_unique("managementPermissions", &self.management_permissions)?;
-        check_unique("environments", &self.environments)?;
+        out.extend(check_unique("scopes", &self.scopes).err());
+        out.extend(check_unique("managementPermissions", &self.management_permissions).err());
+        out.extend(check_unique("environments", &self.environments).err());
         for (i, env) in self.environments.iter().enumerate() {
             if !valid_slug(env) {
-                return Err(SpecError::new(
+                out.push(SpecError::new(
                     format!("environments[{i}]"),
                     format!(
                         "'{env}' is not an environment name (lowercase letters, digits, '-', '_')"
@@ -290,9 +301,14 @@ impl KeySpec {
                 ));
             }
         }
-        check_labels(&self.labels)?;
-        self.check_kind()?;
-        self.check_type()?;
+        out.extend(check_labels(&self.labels).err());
+        out.extend(self.check_kind().err());
+        out.extend(self.check_type().err());
+        out.extend(self.check_expiry(now).err());
+        out
+    }
+
+    fn check_expiry(&self, now: Timestamp) -> Result<(), SpecError> {
         if let Some(at) = self.expires_at {
             let rules = expiry_rules(self.kind);
             let life = at.duration_since(now);

@@ -1,6 +1,9 @@
 //! Reading manifests: files or directories of multi-document YAML, sorted by kind. Syntax errors
-//! point at the line; type errors name the field path.
+//! point at the line; type errors name the field path and its line. A field of the wrong type
+//! is reported and left out, and the rest of the object still loads, so that one run reports
+//! every problem of every file.
 
+use super::locate::FieldMap;
 use super::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use serde::de::DeserializeOwned;
@@ -25,10 +28,22 @@ impl fmt::Display for Origin {
     }
 }
 
+impl Origin {
+    /// The same file at another line (0 stays: the file as a whole).
+    pub fn at_line(&self, line: Option<usize>) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line: line.unwrap_or(self.line),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Sourced<T> {
     pub origin: Origin,
     pub object: T,
+    /// The line of each field, and the fields left out because they were malformed.
+    pub fields: FieldMap,
 }
 
 /// Everything keyward reads from a set of manifests.
@@ -43,6 +58,20 @@ pub struct ManifestSet {
     pub namespaces: Vec<Sourced<Namespace>>,
     /// Documents of other kinds, skipped (kind, origin).
     pub skipped: Vec<(String, Origin)>,
+    /// Objects of these kinds that could not be loaded at all (kind, namespace, name): what
+    /// refers to them is not reported as missing as well.
+    pub unloaded: Vec<(String, Option<String>, String)>,
+}
+
+impl ManifestSet {
+    /// Whether `kind` `namespace/name` was in the manifests but could not be loaded.
+    pub fn failed_to_load(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        self.unloaded.iter().any(|(k, ns, n)| {
+            k == kind
+                && ns.as_deref().unwrap_or("default") == namespace.unwrap_or("default")
+                && n == name
+        })
+    }
 }
 
 /// A manifest that cannot be read.
@@ -59,6 +88,17 @@ const GROUP_VERSION: &str = "keyward.dev/v1alpha1";
 
 /// Reads every `.yaml`/`.yml` file under `paths` (directories recursively, in name order).
 pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
+    let (set, errors) = load_all(paths);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads what can be read of `paths`, with every problem found on the way: the set holds the
+/// objects that loaded (without their malformed fields), for validation to go on with.
+pub fn load_all(paths: &[PathBuf]) -> (ManifestSet, Vec<LoadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -90,11 +130,7 @@ pub fn load(paths: &[PathBuf]) -> Result<ManifestSet, Vec<LoadError>> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
-    }
+    (set, errors)
 }
 
 /// Reads manifests from a string, as if from the file `name`.
@@ -226,11 +262,13 @@ fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<Lo
         let name = meta
             .and_then(|m| m.get("name"))
             .and_then(|n| n.as_str())
-            .unwrap_or("<unnamed>");
+            .unwrap_or("<unnamed>")
+            .to_owned();
         let namespace = meta
             .and_then(|m| m.get("namespace"))
-            .and_then(|n| n.as_str());
-        let object = Some(match namespace {
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        let object_name = Some(match &namespace {
             Some(ns) => format!("{kind} {ns}/{name}"),
             None => format!("{kind} {name}"),
         });
@@ -240,23 +278,37 @@ fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<Lo
         );
         if is_ours && api_version != GROUP_VERSION {
             errors.push(LoadError {
-                origin,
-                object,
+                origin: origin.at_line(FieldMap::of_document(&doc, start).line_of("apiVersion")),
+                object: object_name,
                 message: format!("apiVersion must be {GROUP_VERSION}, not '{api_version}'"),
             });
             continue;
         }
+        let mut fields = FieldMap::of_document(&doc, start);
         macro_rules! typed {
-            ($list:expr) => {
-                match typed(value) {
-                    Ok(o) => $list.push(Sourced { origin, object: o }),
-                    Err(message) => errors.push(LoadError {
+            ($list:expr) => {{
+                let (object, problems) = typed(value, &mut fields);
+                for (path, message) in problems {
+                    let origin = origin.at_line(fields.line_of(&path));
+                    let message = match path.as_str() {
+                        "." => message,
+                        _ => format!("{path}: {message}"),
+                    };
+                    errors.push(LoadError {
+                        origin,
+                        object: object_name.clone(),
+                        message,
+                    });
+                }
+                match object {
+                    Some(object) => $list.push(Sourced {
                         origin,
                         object,
-                        message,
+                        fields,
                     }),
+                    None => set.unloaded.push((kind, namespace, name)),
                 }
-            };
+            }};
         }
         match (kind.as_str(), api_version.as_str()) {
             ("ApiKeyPolicy", _) => typed!(set.policies),
@@ -274,16 +326,137 @@ fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<Lo
     }
 }
 
-fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = without_values(&e.into_inner().to_string());
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
+/// How many malformed fields of one object are reported before giving up on it.
+const MAX_PROBLEMS_PER_OBJECT: usize = 20;
+
+/// Deserializes `value`, reporting each malformed field (path, reason) and trying again
+/// without it. A field of the wrong type is recorded in `fields` as dropped, so that what
+/// follows from its absence is not reported too; a missing required field takes the object
+/// that lacks it out the same way. The object is `None` when its top level is wrong.
+fn typed<T: DeserializeOwned>(
+    mut value: serde_yaml_ng::Value,
+    fields: &mut FieldMap,
+) -> (Option<T>, Vec<(String, String)>) {
+    use serde_path_to_error::Segment;
+    let mut problems = Vec::new();
+    // Items taken out of lists so far (the list's path, the item's index, both as written):
+    // later errors count items as they are now, people count them as they wrote them.
+    let mut removed: Vec<(String, usize)> = Vec::new();
+    for _ in 0..2 * MAX_PROBLEMS_PER_OBJECT {
+        if problems.len() >= MAX_PROBLEMS_PER_OBJECT {
+            break;
         }
-    })
+        let e = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(object) => return (Some(object), problems),
+            Err(e) => e,
+        };
+        let now: Vec<Segment> = e.path().iter().cloned().collect();
+        let written = as_written(&now, &removed);
+        let path = path_string(&written);
+        let message = without_values(&e.into_inner().to_string());
+        let unknown = message.starts_with("unknown field");
+        // A required field already reported as malformed is missing now: said once.
+        let consequence = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .is_some_and(|field| {
+                let field_path = match path.as_str() {
+                    "." => field.to_owned(),
+                    p => format!("{p}.{field}"),
+                };
+                fields.was_dropped(&field_path)
+            });
+        if !consequence {
+            problems.push((path.clone(), message));
+        }
+        if now.is_empty() || !remove(&mut value, &now) {
+            break;
+        }
+        if let Some((Segment::Seq { index }, list)) = written.split_last() {
+            removed.push((path_string(list), *index));
+        }
+        if !unknown {
+            fields.drop_field(&path);
+        }
+    }
+    (None, problems)
+}
+
+/// `path` with each list index counted as in the file, given the items already `removed`.
+fn as_written(
+    path: &[serde_path_to_error::Segment],
+    removed: &[(String, usize)],
+) -> Vec<serde_path_to_error::Segment> {
+    use serde_path_to_error::Segment;
+    let mut out: Vec<Segment> = Vec::with_capacity(path.len());
+    for segment in path {
+        let segment = match segment {
+            Segment::Seq { index } => {
+                let list = path_string(&out);
+                let mut gone: Vec<usize> = removed
+                    .iter()
+                    .filter(|(l, _)| *l == list)
+                    .map(|(_, i)| *i)
+                    .collect();
+                gone.sort_unstable();
+                let mut index = *index;
+                for g in gone {
+                    if g <= index {
+                        index += 1;
+                    }
+                }
+                Segment::Seq { index }
+            }
+            other => other.clone(),
+        };
+        out.push(segment);
+    }
+    out
+}
+
+/// A path as serde_path_to_error and the validator write it: `spec.keys[0].name`.
+fn path_string(path: &[serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    if path.is_empty() {
+        return ".".into();
+    }
+    let mut out = String::new();
+    for segment in path {
+        if !out.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+            out.push('.');
+        }
+        out.push_str(&segment.to_string());
+    }
+    out
+}
+
+/// Takes the node at `path` out of `value`; false if there is none.
+fn remove(value: &mut serde_yaml_ng::Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    use serde_yaml_ng::Value;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match (segment, node) {
+            (Segment::Seq { index }, Value::Sequence(items)) => items.get_mut(*index),
+            (Segment::Map { key }, Value::Mapping(map)) => map.get_mut(key.as_str()),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Segment::Seq { index }, Value::Sequence(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        (Segment::Map { key }, Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 /// serde's "invalid type: string `VALUE`, expected ..." without the value: a field given the
@@ -368,6 +541,72 @@ spec:
         assert_eq!(e.len(), 1);
         assert!(e[0].origin.line >= 11, "{e:?}");
         assert!(e[0].to_string().starts_with("m.yaml:1"), "{}", e[0]);
+    }
+
+    #[test]
+    fn every_malformed_field_is_reported_at_its_line_and_the_rest_still_loads() {
+        let text = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  keys:
+    - name: a
+      defaultPermissions: 7
+      secret: {name: s}
+    - name: b
+      secret: {}
+    - name: c
+      defaultPermissions: [GET, FETCH, POST]
+      secret: {name: u, colour: red}
+";
+        let (set, errors) = super::load_all(&[]);
+        assert!(set.policies.is_empty() && errors.is_empty());
+        let mut set = ManifestSet::default();
+        let mut errors = Vec::new();
+        load_text(Path::new("m.yaml"), text, &mut set, &mut errors);
+        let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "m.yaml:7: ApiKeyPolicy shop/p: spec.keys[0].defaultPermissions: invalid type: integer, expected a sequence",
+                "m.yaml:10: ApiKeyPolicy shop/p: spec.keys[1].secret: missing field `name`",
+                // Counted as written, although keys[1] was taken out before.
+                "m.yaml:12: ApiKeyPolicy shop/p: spec.keys[2].defaultPermissions[1]: unknown variant `FETCH`, expected one of `GET`, `GET_ALL_DRAFTS`, `GET_ALL_CLOSED`, `POST`, `PUT`, `PATCH`, `DELETE`",
+                "m.yaml:13: ApiKeyPolicy shop/p: spec.keys[2].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`",
+            ]
+        );
+        // What is left loads, for validation to go on with; what was taken out is known.
+        let p = &set.policies[0];
+        let names: Vec<&str> = p.object.spec.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(p.object.spec.keys[1].default_permissions.len(), 2);
+        assert!(p
+            .fields
+            .follows_from_dropped("spec.keys[0].defaultPermissions"));
+        assert!(p.fields.follows_from_dropped("spec.keys[1].secret.name"));
+        assert!(!p.fields.follows_from_dropped("spec.keys[2].secret.name"));
+        assert_eq!(p.fields.line_of("spec.keys[2].secret.name"), Some(13));
+    }
+
+    #[test]
+    fn an_object_without_its_required_fields_is_reported_once_and_not_loaded() {
+        let text = "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: c, namespace: shop}
+spec:
+  endpoint: 42
+";
+        let e = load_str(text).unwrap_err();
+        let got: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            got,
+            ["m.yaml:5: CmsConnection shop/c: spec.endpoint: invalid type: integer, expected a string"]
+        );
+        let mut set = ManifestSet::default();
+        load_text(Path::new("m.yaml"), text, &mut set, &mut Vec::new());
+        assert!(set.connections.is_empty());
+        assert!(set.failed_to_load("CmsConnection", Some("shop"), "c"));
+        assert!(!set.failed_to_load("CmsConnection", None, "c"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::duration;
 use super::load::{ManifestSet, Origin};
+use super::locate::FieldMap;
 use super::{
     ApiKeyPolicy, ApiKeyPolicySpec, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy,
     ProviderKind,
@@ -98,19 +99,29 @@ pub fn cms_key_name(policy: &PolicyId, key: &str) -> String {
     format!("{}.{}.{}", policy.namespace, policy.name, key)
 }
 
+/// Where a policy came from: its file and the line of each of its fields.
+pub type Source<'a> = (&'a Origin, &'a FieldMap);
+
 struct Ctx<'a> {
-    origin: Option<&'a Origin>,
+    source: Option<Source<'a>>,
     object: String,
     out: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
     fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let origin = match self.source {
+            // Only a consequence of a field already reported as malformed: said once.
+            Some((_, fields)) if fields.follows_from_dropped(&path) => return,
+            Some((origin, fields)) => Some(origin.at_line(fields.line_of(&path))),
+            None => None,
+        };
         self.out.push(Diagnostic {
             severity,
-            origin: self.origin.cloned(),
+            origin,
             object: self.object.clone(),
-            path: path.into(),
+            path,
             message: message.into(),
         });
     }
@@ -122,7 +133,7 @@ impl Ctx<'_> {
 /// One policy's keys and settings, checked on their own. Diagnostics may hold warnings only.
 pub fn policy_keys(
     policy: &ApiKeyPolicy,
-    origin: Option<&Origin>,
+    source: Option<Source<'_>>,
     now: Timestamp,
 ) -> (PolicyId, Vec<DesiredKey>, Vec<Diagnostic>) {
     let id = PolicyId {
@@ -135,7 +146,7 @@ pub fn policy_keys(
         uid: policy.metadata.uid.clone(),
     };
     let mut cx = Ctx {
-        origin,
+        source,
         object: format!("ApiKeyPolicy {id}"),
         out: Vec::new(),
     };
@@ -317,7 +328,11 @@ pub fn policy_keys(
         };
         if cms_name.len() > 100 {
             cx.error(at("name"), format!("the CMS key name '{cms_name}' (namespace.policy.key) is longer than 100 characters"));
-        } else if let Err(e) = key_spec.validate(now) {
+        }
+        for e in key_spec.problems(now) {
+            if e.path == "name" && cms_name.len() > 100 {
+                continue;
+            }
             let path = match e.path.as_str() {
                 "expiresAt" => "expiresAfter".to_owned(),
                 other => other.to_owned(),
@@ -603,9 +618,10 @@ pub fn resolve(
     let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();
     for p in &set.policies {
-        let (id, mut keys, mut d) = policy_keys(&p.object, Some(&p.origin), now);
+        let source = Some((&p.origin, &p.fields));
+        let (id, mut keys, mut d) = policy_keys(&p.object, source, now);
         let mut cx = Ctx {
-            origin: Some(&p.origin),
+            source,
             object: format!("ApiKeyPolicy {id}"),
             out: Vec::new(),
         };
@@ -636,6 +652,14 @@ pub fn resolve(
                             && c.object.metadata.namespace.as_deref().unwrap_or("default")
                                 == id.namespace
                     }) {
+                        None if set.failed_to_load(
+                            "CmsConnection",
+                            Some(&id.namespace),
+                            &r.name,
+                        ) =>
+                        {
+                            None
+                        }
                         None => {
                             cx.error("spec.connectionRef", format!("CmsConnection {}/{} is not in the manifests (a policy may only use a connection in its own namespace)", id.namespace, r.name));
                             None
@@ -672,6 +696,7 @@ pub fn resolve(
                         .iter()
                         .find(|c| c.object.metadata.name.as_deref() == Some(&r.name))
                     {
+                        None if set.failed_to_load("ClusterCmsConnection", None, &r.name) => None,
                         None => {
                             cx.error(
                                 "spec.connectionRef",
@@ -839,8 +864,13 @@ mod tests {
             .unwrap_or_else(|| panic!("no error containing {needle:?} in {errs:#?}"));
         assert_eq!(hit.severity, Severity::Error, "{hit}");
         assert!(
-            errs.iter().all(|e| e.severity == Severity::Error
-                && e.to_string().starts_with("p.yaml:1: ApiKeyPolicy shop/p: ")),
+            errs.iter().all(|e| {
+                let line = e.origin.as_ref().map(|o| o.line).unwrap_or(0);
+                e.severity == Severity::Error
+                    && line >= 1
+                    && e.to_string()
+                        .starts_with(&format!("p.yaml:{line}: ApiKeyPolicy shop/p: "))
+            }),
             "{errs:#?}"
         );
     }
@@ -910,7 +940,7 @@ mod tests {
         assert_eq!(w[0].severity, Severity::Warning);
         assert_eq!(w[0].path, "spec.cors.origins[0]");
         assert!(
-            w[0].to_string().starts_with("warning: p.yaml:1: "),
+            w[0].to_string().starts_with("warning: p.yaml:5: "),
             "{}",
             w[0]
         );
