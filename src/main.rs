@@ -76,6 +76,16 @@ struct OperatorArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "HOSTNAME", default_value = "keyward")]
     identity: String,
+    /// On SIGTERM or Ctrl-C, how long to wait for running reconciles before abandoning them
+    /// and releasing the Lease; keep it below the pod's terminationGracePeriodSeconds. A second
+    /// signal stops at once.
+    #[arg(long, default_value = "20s", value_parser = wait_duration)]
+    shutdown_grace: std::time::Duration,
+    /// How long one reconcile's CMS calls may wait for retries in all (also `Retry-After`);
+    /// then it fails and the policy's own backoff (1 s doubling to 5 min) takes over, so a CMS
+    /// that is down does not hold workers that other connections' policies need.
+    #[arg(long, default_value = "5s", value_parser = wait_duration)]
+    retry_budget: std::time::Duration,
 }
 
 /// Which configuration file and profile (plan, apply, config).
@@ -643,6 +653,8 @@ async fn operator(args: OperatorArgs) -> Result<()> {
                 lease_seconds: 15,
             }),
         clock: keyward::engine::Clock::system(),
+        shutdown_grace: args.shutdown_grace,
+        retry_budget: args.retry_budget,
     };
     let client = kube::Client::try_default()
         .await
@@ -653,8 +665,38 @@ async fn operator(args: OperatorArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
     let app = keyward::operator::metrics::router(metrics.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    tokio::select! {
-        r = keyward::operator::run(client, config, metrics) => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    let (stop, shutdown) = keyward::operator::Shutdown::new();
+    let mut signals = StopSignals::new()?;
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::info!(signal = name, "stopping");
+        let _ = stop.send(true);
+        let name = signals.next().await;
+        tracing::warn!(signal = name, "second signal: stopping at once");
+        std::process::exit(1);
+    });
+    keyward::operator::run(client, config, metrics, shutdown).await
+}
+
+/// SIGTERM (what Kubernetes sends to stop a pod) and SIGINT (Ctrl-C).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

@@ -707,7 +707,15 @@ async fn with_two_replicas_only_the_leader_writes() {
         let metrics = Arc::new(Metrics::new());
         let task = {
             let metrics = metrics.clone();
-            tokio::spawn(async move { keyward::operator::run(client, config, metrics).await })
+            tokio::spawn(async move {
+                keyward::operator::run(
+                    client,
+                    config,
+                    metrics,
+                    keyward::operator::Shutdown::new().1,
+                )
+                .await
+            })
         };
         (task, metrics)
     };
@@ -1360,5 +1368,133 @@ async fn a_connection_trusts_its_private_ca_and_an_untrusted_certificate_is_a_tl
         })
     })
     .await;
+    op.abort();
+}
+
+/// Kubernetes stops a pod with SIGTERM: the operator (the binary, as in a pod) stops taking
+/// work, releases its Lease (so nobody waits for it to run out) and exits 0 within the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_operator_releases_the_lease_and_exits_0() {
+    let c = cluster().await;
+    let base = c.emu.serve_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, Emulator::kubeconfig(&base)).unwrap();
+    let log = dir.path().join("operator.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "operator",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--drift-interval",
+            "1s",
+        ])
+        .args(["--leader-election", "--lease-namespace", "keyward-system"])
+        .args(["--identity", "pod-a", "--shutdown-grace", "5s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("KEYWARD_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let holder = || {
+        c.emu
+            .get(
+                "apis/coordination.k8s.io/v1/leases",
+                "keyward-system",
+                "keyward-operator",
+            )
+            .and_then(|l| {
+                l.pointer("/spec/holderIdentity")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+    };
+    eventually("pod-a holds the lease", RECONCILES, || async {
+        holder().as_deref() == Some("pod-a")
+    })
+    .await;
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+
+    let sent = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!(
+                "still running 15 s after SIGTERM:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{logged}");
+    assert_eq!(holder(), None, "the lease is released\n{logged}");
+    assert!(logged.contains("lease released"), "{logged}");
+    assert!(
+        secret_value(&c, "reader").await.is_some(),
+        "the workload keeps its key"
+    );
+}
+
+/// A CMS that is down (503 with `Retry-After: 60`) holds no worker for long: each reconcile of
+/// its policies stops retrying at the budget, reports `CmsUnavailable` and backs off, and a
+/// policy on another connection, created while every worker waits on that CMS, gets its key
+/// within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cms_that_is_down_does_not_hold_the_workers_other_connections_need() {
+    use support::proxy::{Fault, Proxy};
+    let c = cluster().await;
+    let down = Proxy::start(&c.cms.url, |_| Some(Fault::Answer(503, Some(60)))).await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "down"},
+            "spec": {"endpoint": down.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    for i in 0..10 {
+        let keys = json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": format!("down-{i}"), "keyField": "KEY"}}]);
+        let mut p = policy(keys, json!({"connectionRef": {"name": "down"}}));
+        p.metadata.name = Some(format!("down-{i}"));
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let (_ctx, op) = start(&c, config());
+    // All eight workers are waiting on the CMS that is down.
+    eventually(
+        "eight reconciles call the CMS that is down",
+        RECONCILES,
+        || async { down.seen().len() >= 8 },
+    )
+    .await;
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    eventually(
+        "the policy on the working CMS gets its key",
+        Duration::from_secs(15),
+        || async { secret_value(&c, "reader").await.is_some() },
+    )
+    .await;
+    let status = serde_json::to_value(policies.get("down-0").await.unwrap().status).unwrap();
+    let ready = condition(&status, "Ready").cloned().unwrap_or_default();
+    assert_eq!(ready["status"], "False", "{status}");
+    assert_eq!(ready["reason"], "CmsUnavailable", "{status}");
     op.abort();
 }

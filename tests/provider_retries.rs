@@ -107,6 +107,31 @@ async fn a_500_is_retried_for_idempotent_calls_only() {
 }
 
 #[tokio::test]
+async fn within_a_retry_deadline_no_wait_goes_past_it() {
+    let cms = cms().await;
+    let down = Proxy::start(&cms.url, |_| Some(Fault::Answer(503, Some(60)))).await;
+    let p = provider(&down.url);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let r = keyward::providers::http::with_retry_deadline(deadline, p.list_keys()).await;
+    assert!(r.unwrap_err().is_transient());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a 60 s Retry-After is not waited for: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(down.attempts(Method::GET, "/v1/keys"), 1);
+    // Short waits that fit are still made.
+    let flaky = Proxy::start(&cms.url, |c| (c.n == 0).then_some(Fault::Answer(503, None))).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let p = provider(&flaky.url);
+    keyward::providers::http::with_retry_deadline(deadline, p.list_keys())
+        .await
+        .unwrap();
+    assert_eq!(flaky.attempts(Method::GET, "/v1/keys"), 2);
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured_and_the_last_failure_is_reported() {
     let cms = cms().await;
     let proxy = Proxy::start(&cms.url, |c| {

@@ -152,8 +152,14 @@ fn relevant_change(p: &ApiKeyPolicy) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the controller until the stream ends (shutdown); the caller handles leadership.
+/// Runs the controller until the stream ends; the caller handles leadership.
 pub async fn run_controller(ctx: Arc<Context>) {
+    run_controller_until(ctx, super::Shutdown::new().1).await
+}
+
+/// Runs the controller until `shutdown`: then it takes no new work and returns when the
+/// running reconciles have finished.
+pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let client = ctx.client.clone();
     let cfg = ctx.config.clone();
     let mut policy_watch = watcher::Config::default().any_semantic();
@@ -221,6 +227,7 @@ pub async fn run_controller(ctx: Arc<Context>) {
             policies_in(&s4, &n.name_any())
         })
         .with_config(ControllerConfig::default().concurrency(8))
+        .graceful_shutdown_on(shutdown.requested())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {

@@ -23,7 +23,7 @@ pub mod secrets;
 pub mod status;
 
 pub use context::{Context, Stores};
-pub use controller::run_controller;
+pub use controller::{run_controller, run_controller_until};
 pub use dereference::CREDENTIAL_LABEL;
 
 use kube::Client;
@@ -78,6 +78,11 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaderElection>,
     /// "Now" for plans, renewals and expiry reminders (the system clock but in tests).
     pub clock: crate::engine::Clock,
+    /// How long a stop waits for running reconciles (below the pod's
+    /// terminationGracePeriodSeconds, 30 s by default).
+    pub shutdown_grace: Duration,
+    /// How long the CMS calls of one reconcile may wait for retries in all.
+    pub retry_budget: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -90,6 +95,8 @@ impl Default for OperatorConfig {
             field_manager: "keyward".into(),
             leader_election: None,
             clock: crate::engine::Clock::system(),
+            shutdown_grace: Duration::from_secs(20),
+            retry_budget: Duration::from_secs(5),
         }
     }
 }
@@ -103,19 +110,47 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs the operator: with leader election, the controller runs only while this replica leads.
+/// Asks a running operator to stop, as Kubernetes does with SIGTERM: it takes no new work,
+/// lets running reconciles finish (up to [`OperatorConfig::shutdown_grace`]), releases its
+/// Lease and returns.
+#[derive(Clone, Debug)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A trigger (send `true` to stop) and the signal to hand to [`run`].
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once a stop is asked for; never, if the trigger is dropped without asking.
+    pub async fn requested(mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the operator until `shutdown`: with leader election, the controller runs only while
+/// this replica leads.
 pub async fn run(
     client: Client,
     config: OperatorConfig,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.clone(),
         metrics.clone(),
     ));
+    let grace = config.shutdown_grace;
     let Some(le) = config.leader_election.clone() else {
-        run_controller(ctx).await;
+        let mut controller = AbortOnDrop(tokio::spawn(run_controller_until(ctx, shutdown.clone())));
+        tokio::select! {
+            _ = &mut controller.0 => {}
+            _ = shutdown.requested() => drain(controller, grace).await,
+        }
         return Ok(());
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &le.lease_name)
@@ -129,23 +164,88 @@ pub async fn run(
     // A standby replica is healthy and ready: it is waiting to take over, and a readiness gate
     // that only the leader passes would stall every rollout.
     metrics.set_ready(true);
-    let _lease = AbortOnDrop(lease_task);
+    let lease = AbortOnDrop(lease_task);
     loop {
-        while !*leading.borrow_and_update() {
-            tracing::info!(identity = %le.identity, "waiting for leadership");
-            if leading.changed().await.is_err() {
-                anyhow::bail!("leader election stopped");
-            }
+        tokio::select! {
+            led = wait_for_leadership(&mut leading, &le.identity) => led?,
+            _ = shutdown.clone().requested() => return release(leading, lease, &le.identity).await,
         }
         tracing::info!(identity = %le.identity, "leading: starting the controller");
-        let controller = AbortOnDrop(tokio::spawn(run_controller(ctx.clone())));
-        // Stop at once when leadership is lost; another replica takes over.
-        loop {
-            if leading.changed().await.is_err() || !*leading.borrow() {
-                break;
+        let controller = AbortOnDrop(tokio::spawn(run_controller_until(
+            ctx.clone(),
+            shutdown.clone(),
+        )));
+        tokio::select! {
+            // Stop at once when leadership is lost; another replica takes over.
+            _ = leadership_lost(&mut leading) => {
+                drop(controller);
+                tracing::warn!(identity = %le.identity, "lost leadership: controller stopped");
+            }
+            _ = shutdown.clone().requested() => {
+                drain(controller, grace).await;
+                return release(leading, lease, &le.identity).await;
             }
         }
-        drop(controller);
-        tracing::warn!(identity = %le.identity, "lost leadership: controller stopped");
     }
+}
+
+async fn wait_for_leadership(
+    leading: &mut tokio::sync::watch::Receiver<bool>,
+    identity: &str,
+) -> anyhow::Result<()> {
+    while !*leading.borrow_and_update() {
+        tracing::info!(identity, "waiting for leadership");
+        if leading.changed().await.is_err() {
+            anyhow::bail!("leader election stopped");
+        }
+    }
+    Ok(())
+}
+
+async fn leadership_lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
+    while leading.changed().await.is_ok() && *leading.borrow() {}
+}
+
+/// The controller was told to stop taking work: wait for its running reconciles, up to
+/// `grace`, then abandon them. An abandoned reconcile loses at most a value that had not yet
+/// reached its Secret: the next leader finds that key without its Secret and regenerates it
+/// (with the rotation overlap, the old value keeps working meanwhile).
+async fn drain(mut controller: AbortOnDrop<()>, grace: Duration) {
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "stopping: no new reconciles; waiting for running ones"
+    );
+    if tokio::time::timeout(grace, &mut controller.0)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "running reconciles did not finish in time: abandoned"
+        );
+    }
+}
+
+/// Gives the Lease up, so another replica can take over without waiting for it to run out.
+async fn release(
+    leading: tokio::sync::watch::Receiver<bool>,
+    mut lease: AbortOnDrop<
+        Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+    >,
+    identity: &str,
+) -> anyhow::Result<()> {
+    // Closing the channel makes the lease task release the Lease and end.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), &mut lease.0).await {
+        Ok(Ok(Ok(_))) => tracing::info!(identity, "lease released"),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(identity, error = %e, "could not release the lease: it runs out by itself")
+        }
+        Ok(Err(e)) => tracing::warn!(identity, error = %e, "the lease task ended abnormally"),
+        Err(_) => tracing::warn!(
+            identity,
+            "releasing the lease timed out: it runs out by itself"
+        ),
+    }
+    Ok(())
 }

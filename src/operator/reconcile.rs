@@ -23,6 +23,7 @@ use super::secrets::KubeSecrets;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
 use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy};
+use crate::providers::http::with_retry_deadline;
 use crate::providers::{CmsProvider, ProviderError};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event};
@@ -154,12 +155,18 @@ pub async fn reconcile(
     let ns = policy.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ApiKeyPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
-    let result = finalizer(&api, FINALIZER, policy, |event| async {
-        match event {
-            Event::Apply(p) => apply(p, &ctx).await,
-            Event::Cleanup(p) => cleanup(p, &ctx).await,
-        }
-    })
+    // Retries inside a reconcile stop at the budget; then the per-object backoff takes over
+    // and the worker is free for policies on other connections.
+    let deadline = tokio::time::Instant::now() + ctx.config.retry_budget;
+    let result = with_retry_deadline(
+        deadline,
+        finalizer(&api, FINALIZER, policy, |event| async {
+            match event {
+                Event::Apply(p) => apply(p, &ctx).await,
+                Event::Cleanup(p) => cleanup(p, &ctx).await,
+            }
+        }),
+    )
     .await
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)

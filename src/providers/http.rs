@@ -28,6 +28,28 @@ impl Default for RetryPolicy {
     }
 }
 
+tokio::task_local! {
+    /// When a run (an operator reconcile) must stop waiting for retries: a call whose next
+    /// wait would end past it fails now, and the caller's own backoff takes over.
+    static RETRY_DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `f` with every CMS call in it retrying only until `deadline`, so that one CMS that is
+/// down cannot hold the caller (an operator worker) for minutes of `Retry-After`.
+pub async fn with_retry_deadline<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    f: F,
+) -> F::Output {
+    RETRY_DEADLINE.scope(deadline, f).await
+}
+
+/// Whether a wait of `delay` from now ends past the run's deadline, if it has one.
+fn past_deadline(delay: Duration) -> bool {
+    RETRY_DEADLINE
+        .try_with(|deadline| tokio::time::Instant::now() + delay > *deadline)
+        .unwrap_or(false)
+}
+
 pub struct JsonClient {
     http: reqwest::Client,
     base: String,
@@ -147,7 +169,9 @@ impl JsonClient {
             .when(|f: &Failure| f.retry)
             // The server's own Retry-After (at most a minute) wins over the backoff's delay.
             .adjust(|f: &Failure, delay| {
-                delay.map(|d| f.retry_after.map_or(d, |r| r.min(Duration::from_secs(60))))
+                delay
+                    .map(|d| f.retry_after.map_or(d, |r| r.min(Duration::from_secs(60))))
+                    .filter(|d| !past_deadline(*d))
             })
             .notify(|f: &Failure, wait: Duration| {
                 // Said once, without the error: the caller reports how it ended, with the error
