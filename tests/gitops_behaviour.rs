@@ -687,7 +687,8 @@ async fn cli_rejects_invalid_manifests_with_file_line_and_field() {
     let r = keyward(&["plan", "-f", bad.to_str().unwrap()], "http://127.0.0.1:9");
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("bad.yaml:3: ApiKeyPolicy shop/web: spec.keys[0].defaultPermissions: GET_ALL_DRAFTS requires GET"), "{err}");
+    // The line of the field itself (the document starts on line 3).
+    assert!(err.contains("bad.yaml:9: ApiKeyPolicy shop/web: spec.keys[0].defaultPermissions: GET_ALL_DRAFTS requires GET"), "{err}");
     let yaml = manifest(
         dir.path(),
         "yaml.yaml",

@@ -1498,3 +1498,151 @@ async fn a_cms_that_is_down_does_not_hold_the_workers_other_connections_need() {
     assert_eq!(ready["reason"], "CmsUnavailable", "{status}");
     op.abort();
 }
+
+fn finalizers_of(c: &Cluster, path: &str, name: &str) -> Vec<String> {
+    c.emu
+        .get(path, "shop", name)
+        .and_then(|o| o.pointer("/metadata/finalizers").cloned())
+        .and_then(|f| serde_json::from_value(f).ok())
+        .unwrap_or_default()
+}
+
+const CONNECTIONS: &str = "apis/keyward.dev/v1alpha1/cmsconnections";
+const SECRETS: &str = "api/v1/secrets";
+const POLICIES: &str = "apis/keyward.dev/v1alpha1/apikeypolicies";
+
+/// Deleting a namespace deletes its policies, connections and credential Secrets at once. The
+/// in-use finalizers keep the connection and its Secret until the policy's keys are revoked;
+/// then everything goes, nothing is left `Terminating`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_everything_at_once_still_revokes_the_keys_and_then_lets_go() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    let in_use = "keyward.dev/in-use".to_owned();
+    eventually(
+        "the connection and its Secret are marked in use",
+        RECONCILES,
+        || async {
+            finalizers_of(&c, CONNECTIONS, "main").contains(&in_use)
+                && finalizers_of(&c, SECRETS, "cms-admin").contains(&in_use)
+        },
+    )
+    .await;
+
+    // As a namespace deletion may: the Secret and the connection first, then the policy.
+    let dp = DeleteParams::default();
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .delete("cms-admin", &dp)
+        .await
+        .unwrap();
+    Api::<keyward::policy::CmsConnection>::namespaced(c.client.clone(), "shop")
+        .delete("main", &dp)
+        .await
+        .unwrap();
+    assert!(
+        c.emu.get(CONNECTIONS, "shop", "main").is_some(),
+        "kept while in use"
+    );
+    policies.delete("web", &dp).await.unwrap();
+    eventually(
+        "the policy, the connection and the Secret are gone",
+        RECONCILES,
+        || async {
+            c.emu.get(POLICIES, "shop", "web").is_none()
+                && c.emu.get(CONNECTIONS, "shop", "main").is_none()
+                && c.emu.get(SECRETS, "shop", "cms-admin").is_none()
+        },
+    )
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::UNAUTHORIZED,
+        "the key was revoked before its connection went"
+    );
+    op.abort();
+}
+
+/// A connection that is gone for good (here: removed without keyward running) leaves the
+/// policy's deletion stuck, saying how to get out; the annotation lets it go and leaves the
+/// key in the CMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_keys_lets_a_policy_go_when_its_keys_cannot_be_revoked() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    op.abort();
+    let _ = op.await;
+    drop(ctx);
+    // Without the operator, nothing protects the connection: it goes.
+    let connections = Api::<keyward::policy::CmsConnection>::namespaced(c.client.clone(), "shop");
+    connections
+        .patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    connections
+        .delete("main", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(c.emu.get(CONNECTIONS, "shop", "main").is_none());
+
+    let (ctx, op) = start(&c, config());
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let failed = || {
+        ctx.metrics
+            .reconciles
+            .get_or_create(&keyward::operator::metrics::ResultLabels {
+                result: "error".into(),
+            })
+            .get()
+    };
+    eventually(
+        "the deletion fails: nothing to revoke with",
+        RECONCILES,
+        || async { failed() >= 2 },
+    )
+    .await;
+    assert!(
+        c.emu.get(POLICIES, "shop", "web").is_some(),
+        "cannot revoke: kept"
+    );
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"keyward.dev/abandon-keys": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the policy is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK,
+        "the key stays, unmanaged"
+    );
+    op.abort();
+}

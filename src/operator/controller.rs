@@ -204,7 +204,8 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let (s2, d2) = (policies.clone(), default.clone());
     let (s3, d3) = (stores.clone(), default.clone());
     let s4 = policies.clone();
-    Controller::for_stream(trigger, policies)
+    let in_use = super::in_use::keep(client.clone(), stores.clone(), default.clone());
+    let controller = Controller::for_stream(trigger, policies)
         .owns(api::<Secret>(&client, &cfg.namespace), owned_secrets)
         .watches_stream(connection_events, move |c: CmsConnection| {
             let id = ConnectionId::CmsConnection {
@@ -233,8 +234,12 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    // The in-use finalizers are kept while the controller runs, and stop with it.
+    tokio::select! {
+        _ = controller => {}
+        _ = in_use => {}
+    }
     ctx.set_stores(None);
     ctx.metrics.set_ready(false);
 }

@@ -14,6 +14,7 @@
 mod context;
 mod controller;
 mod dereference;
+pub mod in_use;
 pub mod metrics;
 mod observe;
 mod publish;

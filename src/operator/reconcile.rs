@@ -14,6 +14,7 @@
 
 use super::context::Context;
 use super::dereference::{dereference, Conn, DereferenceError};
+use super::in_use;
 use super::observe::{
     observe, own_keys, plan, policy_id, validate, Conflict, InvalidSpec, ObserveError,
 };
@@ -45,7 +46,7 @@ pub enum ReconcileError {
     Sink(#[from] crate::engine::SinkError),
     #[error("finalizer: {0}")]
     Finalizer(String),
-    #[error("cannot revoke the keys: {0}")]
+    #[error("cannot revoke the keys: {0} (to delete the policy and leave its keys in the CMS, annotate it keyward.dev/abandon-keys=true)")]
     Cleanup(#[from] DereferenceError),
     #[error("cannot revoke the keys: the credential is not usable: {0}")]
     Credential(ProviderError),
@@ -299,6 +300,16 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
     if p.spec.deletion_policy == DeletionPolicy::Orphan
         || p.spec.management_policy == ManagementPolicy::ObserveOnly
     {
+        return Ok(Action::await_change());
+    }
+    // The escape hatch when the keys can no longer be revoked (the CMS or its connection is
+    // gone for good): the policy goes, its keys stay in the CMS, unmanaged.
+    if p.annotations()
+        .get(in_use::ABANDON_KEYS)
+        .map(String::as_str)
+        == Some("true")
+    {
+        tracing::warn!(policy = %policy_id(&p), "deleted without revoking its keys ({}: \"true\")", in_use::ABANDON_KEYS);
         return Ok(Action::await_change());
     }
     let conn = dereference(&p, ctx).await?;
