@@ -699,3 +699,61 @@ spec:
     );
     assert!(!w.join(".keyward").exists(), "nothing is written");
 }
+
+/// A connection contributed to a shared repository names an endpoint of its own and no
+/// credential Secret: the platform's KEYWARD_CMS_TOKEN is not sent there. It is sent to the
+/// endpoint it was given for (KEYWARD_CMS_URL), written however.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_token_goes_only_to_its_own_endpoint() {
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let attacker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connection = |endpoint: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {{name: contrib, namespace: shop}}
+spec:
+  endpoint: {endpoint}
+  credentialsSecretRef: {{name: cms-admin}}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {{name: web, namespace: shop}}
+spec:
+  connectionRef: {{name: contrib}}
+  keys:
+    - name: reader
+      defaultPermissions: [GET]
+      secret: {{name: reader, keyField: CMS_API_KEY}}
+"
+        )
+    };
+    let env = [
+        ("KEYWARD_CMS_URL", cms.url.as_str()),
+        ("KEYWARD_CMS_TOKEN", support::ADMIN),
+    ];
+    let elsewhere = format!("http://{}", attacker.local_addr().unwrap());
+    std::fs::write(w.join("contrib.yaml"), connection(&elsewhere)).unwrap();
+    let (code, out, err, _) = keyward(w, &["plan", "-f", "contrib.yaml"], &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("credential Secret shop/cms-admin (field 'token') is not in the manifests; KEYWARD_CMS_TOKEN is only sent to KEYWARD_CMS_URL ({}), not to this connection's endpoint {elsewhere}", cms.url)),
+        "{err}"
+    );
+    attacker.set_nonblocking(true).unwrap();
+    assert_eq!(
+        attacker.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing was sent to the contributed endpoint"
+    );
+    // The endpoint the token is for, written with a trailing slash: used.
+    std::fs::write(w.join("contrib.yaml"), connection(&format!("{}/", cms.url))).unwrap();
+    let (code, out, err, _) = keyward(
+        w,
+        &["apply", "-f", "contrib.yaml", "--secrets-dir", "out"],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!value(&w.join("out"), "shop.reader.yaml").is_empty());
+}

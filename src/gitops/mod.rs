@@ -246,15 +246,54 @@ fn secret_field(
         .map(|v| v.0.clone())
 }
 
+/// A connection's credential: its Secret in the manifests, else `KEYWARD_CMS_TOKEN`, but only
+/// for the endpoint that token was given for (`KEYWARD_CMS_URL` or keyward.toml's `url`): a
+/// connection contributed to a shared repository must not receive the platform's token at an
+/// endpoint of its choosing.
 fn credential(
     set: &ManifestSet,
     cfg: &ConnectionConfig,
-    env_token: Option<&secrecy::SecretString>,
-) -> Option<secrecy::SecretString> {
-    match secret_field(set, &cfg.credentials) {
-        Some(bytes) => String::from_utf8(bytes).ok().map(Into::into),
-        None => env_token.cloned(),
+    opts: &Options,
+) -> Result<secrecy::SecretString, String> {
+    let (ns, name, field) = &cfg.credentials;
+    if let Some(bytes) = secret_field(set, &cfg.credentials) {
+        return String::from_utf8(bytes)
+            .map(Into::into)
+            .map_err(|_| format!("credential Secret {ns}/{name} (field '{field}') is not UTF-8"));
     }
+    let missing =
+        format!("credential Secret {ns}/{name} (field '{field}') is not in the manifests");
+    match (&opts.env_token, &opts.env_url) {
+        (None, _) => Err(format!("{missing} and KEYWARD_CMS_TOKEN is not set")),
+        (Some(token), Some(url)) if same_endpoint(url, &cfg.endpoint) => Ok(token.clone()),
+        (Some(_), Some(url)) => Err(format!(
+            "{missing}; KEYWARD_CMS_TOKEN is only sent to KEYWARD_CMS_URL ({url}), not to this connection's endpoint {}",
+            cfg.endpoint
+        )),
+        (Some(_), None) => Err(format!(
+            "{missing}; KEYWARD_CMS_TOKEN is only sent to KEYWARD_CMS_URL, which is not set (set it to {} if the token is for that CMS)",
+            cfg.endpoint
+        )),
+    }
+}
+
+/// The same CMS: equal but for a trailing slash and the case of the scheme and host.
+fn same_endpoint(a: &str, b: &str) -> bool {
+    let norm = |u: &str| {
+        let u = u.trim().trim_end_matches('/');
+        match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                format!(
+                    "{}://{}{path}",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase()
+                )
+            }
+            None => u.to_owned(),
+        }
+    };
+    norm(a) == norm(b)
 }
 
 /// The CA a connection trusts: its CA Secret in the manifests, else `--ca-file`.
@@ -350,12 +389,7 @@ async fn connect(
         },
         (_, None) => Err(fail("no connection settings".into())),
         (_, Some(cfg)) => {
-            let token = credential(set, cfg, opts.env_token.as_ref()).ok_or_else(|| {
-                fail(format!(
-                    "credential Secret {}/{} (field '{}') is not in the manifests and KEYWARD_CMS_TOKEN is not set",
-                    cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
-                ))
-            })?;
+            let token = credential(set, cfg, opts).map_err(fail)?;
             let ca = ca_of(set, cfg, opts).map_err(fail)?;
             Ok(Connected {
                 provider: cfg
@@ -804,4 +838,37 @@ pub fn b64(s: &str) -> Option<String> {
         .decode(s)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::same_endpoint;
+
+    #[test]
+    fn the_same_cms_however_written_and_no_other() {
+        assert!(same_endpoint(
+            "http://cms.example.com",
+            "http://cms.example.com/"
+        ));
+        assert!(same_endpoint(
+            "HTTPS://CMS.example.com/api/",
+            "https://cms.example.com/api"
+        ));
+        assert!(!same_endpoint(
+            "https://cms.example.com",
+            "https://cms.example.com.evil.io"
+        ));
+        assert!(!same_endpoint(
+            "https://cms.example.com",
+            "http://cms.example.com"
+        ));
+        assert!(!same_endpoint(
+            "https://cms.example.com/API",
+            "https://cms.example.com/api"
+        ));
+        assert!(!same_endpoint(
+            "https://cms.example.com:8443",
+            "https://cms.example.com"
+        ));
+    }
 }
