@@ -1646,3 +1646,103 @@ async fn abandon_keys_lets_a_policy_go_when_its_keys_cannot_be_revoked() {
     );
     op.abort();
 }
+
+fn secret_data(c: &Cluster, name: &str) -> Vec<String> {
+    c.emu
+        .get(SECRETS, "shop", name)
+        .and_then(|s| s.get("data").cloned())
+        .and_then(|d| d.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default()
+}
+
+async fn wait_reason(c: &Cluster, policy: &str, reason: &str) -> Value {
+    let api = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop");
+    let status = || async {
+        api.get_opt(policy)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| serde_json::to_value(p.status).ok())
+            .unwrap_or_default()
+    };
+    eventually(
+        &format!("{policy}: Ready=False {reason}"),
+        RECONCILES,
+        || async { condition(&status().await, "Ready").is_some_and(|r| r["reason"] == reason) },
+    )
+    .await;
+    status().await
+}
+
+/// A policy naming a Secret that exists and is not its own (another app's, another policy's)
+/// leaves it alone and reports SecretConflict; `secret.adopt: true` replaces it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
+    let c = cluster().await;
+    create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-credentials"}, "type": "Opaque", "data": {"password": b64("hunter2")}})).await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let db_key = |adopt: bool| {
+        json!([{"name": "reader", "defaultPermissions": ["GET"],
+            "secret": {"name": "db-credentials", "keyField": "KEY", "adopt": adopt}}])
+    };
+    policies
+        .create(&PostParams::default(), &policy(db_key(false), json!({})))
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "web", "SecretConflict").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("db-credentials") && message.contains("secret.adopt"),
+        "{message}"
+    );
+    assert_eq!(secret_data(&c, "db-credentials"), ["password"], "untouched");
+    let stored = c.emu.get(SECRETS, "shop", "db-credentials").unwrap();
+    assert!(
+        stored.pointer("/metadata/ownerReferences").is_none(),
+        "{stored}"
+    );
+    let keys = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"].clone();
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(0),
+        "no key was made: {keys}"
+    );
+
+    // Adopted: replaced whole, with the key and nothing of what it held.
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keys": db_key(true)}})),
+        )
+        .await
+        .unwrap();
+    eventually("the Secret is adopted", RECONCILES, || async {
+        secret_data(&c, "db-credentials").contains(&"KEY".to_owned())
+    })
+    .await;
+    assert_eq!(secret_data(&c, "db-credentials"), ["KEY"]);
+    let value = secret_value(&c, "db-credentials").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+
+    // A second policy naming the first one's Secret gets a conflict; the first keeps it.
+    let mut other = policy(
+        json!([{"name": "two", "defaultPermissions": ["GET"], "secret": {"name": "db-credentials", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    other.metadata.name = Some("other".into());
+    policies
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "other", "SecretConflict").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(message.contains("ApiKeyPolicy web"), "{message}");
+    assert_eq!(secret_value(&c, "db-credentials").await.unwrap(), value);
+    op.abort();
+}

@@ -155,6 +155,8 @@ pub struct SinkError {
     pub namespace: String,
     pub name: String,
     pub detail: String,
+    /// The Secret belongs to something else: nothing was written, and retrying cannot help.
+    pub conflict: bool,
 }
 
 /// Where key values go: Secret manifests in a directory (CLI), or Kubernetes Secrets (operator).

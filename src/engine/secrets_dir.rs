@@ -44,6 +44,7 @@ impl SecretsDir {
             namespace: target.namespace.clone(),
             name: target.name.clone(),
             detail: detail.to_string(),
+            conflict: false,
         }
     }
 
@@ -286,6 +287,7 @@ impl SecretSink for SecretsDir {
                 namespace: String::new(),
                 name: String::new(),
                 detail: e.to_string(),
+                conflict: false,
             },
         })?
     }

@@ -202,6 +202,7 @@ impl SecretSink for MemSink {
                 namespace: m.target.namespace.clone(),
                 name: m.target.name.clone(),
                 detail: "disk full".into(),
+                conflict: false,
             });
         }
         let key = (m.target.namespace.clone(), m.target.name.clone());

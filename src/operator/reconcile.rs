@@ -125,6 +125,12 @@ impl From<ObserveError> for Halt {
                 reason: "CmsUnavailable",
                 error: p.into(),
             },
+            // Someone else's Secret: nothing is written until the spec or the Secret changes.
+            ObserveError::Secret(s) if s.conflict => Halt::Refused {
+                reason: "SecretConflict",
+                message: s.to_string(),
+                look_again: true,
+            },
             ObserveError::Secret(s) => Halt::Failed {
                 reason: "CmsUnavailable",
                 error: s.into(),

@@ -1,5 +1,8 @@
 //! The operator's Secret sink: Kubernetes Secrets written with server-side apply under one field
-//! manager, owned by their policy (so they are garbage-collected with it).
+//! manager, owned by their policy (so they are garbage-collected with it). A Secret that exists
+//! and does not carry the policy's ownerReference is someone else's: it is neither read nor
+//! written (`SecretConflict`), unless the key says `secret.adopt: true`; then it is replaced
+//! whole, keeping nothing of it.
 
 use crate::engine::secrets_dir::{manifest, string_data};
 use crate::engine::{observed_from, SecretMaterial, SecretSink, SinkError};
@@ -9,14 +12,19 @@ use crate::plan::ObservedSecret;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use std::collections::BTreeSet;
 
 pub struct KubeSecrets {
     pub client: Client,
     /// The policy that owns the Secrets.
     pub owner: OwnerReference,
     pub field_manager: String,
+    /// The Secrets the policy may take over (`secret.adopt: true`).
+    pub adoptable: BTreeSet<String>,
+    /// Adoptable Secrets found owned by something else: their next write replaces them whole.
+    adopting: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 /// The policy as the controlling owner of what it creates (Secrets, Roles, RoleBindings).
@@ -37,6 +45,14 @@ impl KubeSecrets {
             client: ctx.client.clone(),
             owner: owner_ref(p)?,
             field_manager: ctx.config.field_manager.clone(),
+            adoptable: p
+                .spec
+                .keys
+                .iter()
+                .filter(|k| k.secret.adopt)
+                .map(|k| k.secret.name.clone())
+                .collect(),
+            adopting: Default::default(),
         })
     }
 
@@ -45,6 +61,7 @@ impl KubeSecrets {
             namespace: target.namespace.clone(),
             name: target.name.clone(),
             detail: e.to_string(),
+            conflict: false,
         }
     }
 
@@ -54,12 +71,46 @@ impl KubeSecrets {
             .await
             .map_err(|e| Self::err(target, e))
     }
+
+    fn owns(&self, s: &Secret) -> bool {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == self.owner.uid)
+    }
+
+    /// The policy's own Secret at `target`, if there is one. Someone else's is a conflict, or,
+    /// if adoptable, counts as absent (and is replaced at the next write).
+    async fn own(&self, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
+        let Some(s) = self.get(target).await? else {
+            return Ok(None);
+        };
+        if self.owns(&s) {
+            return Ok(Some(s));
+        }
+        if self.adoptable.contains(&target.name) {
+            self.adopting.lock().insert(target.name.clone());
+            return Ok(None);
+        }
+        let owner = match s.metadata.owner_references.as_deref() {
+            Some([r, ..]) => format!("it is owned by {} {}", r.kind, r.name),
+            _ => "keyward did not create it".to_owned(),
+        };
+        Err(SinkError {
+            conflict: true,
+            ..Self::err(
+                target,
+                format!("exists and is not this policy's ({owner}); it is left alone. Name another Secret, or set secret.adopt: true to replace it with the key"),
+            )
+        })
+    }
 }
 
 #[async_trait]
 impl SecretSink for KubeSecrets {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
-        Ok(self.get(target).await?.map(|s| {
+        Ok(self.own(target).await?.map(|s| {
             let ann = s.metadata.annotations.clone().unwrap_or_default();
             observed_from(&ann, &string_data(&s), &target.key_field)
         }))
@@ -67,7 +118,7 @@ impl SecretSink for KubeSecrets {
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {
         Ok(self
-            .get(target)
+            .own(target)
             .await?
             .and_then(|s| string_data(&s).remove(&target.key_field))
             .filter(|v| !v.is_empty())
@@ -78,6 +129,22 @@ impl SecretSink for KubeSecrets {
         let mut secret = manifest(m);
         secret.metadata.owner_references = Some(vec![self.owner.clone()]);
         let api = Api::<Secret>::namespaced(self.client.clone(), &m.target.namespace);
+        if self.adopting.lock().contains(&m.target.name) {
+            // Adopted: replaced whole, so that none of its former fields stays readable.
+            if let Some(old) = self.get(&m.target).await? {
+                secret.metadata.resource_version = old.metadata.resource_version;
+                let pp = PostParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..Default::default()
+                };
+                api.replace(&m.target.name, &pp, &secret)
+                    .await
+                    .map_err(|e| Self::err(&m.target, e))?;
+                self.adopting.lock().remove(&m.target.name);
+                tracing::info!(secret = %format!("{}/{}", m.target.namespace, m.target.name), "adopted");
+                return Ok(true);
+            }
+        }
         let pp = PatchParams::apply(&self.field_manager).force();
         api.patch(&m.target.name, &pp, &Patch::Apply(&secret))
             .await

@@ -179,6 +179,11 @@ pub struct SecretSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Take over a Secret of this name that exists and was not written by this policy: it is
+    /// replaced whole by keyward's fields (nothing of it is kept). Without it, such a Secret is
+    /// left alone and the policy reports `SecretConflict` (operator).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 pub fn default_key_field() -> String {

@@ -60,6 +60,7 @@ impl SecretSink for FailingSink {
                 namespace: m.target.namespace.clone(),
                 name: m.target.name.clone(),
                 detail: "injected write failure".into(),
+                conflict: false,
             });
         }
         self.inner.write(m).await
