@@ -1746,3 +1746,91 @@ async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
     assert_eq!(secret_value(&c, "db-credentials").await.unwrap(), value);
     op.abort();
 }
+
+/// A tenant admitted to a shared connection cannot use its admin credential for more than the
+/// connection allows: a management key, a `*` key, public endpoints and CORS are refused by
+/// default, and an `allow` ceiling bounds APIs and the keys of a namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_gives_tenants_only_what_it_allows() {
+    let c = cluster().await;
+    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}, "namespaces": ["shop"]}})).await;
+    let (ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"},
+        "publicEndpoints": [{"api": "blog", "operations": ["create"]}]});
+    let mut p = policy(
+        json!([
+            {"name": "admin", "kind": "management", "managementPermissions": ["keys:manage"], "secret": {"name": "admin"}},
+            {"name": "star", "scopes": ["*"], "secret": {"name": "star"}},
+            {"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"}}
+        ]),
+        shared.clone(),
+    );
+    p.metadata.name = Some("greedy".into());
+    policies.create(&PostParams::default(), &p).await.unwrap();
+    let status = wait_reason(&c, "greedy", "NotAllowed").await;
+    let message = condition(&status, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for expected in [
+        "spec.keys[0].kind: ClusterCmsConnection shared does not allow management keys (spec.allow.kinds: [content])",
+        "spec.keys[0].managementPermissions[0]: ClusterCmsConnection shared does not allow management permission 'keys:manage'",
+        "spec.keys[1].scopes[0]: ClusterCmsConnection shared does not allow scope '*'",
+        "spec.publicEndpoints: ClusterCmsConnection shared does not allow public endpoints (spec.allow.publicEndpoints: false)",
+    ] {
+        assert!(message.contains(expected), "{expected}\n in {message}");
+    }
+    let keys = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"].clone();
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(0),
+        "refused whole: {keys}"
+    );
+
+    // A ceiling on APIs and on keys per namespace: the policy within it is served.
+    Api::<keyward::policy::ClusterCmsConnection>::all(c.client.clone())
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"allow": {"apis": ["blo*"], "maxKeysPerNamespace": 1}}})),
+        )
+        .await
+        .unwrap();
+    let mut ok = policy(
+        json!([{"name": "reader", "apiPermissions": [{"api": "blog", "permissions": ["GET"]}], "secret": {"name": "reader", "keyField": "KEY"}}]),
+        json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}}),
+    );
+    ok.metadata.name = Some("fits".into());
+    policies.create(&PostParams::default(), &ok).await.unwrap();
+    eventually(
+        "the policy within the ceilings gets its key",
+        RECONCILES,
+        || async { secret_value(&c, "reader").await.is_some() },
+    )
+    .await;
+    let mut more = policy(
+        json!([{"name": "contact", "apiPermissions": [{"api": "contact", "permissions": ["POST"]}], "secret": {"name": "contact"}}]),
+        json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}}),
+    );
+    more.metadata.name = Some("more".into());
+    policies
+        .create(&PostParams::default(), &more)
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "more", "NotAllowed").await;
+    let message = condition(&status, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("spec.keys[0].apiPermissions[0].api: ClusterCmsConnection shared does not allow API 'contact' (spec.allow.apis: [blo*])"), "{message}");
+    assert!(message.contains("spec.keys: ClusterCmsConnection shared does not allow 2 keys in this namespace (spec.allow.maxKeysPerNamespace: 1)"), "{message}");
+    // The policy that was there first keeps working, checked again under the new ceilings.
+    more_reconciles(&ctx, 3).await;
+    let fits = policies.get("fits").await.unwrap();
+    let st = serde_json::to_value(fits.status).unwrap();
+    assert_eq!(condition(&st, "Ready").unwrap()["status"], "True", "{st}");
+    op.abort();
+}

@@ -25,6 +25,8 @@ pub struct Conn {
     pub credential: secrecy::SecretString,
     /// CA certificates (PEM) trusted besides the system's, from `spec.tls.caSecretRef`.
     pub ca: Option<Vec<u8>>,
+    /// A shared connection's ceilings.
+    pub allow: Option<crate::policy::ceilings::Allow>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -49,6 +51,8 @@ pub enum DereferenceError {
     ConnectionNotAllowed { name: String, namespace: String },
     #[error("{0}")]
     NoCredentials(String),
+    #[error("{}", .0.join("; "))]
+    NotAllowed(Vec<String>),
 }
 
 impl DereferenceError {
@@ -58,6 +62,7 @@ impl DereferenceError {
             Self::ConnectionNotFound(_) => "ConnectionNotFound",
             Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
             Self::NoCredentials(_) => "NoCredentials",
+            Self::NotAllowed(_) => "NotAllowed",
         }
     }
 }
@@ -100,6 +105,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
     let id =
         connection_of(p, &ctx.config.default_connection).ok_or(DereferenceError::NoConnection)?;
     let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
+    let mut allow = None;
     let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {
         ConnectionId::CmsConnection { namespace, name } => {
             let c = stores
@@ -131,6 +137,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
             };
             let r = s.credentials_secret_ref.clone();
             let ca = ca_ref(s.tls.as_ref(), &secret_ns, true);
+            allow = Some(s.allow.clone());
             (s.provider, s.endpoint.clone(), r, secret_ns, ca)
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
@@ -146,7 +153,60 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
         endpoint,
         credential,
         ca,
+        allow,
     })
+}
+
+/// The policy within its shared connection's ceilings: every field over them, in one refusal.
+/// Against `maxKeysPerNamespace` count its own keys and the keys that the namespace's policies
+/// created before it hold (`status.keyCount`): the policy that goes over it is refused, not the
+/// ones there first, and a refused policy holds none.
+pub fn within_ceilings(
+    p: &ApiKeyPolicy,
+    conn: &Conn,
+    ctx: &Context,
+) -> Result<(), DereferenceError> {
+    let (Some(allow), ConnectionId::ClusterCmsConnection { name }) = (&conn.allow, &conn.id) else {
+        return Ok(());
+    };
+    let ns = p.namespace();
+    let key = |q: &ApiKeyPolicy| {
+        (
+            q.metadata.creation_timestamp.clone().map(|t| t.0),
+            q.name_any(),
+        )
+    };
+    let keys_here: usize = ctx
+        .stores()
+        .map(|s| {
+            s.policies
+                .state()
+                .iter()
+                .filter(|q| q.namespace() == ns && q.uid() != p.uid())
+                .filter(|q| {
+                    connection_of(q, &ctx.config.default_connection).as_ref() == Some(&conn.id)
+                })
+                .filter(|q| key(q) < key(p))
+                .map(|q| {
+                    q.status
+                        .as_ref()
+                        .and_then(|st| st.key_count)
+                        .unwrap_or(0)
+                        .max(0) as usize
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    let over =
+        crate::policy::ceilings::over_ceilings(allow, name, &p.spec, keys_here + p.spec.keys.len());
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(DereferenceError::NotAllowed(
+        over.into_iter()
+            .map(|(path, reason)| format!("{path}: {reason}"))
+            .collect(),
+    ))
 }
 
 fn admitted(

@@ -13,7 +13,7 @@
 //! policy's keys through kube's finalizer helper.
 
 use super::context::Context;
-use super::dereference::{dereference, Conn, DereferenceError};
+use super::dereference::{dereference, within_ceilings, Conn, DereferenceError};
 use super::in_use;
 use super::observe::{
     observe, own_keys, plan, policy_id, validate, Conflict, InvalidSpec, ObserveError,
@@ -189,6 +189,7 @@ pub async fn reconcile(
 async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let now = ctx.config.clock.now();
     let conn = dereference(p, ctx).await?;
+    within_ceilings(p, &conn, ctx)?;
     let provider = provider(ctx, &conn)?;
     let state = validate(p, &conn, ctx, now)?;
     let sink = KubeSecrets::for_policy(p, ctx).ok_or_else(|| Halt::Failed {

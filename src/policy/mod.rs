@@ -1,5 +1,6 @@
 //! The custom resources and their offline validation.
 
+pub mod ceilings;
 pub mod duration;
 pub mod load;
 pub mod locate;

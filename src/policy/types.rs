@@ -352,4 +352,8 @@ pub struct ClusterCmsConnectionSpec {
     /// Namespaces admitted by label. With neither this nor `namespaces`, no namespace is admitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// What the admitted namespaces may declare; without it, content keys only, no `*` scope,
+    /// no CORS origins and no public endpoints.
+    #[serde(default)]
+    pub allow: super::ceilings::Allow,
 }

@@ -2,7 +2,7 @@
 //! the manifest, the object, the field path and the reason.
 
 use super::duration;
-use super::load::{ManifestSet, Origin};
+use super::load::{ManifestSet, Origin, Sourced};
 use super::locate::FieldMap;
 use super::{
     ApiKeyPolicy, ApiKeyPolicySpec, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy,
@@ -574,6 +574,36 @@ pub fn admits(
             .is_some_and(|s| selector_matches(s, labels))
 }
 
+/// The keys on ClusterCmsConnection `name` of `p` and of the policies of its namespace before it
+/// in the manifests (for `maxKeysPerNamespace`: the policy that goes over it is refused, not
+/// the ones that were there first).
+fn keys_on_cluster_connection(set: &ManifestSet, p: &Sourced<ApiKeyPolicy>, name: &str) -> usize {
+    let ns = |q: &Sourced<ApiKeyPolicy>| {
+        q.object
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    };
+    let upto = set
+        .policies
+        .iter()
+        .position(|q| std::ptr::eq(q, p))
+        .map_or(set.policies.len(), |i| i + 1);
+    set.policies[..upto]
+        .iter()
+        .filter(|q| ns(q) == ns(p))
+        .filter(|q| {
+            q.object
+                .spec
+                .connection_ref
+                .as_ref()
+                .is_some_and(|r| r.kind == ConnectionKind::ClusterCmsConnection && r.name == name)
+        })
+        .map(|q| q.object.spec.keys.len())
+        .sum()
+}
+
 /// Kubernetes label-selector semantics (an empty selector matches everything).
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_label = sel
@@ -712,6 +742,15 @@ pub fn resolve(
                                 None
                             } else {
                                 let s = &c.object.spec;
+                                let keys_here = keys_on_cluster_connection(set, p, &r.name);
+                                for (path, reason) in super::ceilings::over_ceilings(
+                                    &s.allow,
+                                    &r.name,
+                                    &p.object.spec,
+                                    keys_here,
+                                ) {
+                                    cx.error(path, reason);
+                                }
                                 let key = s.credentials_secret_ref.clone();
                                 let cid = ConnectionId::ClusterCmsConnection {
                                     name: r.name.clone(),

@@ -1,0 +1,309 @@
+//! Ceilings of a shared connection: what a `ClusterCmsConnection` lets the namespaces it admits
+//! declare. A tenant that may create policies in its own namespace must not get, through a
+//! shared admin credential, a management key, a `*` key, another team's APIs or public write
+//! access. Without `spec.allow`, a connection admits content keys only.
+
+use super::types::ApiKeyPolicySpec;
+use crate::model::{KeyKind, KeyType, ManagementPermission, Scope};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `ClusterCmsConnection.spec.allow`. A policy that declares more is refused whole
+/// (`NotAllowed`), by the operator and by `keyward plan` alike.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Allow {
+    /// Key kinds (default: content only).
+    #[serde(default = "content_only")]
+    pub kinds: Vec<KeyKind>,
+    /// Key types (default: both).
+    #[serde(default = "both_types")]
+    pub types: Vec<KeyType>,
+    /// Scopes (default: every scope but `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    /// Management permissions (default: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_permissions: Vec<ManagementPermission>,
+    /// APIs by name or pattern (`shop-*`; default: all). Under it, rights that reach every API
+    /// (`defaultPermissions`, the content scopes) are refused: name the APIs instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apis: Option<Vec<String>>,
+    /// Environments (default: all). Under it, a key must list its environments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<String>>,
+    /// Whether policies may make APIs public (default: no).
+    #[serde(default)]
+    pub public_endpoints: bool,
+    /// Whether policies may add CORS origins (default: no).
+    #[serde(default)]
+    pub cors: bool,
+    /// At most this many keys per namespace on this connection (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_namespace: Option<u32>,
+}
+
+fn content_only() -> Vec<KeyKind> {
+    vec![KeyKind::Content]
+}
+
+fn both_types() -> Vec<KeyType> {
+    vec![KeyType::Public, KeyType::Service]
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        Allow {
+            kinds: content_only(),
+            types: both_types(),
+            scopes: None,
+            management_permissions: Vec::new(),
+            apis: None,
+            environments: None,
+            public_endpoints: false,
+            cors: false,
+            max_keys_per_namespace: None,
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut left) = name.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    let (last, middle) = parts.split_last().unwrap_or((&"", &[]));
+    for part in middle {
+        match left.find(part) {
+            Some(at) => left = &left[at + part.len()..],
+            None => return false,
+        }
+    }
+    left.len() >= last.len() && left.ends_with(last)
+}
+
+fn list<T: Serialize>(items: &[T]) -> String {
+    let names: Vec<String> = items
+        .iter()
+        .map(|i| {
+            serde_json::to_value(i)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// Every field of `spec` over the ceilings of connection `conn`, as (field path, reason).
+/// `keys_in_namespace`: the keys of every policy of the namespace on this connection.
+pub fn over_ceilings(
+    allow: &Allow,
+    conn: &str,
+    spec: &ApiKeyPolicySpec,
+    keys_in_namespace: usize,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut no = |path: String, what: String, ceiling: String| {
+        out.push((
+            path,
+            format!("ClusterCmsConnection {conn} does not allow {what} (spec.allow.{ceiling})"),
+        ))
+    };
+    for (i, k) in spec.keys.iter().enumerate() {
+        let at = |f: &str| format!("spec.keys[{i}].{f}");
+        if !allow.kinds.contains(&k.kind) {
+            no(
+                at("kind"),
+                format!("{} keys", k.kind.as_str()),
+                format!("kinds: {}", list(&allow.kinds)),
+            );
+        }
+        if !allow.types.contains(&k.key_type) {
+            no(
+                at("type"),
+                format!("{} keys", k.key_type.as_str()),
+                format!("types: {}", list(&allow.types)),
+            );
+        }
+        for (j, s) in k.scopes.iter().enumerate() {
+            let allowed = match &allow.scopes {
+                Some(scopes) => scopes.contains(s),
+                None => *s != Scope::All,
+            };
+            if !allowed {
+                let ceiling = match &allow.scopes {
+                    Some(scopes) => format!("scopes: {}", list(scopes)),
+                    None => "scopes: every scope but '*' unless listed".into(),
+                };
+                no(
+                    at(&format!("scopes[{j}]")),
+                    format!("scope '{}'", s.as_str()),
+                    ceiling,
+                );
+            }
+        }
+        for (j, m) in k.management_permissions.iter().enumerate() {
+            if !allow.management_permissions.contains(m) {
+                no(
+                    at(&format!("managementPermissions[{j}]")),
+                    format!("management permission '{}'", m.as_str()),
+                    format!(
+                        "managementPermissions: {}",
+                        list(&allow.management_permissions)
+                    ),
+                );
+            }
+        }
+        if let Some(apis) = &allow.apis {
+            let ceiling = format!("apis: [{}]", apis.join(", "));
+            if !k.default_permissions.is_empty() {
+                no(
+                    at("defaultPermissions"),
+                    "rights on every API; name the APIs in apiPermissions".into(),
+                    ceiling.clone(),
+                );
+            }
+            for (j, s) in k.scopes.iter().enumerate() {
+                if matches!(s, Scope::ContentRead | Scope::ContentWrite) {
+                    no(
+                        at(&format!("scopes[{j}]")),
+                        format!(
+                            "scope '{}', which reaches every API; name the APIs in apiPermissions",
+                            s.as_str()
+                        ),
+                        ceiling.clone(),
+                    );
+                }
+            }
+            for (j, a) in k.api_permissions.iter().enumerate() {
+                if !apis.iter().any(|p| glob_match(p, &a.api)) {
+                    no(
+                        at(&format!("apiPermissions[{j}].api")),
+                        format!("API '{}'", a.api),
+                        ceiling.clone(),
+                    );
+                }
+            }
+        }
+        if let Some(envs) = &allow.environments {
+            let ceiling = format!("environments: [{}]", envs.join(", "));
+            if k.environments.is_empty() {
+                no(
+                    at("environments"),
+                    "a key for every environment; list its environments".into(),
+                    ceiling.clone(),
+                );
+            }
+            for (j, e) in k.environments.iter().enumerate() {
+                if !envs.contains(e) {
+                    no(
+                        at(&format!("environments[{j}]")),
+                        format!("environment '{e}'"),
+                        ceiling.clone(),
+                    );
+                }
+            }
+        }
+    }
+    if spec.cors.as_ref().is_some_and(|c| !c.origins.is_empty()) && !allow.cors {
+        no(
+            "spec.cors".into(),
+            "CORS origins".into(),
+            "cors: false".into(),
+        );
+    }
+    if !spec.public_endpoints.is_empty() && !allow.public_endpoints {
+        no(
+            "spec.publicEndpoints".into(),
+            "public endpoints".into(),
+            "publicEndpoints: false".into(),
+        );
+    }
+    if let Some(max) = allow.max_keys_per_namespace {
+        if keys_in_namespace > max as usize {
+            no(
+                "spec.keys".into(),
+                format!("{keys_in_namespace} keys in this namespace"),
+                format!("maxKeysPerNamespace: {max}"),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("shop-*", "shop-orders"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(glob_match("blog", "blog"));
+        assert!(!glob_match("blog", "blogs"));
+        assert!(!glob_match("shop-*", "orders"));
+        assert!(!glob_match("a*b", "ab-"));
+        assert!(!glob_match("*-x", "x"));
+    }
+
+    fn spec(keys: &str) -> ApiKeyPolicySpec {
+        serde_yaml_ng::from_str(&format!("keys:\n{keys}")).unwrap()
+    }
+
+    #[test]
+    fn without_allow_only_content_keys_without_star_and_no_settings() {
+        let a = Allow::default();
+        let s = spec("  - {name: m, kind: management, managementPermissions: [keys:manage], secret: {name: m}}\n  - {name: s, scopes: ['*'], secret: {name: s}}\n  - {name: ok, defaultPermissions: [GET], scopes: [content:read], secret: {name: ok}}\n");
+        let got: Vec<String> = over_ceilings(&a, "shared", &s, 3)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.keys[0].kind",
+                "spec.keys[0].managementPermissions[0]",
+                "spec.keys[1].scopes[0]"
+            ]
+        );
+        let mut s = spec("  - {name: ok, defaultPermissions: [GET], secret: {name: ok}}\n");
+        s.public_endpoints =
+            serde_yaml_ng::from_str("[{api: orders, operations: [create]}]").unwrap();
+        s.cors = serde_yaml_ng::from_str("{origins: ['https://a.example']}").unwrap();
+        let got = over_ceilings(&a, "shared", &s, 1);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0].1,
+            "ClusterCmsConnection shared does not allow CORS origins (spec.allow.cors: false)"
+        );
+    }
+
+    #[test]
+    fn apis_environments_and_a_key_count() {
+        let a: Allow = serde_yaml_ng::from_str(
+            "{apis: ['shop-*'], environments: [staging], maxKeysPerNamespace: 2}",
+        )
+        .unwrap();
+        let s = spec("  - {name: a, defaultPermissions: [GET], apiPermissions: [{api: shop-orders, permissions: [GET]}, {api: billing, permissions: [GET]}], environments: [staging, production], secret: {name: a}}\n  - {name: b, apiPermissions: [{api: shop-cart, permissions: [GET]}], secret: {name: b}}\n");
+        let got: Vec<String> = over_ceilings(&a, "shared", &s, 3)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.keys[0].defaultPermissions",
+                "spec.keys[0].apiPermissions[1].api",
+                "spec.keys[0].environments[1]",
+                "spec.keys[1].environments",
+                "spec.keys",
+            ]
+        );
+    }
+}
