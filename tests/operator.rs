@@ -1834,3 +1834,79 @@ async fn a_shared_connection_gives_tenants_only_what_it_allows() {
     assert_eq!(condition(&st, "Ready").unwrap()["status"], "True", "{st}");
     op.abort();
 }
+
+/// CORS origins and public endpoints are per CMS, so every policy on a connection contributes
+/// to them, but only an admitted one within the ceilings: a namespace the shared connection
+/// does not admit cannot open an API or add an origin, and its bad entries stop nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admitted_policies_shape_a_shared_connections_settings() {
+    let c = cluster().await;
+    create(
+        &c.client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "evil"}}),
+    )
+    .await;
+    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"},
+            "namespaces": ["shop"], "allow": {"cors": true, "publicEndpoints": true}}})).await;
+    let shared = |extra: Value| {
+        let mut e = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}});
+        if let (Some(a), Some(b)) = (e.as_object_mut(), extra.as_object()) {
+            a.extend(b.clone());
+        }
+        e
+    };
+    // Not admitted: wants the blog writable without a key and its own origin.
+    let mut grab = policy(
+        json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": "k"}}]),
+        shared(
+            json!({"publicEndpoints": [{"api": "blog", "operations": ["create"]}],
+            "cors": {"origins": ["https://evil.example"]}}),
+        ),
+    );
+    grab.metadata.name = Some("grab".into());
+    grab.metadata.namespace = Some("evil".into());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "evil")
+        .create(&PostParams::default(), &grab)
+        .await
+        .unwrap();
+    let (_ctx, op) = start(&c, config());
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(
+            &PostParams::default(),
+            &policy(
+                reader(),
+                shared(json!({"cors": {"origins": ["https://shop.example.com"]}})),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let cors = c.cms.admin(Method::GET, "/v1/cors", None).await.body;
+    assert_eq!(
+        cors["origins"],
+        json!(["https://shop.example.com"]),
+        "{cors}"
+    );
+    let public = c
+        .cms
+        .admin(Method::GET, "/v1/apis/blog/public", None)
+        .await
+        .body;
+    assert_eq!(public["operations"], json!([]), "{public}");
+    let grab = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "evil")
+        .get("grab")
+        .await
+        .unwrap();
+    let st = serde_json::to_value(grab.status).unwrap();
+    assert_eq!(
+        condition(&st, "Ready").unwrap()["reason"],
+        "ConnectionNotAllowed",
+        "{st}"
+    );
+    op.abort();
+}

@@ -209,7 +209,7 @@ pub fn within_ceilings(
     ))
 }
 
-fn admitted(
+pub(crate) fn admitted(
     stores: &Stores,
     spec: &crate::policy::ClusterCmsConnectionSpec,
     namespace: &str,

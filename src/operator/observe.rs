@@ -2,7 +2,7 @@
 //! can hold), observe (the CMS's keys and settings, the Secrets) and plan (the pure diff).
 
 use super::context::Context;
-use super::dereference::{connection_of, Conn};
+use super::dereference::{admitted, connection_of, Conn};
 use super::secrets::KubeSecrets;
 use crate::engine::{observe_secrets, SinkError};
 use crate::model::desired::{ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY};
@@ -69,9 +69,52 @@ pub fn validate(
     // Only the reference CMS takes CORS and public endpoints; policies declaring them for
     // another provider are refused above, so a neighbour's would only be a stale request.
     if conn.provider == ProviderKind::Keyward {
-        add_shared_settings(&mut state, p, &conn.id, ctx);
+        add_shared_settings(&mut state, p, &conn.id, ctx, now);
     }
     Ok(state)
+}
+
+/// The reasons of a policy's own refusal: its settings are its own problem, never its
+/// neighbours'.
+const REFUSED: [&str; 5] = [
+    "InvalidSpec",
+    "NotAllowed",
+    "ConnectionNotAllowed",
+    "Conflict",
+    "SecretConflict",
+];
+
+/// Whether a neighbour's CORS origins and public endpoints count on a shared connection: only
+/// if it is admitted, within the connection's ceilings, valid by the offline rules, and not
+/// refused by its own last reconcile. So a namespace the connection does not admit cannot open
+/// an API, and a bad entry stops only the policy that wrote it.
+fn neighbour_counts(o: &ApiKeyPolicy, conn: &ConnectionId, ctx: &Context, now: Timestamp) -> bool {
+    let refused =
+        o.status.iter().flat_map(|s| &s.conditions).any(|c| {
+            c.type_ == "Ready" && c.status == "False" && REFUSED.contains(&c.reason.as_str())
+        });
+    if refused {
+        return false;
+    }
+    let (_, _, diags) = policy_keys(o, None, now);
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return false;
+    }
+    let ConnectionId::ClusterCmsConnection { name } = conn else {
+        return true;
+    };
+    let Some(stores) = ctx.stores() else {
+        return false;
+    };
+    let Some(c) = stores
+        .cluster_connections
+        .get(&kube::runtime::reflector::ObjectRef::new(name))
+    else {
+        return false;
+    };
+    let ns = o.namespace().unwrap_or_else(|| "default".into());
+    admitted(&stores, &c.spec, &ns)
+        && crate::policy::ceilings::over_ceilings(&c.spec.allow, name, &o.spec, 0).is_empty()
 }
 
 /// The CORS origins and public endpoints of this policy and its managed neighbours.
@@ -80,6 +123,7 @@ fn add_shared_settings(
     p: &ApiKeyPolicy,
     conn: &ConnectionId,
     ctx: &Context,
+    now: Timestamp,
 ) {
     let mut policies: Vec<Arc<ApiKeyPolicy>> = ctx
         .store()
@@ -90,9 +134,12 @@ fn add_shared_settings(
         .collect();
     policies.push(Arc::new(p.clone()));
     for o in policies {
-        if connection_of(&o, &ctx.config.default_connection).as_ref() != Some(conn)
+        let declares = o.spec.cors.is_some() || !o.spec.public_endpoints.is_empty();
+        if !declares
+            || connection_of(&o, &ctx.config.default_connection).as_ref() != Some(conn)
             || o.spec.management_policy == ManagementPolicy::ObserveOnly
             || o.metadata.deletion_timestamp.is_some()
+            || (o.uid() != p.uid() && !neighbour_counts(&o, conn, ctx, now))
         {
             continue;
         }
