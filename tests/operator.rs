@@ -1910,3 +1910,131 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
     );
     op.abort();
 }
+
+/// The operator's `--default-connection CmsConnection/NS/NAME` serves namespace NS only: a
+/// policy elsewhere without a connectionRef is refused, as a cluster connection that does not
+/// admit its namespace would refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_default_connection_serves_its_own_namespace_only() {
+    let c = cluster().await;
+    create(
+        &c.client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+    )
+    .await;
+    let config = OperatorConfig {
+        default_connection: Some("CmsConnection/shop/main".parse().unwrap()),
+        ..config()
+    };
+    let (_ctx, op) = start(&c, config);
+    let no_ref = |ns: &str, secret: &str| {
+        let mut p: ApiKeyPolicy = serde_json::from_value(json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"keys": [{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": secret, "keyField": "KEY"}}]}}))
+        .unwrap();
+        p.metadata.namespace = Some(ns.into());
+        p
+    };
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &no_ref("shop", "reader"))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let other: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "other");
+    other
+        .create(&PostParams::default(), &no_ref("other", "stolen"))
+        .await
+        .unwrap();
+    let status = || async {
+        other
+            .get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| serde_json::to_value(p.status).ok())
+            .unwrap_or_default()
+    };
+    eventually("other/web: ConnectionNotAllowed", RECONCILES, || async {
+        condition(&status().await, "Ready").is_some_and(|r| r["reason"] == "ConnectionNotAllowed")
+    })
+    .await;
+    let message = condition(&status().await, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("serves policies of namespace 'shop' only"),
+        "{message}"
+    );
+    let keys = c.cms.admin(Method::GET, "/v1/keys", None).await.body["keys"].clone();
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(1),
+        "only shop's key: {keys}"
+    );
+    op.abort();
+}
+
+/// Each new `keyward.dev/force-sync` value asks for a CMS listing; a tenant writing it in a
+/// loop gets one reconcile per 10 s, not one per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
+    let c = cluster().await;
+    let config = OperatorConfig {
+        drift_interval: Duration::from_secs(300),
+        ..config()
+    };
+    let (ctx, op) = start(&c, config);
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let force = |v: String| {
+        let policies = policies.clone();
+        async move {
+            policies
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"keyward.dev/force-sync": v}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let before = ok_reconciles(&ctx);
+    force("0".into()).await;
+    eventually(
+        "the first force-sync is acted on at once",
+        RECONCILES,
+        || async { ok_reconciles(&ctx) > before },
+    )
+    .await;
+    let first = ok_reconciles(&ctx);
+    let started = std::time::Instant::now();
+    for i in 1..=20 {
+        force(i.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(
+        "the last value is acted on, once its turn comes",
+        RECONCILES,
+        || async { ok_reconciles(&ctx) > first },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "not before the 10 s since the first: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ok_reconciles(&ctx) - first <= 2,
+        "20 writes made {} reconciles",
+        ok_reconciles(&ctx) - first
+    );
+    op.abort();
+}

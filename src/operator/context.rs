@@ -71,7 +71,18 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
     key_states: Mutex<HashMap<String, [i64; 3]>>,
+    /// Per policy: the last `keyward.dev/force-sync` value acted on.
+    force_syncs: Mutex<HashMap<String, String>>,
+    /// One new force-sync value per policy per [`FORCE_SYNC_EVERY`].
+    force_sync_limiter: crate::cms::limits::Limiter<String>,
 }
+
+/// The annotation whose every new value asks for an immediate reconcile.
+pub const FORCE_SYNC: &str = "keyward.dev/force-sync";
+
+/// How often a policy's force-sync is acted on at most: each costs a CMS listing, and a tenant
+/// must not be able to turn the annotation into a load generator for a shared CMS.
+pub const FORCE_SYNC_EVERY: Duration = Duration::from_secs(10);
 
 impl Context {
     pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Context {
@@ -91,6 +102,30 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             stores: Mutex::new(None),
             key_states: Mutex::new(HashMap::new()),
+            force_syncs: Mutex::new(HashMap::new()),
+            force_sync_limiter: governor::RateLimiter::keyed(
+                governor::Quota::with_period(FORCE_SYNC_EVERY)
+                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
+            ),
+        }
+    }
+
+    /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
+    /// than [`FORCE_SYNC_EVERY`] after the last one; `None`: go ahead.
+    pub fn force_sync_wait(&self, p: &ApiKeyPolicy) -> Option<Duration> {
+        use governor::clock::{Clock, DefaultClock};
+        let value = p.annotations().get(FORCE_SYNC)?;
+        let key = Self::key(p);
+        let mut seen = self.force_syncs.lock();
+        if seen.get(&key) == Some(value) {
+            return None;
+        }
+        match self.force_sync_limiter.check_key(&key) {
+            Ok(()) => {
+                seen.insert(key, value.clone());
+                None
+            }
+            Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
         }
     }
 

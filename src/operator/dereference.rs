@@ -53,6 +53,12 @@ pub enum DereferenceError {
     NoCredentials(String),
     #[error("{}", .0.join("; "))]
     NotAllowed(Vec<String>),
+    #[error("CmsConnection {connection} (the operator's --default-connection) serves policies of namespace '{own}' only, not of '{namespace}'; share a connection with a ClusterCmsConnection, which admits namespaces")]
+    OtherNamespace {
+        connection: String,
+        own: String,
+        namespace: String,
+    },
 }
 
 impl DereferenceError {
@@ -63,6 +69,7 @@ impl DereferenceError {
             Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
             Self::NoCredentials(_) => "NoCredentials",
             Self::NotAllowed(_) => "NotAllowed",
+            Self::OtherNamespace { .. } => "ConnectionNotAllowed",
         }
     }
 }
@@ -108,6 +115,15 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
     let mut allow = None;
     let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {
         ConnectionId::CmsConnection { namespace, name } => {
+            // Admission, as for a cluster connection: a namespaced connection is its namespace's
+            // own (only the operator's default can name one elsewhere).
+            if *namespace != policy_ns {
+                return Err(DereferenceError::OtherNamespace {
+                    connection: format!("{namespace}/{name}"),
+                    own: namespace.clone(),
+                    namespace: policy_ns,
+                });
+            }
             let c = stores
                 .connections
                 .get(&ObjectRef::new(name).within(namespace))

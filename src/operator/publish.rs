@@ -108,7 +108,7 @@ async fn restart_workloads(
         else {
             continue;
         };
-        let ann = format!("keyward.dev/secret-{}", k.secret.name);
+        let ann = restart_annotation(&k.secret.name);
         for t in &decl.restart_targets {
             let (group_version, plural) = match t.kind {
                 WorkloadKind::Deployment => ("apps/v1", "deployments"),
@@ -149,4 +149,48 @@ async fn restart_workloads(
         }
     }
     Ok(())
+}
+
+/// The pod-template annotation that rolls a workload when Secret `secret` changes:
+/// `keyward.dev/secret-<secret>`. Kubernetes allows 63 characters after the prefix; a longer
+/// name keeps its first part and ends in a hash of the whole, so it still names one Secret.
+pub fn restart_annotation(secret: &str) -> String {
+    use sha2::Digest;
+    const MAX: usize = 63;
+    let name = format!("secret-{secret}");
+    if name.len() <= MAX {
+        return format!("keyward.dev/{name}");
+    }
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    // Secret names are ASCII (DNS subdomains): cutting at a byte is cutting at a character.
+    let head = &name[..MAX - hash.len() - 1];
+    format!("keyward.dev/{head}-{hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_annotation;
+
+    #[test]
+    fn restart_annotations_fit_kubernetes_rules_and_stay_distinct() {
+        assert_eq!(restart_annotation("web"), "keyward.dev/secret-web");
+        let long_a = format!("{}-a", "x".repeat(200));
+        let long_b = format!("{}-b", "x".repeat(200));
+        for s in [&long_a, &long_b] {
+            let a = restart_annotation(s);
+            let name = a.strip_prefix("keyward.dev/").unwrap();
+            assert_eq!(name.len(), 63, "{a}");
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+            assert!(name.ends_with(|c: char| c.is_ascii_alphanumeric()));
+        }
+        assert_ne!(restart_annotation(&long_a), restart_annotation(&long_b));
+        let exactly = "y".repeat(56);
+        assert_eq!(
+            restart_annotation(&exactly),
+            format!("keyward.dev/secret-{exactly}")
+        );
+    }
 }

@@ -161,6 +161,10 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let ns = policy.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ApiKeyPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(wait) = ctx.force_sync_wait(&policy) {
+        tracing::info!(policy = %policy_id(&policy), wait_ms = wait.as_millis() as u64, "force-sync asked again too soon: waiting");
+        return Ok(Action::requeue(wait));
+    }
     let started = std::time::Instant::now();
     // Retries inside a reconcile stop at the budget; then the per-object backoff takes over
     // and the worker is free for policies on other connections.
