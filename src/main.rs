@@ -86,6 +86,10 @@ struct OperatorArgs {
     /// that is down does not hold workers that other connections' policies need.
     #[arg(long, default_value = "5s", value_parser = wait_duration)]
     retry_budget: std::time::Duration,
+    /// How long the keys of a policy whose namespace its ClusterCmsConnection no longer admits
+    /// keep working before they are revoked (with a KeysRevoked event).
+    #[arg(long, default_value = "1h", value_parser = wait_duration)]
+    offboarding_grace: std::time::Duration,
 }
 
 /// Which configuration file and profile (plan, apply, config).
@@ -655,6 +659,7 @@ async fn operator(args: OperatorArgs) -> Result<()> {
         clock: keyward::engine::Clock::system(),
         shutdown_grace: args.shutdown_grace,
         retry_budget: args.retry_budget,
+        offboarding_grace: args.offboarding_grace,
     };
     let client = kube::Client::try_default()
         .await

@@ -2038,3 +2038,91 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
     );
     op.abort();
 }
+
+/// A namespace taken off a shared connection loses its keys after the offboarding grace (with a
+/// KeysRevoked event), not when they expire; and a policy that never made a key is deleted even
+/// though its connection refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_be_deleted() {
+    let c = cluster().await;
+    create(
+        &c.client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "evil"}}),
+    )
+    .await;
+    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}, "namespaces": ["shop"]}})).await;
+    let config = OperatorConfig {
+        offboarding_grace: Duration::from_secs(1),
+        ..config()
+    };
+    let (_ctx, op) = start(&c, config);
+    let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}});
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(reader(), shared.clone()))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+
+    // Not admitted from the start: refused, never made a key, and can be deleted.
+    let evil: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "evil");
+    let mut p = policy(reader(), shared.clone());
+    p.metadata.namespace = Some("evil".into());
+    evil.create(&PostParams::default(), &p).await.unwrap();
+    eventually("evil/web is refused", RECONCILES, || async {
+        evil.get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.status)
+            .is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.reason == "ConnectionNotAllowed")
+            })
+    })
+    .await;
+    evil.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("evil/web is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "evil", "web").is_none()
+    })
+    .await;
+
+    // shop is taken off the connection: after the grace its key is revoked.
+    Api::<keyward::policy::ClusterCmsConnection>::all(c.client.clone())
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"namespaces": ["other"]}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the key of a namespace no longer admitted is revoked",
+        RECONCILES,
+        || async {
+            c.cms.status(Method::GET, "/api/blog", &value).await == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
+    assert!(
+        events(&c)
+            .iter()
+            .any(|(reason, note)| reason == "KeysRevoked"
+                && note.starts_with(
+                    "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'"
+                )),
+        "{:?}",
+        events(&c)
+    );
+    op.abort();
+}

@@ -105,6 +105,29 @@ pub fn connection_of(
 
 /// Step 1: the policy's connection and credential, from the stores.
 pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, DereferenceError> {
+    connect(p, ctx, Admission::Required).await
+}
+
+/// The connection to revoke a policy's keys with, admitted or not: a namespace that a shared
+/// connection no longer admits loses its keys through it (and can still be deleted).
+pub async fn dereference_to_revoke(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+) -> Result<Conn, DereferenceError> {
+    connect(p, ctx, Admission::NotNeeded).await
+}
+
+#[derive(PartialEq)]
+enum Admission {
+    Required,
+    NotNeeded,
+}
+
+async fn connect(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    admission: Admission,
+) -> Result<Conn, DereferenceError> {
     let Some(stores) = ctx.stores() else {
         return Err(DereferenceError::NoConnection);
     };
@@ -117,7 +140,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
         ConnectionId::CmsConnection { namespace, name } => {
             // Admission, as for a cluster connection: a namespaced connection is its namespace's
             // own (only the operator's default can name one elsewhere).
-            if *namespace != policy_ns {
+            if admission == Admission::Required && *namespace != policy_ns {
                 return Err(DereferenceError::OtherNamespace {
                     connection: format!("{namespace}/{name}"),
                     own: namespace.clone(),
@@ -139,7 +162,7 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
                 .cluster_connections
                 .get(&ObjectRef::new(name))
                 .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
-            if !admitted(&stores, &c.spec, &policy_ns) {
+            if admission == Admission::Required && !admitted(&stores, &c.spec, &policy_ns) {
                 return Err(DereferenceError::ConnectionNotAllowed {
                     name: name.clone(),
                     namespace: policy_ns,

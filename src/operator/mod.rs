@@ -84,6 +84,9 @@ pub struct OperatorConfig {
     pub shutdown_grace: Duration,
     /// How long the CMS calls of one reconcile may wait for retries in all.
     pub retry_budget: Duration,
+    /// How long a policy whose namespace its connection stopped admitting keeps its keys
+    /// before they are revoked.
+    pub offboarding_grace: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -98,6 +101,7 @@ impl Default for OperatorConfig {
             clock: crate::engine::Clock::system(),
             shutdown_grace: Duration::from_secs(20),
             retry_budget: Duration::from_secs(5),
+            offboarding_grace: Duration::from_secs(3600),
         }
     }
 }

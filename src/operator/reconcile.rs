@@ -13,20 +13,23 @@
 //! policy's keys through kube's finalizer helper.
 
 use super::context::Context;
-use super::dereference::{dereference, within_ceilings, Conn, DereferenceError};
+use super::dereference::{
+    dereference, dereference_to_revoke, within_ceilings, Conn, DereferenceError,
+};
 use super::in_use;
 use super::observe::{
     observe, own_keys, plan, policy_id, validate, Conflict, InvalidSpec, ObserveError,
 };
 use super::publish::publish_to_workloads;
-use super::report::{event_reason, report, stopped_status, write_status, Outcome};
+use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
 use super::secrets::KubeSecrets;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
-use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy};
+use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy};
 use crate::providers::http::with_retry_deadline;
 use crate::providers::{CmsProvider, ProviderError};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -282,6 +285,9 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             message,
             look_again,
         }) => {
+            if reason == "ConnectionNotAllowed" && offboarding_due(&old, ctx) {
+                return offboard(&p, ctx, &old, &message).await;
+            }
             let status = stopped_status(&old, reason, &message, false);
             write_status(&p, ctx, &old, status, Some((reason, &message))).await?;
             Ok(if look_again {
@@ -304,6 +310,78 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     }
 }
 
+/// Whether a policy that still holds keys has been refused by its connection
+/// (`ConnectionNotAllowed`) for longer than the offboarding grace.
+fn offboarding_due(old: &ApiKeyPolicyStatus, ctx: &Context) -> bool {
+    if old.keys.is_empty() {
+        return false;
+    }
+    let since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "ConnectionNotAllowed");
+    since.is_some_and(|c| {
+        let refused_for = ctx
+            .config
+            .clock
+            .now()
+            .duration_since(c.last_transition_time.0);
+        refused_for
+            >= jiff::SignedDuration::try_from(ctx.config.offboarding_grace)
+                .unwrap_or(jiff::SignedDuration::MAX)
+    })
+}
+
+/// Revokes the keys of a policy whose namespace its connection no longer admits (after the
+/// grace): a team taken off a shared connection must not keep working keys until they expire.
+async fn offboard(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    old: &ApiKeyPolicyStatus,
+    refusal: &str,
+) -> Result<Action, ReconcileError> {
+    let revoked = revoke_all(p, ctx).await?;
+    let note = format!("{revoked} keys revoked: {refusal}");
+    tracing::warn!(policy = %policy_id(p), revoked, "offboarded: {refusal}");
+    publish(ctx, p, EventType::Warning, "KeysRevoked", &note).await;
+    let mut status = stopped_status(old, "ConnectionNotAllowed", &note, false);
+    status.keys.clear();
+    status.key_count = Some(0);
+    write_status(p, ctx, old, status, None).await?;
+    Ok(Action::requeue(ctx.config.drift_interval))
+}
+
+/// Revokes every key of the policy through its connection (admitted or not); how many.
+async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileError> {
+    let conn = dereference_to_revoke(p, ctx).await?;
+    let provider = ctx
+        .provider(
+            conn.provider,
+            &conn.endpoint,
+            secrecy::ExposeSecret::expose_secret(&conn.credential),
+            conn.ca.as_deref(),
+        )
+        .map_err(ReconcileError::Credential)?;
+    let pid = policy_id(p);
+    let mut revoked = 0;
+    for k in own_keys(provider.as_ref(), p).await? {
+        if pid.owns(&k.spec.labels) {
+            provider.revoke_key(&k.id).await?;
+            tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+/// Whether the policy never held a key (its status lists none): its deletion needs nothing
+/// of its connection.
+fn never_made_a_key(p: &ApiKeyPolicy) -> bool {
+    p.status
+        .as_ref()
+        .is_none_or(|s| s.keys.is_empty() && s.key_count.unwrap_or(0) == 0)
+}
+
 /// On deletion: revoke the policy's keys (unless Orphan or ObserveOnly). A key the CMS already
 /// forgot counts as revoked.
 async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -323,21 +401,13 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
         tracing::warn!(policy = %policy_id(&p), "deleted without revoking its keys ({}: \"true\")", in_use::ABANDON_KEYS);
         return Ok(Action::await_change());
     }
-    let conn = dereference(&p, ctx).await?;
-    let provider = ctx
-        .provider(
-            conn.provider,
-            &conn.endpoint,
-            secrecy::ExposeSecret::expose_secret(&conn.credential),
-            conn.ca.as_deref(),
-        )
-        .map_err(ReconcileError::Credential)?;
-    let pid = policy_id(&p);
-    for k in own_keys(provider.as_ref(), &p).await? {
-        if pid.owns(&k.spec.labels) {
-            provider.revoke_key(&k.id).await?;
-            tracing::info!(key = %k.spec.name, id = %k.id, "revoked with its policy");
+    match revoke_all(&p, ctx).await {
+        Ok(_) => {}
+        // Refused from the start, it made no key: nothing to revoke, nothing to block on.
+        Err(ReconcileError::Cleanup(e)) if never_made_a_key(&p) => {
+            tracing::info!(policy = %policy_id(&p), reason = %e, "deleted: it never made a key");
         }
+        Err(e) => return Err(e),
     }
     Ok(Action::await_change())
 }
