@@ -152,6 +152,38 @@ fn relevant_change(p: &ApiKeyPolicy) -> Option<u64> {
     Some(h.finish())
 }
 
+/// A store and the events that wake the policies using what it holds.
+type Watched<K> = (Store<K>, Reflected<K>);
+
+/// What the policies use besides themselves.
+struct Related {
+    connections: Watched<CmsConnection>,
+    cluster_connections: Watched<ClusterCmsConnection>,
+    namespaces: Watched<PartialObjectMeta<Namespace>>,
+    credentials: Watched<Secret>,
+}
+
+fn related(client: &Client, namespace: &Option<String>) -> Related {
+    Related {
+        connections: reflected(api::<CmsConnection>(client, namespace), Default::default()),
+        cluster_connections: reflected(
+            Api::<ClusterCmsConnection>::all(client.clone()),
+            Default::default(),
+        ),
+        // `Api<PartialObjectMeta<_>>` lists and watches metadata only: labels are all it needs.
+        namespaces: reflected(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            Default::default(),
+        ),
+        // Credentials may live outside a watched namespace (a cluster connection's): all of
+        // them, but only the labelled ones, are read with their data.
+        credentials: reflected(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{CREDENTIAL_LABEL}=true")),
+        ),
+    }
+}
+
 /// Runs the controller until the stream ends; the caller handles leadership.
 pub async fn run_controller(ctx: Arc<Context>) {
     run_controller_until(ctx, super::Shutdown::new().1).await
@@ -172,23 +204,12 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
         .reflect(policy_writer)
         .applied_objects()
         .predicate_filter(relevant_change, Default::default());
-    let (connections, connection_events) = reflected(
-        api::<CmsConnection>(&client, &cfg.namespace),
-        Default::default(),
-    );
-    let (cluster_connections, cluster_events) = reflected(
-        Api::<ClusterCmsConnection>::all(client.clone()),
-        Default::default(),
-    );
-    let (namespaces, namespace_events) =
-        // `Api<PartialObjectMeta<_>>` lists and watches metadata only: labels are all it needs.
-        reflected(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), Default::default());
-    // Credentials may live outside a watched namespace (a cluster connection's): all of them,
-    // but only the labelled ones, are read with their data.
-    let (credentials, credential_events) = reflected(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&format!("{CREDENTIAL_LABEL}=true")),
-    );
+    let Related {
+        connections: (connections, connection_events),
+        cluster_connections: (cluster_connections, cluster_events),
+        namespaces: (namespaces, namespace_events),
+        credentials: (credentials, credential_events),
+    } = related(&client, &cfg.namespace);
     let stores = Stores {
         policies: policies.clone(),
         connections,
