@@ -118,6 +118,44 @@ async fn wait_ready(c: &Cluster) {
     .await;
 }
 
+/// Creates the policy `shop/web` with the reader key on `extra` (spec fields) and waits for it.
+async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(&PostParams::default(), &policy(reader(), extra))
+        .await
+        .unwrap();
+    wait_ready(c).await;
+    policies
+}
+
+/// A ClusterCmsConnection `shared` to the test CMS, with the credential in `shop`, and `spec`
+/// (namespaces, allow) over that.
+async fn shared_connection(c: &Cluster, spec: Value) {
+    let mut full = json!({"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}});
+    if let (Some(a), Some(b)) = (full.as_object_mut(), spec.as_object()) {
+        a.extend(b.clone());
+    }
+    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
+        "spec": full})).await;
+}
+
+/// Who holds the operator's Lease.
+fn lease_holder(c: &Cluster) -> Option<String> {
+    c.emu
+        .get(
+            "apis/coordination.k8s.io/v1/leases",
+            "keyward-system",
+            "keyward-operator",
+        )
+        .and_then(|l| {
+            l.pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+}
+
 /// Reconciles that finished without error so far.
 fn ok_reconciles(ctx: &Context) -> u64 {
     ctx.metrics
@@ -317,12 +355,7 @@ async fn policy_to_working_key_and_back() {
 async fn an_unchanged_policy_makes_zero_writes() {
     let c = cluster().await;
     let (ctx, op) = start(&c, config());
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    create_reader(&c, json!({})).await;
     // Settled: a whole reconcile has run after the one that wrote Ready.
     more_reconciles(&ctx, 2).await;
     let writes = || {
@@ -401,12 +434,7 @@ async fn restarting_the_operator_loses_and_duplicates_nothing() {
 async fn a_cms_outage_shows_in_conditions_and_recovers() {
     let mut c = cluster().await;
     let (_, op) = start(&c, config());
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    create_reader(&c, json!({})).await;
     let addr = c.cms.running.as_ref().unwrap().addr;
     c.cms.running.take().unwrap().stop().await;
     // The CMS client retries a refused connection with backoff (~6 s) before the reconcile
@@ -607,9 +635,7 @@ async fn restart_targets_roll_once_per_secret_content() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_cms() {
     let c = cluster().await;
-    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}, "namespaces": ["other"]}})).await;
+    shared_connection(&c, json!({"namespaces": ["other"]})).await;
     let (ctx, op) = start(&c, config());
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
     let mut p = policy(
@@ -719,19 +745,7 @@ async fn with_two_replicas_only_the_leader_writes() {
         };
         (task, metrics)
     };
-    let holder = || {
-        c.emu
-            .get(
-                "apis/coordination.k8s.io/v1/leases",
-                "keyward-system",
-                "keyward-operator",
-            )
-            .and_then(|l| {
-                l.pointer("/spec/holderIdentity")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-    };
+    let holder = || lease_holder(&c);
     let (a, a_metrics) = replica("a");
     eventually("a holds the lease", RECONCILES, || async {
         holder().as_deref() == Some("a")
@@ -743,12 +757,7 @@ async fn with_two_replicas_only_the_leader_writes() {
         b_metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
     })
     .await;
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let reconciled = |m: &Metrics| {
         m.reconciles
             .get_or_create(&keyward::operator::metrics::ResultLabels {
@@ -888,12 +897,7 @@ async fn the_force_sync_annotation_repairs_drift_at_once() {
             ..Default::default()
         },
     );
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let id = cms_keys(&c).await[0]["id"].as_str().unwrap().to_owned();
     drift(&c, &id, json!(["GET", "DELETE"])).await;
     policies
@@ -1068,12 +1072,7 @@ async fn deleting_an_orphan_or_observe_only_policy_leaves_its_keys() {
 async fn an_observe_only_policy_reports_drift_and_writes_nothing() {
     let c = cluster().await;
     let (ctx, op) = start(&c, config());
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let key = secret_value(&c, "reader").await.unwrap();
     policies
         .patch(
@@ -1397,19 +1396,7 @@ async fn sigterm_stops_the_operator_releases_the_lease_and_exits_0() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let holder = || {
-        c.emu
-            .get(
-                "apis/coordination.k8s.io/v1/leases",
-                "keyward-system",
-                "keyward-operator",
-            )
-            .and_then(|l| {
-                l.pointer("/spec/holderIdentity")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-    };
+    let holder = || lease_holder(&c);
     eventually("pod-a holds the lease", RECONCILES, || async {
         holder().as_deref() == Some("pod-a")
     })
@@ -1518,12 +1505,7 @@ const POLICIES: &str = "apis/keyward.dev/v1alpha1/apikeypolicies";
 async fn deleting_everything_at_once_still_revokes_the_keys_and_then_lets_go() {
     let c = cluster().await;
     let (_ctx, op) = start(&c, config());
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let value = secret_value(&c, "reader").await.unwrap();
     let in_use = "keyward.dev/in-use".to_owned();
     eventually(
@@ -1576,12 +1558,7 @@ async fn deleting_everything_at_once_still_revokes_the_keys_and_then_lets_go() {
 async fn abandon_keys_lets_a_policy_go_when_its_keys_cannot_be_revoked() {
     let c = cluster().await;
     let (ctx, op) = start(&c, config());
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let value = secret_value(&c, "reader").await.unwrap();
     op.abort();
     let _ = op.await;
@@ -1753,9 +1730,7 @@ async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_connection_gives_tenants_only_what_it_allows() {
     let c = cluster().await;
-    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}, "namespaces": ["shop"]}})).await;
+    shared_connection(&c, json!({"namespaces": ["shop"]})).await;
     let (ctx, op) = start(&c, config());
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
     let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"},
@@ -1985,12 +1960,7 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
         ..config()
     };
     let (ctx, op) = start(&c, config);
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
-    wait_ready(&c).await;
+    let policies = create_reader(&c, json!({})).await;
     let force = |v: String| {
         let policies = policies.clone();
         async move {
@@ -2053,9 +2023,7 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "evil"}}),
     )
     .await;
-    create(&c.client, "apis/keyward.dev/v1alpha1", "clustercmsconnections", None, json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterCmsConnection", "metadata": {"name": "shared"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin", "namespace": "shop"}, "namespaces": ["shop"]}})).await;
+    shared_connection(&c, json!({"namespaces": ["shop"]})).await;
     let config = OperatorConfig {
         offboarding_grace: Duration::from_secs(1),
         ..config()
