@@ -2094,3 +2094,52 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
     );
     op.abort();
 }
+
+/// A Role or RoleBinding named as keyward would name a reader's, but not made by this policy,
+/// is never taken over: the readers are not granted, with a Warning event, and it stays as it
+/// was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_keyward_did_not_make_is_never_taken_over() {
+    let c = cluster().await;
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "keyward-read-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]});
+    create(
+        &c.client,
+        "apis/rbac.authorization.k8s.io/v1",
+        "roles",
+        Some("shop"),
+        role,
+    )
+    .await;
+    let (_, op) = start(&c, config());
+    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
+        "readers": {"serviceAccounts": ["web"]}}]);
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(keys, json!({})))
+        .await
+        .unwrap();
+    eventually("a ReaderConflict event", RECONCILES, || async {
+        events(&c).iter().any(|(reason, note)| {
+            reason == "ReaderConflict" && note.contains("keyward-read-reader")
+        })
+    })
+    .await;
+    let stored = Api::<Role>::namespaced(c.client.clone(), "shop")
+        .get("keyward-read-reader")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&stored.rules).unwrap(),
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
+    );
+    assert!(stored.metadata.owner_references.is_none());
+    assert!(Api::<RoleBinding>::namespaced(c.client.clone(), "shop")
+        .get_opt("keyward-read-reader")
+        .await
+        .unwrap()
+        .is_none());
+    // The key itself is served.
+    assert!(secret_value(&c, "reader").await.is_some());
+    op.abort();
+}

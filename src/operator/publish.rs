@@ -54,17 +54,21 @@ async fn reconcile_readers(
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": readers.service_accounts.iter().map(|sa| json!({"kind": "ServiceAccount", "name": sa, "namespace": ns})).collect::<Vec<_>>()});
         let pp = PatchParams::apply(&ctx.config.field_manager).force();
-        let current_role = roles
-            .get_opt(&name)
-            .await?
-            .map(|r| serde_json::to_value(r.rules).unwrap_or_default());
+        let (old_role, old_binding) = (roles.get_opt(&name).await?, bindings.get_opt(&name).await?);
+        // Same rule as for Secrets: never take over a Role or RoleBinding that is not ours.
+        let foreign = old_role.as_ref().is_some_and(|r| !owned_by(r, p))
+            || old_binding.as_ref().is_some_and(|b| !owned_by(b, p));
+        if foreign {
+            let note = format!("Role or RoleBinding {name} exists and is not this policy's: it is left alone, and the readers of Secret {} are not granted access", k.secret.name);
+            tracing::warn!(policy = %p.name_any(), "{note}");
+            publish(ctx, p, EventType::Warning, "ReaderConflict", &note).await;
+            continue;
+        }
+        let current_role = old_role.map(|r| serde_json::to_value(r.rules).unwrap_or_default());
         if current_role.as_ref() != Some(&role["rules"]) {
             roles.patch(&name, &pp, &Patch::Apply(&role)).await?;
         }
-        let current = bindings
-            .get_opt(&name)
-            .await?
-            .map(|b| serde_json::to_value(b.subjects).unwrap_or_default());
+        let current = old_binding.map(|b| serde_json::to_value(b.subjects).unwrap_or_default());
         if current.as_ref() != Some(&binding["subjects"]) {
             bindings.patch(&name, &pp, &Patch::Apply(&binding)).await?;
         }
@@ -73,12 +77,24 @@ async fn reconcile_readers(
     let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
     for r in roles.list_metadata(&lp).await?.items {
         let name = r.name_any();
-        if !wanted.contains(&name) {
+        if !wanted.contains(&name) && owned_by(&r, p) {
             let _ = roles.delete(&name, &Default::default()).await;
             let _ = bindings.delete(&name, &Default::default()).await;
         }
     }
     Ok(())
+}
+
+/// Whether `obj` carries the policy's ownerReference (keyward made it for this policy).
+fn owned_by<K: kube::Resource>(obj: &K, p: &ApiKeyPolicy) -> bool {
+    let uid = p.metadata.uid.as_deref();
+    uid.is_some()
+        && obj
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| Some(r.uid.as_str()) == uid)
 }
 
 /// Rolls each restart target once per Secret content: a pod-template annotation carries the
