@@ -33,9 +33,17 @@ out=$(mktemp -d)
 "$helm" template keyward charts/keyward --namespace keyward-system \
   --set leaderElection.enabled=false --set operator.selector=team=shop \
   --set operator.defaultConnection=ClusterCmsConnection/main > "$out/variant.yaml"
+# Confined to one namespace: namespaced RBAC only, nothing cluster-wide.
+"$helm" template keyward charts/keyward --namespace keyward-system \
+  --set operator.watchNamespace=shop > "$out/confined.yaml"
+if grep -Eq '^kind: Cluster(Role|RoleBinding)$' "$out/confined.yaml"; then
+  echo "chart: operator.watchNamespace must install no ClusterRole or ClusterRoleBinding" >&2
+  exit 1
+fi
+grep -q '^kind: Role$' "$out/confined.yaml"
 # The ServiceMonitor is a Prometheus-operator kind with no schema here: render it, check its shape.
 "$helm" template keyward charts/keyward --set metrics.serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q "kind: ServiceMonitor"
-python3 -m kubernetes_validate --strict --quiet -k 1.33.0 "$out/default.yaml" "$out/variant.yaml"
-echo "chart OK: lint --strict, template, kubernetes-validate (1.33, strict)"
+python3 -m kubernetes_validate --strict --quiet -k 1.33.0 "$out/default.yaml" "$out/variant.yaml" "$out/confined.yaml"
+echo "chart OK: lint --strict, template, kubernetes-validate (1.33, strict), namespaced RBAC with watchNamespace"
 rm -rf "$out"

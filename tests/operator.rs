@@ -2143,3 +2143,24 @@ async fn a_role_keyward_did_not_make_is_never_taken_over() {
     assert!(secret_value(&c, "reader").await.is_some());
     op.abort();
 }
+
+/// Confined to one namespace (`--namespace`, the chart's `operator.watchNamespace`), the
+/// operator reads and writes nothing outside it, so namespaced Roles are all it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_to_a_namespace_the_operator_needs_no_cluster_wide_right() {
+    let c = cluster().await;
+    let config = OperatorConfig {
+        namespace: Some("shop".into()),
+        ..config()
+    };
+    let before = c.emu.cluster_wide_requests().len();
+    let (ctx, op) = start(&c, config);
+    create_reader(&c, json!({})).await;
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(
+        c.emu.cluster_wide_requests()[before..].to_vec(),
+        Vec::<String>::new(),
+        "requests outside the namespace"
+    );
+    op.abort();
+}

@@ -39,6 +39,18 @@ where
     (store, Box::pin(stream))
 }
 
+/// A store that is ready and stays empty, for what an operator confined to one namespace does
+/// not watch (it has no right to).
+fn unwatched<K>() -> (Store<K>, Reflected<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    (store, Box::pin(futures::stream::pending()))
+}
+
 fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
     client: &Client,
     namespace: &Option<String>,
@@ -163,24 +175,33 @@ struct Related {
     credentials: Watched<Secret>,
 }
 
+/// With `--namespace`, nothing outside it is read (the chart then grants namespaced Roles
+/// only): no cluster connections, no namespace labels, credentials of that namespace only.
 fn related(client: &Client, namespace: &Option<String>) -> Related {
+    let credentials = watcher::Config::default().labels(&format!("{CREDENTIAL_LABEL}=true"));
+    let Some(ns) = namespace else {
+        return Related {
+            connections: reflected(api::<CmsConnection>(client, namespace), Default::default()),
+            cluster_connections: reflected(
+                Api::<ClusterCmsConnection>::all(client.clone()),
+                Default::default(),
+            ),
+            // `Api<PartialObjectMeta<_>>` lists and watches metadata only: labels are all it
+            // needs.
+            namespaces: reflected(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                Default::default(),
+            ),
+            // Credentials may live outside a watched namespace (a cluster connection's): all
+            // of them, but only the labelled ones, are read with their data.
+            credentials: reflected(Api::<Secret>::all(client.clone()), credentials),
+        };
+    };
     Related {
         connections: reflected(api::<CmsConnection>(client, namespace), Default::default()),
-        cluster_connections: reflected(
-            Api::<ClusterCmsConnection>::all(client.clone()),
-            Default::default(),
-        ),
-        // `Api<PartialObjectMeta<_>>` lists and watches metadata only: labels are all it needs.
-        namespaces: reflected(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            Default::default(),
-        ),
-        // Credentials may live outside a watched namespace (a cluster connection's): all of
-        // them, but only the labelled ones, are read with their data.
-        credentials: reflected(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{CREDENTIAL_LABEL}=true")),
-        ),
+        cluster_connections: unwatched(),
+        namespaces: unwatched(),
+        credentials: reflected(Api::<Secret>::namespaced(client.clone(), ns), credentials),
     }
 }
 

@@ -77,6 +77,7 @@ pub struct Emulator {
     faults: Arc<Mutex<HashMap<String, (u16, usize)>>>,
     /// Every list and watch: (resource, metadata only, label selector).
     reads_of_collections: Arc<Mutex<Vec<(String, bool, String)>>>,
+    cluster_wide: Arc<Mutex<Vec<String>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -373,7 +374,14 @@ impl Emulator {
             bookmark_every: Duration::from_millis(500),
             faults: Arc::default(),
             reads_of_collections: Arc::default(),
+            cluster_wide: Arc::default(),
         }
+    }
+
+    /// Every request not confined to a namespace ("GET apis/keyward.dev/v1alpha1/...."): what a
+    /// client needed cluster-wide rights for.
+    pub fn cluster_wide_requests(&self) -> Vec<String> {
+        self.cluster_wide.lock().unwrap().clone()
     }
 
     /// Every list and watch so far, as (resource, metadata only, label selector): which
@@ -532,6 +540,12 @@ impl Emulator {
                 meta_only,
                 q.get("labelSelector").cloned().unwrap_or_default(),
             ));
+        }
+        if t.namespace.is_none() {
+            self.cluster_wide
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", parts.method, t.resource));
         }
         match (&parts.method, &t.name) {
             (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
