@@ -2164,3 +2164,42 @@ async fn confined_to_a_namespace_the_operator_needs_no_cluster_wide_right() {
     );
     op.abort();
 }
+
+/// A connection's endpoint is its namespace's choice and may be an internal service: what it
+/// answers never reaches the policy's status (readable by the namespace), only that it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_the_endpoint_never_reach_status() {
+    use support::proxy::{Fault, Proxy};
+    let c = cluster().await;
+    let internal = Proxy::start(&c.cms.url, |_| Some(Fault::Answer(403, None))).await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "internal"},
+            "spec": {"endpoint": internal.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    policies
+        .create(
+            &PostParams::default(),
+            &policy(reader(), json!({"connectionRef": {"name": "internal"}})),
+        )
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "web", "CmsUnavailable").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains(&format!("{} answered 403", internal.url)),
+        "{message}"
+    );
+    assert!(
+        !message.contains("injected failure"),
+        "the answer's body is in status: {message}"
+    );
+    assert!(message.contains("answer withheld"), "{message}");
+    op.abort();
+}

@@ -113,7 +113,7 @@ async fn within_a_retry_deadline_no_wait_goes_past_it() {
     let p = provider(&down.url);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let r = keyward::providers::http::with_retry_deadline(deadline, p.list_keys()).await;
+    let r = keyward::providers::http::in_reconcile(deadline, p.list_keys()).await;
     assert!(r.unwrap_err().is_transient());
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -125,7 +125,7 @@ async fn within_a_retry_deadline_no_wait_goes_past_it() {
     let flaky = Proxy::start(&cms.url, |c| (c.n == 0).then_some(Fault::Answer(503, None))).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let p = provider(&flaky.url);
-    keyward::providers::http::with_retry_deadline(deadline, p.list_keys())
+    keyward::providers::http::in_reconcile(deadline, p.list_keys())
         .await
         .unwrap();
     assert_eq!(flaky.attempts(Method::GET, "/v1/keys"), 2);

@@ -26,7 +26,7 @@ use super::secrets::KubeSecrets;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy};
-use crate::providers::http::with_retry_deadline;
+use crate::providers::http::in_reconcile;
 use crate::providers::{CmsProvider, ProviderError};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -172,7 +172,7 @@ pub async fn reconcile(
     // Retries inside a reconcile stop at the budget; then the per-object backoff takes over
     // and the worker is free for policies on other connections.
     let deadline = tokio::time::Instant::now() + ctx.config.retry_budget;
-    let result = with_retry_deadline(
+    let result = in_reconcile(
         deadline,
         finalizer(&api, FINALIZER, policy, |event| async {
             match event {

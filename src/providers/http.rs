@@ -29,25 +29,56 @@ impl Default for RetryPolicy {
 }
 
 tokio::task_local! {
-    /// When a run (an operator reconcile) must stop waiting for retries: a call whose next
-    /// wait would end past it fails now, and the caller's own backoff takes over.
-    static RETRY_DEADLINE: tokio::time::Instant;
+    /// Set for the CMS calls of one operator reconcile (see [`in_reconcile`]).
+    static RECONCILE: Reconcile;
 }
 
-/// Runs `f` with every CMS call in it retrying only until `deadline`, so that one CMS that is
-/// down cannot hold the caller (an operator worker) for minutes of `Retry-After`.
-pub async fn with_retry_deadline<F: std::future::Future>(
+/// What an operator reconcile asks of every CMS call made inside it.
+#[derive(Clone, Copy)]
+struct Reconcile {
+    /// When to stop waiting for retries: a call whose next wait would end past it fails now,
+    /// and the caller's own backoff takes over.
+    retry_deadline: tokio::time::Instant,
+}
+
+/// Runs `f` as one operator reconcile: every CMS call in it retries only until `deadline`, so
+/// that one CMS that is down cannot hold an operator worker for minutes of `Retry-After`; and
+/// no answer body reaches an error (and so the policy's status, readable by its namespace):
+/// the endpoint is the tenant's choice, and could be an internal service whose answers are not
+/// the tenant's to read. Bodies go to the debug log, truncated; only the few answers keyward
+/// knows a CMS to give ([`KNOWN_ANSWERS`]) are kept.
+pub async fn in_reconcile<F: std::future::Future>(
     deadline: tokio::time::Instant,
     f: F,
 ) -> F::Output {
-    RETRY_DEADLINE.scope(deadline, f).await
+    RECONCILE
+        .scope(
+            Reconcile {
+                retry_deadline: deadline,
+            },
+            f,
+        )
+        .await
 }
 
-/// Whether a wait of `delay` from now ends past the run's deadline, if it has one.
+/// CMS error messages shown as they are, also in a reconcile: fixed texts, not data.
+const KNOWN_ANSWERS: [&str; 1] = ["Name already taken"];
+
+/// Whether a wait of `delay` from now ends past the reconcile's deadline, if in one.
 fn past_deadline(delay: Duration) -> bool {
-    RETRY_DEADLINE
-        .try_with(|deadline| tokio::time::Instant::now() + delay > *deadline)
+    RECONCILE
+        .try_with(|r| tokio::time::Instant::now() + delay > r.retry_deadline)
         .unwrap_or(false)
+}
+
+/// The message of an error answer as errors carry it: in a reconcile, withheld unless known.
+fn shown(message: String, endpoint: &str, status: u16) -> String {
+    if RECONCILE.try_with(|_| ()).is_err() || KNOWN_ANSWERS.contains(&message.as_str()) {
+        return message;
+    }
+    let logged: String = message.chars().take(500).collect();
+    tracing::debug!(endpoint, status, answer = %logged, "CMS error answer (withheld from status)");
+    "answer withheld; the operator's debug log has it".into()
 }
 
 pub struct JsonClient {
@@ -228,6 +259,7 @@ impl JsonClient {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(300).collect());
+        let message = shown(message, &self.base, status.as_u16());
         Err(Failure {
             error: ProviderError::Rejected {
                 endpoint: self.base.clone(),
