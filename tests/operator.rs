@@ -2203,3 +2203,62 @@ async fn answers_of_the_endpoint_never_reach_status() {
     assert!(message.contains("answer withheld"), "{message}");
     op.abort();
 }
+
+/// Status records the connection the keys are on; a policy moved to another connection has its
+/// keys on the old one revoked, not left working there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_moved_to_another_connection_leaves_no_key_behind() {
+    let c = cluster().await;
+    let second = Cms::start().await;
+    second.api("blog").await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "second"},
+            "spec": {"endpoint": second.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    let (_ctx, op) = start(&c, config());
+    let policies = create_reader(&c, json!({})).await;
+    let first = secret_value(&c, "reader").await.unwrap();
+    let st = serde_json::to_value(policies.get("web").await.unwrap().status).unwrap();
+    assert_eq!(
+        st["connection"],
+        json!({"kind": "CmsConnection", "namespace": "shop", "name": "main"})
+    );
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"connectionRef": {"name": "second"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("a key on the second CMS", RECONCILES, || async {
+        match secret_value(&c, "reader").await {
+            Some(v) if v != first => {
+                second.status(Method::GET, "/api/blog", &v).await == StatusCode::OK
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &first).await,
+        StatusCode::UNAUTHORIZED,
+        "the key on the first CMS is revoked"
+    );
+    let st = serde_json::to_value(policies.get("web").await.unwrap().status).unwrap();
+    assert_eq!(st["connection"]["name"], "second", "{st}");
+    assert!(
+        events(&c)
+            .iter()
+            .any(|(r, n)| r == "KeysRevoked"
+                && n.contains("1 keys revoked on CmsConnection shop/main")),
+        "{:?}",
+        events(&c)
+    );
+    op.abort();
+}

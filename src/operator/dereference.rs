@@ -108,8 +108,10 @@ pub async fn dereference(p: &ApiKeyPolicy, ctx: &Context) -> Result<Conn, Derefe
     connect(p, ctx, Admission::Required).await
 }
 
-/// The connection to revoke a policy's keys with, admitted or not: a namespace that a shared
-/// connection no longer admits loses its keys through it (and can still be deleted).
+/// The connection to revoke a policy's keys with, admitted or not: the one its status says
+/// the keys are on (else its current one). A namespace that a shared connection no longer
+/// admits loses its keys through it, and a policy moved to another connection loses those it
+/// left behind.
 pub async fn dereference_to_revoke(
     p: &ApiKeyPolicy,
     ctx: &Context,
@@ -117,10 +119,33 @@ pub async fn dereference_to_revoke(
     connect(p, ctx, Admission::NotNeeded).await
 }
 
-#[derive(PartialEq)]
+/// The connection the policy's keys are on, by its status, if not the current one.
+pub fn previous_connection(p: &ApiKeyPolicy, current: &ConnectionId) -> Option<ConnectionId> {
+    let recorded = p.status.as_ref()?.connection.as_ref()?.id();
+    (recorded != *current).then_some(recorded)
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Admission {
     Required,
     NotNeeded,
+}
+
+/// The policy's connection; to revoke, the one its status says the keys are on.
+fn connection_to_use(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    admission: Admission,
+) -> Result<ConnectionId, DereferenceError> {
+    let recorded = p
+        .status
+        .as_ref()
+        .and_then(|s| s.connection.as_ref())
+        .map(|c| c.id());
+    match (admission, recorded) {
+        (Admission::NotNeeded, Some(id)) => Ok(id),
+        _ => connection_of(p, &ctx.config.default_connection).ok_or(DereferenceError::NoConnection),
+    }
 }
 
 async fn connect(
@@ -132,8 +157,7 @@ async fn connect(
         return Err(DereferenceError::NoConnection);
     };
     stores.ready().await;
-    let id =
-        connection_of(p, &ctx.config.default_connection).ok_or(DereferenceError::NoConnection)?;
+    let id = connection_to_use(p, ctx, admission)?;
     let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
     let mut allow = None;
     let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {

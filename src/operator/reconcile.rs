@@ -14,7 +14,8 @@
 
 use super::context::Context;
 use super::dereference::{
-    dereference, dereference_to_revoke, within_ceilings, Conn, DereferenceError,
+    dereference, dereference_to_revoke, previous_connection, within_ceilings, Conn,
+    DereferenceError,
 };
 use super::in_use;
 use super::observe::{
@@ -197,6 +198,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let now = ctx.config.clock.now();
     let conn = dereference(p, ctx).await?;
     within_ceilings(p, &conn, ctx)?;
+    leave_previous_connection(p, &conn, ctx).await?;
     let provider = provider(ctx, &conn)?;
     let state = validate(p, &conn, ctx, now)?;
     let sink = KubeSecrets::for_policy(p, ctx).ok_or_else(|| Halt::Failed {
@@ -227,7 +229,44 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         live,
         done,
         now,
+        connection: conn.id.clone(),
     })
+}
+
+/// A policy moved to another connection: its keys on the one it left are revoked first, so
+/// that none stays working there unmanaged.
+async fn leave_previous_connection(
+    p: &ApiKeyPolicy,
+    conn: &Conn,
+    ctx: &Context,
+) -> Result<(), Halt> {
+    let Some(previous) = previous_connection(p, &conn.id) else {
+        return Ok(());
+    };
+    let revoked = match revoke_all(p, ctx).await {
+        Ok(n) => n,
+        // Gone, with its credential: nothing can revoke them now; say so once and move on.
+        Err(ReconcileError::Cleanup(e @ DereferenceError::ConnectionNotFound(_))) => {
+            let note =
+                format!("the keys on {previous} were not revoked: {e}; revoke them in the CMS");
+            publish(ctx, p, EventType::Warning, "KeysLeft", &note).await;
+            return Ok(());
+        }
+        Err(error) => {
+            return Err(Halt::Failed {
+                reason: "ApplyFailed",
+                error,
+            })
+        }
+    };
+    if revoked > 0 {
+        let note = format!(
+            "{revoked} keys revoked on {previous}: the policy now uses {}",
+            conn.id
+        );
+        publish(ctx, p, EventType::Normal, "KeysRevoked", &note).await;
+    }
+    Ok(())
 }
 
 /// The connection's provider; a credential it cannot use is a refusal (`NoCredentials`).
@@ -347,6 +386,7 @@ async fn offboard(
     let mut status = stopped_status(old, "ConnectionNotAllowed", &note, false);
     status.keys.clear();
     status.key_count = Some(0);
+    status.connection = None;
     write_status(p, ctx, old, status, None).await?;
     Ok(Action::requeue(ctx.config.drift_interval))
 }

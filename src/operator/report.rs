@@ -28,6 +28,8 @@ pub struct Outcome {
     /// (event reason, what was done), one per applied action.
     pub done: Vec<(String, String)>,
     pub now: Timestamp,
+    /// The connection the keys are on.
+    pub connection: crate::model::desired::ConnectionId,
 }
 
 /// RFC 3339 to the second, as Kubernetes writes times.
@@ -234,6 +236,9 @@ pub async fn report(
         observed_generation: p.metadata.generation,
         conditions: merged(old, conditions(p, &o.plan, &keys), p.metadata.generation),
         key_count: Some(keys.keys.len() as i64),
+        connection: (!keys.keys.is_empty())
+            .then(|| crate::policy::KeysConnection::of(&o.connection))
+            .flatten(),
         keys: keys.keys,
         pending_changes,
     };

@@ -99,6 +99,7 @@ pub fn same(old: &ApiKeyPolicyStatus, new: &ApiKeyPolicyStatus) -> bool {
         && old.keys == new.keys
         && old.key_count == new.key_count
         && old.pending_changes == new.pending_changes
+        && old.connection == new.connection
 }
 
 /// Whether a condition flipped (for events on transitions only).

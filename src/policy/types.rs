@@ -227,6 +227,52 @@ pub struct ApiKeyPolicyStatus {
     /// For ObserveOnly policies: the changes that Manage would make (no secrets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_changes: Vec<String>,
+    /// The connection the keys in `keys` were made on: a changed `connectionRef` or a
+    /// deletion revokes them there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<KeysConnection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysConnection {
+    pub kind: ConnectionKind,
+    /// A CmsConnection's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl KeysConnection {
+    pub fn of(id: &crate::model::desired::ConnectionId) -> Option<KeysConnection> {
+        use crate::model::desired::ConnectionId;
+        match id {
+            ConnectionId::Default => None,
+            ConnectionId::CmsConnection { namespace, name } => Some(KeysConnection {
+                kind: ConnectionKind::CmsConnection,
+                namespace: Some(namespace.clone()),
+                name: name.clone(),
+            }),
+            ConnectionId::ClusterCmsConnection { name } => Some(KeysConnection {
+                kind: ConnectionKind::ClusterCmsConnection,
+                namespace: None,
+                name: name.clone(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> crate::model::desired::ConnectionId {
+        use crate::model::desired::ConnectionId;
+        match self.kind {
+            ConnectionKind::CmsConnection => ConnectionId::CmsConnection {
+                namespace: self.namespace.clone().unwrap_or_default(),
+                name: self.name.clone(),
+            },
+            ConnectionKind::ClusterCmsConnection => ConnectionId::ClusterCmsConnection {
+                name: self.name.clone(),
+            },
+        }
+    }
 }
 
 /// Status conditions are Kubernetes' own (`metav1.Condition`).
