@@ -459,3 +459,98 @@ async fn finalizers_delay_deletion_and_owner_references_cascade() {
         "garbage collected"
     );
 }
+
+/// Deleting a namespace as the API server does: it turns Terminating, its content is deleted
+/// (an object with a finalizer waits for it), nothing new can be created in it, and it goes
+/// when it is empty.
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_content_and_waits_for_finalizers() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let emu = Emulator::new();
+    let client = emu.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    api.create(&PostParams::default(), &cm("plain", json!({}), json!({})))
+        .await
+        .unwrap();
+    let mut held = cm("held", json!({}), json!({}));
+    held.metadata.finalizers = Some(vec!["test.keyward.dev/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
+    elsewhere
+        .create(&PostParams::default(), &cm("plain", json!({}), json!({})))
+        .await
+        .unwrap();
+
+    namespaces
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    let n = namespaces.get("team").await.unwrap();
+    assert!(n.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        n.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert!(api.get_opt("plain").await.unwrap().is_none());
+    let held = api.get("held").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "waits for its finalizer"
+    );
+    let refused = api
+        .create(&PostParams::default(), &cm("new", json!({}), json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, kube::Error::Api(ref e) if e.code == 403),
+        "{refused:?}"
+    );
+    assert!(
+        elsewhere.get_opt("plain").await.unwrap().is_some(),
+        "other namespaces keep theirs"
+    );
+
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("held").await.unwrap().is_none());
+    assert!(
+        namespaces.get_opt("team").await.unwrap().is_none(),
+        "gone once empty"
+    );
+}
+
+/// Server-side apply creates an object, but not through its status subresource: a status
+/// apply on an object that does not exist is a 404, as the API server answers.
+#[tokio::test]
+async fn status_apply_on_a_missing_object_is_not_found() {
+    use keyward::policy::ApiKeyPolicy;
+    let emu = Emulator::new();
+    let api: Api<ApiKeyPolicy> = Api::namespaced(emu.client(), "shop");
+    let status = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "status": {"keyCount": 1}});
+    let e = api
+        .patch_status(
+            "ghost",
+            &PatchParams::apply("keyward"),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref r) if r.code == 404),
+        "{e:?}"
+    );
+    assert!(emu
+        .get("apis/keyward.dev/v1alpha1/apikeypolicies", "shop", "ghost")
+        .is_none());
+}

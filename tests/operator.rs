@@ -2262,3 +2262,38 @@ async fn a_policy_moved_to_another_connection_leaves_no_key_behind() {
     );
     op.abort();
 }
+
+/// The whole namespace deleted, as the API server does it (everything in it at once): the keys
+/// are revoked, and the namespace goes, not stuck Terminating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_namespace_revokes_its_keys_and_the_namespace_goes() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    create_reader(&c, json!({})).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    let in_use = "keyward.dev/in-use".to_owned();
+    eventually(
+        "the connection and its Secret are marked in use",
+        RECONCILES,
+        || async {
+            finalizers_of(&c, CONNECTIONS, "main").contains(&in_use)
+                && finalizers_of(&c, SECRETS, "cms-admin").contains(&in_use)
+        },
+    )
+    .await;
+    assert!(c.emu.get("api/v1/namespaces", "", "shop").is_some());
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(c.client.clone())
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the namespace is gone", RECONCILES, || async {
+        c.emu.get("api/v1/namespaces", "", "shop").is_none()
+    })
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::UNAUTHORIZED,
+        "the key was revoked before the connection went"
+    );
+    op.abort();
+}

@@ -762,7 +762,53 @@ impl Emulator {
             }
         }
         let _ = self.tx.send(change);
+        if kind == "DELETED" && !key.1.is_empty() {
+            self.finish_namespace(st, &key.1);
+        }
         obj
+    }
+
+    /// A namespace being deleted goes once nothing is left in it.
+    fn finish_namespace(&self, st: &mut State, ns: &str) {
+        let ns_key = (NAMESPACES.to_owned(), String::new(), ns.to_owned());
+        let Some(n) = st.objects.get(&ns_key).cloned() else {
+            return;
+        };
+        if n.pointer("/metadata/deletionTimestamp").is_none()
+            || st.objects.keys().any(|k| k.1 == ns)
+        {
+            return;
+        }
+        self.commit(st, &ns_key, n, "DELETED");
+    }
+
+    /// Namespace deletion as the API server does it: the namespace turns `Terminating`, all
+    /// its content is deleted (what has finalizers waits for them), and the namespace goes when
+    /// it is empty.
+    fn delete_namespace(&self, st: &mut State, key: &Key, old: &Value) -> Value {
+        let mut n = old.clone();
+        if n.pointer("/metadata/deletionTimestamp").is_none() {
+            n["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::from_second(
+                jiff::Timestamp::now().as_second()
+            )
+            .unwrap()
+            .to_string());
+            n["status"] = json!({"phase": "Terminating"});
+            n = self.commit(st, key, n, "MODIFIED");
+        }
+        let contents: Vec<Key> = st
+            .objects
+            .keys()
+            .filter(|k| k.1 == key.2)
+            .cloned()
+            .collect();
+        for k in contents {
+            if let Some(current) = st.objects.get(&k).cloned() {
+                self.delete_locked(st, &k, &current);
+            }
+        }
+        self.finish_namespace(st, &key.2);
+        st.objects.get(key).cloned().unwrap_or(n)
     }
 
     fn create(&self, t: &Target, ns: &str, mut obj: Value) -> Response<RespBody> {
@@ -778,6 +824,18 @@ impl Emulator {
             },
         };
         let key = (t.resource.clone(), ns.to_owned(), name.clone());
+        let ns_key = (NAMESPACES.to_owned(), String::new(), ns.to_owned());
+        if st
+            .objects
+            .get(&ns_key)
+            .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+        {
+            return err(
+                403,
+                "Forbidden",
+                format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", t.plural),
+            );
+        }
         if st.objects.contains_key(&key) {
             return err(
                 409,
@@ -920,6 +978,14 @@ impl Emulator {
         let key = (t.resource.clone(), ns.to_owned(), name.to_owned());
         let status_only = t.subresource.as_deref() == Some("status");
         let existing = st.objects.get(&key).cloned();
+        // A subresource belongs to an object: without the object there is nothing to apply to.
+        if status_only && existing.is_none() {
+            return err(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", t.plural),
+            );
+        }
         if content_type.starts_with("application/apply-patch") {
             let mut base = match &existing {
                 Some(o) => o.clone(),
@@ -1010,6 +1076,9 @@ impl Emulator {
     }
 
     fn delete_locked(&self, st: &mut State, key: &Key, old: &Value) -> Value {
+        if key.0 == NAMESPACES {
+            return self.delete_namespace(st, key, old);
+        }
         let has_finalizers = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
@@ -1055,6 +1124,9 @@ impl Emulator {
         }
     }
 }
+
+/// Where namespaces are kept (cluster-scoped: no namespace in their key).
+const NAMESPACES: &str = "api/v1/namespaces";
 
 /// A 409 when a write names a resourceVersion other than the stored one (optimistic concurrency).
 fn stale(write: &Value, stored: &Value) -> Option<Response<RespBody>> {
