@@ -554,3 +554,69 @@ async fn status_apply_on_a_missing_object_is_not_found() {
         .get("apis/keyward.dev/v1alpha1/apikeypolicies", "shop", "ghost")
         .is_none());
 }
+
+/// Lists come in pages for `limit`, with a `continue` token, as the API server gives them;
+/// a deletion request on an object with finalizers bumps its generation.
+#[tokio::test]
+async fn lists_are_paged_and_a_deletion_bumps_the_generation() {
+    use keyward::policy::ApiKeyPolicy;
+    let emu = Emulator::new();
+    let client = emu.client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
+    for i in 0..5 {
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("c{i}"), json!({}), json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let third = api
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(&second.metadata.continue_.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.items.len(), 1);
+    assert!(third.metadata.continue_.as_deref().unwrap_or("").is_empty());
+    let names: Vec<String> = [first, second, third]
+        .iter()
+        .flat_map(|l| l.items.iter().map(|c| c.metadata.name.clone().unwrap()))
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    // kube's watcher pages too, and sees every object.
+    let all: Vec<ConfigMap> = watcher(api.clone(), watcher::Config::default().page_size(2))
+        .applied_objects()
+        .take(5)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(client, "ns");
+    let p: ApiKeyPolicy = serde_json::from_value(
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+        "metadata": {"name": "p", "finalizers": ["keyward.dev/revoke-keys"]},
+        "spec": {"keys": [{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": "s"}}]}}),
+    )
+    .unwrap();
+    let created = policies.create(&PostParams::default(), &p).await.unwrap();
+    policies
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = policies.get("p").await.unwrap();
+    assert_eq!(
+        deleting.metadata.generation,
+        created.metadata.generation.map(|g| g + 1)
+    );
+}

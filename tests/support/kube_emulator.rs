@@ -617,6 +617,25 @@ impl Emulator {
                 }
             })
             .collect();
+        // Pages, as the API server gives them for `limit` (kube's watcher asks for 500): the
+        // `continue` token is where the next page starts, in name order.
+        let start: usize = match q.get("continue").map(|c| c.parse()) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return err(400, "BadRequest", "invalid continue token"),
+        };
+        let limit = q
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let end = start.saturating_add(limit).min(items.len());
+        let more = end < items.len();
+        let items: Vec<Value> = items.get(start.min(end)..end).unwrap_or_default().to_vec();
+        let mut list_meta = json!({"resourceVersion": st.rv.to_string()});
+        if more {
+            list_meta["continue"] = json!(end.to_string());
+        }
         let (api_version, kind) = if meta_only {
             (
                 "meta.k8s.io/v1".to_owned(),
@@ -627,7 +646,7 @@ impl Emulator {
         };
         respond(
             StatusCode::OK,
-            &json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+            &json!({"apiVersion": api_version, "kind": kind, "metadata": list_meta, "items": items}),
         )
     }
 
@@ -1093,6 +1112,10 @@ impl Emulator {
             )
             .unwrap()
             .to_string());
+            // The API server counts a deletion request as a change of the object's intent.
+            if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+                new["metadata"]["generation"] = json!(g + 1);
+            }
             return self.commit(st, key, new, "MODIFIED");
         }
         let gone = self.commit(st, key, old.clone(), "DELETED");
