@@ -2297,3 +2297,62 @@ async fn deleting_the_namespace_revokes_its_keys_and_the_namespace_goes() {
     );
     op.abort();
 }
+
+/// Drift checks of a connection's settled policies share one key listing per drift interval,
+/// instead of one listing per policy per check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_checks_share_one_key_listing_per_connection_and_interval() {
+    use support::proxy::Proxy;
+    let c = cluster().await;
+    let counted = Proxy::start(&c.cms.url, |_| None).await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "counted"},
+            "spec": {"endpoint": counted.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    let (ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    for i in 0..10 {
+        let keys = json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": format!("p{i}"), "keyField": "KEY"}}]);
+        let mut p = policy(keys, json!({"connectionRef": {"name": "counted"}}));
+        p.metadata.name = Some(format!("p{i}"));
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    eventually("ten policies Ready", RECONCILES, || async {
+        let mut ready = 0;
+        for i in 0..10 {
+            let st = policies
+                .get(&format!("p{i}"))
+                .await
+                .ok()
+                .and_then(|p| serde_json::to_value(p.status).ok())
+                .unwrap_or_default();
+            ready += usize::from(condition(&st, "Ready").is_some_and(|r| r["status"] == "True"));
+        }
+        ready == 10
+    })
+    .await;
+    let listings = || {
+        counted
+            .seen()
+            .iter()
+            .filter(|s| s.method == Method::GET && s.path == "/v1/keys")
+            .count()
+    };
+    let (before, started) = (listings(), std::time::Instant::now());
+    // Thirty drift checks (every second, for ten policies).
+    more_reconciles(&ctx, 30).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let made = listings() - before;
+    // One per interval, and a few around its edges (checks that began just before a renewal);
+    // one listing per check would be 30.
+    assert!(
+        (made as f64) <= seconds.ceil() + 3.0,
+        "{made} key listings for 30 drift checks in {seconds:.1} s (drift interval 1 s)"
+    );
+    op.abort();
+}

@@ -4,8 +4,9 @@
 
 use super::metrics::{self, Metrics};
 use super::OperatorConfig;
+use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ProviderKind};
-use crate::providers::CmsProvider;
+use crate::providers::{CmsProvider, LiveKey};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -59,6 +60,9 @@ fn cache_key(
     (kind, endpoint.to_owned(), h.finalize().into())
 }
 
+/// A connection's full key listing and when it was made.
+type Listing = (std::time::Instant, Arc<Vec<LiveKey>>);
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -71,6 +75,14 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
     key_states: Mutex<HashMap<String, [i64; 3]>>,
+    /// Per connection: its last full key listing and when it was made, shared by the drift
+    /// checks of its policies (one listing per drift interval, not one per policy).
+    listings: Mutex<HashMap<ConnectionId, Listing>>,
+    /// Per connection: held while its listing is renewed, so that the drift checks that find
+    /// it out of date at once make one listing between them.
+    renewing: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Policies whose next reconcile must read the CMS afresh (a new force-sync value).
+    fresh_reads: Mutex<std::collections::HashSet<String>>,
     /// Per policy: the last `keyward.dev/force-sync` value acted on.
     force_syncs: Mutex<HashMap<String, String>>,
     /// One new force-sync value per policy per [`FORCE_SYNC_EVERY`].
@@ -103,11 +115,48 @@ impl Context {
             stores: Mutex::new(None),
             key_states: Mutex::new(HashMap::new()),
             force_syncs: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            renewing: Mutex::new(HashMap::new()),
+            fresh_reads: Mutex::new(Default::default()),
             force_sync_limiter: governor::RateLimiter::keyed(
                 governor::Quota::with_period(FORCE_SYNC_EVERY)
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
             ),
         }
+    }
+
+    /// The connection's full key listing if it is younger than `max_age`.
+    pub fn shared_listing(
+        &self,
+        id: &ConnectionId,
+        max_age: Duration,
+    ) -> Option<Arc<Vec<LiveKey>>> {
+        let listings = self.listings.lock();
+        let (at, keys) = listings.get(id)?;
+        (at.elapsed() < max_age).then(|| keys.clone())
+    }
+
+    pub fn keep_listing(&self, id: &ConnectionId, keys: Vec<LiveKey>) -> Arc<Vec<LiveKey>> {
+        let keys = Arc::new(keys);
+        self.listings
+            .lock()
+            .insert(id.clone(), (std::time::Instant::now(), keys.clone()));
+        keys
+    }
+
+    /// The lock to hold while renewing the connection's listing.
+    pub fn renewing(&self, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+        self.renewing.lock().entry(id.clone()).or_default().clone()
+    }
+
+    /// Whether the policy's reconcile must read the CMS afresh (asked once, then forgotten).
+    pub fn take_fresh_read(&self, p: &ApiKeyPolicy) -> bool {
+        self.fresh_reads.lock().remove(&Self::key(p))
+    }
+
+    /// keyward changed the connection's keys: its listing is out of date.
+    pub fn forget_listing(&self, id: &ConnectionId) {
+        self.listings.lock().remove(id);
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
@@ -122,6 +171,7 @@ impl Context {
         }
         match self.force_sync_limiter.check_key(&key) {
             Ok(()) => {
+                self.fresh_reads.lock().insert(key.clone());
                 seen.insert(key, value.clone());
                 None
             }

@@ -180,6 +180,51 @@ pub enum ObserveError {
     Secret(#[from] SinkError),
 }
 
+/// The policy's keys from its connection's full listing, shared by the drift checks of all its
+/// policies: one CMS listing per connection per drift interval, not one per policy. A hand-made
+/// change is seen at the next listing, within one interval.
+async fn keys_from_shared_listing(
+    p: &ApiKeyPolicy,
+    provider: &dyn CmsProvider,
+    ctx: &Context,
+    conn: &ConnectionId,
+) -> Result<Vec<LiveKey>, ProviderError> {
+    let max_age = ctx.config.drift_interval;
+    let all = match ctx.shared_listing(conn, max_age) {
+        Some(all) => all,
+        None => {
+            let lock = ctx.renewing(conn);
+            let _renewing = lock.lock().await;
+            // Another check may have renewed it while this one waited.
+            match ctx.shared_listing(conn, max_age) {
+                Some(all) => all,
+                None => ctx.keep_listing(conn, provider.list_keys().await?),
+            }
+        }
+    };
+    let label = policy_id(p).label_value();
+    Ok(all
+        .iter()
+        .filter(|k| k.spec.labels.get(LABEL_POLICY) == Some(&label))
+        .cloned()
+        .collect())
+}
+
+/// Whether this reconcile only checks a settled policy for drift: the spec it last applied,
+/// `Ready`, not being deleted. Anything else (a change, a failure) reads the CMS afresh.
+pub fn only_a_drift_check(p: &ApiKeyPolicy) -> bool {
+    let Some(st) = &p.status else {
+        return false;
+    };
+    p.metadata.deletion_timestamp.is_none()
+        && st.observed_generation.is_some()
+        && st.observed_generation == p.metadata.generation
+        && st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// The policy's own keys in the CMS (one filtered listing).
 pub async fn own_keys(
     provider: &dyn CmsProvider,
@@ -196,12 +241,16 @@ pub async fn observe(
     provider: &dyn CmsProvider,
     state: DesiredState,
     sink: &KubeSecrets,
+    shared: Option<(&Context, &ConnectionId)>,
 ) -> Result<Observed, ObserveError> {
     let state = express_state(provider, &state).await.map_err(|e| match e {
         ExpressError::Refused(msgs) => ObserveError::Refused(msgs),
         ExpressError::Provider(e) => ObserveError::Provider(e),
     })?;
-    let live = own_keys(provider, p).await?;
+    let live = match shared {
+        Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
+        None => own_keys(provider, p).await?,
+    };
     let settings = provider
         .settings(&state.public.keys().cloned().collect())
         .await?;

@@ -19,7 +19,8 @@ use super::dereference::{
 };
 use super::in_use;
 use super::observe::{
-    observe, own_keys, plan, policy_id, validate, Conflict, InvalidSpec, ObserveError,
+    observe, only_a_drift_check, own_keys, plan, policy_id, validate, Conflict, InvalidSpec,
+    ObserveError,
 };
 use super::publish::publish_to_workloads;
 use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
@@ -205,10 +206,14 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         reason: "ApplyFailed",
         error: ReconcileError::Finalizer("the policy has no uid".into()),
     })?;
-    let observed = observe(p, provider.as_ref(), state, &sink).await?;
+    let fresh = ctx.take_fresh_read(p);
+    let shared = (!fresh && only_a_drift_check(p)).then_some((ctx, &conn.id));
+    let observed = observe(p, provider.as_ref(), state, &sink, shared).await?;
     let plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let (live, done) = if !observe_only && plan.has_changes() {
+        // Whatever happens next, the connection's shared listing no longer holds.
+        ctx.forget_listing(&conn.id);
         let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await?;
         let live = own_keys(provider.as_ref(), p)
             .await
@@ -410,6 +415,9 @@ async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileE
             tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
             revoked += 1;
         }
+    }
+    if revoked > 0 {
+        ctx.forget_listing(&conn.id);
     }
     Ok(revoked)
 }
