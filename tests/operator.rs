@@ -214,6 +214,15 @@ fn events(c: &Cluster) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asserts that an event with `reason` was recorded whose note starts with `note`.
+fn assert_event(c: &Cluster, reason: &str, note: &str) {
+    let all = events(c);
+    assert!(
+        all.iter().any(|(r, n)| r == reason && n.starts_with(note)),
+        "no {reason} event starting {note:?} in {all:?}"
+    );
+}
+
 /// The hash keyward keeps of a Secret's data, computed here from the data itself: SHA-256 over
 /// each field's name and value (each followed by a zero byte), in field order, first 12 bytes.
 fn content_hash_of(data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>) -> String {
@@ -1208,14 +1217,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     );
     assert_eq!(expiring(), 0);
     assert_eq!(cms_keys(&c).await.len(), 1, "the same key, a new value");
-    assert!(
-        events(&c)
-            .iter()
-            .any(|(reason, note)| reason == "KeyRotated"
-                && note.starts_with("rotated key shop/web/reader")),
-        "{:?}",
-        events(&c)
-    );
+    assert_event(&c, "KeyRotated", "rotated key shop/web/reader");
     op.abort();
 }
 
@@ -2082,15 +2084,10 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
         },
     )
     .await;
-    assert!(
-        events(&c)
-            .iter()
-            .any(|(reason, note)| reason == "KeysRevoked"
-                && note.starts_with(
-                    "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'"
-                )),
-        "{:?}",
-        events(&c)
+    assert_event(
+        &c,
+        "KeysRevoked",
+        "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'",
     );
     op.abort();
 }
@@ -2252,13 +2249,10 @@ async fn a_policy_moved_to_another_connection_leaves_no_key_behind() {
     );
     let st = serde_json::to_value(policies.get("web").await.unwrap().status).unwrap();
     assert_eq!(st["connection"]["name"], "second", "{st}");
-    assert!(
-        events(&c)
-            .iter()
-            .any(|(r, n)| r == "KeysRevoked"
-                && n.contains("1 keys revoked on CmsConnection shop/main")),
-        "{:?}",
-        events(&c)
+    assert_event(
+        &c,
+        "KeysRevoked",
+        "1 keys revoked on CmsConnection shop/main",
     );
     op.abort();
 }

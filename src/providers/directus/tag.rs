@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use std::collections::BTreeMap;
 
 /// What marks a user as keyward's in a listing (`filter[description][_contains]`).
-pub const TAG_OPEN: &str = "[keyward ";
+pub use crate::providers::ownership_tag::TAG_OPEN;
 
 /// The tag's fields besides the spec's: when the key and its current value were made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,19 +34,7 @@ fn stamp(t: Timestamp) -> String {
 
 /// The description Directus stores: the key's own, then keyward's ownership tag on its last line.
 pub fn compose_description(spec: &KeySpec, stamps: Stamps) -> String {
-    let mut parts = Vec::new();
-    for (name, label) in [
-        ("policy", LABEL_POLICY),
-        ("key", LABEL_KEY),
-        ("uid", LABEL_POLICY_UID),
-    ] {
-        if let Some(v) = spec.labels.get(label) {
-            parts.push(format!("{name}={v}"));
-        }
-    }
-    if spec.key_type == KeyType::Public {
-        parts.push("type=public".into());
-    }
+    let mut parts = crate::providers::ownership_tag::fields(spec);
     parts.push(format!("created={}", stamp(stamps.created)));
     if let Some(at) = stamps.issued {
         parts.push(format!("issued={}", stamp(at)));

@@ -5,24 +5,12 @@ use crate::model::desired::{LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID};
 use crate::model::{KeySpec, KeyType};
 use std::collections::BTreeMap;
 
-const TAG_OPEN: &str = "[keyward ";
+use crate::providers::ownership_tag::TAG_OPEN;
 
 /// The description Strapi stores: the key's own, then keyward's ownership tag on its last line.
 pub fn compose_description(spec: &KeySpec) -> String {
     let mut tag = String::from(TAG_OPEN);
-    let mut parts = Vec::new();
-    for (name, label) in [
-        ("policy", LABEL_POLICY),
-        ("key", LABEL_KEY),
-        ("uid", LABEL_POLICY_UID),
-    ] {
-        if let Some(v) = spec.labels.get(label) {
-            parts.push(format!("{name}={v}"));
-        }
-    }
-    if spec.key_type == KeyType::Public {
-        parts.push("type=public".into());
-    }
+    let parts = crate::providers::ownership_tag::fields(spec);
     tag.push_str(&parts.join(" "));
     tag.push(']');
     let own = spec.description.trim();
