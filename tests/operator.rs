@@ -2350,3 +2350,36 @@ async fn drift_checks_share_one_key_listing_per_connection_and_interval() {
     );
     op.abort();
 }
+
+/// A drift check of an unchanged policy does not read its Secrets again: the owned Secrets'
+/// metadata watch says they are as last read. A Secret changed by hand is read (and repaired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_checks_do_not_read_unchanged_secrets() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    create_reader(&c, json!({})).await;
+    more_reconciles(&ctx, 2).await;
+    let before = c.emu.counters.gets_of("secrets");
+    more_reconciles(&ctx, 5).await;
+    assert_eq!(
+        c.emu.counters.gets_of("secrets") - before,
+        0,
+        "five drift checks read a Secret"
+    );
+    // Changed by hand: read again and restored.
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .patch(
+            "reader",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"KEY": b64("tampered")}})),
+        )
+        .await
+        .unwrap();
+    eventually("the Secret is repaired", RECONCILES, || async {
+        secret_value(&c, "reader")
+            .await
+            .is_some_and(|v| v != "tampered")
+    })
+    .await;
+    op.abort();
+}

@@ -27,7 +27,15 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Secrets labelled `keyward.dev/credential: "true"`, with their data.
     pub credentials: Store<Secret>,
+    /// The Secrets keyward wrote (`app.kubernetes.io/managed-by=keyward`), metadata only: their
+    /// resourceVersions tell when a Secret read before is still as it was.
+    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
 }
+
+/// What a drift check needs of a Secret keyward wrote, as last read, with the resourceVersion
+/// it was read at; never a key value. Keyed by (policy uid, namespace, name, key field).
+pub type SecretObservations =
+    Arc<Mutex<HashMap<(String, String, String, String), (String, crate::plan::ObservedSecret)>>>;
 
 impl Stores {
     /// Waits until every store has had its first listing, so that "not found" means not there.
@@ -38,6 +46,7 @@ impl Stores {
             self.cluster_connections.wait_until_ready(),
             self.namespaces.wait_until_ready(),
             self.credentials.wait_until_ready(),
+            self.owned_secrets.wait_until_ready(),
         );
     }
 }
@@ -81,6 +90,8 @@ pub struct Context {
     /// Per connection: held while its listing is renewed, so that the drift checks that find
     /// it out of date at once make one listing between them.
     renewing: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
+    pub secret_observations: SecretObservations,
     /// Policies whose next reconcile must read the CMS afresh (a new force-sync value).
     fresh_reads: Mutex<std::collections::HashSet<String>>,
     /// Per policy: the last `keyward.dev/force-sync` value acted on.
@@ -118,6 +129,7 @@ impl Context {
             listings: Mutex::new(HashMap::new()),
             renewing: Mutex::new(HashMap::new()),
             fresh_reads: Mutex::new(Default::default()),
+            secret_observations: Default::default(),
             force_sync_limiter: governor::RateLimiter::keyed(
                 governor::Quota::with_period(FORCE_SYNC_EVERY)
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),

@@ -231,24 +231,31 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
         namespaces: (namespaces, namespace_events),
         credentials: (credentials, credential_events),
     } = related(&client, &cfg.namespace);
+    // The Secrets keyward writes: owned (a change wakes their policy), watched metadata-only,
+    // and kept in a store whose resourceVersions let drift checks skip reading them.
+    let owned_secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
+    let (owned, owned_events) = reflected(
+        api::<PartialObjectMeta<Secret>>(&client, &cfg.namespace),
+        owned_secrets,
+    );
     let stores = Stores {
         policies: policies.clone(),
         connections,
         cluster_connections,
         namespaces,
         credentials,
+        owned_secrets: owned,
     };
     ctx.set_stores(Some(stores.clone()));
     ctx.metrics.set_ready(true);
     let default = cfg.default_connection.clone();
-    let owned_secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
     let (s1, d1) = (policies.clone(), default.clone());
     let (s2, d2) = (policies.clone(), default.clone());
     let (s3, d3) = (stores.clone(), default.clone());
     let s4 = policies.clone();
     let in_use = super::in_use::keep(client.clone(), stores.clone(), default.clone());
     let controller = Controller::for_stream(trigger, policies)
-        .owns(api::<Secret>(&client, &cfg.namespace), owned_secrets)
+        .owns_stream(owned_events)
         .watches_stream(connection_events, move |c: CmsConnection| {
             let id = ConnectionId::CmsConnection {
                 namespace: c.namespace().unwrap_or_default(),

@@ -25,6 +25,10 @@ pub struct KubeSecrets {
     pub adoptable: BTreeSet<String>,
     /// Adoptable Secrets found owned by something else: their next write replaces them whole.
     adopting: parking_lot::Mutex<BTreeSet<String>>,
+    /// The operator's stores (the owned Secrets' resourceVersions) and its Secrets as last
+    /// observed: an unchanged Secret is not read again.
+    stores: Option<super::context::Stores>,
+    observations: super::context::SecretObservations,
 }
 
 /// The policy as the controlling owner of what it creates (Secrets, Roles, RoleBindings).
@@ -53,7 +57,32 @@ impl KubeSecrets {
                 .map(|k| k.secret.name.clone())
                 .collect(),
             adopting: Default::default(),
+            stores: ctx.stores(),
+            observations: ctx.secret_observations.clone(),
         })
+    }
+
+    /// Whose observation of which Secret: only this policy's own reads count for it (another
+    /// policy naming the same Secret must still meet the ownership check).
+    fn observation_key(&self, target: &SecretTarget) -> (String, String, String, String) {
+        (
+            self.owner.uid.clone(),
+            target.namespace.clone(),
+            target.name.clone(),
+            target.key_field.clone(),
+        )
+    }
+
+    /// The Secret as last observed, if it has not changed since (same resourceVersion).
+    fn unchanged(&self, target: &SecretTarget) -> Option<ObservedSecret> {
+        let stores = self.stores.as_ref()?;
+        let now = stores.owned_secrets.get(
+            &kube::runtime::reflector::ObjectRef::new(&target.name).within(&target.namespace),
+        )?;
+        let rv = now.metadata.resource_version.as_deref()?;
+        let seen = self.observations.lock();
+        let (seen_rv, observed) = seen.get(&self.observation_key(target))?;
+        (seen_rv == rv).then(|| observed.clone())
     }
 
     fn err(target: &SecretTarget, e: impl std::fmt::Display) -> SinkError {
@@ -110,10 +139,23 @@ impl KubeSecrets {
 #[async_trait]
 impl SecretSink for KubeSecrets {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
-        Ok(self.own(target).await?.map(|s| {
-            let ann = s.metadata.annotations.clone().unwrap_or_default();
-            observed_from(&ann, &string_data(&s), &target.key_field)
-        }))
+        if let Some(observed) = self.unchanged(target) {
+            return Ok(Some(observed));
+        }
+        let Some(s) = self.own(target).await? else {
+            self.observations
+                .lock()
+                .remove(&self.observation_key(target));
+            return Ok(None);
+        };
+        let ann = s.metadata.annotations.clone().unwrap_or_default();
+        let observed = observed_from(&ann, &string_data(&s), &target.key_field);
+        if let Some(rv) = s.metadata.resource_version.clone() {
+            self.observations
+                .lock()
+                .insert(self.observation_key(target), (rv, observed.clone()));
+        }
+        Ok(Some(observed))
     }
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {
@@ -126,6 +168,9 @@ impl SecretSink for KubeSecrets {
     }
 
     async fn write(&self, m: &SecretMaterial) -> Result<bool, SinkError> {
+        self.observations
+            .lock()
+            .remove(&self.observation_key(&m.target));
         let mut secret = manifest(m);
         secret.metadata.owner_references = Some(vec![self.owner.clone()]);
         let api = Api::<Secret>::namespaced(self.client.clone(), &m.target.namespace);

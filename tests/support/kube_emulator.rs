@@ -53,9 +53,20 @@ pub struct Counters {
     pub writes: AtomicU64,
     pub reads: AtomicU64,
     by_resource: Mutex<BTreeMap<String, u64>>,
+    gets_by_resource: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
+    /// GETs of single objects of one resource (e.g. `secrets`): what a reconcile read.
+    pub fn gets_of(&self, plural: &str) -> u64 {
+        self.gets_by_resource
+            .lock()
+            .unwrap()
+            .get(plural)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Mutating requests to one resource (e.g. `secrets`, `apikeypolicies`), answered or not.
     pub fn writes_to(&self, plural: &str) -> u64 {
         self.by_resource
@@ -528,6 +539,15 @@ impl Emulator {
             }
         } else {
             self.counters.reads.fetch_add(1, Ordering::Relaxed);
+            if t.name.is_some() {
+                *self
+                    .counters
+                    .gets_by_resource
+                    .lock()
+                    .unwrap()
+                    .entry(t.plural.clone())
+                    .or_default() += 1;
+            }
         }
         let ns = if ns_scoped {
             t.namespace.clone().unwrap_or_default()
