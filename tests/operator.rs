@@ -2383,3 +2383,31 @@ async fn drift_checks_do_not_read_unchanged_secrets() {
     .await;
     op.abort();
 }
+
+/// What drift checks keep of a policy's Secrets goes with the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policys_secret_observations_are_dropped() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies = create_reader(&c, json!({})).await;
+    let uid = policies.get("web").await.unwrap().metadata.uid.unwrap();
+    let kept = || {
+        ctx.secret_observations
+            .lock()
+            .keys()
+            .filter(|k| k.0 == uid)
+            .count()
+    };
+    more_reconciles(&ctx, 1).await;
+    assert_eq!(kept(), 1);
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+    assert_eq!(kept(), 0);
+    op.abort();
+}

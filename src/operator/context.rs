@@ -166,6 +166,12 @@ impl Context {
         self.fresh_reads.lock().remove(&Self::key(p))
     }
 
+    /// The policy is going: what its drift checks kept of its Secrets goes too.
+    pub fn forget_secret_observations(&self, p: &ApiKeyPolicy) {
+        let uid = p.uid().unwrap_or_default();
+        self.secret_observations.lock().retain(|k, _| k.0 != uid);
+    }
+
     /// keyward changed the connection's keys: its listing is out of date.
     pub fn forget_listing(&self, id: &ConnectionId) {
         self.listings.lock().remove(id);

@@ -434,6 +434,7 @@ fn never_made_a_key(p: &ApiKeyPolicy) -> bool {
 /// forgot counts as revoked.
 async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
     ctx.set_key_states(&p, None);
+    ctx.forget_secret_observations(&p);
     if p.spec.deletion_policy == DeletionPolicy::Orphan
         || p.spec.management_policy == ManagementPolicy::ObserveOnly
     {
