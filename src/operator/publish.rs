@@ -4,6 +4,7 @@
 
 use super::context::Context;
 use super::report::publish;
+use super::secrets::owned_by;
 use crate::engine::ANN_CONTENT_HASH;
 use crate::model::desired::DesiredKey;
 use crate::policy::{ApiKeyPolicy, WorkloadKind};
@@ -35,6 +36,8 @@ async fn reconcile_readers(
     let roles: Api<Role> = Api::namespaced(ctx.client.clone(), &ns);
     let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
     let owner = super::secrets::owner_ref(p);
+    // Without a uid (never so for a stored policy) nothing counts as the policy's.
+    let uid = p.metadata.uid.clone().unwrap_or_default();
     let label = ("keyward.dev/policy".to_owned(), p.name_any());
     let mut wanted = BTreeSet::new();
     for (decl, k) in p.spec.keys.iter().zip(keys) {
@@ -56,8 +59,8 @@ async fn reconcile_readers(
         let pp = PatchParams::apply(&ctx.config.field_manager).force();
         let (old_role, old_binding) = (roles.get_opt(&name).await?, bindings.get_opt(&name).await?);
         // Same rule as for Secrets: never take over a Role or RoleBinding that is not ours.
-        let foreign = old_role.as_ref().is_some_and(|r| !owned_by(r, p))
-            || old_binding.as_ref().is_some_and(|b| !owned_by(b, p));
+        let foreign = old_role.as_ref().is_some_and(|r| !owned_by(r, &uid))
+            || old_binding.as_ref().is_some_and(|b| !owned_by(b, &uid));
         if foreign {
             let note = format!("Role or RoleBinding {name} exists and is not this policy's: it is left alone, and the readers of Secret {} are not granted access", k.secret.name);
             tracing::warn!(policy = %p.name_any(), "{note}");
@@ -77,24 +80,12 @@ async fn reconcile_readers(
     let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
     for r in roles.list_metadata(&lp).await?.items {
         let name = r.name_any();
-        if !wanted.contains(&name) && owned_by(&r, p) {
+        if !wanted.contains(&name) && owned_by(&r, &uid) {
             let _ = roles.delete(&name, &Default::default()).await;
             let _ = bindings.delete(&name, &Default::default()).await;
         }
     }
     Ok(())
-}
-
-/// Whether `obj` carries the policy's ownerReference (keyward made it for this policy).
-fn owned_by<K: kube::Resource>(obj: &K, p: &ApiKeyPolicy) -> bool {
-    let uid = p.metadata.uid.as_deref();
-    uid.is_some()
-        && obj
-            .meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| Some(r.uid.as_str()) == uid)
 }
 
 /// Rolls each restart target once per Secret content: a pod-template annotation carries the

@@ -39,6 +39,16 @@ pub fn owner_ref(p: &crate::policy::ApiKeyPolicy) -> Option<OwnerReference> {
     Some(r)
 }
 
+/// Whether `obj` carries the ownerReference of the object with `uid` (keyward made it for that
+/// policy): the one rule for Secrets, Roles and RoleBindings alike.
+pub fn owned_by<K: kube::Resource>(obj: &K, uid: &str) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == uid)
+}
+
 impl KubeSecrets {
     /// The Secret sink of a policy: its Secrets, owned by it (`None` without a UID).
     pub fn for_policy(
@@ -101,21 +111,13 @@ impl KubeSecrets {
             .map_err(|e| Self::err(target, e))
     }
 
-    fn owns(&self, s: &Secret) -> bool {
-        s.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == self.owner.uid)
-    }
-
     /// The policy's own Secret at `target`, if there is one. Someone else's is a conflict, or,
     /// if adoptable, counts as absent (and is replaced at the next write).
     async fn own(&self, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
         let Some(s) = self.get(target).await? else {
             return Ok(None);
         };
-        if self.owns(&s) {
+        if owned_by(&s, &self.owner.uid) {
             return Ok(Some(s));
         }
         if self.adoptable.contains(&target.name) {
