@@ -544,7 +544,7 @@ fn shared_settings_policy(name: &str, origin: &str, public: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_takes_away_the_settings_only_deleted_policies_declared() {
+async fn prune_takes_away_only_the_settings_entries_of_deleted_policies() {
     let (cms, work) = setup().await;
     cms.api("feedback").await;
     let w = work.path();
@@ -572,11 +572,12 @@ async fn prune_takes_away_the_settings_only_deleted_policies_declared() {
         out
     };
     apply(&[]);
-    let cors = || async { cms.admin(Method::GET, "/v1/cors", None).await.body["origins"].clone() };
+    let cors =
+        || async { cms.admin(Method::GET, "/v1/cors", None).await.body["effective"].clone() };
     let feedback = || async {
         cms.admin(Method::GET, "/v1/apis/feedback/public", None)
             .await
-            .body["operations"]
+            .body["effective"]
             .clone()
     };
     assert_eq!(
@@ -584,26 +585,45 @@ async fn prune_takes_away_the_settings_only_deleted_policies_declared() {
         serde_json::json!(["https://a.example", "https://b.example"])
     );
     assert_eq!(feedback().await, serde_json::json!(["create"]));
-    // Policy a is deleted from git: its origin and its public endpoint go, b's origin stays.
+    // Each policy holds its own entry.
+    let owners = cms.admin(Method::GET, "/v1/owners", None).await.body;
+    assert_eq!(
+        owners["owners"]["policy:shop.a"],
+        serde_json::json!({"origins": ["https://a.example"], "publicEndpoints": {"feedback": ["create"]}}),
+        "{owners}"
+    );
+    // Policy a is deleted from git: its entry stays until --prune, then its origin and its
+    // public endpoint go and b's origin stays.
     std::fs::remove_file(w.join("policies/a.yaml")).unwrap();
+    apply(&[]);
+    assert_eq!(feedback().await, serde_json::json!(["create"]));
     let out = apply(&["--prune"]);
     assert!(
-        out.contains("~ public   feedback: [\"create\"] -> []"),
+        out.contains("~ public   feedback for shop/a: [\"create\"] -> []"),
         "{out}"
     );
     assert_eq!(cors().await, serde_json::json!(["https://b.example"]));
     assert_eq!(feedback().await, serde_json::json!([]));
-    // An origin set by hand, and policy b deleted: b's origin goes, the hand-set one stays
-    // (no remaining policy manages CORS).
+    // An origin set by hand (the CMS's unowned base) and an operator's policy's entry (its
+    // owner carries a UID) are never touched: b is deleted, only b's origin goes.
     cms.admin(
         Method::PUT,
         "/v1/cors",
-        Some(serde_json::json!({"origins": ["https://b.example", "https://hand.example"]})),
+        Some(serde_json::json!({"origins": ["https://hand.example"]})),
+    )
+    .await;
+    cms.admin(
+        Method::PUT,
+        "/v1/cors/owners/policy:shop.c@6f1c0a52-1d1e-4f5e-9c39-3d1b2b0e9a10",
+        Some(serde_json::json!({"origins": ["https://cluster.example"]})),
     )
     .await;
     std::fs::write(w.join("policies/b.yaml"), OTHER).unwrap();
     apply(&["--prune"]);
-    assert_eq!(cors().await, serde_json::json!(["https://hand.example"]));
+    assert_eq!(
+        cors().await,
+        serde_json::json!(["https://cluster.example", "https://hand.example"])
+    );
 }
 
 #[test]

@@ -50,6 +50,12 @@ async fn restart_keeps_keys_settings_and_entries() {
     .await;
     cms.admin(
         Method::PUT,
+        "/v1/cors/owners/policy:shop.web",
+        Some(json!({"origins": ["https://owned.example.com"]})),
+    )
+    .await;
+    cms.admin(
+        Method::PUT,
         "/v1/roles/viewer",
         Some(json!({"contentPermissions": ["GET"]})),
     )
@@ -86,9 +92,12 @@ async fn restart_keeps_keys_settings_and_entries() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert_eq!(r.body["title"], "kept");
     }
+    let cors = cms.admin(Method::GET, "/v1/cors", None).await.body;
+    assert_eq!(cors["origins"], json!(["https://a.example.com"]));
     assert_eq!(
-        cms.admin(Method::GET, "/v1/cors", None).await.body["origins"],
-        json!(["https://a.example.com"])
+        cors["effective"],
+        json!(["https://a.example.com", "https://owned.example.com"]),
+        "owners' entries kept"
     );
     assert_eq!(
         cms.req(Method::GET, "/api/blog", None, None).await.status,

@@ -4,7 +4,7 @@ mod support;
 
 use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{Cms, ADMIN};
 
 #[tokio::test]
@@ -1015,6 +1015,138 @@ async fn cors_is_deny_by_default() {
         .headers()
         .get(acao)
         .is_some());
+}
+
+/// Owners' entries: each writer (a policy) replaces only its own origins and public operations;
+/// what browsers and anonymous callers get is the union of every owner's and the base.
+#[tokio::test]
+async fn each_owner_holds_its_own_origins_and_public_operations() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let put = |path: &'static str, body: Value| cms.admin(Method::PUT, path, Some(body));
+    let cms_ref = &cms;
+    let allowed = |origin: &'static str| async move {
+        let cms = cms_ref;
+        cms.http
+            .request(Method::OPTIONS, format!("{}/api/blog", cms.url))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+            .await
+            .unwrap()
+            .headers()
+            .contains_key("access-control-allow-origin")
+    };
+    put("/v1/cors", json!({"origins": ["https://base.example"]})).await;
+    let r = put(
+        "/v1/cors/owners/policy:shop.a",
+        json!({"origins": ["https://a.example"]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put(
+        "/v1/cors/owners/policy:shop.b",
+        json!({"origins": ["https://b.example"]}),
+    )
+    .await;
+    // b writing again replaces b's origins only.
+    put(
+        "/v1/cors/owners/policy:shop.b",
+        json!({"origins": ["https://b2.example"]}),
+    )
+    .await;
+    let cors = cms.admin(Method::GET, "/v1/cors", None).await.body;
+    assert_eq!(cors["origins"], json!(["https://base.example"]), "{cors}");
+    assert_eq!(
+        cors["owners"],
+        json!({"policy:shop.a": ["https://a.example"], "policy:shop.b": ["https://b2.example"]})
+    );
+    for o in [
+        "https://base.example",
+        "https://a.example",
+        "https://b2.example",
+    ] {
+        assert!(allowed(o).await, "{o}");
+    }
+    assert!(!allowed("https://b.example").await);
+    // Public operations: an owner's list makes `GET /api/blog` public; removing it closes it.
+    assert_eq!(
+        cms.req(Method::GET, "/api/blog", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = put(
+        "/v1/apis/blog/public/owners/policy:shop.a",
+        json!({"operations": ["list"]}),
+    )
+    .await;
+    assert_eq!(
+        r.body,
+        json!({"origins": ["https://a.example"], "publicEndpoints": {"blog": ["list"]}})
+    );
+    assert_eq!(
+        cms.req(Method::GET, "/api/blog", None, None).await.status,
+        StatusCode::OK
+    );
+    let public = cms
+        .admin(Method::GET, "/v1/apis/blog/public", None)
+        .await
+        .body;
+    assert_eq!(
+        public["operations"],
+        json!([]),
+        "the base is untouched: {public}"
+    );
+    assert_eq!(public["effective"], json!(["list"]));
+    // An owner's whole entry goes at once.
+    let r = cms
+        .admin(Method::DELETE, "/v1/owners/policy:shop.a", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(!allowed("https://a.example").await);
+    assert_eq!(
+        cms.req(Method::GET, "/api/blog", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let owners = cms.admin(Method::GET, "/v1/owners", None).await.body;
+    assert_eq!(
+        owners,
+        json!({"owners": {"policy:shop.b": {"origins": ["https://b2.example"]}}})
+    );
+    // Bad input: the field and the reason; nothing stored.
+    let r = put(
+        "/v1/cors/owners/policy:shop.b",
+        json!({"origins": ["https://x.example/path"]}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("origins[0]")),
+        "{}",
+        r.text
+    );
+    let r = put(
+        "/v1/apis/nope/public/owners/policy:shop.b",
+        json!({"operations": ["list"]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = put(
+        "/v1/apis/blog/public/owners/policy:shop.b",
+        json!({"operations": ["destroy"]}),
+    )
+    .await;
+    assert!(r.status.is_client_error(), "{}", r.text);
+    let r = put("/v1/cors/owners/a%20b", json!({"origins": []})).await;
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("owner")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        cms.admin(Method::GET, "/v1/owners", None).await.body,
+        owners
+    );
 }
 
 #[tokio::test]

@@ -475,7 +475,7 @@ async fn a_failure_mid_apply_lists_what_was_not_attempted() {
     assert_eq!(error.failed, "create key shop/web/reader");
     assert_eq!(
         error.not_attempted,
-        ["create key shop/web/writer", "set CORS origins"]
+        ["create key shop/web/writer", "set CORS origins of shop/web"]
     );
     assert_eq!(refusing.attempts(Method::POST, "/v1/keys"), 1);
     assert!(error.transient, "a 500 is worth retrying later");
@@ -494,7 +494,7 @@ async fn a_failure_mid_apply_lists_what_was_not_attempted() {
         [
             "  failed:        create key shop/web/reader: ".to_owned() + &error.cause,
             "  not attempted: create key shop/web/writer".to_owned(),
-            "  not attempted: set CORS origins".to_owned(),
+            "  not attempted: set CORS origins of shop/web".to_owned(),
         ]
     );
 }

@@ -1812,9 +1812,9 @@ async fn a_shared_connection_gives_tenants_only_what_it_allows() {
     op.abort();
 }
 
-/// CORS origins and public endpoints are per CMS, so every policy on a connection contributes
-/// to them, but only an admitted one within the ceilings: a namespace the shared connection
-/// does not admit cannot open an API or add an origin, and its bad entries stop nobody else.
+/// Every policy on a connection holds its own entry in the CMS's CORS origins and public
+/// endpoints, but only an admitted one within the ceilings writes it: a namespace the shared
+/// connection does not admit cannot open an API or add an origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_admitted_policies_shape_a_shared_connections_settings() {
     let c = cluster().await;
@@ -1865,7 +1865,7 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
     wait_ready(&c).await;
     let cors = c.cms.admin(Method::GET, "/v1/cors", None).await.body;
     assert_eq!(
-        cors["origins"],
+        cors["effective"],
         json!(["https://shop.example.com"]),
         "{cors}"
     );
@@ -1874,7 +1874,7 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
         .admin(Method::GET, "/v1/apis/blog/public", None)
         .await
         .body;
-    assert_eq!(public["operations"], json!([]), "{public}");
+    assert_eq!(public["effective"], json!([]), "{public}");
     let grab = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "evil")
         .get("grab")
         .await
@@ -2410,4 +2410,98 @@ async fn a_deleted_policys_secret_observations_are_dropped() {
     .await;
     assert_eq!(kept(), 0);
     op.abort();
+}
+
+/// CORS origins and public endpoints under sharding: each policy writes only its own entry
+/// (`/v1/cors/owners/{owner}`), so two operators that each see half of the policies never
+/// overwrite each other's origins, an origin set by hand stays, and a deleted policy's origins
+/// and public endpoints go with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shards() {
+    let c = cluster().await;
+    c.cms
+        .admin(
+            Method::PUT,
+            "/v1/cors",
+            Some(json!({"origins": ["https://hand.example"]})),
+        )
+        .await;
+    let shard = |name: &str| OperatorConfig {
+        label_selector: Some(format!("shard={name}")),
+        field_manager: format!("keyward-{name}"),
+        ..config()
+    };
+    let (ctx_a, a) = start(&c, shard("a"));
+    let (ctx_b, b) = start(&c, shard("b"));
+    let policies = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop");
+    for (name, shard, extra) in [
+        (
+            "web",
+            "a",
+            json!({"cors": {"origins": ["https://a.example"]},
+                "publicEndpoints": [{"api": "blog", "operations": ["list"]}]}),
+        ),
+        (
+            "other",
+            "b",
+            json!({"cors": {"origins": ["https://b.example"]},
+                "publicEndpoints": [{"api": "contact", "operations": ["create"]}]}),
+        ),
+    ] {
+        let mut p = policy(
+            json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": format!("{name}-k")}}]),
+            extra,
+        );
+        p.metadata.name = Some(name.into());
+        p.metadata.labels = Some([("shard".to_owned(), shard.to_owned())].into());
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    wait_reason(&c, "web", "Ready").await;
+    wait_reason(&c, "other", "Ready").await;
+    // A few drift checks of each shard later, nothing was overwritten.
+    more_reconciles(&ctx_a, 3).await;
+    more_reconciles(&ctx_b, 3).await;
+    let effective = |path: &'static str| {
+        let cms = &c.cms;
+        async move { cms.admin(Method::GET, path, None).await.body["effective"].clone() }
+    };
+    assert_eq!(
+        effective("/v1/cors").await,
+        json!([
+            "https://a.example",
+            "https://b.example",
+            "https://hand.example"
+        ])
+    );
+    assert_eq!(effective("/v1/apis/blog/public").await, json!(["list"]));
+    assert_eq!(
+        effective("/v1/apis/contact/public").await,
+        json!(["create"])
+    );
+    let owners = c.cms.admin(Method::GET, "/v1/owners", None).await.body;
+    assert_eq!(
+        owners["owners"].as_object().map(|o| o.len()),
+        Some(2),
+        "{owners}"
+    );
+    // A deleted policy's entry goes; the other's and the hand-set origin stay.
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("web is gone", RECONCILES, || async {
+        policies.get_opt("web").await.ok().flatten().is_none()
+    })
+    .await;
+    assert_eq!(
+        effective("/v1/cors").await,
+        json!(["https://b.example", "https://hand.example"])
+    );
+    assert_eq!(effective("/v1/apis/blog/public").await, json!([]));
+    assert_eq!(
+        effective("/v1/apis/contact/public").await,
+        json!(["create"])
+    );
+    a.abort();
+    b.abort();
 }

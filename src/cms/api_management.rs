@@ -5,7 +5,7 @@ use super::auth::Client;
 use super::error::CmsError;
 use super::input::body;
 use super::rights::Rights;
-use super::service::{KeyPatch, Role};
+use super::service::{KeyPatch, OwnerWrite, Role};
 use super::{blocking, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
@@ -31,6 +31,16 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/v1/apis/{api}", put(put_api))
         .route("/v1/apis/{api}/public", get(get_public).put(put_public))
         .route("/v1/cors", get(get_cors).put(put_cors))
+        .route(
+            "/v1/cors/owners/{owner}",
+            put(put_owner_cors).delete(delete_owner_cors),
+        )
+        .route(
+            "/v1/apis/{api}/public/owners/{owner}",
+            put(put_owner_public).delete(delete_owner_public),
+        )
+        .route("/v1/owners", get(list_owners))
+        .route("/v1/owners/{owner}", axum::routing::delete(delete_owner))
         .route("/v1/members", post(add_member).get(list_members))
         .route("/v1/members/{name}", axum::routing::delete(remove_member))
         .route("/v1/roles", get(list_roles))
@@ -190,7 +200,7 @@ async fn list_apis(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<V
         .svc
         .apis()
         .into_iter()
-        .map(|(name, a)| json!({"name": name, "createdAt": crate::model::rfc3339(a.created_at), "publicOperations": a.public_ops}))
+        .map(|(name, a)| json!({"name": name, "createdAt": crate::model::rfc3339(a.created_at), "publicOperations": a.public_ops, "effectiveOperations": a.effective_ops()}))
         .collect();
     Ok(Json(json!({ "apis": apis })))
 }
@@ -223,7 +233,18 @@ async fn get_public(
     Path(api): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
     gate(&ctx, &client, MP::SettingsManage).await?;
-    Ok(Json(json!({ "operations": ctx.svc.public_ops(&api)? })))
+    let info = ctx.svc.apis().remove(&api);
+    let owners: serde_json::Map<String, Value> = ctx
+        .svc
+        .owners()
+        .into_iter()
+        .filter_map(|(o, e)| Some((o, json!(e.public_endpoints.get(&api)?))))
+        .collect();
+    Ok(Json(json!({
+        "operations": ctx.svc.public_ops(&api)?,
+        "owners": owners,
+        "effective": info.map(|i| i.effective_ops()),
+    })))
 }
 
 async fn put_public(
@@ -246,7 +267,82 @@ struct Cors {
 
 async fn get_cors(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
     gate(&ctx, &client, MP::SettingsManage).await?;
-    Ok(Json(json!({ "origins": ctx.svc.cors_origins() })))
+    let owners: serde_json::Map<String, Value> = ctx
+        .svc
+        .owners()
+        .into_iter()
+        .filter(|(_, e)| !e.origins.is_empty())
+        .map(|(o, e)| (o, json!(e.origins)))
+        .collect();
+    Ok(Json(json!({
+        "origins": ctx.svc.cors_origins(),
+        "owners": owners,
+        "effective": ctx.svc.effective_cors(),
+    })))
+}
+
+/// Replaces part of an owner's entry and answers with the whole entry.
+async fn write_owner(
+    ctx: &Arc<Ctx>,
+    client: &Client,
+    owner: String,
+    write: OwnerWrite,
+) -> Result<Json<Value>, CmsError> {
+    gate_everywhere(ctx, client, MP::SettingsManage).await?;
+    let entry = blocking(ctx, move |s| s.write_owner(&owner, write)).await?;
+    Ok(Json(json!(entry)))
+}
+
+async fn put_owner_cors(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Path(owner): Path<String>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    let req: Cors = body(&raw)?;
+    write_owner(&ctx, &client, owner, OwnerWrite::Origins(req.origins)).await
+}
+
+async fn delete_owner_cors(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Path(owner): Path<String>,
+) -> Result<Json<Value>, CmsError> {
+    write_owner(&ctx, &client, owner, OwnerWrite::Origins(Vec::new())).await
+}
+
+async fn put_owner_public(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Path((api, owner)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Json<Value>, CmsError> {
+    let req: PublicOps = body(&raw)?;
+    let ops = req.operations;
+    write_owner(&ctx, &client, owner, OwnerWrite::Public { api, ops }).await
+}
+
+async fn delete_owner_public(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Path((api, owner)): Path<(String, String)>,
+) -> Result<Json<Value>, CmsError> {
+    let ops = Vec::new();
+    write_owner(&ctx, &client, owner, OwnerWrite::Public { api, ops }).await
+}
+
+async fn list_owners(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    gate(&ctx, &client, MP::SettingsManage).await?;
+    Ok(Json(json!({ "owners": ctx.svc.owners() })))
+}
+
+async fn delete_owner(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Path(owner): Path<String>,
+) -> Result<StatusCode, CmsError> {
+    let _entry = write_owner(&ctx, &client, owner, OwnerWrite::Remove).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn put_cors(

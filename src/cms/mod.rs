@@ -358,7 +358,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         admin_token_path,
         svc,
     } = opened;
-    if svc.cors_origins().iter().any(|o| o == "*") {
+    if svc.effective_cors().contains("*") {
         tracing::warn!(
             "CORS origin '*' is configured: every web page can read this CMS's responses"
         );

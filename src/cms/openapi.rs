@@ -42,7 +42,23 @@ pub fn document(svc: &Service) -> Value {
     paths.insert("/v1/apis/{api}/public".into(), json!({"get": mgmt("Public operations", "200"), "put": mgmt("Set public operations", "200")}));
     paths.insert(
         "/v1/cors".into(),
-        json!({"get": mgmt("CORS origins", "200"), "put": mgmt("Set CORS origins", "200")}),
+        json!({"get": mgmt("CORS origins: the base, each owner's and the effective union", "200"), "put": mgmt("Set the base CORS origins", "200")}),
+    );
+    paths.insert(
+        "/v1/cors/owners/{owner}".into(),
+        json!({"put": mgmt("Set an owner's CORS origins", "200"), "delete": mgmt("Drop an owner's CORS origins", "200")}),
+    );
+    paths.insert(
+        "/v1/apis/{api}/public/owners/{owner}".into(),
+        json!({"put": mgmt("Set an owner's public operations of an API", "200"), "delete": mgmt("Drop an owner's public operations of an API", "200")}),
+    );
+    paths.insert(
+        "/v1/owners".into(),
+        json!({"get": mgmt("Every owner's settings entry", "200")}),
+    );
+    paths.insert(
+        "/v1/owners/{owner}".into(),
+        json!({"delete": mgmt("Drop an owner's whole settings entry", "204")}),
     );
     paths.insert(
         "/v1/members".into(),
@@ -75,7 +91,8 @@ pub fn document(svc: &Service) -> Value {
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "success"}}}}));
 
     for (api, info) in svc.apis() {
-        let public = |o: ContentOp| info.public_ops.contains(&o);
+        let effective = info.effective_ops();
+        let public = |o: ContentOp| effective.contains(&o);
         paths.insert(
             format!("/api/{api}"),
             json!({

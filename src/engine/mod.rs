@@ -257,8 +257,7 @@ fn describe(a: &Action) -> String {
             key.secret.namespace, key.secret.name
         ),
         Action::Revoke { id, .. } => format!("revoke key {} (id {id})", a.subject()),
-        Action::SetCors { .. } => "set CORS origins".into(),
-        Action::SetPublic { api, .. } => format!("set public endpoints of '{api}'"),
+        Action::SetCors { .. } | Action::SetPublic { .. } => format!("set {}", a.subject()),
     }
 }
 
@@ -470,13 +469,13 @@ impl Engine<'_> {
                     false,
                 ))
             }
-            Action::SetCors { to, .. } => {
-                self.provider.set_cors(to).await?;
-                Ok((format!("set CORS origins to {to:?}"), false))
+            Action::SetCors { owner, to, .. } => {
+                self.provider.set_cors(owner, to).await?;
+                Ok((format!("set {} to {to:?}", action.subject()), false))
             }
-            Action::SetPublic { api, to, .. } => {
-                self.provider.set_public(api, to).await?;
-                Ok((format!("set public endpoints of '{api}'"), false))
+            Action::SetPublic { owner, api, to, .. } => {
+                self.provider.set_public(owner, api, to).await?;
+                Ok((format!("set {} to {to:?}", action.subject()), false))
             }
         }
     }

@@ -142,11 +142,16 @@ impl CmsProvider for FakeCms {
     async fn settings(&self, _apis: &BTreeSet<String>) -> crate::providers::Result<LiveSettings> {
         Ok(LiveSettings::default())
     }
-    async fn set_cors(&self, origins: &BTreeSet<String>) -> crate::providers::Result<()> {
+    async fn set_cors(
+        &self,
+        _owner: &str,
+        origins: &BTreeSet<String>,
+    ) -> crate::providers::Result<()> {
         self.record(format!("cors {origins:?}"), "cors")
     }
     async fn set_public(
         &self,
+        _owner: &str,
         api: &str,
         ops: &BTreeSet<ContentOp>,
     ) -> crate::providers::Result<()> {
@@ -422,10 +427,16 @@ async fn every_action_calls_the_cms_once_and_says_what_it_did() {
             expiring: false,
         },
         Action::SetCors {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
             from: BTreeSet::new(),
             to: BTreeSet::from(["https://a.example".to_owned()]),
         },
         Action::SetPublic {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
             api: "contact".into(),
             from: BTreeSet::new(),
             to: BTreeSet::from([ContentOp::Create]),
@@ -448,8 +459,8 @@ async fn every_action_calls_the_cms_once_and_says_what_it_did() {
             "updated key ns/p/k (id id1)",
             "rewrote Secret ns/s",
             "rotated key ns/p/k (id id1: lost) and wrote Secret ns/s",
-            "set CORS origins to {\"https://a.example\"}",
-            "set public endpoints of 'contact'",
+            "set CORS origins of ns/p to {\"https://a.example\"}",
+            "set public endpoints of 'contact' for ns/p to {Create}",
             "revoked key ns/p/k (id id1): removed",
         ]
     );
@@ -537,6 +548,9 @@ async fn a_failure_stops_the_apply_and_lists_the_rest() {
             diff: String::new(),
         },
         Action::SetCors {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
             from: BTreeSet::new(),
             to: BTreeSet::new(),
         },
@@ -560,12 +574,12 @@ async fn a_failure_stops_the_apply_and_lists_the_rest() {
     assert_eq!(e.cause, "http://cms answered 503: refused");
     assert_eq!(
         e.not_attempted,
-        ["set CORS origins", "revoke key ns/p/k (id id1)"]
+        ["set CORS origins of ns/p", "revoke key ns/p/k (id id1)"]
     );
     assert!(e.transient, "a 503 is worth retrying");
     assert_eq!(
         e.report(),
-        "  done:          created key ns/p/k2 (id new1) and wrote Secret ns/s\n  failed:        update key ns/p/k (id id1): http://cms answered 503: refused\n  not attempted: set CORS origins\n  not attempted: revoke key ns/p/k (id id1)\n"
+        "  done:          created key ns/p/k2 (id new1) and wrote Secret ns/s\n  failed:        update key ns/p/k (id id1): http://cms answered 503: refused\n  not attempted: set CORS origins of ns/p\n  not attempted: revoke key ns/p/k (id id1)\n"
     );
     assert_eq!(
         e.to_string(),
@@ -615,6 +629,9 @@ async fn the_other_actions_are_described_by_what_they_would_do() {
             reason: String::new(),
         },
         Action::SetPublic {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
             api: "blog".into(),
             from: BTreeSet::new(),
             to: BTreeSet::new(),
@@ -631,7 +648,7 @@ async fn the_other_actions_are_described_by_what_they_would_do() {
             "replace key ns/p/k (id id0)",
             "rotate key ns/p/k (id id1)",
             "rewrite Secret ns/s",
-            "set public endpoints of 'blog'",
+            "set public endpoints of 'blog' for ns/p",
         ]
     );
 }

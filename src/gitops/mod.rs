@@ -6,7 +6,8 @@ use crate::cms::{self, CmsConfig, RunningCms};
 use crate::engine::secrets_dir::{KeySecretFile, SecretsDir};
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
 use crate::model::desired::{
-    ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY, LABEL_POLICY_UID,
+    ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
+    LABEL_POLICY_UID,
 };
 use crate::plan::{diff, render_text, Plan};
 use crate::policy::load::{self, ManifestSet};
@@ -16,11 +17,8 @@ use crate::providers::reference::ReferenceCms;
 use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
 use base64::Engine as _;
 use serde_json::json;
-use settings_record::SettingsRecord;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-
-pub mod settings_record;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -175,8 +173,6 @@ pub enum GitopsError {
     Sink(#[from] crate::engine::SinkError),
     #[error("{0}")]
     Locked(#[from] crate::dirlock::LockError),
-    #[error("{0}")]
-    Record(#[from] settings_record::RecordError),
     #[error("{}", missing_message(.dir, .state, *.lost, true))]
     SecretsMissing {
         dir: PathBuf,
@@ -214,7 +210,7 @@ impl std::fmt::Debug for Outcome {
 
 /// Every API the desired state names: the embedded CMS is seeded with them.
 fn apis_named(state: &DesiredState) -> BTreeSet<String> {
-    let mut apis: BTreeSet<String> = state.public.keys().cloned().collect();
+    let mut apis = state.public_apis();
     for k in &state.keys {
         apis.extend(k.spec.api_permissions.iter().map(|a| a.api.clone()));
     }
@@ -508,12 +504,6 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
     let (dir_state, _lock) = inspect_and_lock(opts).await?;
     let sink = SecretsDir::new(&opts.secrets_dir);
-    let dir = opts.secrets_dir.clone();
-    let mut record = tokio::task::spawn_blocking(move || SettingsRecord::read(&dir))
-        .await
-        .map_err(|e| {
-            GitopsError::Invalid(vec![format!("reading the settings record stopped: {e}")])
-        })??;
     let mut outcome = Outcome {
         runs: Vec::new(),
         warnings,
@@ -521,7 +511,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let mut connected = Vec::new();
     for (id, state) in &resolved.desired {
         let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
-        let run = plan_connection(id, state, &conn, &sink, &record, opts).await;
+        let run = plan_connection(id, state, &conn, &sink, opts).await;
         connected.push(conn);
         let problems = match run {
             Ok(run) => {
@@ -555,35 +545,14 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
         }
     }
     if opts.mode == Mode::Apply {
-        let declared = settings_record::declared(&set);
         for (conn, i) in connected.iter().zip(0..) {
             if let Err(e) = apply_connection(conn, &mut outcome.runs[i], &sink, opts).await {
                 return Err(stop_all(connected, e, outcome).await);
             }
-            // What the policies now in the files declared, for a later --prune.
-            let policies = resolved.desired.get(&outcome.runs[i].connection);
-            let now: BTreeMap<String, settings_record::Declared> = policies
-                .into_iter()
-                .flat_map(|s| s.policies.keys())
-                .filter_map(|p| Some((p.to_string(), declared.get(&p.to_string())?.clone())))
-                .collect();
-            record.endpoints.insert(conn.endpoint.clone(), now);
-        }
-        if let Err(e) = write_record(record, opts.secrets_dir.clone()).await {
-            return Err(stop_all(connected, Failure::Other(e), outcome).await);
         }
     }
     stop_embedded(connected).await;
     Ok(outcome)
-}
-
-async fn write_record(record: SettingsRecord, dir: PathBuf) -> Result<(), GitopsError> {
-    tokio::task::spawn_blocking(move || record.write(&dir))
-        .await
-        .map_err(|e| {
-            GitopsError::Invalid(vec![format!("writing the settings record stopped: {e}")])
-        })?
-        .map_err(GitopsError::from)
 }
 
 /// The secrets directory's state before anything touches it, and in apply mode its lock (which
@@ -670,7 +639,6 @@ async fn plan_connection(
     state: &DesiredState,
     conn: &Connected,
     sink: &SecretsDir,
-    record: &SettingsRecord,
     opts: &Options,
 ) -> Result<ConnectionRun, Failure> {
     let provider_err = |source| {
@@ -686,19 +654,14 @@ async fn plan_connection(
         Err(ExpressError::Provider(e)) => return Err(provider_err(e)),
     };
     let live = p.list_keys().await.map_err(provider_err)?;
-    let (mut state, gone) = match opts.prune {
-        true => {
-            let pruned = prune_gone(state, &live);
-            let gone = settings_record::declared_by_gone(record, &conn.endpoint, &pruned);
-            (pruned, gone)
-        }
-        false => (state.clone(), Default::default()),
+    let settings = p
+        .settings(&state.public_apis())
+        .await
+        .map_err(provider_err)?;
+    let state = &match opts.prune {
+        true => prune_gone(state, &live, &settings),
+        false => state.clone(),
     };
-    let apis = state.public.keys().chain(gone.public.keys()).cloned();
-    let settings = p.settings(&apis.collect()).await.map_err(provider_err)?;
-    // --prune: what only the policies deleted from the files declared goes too.
-    settings_record::take_away(&mut state, &settings, &gone);
-    let state = &state;
     let observed = observe_secrets(sink, &state.keys)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
@@ -787,10 +750,27 @@ async fn apply_connection(
 }
 
 /// The desired state plus, as policies without keys, every policy that owns keys in the CMS but
-/// is not in the manifests, so that the plan revokes their keys. Only keys the CLI made count:
-/// a key tagged with a policy UID belongs to a cluster's operator and is never pruned here.
-pub fn prune_gone(state: &DesiredState, live: &[crate::providers::LiveKey]) -> DesiredState {
+/// is not in the manifests, so that the plan revokes their keys; and, as empty entries, the
+/// settings entries of such policies, so that their CORS origins and public endpoints go. Only
+/// what the CLI made counts: a key or entry tagged with a policy UID belongs to a cluster's
+/// operator and is never pruned here, an entry of another owner is never touched.
+pub fn prune_gone(
+    state: &DesiredState,
+    live: &[crate::providers::LiveKey],
+    settings: &crate::providers::LiveSettings,
+) -> DesiredState {
     let mut out = state.clone();
+    for owner in settings.owners.keys() {
+        let Some(policy) = PolicyId::from_cli_settings_owner(owner) else {
+            continue;
+        };
+        out.settings
+            .entry(owner.clone())
+            .or_insert_with(|| DesiredSettings {
+                policy,
+                ..Default::default()
+            });
+    }
     let known: BTreeSet<String> = state.policies.keys().map(|p| p.to_string()).collect();
     for k in live {
         if k.spec.labels.contains_key(LABEL_POLICY_UID) {

@@ -1,6 +1,7 @@
 //! The desired state: what validated policies ask of one CMS connection.
 
-use crate::model::{ContentOp, KeySpec};
+use crate::model::settings::OwnedSettings;
+use crate::model::KeySpec;
 use jiff::SignedDuration;
 use serde::Serialize;
 use sha2::Digest;
@@ -11,6 +12,8 @@ use std::fmt;
 pub const LABEL_POLICY: &str = "keyward.dev/policy";
 pub const LABEL_POLICY_UID: &str = "keyward.dev/policy-uid";
 pub const LABEL_KEY: &str = "keyward.dev/key";
+/// How the settings owners keyward writes begin.
+pub const OWNER_PREFIX: &str = "policy:";
 
 /// A policy's identity: `namespace/name`, and its UID when it lives in a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -40,6 +43,29 @@ impl PolicyId {
         let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         let head = full[..46].trim_end_matches(['.', '-']);
         format!("{head}-{hash}")
+    }
+
+    /// The owner of the policy's entry in a CMS's shared settings: `policy:` and the label
+    /// value, and `@` and the UID when the policy lives in a cluster, so that the CLI's
+    /// `--prune` tells its own entries from an operator's and from hand-made ones.
+    pub fn settings_owner(&self) -> String {
+        match &self.uid {
+            Some(uid) => format!("{OWNER_PREFIX}{}@{uid}", self.label_value()),
+            None => format!("{OWNER_PREFIX}{}", self.label_value()),
+        }
+    }
+
+    /// The CLI-made policy a settings owner names (`policy:namespace.name`), if it is one.
+    pub fn from_cli_settings_owner(owner: &str) -> Option<String> {
+        let tag = owner.strip_prefix(OWNER_PREFIX)?;
+        if tag.contains('@') {
+            return None;
+        }
+        // A namespace has no dots: the first one ends it (a hashed long name stays as it is).
+        Some(match tag.split_once('.') {
+            Some((ns, name)) => format!("{ns}/{name}"),
+            None => tag.to_owned(),
+        })
     }
 
     /// Whether a live key's labels say this policy owns it. A key tagged with another UID
@@ -125,10 +151,28 @@ pub struct DesiredState {
     pub keys: Vec<DesiredKey>,
     /// Policies whose keys this run manages (for revoking keys removed from them).
     pub policies: BTreeMap<PolicyId, PolicySettings>,
-    /// The union of the policies' CORS origins; `None` when no policy declares CORS.
-    pub cors: Option<BTreeSet<String>>,
-    /// Public operations per API, for the APIs some policy names.
-    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+    /// Each managed policy's CORS origins and public endpoints, by settings owner (empty: the
+    /// policy asks for none, and whatever its entry holds goes).
+    pub settings: BTreeMap<String, DesiredSettings>,
+}
+
+/// What one policy asks of the CMS's shared settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredSettings {
+    /// `namespace/name`, for people.
+    pub policy: String,
+    pub want: OwnedSettings,
+    pub observe_only: bool,
+}
+
+impl DesiredState {
+    /// The APIs whose public endpoints some policy asks for.
+    pub fn public_apis(&self) -> BTreeSet<String> {
+        self.settings
+            .values()
+            .flat_map(|s| s.want.public.keys().cloned())
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

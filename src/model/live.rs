@@ -1,6 +1,7 @@
 //! The live state: keys and settings as a CMS holds them now, whichever CMS it is.
 
-use crate::model::{ContentOp, KeySpec, KeyValue};
+pub use crate::model::settings::OwnedSettings;
+use crate::model::{KeySpec, KeyValue};
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,11 +36,14 @@ pub struct IssuedKey {
     pub value: KeyValue,
 }
 
-/// Per-service settings that policies manage.
+/// The shared settings policies manage (CORS origins, public endpoints), as the CMS holds them:
+/// one entry per owner, so that writers that cannot see each other never overwrite each other.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveSettings {
-    pub cors: BTreeSet<String>,
-    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+    /// The APIs the CMS has, of those asked about.
+    pub apis: BTreeSet<String>,
+    /// Every owner's entry (see [`crate::model::desired::PolicyId::settings_owner`]).
+    pub owners: BTreeMap<String, OwnedSettings>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,20 @@
 //! Per-service settings of the key model: plan quotas, CORS origins.
 
+use crate::model::ContentOp;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One owner's share of a CMS's settings: the origins and public operations it asks for. The
+/// CMS's effective settings are the union of every owner's and its unowned base.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedSettings {
+    #[serde(default)]
+    pub cors: BTreeSet<String>,
+    /// Public operations by API; an API without any is absent.
+    #[serde(default)]
+    pub public: BTreeMap<String, BTreeSet<ContentOp>>,
+}
 
 /// microCMS's plan quotas on the number of API keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

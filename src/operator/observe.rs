@@ -2,19 +2,19 @@
 //! can hold), observe (the CMS's keys and settings, the Secrets) and plan (the pure diff).
 
 use super::context::Context;
-use super::dereference::{admitted, connection_of, Conn};
+use super::dereference::Conn;
 use super::secrets::KubeSecrets;
 use crate::engine::{observe_secrets, SinkError};
-use crate::model::desired::{ConnectionId, DesiredState, PolicyId, PolicySettings, LABEL_POLICY};
+use crate::model::desired::{
+    ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
+};
 use crate::plan::{diff, ObservedSecrets, Plan};
 use crate::policy::validate::{fit_to_provider, policy_keys, Severity};
-use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy, ProviderKind};
+use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy};
 use crate::providers::ProviderError;
 use crate::providers::{express_state, CmsProvider, ExpressError, LiveKey, LiveSettings};
 use jiff::Timestamp;
 use kube::ResourceExt;
-use std::collections::BTreeSet;
-use std::sync::Arc;
 
 /// The policy's identity as its keys' ownership tags carry it.
 pub fn policy_id(p: &ApiKeyPolicy) -> PolicyId {
@@ -30,12 +30,11 @@ pub fn policy_id(p: &ApiKeyPolicy) -> PolicyId {
 #[error("{}", .0.join("; "))]
 pub struct InvalidSpec(pub Vec<String>);
 
-/// Step 2: the policy's desired state on its connection, with the CORS origins and public
-/// endpoints of every managed policy on the same connection (the settings are per CMS).
+/// Step 2: the policy's desired state on its connection: its keys and its own entry in the
+/// CMS's shared settings (CORS origins, public endpoints).
 pub fn validate(
     p: &ApiKeyPolicy,
     conn: &Conn,
-    ctx: &Context,
     now: Timestamp,
 ) -> Result<DesiredState, InvalidSpec> {
     let (_, mut keys, diags) = policy_keys(p, None, now);
@@ -66,97 +65,18 @@ pub fn validate(
             gone: false,
         },
     );
-    // Only the reference CMS takes CORS and public endpoints; policies declaring them for
-    // another provider are refused above, so a neighbour's would only be a stale request.
-    if conn.provider == ProviderKind::Keyward {
-        add_shared_settings(&mut state, p, &conn.id, ctx, now);
-    }
+    // The policy's own entry in the CMS's shared settings: neighbours on the same connection
+    // (in this shard or another) hold their own, so none overwrites another's.
+    let id = policy_id(p);
+    state.settings.insert(
+        id.settings_owner(),
+        DesiredSettings {
+            policy: id.to_string(),
+            want: p.spec.declared_settings(),
+            observe_only: p.spec.management_policy == ManagementPolicy::ObserveOnly,
+        },
+    );
     Ok(state)
-}
-
-/// The reasons of a policy's own refusal: its settings are its own problem, never its
-/// neighbours'.
-const REFUSED: [&str; 5] = [
-    "InvalidSpec",
-    "NotAllowed",
-    "ConnectionNotAllowed",
-    "Conflict",
-    "SecretConflict",
-];
-
-/// Whether a neighbour's CORS origins and public endpoints count on a shared connection: only
-/// if it is admitted, within the connection's ceilings, valid by the offline rules, and not
-/// refused by its own last reconcile. So a namespace the connection does not admit cannot open
-/// an API, and a bad entry stops only the policy that wrote it.
-fn neighbour_counts(o: &ApiKeyPolicy, conn: &ConnectionId, ctx: &Context, now: Timestamp) -> bool {
-    let refused =
-        o.status.iter().flat_map(|s| &s.conditions).any(|c| {
-            c.type_ == "Ready" && c.status == "False" && REFUSED.contains(&c.reason.as_str())
-        });
-    if refused {
-        return false;
-    }
-    let (_, _, diags) = policy_keys(o, None, now);
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        return false;
-    }
-    let ConnectionId::ClusterCmsConnection { name } = conn else {
-        return true;
-    };
-    let Some(stores) = ctx.stores() else {
-        return false;
-    };
-    let Some(c) = stores
-        .cluster_connections
-        .get(&kube::runtime::reflector::ObjectRef::new(name))
-    else {
-        return false;
-    };
-    let ns = o.namespace().unwrap_or_else(|| "default".into());
-    admitted(&stores, &c.spec, &ns)
-        && crate::policy::ceilings::over_ceilings(&c.spec.allow, name, &o.spec, 0).is_empty()
-}
-
-/// The CORS origins and public endpoints of this policy and its managed neighbours.
-fn add_shared_settings(
-    state: &mut DesiredState,
-    p: &ApiKeyPolicy,
-    conn: &ConnectionId,
-    ctx: &Context,
-    now: Timestamp,
-) {
-    let mut policies: Vec<Arc<ApiKeyPolicy>> = ctx
-        .store()
-        .map(|s| s.state())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|o| o.uid() != p.uid())
-        .collect();
-    policies.push(Arc::new(p.clone()));
-    for o in policies {
-        let declares = o.spec.cors.is_some() || !o.spec.public_endpoints.is_empty();
-        if !declares
-            || connection_of(&o, &ctx.config.default_connection).as_ref() != Some(conn)
-            || o.spec.management_policy == ManagementPolicy::ObserveOnly
-            || o.metadata.deletion_timestamp.is_some()
-            || (o.uid() != p.uid() && !neighbour_counts(&o, conn, ctx, now))
-        {
-            continue;
-        }
-        if let Some(c) = &o.spec.cors {
-            state
-                .cors
-                .get_or_insert_with(BTreeSet::new)
-                .extend(c.origins.iter().cloned());
-        }
-        for pe in &o.spec.public_endpoints {
-            state
-                .public
-                .entry(pe.api.clone())
-                .or_default()
-                .extend(pe.operations.iter().copied());
-        }
-    }
 }
 
 /// What the CMS and the cluster hold for the policy now.
@@ -251,9 +171,7 @@ pub async fn observe(
         Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
         None => own_keys(provider, p).await?,
     };
-    let settings = provider
-        .settings(&state.public.keys().cloned().collect())
-        .await?;
+    let settings = provider.settings(&state.public_apis()).await?;
     let secrets = observe_secrets(sink, &state.keys).await?;
     Ok(Observed {
         state,

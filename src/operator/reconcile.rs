@@ -201,7 +201,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     within_ceilings(p, &conn, ctx)?;
     leave_previous_connection(p, &conn, ctx).await?;
     let provider = provider(ctx, &conn)?;
-    let state = validate(p, &conn, ctx, now)?;
+    let state = validate(p, &conn, now)?;
     let sink = KubeSecrets::for_policy(p, ctx).ok_or_else(|| Halt::Failed {
         reason: "ApplyFailed",
         error: ReconcileError::Finalizer("the policy has no uid".into()),
@@ -396,7 +396,8 @@ async fn offboard(
     Ok(Action::requeue(ctx.config.drift_interval))
 }
 
-/// Revokes every key of the policy through its connection (admitted or not); how many.
+/// Revokes every key of the policy through its connection (admitted or not), and drops its
+/// entry in the shared settings; how many keys.
 async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileError> {
     let conn = dereference_to_revoke(p, ctx).await?;
     let provider = ctx
@@ -419,6 +420,10 @@ async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileE
     if revoked > 0 {
         ctx.forget_listing(&conn.id);
     }
+    // Its CORS origins and public endpoints go with its keys; its neighbours' stay.
+    provider
+        .remove_settings_owner(&pid.settings_owner())
+        .await?;
     Ok(revoked)
 }
 

@@ -3,7 +3,7 @@
 use crate::model::desired::{
     DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY, LABEL_POLICY,
 };
-use crate::model::live::{LiveKey, LiveSettings};
+use crate::model::live::{LiveKey, LiveSettings, OwnedSettings};
 use crate::model::{ContentOp, KeySpec};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -73,14 +73,24 @@ pub enum Action {
         reason: String,
         observe_only: bool,
     },
+    /// One policy's CORS origins (its entry as a settings owner).
+    #[serde(rename_all = "camelCase")]
     SetCors {
+        policy: String,
+        owner: String,
         from: BTreeSet<String>,
         to: BTreeSet<String>,
+        observe_only: bool,
     },
+    /// One policy's public operations of one API.
+    #[serde(rename_all = "camelCase")]
     SetPublic {
+        policy: String,
+        owner: String,
         api: String,
         from: BTreeSet<ContentOp>,
         to: BTreeSet<ContentOp>,
+        observe_only: bool,
     },
 }
 
@@ -101,8 +111,10 @@ impl Action {
                     _ => name.clone(),
                 }
             }
-            Self::SetCors { .. } => "CORS origins".into(),
-            Self::SetPublic { api, .. } => format!("public endpoints of '{api}'"),
+            Self::SetCors { policy, .. } => format!("CORS origins of {policy}"),
+            Self::SetPublic { policy, api, .. } => {
+                format!("public endpoints of '{api}' for {policy}")
+            }
         }
     }
 
@@ -114,8 +126,9 @@ impl Action {
             | Self::Rotate { key, .. }
             | Self::Replace { key, .. }
             | Self::WriteSecret { key, .. } => key.observe_only,
-            Self::Revoke { observe_only, .. } => *observe_only,
-            Self::SetCors { .. } | Self::SetPublic { .. } => false,
+            Self::Revoke { observe_only, .. }
+            | Self::SetCors { observe_only, .. }
+            | Self::SetPublic { observe_only, .. } => *observe_only,
         }
     }
 
@@ -400,29 +413,46 @@ pub fn diff(
         });
     }
 
-    if let Some(want) = &desired.cors {
-        if *want != settings.cors {
-            plan.actions.push(Action::SetCors {
-                from: settings.cors.clone(),
-                to: want.clone(),
-            });
-        }
-    }
-    for (api, want) in &desired.public {
-        match settings.public.get(api) {
-            None => plan.problems.push(format!(
-                "the CMS has no API '{api}' (named in publicEndpoints)"
-            )),
-            Some(have) if have != want => plan.actions.push(Action::SetPublic {
-                api: api.clone(),
-                from: have.clone(),
-                to: want.clone(),
-            }),
-            Some(_) => {}
-        }
-    }
+    diff_settings(desired, settings, &mut plan);
     plan.actions.sort_by_key(Action::order);
     plan
+}
+
+/// Each policy's entry in the shared settings against what the CMS holds for that owner.
+fn diff_settings(desired: &DesiredState, live: &LiveSettings, plan: &mut Plan) {
+    let none = OwnedSettings::default();
+    for (owner, d) in &desired.settings {
+        let have = live.owners.get(owner).unwrap_or(&none);
+        if d.want.cors != have.cors {
+            plan.actions.push(Action::SetCors {
+                policy: d.policy.clone(),
+                owner: owner.clone(),
+                from: have.cors.clone(),
+                to: d.want.cors.clone(),
+                observe_only: d.observe_only,
+            });
+        }
+        let apis: BTreeSet<&String> = d.want.public.keys().chain(have.public.keys()).collect();
+        for api in apis {
+            let want = d.want.public.get(api).cloned().unwrap_or_default();
+            let had = have.public.get(api).cloned().unwrap_or_default();
+            if !want.is_empty() && !live.apis.contains(api) {
+                plan.problems.push(format!(
+                    "the CMS has no API '{api}' (named in publicEndpoints of {})",
+                    d.policy
+                ));
+            } else if want != had {
+                plan.actions.push(Action::SetPublic {
+                    policy: d.policy.clone(),
+                    owner: owner.clone(),
+                    api: api.clone(),
+                    from: had,
+                    to: want,
+                    observe_only: d.observe_only,
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -687,8 +717,8 @@ mod tests {
         let now = now();
         let d = desired("  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n");
         let settings = LiveSettings {
-            cors: BTreeSet::new(),
-            public: BTreeMap::from([("contact".into(), BTreeSet::new())]),
+            apis: BTreeSet::from(["contact".to_owned()]),
+            ..Default::default()
         };
         let p = diff(&d, &[], &settings, &ObservedSecrets::new(), ENDPOINT, now);
         assert_eq!(kinds(&p), ["create", "cors", "public"]);
@@ -953,6 +983,9 @@ mod tests {
         assert!(!p.has_changes());
         // Settings are never ObserveOnly.
         let cors = Action::SetCors {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
             from: BTreeSet::new(),
             to: BTreeSet::new(),
         };
@@ -979,8 +1012,8 @@ mod tests {
         gone.spec.name = "ns.p.old".into();
         gone.spec.labels.insert(LABEL_KEY.into(), "old".into());
         let settings = LiveSettings {
-            cors: BTreeSet::new(),
-            public: BTreeMap::from([("contact".into(), BTreeSet::new())]),
+            apis: BTreeSet::from(["contact".to_owned()]),
+            ..Default::default()
         };
         let mut secrets = secrets_for(&live);
         secrets.values_mut().for_each(|o| o.content_intact = false);
@@ -1012,12 +1045,20 @@ mod tests {
             "  cors: {origins: ['https://a.example']}\n  publicEndpoints: [{api: contact, operations: [create]}]\n",
         );
         let live = live_of(&d, now());
-        let same = LiveSettings {
+        let mine = OwnedSettings {
             cors: BTreeSet::from(["https://a.example".to_owned()]),
             public: BTreeMap::from([(
                 "contact".into(),
                 BTreeSet::from([crate::model::ContentOp::Create]),
             )]),
+        };
+        let same = LiveSettings {
+            apis: BTreeSet::from(["contact".to_owned()]),
+            owners: BTreeMap::from([
+                ("policy:ns.p".to_owned(), mine.clone()),
+                ("policy:ns.other".to_owned(), mine.clone()),
+                ("by-hand".to_owned(), mine),
+            ]),
         };
         let p = diff(
             &d,
@@ -1028,7 +1069,7 @@ mod tests {
             now(),
         );
         assert!(p.actions.is_empty() && p.problems.is_empty(), "{p:?}");
-        // No policy declares CORS: the live origins are left alone.
+        // The policy no longer declares them: its own entry goes, the other owners' stay.
         let none = desired("");
         let p = diff(
             &none,
@@ -1038,7 +1079,19 @@ mod tests {
             ENDPOINT,
             now(),
         );
-        assert!(p.actions.is_empty(), "{p:?}");
+        let subjects: Vec<String> = p.actions.iter().map(Action::subject).collect();
+        assert_eq!(
+            subjects,
+            [
+                "CORS origins of ns/p",
+                "public endpoints of 'contact' for ns/p"
+            ]
+        );
+        assert!(p.actions.iter().all(|a| match a {
+            Action::SetCors { owner, to, .. } => owner == "policy:ns.p" && to.is_empty(),
+            Action::SetPublic { owner, to, .. } => owner == "policy:ns.p" && to.is_empty(),
+            _ => false,
+        }));
     }
 
     #[test]

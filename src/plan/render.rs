@@ -58,14 +58,26 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                     "  - revoke   {label} (id {id}, ApiKeyPolicy {policy}): {reason}{observe}"
                 )
             }
-            Action::SetCors { from, to } => writeln!(out, "  ~ cors     {:?} -> {:?}", from, to),
-            Action::SetPublic { api, from, to } => {
+            Action::SetCors {
+                policy, from, to, ..
+            } => writeln!(
+                out,
+                "  ~ cors     {policy}: {:?} -> {:?}{observe}",
+                from, to
+            ),
+            Action::SetPublic {
+                policy,
+                api,
+                from,
+                to,
+                ..
+            } => {
                 let names = |s: &std::collections::BTreeSet<crate::model::ContentOp>| {
                     s.iter().map(|o| o.as_str()).collect::<Vec<_>>()
                 };
                 writeln!(
                     out,
-                    "  ~ public   {api}: {:?} -> {:?}",
+                    "  ~ public   {api} for {policy}: {:?} -> {:?}{observe}",
                     names(from),
                     names(to)
                 )
@@ -181,10 +193,16 @@ mod tests {
                     reason: "edited".into(),
                 },
                 Action::SetCors {
+                    policy: "ns/p".into(),
+                    owner: "policy:ns.p".into(),
+                    observe_only: false,
                     from: BTreeSet::new(),
                     to: BTreeSet::from(["https://a.example".to_owned()]),
                 },
                 Action::SetPublic {
+                    policy: "ns/p".into(),
+                    owner: "policy:ns.p".into(),
+                    observe_only: false,
                     api: "contact".into(),
                     from: ops(&[]),
                     to: ops(&[
@@ -222,8 +240,8 @@ mod tests {
              -- DELETE\n  \
              ↻ rotate   ns/p/k (id id1): a reason; new value to Secret ns/s, old value valid 600s more\n  \
              ~ secret   ns/p/k -> Secret ns/s: edited\n  \
-             ~ cors     {} -> {\"https://a.example\"}\n  \
-             ~ public   contact: [] -> [\"list\", \"create\"]\n  \
+             ~ cors     ns/p: {} -> {\"https://a.example\"}\n  \
+             ~ public   contact for ns/p: [] -> [\"list\", \"create\"]\n  \
              - revoke   ns/p/old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
              ! a problem\n  \
              Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change; \

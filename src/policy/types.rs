@@ -83,6 +83,27 @@ pub enum ManagementPolicy {
     ObserveOnly,
 }
 
+impl ApiKeyPolicySpec {
+    /// The policy's share of its CMS's shared settings (its entry as an owner).
+    pub fn declared_settings(&self) -> crate::model::live::OwnedSettings {
+        let mut out = crate::model::live::OwnedSettings::default();
+        if let Some(c) = &self.cors {
+            out.cors.extend(c.origins.iter().cloned());
+        }
+        for pe in self
+            .public_endpoints
+            .iter()
+            .filter(|p| !p.operations.is_empty())
+        {
+            out.public
+                .entry(pe.api.clone())
+                .or_default()
+                .extend(pe.operations.iter().copied());
+        }
+        out
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsSpec {

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::model::capabilities::{Capabilities, Lifetimes};
 use crate::model::desired::{
-    ConnectionId, DesiredKey, DesiredState, PolicyId, PolicySettings, SecretTarget, LABEL_KEY,
-    LABEL_POLICY, LABEL_POLICY_UID,
+    ConnectionId, DesiredKey, DesiredSettings, DesiredState, PolicyId, PolicySettings,
+    SecretTarget, LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID,
 };
 use crate::model::template::check_template;
 use crate::model::{
@@ -815,19 +815,14 @@ pub fn resolve(
                 gone: false,
             },
         );
-        if let Some(c) = &spec.cors {
-            state
-                .cors
-                .get_or_insert_with(BTreeSet::new)
-                .extend(c.origins.iter().cloned());
-        }
-        for pe in &spec.public_endpoints {
-            state
-                .public
-                .entry(pe.api.clone())
-                .or_default()
-                .extend(pe.operations.iter().copied());
-        }
+        state.settings.insert(
+            id.settings_owner(),
+            DesiredSettings {
+                policy: id.to_string(),
+                want: spec.declared_settings(),
+                observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
+            },
+        );
         state.keys.extend(keys);
     }
 

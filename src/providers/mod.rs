@@ -165,8 +165,17 @@ pub trait CmsProvider: Send + Sync {
     ) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;
-    /// CORS origins and the public operations of `apis`.
+    /// Every owner's entry in the shared settings (CORS origins, public endpoints), and which
+    /// of `apis` exist. A CMS that cannot hold owners' entries has none.
     async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings>;
-    async fn set_cors(&self, origins: &BTreeSet<String>) -> Result<()>;
-    async fn set_public(&self, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()>;
+    /// Replaces `owner`'s CORS origins (empty: its origins go).
+    async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()>;
+    /// Replaces `owner`'s public operations of `api` (empty: they go).
+    async fn set_public(&self, owner: &str, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()>;
+    /// Drops everything `owner` holds of the shared settings (its policy is deleted); nothing
+    /// to do on a CMS that cannot hold owners' entries.
+    async fn remove_settings_owner(&self, owner: &str) -> Result<()> {
+        let _ = owner;
+        Ok(())
+    }
 }

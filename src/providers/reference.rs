@@ -2,13 +2,14 @@
 
 use super::http::{Idempotent, JsonClient};
 use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use crate::model::live::OwnedSettings;
 use crate::model::normalize;
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub struct ReferenceCms {
     client: JsonClient,
@@ -242,61 +243,76 @@ impl CmsProvider for ReferenceCms {
     }
 
     async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings> {
+        /// An owner's entry as `GET /v1/owners` lists it.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Entry {
+            #[serde(default)]
+            origins: BTreeSet<String>,
+            #[serde(default)]
+            public_endpoints: BTreeMap<String, BTreeSet<ContentOp>>,
+        }
         let (_, v) = self
             .client
-            .call(Method::GET, "/v1/cors", None, Idempotent::Yes)
+            .call(Method::GET, "/v1/owners", None, Idempotent::Yes)
             .await?;
-        let cors = serde_json::from_value(v.get("origins").cloned().unwrap_or(Value::Null))
-            .map_err(|e| self.decode(e))?;
+        let owners: BTreeMap<String, Entry> =
+            serde_json::from_value(v.get("owners").cloned().unwrap_or(Value::Null))
+                .map_err(|e| self.decode(e))?;
         let mut out = LiveSettings {
-            cors,
+            owners: owners
+                .into_iter()
+                .map(|(owner, e)| {
+                    let s = OwnedSettings {
+                        cors: e.origins,
+                        public: e.public_endpoints,
+                    };
+                    (owner, s)
+                })
+                .collect(),
             ..Default::default()
         };
         if apis.is_empty() {
             return Ok(out);
         }
-        // One listing carries every API's public operations.
         let (_, v) = self
             .client
             .call(Method::GET, "/v1/apis", None, Idempotent::Yes)
             .await?;
-        for a in v
+        out.apis = v
             .get("apis")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let Some(name) = a.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            if apis.contains(name) {
-                let ops: BTreeSet<ContentOp> = serde_json::from_value(
-                    a.get("publicOperations").cloned().unwrap_or(Value::Null),
-                )
-                .map_err(|e| self.decode(e))?;
-                out.public.insert(name.to_owned(), ops);
-            }
-        }
+            .filter_map(|a| a.get("name").and_then(Value::as_str))
+            .filter(|name| apis.contains(*name))
+            .map(str::to_owned)
+            .collect();
         Ok(out)
     }
 
-    async fn set_cors(&self, origins: &BTreeSet<String>) -> Result<()> {
+    async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()> {
         let body = json!({ "origins": origins });
+        let path = format!("/v1/cors/owners/{owner}");
         self.client
-            .call(Method::PUT, "/v1/cors", Some(&body), Idempotent::Yes)
+            .call(Method::PUT, &path, Some(&body), Idempotent::Yes)
             .await?;
         Ok(())
     }
 
-    async fn set_public(&self, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()> {
+    async fn set_public(&self, owner: &str, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()> {
         let body = json!({ "operations": ops });
+        let path = format!("/v1/apis/{api}/public/owners/{owner}");
         self.client
-            .call(
-                Method::PUT,
-                &format!("/v1/apis/{api}/public"),
-                Some(&body),
-                Idempotent::Yes,
-            )
+            .call(Method::PUT, &path, Some(&body), Idempotent::Yes)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_settings_owner(&self, owner: &str) -> Result<()> {
+        let path = format!("/v1/owners/{owner}");
+        self.client
+            .call(Method::DELETE, &path, None, Idempotent::Yes)
             .await?;
         Ok(())
     }

@@ -28,6 +28,7 @@ mod content;
 mod keys;
 mod members;
 mod settings;
+pub use settings::{valid_owner, OwnerWrite};
 
 /// A project member; personal keys inherit the member's role.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,7 +69,35 @@ pub struct KeyPatch {
 #[derive(Clone, Debug)]
 pub struct ApiInfo {
     pub created_at: Timestamp,
+    /// The unowned base, set by hand (`PUT /v1/apis/{api}/public`).
     pub public_ops: BTreeSet<ContentOp>,
+    /// The union of the owners' entries for this API (derived from [`OwnerEntry`]s).
+    pub owned_ops: BTreeSet<ContentOp>,
+}
+
+impl ApiInfo {
+    /// What is public: the base and every owner's entry.
+    pub fn effective_ops(&self) -> BTreeSet<ContentOp> {
+        self.public_ops.union(&self.owned_ops).copied().collect()
+    }
+}
+
+/// What one owner (a policy, say) asked of the shared settings. The effective settings are
+/// the union of every owner's entry and the unowned base, so writers that cannot see each other
+/// (operator shards, a CLI and an operator) never overwrite each other's origins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnerEntry {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub origins: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub public_endpoints: BTreeMap<String, BTreeSet<ContentOp>>,
+}
+
+impl OwnerEntry {
+    fn is_empty(&self) -> bool {
+        self.origins.is_empty() && self.public_endpoints.values().all(BTreeSet::is_empty)
+    }
 }
 
 #[derive(Default)]
@@ -76,7 +105,11 @@ struct State {
     apis: BTreeMap<String, ApiInfo>,
     /// (environment, api) -> entries by id.
     entries: HashMap<(String, String), BTreeMap<String, Entry>>,
+    /// The unowned base list (`PUT /v1/cors`).
     cors: Vec<String>,
+    owners: BTreeMap<String, OwnerEntry>,
+    /// The union of the owners' origins (derived).
+    owned_cors: BTreeSet<String>,
     members: BTreeMap<String, Member>,
     roles: BTreeMap<String, Role>,
 }
@@ -102,6 +135,7 @@ pub struct ListQuery {
 /// Longest grace period a regenerate may keep the old value valid.
 const MAX_GRACE: SignedDuration = crate::model::days(30);
 const CORS_SETTING: &str = "cors";
+const OWNERS_SETTING: &str = "owners";
 
 pub struct Service {
     db: Mutex<Store>,
@@ -129,6 +163,7 @@ impl Service {
                 ApiInfo {
                     created_at,
                     public_ops: parse_ops(&ops),
+                    owned_ops: BTreeSet::new(),
                 },
             );
         }
@@ -140,6 +175,8 @@ impl Service {
                 .insert(entry.id.clone(), entry);
         }
         state.cors = store.setting(CORS_SETTING)?.unwrap_or_default();
+        state.owners = store.setting(OWNERS_SETTING)?.unwrap_or_default();
+        state.derive_owned();
         for m in store.docs::<Member>(DocTable::Members)? {
             state.members.insert(m.name.clone(), m);
         }

@@ -541,14 +541,14 @@ impl CmsProvider for Directus {
         Ok(LiveSettings::default())
     }
 
-    async fn set_cors(&self, _origins: &BTreeSet<String>) -> Result<()> {
+    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
         Err(unsupported(
             "spec.cors",
             capabilities::CAPABILITIES.cors.unwrap_or_default(),
         ))
     }
 
-    async fn set_public(&self, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
+    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
         Err(unsupported(
             "spec.publicEndpoints",
             capabilities::CAPABILITIES

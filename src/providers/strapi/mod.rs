@@ -429,14 +429,14 @@ impl CmsProvider for Strapi {
         Ok(LiveSettings::default())
     }
 
-    async fn set_cors(&self, _origins: &BTreeSet<String>) -> Result<()> {
+    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
         Err(unsupported(
             "spec.cors",
             "Strapi's CORS origins are set in config/middlewares.js, not through its API",
         ))
     }
 
-    async fn set_public(&self, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
+    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
         Err(unsupported(
             "spec.publicEndpoints",
             "Strapi's public access is the users-permissions Public role, outside the token API",
