@@ -1499,6 +1499,7 @@ fn finalizers_of(c: &Cluster, path: &str, name: &str) -> Vec<String> {
 const CONNECTIONS: &str = "apis/keyward.dev/v1alpha1/cmsconnections";
 const SECRETS: &str = "api/v1/secrets";
 const POLICIES: &str = "apis/keyward.dev/v1alpha1/apikeypolicies";
+const ROLES: &str = "apis/rbac.authorization.k8s.io/v1/roles";
 
 /// Deleting a namespace deletes its policies, connections and credential Secrets at once. The
 /// in-use finalizers keep the connection and its Secret until the policy's keys are revoked;
@@ -2504,4 +2505,41 @@ async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shar
     );
     a.abort();
     b.abort();
+}
+
+/// Drift checks of a settled policy with readers and a restart target make no Kubernetes GET:
+/// Secrets, Roles and RoleBindings come from the controller's stores, and a workload already
+/// seen with the Secret's content is not read again. A reader's Role deleted by hand is
+/// repaired at once (it is owned and watched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_checks_make_no_kubernetes_get() {
+    let c = cluster().await;
+    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
+    let (ctx, op) = start(&c, config());
+    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
+        "readers": {"serviceAccounts": ["web"]}, "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &policy(keys, json!({})))
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+    more_reconciles(&ctx, 2).await;
+    let before = c.emu.counters.gets();
+    more_reconciles(&ctx, 5).await;
+    assert_eq!(
+        c.emu.counters.gets(),
+        before,
+        "five drift checks made Kubernetes GETs"
+    );
+    let roles: Api<Role> = Api::namespaced(c.client.clone(), "shop");
+    roles
+        .delete("keyward-read-reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the reader's Role is back", RECONCILES, || async {
+        c.emu.get(ROLES, "shop", "keyward-read-reader").is_some()
+    })
+    .await;
+    op.abort();
 }

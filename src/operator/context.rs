@@ -8,6 +8,7 @@ use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ProviderKind};
 use crate::providers::{CmsProvider, LiveKey};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -30,6 +31,9 @@ pub struct Stores {
     /// The Secrets keyward wrote (`app.kubernetes.io/managed-by=keyward`), metadata only: their
     /// resourceVersions tell when a Secret read before is still as it was.
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
+    /// The Roles and RoleBindings keyward made for readers (labelled `keyward.dev/policy`).
+    pub reader_roles: Store<Role>,
+    pub reader_bindings: Store<RoleBinding>,
 }
 
 /// What a drift check needs of a Secret keyward wrote, as last read, with the resourceVersion
@@ -47,6 +51,8 @@ impl Stores {
             self.namespaces.wait_until_ready(),
             self.credentials.wait_until_ready(),
             self.owned_secrets.wait_until_ready(),
+            self.reader_roles.wait_until_ready(),
+            self.reader_bindings.wait_until_ready(),
         );
     }
 }
@@ -92,6 +98,9 @@ pub struct Context {
     renewing: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
     /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
     pub secret_observations: SecretObservations,
+    /// Per (policy uid, workload kind and name, Secret): the Secret content hash the workload's
+    /// pod template was last seen or patched with, so drift checks do not read the workload.
+    pub restarts: Mutex<HashMap<(String, String, String), String>>,
     /// Policies whose next reconcile must read the CMS afresh (a new force-sync value).
     fresh_reads: Mutex<std::collections::HashSet<String>>,
     /// Per policy: the last `keyward.dev/force-sync` value acted on.
@@ -130,6 +139,7 @@ impl Context {
             renewing: Mutex::new(HashMap::new()),
             fresh_reads: Mutex::new(Default::default()),
             secret_observations: Default::default(),
+            restarts: Default::default(),
             force_sync_limiter: governor::RateLimiter::keyed(
                 governor::Quota::with_period(FORCE_SYNC_EVERY)
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
@@ -170,6 +180,7 @@ impl Context {
     pub fn forget_secret_observations(&self, p: &ApiKeyPolicy) {
         let uid = p.uid().unwrap_or_default();
         self.secret_observations.lock().retain(|k, _| k.0 != uid);
+        self.restarts.lock().retain(|k, _| k.0 != uid);
     }
 
     /// keyward changed the connection's keys: its listing is out of date.

@@ -11,6 +11,7 @@ use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -238,6 +239,12 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
         api::<PartialObjectMeta<Secret>>(&client, &cfg.namespace),
         owned_secrets,
     );
+    // Readers' Roles and RoleBindings keyward made: owned too (a deleted or edited one is
+    // repaired at once), and read from stores, not the API server.
+    let readers = || watcher::Config::default().labels("keyward.dev/policy");
+    let (reader_roles, role_events) = reflected(api::<Role>(&client, &cfg.namespace), readers());
+    let (reader_bindings, binding_events) =
+        reflected(api::<RoleBinding>(&client, &cfg.namespace), readers());
     let stores = Stores {
         policies: policies.clone(),
         connections,
@@ -245,6 +252,8 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
         namespaces,
         credentials,
         owned_secrets: owned,
+        reader_roles,
+        reader_bindings,
     };
     ctx.set_stores(Some(stores.clone()));
     ctx.metrics.set_ready(true);
@@ -256,6 +265,8 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let in_use = super::in_use::keep(client.clone(), stores.clone(), default.clone());
     let controller = Controller::for_stream(trigger, policies)
         .owns_stream(owned_events)
+        .owns_stream(role_events)
+        .owns_stream(binding_events)
         .watches_stream(connection_events, move |c: CmsConnection| {
             let id = ConnectionId::CmsConnection {
                 namespace: c.namespace().unwrap_or_default(),

@@ -9,9 +9,9 @@ use crate::engine::ANN_CONTENT_HASH;
 use crate::model::desired::DesiredKey;
 use crate::policy::{ApiKeyPolicy, WorkloadKind};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -26,15 +26,25 @@ pub async fn publish_to_workloads(
     restart_workloads(p, keys, ctx).await
 }
 
-/// A Role and RoleBinding per Secret that has readers: `get` on exactly that Secret.
+/// A Role and RoleBinding per Secret that has readers: `get` on exactly that Secret. What exists
+/// is read from the controller's stores, so a drift check makes no API call here.
 async fn reconcile_readers(
     p: &ApiKeyPolicy,
     keys: &[DesiredKey],
     ctx: &Context,
 ) -> Result<(), kube::Error> {
     let ns = p.namespace().unwrap_or_default();
-    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), &ns);
-    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    let stores = ctx.stores();
+    let roles = Kept {
+        api: Api::namespaced(ctx.client.clone(), &ns),
+        store: stores.as_ref().map(|s| s.reader_roles.clone()),
+        ns: ns.clone(),
+    };
+    let bindings = Kept {
+        api: Api::namespaced(ctx.client.clone(), &ns),
+        store: stores.as_ref().map(|s| s.reader_bindings.clone()),
+        ns: ns.clone(),
+    };
     let owner = super::secrets::owner_ref(p);
     // Without a uid (never so for a stored policy) nothing counts as the policy's.
     let uid = p.metadata.uid.clone().unwrap_or_default();
@@ -56,106 +66,221 @@ async fn reconcile_readers(
         let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": readers.service_accounts.iter().map(|sa| json!({"kind": "ServiceAccount", "name": sa, "namespace": ns})).collect::<Vec<_>>()});
-        let pp = PatchParams::apply(&ctx.config.field_manager).force();
-        let (old_role, old_binding) = (roles.get_opt(&name).await?, bindings.get_opt(&name).await?);
+        let manager = &ctx.config.field_manager;
         // Same rule as for Secrets: never take over a Role or RoleBinding that is not ours.
-        let foreign = old_role.as_ref().is_some_and(|r| !owned_by(r, &uid))
-            || old_binding.as_ref().is_some_and(|b| !owned_by(b, &uid));
-        if foreign {
+        let ours = roles.write(&name, &role, "rules", &uid, manager).await?
+            && bindings
+                .write(&name, &binding, "subjects", &uid, manager)
+                .await?;
+        if !ours {
             let note = format!("Role or RoleBinding {name} exists and is not this policy's: it is left alone, and the readers of Secret {} are not granted access", k.secret.name);
             tracing::warn!(policy = %p.name_any(), "{note}");
             publish(ctx, p, EventType::Warning, "ReaderConflict", &note).await;
-            continue;
-        }
-        let current_role = old_role.map(|r| serde_json::to_value(r.rules).unwrap_or_default());
-        if current_role.as_ref() != Some(&role["rules"]) {
-            roles.patch(&name, &pp, &Patch::Apply(&role)).await?;
-        }
-        let current = old_binding.map(|b| serde_json::to_value(b.subjects).unwrap_or_default());
-        if current.as_ref() != Some(&binding["subjects"]) {
-            bindings.patch(&name, &pp, &Patch::Apply(&binding)).await?;
         }
     }
     // Readers removed from the spec lose access.
-    let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
-    for r in roles.list_metadata(&lp).await?.items {
-        let name = r.name_any();
-        if !wanted.contains(&name) && owned_by(&r, &uid) {
-            let _ = roles.delete(&name, &Default::default()).await;
-            let _ = bindings.delete(&name, &Default::default()).await;
+    for name in roles.labelled(&label, &uid).await? {
+        if !wanted.contains(&name) {
+            let _ = roles.api.delete(&name, &Default::default()).await;
+            let _ = bindings.api.delete(&name, &Default::default()).await;
         }
     }
     Ok(())
 }
 
+/// A kind of object keyward makes for readers: written through `api`, read from `store` (the
+/// controller's) when there is one.
+struct Kept<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    api: Api<K>,
+    store: Option<Store<K>>,
+    ns: String,
+}
+
+impl<K> Kept<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    async fn get(&self, name: &str) -> Result<Option<K>, kube::Error> {
+        match &self.store {
+            Some(s) => Ok(s
+                .get(&ObjectRef::new(name).within(&self.ns))
+                .map(|o| (*o).clone())),
+            None => self.api.get_opt(name).await,
+        }
+    }
+
+    /// Makes `desired` so, unless a `name` that is not the policy's (`uid`) holds the name:
+    /// then `false` and nothing written. A new one is created (never applied over something
+    /// the store did not show); `field` is what can drift.
+    async fn write(
+        &self,
+        name: &str,
+        desired: &serde_json::Value,
+        field: &str,
+        uid: &str,
+        manager: &str,
+    ) -> Result<bool, kube::Error> {
+        let current = match self.get(name).await? {
+            Some(c) => c,
+            None => {
+                let obj: K =
+                    serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
+                let pp = PostParams {
+                    field_manager: Some(manager.to_owned()),
+                    ..Default::default()
+                };
+                match self.api.create(&pp, &obj).await {
+                    Ok(_) => return Ok(true),
+                    // There after all (not ours, or not in the store yet): look at it.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        match self.api.get_opt(name).await? {
+                            Some(c) => c,
+                            None => return Ok(true),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if !owned_by(&current, uid) {
+            return Ok(false);
+        }
+        let have = serde_json::to_value(&current).unwrap_or_default();
+        if have.get(field) != desired.get(field) {
+            let pp = PatchParams::apply(manager).force();
+            self.api.patch(name, &pp, &Patch::Apply(desired)).await?;
+        }
+        Ok(true)
+    }
+
+    /// The names of the policy's objects (`label`) that it (`uid`) owns.
+    async fn labelled(
+        &self,
+        label: &(String, String),
+        uid: &str,
+    ) -> Result<Vec<String>, kube::Error> {
+        let Some(store) = &self.store else {
+            let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
+            let list = self.api.list_metadata(&lp).await?;
+            return Ok(list
+                .items
+                .iter()
+                .filter(|o| owned_by(*o, uid))
+                .map(|o| o.name_any())
+                .collect());
+        };
+        Ok(store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.namespace().as_deref() == Some(self.ns.as_str())
+                    && o.labels().get(&label.0) == Some(&label.1)
+                    && owned_by(o.as_ref(), uid)
+            })
+            .map(|o| o.name_any())
+            .collect())
+    }
+}
+
 /// Rolls each restart target once per Secret content: a pod-template annotation carries the
-/// Secret's content hash and is only patched when it differs.
+/// Secret's content hash and is only patched when it differs. The Secret's hash comes from the
+/// store of owned Secrets, and a workload already seen with that hash is not read again, so a
+/// drift check makes no API call here.
 async fn restart_workloads(
     p: &ApiKeyPolicy,
     keys: &[DesiredKey],
     ctx: &Context,
 ) -> Result<(), kube::Error> {
     let ns = p.namespace().unwrap_or_default();
+    let uid = p.uid().unwrap_or_default();
     for (decl, k) in p.spec.keys.iter().zip(keys) {
         if decl.restart_targets.is_empty() {
             continue;
         }
-        let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_metadata_opt(&k.secret.name)
-            .await?
-        else {
+        let Some(hash) = content_hash(ctx, &ns, &k.secret.name).await? else {
             continue;
         };
-        let Some(hash) = secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANN_CONTENT_HASH))
-            .cloned()
-        else {
-            continue;
-        };
-        let ann = restart_annotation(&k.secret.name);
         for t in &decl.restart_targets {
-            let (group_version, plural) = match t.kind {
-                WorkloadKind::Deployment => ("apps/v1", "deployments"),
-                WorkloadKind::StatefulSet => ("apps/v1", "statefulsets"),
-                WorkloadKind::DaemonSet => ("apps/v1", "daemonsets"),
-            };
-            let gvk = kube::api::GroupVersionKind::gvk("apps", "v1", &format!("{:?}", t.kind));
-            let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
-            let api: Api<kube::api::DynamicObject> =
-                Api::namespaced_with(ctx.client.clone(), &ns, &ar);
-            let Some(w) = api.get_opt(&t.name).await? else {
-                tracing::warn!(workload = %t.name, kind = ?t.kind, %group_version, "restart target not found");
+            let seen = (
+                uid.clone(),
+                format!("{:?}/{}", t.kind, t.name),
+                k.secret.name.clone(),
+            );
+            if ctx.restarts.lock().get(&seen) == Some(&hash) {
                 continue;
-            };
-            let current = w
-                .data
-                .pointer(&format!(
-                    "/spec/template/metadata/annotations/{}",
-                    ann.replace('/', "~1")
-                ))
-                .and_then(|v| v.as_str());
-            if current != Some(hash.as_str()) {
-                let patch = json!({"spec": {"template": {"metadata": {"annotations": {ann.clone(): hash}}}}});
-                api.patch(&t.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                publish(
-                    ctx,
-                    p,
-                    EventType::Normal,
-                    "Restarted",
-                    &format!(
-                        "{:?} {} rolled for the new value of Secret {}",
-                        t.kind, t.name, k.secret.name
-                    ),
-                )
-                .await;
+            }
+            if roll(ctx, p, &ns, t, &k.secret.name, &hash).await? {
+                ctx.restarts.lock().insert(seen, hash.clone());
             }
         }
     }
     Ok(())
+}
+
+/// The content hash keyward wrote on Secret `ns/name`: from the store of owned Secrets (a GET
+/// only without one).
+async fn content_hash(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>, kube::Error> {
+    let annotations = match ctx.stores() {
+        Some(s) => s
+            .owned_secrets
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|o| o.metadata.annotations.clone()),
+        None => Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_metadata_opt(name)
+            .await?
+            .and_then(|o| o.metadata.annotations),
+    };
+    Ok(annotations.and_then(|a| a.get(ANN_CONTENT_HASH).cloned()))
+}
+
+/// Puts `hash` on the workload's pod template if it is not there (which rolls it); whether the
+/// workload exists.
+async fn roll(
+    ctx: &Context,
+    p: &ApiKeyPolicy,
+    ns: &str,
+    t: &crate::policy::RestartTarget,
+    secret: &str,
+    hash: &str,
+) -> Result<bool, kube::Error> {
+    let (group_version, plural) = match t.kind {
+        WorkloadKind::Deployment => ("apps/v1", "deployments"),
+        WorkloadKind::StatefulSet => ("apps/v1", "statefulsets"),
+        WorkloadKind::DaemonSet => ("apps/v1", "daemonsets"),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk("apps", "v1", &format!("{:?}", t.kind));
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let Some(w) = api.get_opt(&t.name).await? else {
+        tracing::warn!(workload = %t.name, kind = ?t.kind, %group_version, "restart target not found");
+        return Ok(false);
+    };
+    let ann = restart_annotation(secret);
+    let current = w
+        .data
+        .pointer(&format!(
+            "/spec/template/metadata/annotations/{}",
+            ann.replace('/', "~1")
+        ))
+        .and_then(|v| v.as_str());
+    if current != Some(hash) {
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {ann: hash}}}}});
+        api.patch(&t.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let note = format!(
+            "{:?} {} rolled for the new value of Secret {secret}",
+            t.kind, t.name
+        );
+        publish(ctx, p, EventType::Normal, "Restarted", &note).await;
+    }
+    Ok(true)
 }
 
 /// The pod-template annotation that rolls a workload when Secret `secret` changes:

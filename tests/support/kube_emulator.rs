@@ -67,6 +67,11 @@ impl Counters {
             .unwrap_or(0)
     }
 
+    /// GETs of single objects of every resource, by resource.
+    pub fn gets(&self) -> BTreeMap<String, u64> {
+        self.gets_by_resource.lock().unwrap().clone()
+    }
+
     /// Mutating requests to one resource (e.g. `secrets`, `apikeypolicies`), answered or not.
     pub fn writes_to(&self, plural: &str) -> u64 {
         self.by_resource
