@@ -7,6 +7,8 @@
 //! KEYWARD_BENCH_POLICIES, KEYWARD_BENCH_STEADY_SECS and KEYWARD_BENCH_DRIFT_SECS change that.
 //! Under `cargo test` it runs 3 policies for 3 seconds as a smoke test.
 
+#[path = "support/argon2_floor.rs"]
+mod argon2_floor;
 #[path = "../tests/support/kube_emulator.rs"]
 mod kube_emulator;
 
@@ -134,6 +136,7 @@ async fn main() {
     let rss_before = rss_mib();
     println!("{n} policies x 3 keys; drift checks every {}s; RSS before the operator: {rss_before:.0} MiB", drift.as_secs());
 
+    let floor = argon2_floor::floor(n * 3);
     // The operator runs as its own process (the real binary), talking to the emulator over HTTP,
     // so its resident memory is its own; under `cargo test` it runs in-process.
     let started = Instant::now();
@@ -154,7 +157,10 @@ async fn main() {
                 ])
                 .arg(format!("{}s", drift.as_secs()))
                 .env("KUBECONFIG", &kubeconfig)
-                .env("KEYWARD_LOG", "warn")
+                .env(
+                    "KEYWARD_LOG",
+                    std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("operator process"),
@@ -179,6 +185,7 @@ async fn main() {
         );
     }
     let cold = started.elapsed();
+    println!("cold start: {}", argon2_floor::ratio(cold, floor));
     match &child {
         Some(c) => println!(
             "cold start to all Ready: {:.1} s; operator process RSS {:.0} MiB",
@@ -206,12 +213,16 @@ async fn main() {
             .reads
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    let (cms_w, reads_before) = (running.writes(), reads());
+    let gets = || emu.counters.gets().values().sum::<u64>();
+    let (cms_w, reads_before, gets_before, listings_before) =
+        (running.writes(), reads(), gets(), running.key_listings());
     tokio::time::sleep(steady).await;
     let k8s_writes = kinds.iter().map(|k| emu.counters.writes_to(k)).sum::<u64>() - k8s_before;
     let cms_writes = running.writes() - cms_w;
     let k8s_reads = reads() - reads_before;
-    println!("steady {}s: {k8s_writes} Kubernetes writes, {cms_writes} CMS writes ({k8s_reads} Kubernetes reads by drift checks)", steady.as_secs());
+    let k8s_gets = gets() - gets_before;
+    let listings = running.key_listings() - listings_before;
+    println!("steady {}s: {k8s_writes} Kubernetes writes, {cms_writes} CMS writes; drift checks read: {k8s_gets} Kubernetes GETs ({k8s_reads} Kubernetes requests with lists and watches), {listings} CMS key listings", steady.as_secs());
     if let Some(c) = &child {
         println!(
             "operator process RSS after the steady period: {:.0} MiB",

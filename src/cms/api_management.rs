@@ -91,6 +91,8 @@ async fn list_keys(
     Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, CmsError> {
     let caller = gate(&ctx, &client, MP::KeysManage).await?;
+    ctx.key_listings
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let wanted = match filter.label.as_deref() {
         None => None,
         Some(l) => Some(

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub auth: Auth,
     /// Write requests served (every write goes through [`blocking`]).
     pub writes: std::sync::atomic::AtomicU64,
+    /// Key listings served (`GET /v1/keys`), for the operator's drift-check figures.
+    pub key_listings: std::sync::atomic::AtomicU64,
 }
 
 /// Runs a write (SQLite commit, maybe Argon2id) off the async workers.
@@ -196,6 +198,13 @@ impl RunningCms {
     /// Write requests this instance has served (for "zero writes" checks and benchmarks).
     pub fn writes(&self) -> u64 {
         self.ctx.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Key listings (`GET /v1/keys`) this instance has served.
+    pub fn key_listings(&self) -> u64 {
+        self.ctx
+            .key_listings
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves until the process is stopped.
@@ -366,6 +375,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
         writes: Default::default(),
+        key_listings: Default::default(),
         auth: Auth::new(
             admin_token.expose(),
             cfg.public_rate,

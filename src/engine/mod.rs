@@ -262,29 +262,81 @@ fn describe(a: &Action) -> String {
 }
 
 impl Engine<'_> {
-    /// Carries out the plan's pending actions in order; stops at the first failure.
+    /// Carries out the plan's pending actions in order; stops at the first failure. A run of
+    /// creates goes [`CmsProvider::parallel_creates`] at a time: the CMS hashes every new value
+    /// (Argon2id, slow on purpose), and one create at a time would leave all but one of its
+    /// cores idle. A failure stops new work; what is under way finishes, so no created key
+    /// loses its value.
     pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, ApplyError> {
         let pending: Vec<&Action> = plan.pending().collect();
         let mut report = ApplyReport::default();
-        for (i, action) in pending.iter().enumerate() {
-            match self.apply_one(plan, action).await {
-                Ok((what, secret_written)) => {
+        let mut next = 0;
+        while next < pending.len() {
+            let creates = pending[next..]
+                .iter()
+                .take_while(|a| matches!(a, Action::Create { .. }))
+                .count();
+            let width = match creates {
+                0 => 1,
+                n => n.min(self.provider.parallel_creates().max(1)),
+            };
+            let batch = &pending[next..next + creates.max(1)];
+            let (started, failures) = self.run_batch(plan, batch, width, &mut report).await;
+            if let Some(((j, first), rest)) = failures.split_first() {
+                let also: String = rest
+                    .iter()
+                    .map(|(i, e)| format!("; also failed: {}: {}", describe(batch[*i]), e.message))
+                    .collect();
+                let untouched = batch[started..]
+                    .iter()
+                    .chain(&pending[next + batch.len()..]);
+                return Err(ApplyError {
+                    done: report.done,
+                    failed: describe(batch[*j]),
+                    cause: format!("{}{also}", first.message),
+                    not_attempted: untouched.map(|a| describe(a)).collect(),
+                    transient: failures.iter().all(|(_, e)| e.transient),
+                });
+            }
+            next += batch.len();
+        }
+        Ok(report)
+    }
+
+    /// Applies `batch` `width` at a time (one until the first succeeds, so a CMS that refuses
+    /// fails one call, not `width`), recording what is done in `report`; how many were started,
+    /// and the failures by position (none started after the first).
+    async fn run_batch(
+        &self,
+        plan: &Plan,
+        batch: &[&Action],
+        width: usize,
+        report: &mut ApplyReport,
+    ) -> (usize, Vec<(usize, StepError)>) {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut running = FuturesUnordered::new();
+        let mut failures = Vec::new();
+        let (mut started, mut succeeded) = (0, false);
+        loop {
+            let limit = if succeeded { width } else { 1 };
+            while failures.is_empty() && running.len() < limit && started < batch.len() {
+                let (i, action) = (started, batch[started]);
+                running.push(async move { (i, self.apply_one(plan, action).await) });
+                started += 1;
+            }
+            match running.next().await {
+                None => break,
+                Some((_, Ok((what, secret_written)))) => {
+                    succeeded = true;
                     tracing::info!(action = %what, "applied");
                     report.done.push(what);
                     report.secrets_written += usize::from(secret_written);
                 }
-                Err(e) => {
-                    return Err(ApplyError {
-                        done: report.done,
-                        failed: describe(action),
-                        cause: e.message,
-                        not_attempted: pending[i + 1..].iter().map(|a| describe(a)).collect(),
-                        transient: e.transient,
-                    })
-                }
+                Some((i, Err(e))) => failures.push((i, e)),
             }
         }
-        Ok(report)
+        failures.sort_by_key(|(i, _)| *i);
+        (started, failures)
     }
 
     /// Writes a Secret, trying [`SECRET_WRITE_ATTEMPTS`] times with jittered backoff from

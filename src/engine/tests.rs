@@ -24,6 +24,12 @@ struct FakeCms {
     /// A status the next calls of this name answer.
     fail: Mutex<Option<(&'static str, u16)>>,
     expiries: Mutex<Vec<(String, Timestamp)>>,
+    /// `parallel_creates`; above 1, each create takes a little while, so that they overlap.
+    parallel: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+    /// The key name whose create is refused.
+    refuse_create: Option<&'static str>,
 }
 
 impl FakeCms {
@@ -78,8 +84,27 @@ impl CmsProvider for FakeCms {
     async fn list_keys(&self) -> crate::providers::Result<Vec<LiveKey>> {
         Ok(self.keys.lock().values().cloned().collect())
     }
+    fn parallel_creates(&self) -> usize {
+        self.parallel.max(1)
+    }
     async fn create_key(&self, spec: &KeySpec) -> crate::providers::Result<IssuedKey> {
+        use std::sync::atomic::Ordering::SeqCst;
         self.record(format!("create {}", spec.name), "create")?;
+        // Refused at once, while the others are under way.
+        if self.refuse_create == Some(spec.name.as_str()) {
+            return Err(ProviderError::Rejected {
+                endpoint: ENDPOINT.into(),
+                status: 503,
+                message: "busy".into(),
+            });
+        }
+        if self.parallel > 1 {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
+
         Ok(self.issue(LiveKey {
             id: String::new(),
             spec: spec.clone(),
@@ -527,6 +552,69 @@ async fn a_rewrite_needs_the_value_and_the_key_of_the_plan() {
         .unwrap_err();
     assert_eq!(e.cause, "key id1 vanished from the plan");
     assert!(!e.transient);
+}
+
+/// Ten creates for ten keys, each with its own Secret.
+fn ten_creates() -> Vec<Action> {
+    let d = desired("");
+    (0..10)
+        .map(|i| {
+            let mut k = d.keys[0].clone();
+            k.key = format!("k{i}");
+            k.spec.name = format!("ns.p.k{i}");
+            k.secret.name = format!("s{i}");
+            Action::Create { key: k }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_run_side_by_side_and_a_failure_lets_those_under_way_finish() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let cms = FakeCms {
+        parallel: 4,
+        ..Default::default()
+    };
+    let sink = MemSink::default();
+    let report = engine(&cms, &sink)
+        .apply(&plan(ten_creates(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(report.secrets_written, 10);
+    assert_eq!(cms.most_in_flight.load(SeqCst), 4);
+    // k3 is refused: the first create goes alone, then four at a time; those under way when
+    // k3 fails finish and keep their values, the rest are not attempted.
+    let cms = FakeCms {
+        parallel: 4,
+        refuse_create: Some("ns.p.k3"),
+        ..Default::default()
+    };
+    let sink = MemSink::default();
+    let e = engine(&cms, &sink)
+        .apply(&plan(ten_creates(), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.failed, "create key ns/p/k3");
+    let mut done: Vec<&str> = e.done.iter().map(|d| &d[..20]).collect();
+    done.sort();
+    assert_eq!(
+        done,
+        [
+            "created key ns/p/k0 ",
+            "created key ns/p/k1 ",
+            "created key ns/p/k2 ",
+            "created key ns/p/k4 "
+        ]
+    );
+    for s in ["s0", "s1", "s2", "s4"] {
+        assert!(sink.value(s).is_some(), "{s} lost its value");
+    }
+    assert_eq!(
+        e.not_attempted,
+        (5..10)
+            .map(|i| format!("create key ns/p/k{i}"))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

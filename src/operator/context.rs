@@ -93,6 +93,8 @@ pub struct Context {
     /// Per connection: its last full key listing and when it was made, shared by the drift
     /// checks of its policies (one listing per drift interval, not one per policy).
     listings: Mutex<HashMap<ConnectionId, Listing>>,
+    /// Per connection: how many times keyward's writes made its listing out of date.
+    epochs: Mutex<HashMap<ConnectionId, u64>>,
     /// Per connection: held while its listing is renewed, so that the drift checks that find
     /// it out of date at once make one listing between them.
     renewing: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
@@ -136,6 +138,7 @@ impl Context {
             key_states: Mutex::new(HashMap::new()),
             force_syncs: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             renewing: Mutex::new(HashMap::new()),
             fresh_reads: Mutex::new(Default::default()),
             secret_observations: Default::default(),
@@ -158,11 +161,27 @@ impl Context {
         (at.elapsed() < max_age).then(|| keys.clone())
     }
 
-    pub fn keep_listing(&self, id: &ConnectionId, keys: Vec<LiveKey>) -> Arc<Vec<LiveKey>> {
+    /// Which writes the connection's listings have seen: read before listing, passed to
+    /// [`Context::keep_listing`].
+    pub fn listing_epoch(&self, id: &ConnectionId) -> u64 {
+        self.epochs.lock().get(id).copied().unwrap_or(0)
+    }
+
+    /// Keeps a listing made from `epoch` on, unless keyward wrote to the connection since: a
+    /// listing that crossed a write may lack what it wrote, and must not stand in for the CMS.
+    pub fn keep_listing(
+        &self,
+        id: &ConnectionId,
+        keys: Vec<LiveKey>,
+        epoch: u64,
+    ) -> Arc<Vec<LiveKey>> {
         let keys = Arc::new(keys);
-        self.listings
-            .lock()
-            .insert(id.clone(), (std::time::Instant::now(), keys.clone()));
+        let epochs = self.epochs.lock();
+        if epochs.get(id).copied().unwrap_or(0) == epoch {
+            self.listings
+                .lock()
+                .insert(id.clone(), (std::time::Instant::now(), keys.clone()));
+        }
         keys
     }
 
@@ -185,6 +204,7 @@ impl Context {
 
     /// keyward changed the connection's keys: its listing is out of date.
     pub fn forget_listing(&self, id: &ConnectionId) {
+        *self.epochs.lock().entry(id.clone()).or_default() += 1;
         self.listings.lock().remove(id);
     }
 

@@ -118,7 +118,10 @@ async fn keys_from_shared_listing(
             // Another check may have renewed it while this one waited.
             match ctx.shared_listing(conn, max_age) {
                 Some(all) => all,
-                None => ctx.keep_listing(conn, provider.list_keys().await?),
+                None => {
+                    let epoch = ctx.listing_epoch(conn);
+                    ctx.keep_listing(conn, provider.list_keys().await?, epoch)
+                }
             }
         }
     };

@@ -212,9 +212,12 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let (live, done) = if !observe_only && plan.has_changes() {
-        // Whatever happens next, the connection's shared listing no longer holds.
+        // Whatever happens next, the connection's shared listing no longer holds; and a
+        // listing made while these writes were under way may lack them: forgotten after too.
         ctx.forget_listing(&conn.id);
-        let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await?;
+        let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await;
+        ctx.forget_listing(&conn.id);
+        let done = done?;
         let live = own_keys(provider.as_ref(), p)
             .await
             .map_err(|e| Halt::Failed {

@@ -149,6 +149,10 @@ pub trait CmsProvider: Send + Sync {
             .collect())
     }
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey>;
+    /// How many creates an apply may have under way at once (each is a hash on the CMS).
+    fn parallel_creates(&self) -> usize {
+        1
+    }
     /// Changes a key's mutable settings to `spec`'s.
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;
     async fn rename_key(&self, id: &str, name: &str) -> Result<()>;

@@ -242,6 +242,12 @@ impl CmsProvider for ReferenceCms {
         }
     }
 
+    /// The reference CMS hashes on one worker per core and queues the rest: enough creates
+    /// under way to keep every core of a large machine busy, few enough to stay polite.
+    fn parallel_creates(&self) -> usize {
+        8
+    }
+
     async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings> {
         /// An owner's entry as `GET /v1/owners` lists it.
         #[derive(serde::Deserialize)]
