@@ -620,3 +620,123 @@ async fn lists_are_paged_and_a_deletion_bumps_the_generation() {
         created.metadata.generation.map(|g| g + 1)
     );
 }
+
+/// Strategic merge patch as the API server applies it to a Deployment: containers and their
+/// env merged by name, `$patch: delete` removes one, finalizers unioned, other lists replaced;
+/// a custom resource refuses it (415).
+#[tokio::test]
+async fn strategic_merge_patch_merges_lists_by_their_keys() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let emu = Emulator::new();
+    let api: Api<Deployment> = Api::namespaced(emu.client(), "ns");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "finalizers": ["a/one"]},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                    {"name": "sidecar", "image": "side:1"}
+                ],
+                "tolerations": [{"key": "x", "operator": "Exists"}]
+            }}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let patch = json!({
+        "metadata": {"finalizers": ["b/two"]},
+        "spec": {"template": {
+            "metadata": {"annotations": {"keyward.dev/secret-web": "h1"}},
+            "spec": {
+                "containers": [
+                    {"name": "app", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]},
+                    {"name": "sidecar", "$patch": "delete"}
+                ],
+                "tolerations": [{"key": "y", "operator": "Exists"}]
+            }}}
+    });
+    let got = api
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&got).unwrap();
+    assert_eq!(v["metadata"]["finalizers"], json!(["a/one", "b/two"]));
+    let spec = &v["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"].as_array().unwrap().len(), 1, "{spec}");
+    assert_eq!(spec["containers"][0]["image"], "app:1");
+    assert_eq!(
+        spec["containers"][0]["env"],
+        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+    );
+    assert_eq!(
+        spec["tolerations"],
+        json!([{"key": "y", "operator": "Exists"}])
+    );
+    assert_eq!(
+        v["spec"]["template"]["metadata"]["annotations"]["keyward.dev/secret-web"],
+        "h1"
+    );
+    // A merge patch replaces the lists it names.
+    let merge =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "o:1"}]}}}});
+    let got = api
+        .patch("web", &PatchParams::default(), &Patch::Merge(&merge))
+        .await
+        .unwrap();
+    let names: Vec<String> = got
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["only"]);
+    // Custom resources take no strategic merge patch.
+    let policies: Api<keyward::policy::ApiKeyPolicy> = Api::namespaced(emu.client(), "ns");
+    let e = policies
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(&json!({"spec": {}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 415), "{e}");
+}
+
+/// Garbage collection stays in the owner's namespace: a namespaced owner owns nothing in
+/// another namespace, even an object whose ownerReference names its uid.
+#[tokio::test]
+async fn garbage_collection_respects_namespaces() {
+    let emu = Emulator::new();
+    let owners: Api<ConfigMap> = Api::namespaced(emu.client(), "a");
+    let owner = owners
+        .create(&PostParams::default(), &cm("owner", json!({}), json!({})))
+        .await
+        .unwrap();
+    let owner_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+        "uid": owner.metadata.uid.clone().unwrap()}]);
+    for ns in ["a", "b"] {
+        let api: Api<ConfigMap> = Api::namespaced(emu.client(), ns);
+        let dep: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "dep", "ownerReferences": owner_ref}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &dep).await.unwrap();
+    }
+    owners
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        emu.get("api/v1/configmaps", "a", "dep").is_none(),
+        "same namespace: collected"
+    );
+    assert!(
+        emu.get("api/v1/configmaps", "b", "dep").is_some(),
+        "another namespace: not this owner's"
+    );
+}

@@ -3,11 +3,15 @@
 //! It keeps objects as JSON and implements what keyward's operator and kube-runtime use:
 //! list and watch with resourceVersions (history replay, bookmarks, an in-stream 410 for a
 //! compacted version), metadata-only lists and watches, the status subresource, merge /
-//! strategic-merge (treated as merge) / JSON / apply patches (apply with per-manager field
-//! ownership and 409 conflicts without `force`), finalizers with deletionTimestamp, background
-//! ownerReference garbage collection, label selectors, generation, 409 on stale
-//! resourceVersions, and no-op writes that neither bump resourceVersion nor emit an event.
+//! strategic-merge (built-in types only: 415 for custom resources) / JSON / apply patches
+//! (apply with per-manager field ownership and 409 conflicts without `force`), finalizers with
+//! deletionTimestamp, background ownerReference garbage collection within a namespace, label
+//! selectors, generation, 409 on stale resourceVersions, and no-op writes that neither bump
+//! resourceVersion nor emit an event.
 #![allow(dead_code)]
+
+#[path = "strategic_merge.rs"]
+mod strategic_merge;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -1018,6 +1022,16 @@ impl Emulator {
         manager: &str,
         force: bool,
     ) -> Response<RespBody> {
+        // The API server has no merge keys for custom resources: refused before anything else.
+        if content_type.starts_with("application/strategic-merge-patch")
+            && t.resource.starts_with("apis/keyward.dev/")
+        {
+            return err(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            );
+        }
         let mut st = self.state.lock().unwrap();
         let key = (t.resource.clone(), ns.to_owned(), name.to_owned());
         let status_only = t.subresource.as_deref() == Some("status");
@@ -1097,8 +1111,9 @@ impl Emulator {
             if let Err(e) = json_patch(&mut new, &patch) {
                 return err(422, "Invalid", e);
             }
+        } else if content_type.starts_with("application/strategic-merge-patch") {
+            strategic_merge::apply(&mut new, &patch);
         } else {
-            // merge-patch and strategic-merge-patch (the emulator treats both as RFC 7386)
             json_patch::merge(&mut new, &patch);
         }
         if let Some(conflict) = stale(&patch, &old) {
@@ -1148,7 +1163,9 @@ impl Emulator {
         gone
     }
 
-    /// Background cascading deletion: dependents whose ownerReferences name the deleted uid.
+    /// Background cascading deletion: dependents whose ownerReferences name the deleted uid,
+    /// in the owner's namespace only (a namespaced owner owns nothing in another namespace;
+    /// a cluster-scoped one may own namespaced objects anywhere).
     fn collect_garbage(&self, st: &mut State, owner: &Value) {
         let Some(uid) = owner
             .pointer("/metadata/uid")
@@ -1157,9 +1174,15 @@ impl Emulator {
         else {
             return;
         };
+        let owner_ns = owner
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned);
         let dependents: Vec<(Key, Value)> = st
             .objects
             .iter()
+            .filter(|(k, _)| owner_ns.as_ref().is_none_or(|ns| *ns == k.1))
             .filter(|(_, o)| {
                 o.pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
