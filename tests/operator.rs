@@ -2543,21 +2543,3 @@ async fn drift_checks_make_no_kubernetes_get() {
     .await;
     op.abort();
 }
-
-/// A key listing that was under way while keyward wrote to the connection may lack what it
-/// wrote: it is not kept for the drift checks (they would create a key that exists).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_made_while_keyward_wrote_is_not_shared() {
-    let c = cluster().await;
-    let ctx = Context::new(c.client.clone(), config(), Arc::new(Metrics::new()));
-    let conn = keyward::model::desired::ConnectionId::Default;
-    let fresh = Duration::from_secs(60);
-    let before = ctx.listing_epoch(&conn);
-    // A write lands while the listing is under way.
-    ctx.forget_listing(&conn);
-    ctx.keep_listing(&conn, Vec::new(), before);
-    assert!(ctx.shared_listing(&conn, fresh).is_none());
-    let now = ctx.listing_epoch(&conn);
-    ctx.keep_listing(&conn, Vec::new(), now);
-    assert!(ctx.shared_listing(&conn, fresh).is_some());
-}

@@ -2,11 +2,11 @@
 //! providers (one per connection, so a Strapi sign-in is reused), per-policy backoff, and the
 //! reflector stores the pipeline reads instead of calling the API server.
 
+use super::listing::SharedListings;
 use super::metrics::{self, Metrics};
 use super::OperatorConfig;
-use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ProviderKind};
-use crate::providers::{CmsProvider, LiveKey};
+use crate::providers::CmsProvider;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -75,9 +75,6 @@ fn cache_key(
     (kind, endpoint.to_owned(), h.finalize().into())
 }
 
-/// A connection's full key listing and when it was made.
-type Listing = (std::time::Instant, Arc<Vec<LiveKey>>);
-
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -90,14 +87,8 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
     key_states: Mutex<HashMap<String, [i64; 3]>>,
-    /// Per connection: its last full key listing and when it was made, shared by the drift
-    /// checks of its policies (one listing per drift interval, not one per policy).
-    listings: Mutex<HashMap<ConnectionId, Listing>>,
-    /// Per connection: how many times keyward's writes made its listing out of date.
-    epochs: Mutex<HashMap<ConnectionId, u64>>,
-    /// Per connection: held while its listing is renewed, so that the drift checks that find
-    /// it out of date at once make one listing between them.
-    renewing: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per connection: the keys its drift checks share (see [`SharedListings`]).
+    pub listings: SharedListings,
     /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
     pub secret_observations: SecretObservations,
     /// Per (policy uid, workload kind and name, Secret): the Secret content hash the workload's
@@ -137,9 +128,7 @@ impl Context {
             stores: Mutex::new(None),
             key_states: Mutex::new(HashMap::new()),
             force_syncs: Mutex::new(HashMap::new()),
-            listings: Mutex::new(HashMap::new()),
-            epochs: Mutex::new(HashMap::new()),
-            renewing: Mutex::new(HashMap::new()),
+            listings: SharedListings::default(),
             fresh_reads: Mutex::new(Default::default()),
             secret_observations: Default::default(),
             restarts: Default::default(),
@@ -148,46 +137,6 @@ impl Context {
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
             ),
         }
-    }
-
-    /// The connection's full key listing if it is younger than `max_age`.
-    pub fn shared_listing(
-        &self,
-        id: &ConnectionId,
-        max_age: Duration,
-    ) -> Option<Arc<Vec<LiveKey>>> {
-        let listings = self.listings.lock();
-        let (at, keys) = listings.get(id)?;
-        (at.elapsed() < max_age).then(|| keys.clone())
-    }
-
-    /// Which writes the connection's listings have seen: read before listing, passed to
-    /// [`Context::keep_listing`].
-    pub fn listing_epoch(&self, id: &ConnectionId) -> u64 {
-        self.epochs.lock().get(id).copied().unwrap_or(0)
-    }
-
-    /// Keeps a listing made from `epoch` on, unless keyward wrote to the connection since: a
-    /// listing that crossed a write may lack what it wrote, and must not stand in for the CMS.
-    pub fn keep_listing(
-        &self,
-        id: &ConnectionId,
-        keys: Vec<LiveKey>,
-        epoch: u64,
-    ) -> Arc<Vec<LiveKey>> {
-        let keys = Arc::new(keys);
-        let epochs = self.epochs.lock();
-        if epochs.get(id).copied().unwrap_or(0) == epoch {
-            self.listings
-                .lock()
-                .insert(id.clone(), (std::time::Instant::now(), keys.clone()));
-        }
-        keys
-    }
-
-    /// The lock to hold while renewing the connection's listing.
-    pub fn renewing(&self, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
-        self.renewing.lock().entry(id.clone()).or_default().clone()
     }
 
     /// Whether the policy's reconcile must read the CMS afresh (asked once, then forgotten).
@@ -200,12 +149,6 @@ impl Context {
         let uid = p.uid().unwrap_or_default();
         self.secret_observations.lock().retain(|k, _| k.0 != uid);
         self.restarts.lock().retain(|k, _| k.0 != uid);
-    }
-
-    /// keyward changed the connection's keys: its listing is out of date.
-    pub fn forget_listing(&self, id: &ConnectionId) {
-        *self.epochs.lock().entry(id.clone()).or_default() += 1;
-        self.listings.lock().remove(id);
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner

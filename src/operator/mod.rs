@@ -15,6 +15,7 @@ mod context;
 mod controller;
 mod dereference;
 pub mod in_use;
+pub mod listing;
 pub mod metrics;
 mod observe;
 mod publish;

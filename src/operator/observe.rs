@@ -100,9 +100,9 @@ pub enum ObserveError {
     Secret(#[from] SinkError),
 }
 
-/// The policy's keys from its connection's full listing, shared by the drift checks of all its
-/// policies: one CMS listing per connection per drift interval, not one per policy. A hand-made
-/// change is seen at the next listing, within one interval.
+/// The policy's keys from its connection's shared listing (see [`super::listing`]): one full
+/// CMS listing per connection per drift interval, not one per policy. A hand-made change is
+/// seen at the next listing, within about one interval.
 async fn keys_from_shared_listing(
     p: &ApiKeyPolicy,
     provider: &dyn CmsProvider,
@@ -110,27 +110,29 @@ async fn keys_from_shared_listing(
     conn: &ConnectionId,
 ) -> Result<Vec<LiveKey>, ProviderError> {
     let max_age = ctx.config.drift_interval;
-    let all = match ctx.shared_listing(conn, max_age) {
-        Some(all) => all,
-        None => {
-            let lock = ctx.renewing(conn);
-            let _renewing = lock.lock().await;
-            // Another check may have renewed it while this one waited.
-            match ctx.shared_listing(conn, max_age) {
-                Some(all) => all,
-                None => {
-                    let epoch = ctx.listing_epoch(conn);
-                    ctx.keep_listing(conn, provider.list_keys().await?, epoch)
-                }
-            }
-        }
-    };
     let label = policy_id(p).label_value();
-    Ok(all
-        .iter()
-        .filter(|k| k.spec.labels.get(LABEL_POLICY) == Some(&label))
-        .cloned()
-        .collect())
+    let shared = &ctx.listings;
+    // Its last writes were not read back (a failed apply): its own keys, read now.
+    if shared.is_writing(conn, &label) {
+        let own = own_keys(provider, p).await?;
+        shared.patch(conn, &label, Some(own.clone()));
+        return Ok(own);
+    }
+    if let Some(keys) = shared.keys_of(conn, &label, max_age) {
+        return Ok(keys.to_vec());
+    }
+    let lock = shared.renewing(conn);
+    let _renewing = lock.lock().await;
+    // Another check may have renewed it while this one waited.
+    if let Some(keys) = shared.keys_of(conn, &label, max_age) {
+        return Ok(keys.to_vec());
+    }
+    let started = std::time::Instant::now();
+    shared.keep(conn, provider.list_keys().await?, started);
+    Ok(shared
+        .keys_of(conn, &label, max_age)
+        .map(|k| k.to_vec())
+        .unwrap_or_default())
 }
 
 /// Whether this reconcile only checks a settled policy for drift: the spec it last applied,

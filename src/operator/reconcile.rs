@@ -212,18 +212,17 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let (live, done) = if !observe_only && plan.has_changes() {
-        // Whatever happens next, the connection's shared listing no longer holds; and a
-        // listing made while these writes were under way may lack them: forgotten after too.
-        ctx.forget_listing(&conn.id);
-        let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await;
-        ctx.forget_listing(&conn.id);
-        let done = done?;
+        // Until it reads its keys back, the policy's part of the shared listing is unknown.
+        let label = policy_id(p).label_value();
+        ctx.listings.writing(&conn.id, &label);
+        let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await?;
         let live = own_keys(provider.as_ref(), p)
             .await
             .map_err(|e| Halt::Failed {
                 reason: "CmsUnavailable",
                 error: e.into(),
             })?;
+        ctx.listings.patch(&conn.id, &label, Some(live.clone()));
         (live, done)
     } else {
         (observed.live.clone(), Vec::new())
@@ -420,9 +419,7 @@ async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileE
             revoked += 1;
         }
     }
-    if revoked > 0 {
-        ctx.forget_listing(&conn.id);
-    }
+    ctx.listings.drop_policy(&conn.id, &pid.label_value());
     // Its CORS origins and public endpoints go with its keys; its neighbours' stay.
     provider
         .remove_settings_owner(&pid.settings_owner())
