@@ -185,7 +185,11 @@ async fn main() {
         );
     }
     let cold = started.elapsed();
-    println!("cold start: {}", argon2_floor::ratio(cold, floor));
+    println!(
+        "cold start: {}; {} CMS key listings",
+        argon2_floor::ratio(cold, floor),
+        running.key_listings()
+    );
     match &child {
         Some(c) => println!(
             "cold start to all Ready: {:.1} s; operator process RSS {:.0} MiB",
