@@ -129,6 +129,12 @@ async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
     policies
 }
 
+/// A Deployment `shop/web`, to restart.
+async fn create_web_deployment(c: &Cluster) {
+    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
+}
+
 /// A ClusterCmsConnection `shared` to the test CMS, with the credential in `shop`, and `spec`
 /// (namespaces, allow) over that.
 async fn shared_connection(c: &Cluster, spec: Value) {
@@ -566,8 +572,7 @@ async fn readers_get_rbac_and_lose_it_when_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_targets_roll_once_per_secret_content() {
     let c = cluster().await;
-    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
+    create_web_deployment(&c).await;
     let (ctx, op) = start(&c, config());
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
         "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
@@ -2514,8 +2519,7 @@ async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_checks_make_no_kubernetes_get() {
     let c = cluster().await;
-    create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).await;
+    create_web_deployment(&c).await;
     let (ctx, op) = start(&c, config());
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
         "readers": {"serviceAccounts": ["web"]}, "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
