@@ -34,7 +34,7 @@ async fn run(
     let state = &resolved.desired[&ConnectionId::Default];
     let provider = ReferenceCms::new(&cms.url, support::ADMIN);
     let live = provider.list_keys().await.unwrap();
-    let settings = provider.settings(&Default::default()).await.unwrap();
+    let settings = provider.settings(&Default::default(), None).await.unwrap();
     let observed = observe_secrets(sink, &state.keys).await.unwrap();
     let plan = diff(state, &live, &settings, &observed, &cms.url, clock.now());
     let engine = Engine {

@@ -333,9 +333,23 @@ async fn delete_owner_public(
     write_owner(&ctx, &client, owner, OwnerWrite::Public { api, ops }).await
 }
 
-async fn list_owners(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+#[derive(Deserialize)]
+struct OwnerFilter {
+    /// Only this owner's entry.
+    owner: Option<String>,
+}
+
+async fn list_owners(
+    State(ctx): State<Arc<Ctx>>,
+    client: Client,
+    Query(filter): Query<OwnerFilter>,
+) -> Result<Json<Value>, CmsError> {
     gate(&ctx, &client, MP::SettingsManage).await?;
-    Ok(Json(json!({ "owners": ctx.svc.owners() })))
+    let mut owners = ctx.svc.owners();
+    if let Some(o) = &filter.owner {
+        owners.retain(|name, _| name == o);
+    }
+    Ok(Json(json!({ "owners": owners })))
 }
 
 async fn delete_owner(

@@ -164,7 +164,11 @@ impl CmsProvider for FakeCms {
         self.keys.lock().remove(id);
         Ok(())
     }
-    async fn settings(&self, _apis: &BTreeSet<String>) -> crate::providers::Result<LiveSettings> {
+    async fn settings(
+        &self,
+        _apis: &BTreeSet<String>,
+        _owner: Option<&str>,
+    ) -> crate::providers::Result<LiveSettings> {
         Ok(LiveSettings::default())
     }
     async fn set_cors(

@@ -655,7 +655,7 @@ async fn plan_connection(
     };
     let live = p.list_keys().await.map_err(provider_err)?;
     let settings = p
-        .settings(&state.public_apis())
+        .settings(&state.public_apis(), None)
         .await
         .map_err(provider_err)?;
     let state = &match opts.prune {

@@ -96,14 +96,11 @@ impl SharedListings {
         l.writing.insert(policy.to_owned());
     }
 
-    /// The policy's keys as read right after its writes (or an attempt at them: `None` when
-    /// they could not be read, so its next check lists them).
-    pub fn patch(&self, conn: &ConnectionId, policy: &str, keys: Option<Vec<LiveKey>>) {
+    /// The policy's keys as read right after its writes. (Writes whose keys could not be read
+    /// back leave the policy `writing`: its next check reads its own keys.)
+    pub fn patch(&self, conn: &ConnectionId, policy: &str, keys: Vec<LiveKey>) {
         let mut listings = self.listings.lock();
         let l = listings.entry(conn.clone()).or_default();
-        let Some(keys) = keys else {
-            return;
-        };
         l.writing.remove(policy);
         l.by_policy.insert(policy.to_owned(), Arc::new(keys));
         l.patched_at.insert(policy.to_owned(), Instant::now());
@@ -163,7 +160,7 @@ mod tests {
         s.writing(&c, "ns.a");
         assert_eq!(s.keys_of(&c, "ns.a", AGE), None);
         assert_eq!(ids(s.keys_of(&c, "ns.b", AGE)), Some(vec!["2".into()]));
-        s.patch(&c, "ns.a", Some(vec![key("1", "ns.a"), key("3", "ns.a")]));
+        s.patch(&c, "ns.a", vec![key("1", "ns.a"), key("3", "ns.a")]);
         assert_eq!(
             ids(s.keys_of(&c, "ns.a", AGE)),
             Some(vec!["1".into(), "3".into()])
@@ -180,7 +177,7 @@ mod tests {
         // While the full listing was under way, a wrote key 3 and read it back, and b started
         // writing: the listing lacks both.
         s.writing(&c, "ns.a");
-        s.patch(&c, "ns.a", Some(vec![key("1", "ns.a"), key("3", "ns.a")]));
+        s.patch(&c, "ns.a", vec![key("1", "ns.a"), key("3", "ns.a")]);
         s.writing(&c, "ns.b");
         s.keep(&c, vec![key("1", "ns.a"), key("2", "ns.b")], started);
         assert_eq!(
@@ -188,9 +185,7 @@ mod tests {
             Some(vec!["1".into(), "3".into()])
         );
         assert_eq!(s.keys_of(&c, "ns.b", AGE), None, "b must read its own");
-        // A read that failed leaves b unknown.
-        s.patch(&c, "ns.b", None);
-        assert_eq!(s.keys_of(&c, "ns.b", AGE), None);
+        assert!(s.is_writing(&c, "ns.b"));
         s.drop_policy(&c, "ns.b");
         assert_eq!(ids(s.keys_of(&c, "ns.b", AGE)), Some(vec![]));
     }

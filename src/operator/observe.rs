@@ -115,7 +115,7 @@ async fn keys_from_shared_listing(
     // Its last writes were not read back (a failed apply): its own keys, read now.
     if shared.is_writing(conn, &label) {
         let own = own_keys(provider, p).await?;
-        shared.patch(conn, &label, Some(own.clone()));
+        shared.patch(conn, &label, own.clone());
         return Ok(own);
     }
     if let Some(keys) = shared.keys_of(conn, &label, max_age) {
@@ -176,7 +176,11 @@ pub async fn observe(
         Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
         None => own_keys(provider, p).await?,
     };
-    let settings = provider.settings(&state.public_apis()).await?;
+    // Only its own entry: the operator never writes another policy's.
+    let owner = policy_id(p).settings_owner();
+    let settings = provider
+        .settings(&state.public_apis(), Some(&owner))
+        .await?;
     let secrets = observe_secrets(sink, &state.keys).await?;
     Ok(Observed {
         state,

@@ -222,7 +222,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
                 reason: "CmsUnavailable",
                 error: e.into(),
             })?;
-        ctx.listings.patch(&conn.id, &label, Some(live.clone()));
+        ctx.listings.patch(&conn.id, &label, live.clone());
         (live, done)
     } else {
         (observed.live.clone(), Vec::new())

@@ -169,9 +169,9 @@ pub trait CmsProvider: Send + Sync {
     ) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;
-    /// Every owner's entry in the shared settings (CORS origins, public endpoints), and which
-    /// of `apis` exist. A CMS that cannot hold owners' entries has none.
-    async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings>;
+    /// The entries in the shared settings (CORS origins, public endpoints) of `owner`, or of
+    /// every owner, and which of `apis` exist. A CMS that cannot hold owners' entries has none.
+    async fn settings(&self, apis: &BTreeSet<String>, owner: Option<&str>) -> Result<LiveSettings>;
     /// Replaces `owner`'s CORS origins (empty: its origins go).
     async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()>;
     /// Replaces `owner`'s public operations of `api` (empty: they go).

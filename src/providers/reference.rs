@@ -248,7 +248,7 @@ impl CmsProvider for ReferenceCms {
         8
     }
 
-    async fn settings(&self, apis: &BTreeSet<String>) -> Result<LiveSettings> {
+    async fn settings(&self, apis: &BTreeSet<String>, owner: Option<&str>) -> Result<LiveSettings> {
         /// An owner's entry as `GET /v1/owners` lists it.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -258,9 +258,13 @@ impl CmsProvider for ReferenceCms {
             #[serde(default)]
             public_endpoints: BTreeMap<String, BTreeSet<ContentOp>>,
         }
+        let owners_path = match owner {
+            Some(o) => format!("/v1/owners?owner={o}"),
+            None => "/v1/owners".to_owned(),
+        };
         let (_, v) = self
             .client
-            .call(Method::GET, "/v1/owners", None, Idempotent::Yes)
+            .call(Method::GET, &owners_path, None, Idempotent::Yes)
             .await?;
         let owners: BTreeMap<String, Entry> =
             serde_json::from_value(v.get("owners").cloned().unwrap_or(Value::Null))

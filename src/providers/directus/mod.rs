@@ -537,7 +537,11 @@ impl CmsProvider for Directus {
 
     /// Directus's CORS and Public policy are not managed: nothing to read (policies that
     /// declare them are refused before any call).
-    async fn settings(&self, _apis: &BTreeSet<String>) -> Result<LiveSettings> {
+    async fn settings(
+        &self,
+        _apis: &BTreeSet<String>,
+        _owner: Option<&str>,
+    ) -> Result<LiveSettings> {
         Ok(LiveSettings::default())
     }
 

@@ -425,7 +425,11 @@ impl CmsProvider for Strapi {
 
     /// Strapi's CORS and public access are not in its token API: nothing to read (policies
     /// that declare them are refused before any call).
-    async fn settings(&self, _apis: &BTreeSet<String>) -> Result<LiveSettings> {
+    async fn settings(
+        &self,
+        _apis: &BTreeSet<String>,
+        _owner: Option<&str>,
+    ) -> Result<LiveSettings> {
         Ok(LiveSettings::default())
     }
 
