@@ -414,7 +414,10 @@ async fn a_create_whose_answer_is_lost_is_not_retried_and_the_next_run_recovers(
     );
     assert_eq!(error.failed, "create key shop/web/writer");
     assert!(
-        error.cause.ends_with("answered 500: injected failure"),
+        error
+            .cause
+            .to_string()
+            .ends_with("answered 500: injected failure"),
         "{}",
         error.report()
     );
@@ -492,7 +495,7 @@ async fn a_failure_mid_apply_lists_what_was_not_attempted() {
     assert_eq!(
         report.lines().collect::<Vec<_>>(),
         [
-            "  failed:        create key shop/web/reader: ".to_owned() + &error.cause,
+            "  failed:        create key shop/web/reader: ".to_owned() + &error.cause.to_string(),
             "  not attempted: create key shop/web/writer".to_owned(),
             "  not attempted: set CORS origins of shop/web".to_owned(),
         ]

@@ -190,13 +190,62 @@ pub struct ApplyReport {
 
 /// An apply that stopped: what was done, what failed, what was not attempted.
 #[derive(Debug, thiserror::Error)]
-#[error("{failed}: {cause}")]
+#[error("{failed}: {cause}{}", others_failed(.also_failed))]
 pub struct ApplyError {
     pub done: Vec<String>,
     pub failed: String,
-    pub cause: String,
+    pub cause: StepFailure,
+    /// Steps under way beside the first failure that failed too.
+    pub also_failed: Vec<(String, StepFailure)>,
     pub not_attempted: Vec<String>,
     pub transient: bool,
+}
+
+fn others_failed(others: &[(String, StepFailure)]) -> String {
+    others
+        .iter()
+        .map(|(what, why)| format!("; also failed: {what}: {why}"))
+        .collect()
+}
+
+/// Why one step of an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailure {
+    /// The CMS refused, or could not be reached.
+    #[error(transparent)]
+    Cms(#[from] ProviderError),
+    /// A key was made (`made` says which) but its value could not be written; `undo` says
+    /// what became of the key.
+    #[error("{made} but could not write its Secret ({source}); {undo}")]
+    NewValueUnwritten {
+        made: String,
+        source: SinkError,
+        undo: String,
+    },
+    /// A key's value was regenerated in place but could not be written.
+    #[error("regenerated key {id} but could not write its Secret ({source}); the old value stays valid {grace_seconds}s and the next run regenerates again")]
+    RegeneratedValueUnwritten {
+        id: String,
+        source: SinkError,
+        grace_seconds: i64,
+    },
+    #[error("key {0} vanished from the plan")]
+    Vanished(String),
+    #[error("the Secret lost its value since the plan was made; run again")]
+    ValueLost,
+    #[error(transparent)]
+    Secret(#[from] SinkError),
+}
+
+impl StepFailure {
+    /// Worth running again later: everything but a CMS refusal and a plan that went stale.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Cms(e) => e.is_transient(),
+            Self::Vanished(_) => false,
+            _ => true,
+        }
+    }
 }
 
 impl ApplyError {
@@ -210,6 +259,9 @@ impl ApplyError {
             "  failed:        {}: {}\n",
             self.failed, self.cause
         ));
+        for (what, why) in &self.also_failed {
+            s.push_str(&format!("  also failed:   {what}: {why}\n"));
+        }
         for n in &self.not_attempted {
             s.push_str(&format!("  not attempted: {n}\n"));
         }
@@ -282,20 +334,22 @@ impl Engine<'_> {
             };
             let batch = &pending[next..next + creates.max(1)];
             let (started, failures) = self.run_batch(plan, batch, width, &mut report).await;
-            if let Some(((j, first), rest)) = failures.split_first() {
-                let also: String = rest
-                    .iter()
-                    .map(|(i, e)| format!("; also failed: {}: {}", describe(batch[*i]), e.message))
-                    .collect();
+            if !failures.is_empty() {
+                let transient = failures.iter().all(|(_, e)| e.is_transient());
+                let mut failures = failures.into_iter().map(|(i, e)| (describe(batch[i]), e));
+                let Some((failed, cause)) = failures.next() else {
+                    break;
+                };
                 let untouched = batch[started..]
                     .iter()
                     .chain(&pending[next + batch.len()..]);
                 return Err(ApplyError {
                     done: report.done,
-                    failed: describe(batch[*j]),
-                    cause: format!("{}{also}", first.message),
+                    failed,
+                    cause,
+                    also_failed: failures.collect(),
                     not_attempted: untouched.map(|a| describe(a)).collect(),
-                    transient: failures.iter().all(|(_, e)| e.transient),
+                    transient,
                 });
             }
             next += batch.len();
@@ -312,7 +366,7 @@ impl Engine<'_> {
         batch: &[&Action],
         width: usize,
         report: &mut ApplyReport,
-    ) -> (usize, Vec<(usize, StepError)>) {
+    ) -> (usize, Vec<(usize, StepFailure)>) {
         use futures::stream::{FuturesUnordered, StreamExt};
         let mut running = FuturesUnordered::new();
         let mut failures = Vec::new();
@@ -364,7 +418,7 @@ impl Engine<'_> {
         }
     }
 
-    async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepError> {
+    async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepFailure> {
         let now = self.clock.now();
         match action {
             Action::Create { key } => {
@@ -379,12 +433,11 @@ impl Engine<'_> {
                         let undo = self
                             .revoke_unwritten(&id, "the next run creates it again")
                             .await;
-                        return Err(StepError::new(
-                            format!(
-                                "created key {id} but could not write its Secret ({e}); {undo}"
-                            ),
-                            true,
-                        ));
+                        return Err(StepFailure::NewValueUnwritten {
+                            made: format!("created key {id}"),
+                            source: e,
+                            undo,
+                        });
                     }
                 };
                 Ok((
@@ -427,13 +480,18 @@ impl Engine<'_> {
                         let undo = self
                             .revoke_unwritten(&new_id, "the next run renews it again")
                             .await;
-                        return Err(StepError::new(
-                            format!("renewed key {id} as a new key {new_id} but could not write its Secret ({e}); {undo}"),
-                            true,
-                        ));
+                        return Err(StepFailure::NewValueUnwritten {
+                            made: format!("renewed key {id} as a new key {new_id}"),
+                            source: e,
+                            undo,
+                        });
                     }
                     Err(e) => {
-                        return Err(StepError::new(format!("regenerated key {id} but could not write its Secret ({e}); the old value stays valid {grace_seconds}s and the next run regenerates again"), true));
+                        return Err(StepFailure::RegeneratedValueUnwritten {
+                            id: id.clone(),
+                            source: e,
+                            grace_seconds: *grace_seconds,
+                        });
                     }
                 };
                 Ok((
@@ -463,13 +521,11 @@ impl Engine<'_> {
                         let undo = self
                             .revoke_unwritten(&issued.key.id, "the next run replaces it again")
                             .await;
-                        return Err(StepError::new(
-                            format!(
-                                "created replacement key {} but could not write its Secret ({e}); {undo}, and the old key {old_id} still works",
-                                issued.key.id
-                            ),
-                            true,
-                        ));
+                        return Err(StepFailure::NewValueUnwritten {
+                            made: format!("created replacement key {}", issued.key.id),
+                            source: e,
+                            undo: format!("{undo}, and the old key {old_id} still works"),
+                        });
                     }
                 };
                 // The old value keeps working for the overlap (at least the CMS's minimum).
@@ -487,25 +543,17 @@ impl Engine<'_> {
                 ))
             }
             Action::WriteSecret { key, id, .. } => {
-                let live = plan.live.get(id).ok_or_else(|| {
-                    StepError::new(format!("key {id} vanished from the plan"), false)
-                })?;
+                let live = plan
+                    .live
+                    .get(id)
+                    .ok_or_else(|| StepFailure::Vanished(id.clone()))?;
                 let value = self
                     .sink
                     .current_value(&key.secret)
-                    .await
-                    .map_err(|e| StepError::new(e.to_string(), true))?
-                    .ok_or_else(|| {
-                        StepError::new(
-                            "the Secret lost its value since the plan was made; run again".into(),
-                            true,
-                        )
-                    })?;
+                    .await?
+                    .ok_or(StepFailure::ValueLost)?;
                 let m = SecretMaterial::new(key, live, value, &self.endpoint);
-                let w = self
-                    .write_with_retry(&m)
-                    .await
-                    .map_err(|e| StepError::new(e.to_string(), true))?;
+                let w = self.write_with_retry(&m).await?;
                 Ok((
                     format!(
                         "rewrote Secret {}/{}",
@@ -529,26 +577,6 @@ impl Engine<'_> {
                 self.provider.set_public(owner, api, to).await?;
                 Ok((format!("set {} to {to:?}", action.subject()), false))
             }
-        }
-    }
-}
-
-struct StepError {
-    message: String,
-    transient: bool,
-}
-
-impl StepError {
-    fn new(message: String, transient: bool) -> StepError {
-        StepError { message, transient }
-    }
-}
-
-impl From<ProviderError> for StepError {
-    fn from(e: ProviderError) -> StepError {
-        StepError {
-            transient: e.is_transient(),
-            message: e.to_string(),
         }
     }
 }

@@ -546,7 +546,7 @@ async fn a_rewrite_needs_the_value_and_the_key_of_the_plan() {
         .await
         .unwrap_err();
     assert_eq!(
-        e.cause,
+        e.cause.to_string(),
         "the Secret lost its value since the plan was made; run again"
     );
     assert!(e.transient);
@@ -554,7 +554,7 @@ async fn a_rewrite_needs_the_value_and_the_key_of_the_plan() {
         .apply(&plan(vec![rewrite], &[]))
         .await
         .unwrap_err();
-    assert_eq!(e.cause, "key id1 vanished from the plan");
+    assert_eq!(e.cause.to_string(), "key id1 vanished from the plan");
     assert!(!e.transient);
 }
 
@@ -663,7 +663,7 @@ async fn a_failure_stops_the_apply_and_lists_the_rest() {
         ["created key ns/p/k2 (id new1) and wrote Secret ns/s"]
     );
     assert_eq!(e.failed, "update key ns/p/k (id id1)");
-    assert_eq!(e.cause, "http://cms answered 503: refused");
+    assert_eq!(e.cause.to_string(), "http://cms answered 503: refused");
     assert_eq!(
         e.not_attempted,
         ["set CORS origins of ns/p", "revoke key ns/p/k (id id1)"]
@@ -780,7 +780,7 @@ async fn a_secret_write_is_tried_three_times_with_growing_waits() {
     waited(started);
     assert_eq!(*sink.attempts.lock(), 3);
     assert_eq!(
-        e.cause,
+        e.cause.to_string(),
         "created key new1 but could not write its Secret (Secret ns/s: disk full); the new key was revoked; the next run creates it again"
     );
     assert!(e.transient);
@@ -806,7 +806,7 @@ async fn a_new_key_that_cannot_be_revoked_either_is_reported() {
         .await
         .unwrap_err();
     assert_eq!(
-        e.cause,
+        e.cause.to_string(),
         "created key new1 but could not write its Secret (Secret ns/s: disk full); revoking the new key failed too (cannot reach http://cms: gone); the next run regenerates it"
     );
 }
@@ -829,7 +829,7 @@ async fn a_regenerated_value_that_cannot_be_written_keeps_its_key() {
         .await
         .unwrap_err();
     assert_eq!(
-        e.cause,
+        e.cause.to_string(),
         "regenerated key id1 but could not write its Secret (Secret ns/s: disk full); the old value stays valid 30s and the next run regenerates again"
     );
     assert_eq!(cms.calls(), ["regenerate id1 grace=30s expiring=true"]);
@@ -857,7 +857,7 @@ async fn a_renewal_issued_as_a_new_key_is_revoked_when_its_secret_cannot_be_writ
         .await
         .unwrap_err();
     assert_eq!(
-        e.cause,
+        e.cause.to_string(),
         "renewed key id1 as a new key new1 but could not write its Secret (Secret ns/s: disk full); the new key was revoked; the next run renews it again"
     );
     assert_eq!(

@@ -206,6 +206,48 @@ fn related(client: &Client, namespace: &Option<String>) -> Related {
     }
 }
 
+/// What keyward makes for its policies: owned (a change wakes their policy, a deleted one is
+/// made again at once) and read from stores, not the API server.
+struct Owned {
+    /// The Secrets keyward writes, watched metadata-only: their resourceVersions let drift
+    /// checks skip reading them.
+    secrets: Watched<PartialObjectMeta<Secret>>,
+    /// Readers' Roles and RoleBindings.
+    roles: Watched<Role>,
+    bindings: Watched<RoleBinding>,
+}
+
+fn owned(client: &Client, namespace: &Option<String>) -> Owned {
+    let secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
+    let readers = || watcher::Config::default().labels("keyward.dev/policy");
+    Owned {
+        secrets: reflected(api::<PartialObjectMeta<Secret>>(client, namespace), secrets),
+        roles: reflected(api::<Role>(client, namespace), readers()),
+        bindings: reflected(api::<RoleBinding>(client, namespace), readers()),
+    }
+}
+
+/// The policies (filtered by `--selector`) and the changes that call for a reconcile.
+fn policy_trigger(
+    client: &Client,
+    cfg: &super::OperatorConfig,
+) -> (
+    Store<ApiKeyPolicy>,
+    impl Stream<Item = Result<ApiKeyPolicy, watcher::Error>>,
+) {
+    let mut policy_watch = watcher::Config::default().any_semantic();
+    if let Some(sel) = &cfg.label_selector {
+        policy_watch = policy_watch.labels(sel);
+    }
+    let (policies, policy_writer) = reflector::store::<ApiKeyPolicy>();
+    let trigger = watcher(api::<ApiKeyPolicy>(client, &cfg.namespace), policy_watch)
+        .default_backoff()
+        .reflect(policy_writer)
+        .applied_objects()
+        .predicate_filter(relevant_change, Default::default());
+    (policies, trigger)
+}
+
 /// Runs the controller until the stream ends; the caller handles leadership.
 pub async fn run_controller(ctx: Arc<Context>) {
     run_controller_until(ctx, super::Shutdown::new().1).await
@@ -216,35 +258,18 @@ pub async fn run_controller(ctx: Arc<Context>) {
 pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let client = ctx.client.clone();
     let cfg = ctx.config.clone();
-    let mut policy_watch = watcher::Config::default().any_semantic();
-    if let Some(sel) = &cfg.label_selector {
-        policy_watch = policy_watch.labels(sel);
-    }
-    let (policies, policy_writer) = reflector::store::<ApiKeyPolicy>();
-    let trigger = watcher(api::<ApiKeyPolicy>(&client, &cfg.namespace), policy_watch)
-        .default_backoff()
-        .reflect(policy_writer)
-        .applied_objects()
-        .predicate_filter(relevant_change, Default::default());
+    let (policies, trigger) = policy_trigger(&client, &cfg);
     let Related {
         connections: (connections, connection_events),
         cluster_connections: (cluster_connections, cluster_events),
         namespaces: (namespaces, namespace_events),
         credentials: (credentials, credential_events),
     } = related(&client, &cfg.namespace);
-    // The Secrets keyward writes: owned (a change wakes their policy), watched metadata-only,
-    // and kept in a store whose resourceVersions let drift checks skip reading them.
-    let owned_secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
-    let (owned, owned_events) = reflected(
-        api::<PartialObjectMeta<Secret>>(&client, &cfg.namespace),
-        owned_secrets,
-    );
-    // Readers' Roles and RoleBindings keyward made: owned too (a deleted or edited one is
-    // repaired at once), and read from stores, not the API server.
-    let readers = || watcher::Config::default().labels("keyward.dev/policy");
-    let (reader_roles, role_events) = reflected(api::<Role>(&client, &cfg.namespace), readers());
-    let (reader_bindings, binding_events) =
-        reflected(api::<RoleBinding>(&client, &cfg.namespace), readers());
+    let Owned {
+        secrets: (owned, owned_events),
+        roles: (reader_roles, role_events),
+        bindings: (reader_bindings, binding_events),
+    } = owned(&client, &cfg.namespace);
     let stores = Stores {
         policies: policies.clone(),
         connections,

@@ -45,8 +45,9 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("CMS: {0}")]
     Provider(#[from] ProviderError),
+    /// Boxed: it carries what was done and why the rest was not (large beside the others).
     #[error("apply stopped: {}", .0.report())]
-    Apply(#[from] ApplyError),
+    Apply(Box<ApplyError>),
     #[error("{0}")]
     Sink(#[from] crate::engine::SinkError),
     #[error("finalizer: {0}")]
@@ -464,6 +465,12 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
         Err(e) => return Err(e),
     }
     Ok(Action::await_change())
+}
+
+impl From<ApplyError> for ReconcileError {
+    fn from(e: ApplyError) -> ReconcileError {
+        ReconcileError::Apply(Box::new(e))
+    }
 }
 
 pub fn error_policy(p: Arc<ApiKeyPolicy>, e: &ReconcileError, ctx: Arc<Context>) -> Action {
