@@ -5,11 +5,13 @@ use super::auth::Client;
 use super::content::Filter;
 use super::error::CmsError;
 use super::input::fields;
+use super::service::Service;
 use super::service::{ListQuery, WriteAs};
 use super::{blocking, Ctx, PRODUCTION};
 use crate::model::{ContentOp, ContentPermission, PermSet, SpecError};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +19,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Ctx>> {
@@ -50,10 +53,77 @@ impl Target {
     }
 }
 
-async fn gate(ctx: &Ctx, client: &Client, t: &Target, op: ContentOp) -> Result<PermSet, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
-    ctx.auth
-        .content(&ctx.svc, &p, client.ip, &t.env, &t.api, op)
+/// The content operation a handler serves, as a type: the check runs while axum extracts the
+/// handler's arguments, before any query or body is read.
+trait Serves: Send + Sync + 'static {
+    const OP: ContentOp;
+}
+
+/// Declares marker types for [`Serves`].
+macro_rules! serves {
+    ($($name:ident => $op:expr;)*) => {$(
+        struct $name;
+        impl Serves for $name {
+            const OP: ContentOp = $op;
+        }
+    )*};
+}
+
+serves! {
+    List => ContentOp::List;
+    Get => ContentOp::Get;
+    Create => ContentOp::Create;
+    Replace => ContentOp::Replace;
+    Update => ContentOp::Update;
+    Delete => ContentOp::Delete;
+    Publish => ContentOp::Publish;
+}
+
+/// A call the caller may make: the service context, the target and what the caller holds on
+/// its API.
+struct Granted<O> {
+    ctx: Arc<Ctx>,
+    target: Target,
+    rights: PermSet,
+    serves: PhantomData<O>,
+}
+
+impl<O: Serves> FromRequestParts<Arc<Ctx>> for Granted<O> {
+    type Rejection = CmsError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Ctx>) -> Result<Self, CmsError> {
+        let Ok(client) = Client::from_request_parts(parts, ctx).await;
+        let p = Path::<HashMap<String, String>>::from_request_parts(parts, ctx)
+            .await
+            .map_err(|e| CmsError::BadRequest(e.body_text()))?;
+        let target = Target::from(p.0);
+        let principal = ctx.auth.authenticate(&ctx.svc, &client).await?;
+        let rights = ctx.auth.content(
+            &ctx.svc,
+            &principal,
+            client.ip,
+            &target.env,
+            &target.api,
+            O::OP,
+        )?;
+        Ok(Granted {
+            ctx: ctx.clone(),
+            target,
+            rights,
+            serves: PhantomData,
+        })
+    }
+}
+
+impl<O> Granted<O> {
+    /// Runs a change to the target on the blocking pool.
+    async fn change<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&Service, &Target) -> Result<T, CmsError> + Send + 'static,
+    ) -> Result<T, CmsError> {
+        let Granted { ctx, target, .. } = self;
+        blocking(&ctx, move |s| f(s, &target)).await
+    }
 }
 
 #[derive(Deserialize)]
@@ -94,14 +164,8 @@ fn query_flag(field: &str, raw: Option<&str>) -> Result<bool, CmsError> {
     }
 }
 
-async fn list(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
-    Query(params): Query<ListParams>,
-    client: Client,
-) -> Result<Json<Value>, CmsError> {
-    let t = Target::from(p);
-    let rights = gate(&ctx, &client, &t, ContentOp::List).await?;
+async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Json<Value>, CmsError> {
+    let (t, rights) = (&g.target, g.rights);
     let include_drafts = query_flag("drafts", params.drafts.as_deref())?;
     let include_closed = query_flag("closed", params.closed.as_deref())?;
     for (asked, perm) in [
@@ -134,7 +198,7 @@ async fn list(
         limit,
         offset,
     };
-    Ok(Json(ctx.svc.list(&t.env, &t.api, &q)?))
+    Ok(Json(g.ctx.svc.list(&t.env, &t.api, &q)?))
 }
 
 #[derive(Deserialize)]
@@ -143,21 +207,15 @@ struct ReadParams {
     draft_key: Option<String>,
 }
 
-async fn read(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
-    Query(params): Query<ReadParams>,
-    client: Client,
-) -> Result<Json<Value>, CmsError> {
-    let t = Target::from(p);
-    let rights = gate(&ctx, &client, &t, ContentOp::Get).await?;
-    Ok(Json(ctx.svc.get(
+async fn read(g: Granted<Get>, Query(params): Query<ReadParams>) -> Result<Json<Value>, CmsError> {
+    let t = &g.target;
+    Ok(Json(g.ctx.svc.get(
         &t.env,
         &t.api,
         &t.id,
         params.draft_key.as_deref(),
-        rights.contains(ContentPermission::GetAllDrafts),
-        rights.contains(ContentPermission::GetAllClosed),
+        g.rights.contains(ContentPermission::GetAllDrafts),
+        g.rights.contains(ContentPermission::GetAllClosed),
     )?))
 }
 
@@ -179,36 +237,26 @@ impl WriteParams {
 }
 
 async fn create(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
+    g: Granted<Create>,
     Query(params): Query<WriteParams>,
-    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Create).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
-    let (body, _) = blocking(&ctx, move |s| {
-        s.put_entry(&t.env, &t.api, None, f, as_, false)
-    })
-    .await?;
+    let (body, _) = g
+        .change(move |s, t| s.put_entry(&t.env, &t.api, None, f, as_, false))
+        .await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn replace(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
+    g: Granted<Replace>,
     Query(params): Query<WriteParams>,
-    client: Client,
     raw: Bytes,
 ) -> Result<Response, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Replace).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
-    let (body, created) = blocking(&ctx, move |s| {
-        s.put_entry(&t.env, &t.api, Some(&t.id), f, as_, true)
-    })
-    .await?;
+    let (body, created) = g
+        .change(move |s, t| s.put_entry(&t.env, &t.api, Some(&t.id), f, as_, true))
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -218,51 +266,29 @@ async fn replace(
 }
 
 async fn update(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
+    g: Granted<Update>,
     Query(params): Query<WriteParams>,
-    client: Client,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Update).await?;
     let (as_, f) = (params.write_as()?, fields(&raw)?);
-    Ok(Json(
-        blocking(&ctx, move |s| s.patch_entry(&t.env, &t.api, &t.id, f, as_)).await?,
-    ))
+    let entry = g
+        .change(move |s, t| s.patch_entry(&t.env, &t.api, &t.id, f, as_))
+        .await?;
+    Ok(Json(entry))
 }
 
-async fn remove(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
-    client: Client,
-) -> Result<StatusCode, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Delete).await?;
-    blocking(&ctx, move |s| s.delete_entry(&t.env, &t.api, &t.id)).await?;
+async fn remove(g: Granted<Delete>) -> Result<StatusCode, CmsError> {
+    g.change(move |s, t| s.delete_entry(&t.env, &t.api, &t.id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn publish(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
-    client: Client,
-) -> Result<Json<Value>, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Publish).await?;
+async fn publish(g: Granted<Publish>) -> Result<Json<Value>, CmsError> {
     Ok(Json(
-        blocking(&ctx, move |s| s.publish(&t.env, &t.api, &t.id)).await?,
+        g.change(|s, t| s.publish(&t.env, &t.api, &t.id)).await?,
     ))
 }
 
-async fn close(
-    State(ctx): State<Arc<Ctx>>,
-    Path(p): Path<HashMap<String, String>>,
-    client: Client,
-) -> Result<Json<Value>, CmsError> {
-    let t = Target::from(p);
-    gate(&ctx, &client, &t, ContentOp::Publish).await?;
-    Ok(Json(
-        blocking(&ctx, move |s| s.close(&t.env, &t.api, &t.id)).await?,
-    ))
+async fn close(g: Granted<Publish>) -> Result<Json<Value>, CmsError> {
+    Ok(Json(g.change(|s, t| s.close(&t.env, &t.api, &t.id)).await?))
 }

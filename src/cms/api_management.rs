@@ -4,12 +4,15 @@
 use super::auth::Client;
 use super::error::CmsError;
 use super::input::body;
+use super::keys::KeyRecord;
 use super::rights::Rights;
-use super::service::{KeyPatch, OwnerWrite, Role};
+use super::secret::RawKey;
+use super::service::{KeyPatch, OwnerWrite, Role, Service};
 use super::{blocking, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -17,6 +20,7 @@ use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Ctx>> {
@@ -52,31 +56,81 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/v1/self", get(whoami))
 }
 
-/// Authenticates, checks the management permission, and returns what the caller holds.
-async fn gate(ctx: &Ctx, client: &Client, needed: MP) -> Result<Rights, CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
-    ctx.auth.management(&ctx.svc, &p, needed)?;
-    ctx.auth.rights(&ctx.svc, &p)
+/// The management permission a handler needs, as a type: the check runs while axum extracts
+/// the handler's arguments, so no handler can forget it or run it after reading the body.
+trait Needs: Send + Sync + 'static {
+    const PERMISSION: MP;
+    /// Changes to APIs, public endpoints and CORS apply to every environment.
+    const EVERY_ENVIRONMENT: bool;
 }
 
-/// As [`gate`], for changes that apply to every environment (APIs, public endpoints, CORS).
-async fn gate_everywhere(ctx: &Ctx, client: &Client, needed: MP) -> Result<(), CmsError> {
-    Ok(gate(ctx, client, needed)
-        .await?
-        .require_every_environment()?)
+/// Declares marker types for [`Needs`].
+macro_rules! needs {
+    ($($name:ident => $permission:expr, every environment: $every:expr;)*) => {$(
+        struct $name;
+        impl Needs for $name {
+            const PERMISSION: MP = $permission;
+            const EVERY_ENVIRONMENT: bool = $every;
+        }
+    )*};
 }
 
-async fn create_key(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    raw: Bytes,
-) -> Result<Response, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
-    let spec: KeySpec = body(&raw)?;
-    let (record, key) = blocking(&ctx, move |s| s.create_key(spec, &caller)).await?;
+needs! {
+    Keys => MP::KeysManage, every environment: false;
+    ReadSettings => MP::SettingsManage, every environment: false;
+    WriteSettings => MP::SettingsManage, every environment: true;
+    ReadMembers => MP::MembersRead, every environment: false;
+    WriteMembers => MP::MembersManage, every environment: false;
+}
+
+/// A caller that holds `P`: the service context and what the caller holds.
+struct Caller<P> {
+    ctx: Arc<Ctx>,
+    rights: Rights,
+    needs: PhantomData<P>,
+}
+
+impl<P: Needs> FromRequestParts<Arc<Ctx>> for Caller<P> {
+    type Rejection = CmsError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Ctx>) -> Result<Self, CmsError> {
+        let Ok(client) = Client::from_request_parts(parts, ctx).await;
+        let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
+        ctx.auth.management(&ctx.svc, &p, P::PERMISSION)?;
+        let rights = ctx.auth.rights(&ctx.svc, &p)?;
+        if P::EVERY_ENVIRONMENT {
+            rights.require_every_environment()?;
+        }
+        Ok(Caller {
+            ctx: ctx.clone(),
+            rights,
+            needs: PhantomData,
+        })
+    }
+}
+
+impl<P> Caller<P> {
+    /// Runs a change on the blocking pool, as this caller.
+    async fn change<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&Service, &Rights) -> Result<T, CmsError> + Send + 'static,
+    ) -> Result<T, CmsError> {
+        let Caller { ctx, rights, .. } = self;
+        blocking(&ctx, move |s| f(s, &rights)).await
+    }
+}
+
+/// A key's record with its raw value: the only answer that ever carries it.
+fn with_value(record: &KeyRecord, key: &RawKey) -> Value {
     let mut v = record.to_json();
     v["key"] = json!(key.expose());
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    v
+}
+
+async fn create_key(c: Caller<Keys>, raw: Bytes) -> Result<Response, CmsError> {
+    let spec: KeySpec = body(&raw)?;
+    let (record, key) = c.change(move |s, who| s.create_key(spec, who)).await?;
+    Ok((StatusCode::CREATED, Json(with_value(&record, &key))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -86,12 +140,11 @@ struct KeyFilter {
 }
 
 async fn list_keys(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<Keys>,
     Query(filter): Query<KeyFilter>,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
-    ctx.key_listings
+    c.ctx
+        .key_listings
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let wanted = match filter.label.as_deref() {
         None => None,
@@ -100,25 +153,21 @@ async fn list_keys(
                 .ok_or_else(|| CmsError::BadRequest("label must be name=value".into()))?,
         ),
     };
-    let keys: Vec<Value> = ctx
+    let keys: Vec<Value> = c
+        .ctx
         .svc
         .list_keys()
         .iter()
-        .filter(|k| caller.sees_environments_of(&k.spec))
+        .filter(|k| c.rights.sees_environments_of(&k.spec))
         .filter(|k| wanted.is_none_or(|(n, v)| k.spec.labels.get(n).map(String::as_str) == Some(v)))
         .map(|k| k.to_json())
         .collect();
     Ok(Json(json!({ "keys": keys })))
 }
 
-async fn get_key(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
-    let record = ctx.svc.get_key(&id)?;
-    if !caller.sees_environments_of(&record.spec) {
+async fn get_key(c: Caller<Keys>, Path(id): Path<String>) -> Result<Json<Value>, CmsError> {
+    let record = c.ctx.svc.get_key(&id)?;
+    if !c.rights.sees_environments_of(&record.spec) {
         return Err(CmsError::NotFound(format!(
             "there is no key with id '{id}'"
         )));
@@ -127,14 +176,12 @@ async fn get_key(
 }
 
 async fn patch_key(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<Keys>,
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let patch: KeyPatch = body(&raw)?;
-    let record = blocking(&ctx, move |s| s.patch_key(&id, patch, &caller)).await?;
+    let record = c.change(move |s, who| s.patch_key(&id, patch, who)).await?;
     Ok(Json(record.to_json()))
 }
 
@@ -165,56 +212,41 @@ fn grace(seconds: f64) -> Result<SignedDuration, CmsError> {
 }
 
 async fn regenerate_key(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<Keys>,
     Path(id): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
     let req: Regenerate = if raw.is_empty() {
         Regenerate::default()
     } else {
         body(&raw)?
     };
     let grace = req.grace_seconds.map(grace).transpose()?;
-    let (record, key) = blocking(&ctx, move |s| {
-        s.regenerate_key(&id, grace, req.expires_at, &caller)
-    })
-    .await?;
-    let mut v = record.to_json();
-    v["key"] = json!(key.expose());
-    Ok(Json(v))
+    let (record, key) = c
+        .change(move |s, who| s.regenerate_key(&id, grace, req.expires_at, who))
+        .await?;
+    Ok(Json(with_value(&record, &key)))
 }
 
-async fn revoke_key(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Path(id): Path<String>,
-) -> Result<StatusCode, CmsError> {
-    let caller = gate(&ctx, &client, MP::KeysManage).await?;
-    blocking(&ctx, move |s| s.revoke_key(&id, &caller)).await?;
+async fn revoke_key(c: Caller<Keys>, Path(id): Path<String>) -> Result<StatusCode, CmsError> {
+    c.change(move |s, who| s.revoke_key(&id, who)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_apis(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::SettingsManage).await?;
-    let apis: Vec<Value> = ctx
+async fn list_apis(c: Caller<ReadSettings>) -> Json<Value> {
+    let apis: Vec<Value> = c
+        .ctx
         .svc
         .apis()
         .into_iter()
         .map(|(name, a)| json!({"name": name, "createdAt": crate::model::rfc3339(a.created_at), "publicOperations": a.public_ops, "effectiveOperations": a.effective_ops()}))
         .collect();
-    Ok(Json(json!({ "apis": apis })))
+    Json(json!({ "apis": apis }))
 }
 
-async fn put_api(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Path(api): Path<String>,
-) -> Result<Response, CmsError> {
-    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
+async fn put_api(c: Caller<WriteSettings>, Path(api): Path<String>) -> Result<Response, CmsError> {
     let name = api.clone();
-    let created = blocking(&ctx, move |s| s.put_api(&name)).await?;
+    let created = c.change(move |s, _| s.put_api(&name)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -230,34 +262,32 @@ struct PublicOps {
 }
 
 async fn get_public(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<ReadSettings>,
     Path(api): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::SettingsManage).await?;
-    let info = ctx.svc.apis().remove(&api);
-    let owners: serde_json::Map<String, Value> = ctx
-        .svc
+    let svc = &c.ctx.svc;
+    let info = svc.apis().remove(&api);
+    let owners: serde_json::Map<String, Value> = svc
         .owners()
         .into_iter()
         .filter_map(|(o, e)| Some((o, json!(e.public_endpoints.get(&api)?))))
         .collect();
     Ok(Json(json!({
-        "operations": ctx.svc.public_ops(&api)?,
+        "operations": svc.public_ops(&api)?,
         "owners": owners,
         "effective": info.map(|i| i.effective_ops()),
     })))
 }
 
 async fn put_public(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path(api): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
     let req: PublicOps = body(&raw)?;
-    let ops = blocking(&ctx, move |s| s.set_public_ops(&api, req.operations)).await?;
+    let ops = c
+        .change(move |s, _| s.set_public_ops(&api, req.operations))
+        .await?;
     Ok(Json(json!({ "operations": ops })))
 }
 
@@ -267,70 +297,62 @@ struct Cors {
     origins: Vec<String>,
 }
 
-async fn get_cors(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::SettingsManage).await?;
-    let owners: serde_json::Map<String, Value> = ctx
-        .svc
+async fn get_cors(c: Caller<ReadSettings>) -> Json<Value> {
+    let svc = &c.ctx.svc;
+    let owners: serde_json::Map<String, Value> = svc
         .owners()
         .into_iter()
         .filter(|(_, e)| !e.origins.is_empty())
         .map(|(o, e)| (o, json!(e.origins)))
         .collect();
-    Ok(Json(json!({
-        "origins": ctx.svc.cors_origins(),
+    Json(json!({
+        "origins": svc.cors_origins(),
         "owners": owners,
-        "effective": ctx.svc.effective_cors(),
-    })))
+        "effective": svc.effective_cors(),
+    }))
 }
 
 /// Replaces part of an owner's entry and answers with the whole entry.
 async fn write_owner(
-    ctx: &Arc<Ctx>,
-    client: &Client,
+    c: Caller<WriteSettings>,
     owner: String,
     write: OwnerWrite,
 ) -> Result<Json<Value>, CmsError> {
-    gate_everywhere(ctx, client, MP::SettingsManage).await?;
-    let entry = blocking(ctx, move |s| s.write_owner(&owner, write)).await?;
+    let entry = c.change(move |s, _| s.write_owner(&owner, write)).await?;
     Ok(Json(json!(entry)))
 }
 
 async fn put_owner_cors(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path(owner): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
     let req: Cors = body(&raw)?;
-    write_owner(&ctx, &client, owner, OwnerWrite::Origins(req.origins)).await
+    write_owner(c, owner, OwnerWrite::Origins(req.origins)).await
 }
 
 async fn delete_owner_cors(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path(owner): Path<String>,
 ) -> Result<Json<Value>, CmsError> {
-    write_owner(&ctx, &client, owner, OwnerWrite::Origins(Vec::new())).await
+    write_owner(c, owner, OwnerWrite::Origins(Vec::new())).await
 }
 
 async fn put_owner_public(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path((api, owner)): Path<(String, String)>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let req: PublicOps = body(&raw)?;
-    let ops = req.operations;
-    write_owner(&ctx, &client, owner, OwnerWrite::Public { api, ops }).await
+    let ops = body::<PublicOps>(&raw)?.operations;
+    write_owner(c, owner, OwnerWrite::Public { api, ops }).await
 }
 
 async fn delete_owner_public(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path((api, owner)): Path<(String, String)>,
 ) -> Result<Json<Value>, CmsError> {
     let ops = Vec::new();
-    write_owner(&ctx, &client, owner, OwnerWrite::Public { api, ops }).await
+    write_owner(c, owner, OwnerWrite::Public { api, ops }).await
 }
 
 #[derive(Deserialize)]
@@ -339,36 +361,27 @@ struct OwnerFilter {
     owner: Option<String>,
 }
 
-async fn list_owners(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Query(filter): Query<OwnerFilter>,
-) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::SettingsManage).await?;
-    let mut owners = ctx.svc.owners();
+async fn list_owners(c: Caller<ReadSettings>, Query(filter): Query<OwnerFilter>) -> Json<Value> {
+    let mut owners = c.ctx.svc.owners();
     if let Some(o) = &filter.owner {
         owners.retain(|name, _| name == o);
     }
-    Ok(Json(json!({ "owners": owners })))
+    Json(json!({ "owners": owners }))
 }
 
 async fn delete_owner(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteSettings>,
     Path(owner): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    let _entry = write_owner(&ctx, &client, owner, OwnerWrite::Remove).await?;
+    let _entry = write_owner(c, owner, OwnerWrite::Remove).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn put_cors(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    raw: Bytes,
-) -> Result<Json<Value>, CmsError> {
-    gate_everywhere(&ctx, &client, MP::SettingsManage).await?;
+async fn put_cors(c: Caller<WriteSettings>, raw: Bytes) -> Result<Json<Value>, CmsError> {
     let req: Cors = body(&raw)?;
-    let origins = blocking(&ctx, move |s| s.set_cors_origins(req.origins)).await?;
+    let origins = c
+        .change(move |s, _| s.set_cors_origins(req.origins))
+        .await?;
     Ok(Json(json!({ "origins": origins })))
 }
 
@@ -379,50 +392,38 @@ struct NewMember {
     role: String,
 }
 
-async fn add_member(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    raw: Bytes,
-) -> Result<Response, CmsError> {
-    let caller = gate(&ctx, &client, MP::MembersManage).await?;
+async fn add_member(c: Caller<WriteMembers>, raw: Bytes) -> Result<Response, CmsError> {
     let req: NewMember = body(&raw)?;
-    let m = blocking(&ctx, move |s| s.add_member(&req.name, &req.role, &caller)).await?;
+    let m = c
+        .change(move |s, who| s.add_member(&req.name, &req.role, who))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(m))).into_response())
 }
 
-async fn list_members(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::MembersRead).await?;
-    Ok(Json(json!({ "members": ctx.svc.members() })))
+async fn list_members(c: Caller<ReadMembers>) -> Json<Value> {
+    Json(json!({ "members": c.ctx.svc.members() }))
 }
 
 async fn remove_member(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteMembers>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, CmsError> {
-    let caller = gate(&ctx, &client, MP::MembersManage).await?;
-    blocking(&ctx, move |s| s.remove_member(&name, &caller)).await?;
+    c.change(move |s, who| s.remove_member(&name, who)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_roles(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
-    gate(&ctx, &client, MP::MembersRead).await?;
-    Ok(Json(json!({ "roles": ctx.svc.roles() })))
+async fn list_roles(c: Caller<ReadMembers>) -> Json<Value> {
+    Json(json!({ "roles": c.ctx.svc.roles() }))
 }
 
 async fn put_role(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
+    c: Caller<WriteMembers>,
     Path(name): Path<String>,
     raw: Bytes,
 ) -> Result<Json<Value>, CmsError> {
-    let caller = gate(&ctx, &client, MP::MembersManage).await?;
     let mut role: Role = body(&raw)?;
     role.name = name;
-    let role = blocking(&ctx, move |s| s.put_role(role, &caller)).await?;
+    let role = c.change(move |s, who| s.put_role(role, who)).await?;
     Ok(Json(json!(role)))
 }
 
