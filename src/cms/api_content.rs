@@ -5,9 +5,8 @@ use super::auth::Client;
 use super::content::Filter;
 use super::error::CmsError;
 use super::input::fields;
-use super::service::Service;
 use super::service::{ListQuery, WriteAs};
-use super::{blocking, Ctx, PRODUCTION};
+use super::{created_or_ok, Checked, Ctx, PRODUCTION};
 use crate::model::{ContentOp, ContentPermission, PermSet, SpecError};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query};
@@ -19,7 +18,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Ctx>> {
@@ -36,11 +34,13 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .nest("/environments/{env}", api)
 }
 
-/// Path parameters, from the route and from the `/environments/{env}` prefix.
+/// What a call reaches (the path parameters, from the route and from the `/environments/{env}`
+/// prefix) and what the caller holds on that API.
 struct Target {
     env: String,
     api: String,
     id: String,
+    rights: PermSet,
 }
 
 impl Target {
@@ -49,6 +49,7 @@ impl Target {
             env: p.remove("env").unwrap_or_else(|| PRODUCTION.to_owned()),
             api: p.remove("api").unwrap_or_default(),
             id: p.remove("id").unwrap_or_default(),
+            rights: PermSet::default(),
         }
     }
 }
@@ -79,14 +80,8 @@ serves! {
     Publish => ContentOp::Publish;
 }
 
-/// A call the caller may make: the service context, the target and what the caller holds on
-/// its API.
-struct Granted<O> {
-    ctx: Arc<Ctx>,
-    target: Target,
-    rights: PermSet,
-    serves: PhantomData<O>,
-}
+/// A call the caller may make, with its target.
+type Granted<O> = Checked<O, Target>;
 
 impl<O: Serves> FromRequestParts<Arc<Ctx>> for Granted<O> {
     type Rejection = CmsError;
@@ -96,33 +91,12 @@ impl<O: Serves> FromRequestParts<Arc<Ctx>> for Granted<O> {
         let p = Path::<HashMap<String, String>>::from_request_parts(parts, ctx)
             .await
             .map_err(|e| CmsError::BadRequest(e.body_text()))?;
-        let target = Target::from(p.0);
+        let mut t = Target::from(p.0);
         let principal = ctx.auth.authenticate(&ctx.svc, &client).await?;
-        let rights = ctx.auth.content(
-            &ctx.svc,
-            &principal,
-            client.ip,
-            &target.env,
-            &target.api,
-            O::OP,
-        )?;
-        Ok(Granted {
-            ctx: ctx.clone(),
-            target,
-            rights,
-            serves: PhantomData,
-        })
-    }
-}
-
-impl<O> Granted<O> {
-    /// Runs a change to the target on the blocking pool.
-    async fn change<T: Send + 'static>(
-        self,
-        f: impl FnOnce(&Service, &Target) -> Result<T, CmsError> + Send + 'static,
-    ) -> Result<T, CmsError> {
-        let Granted { ctx, target, .. } = self;
-        blocking(&ctx, move |s| f(s, &target)).await
+        t.rights = ctx
+            .auth
+            .content(&ctx.svc, &principal, client.ip, &t.env, &t.api, O::OP)?;
+        Ok(Checked::new(ctx, t))
     }
 }
 
@@ -165,7 +139,7 @@ fn query_flag(field: &str, raw: Option<&str>) -> Result<bool, CmsError> {
 }
 
 async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Json<Value>, CmsError> {
-    let (t, rights) = (&g.target, g.rights);
+    let (t, rights) = (&g.what, g.what.rights);
     let include_drafts = query_flag("drafts", params.drafts.as_deref())?;
     let include_closed = query_flag("closed", params.closed.as_deref())?;
     for (asked, perm) in [
@@ -208,14 +182,14 @@ struct ReadParams {
 }
 
 async fn read(g: Granted<Get>, Query(params): Query<ReadParams>) -> Result<Json<Value>, CmsError> {
-    let t = &g.target;
+    let t = &g.what;
     Ok(Json(g.ctx.svc.get(
         &t.env,
         &t.api,
         &t.id,
         params.draft_key.as_deref(),
-        g.rights.contains(ContentPermission::GetAllDrafts),
-        g.rights.contains(ContentPermission::GetAllClosed),
+        t.rights.contains(ContentPermission::GetAllDrafts),
+        t.rights.contains(ContentPermission::GetAllClosed),
     )?))
 }
 
@@ -257,12 +231,7 @@ async fn replace(
     let (body, created) = g
         .change(move |s, t| s.put_entry(&t.env, &t.api, Some(&t.id), f, as_, true))
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(body)).into_response())
+    Ok((created_or_ok(created), Json(body)).into_response())
 }
 
 async fn update(

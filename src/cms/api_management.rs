@@ -7,8 +7,8 @@ use super::input::body;
 use super::keys::KeyRecord;
 use super::rights::Rights;
 use super::secret::RawKey;
-use super::service::{KeyPatch, OwnerWrite, Role, Service};
-use super::{blocking, Ctx};
+use super::service::{KeyPatch, OwnerWrite, Role};
+use super::{created_or_ok, Checked, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -20,7 +20,6 @@ use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Ctx>> {
@@ -83,12 +82,8 @@ needs! {
     WriteMembers => MP::MembersManage, every environment: false;
 }
 
-/// A caller that holds `P`: the service context and what the caller holds.
-struct Caller<P> {
-    ctx: Arc<Ctx>,
-    rights: Rights,
-    needs: PhantomData<P>,
-}
+/// A caller that holds `P`, with what it holds.
+type Caller<P> = Checked<P, Rights>;
 
 impl<P: Needs> FromRequestParts<Arc<Ctx>> for Caller<P> {
     type Rejection = CmsError;
@@ -101,22 +96,7 @@ impl<P: Needs> FromRequestParts<Arc<Ctx>> for Caller<P> {
         if P::EVERY_ENVIRONMENT {
             rights.require_every_environment()?;
         }
-        Ok(Caller {
-            ctx: ctx.clone(),
-            rights,
-            needs: PhantomData,
-        })
-    }
-}
-
-impl<P> Caller<P> {
-    /// Runs a change on the blocking pool, as this caller.
-    async fn change<T: Send + 'static>(
-        self,
-        f: impl FnOnce(&Service, &Rights) -> Result<T, CmsError> + Send + 'static,
-    ) -> Result<T, CmsError> {
-        let Caller { ctx, rights, .. } = self;
-        blocking(&ctx, move |s| f(s, &rights)).await
+        Ok(Checked::new(ctx, rights))
     }
 }
 
@@ -158,7 +138,7 @@ async fn list_keys(
         .svc
         .list_keys()
         .iter()
-        .filter(|k| c.rights.sees_environments_of(&k.spec))
+        .filter(|k| c.what.sees_environments_of(&k.spec))
         .filter(|k| wanted.is_none_or(|(n, v)| k.spec.labels.get(n).map(String::as_str) == Some(v)))
         .map(|k| k.to_json())
         .collect();
@@ -167,7 +147,7 @@ async fn list_keys(
 
 async fn get_key(c: Caller<Keys>, Path(id): Path<String>) -> Result<Json<Value>, CmsError> {
     let record = c.ctx.svc.get_key(&id)?;
-    if !c.rights.sees_environments_of(&record.spec) {
+    if !c.what.sees_environments_of(&record.spec) {
         return Err(CmsError::NotFound(format!(
             "there is no key with id '{id}'"
         )));
@@ -247,12 +227,7 @@ async fn list_apis(c: Caller<ReadSettings>) -> Json<Value> {
 async fn put_api(c: Caller<WriteSettings>, Path(api): Path<String>) -> Result<Response, CmsError> {
     let name = api.clone();
     let created = c.change(move |s, _| s.put_api(&name)).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(json!({ "name": api }))).into_response())
+    Ok((created_or_ok(created), Json(json!({ "name": api }))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,42 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
 }
 
+/// A request that passed its permission check (`M` names the check): the service context and
+/// what the check established about the caller.
+pub(crate) struct Checked<M, A> {
+    pub ctx: Arc<Ctx>,
+    pub what: A,
+    check: std::marker::PhantomData<M>,
+}
+
+impl<M, A: Send + 'static> Checked<M, A> {
+    pub fn new(ctx: &Arc<Ctx>, what: A) -> Self {
+        Checked {
+            ctx: ctx.clone(),
+            what,
+            check: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs a change on the blocking pool, with what the check established.
+    pub async fn change<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&Service, &A) -> Result<T, CmsError> + Send + 'static,
+    ) -> Result<T, CmsError> {
+        let what = self.what;
+        blocking(&self.ctx, move |s| f(s, &what)).await
+    }
+}
+
+/// `201 Created` for something new, `200 OK` for something replaced.
+pub(crate) fn created_or_ok(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
+}
+
 /// The bootstrap admin token, as a `SecretString`. Debug output never shows it.
 #[derive(Clone)]
 pub struct AdminToken(secrecy::SecretString);
