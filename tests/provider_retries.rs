@@ -99,7 +99,7 @@ async fn a_500_is_retried_for_idempotent_calls_only() {
     })
     .await;
     let err = provider(&always.url)
-        .regenerate_key(&id, jiff::SignedDuration::ZERO, None, false)
+        .regenerate_key(&id, keyward::providers::Regeneration::default())
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");

@@ -15,7 +15,7 @@ use crate::model::desired::{DesiredKey, PolicyId, SecretTarget};
 use crate::model::template::render_template;
 use crate::model::KeyValue;
 use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
-use crate::providers::{CmsProvider, LiveKey, ProviderError};
+use crate::providers::{CmsProvider, LiveKey, ProviderError, Regeneration};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use jiff::{SignedDuration, Timestamp};
@@ -465,9 +465,11 @@ impl Engine<'_> {
                     .provider
                     .regenerate_key(
                         id,
-                        SignedDuration::from_secs(*grace_seconds),
-                        key.lifetime.map(|l| now + l),
-                        *expiring,
+                        Regeneration {
+                            grace: SignedDuration::from_secs(*grace_seconds),
+                            expires_at: key.lifetime.map(|l| now + l),
+                            expiring: *expiring,
+                        },
                     )
                     .await?;
                 let new_id = issued.key.id.clone();

@@ -321,19 +321,11 @@ impl SecretSink for SecretsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{observed_from, SecretMaterial};
-    use crate::plan::testkit::{desired, live_of, now, ENDPOINT};
+    use crate::engine::observed_from;
+    use crate::engine::tests::VALUE;
 
-    const VALUE: &str = "kw_0123456789abcdef_value";
-
-    fn material() -> SecretMaterial {
-        let d = desired("");
-        SecretMaterial::new(
-            &d.keys[0],
-            &live_of(&d, now()),
-            KeyValue::new(VALUE),
-            ENDPOINT,
-        )
+    fn material() -> crate::engine::SecretMaterial {
+        crate::engine::tests::material("")
     }
 
     #[test]

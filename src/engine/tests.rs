@@ -3,13 +3,13 @@
 
 use super::*;
 use crate::model::{ContentOp, KeySpec};
-use crate::plan::testkit::{desired, desired_with, live_of, now, ENDPOINT};
+use crate::plan::testkit::{desired, desired_with, live_of, now, settings_actions, ENDPOINT};
 use crate::plan::{ObservedSecret, Plan};
 use crate::providers::{CallStats, IssuedKey, LiveSettings};
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 
-const VALUE: &str = "kw_0123456789abcdef_value";
+pub(super) const VALUE: &str = "kw_0123456789abcdef_value";
 
 /// A CMS in memory: keys by id; records every call; can be told to fail some.
 #[derive(Default)]
@@ -130,19 +130,18 @@ impl CmsProvider for FakeCms {
     async fn regenerate_key(
         &self,
         id: &str,
-        grace: SignedDuration,
-        expires_at: Option<Timestamp>,
-        expiring: bool,
+        how: crate::providers::Regeneration,
     ) -> crate::providers::Result<IssuedKey> {
         self.record(
             format!(
-                "regenerate {id} grace={}s expiring={expiring}",
-                grace.as_secs()
+                "regenerate {id} grace={}s expiring={}",
+                how.grace.as_secs(),
+                how.expiring
             ),
             "regenerate",
         )?;
         let mut key = self.keys.lock()[id].clone();
-        key.spec.expires_at = expires_at;
+        key.spec.expires_at = how.expires_at;
         if self.renew_as_new_key {
             return Ok(self.issue(key));
         }
@@ -273,7 +272,16 @@ fn plan(actions: Vec<Action>, live: &[LiveKey]) -> Plan {
     }
 }
 
-fn material(extra: &str) -> SecretMaterial {
+/// `at` is within five seconds of `expected` (the engine reads the clock).
+fn assert_about(expected: Timestamp, at: Timestamp) {
+    assert!(
+        at.duration_since(expected).as_secs().abs() <= 5,
+        "{at} is not about {expected}"
+    );
+}
+
+/// Key k of the fixture policy (with `extra` in its spec) as its Secret holds it.
+pub(super) fn material(extra: &str) -> SecretMaterial {
     let d = desired_with("", extra);
     SecretMaterial::new(
         &d.keys[0],
@@ -411,14 +419,7 @@ async fn a_create_gets_a_lifetime_from_the_clock_and_its_secret() {
     assert_eq!(cms.calls(), ["create ns.p.k"]);
     let key = &cms.keys.lock()["new1"];
     let expires = key.spec.expires_at.unwrap();
-    assert!(
-        expires
-            .duration_since(now() + crate::model::days(30))
-            .as_secs()
-            .abs()
-            <= 5,
-        "{expires}"
-    );
+    assert_about(now() + crate::model::days(30), expires);
     assert_eq!(
         sink.value("s").as_deref(),
         Some(format!("{VALUE}1").as_str())
@@ -455,29 +456,23 @@ async fn every_action_calls_the_cms_once_and_says_what_it_did() {
             grace_seconds: 60,
             expiring: false,
         },
-        Action::SetCors {
-            policy: "ns/p".into(),
-            owner: "policy:ns.p".into(),
-            observe_only: false,
-            from: BTreeSet::new(),
-            to: BTreeSet::from(["https://a.example".to_owned()]),
-        },
-        Action::SetPublic {
-            policy: "ns/p".into(),
-            owner: "policy:ns.p".into(),
-            observe_only: false,
-            api: "contact".into(),
-            from: BTreeSet::new(),
-            to: BTreeSet::from([ContentOp::Create]),
-        },
-        Action::Revoke {
-            id: "id1".into(),
-            name: "ns.p.k".into(),
-            policy: "ns/p".into(),
-            reason: "removed".into(),
-            observe_only: false,
-        },
     ];
+    let [cors, public] = settings_actions(&[ContentOp::Create]);
+    let actions = [
+        actions,
+        vec![
+            cors,
+            public,
+            Action::Revoke {
+                id: "id1".into(),
+                name: "ns.p.k".into(),
+                policy: "ns/p".into(),
+                reason: "removed".into(),
+                observe_only: false,
+            },
+        ],
+    ]
+    .concat();
     let report = engine(&cms, &sink)
         .apply(&plan(actions, std::slice::from_ref(&live)))
         .await
@@ -875,13 +870,7 @@ async fn a_renewal_issued_as_a_new_key_is_revoked_when_its_secret_cannot_be_writ
     assert!(cms.keys.lock().contains_key("new2") && cms.keys.lock().contains_key("id1"));
     // The new value's expiry is the lifetime from the clock.
     let exp = cms.keys.lock()["new2"].spec.expires_at.unwrap();
-    assert!(
-        exp.duration_since(now() + crate::model::days(30))
-            .as_secs()
-            .abs()
-            <= 5,
-        "{exp}"
-    );
+    assert_about(now() + crate::model::days(30), exp);
 }
 
 #[tokio::test]
@@ -923,21 +912,9 @@ async fn a_replace_parks_the_old_key_and_lets_it_expire_after_the_overlap() {
         );
         let (id, at) = cms.expiries.lock()[0].clone();
         assert_eq!(id, "id1");
-        assert!(
-            at.duration_since(now() + SignedDuration::from_secs(keep))
-                .as_secs()
-                .abs()
-                <= 5,
-            "{at}"
-        );
+        assert_about(now() + SignedDuration::from_secs(keep), at);
         let exp = cms.keys.lock()["new1"].spec.expires_at.unwrap();
-        assert!(
-            exp.duration_since(now() + crate::model::days(30))
-                .as_secs()
-                .abs()
-                <= 5,
-            "{exp}"
-        );
+        assert_about(now() + crate::model::days(30), exp);
     }
 }
 

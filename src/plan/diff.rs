@@ -467,14 +467,7 @@ mod tests {
         let now = now();
         let d = desired("");
         let live = live_of(&d, now);
-        let p = diff(
-            &d,
-            std::slice::from_ref(&live),
-            &LiveSettings::default(),
-            &secrets_for(&live),
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&d, std::slice::from_ref(&live), &secrets_for(&live));
         assert!(kinds(&p).is_empty(), "{p:?}");
         assert!(!p.has_changes());
     }
@@ -484,28 +477,14 @@ mod tests {
         let now = now();
         let d = desired("");
         assert_eq!(
-            kinds(&diff(
-                &d,
-                &[],
-                &LiveSettings::default(),
-                &ObservedSecrets::new(),
-                ENDPOINT,
-                now
-            )),
+            kinds(&plan_for(&d, &[], &ObservedSecrets::new())),
             ["create"]
         );
         let mut live = live_of(&d, now);
         live.spec
             .default_permissions
             .push(crate::model::ContentPermission::Delete);
-        let p = diff(
-            &d,
-            std::slice::from_ref(&live),
-            &LiveSettings::default(),
-            &secrets_for(&live),
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&d, std::slice::from_ref(&live), &secrets_for(&live));
         assert_eq!(kinds(&p), ["update"]);
         let Action::Update { diff, .. } = &p.actions[0] else {
             unreachable!()
@@ -542,17 +521,7 @@ mod tests {
         let mut meta = secrets_for(&live);
         meta.values_mut()
             .for_each(|o| o.spec_hash = Some("x".into()));
-        assert_eq!(
-            kinds(&diff(
-                &d,
-                &[live],
-                &LiveSettings::default(),
-                &meta,
-                ENDPOINT,
-                now
-            )),
-            ["secret"]
-        );
+        assert_eq!(kinds(&plan_for(&d, &[live], &meta)), ["secret"]);
     }
 
     #[test]
@@ -569,14 +538,7 @@ mod tests {
         foreign.spec.name = "hand-made".into();
         foreign.spec.labels.clear();
         let s = secrets_for(&live);
-        let p = diff(
-            &d,
-            &[live.clone(), gone.clone(), foreign.clone()],
-            &LiveSettings::default(),
-            &s,
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&d, &[live.clone(), gone.clone(), foreign.clone()], &s);
         assert_eq!(kinds(&p), ["revoke"]);
         let Action::Revoke { id, .. } = &p.actions[0] else {
             unreachable!()
@@ -589,25 +551,10 @@ mod tests {
                 ..Default::default()
             }
         });
-        assert!(kinds(&diff(
-            &orphaning,
-            &[live.clone(), gone],
-            &LiveSettings::default(),
-            &s,
-            ENDPOINT,
-            now
-        ))
-        .is_empty());
+        assert!(kinds(&plan_for(&orphaning, &[live.clone(), gone], &s)).is_empty());
         let mut squatter = foreign;
         squatter.spec.name = "ns.p.k".into();
-        let p = diff(
-            &d,
-            &[squatter],
-            &LiveSettings::default(),
-            &ObservedSecrets::new(),
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&d, &[squatter], &ObservedSecrets::new());
         assert!(kinds(&p).is_empty());
         assert!(
             p.problems[0].contains("keyward does not own"),
@@ -630,14 +577,7 @@ mod tests {
             "no UID of our own: the label decides"
         );
         let mine = with_uid(&d, "mine");
-        let p = diff(
-            &mine,
-            std::slice::from_ref(&other_uid),
-            &LiveSettings::default(),
-            &s,
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&mine, std::slice::from_ref(&other_uid), &s);
         assert!(kinds(&p).is_empty(), "never revoked or changed: {p:?}");
         assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
         assert!(
@@ -650,7 +590,7 @@ mod tests {
         ours.spec
             .labels
             .insert(LABEL_POLICY_UID.into(), "mine".into());
-        let p = diff(&mine, &[ours], &LiveSettings::default(), &s, ENDPOINT, now);
+        let p = plan_for(&mine, &[ours], &s);
         assert!(kinds(&p).is_empty() && p.problems.is_empty(), "{p:?}");
     }
 
@@ -722,14 +662,7 @@ mod tests {
         };
         let p = diff(&d, &[], &settings, &ObservedSecrets::new(), ENDPOINT, now);
         assert_eq!(kinds(&p), ["create", "cors", "public"]);
-        let p = diff(
-            &d,
-            &[],
-            &LiveSettings::default(),
-            &ObservedSecrets::new(),
-            ENDPOINT,
-            now,
-        );
+        let p = plan_for(&d, &[], &ObservedSecrets::new());
         assert!(
             p.problems[0].contains("no API 'contact'"),
             "{:?}",

@@ -153,11 +153,10 @@ fn indent(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::live::LiveSettings;
     use crate::plan::testkit::*;
     use crate::plan::Action;
     use jiff::SignedDuration;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     /// A plan with one action of every kind, a problem, and an ObserveOnly action.
     fn every_action() -> crate::plan::Plan {
@@ -165,7 +164,10 @@ mod tests {
         let key = d.keys[0].clone();
         let mut observed = key.clone();
         observed.observe_only = true;
-        let ops = |o: &[crate::model::ContentOp]| o.iter().copied().collect::<BTreeSet<_>>();
+        let [cors, public] = settings_actions(&[
+            crate::model::ContentOp::Create,
+            crate::model::ContentOp::List,
+        ]);
         crate::plan::Plan {
             actions: vec![
                 Action::Create { key: key.clone() },
@@ -192,24 +194,8 @@ mod tests {
                     id: "id1".into(),
                     reason: "edited".into(),
                 },
-                Action::SetCors {
-                    policy: "ns/p".into(),
-                    owner: "policy:ns.p".into(),
-                    observe_only: false,
-                    from: BTreeSet::new(),
-                    to: BTreeSet::from(["https://a.example".to_owned()]),
-                },
-                Action::SetPublic {
-                    policy: "ns/p".into(),
-                    owner: "policy:ns.p".into(),
-                    observe_only: false,
-                    api: "contact".into(),
-                    from: ops(&[]),
-                    to: ops(&[
-                        crate::model::ContentOp::Create,
-                        crate::model::ContentOp::List,
-                    ]),
-                },
+                cors,
+                public,
                 Action::Revoke {
                     id: "id9".into(),
                     name: "ns.p.old".into(),
@@ -282,28 +268,14 @@ mod tests {
         let d = desired_with("", "      renewBefore: 1d\n");
         let mut live = live_of(&d, now());
         live.spec.expires_at = Some(now() + SignedDuration::from_hours(2));
-        let p = crate::plan::diff(
-            &d,
-            &[live.clone()],
-            &LiveSettings::default(),
-            &secrets_for(&live),
-            ENDPOINT,
-            now(),
-        );
+        let p = plan_for(&d, &[live.clone()], &secrets_for(&live));
         assert_eq!(
             render_text("t", &p).lines().nth(1),
             Some("  ↻ rotate   ns/p/k (id id1): expires at 2030-01-01T02:00:00+00:00, within renewBefore; new value to Secret ns/s, old value valid 900s more")
         );
         // No overlap: said in words.
         let d = desired_with("", "      renewBefore: 1d\n      rotationOverlap: 0s\n");
-        let p = crate::plan::diff(
-            &d,
-            &[live.clone()],
-            &LiveSettings::default(),
-            &secrets_for(&live),
-            ENDPOINT,
-            now(),
-        );
+        let p = plan_for(&d, &[live.clone()], &secrets_for(&live));
         assert!(
             render_text("t", &p)
                 .lines()

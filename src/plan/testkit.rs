@@ -109,3 +109,25 @@ pub fn kind(a: &Action) -> &'static str {
         Action::SetPublic { .. } => "public",
     }
 }
+
+/// Policy ns/p's settings changes: CORS origin `https://a.example`, and `public` as the public
+/// operations of API `contact`.
+pub fn settings_actions(public: &[crate::model::ContentOp]) -> [Action; 2] {
+    [
+        Action::SetCors {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
+            from: Default::default(),
+            to: ["https://a.example".to_owned()].into(),
+        },
+        Action::SetPublic {
+            policy: "ns/p".into(),
+            owner: "policy:ns.p".into(),
+            observe_only: false,
+            api: "contact".into(),
+            from: Default::default(),
+            to: public.iter().copied().collect(),
+        },
+    ]
+}

@@ -123,6 +123,18 @@ pub async fn express_state(
     }
 }
 
+/// What a regenerate asks of the CMS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regeneration {
+    /// How long the old value keeps working.
+    pub grace: SignedDuration,
+    /// The new value's expiry; `None`: it never expires.
+    pub expires_at: Option<Timestamp>,
+    /// The old value still works and is only due for renewal (a CMS whose regenerate cannot
+    /// extend a key's life may then issue a new key instead).
+    pub expiring: bool,
+}
+
 /// A CMS's key-management API.
 #[async_trait]
 pub trait CmsProvider: Send + Sync {
@@ -157,16 +169,8 @@ pub trait CmsProvider: Send + Sync {
     async fn update_key(&self, id: &str, spec: &KeySpec) -> Result<LiveKey>;
     async fn rename_key(&self, id: &str, name: &str) -> Result<()>;
     async fn set_expiry(&self, id: &str, at: Timestamp) -> Result<()>;
-    /// A new value; the old one keeps working for `grace`. `expires_at: None`: never expires.
-    /// `expiring`: the old value still works and is only due for renewal (a CMS whose
-    /// regenerate cannot extend a key's life may then issue a new key instead).
-    async fn regenerate_key(
-        &self,
-        id: &str,
-        grace: SignedDuration,
-        expires_at: Option<Timestamp>,
-        expiring: bool,
-    ) -> Result<IssuedKey>;
+    /// A new value for key `id`, as `how` asks.
+    async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;
     /// The entries in the shared settings (CORS origins, public endpoints) of `owner`, or of

@@ -1,12 +1,14 @@
 //! The provider for keyward's reference CMS (`keyward cms serve`).
 
 use super::http::{Idempotent, JsonClient};
-use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use super::{
+    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
+};
 use crate::model::live::OwnedSettings;
 use crate::model::normalize;
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -203,16 +205,10 @@ impl CmsProvider for ReferenceCms {
             .map(drop)
     }
 
-    async fn regenerate_key(
-        &self,
-        id: &str,
-        grace: SignedDuration,
-        expires_at: Option<Timestamp>,
-        _expiring: bool,
-    ) -> Result<IssuedKey> {
+    async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
         let body = json!({
-            "graceSeconds": grace.as_secs(),
-            "expiresAt": expires_at.map(crate::model::rfc3339),
+            "graceSeconds": how.grace.as_secs(),
+            "expiresAt": how.expires_at.map(crate::model::rfc3339),
         });
         let (_, v) = self
             .client

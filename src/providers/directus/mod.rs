@@ -11,7 +11,9 @@ pub mod mapping;
 pub mod tag;
 
 use super::http::{Idempotent, JsonClient};
-use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use super::{
+    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
+};
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use catalog::Catalog;
@@ -455,14 +457,8 @@ impl CmsProvider for Directus {
     }
 
     /// A new token on the same user: the old value answers 401 at once (no overlap).
-    async fn regenerate_key(
-        &self,
-        id: &str,
-        grace: SignedDuration,
-        _expires_at: Option<Timestamp>,
-        _expiring: bool,
-    ) -> Result<IssuedKey> {
-        if grace > SignedDuration::ZERO {
+    async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
+        if how.grace > SignedDuration::ZERO {
             return Err(unsupported(
                 "rotationOverlap",
                 capabilities::CAPABILITIES

@@ -10,7 +10,9 @@ pub mod mapping;
 pub mod tag;
 
 use super::http::{Idempotent, JsonClient};
-use super::{CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Result};
+use super::{
+    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
+};
 use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -356,13 +358,12 @@ impl CmsProvider for Strapi {
     /// A new value. Strapi's regenerate keeps the token's expiry, so an expiring token is
     /// renewed instead: the old one is renamed aside and keeps working until it expires (the
     /// plan revokes it then), and a new one with a full lifespan takes its name.
-    async fn regenerate_key(
-        &self,
-        id: &str,
-        grace: SignedDuration,
-        expires_at: Option<Timestamp>,
-        expiring: bool,
-    ) -> Result<IssuedKey> {
+    async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
+        let Regeneration {
+            grace,
+            expires_at,
+            expiring,
+        } = how;
         if grace > SignedDuration::ZERO {
             return Err(unsupported(
                 "rotationOverlap",
