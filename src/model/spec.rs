@@ -234,6 +234,35 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SpecError> {
 }
 
 impl KeySpec {
+    /// The content permissions this key's scopes grant on every API.
+    pub fn scope_grants(&self) -> BTreeSet<ContentPermission> {
+        self.scopes
+            .iter()
+            .flat_map(|s| {
+                ContentPermission::ALL
+                    .into_iter()
+                    .filter(move |p| s.content_grants().contains(*p))
+            })
+            .collect()
+    }
+
+    /// This spec as a CMS that holds only rights (no scopes, no expiry) reports it back, with
+    /// the rights it reports.
+    pub fn held_as_rights(
+        &self,
+        default_permissions: Vec<ContentPermission>,
+        api_permissions: Vec<ApiPermission>,
+    ) -> KeySpec {
+        normalize(KeySpec {
+            description: self.description.trim().to_owned(),
+            default_permissions,
+            api_permissions,
+            scopes: Vec::new(),
+            expires_at: None,
+            ..self.clone()
+        })
+    }
+
     /// The rights on `api` before scopes: individual permissions replace the defaults.
     pub fn permissions_for(&self, api: &str) -> &[ContentPermission] {
         self.api_permissions

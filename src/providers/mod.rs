@@ -187,3 +187,33 @@ pub trait CmsProvider: Send + Sync {
         Ok(())
     }
 }
+
+/// Fixtures for the providers' mapping tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use crate::model::desired::{LABEL_KEY, LABEL_POLICY};
+    use crate::model::{normalize, KeySpec};
+
+    /// A key spec from YAML, labelled key `reader` of policy `policy`, normalized.
+    pub fn spec(yaml: &str, policy: &str) -> KeySpec {
+        let mut s: KeySpec = serde_yaml_ng::from_str(yaml).expect("spec");
+        s.labels = [
+            (LABEL_POLICY.to_owned(), policy.to_owned()),
+            (LABEL_KEY.to_owned(), "reader".to_owned()),
+        ]
+        .into();
+        normalize(s)
+    }
+
+    /// The field `provider` names in refusing `what`; anything else fails the test.
+    pub fn refused<T: std::fmt::Debug>(provider: &str, what: &str, r: super::Result<T>) -> String {
+        match r {
+            Err(super::ProviderError::Unsupported {
+                field,
+                provider: p,
+                ..
+            }) if p == provider => field,
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

@@ -226,15 +226,7 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<Vec<Row>, ProviderErr
         ));
     }
     check_rights(spec, catalog)?;
-    let scoped: BTreeSet<ContentPermission> = spec
-        .scopes
-        .iter()
-        .flat_map(|s| {
-            ContentPermission::ALL
-                .into_iter()
-                .filter(move |p| s.content_grants().contains(*p))
-        })
-        .collect();
+    let scoped = spec.scope_grants();
     let mut rows = Vec::new();
     for (collection, status) in &catalog.collections {
         let mut granted: BTreeSet<ContentPermission> =
@@ -326,14 +318,7 @@ pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderE
     let rows = encode(spec, catalog)?;
     let (per, _) = rights_of_rows(&rows, catalog);
     let (default_permissions, api_permissions) = as_spec_rights(&per, catalog);
-    Ok(normalize(KeySpec {
-        description: spec.description.trim().to_owned(),
-        default_permissions,
-        api_permissions,
-        scopes: Vec::new(),
-        expires_at: None,
-        ..spec.clone()
-    }))
+    Ok(spec.held_as_rights(default_permissions, api_permissions))
 }
 
 /// A Directus user record as keyward reads it (`USER_FIELDS`).
@@ -506,7 +491,7 @@ pub fn first_name(name: &str) -> String {
 mod tests {
     use super::super::tag::compose_description;
     use super::*;
-    use crate::model::desired::{LABEL_KEY, LABEL_POLICY};
+    use crate::providers::testkit::refused;
 
     fn catalog() -> Catalog {
         Catalog {
@@ -515,12 +500,7 @@ mod tests {
     }
 
     fn spec(yaml: &str) -> KeySpec {
-        let mut s: KeySpec = serde_yaml_ng::from_str(yaml).expect("spec");
-        s.labels = BTreeMap::from([
-            (LABEL_POLICY.to_owned(), "shop.site".to_owned()),
-            (LABEL_KEY.to_owned(), "reader".to_owned()),
-        ]);
-        normalize(s)
+        crate::providers::testkit::spec(yaml, "shop.site")
     }
 
     /// The user record Directus answers for a key made from `s`.
@@ -639,15 +619,7 @@ mod tests {
     #[test]
     fn what_directus_cannot_hold_is_refused_with_its_field() {
         let c = catalog();
-        let field = |y: &str| match encode(&spec(y), &c) {
-            Err(ProviderError::Unsupported {
-                field, provider, ..
-            }) => {
-                assert_eq!(provider, "directus");
-                field
-            }
-            other => panic!("{y}: {other:?}"),
-        };
+        let field = |y: &str| refused(PROVIDER, y, encode(&spec(y), &c));
         assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
         assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
         assert_eq!(
@@ -666,13 +638,12 @@ mod tests {
             collections: BTreeMap::from([("authors".into(), false)]),
         };
         let nothing = Catalog::default();
-        assert!(matches!(
-            encode(&spec("name: n\nscopes: ['content:read']"), &nothing),
-            Err(ProviderError::Unsupported { ref field, .. }) if field == "scopes[0]"
-        ));
-        assert!(matches!(
-            encode(&spec("name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]"), &no_status),
-            Err(ProviderError::Unsupported { ref field, .. }) if field == "defaultPermissions[1]"
-        ));
+        let read = "name: n\nscopes: ['content:read']";
+        assert_eq!(refused(PROVIDER, read, encode(&spec(read), &nothing)), "scopes[0]");
+        let drafts = "name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]";
+        assert_eq!(
+            refused(PROVIDER, drafts, encode(&spec(drafts), &no_status)),
+            "defaultPermissions[1]"
+        );
     }
 }

@@ -149,15 +149,7 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
             }
         }
     }
-    let scoped: BTreeSet<ContentPermission> = spec
-        .scopes
-        .iter()
-        .flat_map(|s| {
-            ContentPermission::ALL
-                .into_iter()
-                .filter(move |p| s.content_grants().contains(*p))
-        })
-        .collect();
+    let scoped = spec.scope_grants();
     let mut actions = BTreeSet::new();
     for (api, classes) in &catalog.apis {
         let granted: BTreeSet<ContentPermission> = spec
@@ -259,14 +251,7 @@ pub fn canonical(spec: &KeySpec, catalog: &Catalog) -> Result<KeySpec, ProviderE
             ),
         ));
     }
-    Ok(normalize(KeySpec {
-        description: spec.description.trim().to_owned(),
-        default_permissions,
-        api_permissions,
-        scopes: Vec::new(),
-        expires_at: None,
-        ..spec.clone()
-    }))
+    Ok(spec.held_as_rights(default_permissions, api_permissions))
 }
 
 fn timestamp(v: &Value, field: &str) -> Option<Timestamp> {
@@ -349,7 +334,8 @@ pub fn decode(token: &Value, catalog: &Catalog) -> Result<LiveKey, String> {
 mod tests {
     use super::super::tag::parse_description;
     use super::*;
-    use crate::model::desired::{LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID};
+    use crate::model::desired::LABEL_POLICY_UID;
+    use crate::providers::testkit::refused;
     use crate::model::KeyType;
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -392,12 +378,7 @@ mod tests {
     }
 
     fn spec(yaml: &str) -> KeySpec {
-        let mut s: KeySpec = serde_yaml_ng::from_str(yaml).expect("spec");
-        s.labels = BTreeMap::from([
-            (LABEL_POLICY.to_owned(), "shop/site".to_owned()),
-            (LABEL_KEY.to_owned(), "reader".to_owned()),
-        ]);
-        normalize(s)
+        crate::providers::testkit::spec(yaml, "shop/site")
     }
 
     fn token(fields: &TokenFields, name: &str) -> Value {
@@ -550,15 +531,7 @@ mod tests {
     #[test]
     fn what_strapi_cannot_hold_is_refused_with_its_field() {
         let c = listings(true);
-        let field = |y: &str| match encode(&spec(y), &c) {
-            Err(ProviderError::Unsupported {
-                field, provider, ..
-            }) => {
-                assert_eq!(provider, "strapi");
-                field
-            }
-            other => panic!("{y}: {other:?}"),
-        };
+        let field = |y: &str| refused(PROVIDER, y, encode(&spec(y), &c));
         assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
         assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
         assert_eq!(
@@ -582,10 +555,7 @@ mod tests {
     #[test]
     fn rights_that_would_grant_nothing_or_never_settle_are_refused() {
         let c = listings(true);
-        let field = |y: &str, c: &Catalog| match canonical(&spec(y), c) {
-            Err(ProviderError::Unsupported { field, .. }) => field,
-            other => panic!("{y}: {other:?}"),
-        };
+        let field = |y: &str, c: &Catalog| refused(PROVIDER, y, canonical(&spec(y), c));
         // A single type has no create action.
         assert_eq!(
             field(
