@@ -252,6 +252,10 @@ mod tests {
         assert!(!glob_match("*-x", "x"));
     }
 
+    fn paths(over: Vec<(String, String)>) -> Vec<String> {
+        over.into_iter().map(|(p, _)| p).collect()
+    }
+
     fn spec(keys: &str) -> ApiKeyPolicySpec {
         serde_yaml_ng::from_str(&format!("keys:\n{keys}")).unwrap()
     }
@@ -260,10 +264,7 @@ mod tests {
     fn without_allow_only_content_keys_without_star_and_no_settings() {
         let a = Allow::default();
         let s = spec("  - {name: m, kind: management, managementPermissions: [keys:manage], secret: {name: m}}\n  - {name: s, scopes: ['*'], secret: {name: s}}\n  - {name: ok, defaultPermissions: [GET], scopes: [content:read], secret: {name: ok}}\n");
-        let got: Vec<String> = over_ceilings(&a, "shared", &s, 3)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let got = paths(over_ceilings(&a, "shared", &s, 3));
         assert_eq!(
             got,
             [
@@ -291,10 +292,7 @@ mod tests {
         )
         .unwrap();
         let s = spec("  - {name: a, defaultPermissions: [GET], apiPermissions: [{api: shop-orders, permissions: [GET]}, {api: billing, permissions: [GET]}], environments: [staging, production], secret: {name: a}}\n  - {name: b, apiPermissions: [{api: shop-cart, permissions: [GET]}], secret: {name: b}}\n");
-        let got: Vec<String> = over_ceilings(&a, "shared", &s, 3)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let got = paths(over_ceilings(&a, "shared", &s, 3));
         assert_eq!(
             got,
             [

@@ -209,9 +209,7 @@ pub(crate) mod testkit {
     pub fn refused<T: std::fmt::Debug>(provider: &str, what: &str, r: super::Result<T>) -> String {
         match r {
             Err(super::ProviderError::Unsupported {
-                field,
-                provider: p,
-                ..
+                field, provider: p, ..
             }) if p == provider => field,
             other => panic!("{what}: {other:?}"),
         }

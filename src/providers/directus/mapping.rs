@@ -639,7 +639,10 @@ mod tests {
         };
         let nothing = Catalog::default();
         let read = "name: n\nscopes: ['content:read']";
-        assert_eq!(refused(PROVIDER, read, encode(&spec(read), &nothing)), "scopes[0]");
+        assert_eq!(
+            refused(PROVIDER, read, encode(&spec(read), &nothing)),
+            "scopes[0]"
+        );
         let drafts = "name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]";
         assert_eq!(
             refused(PROVIDER, drafts, encode(&spec(drafts), &no_status)),

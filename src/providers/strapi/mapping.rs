@@ -335,8 +335,8 @@ mod tests {
     use super::super::tag::parse_description;
     use super::*;
     use crate::model::desired::LABEL_POLICY_UID;
-    use crate::providers::testkit::refused;
     use crate::model::KeyType;
+    use crate::providers::testkit::refused;
     use serde_json::json;
     use std::collections::BTreeMap;
 
