@@ -264,32 +264,32 @@ impl SecretSink for SecretsDir {
         Ok(self.read(target).await?.map(|s| observed(&s, target)))
     }
 
-    /// Every file in one trip to the blocking pool (a plan reads them all).
+    /// Every file, in one trip to the blocking pool per core (a plan reads them all, and
+    /// parsing them is most of a no-change run's work).
     async fn observe_all(
         &self,
         targets: &[SecretTarget],
     ) -> Result<Vec<Option<ObservedSecret>>, SinkError> {
-        let files: Vec<(PathBuf, SecretTarget)> = targets
-            .iter()
-            .map(|t| (self.path_of(t), t.clone()))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_task = targets.len().div_ceil(cores).max(64);
+        let tasks: Vec<_> = targets
+            .chunks(per_task)
+            .map(|chunk| {
+                let files: Vec<(PathBuf, SecretTarget)> =
+                    chunk.iter().map(|t| (self.path_of(t), t.clone())).collect();
+                tokio::task::spawn_blocking(move || {
+                    files
+                        .iter()
+                        .map(|(path, t)| Ok(read_file(path, t)?.map(|s| observed(&s, t))))
+                        .collect::<Result<Vec<_>, SinkError>>()
+                })
+            })
             .collect();
-        let first = targets.first().cloned();
-        tokio::task::spawn_blocking(move || {
-            files
-                .iter()
-                .map(|(path, t)| Ok(read_file(path, t)?.map(|s| observed(&s, t))))
-                .collect()
-        })
-        .await
-        .map_err(|e| match &first {
-            Some(t) => Self::err(t, e),
-            None => SinkError {
-                namespace: String::new(),
-                name: String::new(),
-                detail: e.to_string(),
-                conflict: false,
-            },
-        })?
+        let mut all = Vec::with_capacity(targets.len());
+        for (task, chunk) in tasks.into_iter().zip(targets.chunks(per_task)) {
+            all.extend(task.await.map_err(|e| Self::err(&chunk[0], e))??);
+        }
+        Ok(all)
     }
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {

@@ -3,42 +3,67 @@
 //! at the start of the document.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// Field paths (`spec.keys[0].name`, as serde and the validator spell them) and their lines,
 /// plus the fields dropped because their type was wrong (what follows from their absence is
-/// not reported again).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// not reported again). The lines are read from the document the first time one is asked
+/// for: a run without problems never needs them, so it parses each document once.
+#[derive(Clone, Debug, Default)]
 pub struct FieldMap {
-    lines: Arc<BTreeMap<String, usize>>,
+    document: Option<Arc<str>>,
+    first_line: usize,
+    lines: Arc<OnceLock<BTreeMap<String, usize>>>,
     dropped: Vec<String>,
 }
 
+/// Two maps are equal when they are of the same document and dropped the same fields, read
+/// or not.
+impl PartialEq for FieldMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.document == other.document
+            && self.first_line == other.first_line
+            && self.dropped == other.dropped
+    }
+}
+
+impl Eq for FieldMap {}
+
 impl FieldMap {
-    /// Reads the fields of one YAML document whose first line is line `first_line` of its file.
-    /// A document that cannot be parsed gives an empty map (its syntax error is reported
-    /// elsewhere).
+    /// The fields of one YAML document whose first line is line `first_line` of its file.
     pub fn of_document(doc: &str, first_line: usize) -> FieldMap {
-        let mut walk = Walk {
-            offset: first_line.saturating_sub(1),
-            ..Walk::default()
-        };
-        if Parser::new_from_str(doc).load(&mut walk, false).is_err() {
-            return FieldMap::default();
-        }
         FieldMap {
-            lines: Arc::new(walk.lines),
-            dropped: Vec::new(),
+            document: Some(doc.into()),
+            first_line,
+            ..FieldMap::default()
         }
+    }
+
+    /// A document that cannot be parsed has no lines (its syntax error is reported elsewhere).
+    fn lines(&self) -> &BTreeMap<String, usize> {
+        self.lines.get_or_init(|| {
+            let Some(doc) = &self.document else {
+                return BTreeMap::new();
+            };
+            let mut walk = Walk {
+                offset: self.first_line.saturating_sub(1),
+                ..Walk::default()
+            };
+            match Parser::new_from_str(doc).load(&mut walk, false) {
+                Ok(()) => walk.lines,
+                Err(_) => BTreeMap::new(),
+            }
+        })
     }
 
     /// The line of `path`, or of the nearest enclosing field the document has.
     pub fn line_of(&self, path: &str) -> Option<usize> {
+        let lines = self.lines();
         let mut p = path;
         loop {
-            if let Some(line) = self.lines.get(p) {
+            if let Some(line) = lines.get(p) {
                 return Some(*line);
             }
             p = parent(p)?;
