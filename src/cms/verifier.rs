@@ -93,7 +93,9 @@ pub enum CacheCheck {
 }
 
 pub struct Verifier {
-    index: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    /// By key id. Ids are random and chosen by the service, never by a caller, so a fast
+    /// (per-process seeded) hash is safe here: a caller can only look up, not fill buckets.
+    index: RwLock<HashMap<String, Arc<KeyEntry>, foldhash::fast::RandomState>>,
     /// Where every Argon2id computation runs (checks here, hashes for the service).
     pool: HashPool,
     /// Argon2id verifications run so far: what the cache is there to keep low.
@@ -109,7 +111,7 @@ impl Default for Verifier {
 impl Verifier {
     pub fn new() -> Verifier {
         Verifier {
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(HashMap::default()),
             pool: HashPool::per_core(),
             argon_checks: AtomicU64::new(0),
         }
