@@ -418,6 +418,25 @@ impl Engine<'_> {
         }
     }
 
+    /// Writes the value of a key just made (`made` says how); when that fails the key is
+    /// revoked, since nobody has its value, and `undo` ends what the failure says of it.
+    async fn write_new_key(
+        &self,
+        m: &SecretMaterial,
+        made: String,
+        next_run: &str,
+        undo: &str,
+    ) -> Result<bool, StepFailure> {
+        match self.write_with_retry(m).await {
+            Ok(w) => Ok(w),
+            Err(source) => Err(StepFailure::NewValueUnwritten {
+                made,
+                source,
+                undo: format!("{}{undo}", self.revoke_unwritten(&m.key_id, next_run).await),
+            }),
+        }
+    }
+
     async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepFailure> {
         let now = self.clock.now();
         match action {
@@ -427,19 +446,10 @@ impl Engine<'_> {
                 let issued = self.provider.create_key(&spec).await?;
                 let id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = match self.write_with_retry(&m).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let undo = self
-                            .revoke_unwritten(&id, "the next run creates it again")
-                            .await;
-                        return Err(StepFailure::NewValueUnwritten {
-                            made: format!("created key {id}"),
-                            source: e,
-                            undo,
-                        });
-                    }
-                };
+                let made = format!("created key {id}");
+                let w = self
+                    .write_new_key(&m, made, "the next run creates it again", "")
+                    .await?;
                 Ok((
                     format!(
                         "created key {} (id {id}) and wrote Secret {}/{}",
@@ -474,27 +484,20 @@ impl Engine<'_> {
                     .await?;
                 let new_id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = match self.write_with_retry(&m).await {
-                    Ok(w) => w,
+                let w = if new_id != *id {
                     // A CMS that renews by issuing a new key (Strapi): that key is new, and
                     // nobody has its value.
-                    Err(e) if new_id != *id => {
-                        let undo = self
-                            .revoke_unwritten(&new_id, "the next run renews it again")
-                            .await;
-                        return Err(StepFailure::NewValueUnwritten {
-                            made: format!("renewed key {id} as a new key {new_id}"),
-                            source: e,
-                            undo,
-                        });
-                    }
-                    Err(e) => {
-                        return Err(StepFailure::RegeneratedValueUnwritten {
+                    let made = format!("renewed key {id} as a new key {new_id}");
+                    self.write_new_key(&m, made, "the next run renews it again", "")
+                        .await?
+                } else {
+                    self.write_with_retry(&m).await.map_err(|source| {
+                        StepFailure::RegeneratedValueUnwritten {
                             id: id.clone(),
-                            source: e,
+                            source,
                             grace_seconds: *grace_seconds,
-                        });
-                    }
+                        }
+                    })?
                 };
                 Ok((
                     format!(
@@ -517,19 +520,11 @@ impl Engine<'_> {
                 spec.expires_at = key.lifetime.map(|l| now + l);
                 let issued = self.provider.create_key(&spec).await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = match self.write_with_retry(&m).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let undo = self
-                            .revoke_unwritten(&issued.key.id, "the next run replaces it again")
-                            .await;
-                        return Err(StepFailure::NewValueUnwritten {
-                            made: format!("created replacement key {}", issued.key.id),
-                            source: e,
-                            undo: format!("{undo}, and the old key {old_id} still works"),
-                        });
-                    }
-                };
+                let made = format!("created replacement key {}", issued.key.id);
+                let still = format!(", and the old key {old_id} still works");
+                let w = self
+                    .write_new_key(&m, made, "the next run replaces it again", &still)
+                    .await?;
                 // The old value keeps working for the overlap (at least the CMS's minimum).
                 let keep = key.rotation_overlap.max(SignedDuration::from_mins(1))
                     + SignedDuration::from_secs(5);

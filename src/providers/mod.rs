@@ -13,7 +13,7 @@ pub use crate::model::live::{IssuedKey, LiveKey, LiveSettings};
 use crate::model::{ContentOp, KeySpec};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,23 @@ pub async fn express_state(
     } else {
         Err(ExpressError::Refused(refused))
     }
+}
+
+/// Marks a live key that holds rights keyward cannot express (`notes` says which), under
+/// `label`, so the plan shows it as drift; the text is cut short past 200 characters.
+pub fn mark_unexpressed(labels: &mut BTreeMap<String, String>, label: &str, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    let mut text = notes.join(", ");
+    if text.len() > 200 {
+        text = format!(
+            "{}... ({} in all)",
+            text.chars().take(180).collect::<String>(),
+            notes.len()
+        );
+    }
+    labels.insert(label.to_owned(), text);
 }
 
 /// What a regenerate asks of the CMS.

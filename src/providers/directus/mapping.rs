@@ -445,17 +445,7 @@ impl User {
         notes.extend(row_notes);
         let (default_permissions, api_permissions) = as_spec_rights(&per, catalog);
         let mut labels = parsed.labels;
-        if !notes.is_empty() {
-            let mut t = notes.join(", ");
-            if t.len() > 200 {
-                t = format!(
-                    "{}... ({} in all)",
-                    t.chars().take(180).collect::<String>(),
-                    notes.len()
-                );
-            }
-            labels.insert(LABEL_UNEXPRESSED.to_owned(), t);
-        }
+        crate::providers::mark_unexpressed(&mut labels, LABEL_UNEXPRESSED, &notes);
         let name = match &self.policy {
             Some(p) if !p.name.is_empty() => p.name.clone(),
             _ => self.first_name.clone(),

@@ -299,17 +299,7 @@ pub fn decode(token: &Value, catalog: &Catalog) -> Result<LiveKey, String> {
     );
     let actions = effective_actions(token_type, &permissions, catalog);
     let (default_permissions, api_permissions, notes) = rights_of(&actions, catalog);
-    if !notes.is_empty() {
-        let mut text = notes.join(", ");
-        if text.len() > 200 {
-            text = format!(
-                "{}... ({} in all)",
-                text.chars().take(180).collect::<String>(),
-                notes.len()
-            );
-        }
-        labels.insert(LABEL_UNEXPRESSED.to_owned(), text);
-    }
+    crate::providers::mark_unexpressed(&mut labels, LABEL_UNEXPRESSED, &notes);
     Ok(LiveKey {
         id,
         spec: normalize(KeySpec {
