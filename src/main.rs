@@ -464,38 +464,30 @@ async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Resu
         "created key {name} (id {id}, fingerprint {}): default GET, POST on contact",
         cms::secret::fingerprint(&key)
     );
-    show(
-        "GET  /api/blog/hello",
-        Method::GET,
-        "/api/blog/hello",
-        key.clone(),
-        None,
-    )
-    .await?;
-    show(
-        "POST /api/blog (no POST on blog)",
-        Method::POST,
-        "/api/blog",
-        key.clone(),
-        Some(json!({"title": "x"})),
-    )
-    .await?;
-    show(
-        "POST /api/contact",
-        Method::POST,
-        "/api/contact",
-        key.clone(),
-        Some(json!({"email": "a@example.com"})),
-    )
-    .await?;
-    show(
-        "GET  /api/contact (individual perms replace GET)",
-        Method::GET,
-        "/api/contact",
-        key.clone(),
-        None,
-    )
-    .await?;
+    let requests = [
+        ("GET  /api/blog/hello", Method::GET, "/api/blog/hello", None),
+        (
+            "POST /api/blog (no POST on blog)",
+            Method::POST,
+            "/api/blog",
+            Some(json!({"title": "x"})),
+        ),
+        (
+            "POST /api/contact",
+            Method::POST,
+            "/api/contact",
+            Some(json!({"email": "a@example.com"})),
+        ),
+        (
+            "GET  /api/contact (individual perms replace GET)",
+            Method::GET,
+            "/api/contact",
+            None,
+        ),
+    ];
+    for (what, method, path, body) in requests {
+        show(what, method, path, key.clone(), body).await?;
+    }
 
     let regen: Value = send(
         Method::POST,
@@ -512,22 +504,12 @@ async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Resu
         .context("no key in the regenerate response")?
         .to_owned();
     say!("regenerated with 60 s grace:");
-    show(
-        "GET with the old value (in grace)",
-        Method::GET,
-        "/api/blog/hello",
-        key,
-        None,
-    )
-    .await?;
-    show(
-        "GET with the new value",
-        Method::GET,
-        "/api/blog/hello",
-        new_key.clone(),
-        None,
-    )
-    .await?;
+    for (what, value) in [
+        ("GET with the old value (in grace)", key),
+        ("GET with the new value", new_key.clone()),
+    ] {
+        show(what, Method::GET, "/api/blog/hello", value, None).await?;
+    }
     send(Method::DELETE, &format!("/v1/keys/{id}"), &admin, None)
         .await?
         .error_for_status()?;
