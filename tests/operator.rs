@@ -1559,6 +1559,37 @@ async fn deleting_everything_at_once_still_revokes_the_keys_and_then_lets_go() {
     op.abort();
 }
 
+/// A second reconcile of a deletion, from a cached copy taken before the first one let the
+/// policy go (what a watch that lags behind hands the controller), finds the policy gone: that
+/// is the deletion done, not a failure to log and retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_reconciled_again_after_the_policy_is_gone_is_done() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies = create_reader(&c, json!({})).await;
+    let mut stale = policies.get("web").await.unwrap();
+    assert!(stale
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| !f.is_empty()));
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+    op.abort();
+    let _ = op.await;
+    stale.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let again = keyward::operator::reconcile::reconcile(Arc::new(stale), ctx).await;
+    assert!(again.is_ok(), "{again:?}");
+}
+
 /// A connection that is gone for good (here: removed without keyward running) leaves the
 /// policy's deletion stuck, saying how to get out; the annotation lets it go and leaves the
 /// key in the CMS.

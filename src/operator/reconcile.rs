@@ -184,12 +184,22 @@ pub async fn reconcile(
             }
         }),
     )
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => ReconcileError::Finalizer(other.to_string()),
-    });
+    .await;
+    let result = match result {
+        // A second reconcile of the same deletion, from a copy cached before the first let the
+        // policy go: the policy is gone, so the deletion is done.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        Err(
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e),
+        ) => Err(e),
+        Err(other) => Err(ReconcileError::Finalizer(other.to_string())),
+        Ok(action) => Ok(action),
+    };
     ctx.metrics
         .observe_reconcile(started.elapsed(), result.is_ok());
     result
