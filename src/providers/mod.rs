@@ -222,6 +222,13 @@ pub(crate) mod testkit {
         normalize(s)
     }
 
+    /// What neither Strapi nor Directus can hold: scopes beyond content, environments
+    /// (`field` names the field refused for a spec in YAML).
+    pub fn refuses_scopes_and_environments(field: impl Fn(&str) -> String) {
+        assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
+        assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
+    }
+
     /// The field `provider` names in refusing `what`; anything else fails the test.
     pub fn refused<T: std::fmt::Debug>(provider: &str, what: &str, r: super::Result<T>) -> String {
         match r {

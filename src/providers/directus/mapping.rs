@@ -610,8 +610,7 @@ mod tests {
     fn what_directus_cannot_hold_is_refused_with_its_field() {
         let c = catalog();
         let field = |y: &str| refused(PROVIDER, y, encode(&spec(y), &c));
-        assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
-        assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
+        crate::providers::testkit::refuses_scopes_and_environments(field);
         assert_eq!(
             field("name: n\napiPermissions: [{api: authors, permissions: [GET, GET_ALL_DRAFTS]}]"),
             "apiPermissions[0].permissions[1]"

@@ -522,8 +522,7 @@ mod tests {
     fn what_strapi_cannot_hold_is_refused_with_its_field() {
         let c = listings(true);
         let field = |y: &str| refused(PROVIDER, y, encode(&spec(y), &c));
-        assert_eq!(field("name: n\nscopes: ['cache:purge']"), "scopes[0]");
-        assert_eq!(field("name: n\nenvironments: [staging]"), "environments");
+        crate::providers::testkit::refuses_scopes_and_environments(field);
         assert_eq!(
             field("name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]"),
             "defaultPermissions[1]"
