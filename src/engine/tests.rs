@@ -75,9 +75,6 @@ impl CmsProvider for FakeCms {
     fn kind(&self) -> &'static str {
         "fake"
     }
-    fn endpoint(&self) -> &str {
-        ENDPOINT
-    }
     fn stats(&self) -> &CallStats {
         &self.stats
     }

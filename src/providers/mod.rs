@@ -157,7 +157,6 @@ pub struct Regeneration {
 pub trait CmsProvider: Send + Sync {
     /// `keyward`, `strapi`, ...
     fn kind(&self) -> &'static str;
-    fn endpoint(&self) -> &str;
     fn stats(&self) -> &CallStats;
 
     /// The spec as this CMS will hold and report it, or `Unsupported` naming the field it cannot

@@ -145,10 +145,6 @@ impl CmsProvider for ReferenceCms {
         "keyward"
     }
 
-    fn endpoint(&self) -> &str {
-        self.client.base()
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }

@@ -339,10 +339,6 @@ impl CmsProvider for Directus {
         PROVIDER
     }
 
-    fn endpoint(&self) -> &str {
-        self.client.base()
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }

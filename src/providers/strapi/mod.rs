@@ -271,10 +271,6 @@ impl CmsProvider for Strapi {
         PROVIDER
     }
 
-    fn endpoint(&self) -> &str {
-        self.client.base()
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }
