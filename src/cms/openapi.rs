@@ -23,71 +23,118 @@ fn op(summary: &str, public: bool, ok: &str) -> Value {
 
 pub fn document(svc: &Service) -> Value {
     let mut paths = Map::new();
-    let mgmt = |summary: &str, ok: &str| op(summary, false, ok);
-    paths.insert(
-        "/v1/self".into(),
-        json!({"get": mgmt("What the presented key can do", "200")}),
-    );
-    paths.insert("/v1/keys".into(), json!({"get": mgmt("List keys", "200"), "post": mgmt("Create a key (the value is shown once)", "201")}));
-    paths.insert("/v1/keys/{id}".into(), json!({"get": mgmt("Get a key", "200"), "patch": mgmt("Change a key", "200"), "delete": mgmt("Revoke a key", "204")}));
-    paths.insert(
-        "/v1/keys/{id}/regenerate".into(),
-        json!({"post": mgmt("New value, optional grace period for the old one", "200")}),
-    );
-    paths.insert("/v1/apis".into(), json!({"get": mgmt("List APIs", "200")}));
-    paths.insert(
-        "/v1/apis/{api}".into(),
-        json!({"put": mgmt("Create an API", "201")}),
-    );
-    paths.insert("/v1/apis/{api}/public".into(), json!({"get": mgmt("Public operations", "200"), "put": mgmt("Set public operations", "200")}));
-    paths.insert(
-        "/v1/cors".into(),
-        json!({"get": mgmt("CORS origins: the base, each owner's and the effective union", "200"), "put": mgmt("Set the base CORS origins", "200")}),
-    );
-    paths.insert(
-        "/v1/cors/owners/{owner}".into(),
-        json!({"put": mgmt("Set an owner's CORS origins", "200"), "delete": mgmt("Drop an owner's CORS origins", "200")}),
-    );
-    paths.insert(
-        "/v1/apis/{api}/public/owners/{owner}".into(),
-        json!({"put": mgmt("Set an owner's public operations of an API", "200"), "delete": mgmt("Drop an owner's public operations of an API", "200")}),
-    );
-    paths.insert(
-        "/v1/owners".into(),
-        json!({"get": mgmt("Every owner's settings entry", "200")}),
-    );
-    paths.insert(
-        "/v1/owners/{owner}".into(),
-        json!({"delete": mgmt("Drop an owner's whole settings entry", "204")}),
-    );
-    paths.insert(
-        "/v1/members".into(),
-        json!({"get": mgmt("List members", "200"), "post": mgmt("Add a member", "201")}),
-    );
-    paths.insert(
-        "/v1/members/{name}".into(),
-        json!({"delete": mgmt("Remove a member (revokes their personal key)", "204")}),
-    );
-    paths.insert(
-        "/v1/roles".into(),
-        json!({"get": mgmt("List roles", "200")}),
-    );
-    paths.insert(
-        "/v1/roles/{name}".into(),
-        json!({"put": mgmt("Define a role", "200")}),
-    );
-    paths.insert(
-        "/v1/export".into(),
-        json!({"post": mgmt("Export an environment (scope export:write)", "200")}),
-    );
-    paths.insert(
-        "/v1/cache/purge".into(),
-        json!({"post": mgmt("Purge caches (scope cache:purge)", "202")}),
-    );
-    paths.insert(
-        "/v1/webhooks/replay".into(),
-        json!({"post": mgmt("Replay webhooks (scope webhooks:write)", "202")}),
-    );
+    // The management API: path, then (method, summary, success status) of each operation.
+    let management: &[(&str, &[(&str, &str, &str)])] = &[
+        (
+            "/v1/self",
+            &[("get", "What the presented key can do", "200")],
+        ),
+        (
+            "/v1/keys",
+            &[
+                ("get", "List keys", "200"),
+                ("post", "Create a key (the value is shown once)", "201"),
+            ],
+        ),
+        (
+            "/v1/keys/{id}",
+            &[
+                ("get", "Get a key", "200"),
+                ("patch", "Change a key", "200"),
+                ("delete", "Revoke a key", "204"),
+            ],
+        ),
+        (
+            "/v1/keys/{id}/regenerate",
+            &[(
+                "post",
+                "New value, optional grace period for the old one",
+                "200",
+            )],
+        ),
+        ("/v1/apis", &[("get", "List APIs", "200")]),
+        ("/v1/apis/{api}", &[("put", "Create an API", "201")]),
+        (
+            "/v1/apis/{api}/public",
+            &[
+                ("get", "Public operations", "200"),
+                ("put", "Set public operations", "200"),
+            ],
+        ),
+        (
+            "/v1/cors",
+            &[
+                (
+                    "get",
+                    "CORS origins: the base, each owner's and the effective union",
+                    "200",
+                ),
+                ("put", "Set the base CORS origins", "200"),
+            ],
+        ),
+        (
+            "/v1/cors/owners/{owner}",
+            &[
+                ("put", "Set an owner's CORS origins", "200"),
+                ("delete", "Drop an owner's CORS origins", "200"),
+            ],
+        ),
+        (
+            "/v1/apis/{api}/public/owners/{owner}",
+            &[
+                ("put", "Set an owner's public operations of an API", "200"),
+                (
+                    "delete",
+                    "Drop an owner's public operations of an API",
+                    "200",
+                ),
+            ],
+        ),
+        (
+            "/v1/owners",
+            &[("get", "Every owner's settings entry", "200")],
+        ),
+        (
+            "/v1/owners/{owner}",
+            &[("delete", "Drop an owner's whole settings entry", "204")],
+        ),
+        (
+            "/v1/members",
+            &[
+                ("get", "List members", "200"),
+                ("post", "Add a member", "201"),
+            ],
+        ),
+        (
+            "/v1/members/{name}",
+            &[(
+                "delete",
+                "Remove a member (revokes their personal key)",
+                "204",
+            )],
+        ),
+        ("/v1/roles", &[("get", "List roles", "200")]),
+        ("/v1/roles/{name}", &[("put", "Define a role", "200")]),
+        (
+            "/v1/export",
+            &[("post", "Export an environment (scope export:write)", "200")],
+        ),
+        (
+            "/v1/cache/purge",
+            &[("post", "Purge caches (scope cache:purge)", "202")],
+        ),
+        (
+            "/v1/webhooks/replay",
+            &[("post", "Replay webhooks (scope webhooks:write)", "202")],
+        ),
+    ];
+    for (path, ops) in management {
+        let item: Map<String, Value> = ops
+            .iter()
+            .map(|(method, summary, ok)| ((*method).to_owned(), op(summary, false, ok)))
+            .collect();
+        paths.insert((*path).to_owned(), Value::Object(item));
+    }
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "success"}}}}));
 
     for (api, info) in svc.apis() {

@@ -141,30 +141,24 @@ impl Service {
             }
         }
         let s = &mut record.spec;
-        if let Some(v) = patch.name {
-            s.name = v;
+        // Each field the patch carries replaces the key's.
+        macro_rules! replace_given {
+            ($($field:ident),*) => {$(
+                if let Some(v) = patch.$field {
+                    s.$field = v;
+                }
+            )*};
         }
-        if let Some(v) = patch.description {
-            s.description = v;
-        }
-        if let Some(v) = patch.default_permissions {
-            s.default_permissions = v;
-        }
-        if let Some(v) = patch.api_permissions {
-            s.api_permissions = v;
-        }
-        if let Some(v) = patch.scopes {
-            s.scopes = v;
-        }
-        if let Some(v) = patch.environments {
-            s.environments = v;
-        }
-        if let Some(v) = patch.management_permissions {
-            s.management_permissions = v;
-        }
-        if let Some(v) = patch.labels {
-            s.labels = v;
-        }
+        replace_given!(
+            name,
+            description,
+            default_permissions,
+            api_permissions,
+            scopes,
+            environments,
+            management_permissions,
+            labels
+        );
         let now = Timestamp::now();
         if let Some(v) = patch.expires_at {
             s.expires_at = Some(v);
