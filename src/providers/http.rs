@@ -159,7 +159,9 @@ impl JsonClient {
         self.call_as(token, method, path, body, idempotent).await
     }
 
-    /// Sends a call with `token` as the bearer (for CMSes whose session token changes).
+    /// Sends a call with `token` as the bearer (for CMSes whose session token changes), counted
+    /// in this client's stats as a read (GET) or a write. (A provider signs in through a client
+    /// of its own, so signing in is never counted as a change.)
     pub async fn call_as(
         &self,
         token: &str,
@@ -173,19 +175,6 @@ impl JsonClient {
         } else {
             self.stats.write();
         }
-        self.call_uncounted(token, method, path, body, idempotent)
-            .await
-    }
-
-    /// A call that is neither a read nor a write of managed state (signing in).
-    pub async fn call_uncounted(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        idempotent: Idempotent,
-    ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.base)

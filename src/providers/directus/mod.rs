@@ -158,7 +158,8 @@ impl Directus {
             .map(|(_, v)| v)
     }
 
-    /// A write that carries `value`: one attempt, counted as a write, its refusal scrubbed.
+    /// A write that carries `value`: one attempt (its own client), counted as the provider's
+    /// write, its refusal scrubbed.
     async fn call_with_value(
         &self,
         method: Method,
@@ -169,7 +170,7 @@ impl Directus {
         self.client.stats.write();
         let admin = secrecy::ExposeSecret::expose_secret(&self.admin);
         self.once
-            .call_uncounted(admin, method, path, Some(body), Idempotent::No)
+            .call_as(admin, method, path, Some(body), Idempotent::No)
             .await
             .map(|(_, v)| v)
             .map_err(|e| scrub(e, value))
