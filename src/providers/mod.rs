@@ -51,6 +51,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// `provider` cannot hold `field` of a key spec, for `reason`.
+    pub fn unsupported(
+        provider: &'static str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ProviderError {
+        ProviderError::Unsupported {
+            provider,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// Worth retrying later (outage, rate limit, server error), as opposed to a refusal.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -42,12 +42,9 @@ const PUBLISHED: &str = "published";
 const DRAFT: &str = "draft";
 const ARCHIVED: &str = "archived";
 
-fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
-    ProviderError::Unsupported {
-        provider: PROVIDER,
-        field: field.into(),
-        reason: reason.into(),
-    }
+/// A refusal of this provider's.
+pub(super) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
+    ProviderError::unsupported(PROVIDER, field, reason)
 }
 
 /// One permission row of a key's policy.

@@ -18,6 +18,7 @@ use crate::model::{ContentOp, KeySpec, KeyValue};
 use async_trait::async_trait;
 use catalog::Catalog;
 use jiff::{SignedDuration, Timestamp};
+use mapping::unsupported;
 use mapping::{Row, User, PROVIDER, USER_FIELDS};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -46,14 +47,6 @@ impl std::fmt::Debug for Directus {
         f.debug_struct("Directus")
             .field("endpoint", &self.client.base())
             .finish_non_exhaustive()
-    }
-}
-
-fn unsupported(field: &str, reason: &str) -> ProviderError {
-    ProviderError::Unsupported {
-        provider: PROVIDER,
-        field: field.to_owned(),
-        reason: reason.to_owned(),
     }
 }
 

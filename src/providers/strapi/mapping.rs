@@ -30,12 +30,9 @@ pub const DESCRIPTION_MAX: usize = 255;
 /// Marks a live token that holds rights keyward cannot express, so the plan shows it as drift.
 pub const LABEL_UNEXPRESSED: &str = "strapi.keyward.dev/unexpressed";
 
-fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
-    ProviderError::Unsupported {
-        provider: PROVIDER,
-        field: field.into(),
-        reason: reason.into(),
-    }
+/// A refusal of this provider's.
+pub(super) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> ProviderError {
+    ProviderError::unsupported(PROVIDER, field, reason)
 }
 
 /// The lifespan for a key that should expire at `expires_at` (unlimited: `None`).

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use catalog::Catalog;
 use jiff::{SignedDuration, Timestamp};
+use mapping::unsupported;
 use mapping::PROVIDER;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -256,14 +257,6 @@ fn jwt_lifetime(jwt: &str) -> Option<std::time::Duration> {
     let exp = claims.get("exp")?.as_i64()?;
     let left = exp - Timestamp::now().as_second();
     (left > 0).then(|| std::time::Duration::from_secs(left as u64))
-}
-
-fn unsupported(field: &str, reason: &str) -> ProviderError {
-    ProviderError::Unsupported {
-        provider: PROVIDER,
-        field: field.to_owned(),
-        reason: reason.to_owned(),
-    }
 }
 
 #[async_trait]
