@@ -509,20 +509,21 @@ mod tests {
         super::load_str("m.yaml", text)
     }
 
-    const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
-kind: ApiKeyPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  keys:
-    - name: k
+    /// Policy shop/p with key k, 8 lines.
+    fn policy() -> String {
+        crate::policy::policy_yaml(
+            "    - name: k
       defaultPermissions: [GET]
       secret: {name: s}
-";
+",
+        )
+    }
 
     #[test]
     fn multi_document_with_line_numbers() {
         let text = format!(
-            "# comment\n---\n{POLICY}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n"
+            "# comment\n---\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n",
+            policy()
         );
         let set = load_str(&text).unwrap();
         assert_eq!(set.policies.len(), 1);
@@ -536,7 +537,10 @@ spec:
 
     #[test]
     fn yaml_errors_point_at_the_line() {
-        let text = format!("{POLICY}---\nkind: ApiKeyPolicy\nmetadata:\n  name: [unclosed\n");
+        let text = format!(
+            "{}---\nkind: ApiKeyPolicy\nmetadata:\n  name: [unclosed\n",
+            policy()
+        );
         let e = load_str(&text).unwrap_err();
         assert_eq!(e.len(), 1);
         assert!(e[0].origin.line >= 11, "{e:?}");
@@ -545,12 +549,8 @@ spec:
 
     #[test]
     fn every_malformed_field_is_reported_at_its_line_and_the_rest_still_loads() {
-        let text = "apiVersion: keyward.dev/v1alpha1
-kind: ApiKeyPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  keys:
-    - name: a
+        let text = crate::policy::policy_yaml(
+            "    - name: a
       defaultPermissions: 7
       secret: {name: s}
     - name: b
@@ -558,12 +558,13 @@ spec:
     - name: c
       defaultPermissions: [GET, FETCH, POST]
       secret: {name: u, colour: red}
-";
+",
+        );
         let (set, errors) = super::load_all(&[]);
         assert!(set.policies.is_empty() && errors.is_empty());
         let mut set = ManifestSet::default();
         let mut errors = Vec::new();
-        load_text(Path::new("m.yaml"), text, &mut set, &mut errors);
+        load_text(Path::new("m.yaml"), &text, &mut set, &mut errors);
         let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
             got,
@@ -611,13 +612,13 @@ spec:
 
     #[test]
     fn type_errors_name_the_field() {
-        let text = POLICY.replace("[GET]", "[GET, FETCH]");
+        let text = policy().replace("[GET]", "[GET, FETCH]");
         let e = load_str(&text).unwrap_err();
         let msg = e[0].to_string();
         assert!(msg.contains("ApiKeyPolicy shop/p"), "{msg}");
         assert!(msg.contains("spec.keys[0].defaultPermissions[1]"), "{msg}");
         assert!(msg.contains("FETCH"), "{msg}");
-        let text = POLICY.replace("secret: {name: s}", "secret: {name: s}\n      colour: red");
+        let text = policy().replace("secret: {name: s}", "secret: {name: s}\n      colour: red");
         assert!(load_str(&text).unwrap_err()[0]
             .to_string()
             .contains("unknown field `colour`"));

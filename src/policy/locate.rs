@@ -187,23 +187,22 @@ impl MarkedEventReceiver for Walk {
 mod tests {
     use super::*;
 
-    const DOC: &str = "apiVersion: keyward.dev/v1alpha1
-kind: ApiKeyPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  keys:
-    - name: k
+    fn doc() -> String {
+        crate::policy::policy_yaml(
+            "    - name: k
       defaultPermissions: [GET,
         POST]
       secret:
         name: s
     - name: j
       secret: {name: t}
-";
+",
+        )
+    }
 
     #[test]
     fn every_field_has_its_line() {
-        let m = FieldMap::of_document(DOC, 10);
+        let m = FieldMap::of_document(&doc(), 10);
         assert_eq!(m.line_of("kind"), Some(11));
         assert_eq!(m.line_of("metadata.namespace"), Some(12));
         assert_eq!(m.line_of("spec.keys"), Some(14));

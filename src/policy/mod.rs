@@ -25,6 +25,14 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     Ok(out)
 }
 
+/// Test manifests: policy `shop/p` with `keys` (YAML list items, indented four spaces).
+#[cfg(test)]
+pub(crate) fn policy_yaml(keys: &str) -> String {
+    format!(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  keys:\n{keys}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
