@@ -136,6 +136,16 @@ pub async fn express_state(
     }
 }
 
+/// The first `apiPermissions` entry naming an API the CMS does not have (`has` says which it
+/// has): its field path and the API.
+pub fn unknown_api(spec: &KeySpec, has: impl Fn(&str) -> bool) -> Option<(String, &str)> {
+    spec.api_permissions
+        .iter()
+        .enumerate()
+        .find(|(_, a)| !has(&a.api))
+        .map(|(i, a)| (format!("apiPermissions[{i}].api"), a.api.as_str()))
+}
+
 /// Marks a live key that holds rights keyward cannot express (`notes` says which), under
 /// `label`, so the plan shows it as drift; the text is cut short past 200 characters.
 pub fn mark_unexpressed(labels: &mut BTreeMap<String, String>, label: &str, notes: &[String]) {

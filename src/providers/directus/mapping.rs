@@ -19,7 +19,7 @@ use super::capabilities::CAPABILITIES;
 use super::catalog::Catalog;
 use super::tag::{parse_description, Stamps};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
-use crate::providers::{LiveKey, ProviderError};
+use crate::providers::{unknown_api, LiveKey, ProviderError};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -165,17 +165,14 @@ fn check_rights(spec: &KeySpec, catalog: &Catalog) -> Result<(), ProviderError> 
             ContentPermission::GetAllDrafts | ContentPermission::GetAllClosed
         )
     };
+    if let Some((field, api)) = unknown_api(spec, |a| catalog.collections.contains_key(a)) {
+        let reason = format!(
+            "this Directus has no collection '{api}' (its collections: {})",
+            catalog.names()
+        );
+        return Err(unsupported(field, reason));
+    }
     for (i, a) in spec.api_permissions.iter().enumerate() {
-        if !catalog.collections.contains_key(&a.api) {
-            return Err(unsupported(
-                format!("apiPermissions[{i}].api"),
-                format!(
-                    "this Directus has no collection '{}' (its collections: {})",
-                    a.api,
-                    catalog.names()
-                ),
-            ));
-        }
         if let Some(j) = a.permissions.iter().position(drafts) {
             if !catalog.has_status(&a.api) {
                 return Err(unsupported(

@@ -16,7 +16,7 @@ use super::capabilities::CAPABILITIES;
 use super::catalog::{action_name, api_list, Catalog};
 use super::tag::{compose_description, parse_description};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
-use crate::providers::{LiveKey, ProviderError};
+use crate::providers::{unknown_api, LiveKey, ProviderError};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -77,17 +77,12 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
     if let Some((field, reason)) = CAPABILITIES.key_refusals(spec).into_iter().next() {
         return Err(unsupported(field, reason));
     }
-    for (i, a) in spec.api_permissions.iter().enumerate() {
-        if !catalog.apis.contains_key(&a.api) {
-            return Err(unsupported(
-                format!("apiPermissions[{i}].api"),
-                format!(
-                    "this Strapi has no API '{}' (its APIs: {})",
-                    a.api,
-                    api_list(catalog)
-                ),
-            ));
-        }
+    if let Some((field, api)) = unknown_api(spec, |a| catalog.apis.contains_key(a)) {
+        let reason = format!(
+            "this Strapi has no API '{api}' (its APIs: {})",
+            api_list(catalog)
+        );
+        return Err(unsupported(field, reason));
     }
     let description = compose_description(spec);
     if description.chars().count() > DESCRIPTION_MAX {
