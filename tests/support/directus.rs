@@ -3,41 +3,23 @@
 //! `scripts/directus.sh`, on a free loopback port, with a static admin token. Dropping it stops
 //! the server.
 
+use super::node_app::{script, NodeApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub struct DirectusServer {
     pub url: String,
     pub admin_token: String,
-    child: Child,
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
-impl Drop for DirectusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/directus.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    app: NodeApp,
+    /// Holds the project; removed after the server stops.
+    _dir: tempfile::TempDir,
 }
 
 fn script_output(args: &[&str]) -> String {
     let out = Command::new("bash")
-        .arg(script())
+        .arg(script("directus"))
         .args(args)
         .output()
         .expect("scripts/directus.sh");
@@ -57,48 +39,26 @@ impl DirectusServer {
         let project = dir.path().join("project");
         let project_arg = project.to_str().expect("utf-8 path");
         let admin_token = script_output(&["project", project_arg]).trim().to_owned();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("directus.log")).expect("log file");
-        let child = Command::new("bash")
-            .arg(script())
-            .arg("run")
-            .arg(&project)
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start Directus");
-        let mut s = DirectusServer {
-            url: format!("http://127.0.0.1:{port}"),
+        let app = NodeApp::start(
+            "directus",
+            &project,
+            &[],
+            "/server/health",
+            Duration::from_secs(240),
+        )
+        .await;
+        let s = DirectusServer {
+            url: app.url.clone(),
             admin_token,
-            child,
-            dir,
-            http: reqwest::Client::new(),
+            app,
+            _dir: dir,
         };
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = s.http.get(format!("{}/server/health", s.url)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("Directus exited ({status}):\n{}", s.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(240),
-                "Directus did not start:\n{}",
-                s.log()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
         script_output(&["collections", &s.url, &s.admin_token]);
         s
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("directus.log")).unwrap_or_default()
+        self.app.log()
     }
 
     /// A call as the admin.
@@ -108,16 +68,9 @@ impl DirectusServer {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.admin_token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.expect("admin call");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.app
+            .call(&self.admin_token, method, path, body.as_ref())
+            .await
     }
 
     /// Every user but the admin, by first name, with its policies and their rows.
@@ -169,16 +122,9 @@ impl DirectusServer {
         } else {
             "title"
         };
-        let mut rb = self
-            .http
-            .request(method.clone(), format!("{}/items/{collection}", self.url))
-            .bearer_auth(key);
-        if method == Method::POST {
-            rb = rb.json(&json!({ field: "from a test" }));
-        }
-        let r = rb.send().await.expect("content call");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = (method == Method::POST).then(|| json!({ field: "from a test" }));
+        let path = format!("/items/{collection}");
+        self.app.call(key, method, &path, body.as_ref()).await
     }
 
     /// The status of a content call: 200 allowed, 403 not allowed, 401 unknown key.

@@ -3,6 +3,7 @@
 
 pub mod directus;
 pub mod kube_emulator;
+pub mod node_app;
 pub mod process;
 pub mod proxy;
 pub mod sinks;
