@@ -7,65 +7,26 @@
 
 mod support;
 
-use keyward::engine::Clock;
-use keyward::gitops::{GitopsError, Mode, Outcome};
-use keyward::policy::ProviderKind;
+use keyward::gitops::Mode;
 use keyward::providers::directus::Directus;
 use keyward::providers::{CmsProvider, ProviderError};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
 use support::directus::DirectusServer;
-use support::{done, examples, manifest, pairs, planned, secret_field};
-
-async fn run(
-    s: &DirectusServer,
-    paths: &[&Path],
-    secrets: &Path,
-    mode: Mode,
-) -> Result<Outcome, GitopsError> {
-    let opts = keyward::gitops::Options {
-        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-        secrets_dir: secrets.to_path_buf(),
-        data_dir: secrets.join("unused-embedded"),
-        mode,
-        env_url: Some(s.url.clone()),
-        env_token: Some(s.admin_token.clone().into()),
-        ca_pem: None,
-        env_provider: ProviderKind::Directus,
-        prune: false,
-        clock: Clock::system(),
-        regenerate_missing: false,
-        lock_timeout: std::time::Duration::from_secs(60),
-    };
-    keyward::gitops::run(&opts).await
-}
-
-/// Applies, then checks that a second apply writes nothing to Directus or to the Secret files.
-async fn apply_twice(s: &DirectusServer, paths: &[&Path], secrets: &Path) -> Outcome {
-    let first = run(s, paths, secrets, Mode::Apply).await.unwrap();
-    let again = run(s, paths, secrets, Mode::Apply).await.unwrap();
-    assert!(!again.has_changes(), "{}", again.text());
-    for r in &again.runs {
-        assert_eq!((r.cms_writes, r.secret_writes), (0, 0), "{}", again.text());
-    }
-    first
-}
-
-fn value(dir: &Path, ns: &str, name: &str, field: &str) -> String {
-    secret_field(dir, ns, name, field).unwrap_or_else(|| panic!("Secret {ns}/{name} has {field}"))
-}
+use support::{
+    apply_twice, done, example_for, examples, manifest, pairs, planned, run, secret_field, value,
+};
 
 /// The Directus example (examples-directus/blog) with the test Directus's endpoint.
 fn directus_blog_example(dir: &Path, s: &DirectusServer) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        examples()
-            .with_file_name("examples-directus")
-            .join("blog/policy.yaml"),
+    example_for(
+        dir,
+        "directus",
+        "blog/policy.yaml",
+        "http://127.0.0.1:8055",
+        &s.url,
     )
-    .unwrap()
-    .replace("http://127.0.0.1:8055", &s.url);
-    manifest(dir, "directus.yaml", &text)
 }
 
 /// The titles a key sees in a listing of `articles`.

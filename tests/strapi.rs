@@ -8,7 +8,6 @@ mod support;
 
 use keyward::engine::Clock;
 use keyward::gitops::{GitopsError, Mode, Outcome};
-use keyward::policy::ProviderKind;
 use keyward::providers::strapi::Strapi;
 use keyward::providers::{CmsProvider, ProviderError};
 use reqwest::{Method, StatusCode};
@@ -16,22 +15,16 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use support::strapi::StrapiServer;
-use support::{actions, done, examples, manifest, pairs, planned, secret_field};
+use support::{
+    actions, apply_twice, done, example_for, examples, manifest, pairs, planned, run, secret_field,
+    value, Target,
+};
 
 /// Deadline for a few operator reconciles against Strapi (each a sign-in at most, catalog reads
 /// and token calls that take Strapi tens to hundreds of milliseconds on a busy machine).
 const STRAPI_RECONCILES: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn run(
-    s: &StrapiServer,
-    paths: &[&Path],
-    secrets: &Path,
-    mode: Mode,
-) -> Result<Outcome, GitopsError> {
-    run_at(s, paths, secrets, mode, &Clock::system()).await
-}
-
-/// `run` with the plan's clock at `clock`.
+/// A run with the plan's clock at `clock`.
 async fn run_at(
     s: &StrapiServer,
     paths: &[&Path],
@@ -40,47 +33,21 @@ async fn run_at(
     clock: &Clock,
 ) -> Result<Outcome, GitopsError> {
     let opts = keyward::gitops::Options {
-        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-        secrets_dir: secrets.to_path_buf(),
-        data_dir: secrets.join("unused-embedded"),
-        mode,
-        env_url: Some(s.url.clone()),
-        env_token: Some(s.credential().into()),
-        ca_pem: None,
-        env_provider: ProviderKind::Strapi,
-        prune: false,
         clock: clock.clone(),
-        regenerate_missing: false,
-        lock_timeout: std::time::Duration::from_secs(60),
+        ..s.options(paths, secrets, mode)
     };
     keyward::gitops::run(&opts).await
 }
 
-/// Applies, then checks that a second apply writes nothing to Strapi or to the Secret files.
-async fn apply_twice(s: &StrapiServer, paths: &[&Path], secrets: &Path) -> Outcome {
-    let first = run(s, paths, secrets, Mode::Apply).await.unwrap();
-    let again = run(s, paths, secrets, Mode::Apply).await.unwrap();
-    assert!(!again.has_changes(), "{}", again.text());
-    for r in &again.runs {
-        assert_eq!((r.cms_writes, r.secret_writes), (0, 0), "{}", again.text());
-    }
-    first
-}
-
-fn value(dir: &Path, ns: &str, name: &str, field: &str) -> String {
-    secret_field(dir, ns, name, field).unwrap_or_else(|| panic!("Secret {ns}/{name} has {field}"))
-}
-
 /// The Strapi example (examples-strapi/blog) with the test Strapi's endpoint.
 fn strapi_blog_example(dir: &Path, s: &StrapiServer) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        examples()
-            .with_file_name("examples-strapi")
-            .join("blog/policy.yaml"),
+    example_for(
+        dir,
+        "strapi",
+        "blog/policy.yaml",
+        "http://127.0.0.1:1337",
+        &s.url,
     )
-    .unwrap()
-    .replace("http://127.0.0.1:1337", &s.url);
-    manifest(dir, "strapi.yaml", &text)
 }
 
 #[tokio::test(flavor = "multi_thread")]

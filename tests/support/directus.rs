@@ -31,6 +31,22 @@ fn script_output(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+impl super::Target for DirectusServer {
+    fn options(
+        &self,
+        paths: &[&std::path::Path],
+        secrets: &std::path::Path,
+        mode: keyward::gitops::Mode,
+    ) -> keyward::gitops::Options {
+        let target = (
+            keyward::policy::ProviderKind::Directus,
+            self.url.as_str(),
+            self.admin_token.as_str(),
+        );
+        super::options_for(target, paths, secrets, mode)
+    }
+}
+
 impl DirectusServer {
     /// Installs Directus once (cached), writes a project, bootstraps and starts it, and creates
     /// the two collections.

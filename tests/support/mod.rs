@@ -160,8 +160,20 @@ pub fn options(
     secrets: &Path,
     mode: keyward::gitops::Mode,
 ) -> keyward::gitops::Options {
+    let target = (keyward::policy::ProviderKind::Keyward, url, ADMIN);
+    options_for(target, paths, secrets, mode)
+}
+
+/// The CLI's options for a CMS of a `provider` at `url` with credential `token` (system clock,
+/// no prune).
+pub fn options_for(
+    (provider, url, token): (keyward::policy::ProviderKind, &str, &str),
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> keyward::gitops::Options {
     keyward::gitops::Options {
-        env_provider: keyward::policy::ProviderKind::Keyward,
+        env_provider: provider,
         prune: false,
         clock: keyward::engine::Clock::system(),
         regenerate_missing: false,
@@ -171,9 +183,64 @@ pub fn options(
         data_dir: secrets.join("unused-embedded"),
         mode,
         env_url: Some(url.to_owned()),
-        env_token: Some(ADMIN.to_owned().into()),
+        env_token: Some(token.to_owned().into()),
         ca_pem: None,
     }
+}
+
+/// A real CMS the CLI is pointed at in a test (Strapi, Directus).
+pub trait Target {
+    fn options(
+        &self,
+        paths: &[&Path],
+        secrets: &Path,
+        mode: keyward::gitops::Mode,
+    ) -> keyward::gitops::Options;
+}
+
+/// One CLI run against `target`.
+pub async fn run(
+    target: &impl Target,
+    paths: &[&Path],
+    secrets: &Path,
+    mode: keyward::gitops::Mode,
+) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
+    keyward::gitops::run(&target.options(paths, secrets, mode)).await
+}
+
+/// Applies, then checks that a second apply writes nothing to the CMS or to the Secret files.
+pub async fn apply_twice(
+    target: &impl Target,
+    paths: &[&Path],
+    secrets: &Path,
+) -> keyward::gitops::Outcome {
+    use keyward::gitops::Mode;
+    let first = run(target, paths, secrets, Mode::Apply).await.unwrap();
+    let again = run(target, paths, secrets, Mode::Apply).await.unwrap();
+    assert!(!again.has_changes(), "{}", again.text());
+    for r in &again.runs {
+        assert_eq!((r.cms_writes, r.secret_writes), (0, 0), "{}", again.text());
+    }
+    first
+}
+
+/// An example policy file of `examples-<provider>/` with the test server's `url` for `default`,
+/// written to `dir`.
+pub fn example_for(
+    dir: &Path,
+    provider: &str,
+    file: &str,
+    default: &str,
+    url: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        examples()
+            .with_file_name(format!("examples-{provider}"))
+            .join(file),
+    )
+    .unwrap()
+    .replace(default, url);
+    manifest(dir, &format!("{provider}.yaml"), &text)
 }
 
 /// The planned actions of every connection, as `-o json` gives them.
@@ -226,6 +293,11 @@ pub fn done(o: &keyward::gitops::Outcome) -> Vec<String> {
 }
 
 /// The value in a Secret manifest written by `apply`.
+/// A field of a Secret file that must be there.
+pub fn value(dir: &Path, ns: &str, name: &str, field: &str) -> String {
+    secret_field(dir, ns, name, field).unwrap_or_else(|| panic!("Secret {ns}/{name} has {field}"))
+}
+
 pub fn secret_field(dir: &Path, namespace: &str, name: &str, field: &str) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(format!("{namespace}.{name}.yaml"))).ok()?;
     let s: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(&text).ok()?;

@@ -19,6 +19,23 @@ pub struct StrapiServer {
     jwt: String,
 }
 
+impl super::Target for StrapiServer {
+    fn options(
+        &self,
+        paths: &[&std::path::Path],
+        secrets: &std::path::Path,
+        mode: keyward::gitops::Mode,
+    ) -> keyward::gitops::Options {
+        let credential = self.credential();
+        let target = (
+            keyward::policy::ProviderKind::Strapi,
+            self.url.as_str(),
+            &*credential,
+        );
+        super::options_for(target, paths, secrets, mode)
+    }
+}
+
 impl StrapiServer {
     /// Installs Strapi once (cached), writes a project, starts it and registers the admin.
     pub async fn start() -> StrapiServer {
