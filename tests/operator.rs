@@ -118,13 +118,19 @@ async fn wait_ready(c: &Cluster) {
     .await;
 }
 
-/// Creates the policy `shop/web` with the reader key on `extra` (spec fields) and waits for it.
-async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
+/// Creates the policy `shop/web` with `keys` and `extra` (spec fields).
+async fn create_policy(c: &Cluster, keys: Value, extra: Value) -> Api<ApiKeyPolicy> {
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
     policies
-        .create(&PostParams::default(), &policy(reader(), extra))
+        .create(&PostParams::default(), &policy(keys, extra))
         .await
         .unwrap();
+    policies
+}
+
+/// Creates the policy `shop/web` with the reader key on `extra` (spec fields) and waits for it.
+async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
+    let policies = create_policy(c, reader(), extra).await;
     wait_ready(c).await;
     policies
 }
@@ -576,10 +582,7 @@ async fn restart_targets_roll_once_per_secret_content() {
     let (ctx, op) = start(&c, config());
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
         "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(keys, json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, keys, json!({})).await;
     let deployment = || {
         c.emu
             .get("apis/apps/v1/deployments", "shop", "web")
@@ -862,10 +865,7 @@ async fn metrics_and_health_endpoints() {
         Some(0.0),
         "{text}"
     );
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
     more_reconciles(&ctx, 1).await;
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
@@ -949,10 +949,7 @@ async fn a_credential_secret_that_appears_later_is_picked_up() {
             ..Default::default()
         },
     );
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     eventually("NoCredentials", RECONCILES, || async {
         ready(&c).await.is_some_and(|s| {
             condition(&s, "Ready").is_some_and(|r| {
@@ -981,10 +978,7 @@ async fn only_a_secret_labelled_as_a_credential_is_used_as_one() {
         .unwrap();
     create(&c.client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin"}, "data": {"token": b64(ADMIN)}})).await;
     let (_, op) = start(&c, config());
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     eventually("NoCredentials naming the label", RECONCILES, || async {
         ready(&c).await.is_some_and(|s| {
             condition(&s, "Ready").is_some_and(|r| {
@@ -1151,10 +1145,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     // 30 days: Kontent.ai's reminder comes a week ahead; the rotation a day ahead.
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "expiresAfter": "30d",
         "renewBefore": "1d", "rotationOverlap": "10m", "secret": {"name": "reader", "keyField": "KEY"}}]);
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(keys, json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, keys, json!({})).await;
     wait_ready(&c).await;
     let st = ready(&c).await.unwrap();
     assert_eq!(
@@ -1232,10 +1223,7 @@ async fn a_secret_write_that_fails_revokes_the_new_key() {
     // Every Secret write fails (RBAC, admission, an outage) until healed.
     c.emu.fail_writes("secrets", 500, usize::MAX);
     let (_, op) = start(&c, config());
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     eventually("ApplyFailed", RECONCILES, || async {
         has_reason(&c, "Ready", "ApplyFailed").await
     })
@@ -1292,10 +1280,7 @@ async fn a_secret_write_that_fails_revokes_the_new_key() {
 async fn the_operator_reads_secrets_as_metadata_only() {
     let c = cluster().await;
     let (ctx, op) = start(&c, config());
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
     more_reconciles(&ctx, 1).await;
     // Key values stay out of the operator's watches: the Secrets it owns are listed and watched
@@ -1349,10 +1334,7 @@ async fn a_connection_trusts_its_private_ca_and_an_untrusted_certificate_is_a_tl
         "spec": {"endpoint": cms.url, "credentialsSecretRef": {"name": "cms-admin"}, "tls": {"caSecretRef": {"name": "cms-ca"}}}})).await;
     let c = Cluster { emu, client, cms };
     let (_, op) = start(&c, config());
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
     assert!(secret_value(&c, "reader").await.is_some());
     // Without the CA, the endpoint's certificate has an unknown issuer: TlsError, named.
@@ -1408,10 +1390,7 @@ async fn sigterm_stops_the_operator_releases_the_lease_and_exits_0() {
         holder().as_deref() == Some("pod-a")
     })
     .await;
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
 
     let sent = std::time::Instant::now();
@@ -2069,10 +2048,7 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
     };
     let (_ctx, op) = start(&c, config);
     let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}});
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(reader(), shared.clone()))
-        .await
-        .unwrap();
+    create_policy(&c, reader(), shared.clone()).await;
     wait_ready(&c).await;
     let value = secret_value(&c, "reader").await.unwrap();
     assert_eq!(
@@ -2149,10 +2125,7 @@ async fn a_role_keyward_did_not_make_is_never_taken_over() {
     let (_, op) = start(&c, config());
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
         "readers": {"serviceAccounts": ["web"]}}]);
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(keys, json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, keys, json!({})).await;
     eventually("a ReaderConflict event", RECONCILES, || async {
         events(&c).iter().any(|(reason, note)| {
             reason == "ReaderConflict" && note.contains("keyward-read-reader")
@@ -2554,10 +2527,7 @@ async fn drift_checks_make_no_kubernetes_get() {
     let (ctx, op) = start(&c, config());
     let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
         "readers": {"serviceAccounts": ["web"]}, "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
-    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
-        .create(&PostParams::default(), &policy(keys, json!({})))
-        .await
-        .unwrap();
+    create_policy(&c, keys, json!({})).await;
     wait_ready(&c).await;
     more_reconciles(&ctx, 2).await;
     let before = c.emu.counters.gets();

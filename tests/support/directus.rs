@@ -32,18 +32,12 @@ fn script_output(args: &[&str]) -> String {
 }
 
 impl super::Target for DirectusServer {
-    fn options(
-        &self,
-        paths: &[&std::path::Path],
-        secrets: &std::path::Path,
-        mode: keyward::gitops::Mode,
-    ) -> keyward::gitops::Options {
-        let target = (
+    fn connection(&self) -> (keyward::policy::ProviderKind, &str, String) {
+        (
             keyward::policy::ProviderKind::Directus,
-            self.url.as_str(),
-            self.admin_token.as_str(),
-        );
-        super::options_for(target, paths, secrets, mode)
+            &self.url,
+            self.admin_token.clone(),
+        )
     }
 }
 

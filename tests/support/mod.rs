@@ -190,12 +190,18 @@ pub fn options_for(
 
 /// A real CMS the CLI is pointed at in a test (Strapi, Directus).
 pub trait Target {
+    /// The provider, the endpoint and the credential the CLI is given.
+    fn connection(&self) -> (keyward::policy::ProviderKind, &str, String);
+
     fn options(
         &self,
         paths: &[&Path],
         secrets: &Path,
         mode: keyward::gitops::Mode,
-    ) -> keyward::gitops::Options;
+    ) -> keyward::gitops::Options {
+        let (provider, url, credential) = self.connection();
+        options_for((provider, url, &credential), paths, secrets, mode)
+    }
 }
 
 /// One CLI run against `target`.

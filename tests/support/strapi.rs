@@ -20,19 +20,12 @@ pub struct StrapiServer {
 }
 
 impl super::Target for StrapiServer {
-    fn options(
-        &self,
-        paths: &[&std::path::Path],
-        secrets: &std::path::Path,
-        mode: keyward::gitops::Mode,
-    ) -> keyward::gitops::Options {
-        let credential = self.credential();
-        let target = (
+    fn connection(&self) -> (keyward::policy::ProviderKind, &str, String) {
+        (
             keyward::policy::ProviderKind::Strapi,
-            self.url.as_str(),
-            &*credential,
-        );
-        super::options_for(target, paths, secrets, mode)
+            &self.url,
+            self.credential(),
+        )
     }
 }
 
