@@ -18,27 +18,19 @@ async fn individual_permissions_replace_the_defaults() {
         .key(json!({"name": "site", "defaultPermissions": ["GET"],
                     "apiPermissions": [{"api": "contact", "permissions": ["POST", "PUT"]}]}))
         .await;
-    assert_eq!(
-        cms.status(Method::GET, &format!("/api/blog/{post}"), &key)
-            .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &key).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/contact", &key).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        cms.status(Method::PUT, "/api/contact/c1", &key).await,
-        StatusCode::CREATED
-    );
+    cms.expect(&[
+        (
+            Method::GET,
+            &format!("/api/blog/{post}"),
+            &key,
+            StatusCode::OK,
+        ),
+        (Method::GET, "/api/blog", &key, StatusCode::OK),
+        (Method::POST, "/api/blog", &key, StatusCode::FORBIDDEN),
+        (Method::POST, "/api/contact", &key, StatusCode::CREATED),
+        (Method::PUT, "/api/contact/c1", &key, StatusCode::CREATED),
+    ])
+    .await;
     let r = cms.req(Method::GET, "/api/contact", Some(&key), None).await;
     assert_eq!(
         r.status,
@@ -156,16 +148,21 @@ async fn drafts_and_closed_need_their_permissions_and_get() {
         )
         .await;
     assert_eq!(r.body["totalCount"], 2, "{}", r.text);
-    assert_eq!(
-        cms.status(Method::GET, &format!("/api/blog/{closed}"), &reader)
-            .await,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        cms.status(Method::GET, &format!("/api/blog/{closed}"), &closed_key)
-            .await,
-        StatusCode::OK
-    );
+    cms.expect(&[
+        (
+            Method::GET,
+            &format!("/api/blog/{closed}"),
+            &reader,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            &format!("/api/blog/{closed}"),
+            &closed_key,
+            StatusCode::OK,
+        ),
+    ])
+    .await;
 
     // One draft: its draft key opens it without the all-drafts permission.
     assert_eq!(
@@ -286,14 +283,11 @@ async fn scopes_grant_their_operations_and_rights_are_the_union() {
         .await;
     let (_, all) = cms.key(json!({"name": "all", "scopes": ["*"]})).await;
 
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &read).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &read).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog", &read, StatusCode::OK),
+        (Method::POST, "/api/blog", &read, StatusCode::FORBIDDEN),
+    ])
+    .await;
     let id = cms
         .req(
             Method::POST,
@@ -306,78 +300,72 @@ async fn scopes_grant_their_operations_and_rights_are_the_union() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        cms.status(Method::PATCH, &format!("/api/blog/{id}"), &write)
-            .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, &format!("/api/blog/{id}/publish"), &write)
-            .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &write).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::DELETE, &format!("/api/blog/{id}"), &write)
-            .await,
-        StatusCode::NO_CONTENT
-    );
+    cms.expect(&[
+        (
+            Method::PATCH,
+            &format!("/api/blog/{id}"),
+            &write,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            &format!("/api/blog/{id}/publish"),
+            &write,
+            StatusCode::OK,
+        ),
+        (Method::GET, "/api/blog", &write, StatusCode::FORBIDDEN),
+        (
+            Method::DELETE,
+            &format!("/api/blog/{id}"),
+            &write,
+            StatusCode::NO_CONTENT,
+        ),
+    ])
+    .await;
     // content:read on every API, plus POST on contact from the individual permission.
-    assert_eq!(
-        cms.status(Method::GET, "/api/contact", &union).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/contact", &union).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &union).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/contact", &union, StatusCode::OK),
+        (Method::POST, "/api/contact", &union, StatusCode::CREATED),
+        (Method::POST, "/api/blog", &union, StatusCode::FORBIDDEN),
+    ])
+    .await;
 
-    assert_eq!(
-        cms.status(Method::POST, "/v1/export", &export).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/v1/export", &read).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/v1/cache/purge", &purge).await,
-        StatusCode::ACCEPTED
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/v1/cache/purge", &export).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/v1/webhooks/replay", &hooks)
-            .await,
-        StatusCode::ACCEPTED
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/v1/webhooks/replay", &purge)
-            .await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::POST, "/v1/export", &export, StatusCode::OK),
+        (Method::POST, "/v1/export", &read, StatusCode::FORBIDDEN),
+        (
+            Method::POST,
+            "/v1/cache/purge",
+            &purge,
+            StatusCode::ACCEPTED,
+        ),
+        (
+            Method::POST,
+            "/v1/cache/purge",
+            &export,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::POST,
+            "/v1/webhooks/replay",
+            &hooks,
+            StatusCode::ACCEPTED,
+        ),
+        (
+            Method::POST,
+            "/v1/webhooks/replay",
+            &purge,
+            StatusCode::FORBIDDEN,
+        ),
+    ])
+    .await;
     // `*`: everything, administration included.
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog?drafts=true", &all).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/v1/keys", &all).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/v1/keys", &write).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog?drafts=true", &all, StatusCode::OK),
+        (Method::GET, "/v1/keys", &all, StatusCode::OK),
+        (Method::GET, "/v1/keys", &write, StatusCode::FORBIDDEN),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -437,15 +425,16 @@ async fn environments_limit_keys() {
     let cms = Cms::start().await;
     cms.api("blog").await;
     let (_, key) = cms.key(json!({"name": "prod", "defaultPermissions": ["GET", "POST"], "environments": ["production"]})).await;
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/environments/production/api/blog", &key)
-            .await,
-        StatusCode::OK
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog", &key, StatusCode::OK),
+        (
+            Method::GET,
+            "/environments/production/api/blog",
+            &key,
+            StatusCode::OK,
+        ),
+    ])
+    .await;
     let r = cms
         .req(
             Method::GET,
@@ -680,14 +669,11 @@ async fn personal_keys_follow_their_owner() {
         Some(json!({"contentPermissions": ["GET"]})),
     )
     .await;
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &key).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::OK
-    );
+    cms.expect(&[
+        (Method::POST, "/api/blog", &key, StatusCode::FORBIDDEN),
+        (Method::GET, "/api/blog", &key, StatusCode::OK),
+    ])
+    .await;
     let r = cms
         .admin(
             Method::POST,
@@ -768,16 +754,21 @@ async fn management_keys_hold_management_permissions() {
         )
         .await;
     let id = d.body["id"].as_str().unwrap();
-    assert_eq!(
-        cms.status(Method::POST, &format!("/api/blog/{id}/publish"), &status)
-            .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::PATCH, &format!("/api/blog/{id}"), &status)
-            .await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (
+            Method::POST,
+            &format!("/api/blog/{id}/publish"),
+            &status,
+            StatusCode::OK,
+        ),
+        (
+            Method::PATCH,
+            &format!("/api/blog/{id}"),
+            &status,
+            StatusCode::FORBIDDEN,
+        ),
+    ])
+    .await;
     // Kinds keep to their own rights.
     let r = cms.admin(Method::POST, "/v1/keys", Some(json!({"name": "x", "kind": "management", "managementPermissions": ["keys:manage"], "defaultPermissions": ["GET"]}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -798,14 +789,11 @@ async fn key_changes_take_effect_at_once() {
     let (id, key) = cms
         .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
         .await;
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &key).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog", &key, StatusCode::OK),
+        (Method::POST, "/api/blog", &key, StatusCode::FORBIDDEN),
+    ])
+    .await;
     let r = cms
         .admin(
             Method::PATCH,
@@ -815,14 +803,11 @@ async fn key_changes_take_effect_at_once() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["description"], "writer");
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &key).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &key).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::POST, "/api/blog", &key, StatusCode::CREATED),
+        (Method::GET, "/api/blog", &key, StatusCode::FORBIDDEN),
+    ])
+    .await;
     // Unknown fields and unknown permissions name the field.
     let r = cms
         .admin(

@@ -956,14 +956,16 @@ async fn prune_revokes_the_keys_of_policies_no_longer_in_the_files() {
             .starts_with("revoked key shop/api/writer (id "),
         "{j}"
     );
-    assert_eq!(
-        cms.status(Method::POST, "/api/contact", &writer).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &reader).await,
-        StatusCode::OK
-    );
+    cms.expect(&[
+        (
+            Method::POST,
+            "/api/contact",
+            &writer,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "/api/blog", &reader, StatusCode::OK),
+    ])
+    .await;
     assert_eq!(
         cms.status(Method::GET, "/api/blog", &operator_key).await,
         StatusCode::OK,

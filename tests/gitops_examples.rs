@@ -75,34 +75,16 @@ async fn read_only_by_default_with_a_contact_form_writer() {
         secret_field(out.path(), "corporate", "cms-reader", "CMS_URL").unwrap(),
         cms.url
     );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &reader).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/contact", &reader).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/contact", &reader).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/contact", &writer).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/contact", &writer).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &writer).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &writer).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog", &reader, StatusCode::OK),
+        (Method::GET, "/api/contact", &reader, StatusCode::OK),
+        (Method::POST, "/api/contact", &reader, StatusCode::FORBIDDEN),
+        (Method::POST, "/api/contact", &writer, StatusCode::CREATED),
+        (Method::GET, "/api/contact", &writer, StatusCode::FORBIDDEN),
+        (Method::GET, "/api/blog", &writer, StatusCode::FORBIDDEN),
+        (Method::POST, "/api/blog", &writer, StatusCode::FORBIDDEN),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -111,22 +93,18 @@ async fn public_apis_readable_private_ones_not() {
     apis(&cms, &["articles", "authors", "internal-notes"]).await;
     let out = apply_example(&cms, "02-public-and-private-apis").await;
     let k = key(out.path(), "media", "cms-public-content", "apiKey");
-    assert_eq!(
-        cms.status(Method::GET, "/api/articles", &k).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/authors", &k).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::GET, "/api/internal-notes", &k).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/articles", &k).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/articles", &k, StatusCode::OK),
+        (Method::GET, "/api/authors", &k, StatusCode::OK),
+        (
+            Method::GET,
+            "/api/internal-notes",
+            &k,
+            StatusCode::FORBIDDEN,
+        ),
+        (Method::POST, "/api/articles", &k, StatusCode::FORBIDDEN),
+    ])
+    .await;
     let rec = cms.admin(Method::GET, "/v1/keys", None).await.body;
     assert_eq!(rec["keys"][0]["type"], "public");
 }
@@ -141,14 +119,11 @@ async fn one_key_per_device_with_the_same_rights() {
         .map(|d| key(out.path(), "mobile", &format!("cms-key-{d}"), "apiKey"))
         .collect();
     for k in &keys {
-        assert_eq!(
-            cms.status(Method::GET, "/api/blog", k).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            cms.status(Method::POST, "/api/blog", k).await,
-            StatusCode::FORBIDDEN
-        );
+        cms.expect(&[
+            (Method::GET, "/api/blog", k, StatusCode::OK),
+            (Method::POST, "/api/blog", k, StatusCode::FORBIDDEN),
+        ])
+        .await;
     }
     assert_ne!(keys[0], keys[1]);
     assert_ne!(keys[1], keys[2]);
@@ -204,16 +179,21 @@ async fn management_key_for_migrations() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let id = r.body["id"].as_str().unwrap();
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog?drafts=true&closed=true", &k)
-            .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, &format!("/api/blog/{id}/publish"), &k)
-            .await,
-        StatusCode::OK
-    );
+    cms.expect(&[
+        (
+            Method::GET,
+            "/api/blog?drafts=true&closed=true",
+            &k,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            &format!("/api/blog/{id}/publish"),
+            &k,
+            StatusCode::OK,
+        ),
+    ])
+    .await;
     assert_eq!(
         cms.status(Method::GET, "/v1/keys", &k).await,
         StatusCode::FORBIDDEN,
@@ -238,14 +218,11 @@ async fn public_scoped_key_with_cors_and_a_public_form() {
     apis(&cms, &["blog", "feedback"]).await;
     let out = apply_example(&cms, "06-public-scoped-keys-with-cors").await;
     let k = key(out.path(), "shop", "storefront-cms", "CMS_API_KEY");
-    assert_eq!(
-        cms.status(Method::GET, "/api/blog", &k).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        cms.status(Method::POST, "/api/blog", &k).await,
-        StatusCode::FORBIDDEN
-    );
+    cms.expect(&[
+        (Method::GET, "/api/blog", &k, StatusCode::OK),
+        (Method::POST, "/api/blog", &k, StatusCode::FORBIDDEN),
+    ])
+    .await;
     let r = cms
         .req(
             Method::POST,

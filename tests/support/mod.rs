@@ -127,6 +127,19 @@ impl Cms {
         r.body["id"].as_str().unwrap().into()
     }
 
+    /// Sends each call in turn with its key (a write with a small body) and checks its status;
+    /// every mismatch is reported together.
+    pub async fn expect(&self, calls: &[(Method, &str, &str, StatusCode)]) {
+        let mut wrong = Vec::new();
+        for (method, path, key, want) in calls {
+            let got = self.status(method.clone(), path, key).await;
+            if got != *want {
+                wrong.push(format!("{method} {path}: {got}, expected {want}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
     pub async fn status(&self, method: Method, path: &str, key: &str) -> StatusCode {
         let body =
             matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| json!({"f": "v"}));
