@@ -333,22 +333,27 @@ mod tests {
                 json!({"controllers": {"content-api": ["find", "findOne", "upload"]}});
         }
         let route = |m: &str, p: &str, h: &str| json!({"method": m, "path": p, "handler": h});
+        // The five routes Strapi makes for a collection type.
+        let collection = |name: &str, plural: &str| {
+            let handler = |action: &str| format!("api::{name}.{name}.{action}");
+            let (all, one) = (format!("/api/{plural}"), format!("/api/{plural}/:id"));
+            vec![
+                route("GET", &all, &handler("find")),
+                route("GET", &one, &handler("findOne")),
+                route("POST", &all, &handler("create")),
+                route("PUT", &one, &handler("update")),
+                route("DELETE", &one, &handler("delete")),
+            ]
+        };
+        let mut articles = collection("article", "articles");
+        articles.push(route(
+            "POST",
+            "/api/articles/:id/like",
+            "api::article.article.like",
+        ));
         let routes = json!({"data": {
-            "api::article": [
-                route("GET", "/api/articles", "api::article.article.find"),
-                route("GET", "/api/articles/:id", "api::article.article.findOne"),
-                route("POST", "/api/articles", "api::article.article.create"),
-                route("PUT", "/api/articles/:id", "api::article.article.update"),
-                route("DELETE", "/api/articles/:id", "api::article.article.delete"),
-                route("POST", "/api/articles/:id/like", "api::article.article.like"),
-            ],
-            "api::author": [
-                route("GET", "/api/authors", "api::author.author.find"),
-                route("GET", "/api/authors/:id", "api::author.author.findOne"),
-                route("POST", "/api/authors", "api::author.author.create"),
-                route("PUT", "/api/authors/:id", "api::author.author.update"),
-                route("DELETE", "/api/authors/:id", "api::author.author.delete"),
-            ],
+            "api::article": articles,
+            "api::author": collection("author", "authors"),
             "api::homepage": [
                 route("GET", "/api/homepage", "api::homepage.homepage.find"),
                 route("PUT", "/api/homepage", "api::homepage.homepage.update"),
