@@ -21,10 +21,13 @@ fn op(summary: &str, public: bool, ok: &str) -> Value {
     o
 }
 
+/// An operation of the management API: method, summary, success status.
+type Operation = (&'static str, &'static str, &'static str);
+
 pub fn document(svc: &Service) -> Value {
     let mut paths = Map::new();
-    // The management API: path, then (method, summary, success status) of each operation.
-    let management: &[(&str, &[(&str, &str, &str)])] = &[
+    // The management API: each path and its operations.
+    let management: &[(&str, &[Operation])] = &[
         (
             "/v1/self",
             &[("get", "What the presented key can do", "200")],
