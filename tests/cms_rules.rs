@@ -1357,3 +1357,76 @@ async fn keys_can_be_listed_by_label() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// The key listing is built from records rendered when they were stored: every change shows in
+/// the next listing exactly as the key itself reads.
+#[tokio::test]
+async fn the_key_listing_shows_every_change_at_once() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (id, _) = cms
+        .key(json!({"name": "site", "defaultPermissions": ["GET"], "labels": {"team": "web"}}))
+        .await;
+    let listed = |body: Value| {
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let patch = json!({"description": "changed", "defaultPermissions": ["GET", "POST"]});
+    let r = cms
+        .admin(Method::PATCH, &format!("/v1/keys/{id}"), Some(patch))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let one = cms
+        .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await
+        .body;
+    assert_eq!(one["description"], "changed");
+    let list = cms.admin(Method::GET, "/v1/keys", None).await;
+    assert_eq!(
+        list.headers["content-type"], "application/json",
+        "{:?}",
+        list.headers
+    );
+    assert_eq!(
+        listed(list.body),
+        one,
+        "the listing shows the key as it reads"
+    );
+    let r = cms
+        .admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let one = cms
+        .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await
+        .body;
+    assert!(one["rotatedAt"].is_string(), "{one}");
+    let labelled = cms
+        .admin(Method::GET, "/v1/keys?label=team%3Dweb", None)
+        .await
+        .body;
+    assert_eq!(listed(labelled), one);
+    let other = cms
+        .admin(Method::GET, "/v1/keys?label=team%3Dshop", None)
+        .await
+        .body;
+    assert_eq!(other["keys"], json!([]));
+    let r = cms
+        .admin(Method::DELETE, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let after = cms.admin(Method::GET, "/v1/keys", None).await.body;
+    assert!(
+        after["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["id"] != id.as_str()),
+        "{after}"
+    );
+}

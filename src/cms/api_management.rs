@@ -8,6 +8,7 @@ use super::keys::KeyRecord;
 use super::rights::Rights;
 use super::secret::RawKey;
 use super::service::{KeyPatch, OwnerWrite, Role};
+use super::verifier::KeyEntry;
 use super::{created_or_ok, Checked, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
@@ -119,10 +120,7 @@ struct KeyFilter {
     label: Option<String>,
 }
 
-async fn list_keys(
-    c: Caller<Keys>,
-    Query(filter): Query<KeyFilter>,
-) -> Result<Json<Value>, CmsError> {
+async fn list_keys(c: Caller<Keys>, Query(filter): Query<KeyFilter>) -> Result<Response, CmsError> {
     c.ctx
         .key_listings
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -133,16 +131,28 @@ async fn list_keys(
                 .ok_or_else(|| CmsError::BadRequest("label must be name=value".into()))?,
         ),
     };
-    let keys: Vec<Value> = c
-        .ctx
-        .svc
-        .list_keys()
+    let entries = c.ctx.svc.list_keys();
+    let labelled = |e: &KeyEntry| {
+        wanted.is_none_or(|(n, v)| e.record.spec.labels.get(n).map(String::as_str) == Some(v))
+    };
+    let shown = entries
         .iter()
-        .filter(|k| c.what.sees_environments_of(&k.spec))
-        .filter(|k| wanted.is_none_or(|(n, v)| k.spec.labels.get(n).map(String::as_str) == Some(v)))
-        .map(|k| k.to_json())
-        .collect();
-    Ok(Json(json!({ "keys": keys })))
+        .filter(|e| c.what.sees_environments_of(&e.record.spec) && labelled(e))
+        .map(|e| &*e.json);
+    // `{"keys": [...]}` from the records rendered when they were stored.
+    let mut body = String::from(r#"{"keys":["#);
+    for (i, json) in shown.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(json);
+    }
+    body.push_str("]}");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn get_key(c: Caller<Keys>, Path(id): Path<String>) -> Result<Json<Value>, CmsError> {

@@ -31,6 +31,9 @@ pub struct StoredHash {
 /// One key as the verifier sees it.
 pub struct KeyEntry {
     pub record: KeyRecord,
+    /// The record as the management API shows it, rendered once: a listing of thousands of
+    /// keys (every drift interval, every CLI run) copies these instead of building each anew.
+    pub json: Box<str>,
     expires_at: i64,
     hashes: Vec<StoredHash>,
     /// Digests of values that passed Argon2id, with the validity of the hash they matched.
@@ -45,6 +48,7 @@ impl KeyEntry {
     pub fn new(record: KeyRecord, hashes: Vec<StoredHash>) -> KeyEntry {
         let expires_at = record.expires_at().as_millisecond();
         KeyEntry {
+            json: record.to_json().to_string().into(),
             record,
             expires_at,
             hashes,
@@ -151,17 +155,11 @@ impl Verifier {
     }
 
     /// Every key record, ordered by creation.
-    pub fn records(&self) -> Vec<KeyRecord> {
-        let mut v: Vec<KeyRecord> = self
-            .index
-            .read()
-            .values()
-            .map(|e| e.record.clone())
-            .collect();
+    /// Every key, oldest first.
+    pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
+        let mut v: Vec<Arc<KeyEntry>> = self.index.read().values().cloned().collect();
         v.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
+            (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
         });
         v
     }

@@ -101,8 +101,9 @@ impl Service {
         Ok((record, raw))
     }
 
-    pub fn list_keys(&self) -> Vec<KeyRecord> {
-        self.verifier.records()
+    /// Every key, oldest first.
+    pub fn list_keys(&self) -> Vec<Arc<KeyEntry>> {
+        self.verifier.entries()
     }
 
     pub fn get_key(&self, id: &str) -> Result<KeyRecord, CmsError> {
