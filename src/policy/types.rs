@@ -316,33 +316,47 @@ pub struct KeyStatus {
     pub secret_name: String,
 }
 
-/// A connection to a CMS's key-management API, usable by policies in its namespace.
-#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[kube(
-    group = "keyward.dev",
-    version = "v1alpha1",
-    kind = "CmsConnection",
-    namespaced,
-    shortname = "cmsconn",
-    category = "keyward"
-)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CmsConnectionSpec {
-    /// Which CMS API the endpoint speaks.
-    #[serde(default)]
-    pub provider: ProviderKind,
-    /// Base URL of the CMS, e.g. http://cms.cms.svc:8780.
-    #[schemars(url)]
-    pub endpoint: String,
-    /// The Secret holding the management credential: a keyward admin token, or for strapi
-    /// `email:password` of a Strapi admin user.
-    pub credentials_secret_ref: SecretKeyRef,
-    /// The CMS's plan: its key quota is checked before any call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
-    /// How the endpoint's certificate is verified (HTTPS): a private CA besides the system's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ConnectionTls>,
+/// The fields of both connection kinds. A macro rather than a shared struct: serde cannot
+/// `flatten` a struct under `deny_unknown_fields`, and a typo in a connection must be refused.
+macro_rules! connection_spec {
+    ($(#[$attr:meta])* pub struct $name:ident { $($extra:tt)* }) => {
+        $(#[$attr])*
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// Which CMS API the endpoint speaks.
+            #[serde(default)]
+            pub provider: ProviderKind,
+            /// Base URL of the CMS, e.g. http://cms.cms.svc:8780.
+            #[schemars(url)]
+            pub endpoint: String,
+            /// The Secret holding the management credential: a keyward admin token, or for
+            /// strapi `email:password` of a Strapi admin user. A ClusterCmsConnection names the
+            /// Secret's namespace.
+            pub credentials_secret_ref: SecretKeyRef,
+            /// The CMS's plan: its key quota is checked before any call.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub plan: Option<Plan>,
+            /// How the endpoint's certificate is verified (HTTPS): a private CA besides the
+            /// system's.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub tls: Option<ConnectionTls>,
+            $($extra)*
+        }
+    };
+}
+
+connection_spec! {
+    /// A connection to a CMS's key-management API, usable by policies in its namespace.
+    #[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+    #[kube(
+        group = "keyward.dev",
+        version = "v1alpha1",
+        kind = "CmsConnection",
+        namespaced,
+        shortname = "cmsconn",
+        category = "keyward"
+    )]
+    pub struct CmsConnectionSpec {}
 }
 
 pub use crate::providers::registry::ProviderKind;
@@ -390,37 +404,27 @@ fn default_ca_field() -> String {
     "ca.crt".into()
 }
 
-/// A cluster-wide CMS connection; only namespaces its conditions admit may use it.
-#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[kube(
-    group = "keyward.dev",
-    version = "v1alpha1",
-    kind = "ClusterCmsConnection",
-    shortname = "ccmsconn",
-    category = "keyward"
-)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterCmsConnectionSpec {
-    #[serde(default)]
-    pub provider: ProviderKind,
-    #[schemars(url)]
-    pub endpoint: String,
-    /// The Secret holding the management credential (with its namespace): a keyward admin
-    /// token, or for strapi `email:password` of a Strapi admin user.
-    pub credentials_secret_ref: SecretKeyRef,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
-    /// How the endpoint's certificate is verified (HTTPS): a private CA besides the system's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ConnectionTls>,
-    /// Namespaces admitted by name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub namespaces: Vec<String>,
-    /// Namespaces admitted by label. With neither this nor `namespaces`, no namespace is admitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
-    /// What the admitted namespaces may declare; without it, content keys only, no `*` scope,
-    /// no CORS origins and no public endpoints.
-    #[serde(default)]
-    pub allow: super::ceilings::Allow,
+connection_spec! {
+    /// A cluster-wide CMS connection; only namespaces its conditions admit may use it.
+    #[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+    #[kube(
+        group = "keyward.dev",
+        version = "v1alpha1",
+        kind = "ClusterCmsConnection",
+        shortname = "ccmsconn",
+        category = "keyward"
+    )]
+    pub struct ClusterCmsConnectionSpec {
+        /// Namespaces admitted by name.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub namespaces: Vec<String>,
+        /// Namespaces admitted by label. With neither this nor `namespaces`, no namespace is
+        /// admitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub namespace_selector: Option<LabelSelector>,
+        /// What the admitted namespaces may declare; without it, content keys only, no `*`
+        /// scope, no CORS origins and no public endpoints.
+        #[serde(default)]
+        pub allow: super::ceilings::Allow,
+    }
 }
