@@ -72,9 +72,6 @@ impl FakeCms {
 
 #[async_trait]
 impl CmsProvider for FakeCms {
-    fn kind(&self) -> &'static str {
-        "fake"
-    }
     fn stats(&self) -> &CallStats {
         &self.stats
     }
@@ -332,10 +329,6 @@ fn secret_material_holds_the_value_templates_labels_and_annotations() {
         crate::plan::secret_spec_hash(&m.target, "id1", "2030-01-01T00:00:00.000000Z", ENDPOINT)
     );
     assert_eq!(m.annotations[ANN_CONTENT_HASH], content_hash(&m.data));
-    assert_eq!(
-        (m.key_id.as_str(), m.key_version.as_str()),
-        ("id1", "2030-01-01T00:00:00.000000Z")
-    );
 }
 
 #[test]

@@ -178,8 +178,6 @@ pub struct Regeneration {
 /// A CMS's key-management API.
 #[async_trait]
 pub trait CmsProvider: Send + Sync {
-    /// `keyward`, `strapi`, ...
-    fn kind(&self) -> &'static str;
     fn stats(&self) -> &CallStats;
 
     /// The spec as this CMS will hold and report it, or `Unsupported` naming the field it cannot
@@ -231,7 +229,7 @@ pub trait CmsProvider: Send + Sync {
 #[cfg(test)]
 pub(crate) mod testkit {
     use crate::model::desired::{LABEL_KEY, LABEL_POLICY};
-    use crate::model::{normalize, KeySpec};
+    use crate::model::{normalize, ContentPermission, KeySpec};
 
     /// A key spec from YAML, labelled key `reader` of policy `policy`, normalized.
     pub fn spec(yaml: &str, policy: &str) -> KeySpec {
@@ -242,6 +240,32 @@ pub(crate) mod testkit {
         ]
         .into();
         normalize(s)
+    }
+
+    /// Each spec (YAML, through `spec`) comes back from the CMS as `canonical` said it would:
+    /// `read_back` stores it as the CMS does and decodes the record, and nothing in it carries
+    /// the provider's `unexpressed` label.
+    pub fn reads_back_as_canonical(
+        unexpressed: &str,
+        specs: &[&str],
+        spec: impl Fn(&str) -> KeySpec,
+        canonical: impl Fn(&KeySpec) -> KeySpec,
+        read_back: impl Fn(&KeySpec) -> KeySpec,
+    ) {
+        for y in specs {
+            let s = spec(y);
+            let got = read_back(&s);
+            assert_eq!(got, canonical(&s), "{y}");
+            assert!(!got.labels.contains_key(unexpressed), "{y}");
+        }
+    }
+
+    /// A spec's per-API rights as (api, permissions), to compare with a table.
+    pub fn per_api(s: &KeySpec) -> Vec<(&str, Vec<ContentPermission>)> {
+        s.api_permissions
+            .iter()
+            .map(|a| (a.api.as_str(), a.permissions.clone()))
+            .collect()
     }
 
     /// What neither Strapi nor Directus can hold: scopes beyond content, environments

@@ -141,10 +141,6 @@ fn not_found(e: ProviderError) -> Result<()> {
 
 #[async_trait]
 impl CmsProvider for ReferenceCms {
-    fn kind(&self) -> &'static str {
-        "keyward"
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }

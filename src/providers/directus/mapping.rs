@@ -475,7 +475,7 @@ pub fn first_name(name: &str) -> String {
 mod tests {
     use super::super::tag::compose_description;
     use super::*;
-    use crate::providers::testkit::refused;
+    use crate::providers::testkit::{per_api, reads_back_as_canonical, refused};
 
     fn catalog() -> Catalog {
         Catalog {
@@ -511,21 +511,19 @@ mod tests {
     #[test]
     fn canonical_equals_what_directus_reports_back() {
         let c = catalog();
-        for y in [
-            "name: n\ndefaultPermissions: [GET]",
-            "name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]",
-            "name: n\nscopes: ['content:write']",
-            "name: n\ndescription: ' mine '\ntype: public\napiPermissions: [{api: articles, permissions: [GET, GET_ALL_CLOSED]}]",
-            "name: n\ndefaultPermissions: [GET]\napiPermissions: [{api: authors, permissions: [PUT]}]",
-        ] {
-            let s = spec(y);
-            let want = canonical(&s, &c).unwrap();
-            let live = User::parse(&user(&s, &encode(&s, &c).unwrap()))
-                .unwrap()
-                .live(&c);
-            assert_eq!(live.spec, want, "{y}");
-            assert!(!live.spec.labels.contains_key(LABEL_UNEXPRESSED), "{y}");
-        }
+        reads_back_as_canonical(
+            LABEL_UNEXPRESSED,
+            &[
+                "name: n\ndefaultPermissions: [GET]",
+                "name: n\ndefaultPermissions: [GET, GET_ALL_DRAFTS]",
+                "name: n\nscopes: ['content:write']",
+                "name: n\ndescription: ' mine '\ntype: public\napiPermissions: [{api: articles, permissions: [GET, GET_ALL_CLOSED]}]",
+                "name: n\ndefaultPermissions: [GET]\napiPermissions: [{api: authors, permissions: [PUT]}]",
+            ],
+            spec,
+            |s| canonical(s, &c).unwrap(),
+            |s| User::parse(&user(s, &encode(s, &c).unwrap())).unwrap().live(&c).spec,
+        );
         // Drafts from the defaults only where there is a status; PUT is PUT and PATCH.
         use ContentPermission::*;
         let s = canonical(
@@ -533,13 +531,8 @@ mod tests {
             &c,
         )
         .unwrap();
-        let got: Vec<(&str, Vec<ContentPermission>)> = s
-            .api_permissions
-            .iter()
-            .map(|a| (a.api.as_str(), a.permissions.clone()))
-            .collect();
         assert_eq!(
-            got,
+            per_api(&s),
             [
                 ("articles", vec![Get, GetAllDrafts, Put, Patch]),
                 ("authors", vec![Get, Put, Patch])

@@ -329,17 +329,14 @@ impl Directus {
 
 #[async_trait]
 impl CmsProvider for Directus {
-    fn kind(&self) -> &'static str {
-        PROVIDER
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }
 
+    /// Directus grants a policy's permission rows per collection: the spec as those rows read
+    /// back (drafts only where a collection has a status field).
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
-        let catalog = self.catalog().await?;
-        mapping::canonical(spec, &catalog)
+        mapping::canonical(spec, &*self.catalog().await?)
     }
 
     /// keyward's users only: those whose description carries its tag.

@@ -261,17 +261,14 @@ fn jwt_lifetime(jwt: &str) -> Option<std::time::Duration> {
 
 #[async_trait]
 impl CmsProvider for Strapi {
-    fn kind(&self) -> &'static str {
-        PROVIDER
-    }
-
     fn stats(&self) -> &CallStats {
         &self.client.stats
     }
 
+    /// Strapi grants actions per content type, and one action may serve several APIs: the
+    /// spec as its token's actions read back (PUT alone is PUT and PATCH).
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
-        let catalog = self.catalog().await?;
-        mapping::canonical(spec, &catalog)
+        mapping::canonical(spec, &*self.catalog().await?)
     }
 
     async fn list_keys(&self) -> Result<Vec<LiveKey>> {
