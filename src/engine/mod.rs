@@ -40,21 +40,18 @@ pub struct SecretMaterial {
     pub target: SecretTarget,
     pub policy: PolicyId,
     pub key_id: String,
-    pub key_version: String,
     pub value: KeyValue,
     /// Data fields, rendered (the value under the key field).
     pub data: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// keyward's annotations (key id and version, fingerprint, hashes) and the target's.
     pub annotations: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for SecretMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretMaterial")
-            .field(
-                "secret",
-                &format_args!("{}/{}", self.target.namespace, self.target.name),
-            )
+            .field("secret", &format_args!("{}", self.target))
             .field("key_id", &self.key_id)
             .field("value", &self.value)
             .finish_non_exhaustive()
@@ -105,7 +102,6 @@ impl SecretMaterial {
             target: key.secret.clone(),
             policy: key.policy.clone(),
             key_id: live.id.clone(),
-            key_version: version,
             value,
             data,
             labels,
@@ -304,10 +300,7 @@ fn describe(a: &Action) -> String {
         Action::Replace { key, old_id, .. } => {
             format!("replace key {}/{} (id {old_id})", key.policy, key.key)
         }
-        Action::WriteSecret { key, .. } => format!(
-            "rewrite Secret {}/{}",
-            key.secret.namespace, key.secret.name
-        ),
+        Action::WriteSecret { key, .. } => format!("rewrite Secret {}", key.secret),
         Action::Revoke { id, .. } => format!("revoke key {} (id {id})", a.subject()),
         Action::SetCors { .. } | Action::SetPublic { .. } => format!("set {}", a.subject()),
     }
@@ -452,10 +445,9 @@ impl Engine<'_> {
                     .await?;
                 Ok((
                     format!(
-                        "created key {} (id {id}) and wrote Secret {}/{}",
+                        "created key {} (id {id}) and wrote Secret {}",
                         action.subject(),
-                        key.secret.namespace,
-                        key.secret.name
+                        key.secret
                     ),
                     w,
                 ))
@@ -501,10 +493,9 @@ impl Engine<'_> {
                 };
                 Ok((
                     format!(
-                        "rotated key {} (id {id}: {reason}) and wrote Secret {}/{}",
+                        "rotated key {} (id {id}: {reason}) and wrote Secret {}",
                         action.subject(),
-                        key.secret.namespace,
-                        key.secret.name
+                        key.secret
                     ),
                     w,
                 ))
@@ -551,13 +542,7 @@ impl Engine<'_> {
                     .ok_or(StepFailure::ValueLost)?;
                 let m = SecretMaterial::new(key, live, value, &self.endpoint);
                 let w = self.write_with_retry(&m).await?;
-                Ok((
-                    format!(
-                        "rewrote Secret {}/{}",
-                        key.secret.namespace, key.secret.name
-                    ),
-                    w,
-                ))
+                Ok((format!("rewrote Secret {}", key.secret), w))
             }
             Action::Revoke { id, reason, .. } => {
                 self.provider.revoke_key(id).await?;

@@ -121,6 +121,13 @@ pub struct SecretTarget {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// `namespace/name`, as kubectl names a Secret.
+impl std::fmt::Display for SecretTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// One key as a policy declares it, resolved and validated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -188,7 +188,7 @@ impl SecretSink for KubeSecrets {
                     .await
                     .map_err(|e| Self::err(&m.target, e))?;
                 self.adopting.lock().remove(&m.target.name);
-                tracing::info!(secret = %format!("{}/{}", m.target.namespace, m.target.name), "adopted");
+                tracing::info!(secret = %m.target, "adopted");
                 return Ok(true);
             }
         }

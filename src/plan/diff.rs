@@ -334,13 +334,13 @@ pub fn diff(
         };
         match observed {
             None => plan.actions.push(rotate(format!(
-                "Secret {}/{} is missing and a key value cannot be read back from the CMS",
-                d.secret.namespace, d.secret.name
+                "Secret {} is missing and a key value cannot be read back from the CMS",
+                d.secret
             ))),
             Some(s) if !s.has_value || s.key_id.as_deref() != Some(p.id.as_str()) => {
                 plan.actions.push(rotate(format!(
-                    "Secret {}/{} does not hold this key's value",
-                    d.secret.namespace, d.secret.name
+                    "Secret {} does not hold this key's value",
+                    d.secret
                 )))
             }
             Some(s) if s.key_version.as_deref() != Some(p.version().as_str()) => {

@@ -17,8 +17,8 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
         let _ = match a {
             Action::Create { key } => writeln!(
                 out,
-                "  + create   {label}  -> Secret {}/{}{observe}",
-                key.secret.namespace, key.secret.name
+                "  + create   {label}  -> Secret {}{observe}",
+                key.secret
             ),
             Action::Update { id, diff, .. } => {
                 let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
@@ -37,8 +37,8 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 };
                 writeln!(
                     out,
-                    "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}/{}, {old}{observe}",
-                    key.secret.namespace, key.secret.name
+                    "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}, {old}{observe}",
+                    key.secret
                 )
             }
             Action::Replace { old_id, diff, .. } => {
@@ -47,8 +47,8 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
             }
             Action::WriteSecret { key, reason, .. } => writeln!(
                 out,
-                "  ~ secret   {label} -> Secret {}/{}: {reason}{observe}",
-                key.secret.namespace, key.secret.name
+                "  ~ secret   {label} -> Secret {}: {reason}{observe}",
+                key.secret
             ),
             Action::Revoke {
                 id, policy, reason, ..
