@@ -377,9 +377,6 @@ impl KeySpec {
                         "content keys cannot hold management permissions; use kind: management",
                     ));
                 }
-                if self.owner.is_some() {
-                    return Err(SpecError::new("owner", "only personal keys have an owner"));
-                }
             }
             KeyKind::Management => {
                 if self.management_permissions.is_empty() {
@@ -393,9 +390,6 @@ impl KeySpec {
                         "defaultPermissions",
                         "management keys hold management permissions only, not content permissions or scopes",
                     ));
-                }
-                if self.owner.is_some() {
-                    return Err(SpecError::new("owner", "only personal keys have an owner"));
                 }
             }
             KeyKind::Personal => {
@@ -412,6 +406,9 @@ impl KeySpec {
                     ));
                 }
             }
+        }
+        if self.kind != KeyKind::Personal && self.owner.is_some() {
+            return Err(SpecError::new("owner", "only personal keys have an owner"));
         }
         Ok(())
     }
