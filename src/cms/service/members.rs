@@ -6,11 +6,7 @@ impl Service {
     /// Defines or redefines a role. The caller must hold every right of the role as it was and
     /// as it will be: members cannot be raised above the one who raises them.
     pub fn put_role(&self, mut role: Role, caller: &Rights) -> Result<Role, CmsError> {
-        if !valid_slug(&role.name) {
-            return Err(
-                SpecError::new("name", format!("'{}' is not a role name", role.name)).into(),
-            );
-        }
+        slug_or_error("name", "a role", &role.name)?;
         // The same rules as a key's default permissions.
         KeySpec {
             name: "role".into(),
@@ -45,13 +41,7 @@ impl Service {
 
     /// Adds a member with a role the caller holds entirely.
     pub fn add_member(&self, name: &str, role: &str, caller: &Rights) -> Result<Member, CmsError> {
-        if !valid_slug(name) {
-            return Err(SpecError::new(
-                "name",
-                format!("'{name}' is not a member name (lowercase letters, digits, '-', '_')"),
-            )
-            .into());
-        }
+        slug_or_error("name", "a member", name)?;
         let db = self.db.lock();
         {
             let st = self.state.read();

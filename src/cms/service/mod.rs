@@ -30,6 +30,19 @@ mod members;
 mod settings;
 pub use settings::{valid_owner, OwnerWrite};
 
+/// `name` must be a slug (lowercase letters, digits, '-', '_'): `field` names it in the error,
+/// `what` says what it names ("an API", "a member").
+fn slug_or_error(field: &str, what: &str, name: &str) -> Result<(), CmsError> {
+    if valid_slug(name) {
+        return Ok(());
+    }
+    Err(SpecError::new(
+        field,
+        format!("'{name}' is not {what} name (lowercase letters, digits, '-', '_')"),
+    )
+    .into())
+}
+
 /// A project member; personal keys inherit the member's role.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -5,13 +5,7 @@ use super::*;
 impl Service {
     /// Creates an API; `Ok(false)` when it already existed.
     pub fn put_api(&self, name: &str) -> Result<bool, CmsError> {
-        if !valid_slug(name) {
-            return Err(SpecError::new(
-                "api",
-                format!("'{name}' is not an API name (lowercase letters, digits, '-', '_')"),
-            )
-            .into());
-        }
+        slug_or_error("api", "an API", name)?;
         let db = self.db.lock();
         if self.state.read().apis.contains_key(name) {
             return Ok(false);
