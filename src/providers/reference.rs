@@ -18,6 +18,14 @@ pub struct ReferenceCms {
 }
 
 impl ReferenceCms {
+    /// A PUT that replaces what is at `path` (so it may be retried).
+    async fn put(&self, path: &str, body: Value) -> Result<()> {
+        self.client
+            .call(Method::PUT, path, Some(&body), Idempotent::Yes)
+            .await?;
+        Ok(())
+    }
+
     /// The keys a listing at `path` answers with.
     async fn list_at(&self, path: &str) -> Result<Vec<LiveKey>> {
         let (_, v) = self
@@ -290,21 +298,19 @@ impl CmsProvider for ReferenceCms {
     }
 
     async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()> {
-        let body = json!({ "origins": origins });
-        let path = format!("/v1/cors/owners/{owner}");
-        self.client
-            .call(Method::PUT, &path, Some(&body), Idempotent::Yes)
-            .await?;
-        Ok(())
+        self.put(
+            &format!("/v1/cors/owners/{owner}"),
+            json!({ "origins": origins }),
+        )
+        .await
     }
 
     async fn set_public(&self, owner: &str, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()> {
-        let body = json!({ "operations": ops });
-        let path = format!("/v1/apis/{api}/public/owners/{owner}");
-        self.client
-            .call(Method::PUT, &path, Some(&body), Idempotent::Yes)
-            .await?;
-        Ok(())
+        self.put(
+            &format!("/v1/apis/{api}/public/owners/{owner}"),
+            json!({ "operations": ops }),
+        )
+        .await
     }
 
     async fn remove_settings_owner(&self, owner: &str) -> Result<()> {

@@ -256,21 +256,25 @@ impl Directus {
                 v
             })
             .collect();
-        if !create.is_empty() {
-            self.call(
-                Method::POST,
-                "/permissions",
-                Some(&json!(create)),
-                Idempotent::No,
-            )
+        self.bulk_permissions(Method::POST, create, Idempotent::No)
             .await?;
-        }
-        if !delete.is_empty() {
+        self.bulk_permissions(Method::DELETE, delete, Idempotent::Yes)
+            .await
+    }
+
+    /// One bulk call on `/permissions` (rows to create, or ids to delete); none without rows.
+    async fn bulk_permissions(
+        &self,
+        method: Method,
+        rows: Vec<Value>,
+        idempotent: Idempotent,
+    ) -> Result<()> {
+        if !rows.is_empty() {
             self.call(
-                Method::DELETE,
+                method,
                 "/permissions",
-                Some(&json!(delete)),
-                Idempotent::Yes,
+                Some(&Value::Array(rows)),
+                idempotent,
             )
             .await?;
         }
