@@ -9,14 +9,14 @@ use super::service::{ListQuery, WriteAs};
 use super::{created_or_ok, Checked, Ctx, PRODUCTION};
 use crate::model::{ContentOp, ContentPermission, PermSet, SpecError};
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -210,38 +210,47 @@ impl WriteParams {
     }
 }
 
-async fn create(
-    g: Granted<Create>,
-    Query(params): Query<WriteParams>,
-    raw: Bytes,
-) -> Result<Response, CmsError> {
-    let (as_, f) = (params.write_as()?, fields(&raw)?);
+/// What a write sends: the body's fields, published or a draft (`?status=`). Read after the
+/// `Granted` check, which needs only the head of the request.
+struct EntryWrite {
+    fields: Map<String, Value>,
+    as_: WriteAs,
+}
+
+impl<S: Send + Sync> FromRequest<S> for EntryWrite {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Query(params) = Query::<WriteParams>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let raw = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let as_ = params.write_as().map_err(IntoResponse::into_response)?;
+        let fields = fields(&raw).map_err(IntoResponse::into_response)?;
+        Ok(EntryWrite { fields, as_ })
+    }
+}
+
+async fn create(g: Granted<Create>, w: EntryWrite) -> Result<Response, CmsError> {
     let (body, _) = g
-        .change(move |s, t| s.put_entry(&t.env, &t.api, None, f, as_, false))
+        .change(move |s, t| s.put_entry(&t.env, &t.api, None, w.fields, w.as_, false))
         .await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn replace(
-    g: Granted<Replace>,
-    Query(params): Query<WriteParams>,
-    raw: Bytes,
-) -> Result<Response, CmsError> {
-    let (as_, f) = (params.write_as()?, fields(&raw)?);
+async fn replace(g: Granted<Replace>, w: EntryWrite) -> Result<Response, CmsError> {
     let (body, created) = g
-        .change(move |s, t| s.put_entry(&t.env, &t.api, Some(&t.id), f, as_, true))
+        .change(move |s, t| s.put_entry(&t.env, &t.api, Some(&t.id), w.fields, w.as_, true))
         .await?;
     Ok((created_or_ok(created), Json(body)).into_response())
 }
 
-async fn update(
-    g: Granted<Update>,
-    Query(params): Query<WriteParams>,
-    raw: Bytes,
-) -> Result<Json<Value>, CmsError> {
-    let (as_, f) = (params.write_as()?, fields(&raw)?);
+async fn update(g: Granted<Update>, w: EntryWrite) -> Result<Json<Value>, CmsError> {
     let entry = g
-        .change(move |s, t| s.patch_entry(&t.env, &t.api, &t.id, f, as_))
+        .change(move |s, t| s.patch_entry(&t.env, &t.api, &t.id, w.fields, w.as_))
         .await?;
     Ok(Json(entry))
 }
