@@ -452,14 +452,7 @@ async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Resu
         .error_for_status()?
         .json()
         .await?;
-    let id = created["id"]
-        .as_str()
-        .context("no id in the create response")?
-        .to_owned();
-    let key = created["key"]
-        .as_str()
-        .context("no key in the create response")?
-        .to_owned();
+    let (id, key) = (text_of(&created, "id")?, text_of(&created, "key")?);
     say!(
         "created key {name} (id {id}, fingerprint {}): default GET, POST on contact",
         cms::secret::fingerprint(&key)
@@ -499,10 +492,7 @@ async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Resu
     .error_for_status()?
     .json()
     .await?;
-    let new_key = regen["key"]
-        .as_str()
-        .context("no key in the regenerate response")?
-        .to_owned();
+    let new_key = text_of(&regen, "key")?;
     say!("regenerated with 60 s grace:");
     for (what, value) in [
         ("GET with the old value (in grace)", key),
@@ -523,6 +513,14 @@ async fn walk_through(running: &cms::RunningCms, data: &std::path::Path) -> Resu
     )
     .await?;
     Ok(())
+}
+
+/// A text field of a CMS answer.
+fn text_of(answer: &serde_json::Value, field: &str) -> Result<String> {
+    answer[field]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the CMS answered without '{field}'"))
 }
 
 /// A non-empty environment variable.
