@@ -39,6 +39,10 @@ impl super::Target for DirectusServer {
             self.admin_token.clone(),
         )
     }
+
+    async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {
+        Self::status(self, method, api, key).await
+    }
 }
 
 impl DirectusServer {

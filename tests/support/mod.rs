@@ -206,6 +206,14 @@ pub trait Target {
     /// The provider, the endpoint and the credential the CLI is given.
     fn connection(&self) -> (keyward::policy::ProviderKind, &str, String);
 
+    /// The status `method` on content API `api` answers with `key` (a write sends an entry).
+    fn status(
+        &self,
+        method: Method,
+        api: &str,
+        key: &str,
+    ) -> impl std::future::Future<Output = StatusCode>;
+
     fn options(
         &self,
         paths: &[&Path],
@@ -215,6 +223,42 @@ pub trait Target {
         let (provider, url, credential) = self.connection();
         options_for((provider, url, &credential), paths, secrets, mode)
     }
+}
+
+/// What examples 02 and 03 grant on any CMS that holds their keys, as an access table.
+pub const EXAMPLES_ACCESS: &str = "
+    media  cms-public-content apiKey articles GET  200
+    media  cms-public-content apiKey authors  GET  200
+    media  cms-public-content apiKey articles POST 403
+    mobile cms-key-web        apiKey articles GET  200
+    mobile cms-key-ios        apiKey authors  GET  200
+    mobile cms-key-android    apiKey authors  POST 403
+";
+
+/// Checks an access table against `target`, with the key values written to `secrets`: a row a
+/// line, `namespace Secret field api METHOD status` (`#` starts a comment). Every mismatch is
+/// reported together.
+pub async fn check_access(target: &impl Target, secrets: &Path, table: &str) {
+    let mut wrong = Vec::new();
+    for row in table.lines() {
+        let row = row.split('#').next().unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let [ns, name, field, api, method, want] = cells[..] else {
+            assert!(cells.is_empty(), "an access row has six cells: {row}");
+            continue;
+        };
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let want = StatusCode::from_u16(want.parse().unwrap()).unwrap();
+        let got = target
+            .status(method.clone(), api, &value(secrets, ns, name, field))
+            .await;
+        if got != want {
+            wrong.push(format!(
+                "{ns}/{name}: {method} {api}: {got}, expected {want}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// One CLI run against `target`.

@@ -27,6 +27,10 @@ impl super::Target for StrapiServer {
             self.credential(),
         )
     }
+
+    async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {
+        Self::status(self, method, api, key).await
+    }
 }
 
 impl StrapiServer {
