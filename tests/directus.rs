@@ -518,65 +518,19 @@ const DIRECTUS_RECONCILES: std::time::Duration = std::time::Duration::from_secs(
 /// field and the provider; deleting the policy revokes the key (401).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_manages_directus_keys() {
-    use k8s_openapi::api::core::v1::Secret;
-    use keyward::operator::{metrics::Metrics, Context, OperatorConfig};
-    use keyward::policy::ApiKeyPolicy;
-    use kube::api::{DeleteParams, PostParams};
-    use kube::Api;
-    use std::sync::Arc;
-    use support::{b64, create, eventually};
+    use kube::api::DeleteParams;
+    use support::eventually;
+    use support::operator_on::OperatorOn;
 
     let s = DirectusServer::start().await;
-    let emu = support::kube_emulator::Emulator::new();
-    let client = emu.client();
-    create(
-        &client,
-        "api/v1",
-        "namespaces",
-        None,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    )
-    .await;
-    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "directus-admin", "labels": {"keyward.dev/credential": "true"}}, "data": {"token": b64(&s.admin_token)}})).await;
-    create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "directus"},
-        "spec": {"provider": "directus", "endpoint": s.url, "credentialsSecretRef": {"name": "directus-admin"}}})).await;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        OperatorConfig {
-            drift_interval: std::time::Duration::from_secs(1),
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
-    ));
-    let op = tokio::spawn(keyward::operator::run_controller(ctx.clone()));
-    let policy = |name: &str, key: Value| -> ApiKeyPolicy {
-        serde_json::from_value(
-            json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"connectionRef": {"name": "directus"}, "keys": [key]}}),
-        )
-        .unwrap()
-    };
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(client.clone(), "shop");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy("web", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "secret": {"name": "reader"}})))
-        .await
-        .unwrap();
-    policies
-        .create(&PostParams::default(), &policy("expiring", json!({"name": "k", "defaultPermissions": ["GET"], "expiresAfter": "30d", "secret": {"name": "expiring"}})))
-        .await
-        .unwrap();
-    let value = || async {
-        let sec = secrets.get_opt("reader").await.ok()??;
-        String::from_utf8(sec.data?.get("apiKey")?.0.clone()).ok()
-    };
+    let o = OperatorOn::start(&s, "token").await;
+    o.create_policy("web", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "secret": {"name": "reader"}})).await;
+    o.create_policy("expiring", json!({"name": "k", "defaultPermissions": ["GET"], "expiresAfter": "30d", "secret": {"name": "expiring"}})).await;
     eventually("the reader Secret", DIRECTUS_RECONCILES, || async {
-        value().await.is_some()
+        o.secret_value("reader", "apiKey").await.is_some()
     })
     .await;
-    let key = value().await.unwrap();
+    let key = o.secret_value("reader", "apiKey").await.unwrap();
     assert_eq!(
         s.status(Method::GET, "articles", &key).await,
         StatusCode::OK
@@ -586,22 +540,17 @@ async fn the_operator_manages_directus_keys() {
         StatusCode::FORBIDDEN
     );
 
-    let ready = || async {
-        let p = policies.get("expiring").await.ok()?;
-        let st = serde_json::to_value(p.status?).ok()?;
-        st["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .cloned()
-    };
     eventually(
         "the expiring policy refused",
         DIRECTUS_RECONCILES,
-        || async { ready().await.is_some_and(|c| c["reason"] == "InvalidSpec") },
+        || async {
+            o.ready("expiring")
+                .await
+                .is_some_and(|c| c["reason"] == "InvalidSpec")
+        },
     )
     .await;
-    let msg = ready().await.unwrap()["message"]
+    let msg = o.ready("expiring").await.unwrap()["message"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -611,7 +560,7 @@ async fn the_operator_manages_directus_keys() {
     );
     assert_eq!(s.users().await.len(), 1, "only the reader's user");
 
-    policies
+    o.policies
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
@@ -620,11 +569,10 @@ async fn the_operator_manages_directus_keys() {
     })
     .await;
     eventually("the policy is gone", DIRECTUS_RECONCILES, || async {
-        policies.get_opt("web").await.ok().flatten().is_none()
+        o.policies.get_opt("web").await.ok().flatten().is_none()
     })
     .await;
     assert!(s.users().await.is_empty());
-    op.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,7 +13,6 @@ use keyward::providers::{CmsProvider, ProviderError};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
 use support::strapi::StrapiServer;
 use support::{
     actions, apply_twice, check_access, done, example_for, examples, manifest, pairs, planned, run,
@@ -512,64 +511,20 @@ async fn the_cli_reads_the_provider_from_the_environment() {
 /// field and the provider; deleting the policy revokes the key (401).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_manages_strapi_keys() {
-    use k8s_openapi::api::core::v1::Secret;
-    use keyward::operator::{metrics::Metrics, Context, OperatorConfig};
-    use keyward::policy::ApiKeyPolicy;
-    use kube::api::{DeleteParams, PostParams};
-    use kube::Api;
-    use support::{b64, create, eventually};
+    use kube::api::DeleteParams;
+    use support::eventually;
+    use support::operator_on::OperatorOn;
 
     let s = StrapiServer::start().await;
-    let emu = support::kube_emulator::Emulator::new();
-    let client = emu.client();
-    create(
-        &client,
-        "api/v1",
-        "namespaces",
-        None,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    )
-    .await;
-    create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "strapi-admin", "labels": {"keyward.dev/credential": "true"}}, "data": {"credentials": b64(&s.credential())}})).await;
-    create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "strapi"},
-        "spec": {"provider": "strapi", "endpoint": s.url, "credentialsSecretRef": {"name": "strapi-admin", "key": "credentials"}}})).await;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        OperatorConfig {
-            drift_interval: std::time::Duration::from_secs(1),
-            ..Default::default()
-        },
-        Arc::new(Metrics::new()),
-    ));
-    let op = tokio::spawn(keyward::operator::run_controller(ctx.clone()));
-    let policy = |name: &str, key: serde_json::Value| -> ApiKeyPolicy {
-        serde_json::from_value(
-            json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"connectionRef": {"name": "strapi"}, "keys": [key]}}),
-        )
-        .unwrap()
-    };
-    let policies: Api<ApiKeyPolicy> = Api::namespaced(client.clone(), "shop");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
-    policies
-        .create(&PostParams::default(), &policy("web", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "expiresAfter": "30d", "secret": {"name": "reader"}})))
-        .await
-        .unwrap();
-    policies
-        .create(&PostParams::default(), &policy("preview", json!({"name": "drafts", "defaultPermissions": ["GET", "GET_ALL_DRAFTS"], "secret": {"name": "drafts"}})))
-        .await
-        .unwrap();
-    let value = || async {
-        let sec = secrets.get_opt("reader").await.ok()??;
-        String::from_utf8(sec.data?.get("apiKey")?.0.clone()).ok()
-    };
+    // The credential under a field of its own choosing: the connection names it.
+    let o = OperatorOn::start(&s, "credentials").await;
+    o.create_policy("web", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "expiresAfter": "30d", "secret": {"name": "reader"}})).await;
+    o.create_policy("preview", json!({"name": "drafts", "defaultPermissions": ["GET", "GET_ALL_DRAFTS"], "secret": {"name": "drafts"}})).await;
     eventually("the reader Secret", STRAPI_RECONCILES, || async {
-        value().await.is_some()
+        o.secret_value("reader", "apiKey").await.is_some()
     })
     .await;
-    let key = value().await.unwrap();
+    let key = o.secret_value("reader", "apiKey").await.unwrap();
     assert_eq!(
         s.status(Method::GET, "articles", &key).await,
         StatusCode::OK
@@ -578,27 +533,13 @@ async fn the_operator_manages_strapi_keys() {
         s.status(Method::GET, "authors", &key).await,
         StatusCode::FORBIDDEN
     );
-    let ready_of = |name: &'static str| {
-        let policies = policies.clone();
-        async move {
-            let p = policies.get(name).await.ok()?;
-            let st = serde_json::to_value(p.status?).ok()?;
-            let ready = st["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready")?
-                .clone();
-            Some(ready)
-        }
-    };
-    let refused = || ready_of("preview");
     eventually("preview refused", STRAPI_RECONCILES, || async {
-        refused()
+        o.ready("preview")
             .await
             .is_some_and(|c| c["reason"] == "InvalidSpec")
     })
     .await;
-    let msg = refused().await.unwrap()["message"]
+    let msg = o.ready("preview").await.unwrap()["message"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -618,17 +559,14 @@ async fn the_operator_manages_strapi_keys() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    policies
-        .create(&PostParams::default(), &policy("taken", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "secret": {"name": "taken"}})))
-        .await
-        .unwrap();
+    o.create_policy("taken", json!({"name": "reader", "apiPermissions": [{"api": "articles", "permissions": ["GET"]}], "secret": {"name": "taken"}})).await;
     eventually("the name conflict in status", STRAPI_RECONCILES, || async {
-        ready_of("taken")
+        o.ready("taken")
             .await
             .is_some_and(|c| c["reason"] == "ApplyFailed")
     })
     .await;
-    let ready = ready_of("taken").await.unwrap();
+    let ready = o.ready("taken").await.unwrap();
     assert_eq!(ready["status"], "False");
     let msg = ready["message"].as_str().unwrap();
     assert!(
@@ -641,9 +579,9 @@ async fn the_operator_manages_strapi_keys() {
         "read-only",
         "the other token is untouched"
     );
-    assert!(secrets.get_opt("taken").await.unwrap().is_none());
+    assert!(o.secrets.get_opt("taken").await.unwrap().is_none());
 
-    policies
+    o.policies
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
@@ -652,8 +590,7 @@ async fn the_operator_manages_strapi_keys() {
     })
     .await;
     eventually("the policy is gone", STRAPI_RECONCILES, || async {
-        policies.get_opt("web").await.ok().flatten().is_none()
+        o.policies.get_opt("web").await.ok().flatten().is_none()
     })
     .await;
-    op.abort();
 }

@@ -1,0 +1,100 @@
+//! The operator on an emulated cluster, managing keys on a real CMS (Strapi, Directus): what the
+//! providers' operator tests share.
+
+use super::kube_emulator::Emulator;
+use super::{b64, create, Target};
+use k8s_openapi::api::core::v1::Secret;
+use keyward::operator::{metrics::Metrics, Context, OperatorConfig};
+use keyward::policy::ApiKeyPolicy;
+use kube::api::{Api, PostParams};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Namespace `shop` with a CmsConnection named after the provider (`strapi`, `directus`) to the
+/// target, its credential in Secret `<provider>-admin`, and the operator running (drift checks
+/// every second). The operator stops when this is dropped.
+pub struct OperatorOn {
+    pub policies: Api<ApiKeyPolicy>,
+    pub secrets: Api<Secret>,
+    connection: String,
+    op: tokio::task::JoinHandle<()>,
+    _emu: Emulator,
+}
+
+impl OperatorOn {
+    /// The credential is stored under data field `field` (the connection names it).
+    pub async fn start(target: &impl Target, field: &str) -> OperatorOn {
+        let (provider, url, credential) = target.connection();
+        let connection = provider.as_str().to_owned();
+        let secret = format!("{connection}-admin");
+        let emu = Emulator::new();
+        let client = emu.client();
+        let namespace =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+        create(&client, "api/v1", "namespaces", None, namespace).await;
+        create(
+            &client,
+            "api/v1",
+            "secrets",
+            Some("shop"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret, "labels": {"keyward.dev/credential": "true"}},
+            "data": {field: b64(&credential)}}),
+        )
+        .await;
+        create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": connection},
+            "spec": {"provider": connection, "endpoint": url, "credentialsSecretRef": {"name": secret, "key": field}}})).await;
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            OperatorConfig {
+                drift_interval: std::time::Duration::from_secs(1),
+                ..Default::default()
+            },
+            Arc::new(Metrics::new()),
+        ));
+        OperatorOn {
+            policies: Api::namespaced(client.clone(), "shop"),
+            secrets: Api::namespaced(client, "shop"),
+            connection,
+            op: tokio::spawn(keyward::operator::run_controller(ctx)),
+            _emu: emu,
+        }
+    }
+
+    /// Creates policy `shop/<name>` with the one key `key` on this connection.
+    pub async fn create_policy(&self, name: &str, key: Value) {
+        let p: ApiKeyPolicy = serde_json::from_value(json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"connectionRef": {"name": self.connection}, "keys": [key]}}))
+        .unwrap();
+        self.policies
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
+    }
+
+    /// Field `field` of Secret `shop/<name>`, once the Secret is there.
+    pub async fn secret_value(&self, name: &str, field: &str) -> Option<String> {
+        let s = self.secrets.get_opt(name).await.ok()??;
+        String::from_utf8(s.data?.get(field)?.0.clone()).ok()
+    }
+
+    /// The Ready condition of policy `shop/<name>`, once it has one.
+    pub async fn ready(&self, name: &str) -> Option<Value> {
+        let p = self.policies.get(name).await.ok()?;
+        let status = serde_json::to_value(p.status?).ok()?;
+        status["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+    }
+}
+
+impl Drop for OperatorOn {
+    fn drop(&mut self) {
+        self.op.abort();
+    }
+}
