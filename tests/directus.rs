@@ -16,7 +16,7 @@ use std::path::Path;
 use support::directus::DirectusServer;
 use support::{
     apply_twice, check_access, done, example_for, examples, manifest, pairs, planned, run,
-    secret_field, value, EXAMPLES_ACCESS,
+    secret_field, value, Target, EXAMPLES_ACCESS,
 };
 
 /// The Directus example (examples-directus/blog) with the test Directus's endpoint.
@@ -172,18 +172,12 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
     );
     let reader_v1 = value(out.path(), "team", "reader", "apiKey");
     let writer_v1 = value(out.path(), "team", "writer", "apiKey");
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v1).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.status(Method::GET, "authors", &reader_v1).await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        s.status(Method::POST, "authors", &writer_v1).await,
-        StatusCode::OK
-    );
+    s.expect(&[
+        (Method::GET, "articles", &reader_v1, StatusCode::OK),
+        (Method::GET, "authors", &reader_v1, StatusCode::FORBIDDEN),
+        (Method::POST, "authors", &writer_v1, StatusCode::OK),
+    ])
+    .await;
 
     // Drift: a right added by hand to the reader's policy, and the user suspended.
     let users = s.users().await;
@@ -299,14 +293,16 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
     assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/reader")]));
     let reader_v2 = value(out.path(), "team", "reader", "apiKey");
     assert_ne!(reader_v1, reader_v2);
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v1).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v2).await,
-        StatusCode::OK
-    );
+    s.expect(&[
+        (
+            Method::GET,
+            "articles",
+            &reader_v1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "articles", &reader_v2, StatusCode::OK),
+    ])
+    .await;
     assert!(
         s.users()
             .await
@@ -497,11 +493,11 @@ async fn the_cli_plans_and_applies_through_the_binary() {
     let again = cli("plan", None, Some(&toml));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     let key = value(out.path(), "mobile", "cms-key-web", "apiKey");
-    assert_eq!(s.status(Method::GET, "authors", &key).await, StatusCode::OK);
-    assert_eq!(
-        s.status(Method::POST, "authors", &key).await,
-        StatusCode::FORBIDDEN
-    );
+    s.expect(&[
+        (Method::GET, "authors", &key, StatusCode::OK),
+        (Method::POST, "authors", &key, StatusCode::FORBIDDEN),
+    ])
+    .await;
     for o in [&plan, &apply, &again] {
         assert!(
             !text(o).contains(&key),
@@ -531,14 +527,11 @@ async fn the_operator_manages_directus_keys() {
     })
     .await;
     let key = o.secret_value("reader", "apiKey").await.unwrap();
-    assert_eq!(
-        s.status(Method::GET, "articles", &key).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.status(Method::GET, "authors", &key).await,
-        StatusCode::FORBIDDEN
-    );
+    s.expect(&[
+        (Method::GET, "articles", &key, StatusCode::OK),
+        (Method::GET, "authors", &key, StatusCode::FORBIDDEN),
+    ])
+    .await;
 
     eventually(
         "the expiring policy refused",
@@ -617,11 +610,11 @@ async fn new_collections_get_default_rights_and_a_type_change_replaces_the_key()
     assert_eq!(planned(&replaced), pairs(&[("replace", "team/app/feed")]));
     let v2 = value(out.path(), "team", "feed", "apiKey");
     assert_ne!(v1, v2);
-    assert_eq!(s.status(Method::GET, "pages", &v2).await, StatusCode::OK);
-    assert_eq!(
-        s.status(Method::GET, "pages", &v1).await,
-        StatusCode::UNAUTHORIZED
-    );
+    s.expect(&[
+        (Method::GET, "pages", &v2, StatusCode::OK),
+        (Method::GET, "pages", &v1, StatusCode::UNAUTHORIZED),
+    ])
+    .await;
     let users = s.users().await;
     assert_eq!(users.len(), 1, "{:?}", users.keys());
     assert!(users["team.app.feed"]["description"]

@@ -110,12 +110,12 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     assert_eq!(created, S::CREATED);
     let one = format!("articles/{}", doc["data"]["documentId"].as_str().unwrap());
     let frontend = value(out.path(), "blog", "strapi-frontend", "STRAPI_TOKEN");
-    assert_eq!(s.status(Method::GET, &one, &frontend).await, S::OK);
-    assert_eq!(
-        s.status(Method::DELETE, &one, &frontend).await,
-        S::FORBIDDEN
-    );
-    assert_eq!(s.status(Method::DELETE, &one, &editor).await, S::NO_CONTENT);
+    s.expect(&[
+        (Method::GET, &one, &frontend, S::OK),
+        (Method::DELETE, &one, &frontend, S::FORBIDDEN),
+        (Method::DELETE, &one, &editor, S::NO_CONTENT),
+    ])
+    .await;
 
     // The examples Strapi cannot express are refused before any call, naming field and provider.
     for (ex, field) in [
@@ -168,14 +168,11 @@ async fn revoke_regenerate_drift_and_names_taken() {
     apply_twice(&s, &[&both], out.path()).await;
     let reader_v1 = value(out.path(), "team", "reader", "apiKey");
     let writer_v1 = value(out.path(), "team", "writer", "apiKey");
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v1).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.status(Method::POST, "authors", &writer_v1).await,
-        StatusCode::CREATED
-    );
+    s.expect(&[
+        (Method::GET, "articles", &reader_v1, StatusCode::OK),
+        (Method::POST, "authors", &writer_v1, StatusCode::CREATED),
+    ])
+    .await;
 
     // Drift: rights added by hand in Strapi are planned away and removed.
     let id = s.tokens().await["team.app.reader"]["id"].clone();
@@ -226,14 +223,16 @@ async fn revoke_regenerate_drift_and_names_taken() {
     apply_twice(&s, &[&both], out.path()).await;
     let reader_v2 = value(out.path(), "team", "reader", "apiKey");
     assert_ne!(reader_v1, reader_v2);
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v1).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v2).await,
-        StatusCode::OK
-    );
+    s.expect(&[
+        (
+            Method::GET,
+            "articles",
+            &reader_v1,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "articles", &reader_v2, StatusCode::OK),
+    ])
+    .await;
 
     // A key removed from the policy is revoked: 401.
     let only_reader = manifest(out.path(), "reader-only.yaml", &policy(reader));
@@ -264,14 +263,16 @@ async fn revoke_regenerate_drift_and_names_taken() {
         done(&replaced)
     );
     let reader_v3 = value(out.path(), "team", "reader", "apiKey");
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v3).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.status(Method::GET, "articles", &reader_v2).await,
-        StatusCode::UNAUTHORIZED
-    );
+    s.expect(&[
+        (Method::GET, "articles", &reader_v3, StatusCode::OK),
+        (
+            Method::GET,
+            "articles",
+            &reader_v2,
+            StatusCode::UNAUTHORIZED,
+        ),
+    ])
+    .await;
     assert!(s.tokens().await["team.app.reader"]["description"]
         .as_str()
         .unwrap()
@@ -342,11 +343,11 @@ async fn lifetimes_start_and_expiring_tokens_are_renewed_without_a_gap() {
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0].0, "revoke");
     assert!(revoked[0].1.starts_with("replaced."), "{revoked:?}");
-    assert_eq!(
-        s.status(Method::GET, "articles", &v0).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(s.status(Method::GET, "articles", &v1).await, StatusCode::OK);
+    s.expect(&[
+        (Method::GET, "articles", &v0, StatusCode::UNAUTHORIZED),
+        (Method::GET, "articles", &v1, StatusCode::OK),
+    ])
+    .await;
 
     // Within renewBefore (the plan's clock moved 40 minutes: Strapi's lifespans allow an hour
     // of difference): Strapi's regenerate would keep the expiry, so a new token takes the name
@@ -525,14 +526,11 @@ async fn the_operator_manages_strapi_keys() {
     })
     .await;
     let key = o.secret_value("reader", "apiKey").await.unwrap();
-    assert_eq!(
-        s.status(Method::GET, "articles", &key).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.status(Method::GET, "authors", &key).await,
-        StatusCode::FORBIDDEN
-    );
+    s.expect(&[
+        (Method::GET, "articles", &key, StatusCode::OK),
+        (Method::GET, "authors", &key, StatusCode::FORBIDDEN),
+    ])
+    .await;
     eventually("preview refused", STRAPI_RECONCILES, || async {
         o.ready("preview")
             .await

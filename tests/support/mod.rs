@@ -202,18 +202,28 @@ pub fn options_for(
     }
 }
 
-/// A real CMS the CLI is pointed at in a test (Strapi, Directus).
+/// A real CMS the CLI is pointed at in a test (Strapi, Directus). (Test code: no `Send` bound
+/// is needed on its futures.)
+#[allow(async_fn_in_trait)]
 pub trait Target {
     /// The provider, the endpoint and the credential the CLI is given.
     fn connection(&self) -> (keyward::policy::ProviderKind, &str, String);
 
     /// The status `method` on content API `api` answers with `key` (a write sends an entry).
-    fn status(
-        &self,
-        method: Method,
-        api: &str,
-        key: &str,
-    ) -> impl std::future::Future<Output = StatusCode>;
+    async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode;
+
+    /// Sends each call in turn with its key and checks its status; every mismatch is reported
+    /// together.
+    async fn expect(&self, calls: &[(Method, &str, &str, StatusCode)]) {
+        let mut wrong = Vec::new();
+        for (method, api, key, want) in calls {
+            let got = self.status(method.clone(), api, key).await;
+            if got != *want {
+                wrong.push(format!("{method} {api}: {got}, expected {want}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 
     fn options(
         &self,

@@ -28,8 +28,11 @@ impl super::Target for StrapiServer {
         )
     }
 
+    /// A content-API call with an API token: 200/201 allowed, 403 not allowed, 401 unknown.
     async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {
-        Self::status(self, method, api, key).await
+        let body = matches!(method, Method::POST).then(|| entry(api));
+        let path = format!("/api/{api}");
+        self.app.call(key, method, &path, body.as_ref()).await.0
     }
 }
 
@@ -107,13 +110,6 @@ impl StrapiServer {
         let body = entry(api);
         let path = format!("/api/{api}");
         self.app.call(key, Method::POST, &path, Some(&body)).await
-    }
-
-    /// A content-API call with an API token: 200/201 allowed, 403 not allowed, 401 unknown.
-    pub async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {
-        let body = matches!(method, Method::POST).then(|| entry(api));
-        let path = format!("/api/{api}");
-        self.app.call(key, method, &path, body.as_ref()).await.0
     }
 }
 
