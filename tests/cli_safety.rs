@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::Path;
 use support::process::keyward;
-use support::Cms;
+use support::{Answers, Cms};
 
 const READER: &str = "corporate.cms-reader.yaml";
 const WRITER: &str = "corporate.cms-contact-writer.yaml";

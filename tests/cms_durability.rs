@@ -72,13 +72,7 @@ async fn restart_keeps_keys_settings_and_entries() {
     let (id, key) = cms
         .key(json!({"name": "k", "defaultPermissions": ["GET"]}))
         .await;
-    let r = cms
-        .admin(
-            Method::POST,
-            &format!("/v1/keys/{id}/regenerate"),
-            Some(json!({"graceSeconds": 600})),
-        )
-        .await;
+    let r = cms.regenerate(&id, Some(json!(600))).await;
     let new = r.body["key"].as_str().unwrap().to_owned();
     let entry = cms.entry("blog", json!({"title": "kept"})).await;
     let before = cms.admin(Method::GET, "/v1/keys", None).await.body;

@@ -5,7 +5,7 @@ mod support;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Cms, ADMIN};
+use support::{Answers, Cms, ADMIN};
 
 #[tokio::test]
 async fn individual_permissions_replace_the_defaults() {
@@ -856,9 +856,7 @@ async fn regenerate_with_and_without_grace() {
         cms.status(Method::GET, "/api/blog", &old).await,
         StatusCode::OK
     );
-    let r = cms
-        .admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
-        .await;
+    let r = cms.regenerate(&id, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let new = r.body["key"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
@@ -872,13 +870,7 @@ async fn regenerate_with_and_without_grace() {
         StatusCode::OK
     );
 
-    let r = cms
-        .admin(
-            Method::POST,
-            &format!("/v1/keys/{id}/regenerate"),
-            Some(json!({"graceSeconds": 2})),
-        )
-        .await;
+    let r = cms.regenerate(&id, Some(json!(2))).await;
     let newer = r.body["key"].as_str().unwrap().to_owned();
     assert!(r.body["previousValidUntil"].is_string());
     assert_eq!(
@@ -900,13 +892,7 @@ async fn regenerate_with_and_without_grace() {
         cms.status(Method::GET, "/api/blog", &newer).await,
         StatusCode::OK
     );
-    let r = cms
-        .admin(
-            Method::POST,
-            &format!("/v1/keys/{id}/regenerate"),
-            Some(json!({"graceSeconds": 99999999})),
-        )
-        .await;
+    let r = cms.regenerate(&id, Some(json!(99999999))).await;
     assert_eq!(r.body["field"], "graceSeconds", "{}", r.text);
 }
 
@@ -1387,9 +1373,7 @@ async fn the_key_listing_shows_every_change_at_once() {
         one,
         "the listing shows the key as it reads"
     );
-    let r = cms
-        .admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
-        .await;
+    let r = cms.regenerate(&id, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let one = cms
         .admin(Method::GET, &format!("/v1/keys/{id}"), None)

@@ -6,7 +6,7 @@ mod support;
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Cms, Resp};
+use support::{Answers, Cms, Resp};
 
 /// A refusal for escalation: 403, `reason: escalation`, the missing right named, no key value.
 fn assert_escalation(r: &Resp, missing: &str) {
@@ -538,13 +538,7 @@ async fn wrong_secrets_never_delay_the_right_one() {
         .key(json!({"name": "target", "defaultPermissions": ["GET"]}))
         .await;
     // During a rotation's grace the key has two valid hashes; the new value is not cached yet.
-    let r = cms
-        .admin(
-            Method::POST,
-            &format!("/v1/keys/{id}/regenerate"),
-            Some(json!({"graceSeconds": 600})),
-        )
-        .await;
+    let r = cms.regenerate(&id, Some(json!(600))).await;
     let new_value = r.body["key"].as_str().unwrap().to_owned();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let throttled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -628,13 +622,7 @@ async fn out_of_range_numbers_are_refused_never_a_panic() {
         json!(-1),
         json!(2592001),
     ] {
-        let r = cms
-            .admin(
-                Method::POST,
-                &format!("/v1/keys/{id}/regenerate"),
-                Some(json!({ "graceSeconds": grace })),
-            )
-            .await;
+        let r = cms.regenerate(&id, Some(json!(grace))).await;
         assert_eq!(
             r.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -677,13 +665,7 @@ async fn out_of_range_numbers_are_refused_never_a_panic() {
         assert_eq!(r.body["field"], field, "{q}: {}", r.text);
     }
     // Grace keeps millisecond precision: 0.25 s is 250 ms, not 0 or 1 s.
-    let r = cms
-        .admin(
-            Method::POST,
-            &format!("/v1/keys/{id}/regenerate"),
-            Some(json!({"graceSeconds": 0.25})),
-        )
-        .await;
+    let r = cms.regenerate(&id, Some(json!(0.25))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let at = |f: &str| r.body[f].as_str().unwrap().parse::<Timestamp>().unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@ use serde_json::json;
 use std::path::Path;
 use support::proxy::{Fault, Proxy};
 use support::{
-    actions, done, gitops, gitops_at, manifest, pairs, planned, secret_field, Cms, ADMIN,
+    actions, done, gitops, gitops_at, manifest, pairs, planned, secret_field, Answers, Cms, ADMIN,
 };
 
 fn policy(keys: &str, extra: &str) -> String {
@@ -133,8 +133,7 @@ async fn a_key_regenerated_behind_keywards_back_is_rotated_again() {
         .as_str()
         .unwrap()
         .to_owned();
-    cms.admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), None)
-        .await;
+    cms.regenerate(&id, None).await;
     let plan = gitops(&cms, &[&m], &out, Mode::Plan).await.unwrap();
     assert_eq!(planned(&plan), pairs(&[("rotate", "shop/web/reader")]));
     assert_eq!(

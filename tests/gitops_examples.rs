@@ -7,7 +7,7 @@ use keyward::gitops::Mode;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::Path;
-use support::{examples, gitops, secret_field, Cms};
+use support::{examples, gitops, secret_field, Answers, Cms};
 
 /// Plans, applies, checks that a second apply writes nothing; returns the secrets directory.
 async fn apply_example(cms: &Cms, name: &str) -> tempfile::TempDir {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use support::kube_emulator::Emulator;
-use support::{b64, create, eventually, Cms, ADMIN};
+use support::{b64, create, eventually, Answers, Cms, ADMIN};
 
 /// Deadline for work of a few reconciles (CMS calls, Argon2id hashes of new keys, Kubernetes
 /// writes) on a busy machine; drift checks run every second in these tests.

@@ -14,7 +14,7 @@ use keyward::providers::CmsProvider;
 use reqwest::{Method, StatusCode};
 use std::path::Path;
 use support::sinks::FailingSink;
-use support::{manifest, secret_field, Cms};
+use support::{manifest, secret_field, Answers, Cms};
 
 const READER: &str = "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: web, namespace: shop}\nspec:\n  keys:\n    - name: reader\n      defaultPermissions: [GET]\n      expiresAfter: 2m\n      renewBefore: 60s\n      rotationOverlap: 30s\n      secret: {name: reader}\n";
 

@@ -15,8 +15,9 @@ use serde_json::json;
 use std::path::Path;
 use support::strapi::StrapiServer;
 use support::{
-    actions, apply_twice, check_access, done, example_for, examples, manifest, pairs, planned, run,
-    secret_field, value, Target, EXAMPLES_ACCESS,
+    actions, apply_twice, check_access, done, example_for, examples, manifest, pairs,
+    plan_changes_without_writes, planned, run, secret_field, value, Answers, Target,
+    EXAMPLES_ACCESS,
 };
 
 /// Deadline for a few operator reconciles against Strapi (each a sign-in at most, catalog reads
@@ -59,14 +60,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     let ex03 = examples().join("03-multi-device");
     let blog = strapi_blog_example(out.path(), &s);
 
-    let plan = run(&s, &[&ex02, &ex03, &blog], out.path(), Mode::Plan)
-        .await
-        .unwrap();
-    assert!(plan.has_changes());
-    assert!(
-        plan.runs.iter().all(|r| r.cms_writes == 0),
-        "plan writes nothing"
-    );
+    plan_changes_without_writes(&s, &[&ex02, &ex03, &blog], out.path()).await;
     apply_twice(&s, &[&ex02, &ex03, &blog], out.path()).await;
 
     check_access(&s, out.path(), EXAMPLES_ACCESS).await;

@@ -39,7 +39,9 @@ impl super::Target for DirectusServer {
             self.admin_token.clone(),
         )
     }
+}
 
+impl super::Answers for DirectusServer {
     /// The status of a content call on collection `api`: 200 allowed, 403 not allowed, 401
     /// unknown key.
     async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {

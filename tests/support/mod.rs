@@ -119,6 +119,14 @@ impl Cms {
         )
     }
 
+    /// Regenerates key `id` as the admin; `grace` (seconds, any JSON value: the CMS checks it)
+    /// keeps the old value working that long.
+    pub async fn regenerate(&self, id: &str, grace: Option<Value>) -> Resp {
+        let body = grace.map(|g| json!({ "graceSeconds": g }));
+        self.admin(Method::POST, &format!("/v1/keys/{id}/regenerate"), body)
+            .await
+    }
+
     /// Creates a published entry as the admin and returns its id.
     pub async fn entry(&self, api: &str, fields: Value) -> String {
         let r = self
@@ -127,21 +135,32 @@ impl Cms {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         r.body["id"].as_str().unwrap().into()
     }
+}
 
-    /// Sends each call in turn with its key (a write with a small body) and checks its status;
-    /// every mismatch is reported together.
-    pub async fn expect(&self, calls: &[(Method, &str, &str, StatusCode)]) {
+/// A CMS that answers content calls made with a key: the reference CMS, Strapi, Directus. (Test
+/// code: its futures need no `Send` bound.)
+#[allow(async_fn_in_trait)]
+pub trait Answers {
+    /// The status `method` at `at` answers with `key` (a write sends a small valid body). `at`
+    /// is a path on the reference CMS, a content API (collection) on Strapi and Directus.
+    async fn status(&self, method: Method, at: &str, key: &str) -> StatusCode;
+
+    /// Sends each call in turn with its key and checks its status; every mismatch is reported
+    /// together.
+    async fn expect(&self, calls: &[(Method, &str, &str, StatusCode)]) {
         let mut wrong = Vec::new();
-        for (method, path, key, want) in calls {
-            let got = self.status(method.clone(), path, key).await;
+        for (method, at, key, want) in calls {
+            let got = self.status(method.clone(), at, key).await;
             if got != *want {
-                wrong.push(format!("{method} {path}: {got}, expected {want}"));
+                wrong.push(format!("{method} {at}: {got}, expected {want}"));
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
+}
 
-    pub async fn status(&self, method: Method, path: &str, key: &str) -> StatusCode {
+impl Answers for Cms {
+    async fn status(&self, method: Method, path: &str, key: &str) -> StatusCode {
         let body =
             matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| json!({"f": "v"}));
         self.req(method, path, Some(key), body).await.status
@@ -202,28 +221,10 @@ pub fn options_for(
     }
 }
 
-/// A real CMS the CLI is pointed at in a test (Strapi, Directus). (Test code: no `Send` bound
-/// is needed on its futures.)
-#[allow(async_fn_in_trait)]
-pub trait Target {
+/// A real CMS the CLI is pointed at in a test (Strapi, Directus).
+pub trait Target: Answers {
     /// The provider, the endpoint and the credential the CLI is given.
     fn connection(&self) -> (keyward::policy::ProviderKind, &str, String);
-
-    /// The status `method` on content API `api` answers with `key` (a write sends an entry).
-    async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode;
-
-    /// Sends each call in turn with its key and checks its status; every mismatch is reported
-    /// together.
-    async fn expect(&self, calls: &[(Method, &str, &str, StatusCode)]) {
-        let mut wrong = Vec::new();
-        for (method, api, key, want) in calls {
-            let got = self.status(method.clone(), api, key).await;
-            if got != *want {
-                wrong.push(format!("{method} {api}: {got}, expected {want}"));
-            }
-        }
-        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    }
 
     fn options(
         &self,
@@ -280,6 +281,18 @@ pub async fn run(
     mode: keyward::gitops::Mode,
 ) -> Result<keyward::gitops::Outcome, keyward::gitops::GitopsError> {
     keyward::gitops::run(&target.options(paths, secrets, mode)).await
+}
+
+/// A plan of `paths` on `target` shows changes and writes nothing to the CMS.
+pub async fn plan_changes_without_writes(target: &impl Target, paths: &[&Path], secrets: &Path) {
+    let plan = run(target, paths, secrets, keyward::gitops::Mode::Plan)
+        .await
+        .unwrap();
+    assert!(plan.has_changes());
+    assert!(
+        plan.runs.iter().all(|r| r.cms_writes == 0),
+        "plan writes nothing"
+    );
 }
 
 /// Applies, then checks that a second apply writes nothing to the CMS or to the Secret files.

@@ -27,7 +27,9 @@ impl super::Target for StrapiServer {
             self.credential(),
         )
     }
+}
 
+impl super::Answers for StrapiServer {
     /// A content-API call with an API token: 200/201 allowed, 403 not allowed, 401 unknown.
     async fn status(&self, method: Method, api: &str, key: &str) -> StatusCode {
         let body = matches!(method, Method::POST).then(|| entry(api));
