@@ -35,6 +35,18 @@ pub struct Resp {
     pub text: String,
 }
 
+impl Resp {
+    /// Asserts that the answer's `message` says `words`.
+    pub fn says(&self, words: &str) {
+        let message = self.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(words),
+            "the message should say '{words}': {}",
+            self.text
+        );
+    }
+}
+
 pub fn config(dir: &Path) -> CmsConfig {
     let mut cfg = CmsConfig::new(dir);
     cfg.admin_token = Some(AdminToken::new(ADMIN.into()));
