@@ -424,47 +424,58 @@ impl EnvQuery {
     }
 }
 
-/// Authenticates a scope-granted operation in the query's environment.
-async fn service_gate(
-    ctx: &Ctx,
-    client: &Client,
-    op: ServiceOp,
-    q: &EnvQuery,
-) -> Result<(), CmsError> {
-    let p = ctx.auth.authenticate(&ctx.svc, client).await?;
-    ctx.auth.service_op(&ctx.svc, &p, op, q.env())
+/// The scope-granted operation a handler performs, as a type (as [`Needs`] is for management).
+trait Performs: Send + Sync + 'static {
+    const OP: ServiceOp;
 }
 
-async fn export(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Query(q): Query<EnvQuery>,
-) -> Result<Json<Value>, CmsError> {
-    service_gate(&ctx, &client, ServiceOp::Export, &q).await?;
-    Ok(Json(ctx.svc.export(q.env())))
+macro_rules! performs {
+    ($($name:ident;)*) => {$(
+        struct $name;
+        impl Performs for $name {
+            const OP: ServiceOp = ServiceOp::$name;
+        }
+    )*};
+}
+
+performs! {
+    Export;
+    CachePurge;
+    WebhooksReplay;
+}
+
+/// A caller allowed `O` in the query's environment, with that environment.
+type Serviced<O> = Checked<O, String>;
+
+impl<O: Performs> FromRequestParts<Arc<Ctx>> for Serviced<O> {
+    type Rejection = CmsError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Ctx>) -> Result<Self, CmsError> {
+        let Ok(client) = Client::from_request_parts(parts, ctx).await;
+        let Query(q) = Query::<EnvQuery>::from_request_parts(parts, ctx)
+            .await
+            .map_err(|e| CmsError::BadRequest(e.body_text()))?;
+        let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
+        ctx.auth.service_op(&ctx.svc, &p, O::OP, q.env())?;
+        Ok(Checked::new(ctx, q.env().to_owned()))
+    }
+}
+
+async fn export(c: Serviced<Export>) -> Json<Value> {
+    Json(c.ctx.svc.export(&c.what))
 }
 
 /// The reference CMS has no CDN in front of it: a purge is authorized, logged and acknowledged,
 /// so clients and policies can be tested against the `cache:purge` scope.
-async fn purge_cache(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Query(q): Query<EnvQuery>,
-) -> Result<Response, CmsError> {
-    service_gate(&ctx, &client, ServiceOp::CachePurge, &q).await?;
+async fn purge_cache(_: Serviced<CachePurge>) -> Response {
     tracing::info!("cache purge requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "purged": true }))).into_response())
+    (StatusCode::ACCEPTED, Json(json!({ "purged": true }))).into_response()
 }
 
 /// As with purges: the reference CMS sends no webhooks, so a replay has nothing to resend.
-async fn replay_webhooks(
-    State(ctx): State<Arc<Ctx>>,
-    client: Client,
-    Query(q): Query<EnvQuery>,
-) -> Result<Response, CmsError> {
-    service_gate(&ctx, &client, ServiceOp::WebhooksReplay, &q).await?;
+async fn replay_webhooks(_: Serviced<WebhooksReplay>) -> Response {
     tracing::info!("webhook replay requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response())
+    (StatusCode::ACCEPTED, Json(json!({ "replayed": 0 }))).into_response()
 }
 
 /// What the presented key (or the admin token) can do: any valid credential may ask this of
