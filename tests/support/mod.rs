@@ -169,6 +169,15 @@ pub trait Answers {
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
+
+    /// `new` replaced `old`: `new` reads `at`, and `old` is refused as unknown (401).
+    async fn replaced(&self, at: &str, old: &str, new: &str) {
+        self.expect(&[
+            (Method::GET, at, new, StatusCode::OK),
+            (Method::GET, at, old, StatusCode::UNAUTHORIZED),
+        ])
+        .await;
+    }
 }
 
 impl Answers for Cms {
