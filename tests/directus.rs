@@ -77,7 +77,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     );
 
     check_access(&s, out.path(), EXAMPLES_ACCESS).await;
-    let blog = "
+    let blog_access = "
         blog directus-frontend DIRECTUS_TOKEN articles GET  200
         blog directus-frontend DIRECTUS_TOKEN authors  POST 403
         blog directus-editor   DIRECTUS_TOKEN articles POST 200
@@ -87,7 +87,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
         blog directus-importer DIRECTUS_TOKEN authors  POST 204
         blog directus-importer DIRECTUS_TOKEN articles GET  403
     ";
-    check_access(&s, out.path(), blog).await;
+    check_access(&s, out.path(), blog_access).await;
     // Drafts: GET sees what is published; GET_ALL_DRAFTS adds drafts, not archived items.
     let frontend = value(out.path(), "blog", "directus-frontend", "DIRECTUS_TOKEN");
     assert_eq!(titles(&s, &frontend).await, ["published one"]);

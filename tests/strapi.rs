@@ -64,7 +64,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
     apply_twice(&s, &[&ex02, &ex03, &blog], out.path()).await;
 
     check_access(&s, out.path(), EXAMPLES_ACCESS).await;
-    let more = "
+    let blog_access = "
         blog strapi-frontend STRAPI_TOKEN articles GET  200
         blog strapi-frontend STRAPI_TOKEN authors  POST 403
         blog strapi-editor   STRAPI_TOKEN articles POST 201
@@ -73,7 +73,7 @@ async fn examples_apply_and_their_keys_hold_exactly_the_declared_rights() {
         blog strapi-importer STRAPI_TOKEN authors  POST 201
         blog strapi-importer STRAPI_TOKEN articles GET  403
     ";
-    check_access(&s, out.path(), more).await;
+    check_access(&s, out.path(), blog_access).await;
     use StatusCode as S;
     let editor = value(out.path(), "blog", "strapi-editor", "STRAPI_TOKEN");
     let article = s.status(Method::GET, "articles", &editor).await;
