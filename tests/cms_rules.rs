@@ -1341,3 +1341,29 @@ async fn the_key_listing_shows_every_change_at_once() {
         "{after}"
     );
 }
+
+/// Bad input gets the CMS's JSON error everywhere: a malformed query on a scope-granted
+/// operation (a repeated `environment`), and a role name that is not a slug, which says what a
+/// name may contain.
+#[tokio::test]
+async fn bad_queries_and_names_get_the_json_error_that_says_why() {
+    let cms = Cms::start().await;
+    for path in [
+        "/v1/export?environment=a&environment=b",
+        "/v1/cache/purge?environment=a&environment=b",
+        "/v1/webhooks/replay?environment=a&environment=b",
+    ] {
+        let r = cms.admin(Method::POST, path, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+        r.says("environment");
+    }
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/roles/Editors",
+            Some(json!({"contentPermissions": ["GET"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    r.says("'Editors' is not a role name (lowercase letters, digits, '-', '_')");
+}
