@@ -720,6 +720,37 @@ spec:
     assert!(!w.join(".keyward").exists(), "nothing is written");
 }
 
+/// Lifetimes whose end no time can hold are errors at their line, never a crash: before, the
+/// sum of "99y" parts was unbounded and `now + lifetime` panicked (exit 101).
+#[test]
+fn a_lifetime_past_the_end_of_time_is_an_error_not_a_crash() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let key = |name: &str, after: &str| {
+        format!("    - name: {name}\n      defaultPermissions: [GET]\n      expiresAfter: '{after}'\n      secret: {{name: {name}}}\n")
+    };
+    std::fs::write(
+        w.join("p.yaml"),
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: web, namespace: shop}}\nspec:\n  keys:\n{}{}",
+            key("endless", &"99y".repeat(81)),
+            key("long", "99y99y")
+        ),
+    )
+    .unwrap();
+    let (code, out, err, _) = keyward(w, &["plan", "-f", "p.yaml"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let problems: Vec<&str> = err.lines().filter(|l| l.starts_with("p.yaml")).collect();
+    assert_eq!(
+        problems,
+        [
+            "p.yaml:8: ApiKeyPolicy shop/web: spec.keys[0].expiresAfter: '99y99y99y99y99y99y99y99y99y99y99...' is longer than 32 characters",
+            "p.yaml:12: ApiKeyPolicy shop/web: spec.keys[1].expiresAfter: '99y99y' is longer than 100 years in all",
+        ],
+        "{err}"
+    );
+}
+
 /// A connection contributed to a shared repository names an endpoint of its own and no
 /// credential Secret: the platform's KEYWARD_CMS_TOKEN is not sent there. It is sent to the
 /// endpoint it was given for (KEYWARD_CMS_URL), written however.

@@ -226,12 +226,22 @@ fn events(c: &Cluster) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Asserts that an event with `reason` was recorded whose note starts with `note`.
-fn assert_event(c: &Cluster, reason: &str, note: &str) {
-    let all = events(c);
+/// Waits until an event with `reason` whose note starts with `note` is recorded (events are
+/// published after the work they report, so the work being visible does not mean the event is).
+async fn assert_event(c: &Cluster, reason: &str, note: &str) {
+    let found = || {
+        events(c)
+            .iter()
+            .any(|(r, n)| r == reason && n.starts_with(note))
+    };
+    let started = std::time::Instant::now();
+    while !found() && started.elapsed() < RECONCILES {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        all.iter().any(|(r, n)| r == reason && n.starts_with(note)),
-        "no {reason} event starting {note:?} in {all:?}"
+        found(),
+        "no {reason} event starting {note:?} in {:?}",
+        events(c)
     );
 }
 
@@ -646,6 +656,49 @@ async fn restart_targets_roll_once_per_secret_content() {
         .filter(|(reason, _)| reason == "Restarted")
         .count();
     assert!(restarts >= 1, "{:?}", events(&c));
+    op.abort();
+}
+
+/// A lifetime whose end lies past the last instant a time can hold (each part under the
+/// per-part cap, the sum far over it) is refused with its field's path, and it stops nobody:
+/// before, its reconcile panicked and took the controller, and every tenant's policies, down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_past_the_end_of_time_is_refused_and_stops_nobody() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut p = policy(
+        json!([{"name": "reader", "defaultPermissions": ["GET"], "expiresAfter": "99y".repeat(81),
+                "secret": {"name": "forever", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    p.metadata.name = Some("forever".into());
+    policies.create(&PostParams::default(), &p).await.unwrap();
+    eventually("the endless lifetime is refused", RECONCILES, || async {
+        let Some(st) = policies.get("forever").await.ok().and_then(|p| p.status) else {
+            return false;
+        };
+        let st = serde_json::to_value(st).unwrap();
+        condition(&st, "Ready").is_some_and(|r| {
+            r["reason"] == "InvalidSpec"
+                && r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("spec.keys[0].expiresAfter"))
+        })
+    })
+    .await;
+    // The controller still runs: a policy created after it gets its key.
+    create_reader(&c, json!({})).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    assert!(!op.is_finished(), "the controller is still running");
+    assert!(
+        cms_keys(&c).await.len() == 1,
+        "the refused policy made no key"
+    );
     op.abort();
 }
 
@@ -1213,7 +1266,7 @@ async fn keys_are_flagged_before_expiry_and_rotated_within_renew_before() {
     );
     assert_eq!(expiring(), 0);
     assert_eq!(cms_keys(&c).await.len(), 1, "the same key, a new value");
-    assert_event(&c, "KeyRotated", "rotated key shop/web/reader");
+    assert_event(&c, "KeyRotated", "rotated key shop/web/reader").await;
     op.abort();
 }
 
@@ -2101,7 +2154,8 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
         &c,
         "KeysRevoked",
         "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'",
-    );
+    )
+    .await;
     op.abort();
 }
 
@@ -2263,7 +2317,8 @@ async fn a_policy_moved_to_another_connection_leaves_no_key_behind() {
         &c,
         "KeysRevoked",
         "1 keys revoked on CmsConnection shop/main",
-    );
+    )
+    .await;
     op.abort();
 }
 

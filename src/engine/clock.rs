@@ -21,7 +21,13 @@ impl Clock {
     }
 
     pub fn now(&self) -> Timestamp {
-        Timestamp::now() + SignedDuration::from_millis(self.offset_ms.load(Ordering::Relaxed))
+        let offset = SignedDuration::from_millis(self.offset_ms.load(Ordering::Relaxed));
+        let now = Timestamp::now();
+        now.checked_add(offset).unwrap_or(if offset.is_negative() {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        })
     }
 
     /// Moves this clock, and every clone of it, forward by `by`.

@@ -229,6 +229,9 @@ pub enum StepFailure {
     Vanished(String),
     #[error("the Secret lost its value since the plan was made; run again")]
     ValueLost,
+    /// A lifetime or overlap that would end past the last instant a time can hold.
+    #[error("{0} ends past the last instant a time can hold")]
+    TimeOutOfRange(&'static str),
     #[error(transparent)]
     Secret(#[from] SinkError),
 }
@@ -238,7 +241,7 @@ impl StepFailure {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Cms(e) => e.is_transient(),
-            Self::Vanished(_) => false,
+            Self::Vanished(_) | Self::TimeOutOfRange(_) => false,
             _ => true,
         }
     }
@@ -435,7 +438,7 @@ impl Engine<'_> {
         match action {
             Action::Create { key } => {
                 let mut spec = key.spec.clone();
-                spec.expires_at = key.lifetime.map(|l| now + l);
+                spec.expires_at = expiry(now, key)?;
                 let issued = self.provider.create_key(&spec).await?;
                 let id = issued.key.id.clone();
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
@@ -469,7 +472,7 @@ impl Engine<'_> {
                         id,
                         Regeneration {
                             grace: SignedDuration::from_secs(*grace_seconds),
-                            expires_at: key.lifetime.map(|l| now + l),
+                            expires_at: expiry(now, key)?,
                             expiring: *expiring,
                         },
                     )
@@ -506,9 +509,12 @@ impl Engine<'_> {
                     .chars()
                     .take(100)
                     .collect();
-                self.provider.rename_key(old_id, &parked).await?;
                 let mut spec = key.spec.clone();
-                spec.expires_at = key.lifetime.map(|l| now + l);
+                spec.expires_at = expiry(now, key)?;
+                let keep = replace_overlap(key);
+                let old_until =
+                    crate::model::later(now, keep).ok_or(OutOfRange("rotationOverlap"))?;
+                self.provider.rename_key(old_id, &parked).await?;
                 let issued = self.provider.create_key(&spec).await?;
                 let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
                 let made = format!("created replacement key {}", issued.key.id);
@@ -516,10 +522,7 @@ impl Engine<'_> {
                 let w = self
                     .write_new_key(&m, made, "the next run replaces it again", &still)
                     .await?;
-                // The old value keeps working for the overlap (at least the CMS's minimum).
-                let keep = key.rotation_overlap.max(SignedDuration::from_mins(1))
-                    + SignedDuration::from_secs(5);
-                self.provider.set_expiry(old_id, now + keep).await?;
+                self.provider.set_expiry(old_id, old_until).await?;
                 Ok((
                     format!(
                         "replaced key {} (old id {old_id} expires in {}s, new id {})",
@@ -563,9 +566,34 @@ impl Engine<'_> {
     }
 }
 
-/// When the next rotation of a live key is due, for status and requeues.
+/// When a new or rotated key expires: now plus its lifetime (`None`: never).
+fn expiry(now: Timestamp, key: &DesiredKey) -> Result<Option<Timestamp>, OutOfRange> {
+    key.lifetime
+        .map(|l| crate::model::later(now, l).ok_or(OutOfRange("expiresAfter")))
+        .transpose()
+}
+
+/// A duration that would end past the last instant a time can hold (the field named).
+#[derive(Debug)]
+struct OutOfRange(&'static str);
+
+impl From<OutOfRange> for StepFailure {
+    fn from(e: OutOfRange) -> StepFailure {
+        StepFailure::TimeOutOfRange(e.0)
+    }
+}
+
+/// How long a replaced key keeps working after its replacement was written: the overlap, at
+/// least the CMS's minimum lifetime, and a little more.
+pub fn replace_overlap(key: &DesiredKey) -> SignedDuration {
+    key.rotation_overlap.max(SignedDuration::from_mins(1)) + SignedDuration::from_secs(5)
+}
+
+/// When the next rotation of a live key is due, for status and requeues. The expiry is a CMS's
+/// answer: one so early that `renewBefore` reaches past the first instant is due at once.
 pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<Timestamp> {
-    live.expires_at().map(|e| e - key.renew_before)
+    live.expires_at()
+        .map(|e| crate::model::earlier(e, key.renew_before).unwrap_or(Timestamp::MIN))
 }
 
 #[cfg(test)]

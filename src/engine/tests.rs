@@ -942,3 +942,77 @@ async fn observe_secrets_reads_each_desired_secret() {
     assert_eq!(seen.len(), 1);
     assert!(seen[&("ns".to_owned(), "s".to_owned())].has_value);
 }
+
+/// Lifetimes from manifests and expiries from CMS answers are hostile: whatever they are, and
+/// whenever "now" is, validation, the plan, the renewal time and the engine answer with an
+/// error or a result, never a panic (a panic in a reconcile would stop every tenant's).
+mod hostile_times {
+    use super::*;
+    use crate::plan::{diff, ObservedSecrets};
+    use crate::policy::load::load_str;
+    use crate::policy::validate::resolve;
+    use crate::policy::ProviderKind;
+    use proptest::prelude::*;
+
+    fn duration_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "([0-9]{1,4}[smhdwy]){1,6}",
+            "([0-9]{1,19}[smhdwy]){1,3}",
+            (1usize..120).prop_map(|n| "99y".repeat(n)),
+            ".{0,40}",
+        ]
+    }
+
+    fn instant() -> impl Strategy<Value = Timestamp> {
+        prop_oneof![
+            Just(Timestamp::MIN),
+            Just(Timestamp::MAX),
+            (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+                .prop_map(|s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)),
+        ]
+    }
+
+    fn clock_at(at: Timestamp) -> Clock {
+        let c = Clock::system();
+        c.advance(at.duration_since(Timestamp::now()));
+        c
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200)
+        ))]
+        #[test]
+        fn no_lifetime_or_expiry_panics(
+            expires_after in duration_text(),
+            renew_before in duration_text(),
+            overlap in duration_text(),
+            now in instant(),
+            cms_expiry in instant(),
+            created in instant(),
+        ) {
+            let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+            let yaml = format!(
+                "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n  keys:\n    - name: k\n      defaultPermissions: [GET]\n      expiresAfter: {}\n      renewBefore: {}\n      rotationOverlap: {}\n      secret: {{name: s}}\n",
+                quote(&expires_after), quote(&renew_before), quote(&overlap)
+            );
+            let Ok(set) = load_str("p.yaml", &yaml) else { return Ok(()) };
+            let Ok(resolved) = resolve(&set, now, None, ProviderKind::Keyward) else {
+                return Ok(())
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            for d in resolved.desired.values() {
+                let mut spec = d.keys[0].spec.clone();
+                spec.expires_at = Some(cms_expiry);
+                let live = LiveKey { id: "id1".into(), spec, created_at: created, rotated_at: None };
+                let _ = rotation_due(&d.keys[0], &live);
+                for keys in [vec![], vec![live.clone()]] {
+                    let plan = diff(d, &keys, &LiveSettings::default(), &ObservedSecrets::new(), ENDPOINT, now);
+                    let (cms, sink) = (FakeCms::with(&keys), MemSink::default());
+                    let engine = Engine { provider: &cms, sink: &sink, endpoint: ENDPOINT.into(), clock: clock_at(now) };
+                    let _ = rt.block_on(engine.apply(&plan));
+                }
+            }
+        }
+    }
+}

@@ -18,5 +18,5 @@ pub use spec::{
     expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
     ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,
 };
-pub use time::{days, rfc3339};
+pub use time::{days, earlier, later, rfc3339};
 pub use value::{fingerprint, KeyValue};

@@ -9,6 +9,17 @@ pub const fn days(n: i64) -> SignedDuration {
     SignedDuration::from_hours(24 * n)
 }
 
+/// `t + d`, or `None` past the last instant a timestamp can hold. Lifetimes come from manifests
+/// and expiries from CMS answers, both hostile: a sum that overflows is an error, never a panic.
+pub fn later(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
+}
+
+/// `t - d`, or `None` before the first instant a timestamp can hold.
+pub fn earlier(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    t.checked_sub(d).ok()
+}
+
 /// `2026-12-01T16:41:40.123+00:00`.
 pub fn rfc3339(t: Timestamp) -> String {
     let base = t.strftime("%Y-%m-%dT%H:%M:%S");
@@ -28,6 +39,24 @@ pub fn rfc3339(t: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_past_the_range_are_none_not_a_panic() {
+        let huge = SignedDuration::from_secs(i64::MAX);
+        assert_eq!(later(Timestamp::MAX, SignedDuration::from_secs(1)), None);
+        assert_eq!(later(Timestamp::now(), huge), None);
+        assert_eq!(earlier(Timestamp::MIN, SignedDuration::from_secs(1)), None);
+        assert_eq!(earlier(Timestamp::now(), huge), None);
+        let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            later(t, days(1)),
+            Some("2030-01-02T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            earlier(t, days(1)),
+            Some("2029-12-31T00:00:00Z".parse().unwrap())
+        );
+    }
 
     #[test]
     fn fractions_in_groups_of_three_and_a_utc_offset() {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub seconds_to_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     /// Set once the controller runs (and, with leader election, leads).
     pub ready: AtomicBool,
+    /// Cleared when the controller stopped on its own: `/healthz` then answers 503.
+    pub healthy: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -110,6 +112,7 @@ impl Metrics {
             keys,
             seconds_to_expiry,
             ready: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -122,16 +125,30 @@ impl Metrics {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
 }
 
-/// `/metrics`, `/healthz` (the process runs), `/readyz` (the controller runs).
+/// `/metrics`, `/healthz` (the process runs and its controller has not stopped on its own),
+/// `/readyz` (the controller runs).
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.healthy.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the controller stopped")
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(m): State<Arc<Metrics>>| async move {

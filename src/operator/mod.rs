@@ -152,12 +152,12 @@ pub async fn run(
     ));
     let grace = config.shutdown_grace;
     let Some(le) = config.leader_election.clone() else {
-        let mut controller = AbortOnDrop(tokio::spawn(run_controller_until(ctx, shutdown.clone())));
-        tokio::select! {
-            _ = &mut controller.0 => {}
-            _ = shutdown.requested() => drain(controller, grace).await,
-        }
-        return Ok(());
+        let controller = AbortOnDrop(tokio::spawn(run_controller_until(ctx, shutdown.clone())));
+        let never_lost = std::future::pending();
+        return match supervise(controller, shutdown, grace, &metrics, never_lost).await {
+            Stopped::Failed(e) => Err(e),
+            Stopped::Asked | Stopped::LostLeadership => Ok(()),
+        };
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &le.lease_name)
         .with_namespace(&le.namespace)
@@ -181,16 +181,70 @@ pub async fn run(
             ctx.clone(),
             shutdown.clone(),
         )));
-        tokio::select! {
-            // Stop at once when leadership is lost; another replica takes over.
-            _ = leadership_lost(&mut leading) => {
-                drop(controller);
-                tracing::warn!(identity = %le.identity, "lost leadership: controller stopped");
+        let lost = leadership_lost(&mut leading);
+        match supervise(controller, shutdown.clone(), grace, &metrics, lost).await {
+            // Another replica takes over.
+            Stopped::LostLeadership => {
+                tracing::warn!(identity = %le.identity, "lost leadership: controller stopped")
             }
-            _ = shutdown.clone().requested() => {
-                drain(controller, grace).await;
-                return release(leading, lease, &le.identity).await;
+            Stopped::Asked => return release(leading, lease, &le.identity).await,
+            // Holding the Lease without a controller would stop every policy: let it go.
+            Stopped::Failed(e) => {
+                release(leading, lease, &le.identity).await?;
+                return Err(e);
             }
+        }
+    }
+}
+
+/// How a running controller came to stop.
+enum Stopped {
+    /// A shutdown was asked for, and the running reconciles were drained.
+    Asked,
+    /// Leadership went to another replica; the controller was stopped at once.
+    LostLeadership,
+    /// It stopped on its own (a panic that escaped a reconcile, the in-use sweep, a watch):
+    /// nothing reconciles any more, so the process reports itself unhealthy and exits.
+    Failed(anyhow::Error),
+}
+
+/// Waits for the first of: a shutdown request, `lost` (leadership), or the controller ending
+/// by itself, which is a failure: a process that kept its Lease and said "healthy" while
+/// nothing reconciled would stop every tenant until someone noticed.
+async fn supervise(
+    mut controller: AbortOnDrop<()>,
+    shutdown: Shutdown,
+    grace: Duration,
+    metrics: &Metrics,
+    lost: impl std::future::Future<Output = ()>,
+) -> Stopped {
+    tokio::select! {
+        biased;
+        _ = shutdown.requested() => {
+            drain(controller, grace).await;
+            Stopped::Asked
+        }
+        _ = lost => {
+            drop(controller);
+            Stopped::LostLeadership
+        }
+        ended = &mut controller.0 => {
+            let why = match ended {
+                Ok(()) => "its watches ended".to_owned(),
+                Err(e) if e.is_panic() => {
+                    let payload = e.into_panic();
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned());
+                    format!("it panicked: {}", message.unwrap_or_default())
+                }
+                Err(e) => e.to_string(),
+            };
+            metrics.set_ready(false);
+            metrics.set_healthy(false);
+            tracing::error!(why = %why, "the controller stopped on its own: exiting so that the operator is restarted");
+            Stopped::Failed(anyhow::anyhow!("the controller stopped on its own: {why}"))
         }
     }
 }
@@ -254,4 +308,58 @@ async fn release(
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_controller_that_stops_on_its_own_is_a_failure_and_unhealthy() {
+        let metrics = Metrics::new();
+        metrics.set_ready(true);
+        let (_keep, shutdown) = Shutdown::new();
+        let controller = AbortOnDrop(tokio::spawn(async { panic!("time out of range") }));
+        let stopped = supervise(
+            controller,
+            shutdown,
+            Duration::from_secs(1),
+            &metrics,
+            std::future::pending(),
+        )
+        .await;
+        let Stopped::Failed(e) = stopped else {
+            panic!("a panicked controller is a failure")
+        };
+        assert!(e.to_string().contains("time out of range"), "{e}");
+        assert!(!metrics.healthy.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(!metrics.ready.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_drains_and_is_not_a_failure() {
+        let metrics = Metrics::new();
+        let (stop, shutdown) = Shutdown::new();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut asked = shutdown.clone();
+        let controller = AbortOnDrop(tokio::spawn(async move {
+            let _ = asked.0.wait_for(|s| *s).await;
+            let _ = done_tx.send(());
+        }));
+        stop.send(true).unwrap();
+        let stopped = supervise(
+            controller,
+            shutdown,
+            Duration::from_secs(5),
+            &metrics,
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(stopped, Stopped::Asked));
+        assert!(
+            done_rx.await.is_ok(),
+            "the controller was drained, not aborted"
+        );
+        assert!(metrics.healthy.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }

@@ -56,6 +56,10 @@ pub enum ReconcileError {
     Cleanup(#[from] DereferenceError),
     #[error("cannot revoke the keys: the credential is not usable: {0}")]
     Credential(ProviderError),
+    /// A bug met this policy: its reconcile panicked. Retried with backoff; every other
+    /// policy is reconciled as before.
+    #[error("the reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl ReconcileError {
@@ -69,6 +73,7 @@ impl ReconcileError {
             Self::Sink(_) => "secret",
             Self::Finalizer(_) => "finalizer",
             Self::Cleanup(_) | Self::Credential(_) => "cleanup",
+            Self::Panicked(_) => "panic",
         }
     }
 }
@@ -175,16 +180,23 @@ pub async fn reconcile(
     // Retries inside a reconcile stop at the budget; then the per-object backoff takes over
     // and the worker is free for policies on other connections.
     let deadline = tokio::time::Instant::now() + ctx.config.retry_budget;
-    let result = in_reconcile(
+    let run = in_reconcile(
         deadline,
-        finalizer(&api, FINALIZER, policy, |event| async {
+        finalizer(&api, FINALIZER, policy.clone(), |event| async {
             match event {
                 Event::Apply(p) => apply(p, &ctx).await,
                 Event::Cleanup(p) => cleanup(p, &ctx).await,
             }
         }),
-    )
-    .await;
+    );
+    let result = match contained(run).await {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::error!(policy = %policy_id(&policy), panic = %panic, "a reconcile panicked: this policy is retried with backoff, the others go on");
+            ctx.metrics.observe_reconcile(started.elapsed(), false);
+            return Err(ReconcileError::Panicked(panic));
+        }
+    };
     let result = match result {
         // A second reconcile of the same deletion, from a copy cached before the first let the
         // policy go: the policy is gone, so the deletion is done.
@@ -203,6 +215,22 @@ pub async fn reconcile(
     ctx.metrics
         .observe_reconcile(started.elapsed(), result.is_ok());
     result
+}
+
+/// Runs `work`; a panic inside it becomes an error of this one reconcile (with the panic's
+/// message) instead of unwinding through the controller that every policy shares.
+pub async fn contained<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
 }
 
 /// Steps 1 to 6; what step 7 reports.
@@ -488,4 +516,27 @@ pub fn error_policy(p: Arc<ApiKeyPolicy>, e: &ReconcileError, ctx: Arc<Context>)
     let wait: Duration = ctx.backoff(&p);
     tracing::warn!(policy = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), error = %e, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_is_an_error_of_that_reconcile_only() {
+        let panicked = contained(async {
+            let lifetimes: Vec<i64> = Vec::new();
+            lifetimes[usize::from(lifetimes.is_empty())]
+        })
+        .await;
+        assert!(
+            panicked
+                .as_ref()
+                .is_err_and(|m| m.contains("index out of bounds")),
+            "{panicked:?}"
+        );
+        let formatted = contained(async { panic!("bad {}", "time") }).await;
+        assert_eq!(formatted, Err("bad time".to_owned()));
+        assert_eq!(contained(async { 7 }).await, Ok(7));
+    }
 }

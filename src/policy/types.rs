@@ -1,7 +1,7 @@
 //! The custom resources: `ApiKeyPolicy`, `CmsConnection`, `ClusterCmsConnection`
 //! (group `keyward.dev`, version `v1alpha1`).
 
-use super::duration::DURATION_PATTERN;
+use super::duration::{DURATION_MAX_LENGTH, DURATION_PATTERN};
 use crate::model::{
     ApiPermission, ContentOp, ContentPermission, KeyKind, KeyType, ManagementPermission, Plan,
     Scope,
@@ -155,19 +155,19 @@ pub struct KeyDecl {
     /// Lifetime from creation or rotation (e.g. 90d). Default: the kind's default (1 year for
     /// content keys, 182 days for management and personal keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub expires_after: Option<String>,
     /// Rotate this long before expiry (e.g. 7d). Default: Kontent.ai's reminder rule (lifetime
     /// < 1 day: at once... > 7 days: 1 week before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub renew_before: Option<String>,
     /// How long the old value keeps working after a rotation or a regeneration wrote the new
     /// one (e.g. 10m; default 15m, so workloads can pick up the new Secret; 0s ends it at
     /// once). On a CMS without overlap (Strapi) the default is 0s and only an explicit value
     /// is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     pub rotation_overlap: Option<String>,
     /// The Secret the key is written to.
     pub secret: SecretSpec,

@@ -323,9 +323,15 @@ pub fn policy_keys(
             environments: k.environments.clone(),
             management_permissions: k.management_permissions.clone(),
             owner: k.owner.clone(),
-            expires_at: Some(now + lifetime),
+            expires_at: crate::model::later(now, lifetime),
             labels,
         };
+        if key_spec.expires_at.is_none() {
+            cx.error(
+                at("expiresAfter"),
+                "ends past the last instant a time can hold",
+            );
+        }
         if cms_name.len() > 100 {
             cx.error(at("name"), format!("the CMS key name '{cms_name}' (namespace.policy.key) is longer than 100 characters"));
         }
