@@ -220,6 +220,100 @@ async fn personal_keys_and_roles_cannot_outrank_their_maker() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
+/// Making an operation public grants it to everyone: a `settings:manage` key may make public
+/// only what it could do itself, on the base list and on an owner's entry alike. Before, a key
+/// that could not delete an entry opened `delete` (and list, update, publish) to anyone.
+#[tokio::test]
+async fn a_settings_key_cannot_open_to_everyone_what_it_cannot_do_itself() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let id = cms.entry("blog", json!({"title": "kept"})).await;
+    let (_, settings) = cms
+        .key(json!({"name": "settings", "kind": "management",
+            "managementPermissions": ["settings:manage"]}))
+        .await;
+    let everything = json!({"operations": ["list", "get", "update", "delete", "publish"]});
+    for path in ["/v1/apis/blog/public", "/v1/apis/blog/public/owners/team"] {
+        let r = cms
+            .req(Method::PUT, path, Some(&settings), Some(everything.clone()))
+            .await;
+        assert_escalation(&r, "GET on API 'blog'");
+    }
+    // Nothing became public: anyone without a key is still refused.
+    let entry = format!("/api/blog/{id}");
+    let r = cms.req(Method::GET, "/api/blog", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = cms.req(Method::DELETE, &entry, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let public = cms.admin(Method::GET, "/v1/apis/blog/public", None).await;
+    assert_eq!(public.body["effective"], json!([]), "{}", public.text);
+
+    // With content:read it may open reading, and still not writing: each right by name.
+    let (_, reader) = cms
+        .key(json!({"name": "reader-settings", "kind": "management",
+            "managementPermissions": ["settings:manage", "content:read"]}))
+        .await;
+    for (ops, missing) in [
+        (json!(["list", "get", "create"]), "POST on API 'blog'"),
+        (json!(["get", "update"]), "PATCH on API 'blog'"),
+        (json!(["delete"]), "DELETE on API 'blog'"),
+        (json!(["publish"]), "PATCH on API 'blog'"),
+    ] {
+        let r = cms
+            .req(
+                Method::PUT,
+                "/v1/apis/blog/public/owners/team",
+                Some(&reader),
+                Some(json!({ "operations": ops })),
+            )
+            .await;
+        assert_escalation(&r, missing);
+    }
+    let r = cms
+        .req(
+            Method::PUT,
+            "/v1/apis/blog/public/owners/team",
+            Some(&reader),
+            Some(json!({"operations": ["list", "get"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = cms.req(Method::GET, &entry, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = cms.req(Method::DELETE, &entry, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+
+    // What is already public may stay in a list it rewrites, and may always be taken away.
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/apis/blog/public",
+            Some(json!({"operations": ["get", "delete"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for ops in [json!(["get", "delete"]), json!(["list"]), json!([])] {
+        let r = cms
+            .req(
+                Method::PUT,
+                "/v1/apis/blog/public",
+                Some(&reader),
+                Some(json!({ "operations": ops })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{ops}: {}", r.text);
+    }
+    let r = cms
+        .req(
+            Method::PUT,
+            "/v1/apis/blog/public",
+            Some(&reader),
+            Some(json!({"operations": ["delete"]})),
+        )
+        .await;
+    assert_escalation(&r, "DELETE on API 'blog'");
+}
+
 #[tokio::test]
 async fn environment_limits_bind_export_and_management() {
     let cms = Cms::start().await;

@@ -271,7 +271,7 @@ async fn put_public(
 ) -> Result<Json<Value>, CmsError> {
     let req: PublicOps = body(&raw)?;
     let ops = c
-        .change(move |s, _| s.set_public_ops(&api, req.operations))
+        .change(move |s, who| s.set_public_ops(&api, req.operations, who))
         .await?;
     Ok(Json(json!({ "operations": ops })))
 }
@@ -303,7 +303,9 @@ async fn write_owner(
     owner: String,
     write: OwnerWrite,
 ) -> Result<Json<Value>, CmsError> {
-    let entry = c.change(move |s, _| s.write_owner(&owner, write)).await?;
+    let entry = c
+        .change(move |s, who| s.write_owner(&owner, write, who))
+        .await?;
     Ok(Json(json!(entry)))
 }
 

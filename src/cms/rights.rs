@@ -7,7 +7,9 @@
 //! right by right and names the first right that is missing.
 
 use super::service::Role;
-use crate::model::{ContentPermission, KeyKind, KeySpec, ManagementPermission, PermSet, Scope};
+use crate::model::{
+    ContentOp, ContentPermission, KeyKind, KeySpec, ManagementPermission, PermSet, Scope,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything one key, role or token may do.
@@ -189,6 +191,29 @@ impl Rights {
             return Err(Missing(format!("management permission '{m}'")));
         }
         Ok(())
+    }
+}
+
+impl Rights {
+    /// Refuses unless this holder could do `op` on `api` itself: making an operation public
+    /// grants it to everyone, so it is a grant like any other. A public `update` serves PATCH
+    /// and PUT; a public `publish` needs what publishing needs (PATCH or `content:status`).
+    pub fn may_make_public(&self, api: &str, op: ContentOp) -> Result<(), Missing> {
+        let held = self.on(api);
+        let needed: &[ContentPermission] = match op {
+            ContentOp::List | ContentOp::Get => &[ContentPermission::Get],
+            ContentOp::Create => &[ContentPermission::Post],
+            ContentOp::Update | ContentOp::Replace => {
+                &[ContentPermission::Patch, ContentPermission::Put]
+            }
+            ContentOp::Delete => &[ContentPermission::Delete],
+            ContentOp::Publish if held.allows(ContentOp::Publish) => &[],
+            ContentOp::Publish => &[ContentPermission::Patch],
+        };
+        match needed.iter().find(|p| !held.contains(**p)) {
+            Some(p) => Err(Missing(format!("{} on API '{api}'", p.as_str()))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -48,20 +48,24 @@ impl Service {
         })
     }
 
+    /// Replaces the base public operations of `api`. Each operation `who` adds must be one it
+    /// could do itself; those already public stay (removing one is never an escalation).
     pub fn set_public_ops(
         &self,
         api: &str,
         ops: Vec<ContentOp>,
+        who: &Rights,
     ) -> Result<BTreeSet<ContentOp>, CmsError> {
         let ops = publishable(ops, "operations")?;
         let db = self.db.lock();
-        let created_at = self
+        let (created_at, before) = self
             .state
             .read()
             .apis
             .get(api)
-            .map(|a| a.created_at)
+            .map(|a| (a.created_at, a.public_ops.clone()))
             .ok_or_else(|| no_api(api))?;
+        may_add_public(who, api, &before, &ops)?;
         let json = serde_json::to_string(&ops).map_err(StoreError::from)?;
         db.put_api(api, created_at, &json)?;
         if let Some(a) = self.state.write().apis.get_mut(api) {
@@ -117,6 +121,19 @@ fn check_origins<'a>(origins: impl IntoIterator<Item = &'a String>) -> Result<()
     Ok(())
 }
 
+/// Refuses unless `who` could do each operation of `after` that `before` lacks (on `api`).
+fn may_add_public(
+    who: &Rights,
+    api: &str,
+    before: &BTreeSet<ContentOp>,
+    after: &BTreeSet<ContentOp>,
+) -> Result<(), CmsError> {
+    for op in after.difference(before) {
+        who.may_make_public(api, *op)?;
+    }
+    Ok(())
+}
+
 /// The operations, if each of them can be made public.
 fn publishable(ops: Vec<ContentOp>, field: &str) -> Result<BTreeSet<ContentOp>, CmsError> {
     if let Some((i, op)) = ops
@@ -159,7 +176,13 @@ impl Service {
     }
 
     /// Replaces part of `owner`'s entry (an empty one is dropped); the entry as it now is.
-    pub fn write_owner(&self, owner: &str, write: OwnerWrite) -> Result<OwnerEntry, CmsError> {
+    /// Public operations `who` adds must be ones it could do itself.
+    pub fn write_owner(
+        &self,
+        owner: &str,
+        write: OwnerWrite,
+        who: &Rights,
+    ) -> Result<OwnerEntry, CmsError> {
         if !valid_owner(owner) {
             return Err(SpecError::new(
                 "owner",
@@ -180,6 +203,8 @@ impl Service {
                     return Err(no_api(&api));
                 }
                 let ops = publishable(ops, "operations")?;
+                let before = entry.public_endpoints.get(&api).cloned().unwrap_or_default();
+                may_add_public(who, &api, &before, &ops)?;
                 match ops.is_empty() {
                     true => entry.public_endpoints.remove(&api),
                     false => entry.public_endpoints.insert(api, ops),
