@@ -314,6 +314,106 @@ async fn a_settings_key_cannot_open_to_everyone_what_it_cannot_do_itself() {
     assert_escalation(&r, "DELETE on API 'blog'");
 }
 
+/// A write receipt shows an entry's draft key only to a caller that may read drafts: a key with
+/// GET and PATCH but no draft right (or an anonymous public `update`) used to send an empty
+/// PATCH to someone's draft and read it with the `draftKey` that came back. An empty PATCH
+/// is no write at all: it makes no draft and no draft key.
+#[tokio::test]
+async fn a_write_receipt_hands_no_draft_key_to_a_caller_that_may_not_read_drafts() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let d = cms
+        .admin(
+            Method::POST,
+            "/api/blog?status=draft",
+            Some(json!({"title": "secret plans"})),
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::CREATED, "{}", d.text);
+    let draft = d.body["id"].as_str().unwrap().to_owned();
+    let published = cms.entry("blog", json!({"title": "live"})).await;
+    let (_, editor) = cms
+        .key(json!({"name": "editor", "defaultPermissions": ["GET", "PATCH", "POST"]}))
+        .await;
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/apis/blog/public",
+            Some(json!({"operations": ["update"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for (key, body) in [
+        (Some(editor.as_str()), json!({})),
+        (Some(editor.as_str()), json!({"title": "changed"})),
+        (None, json!({})),
+        (None, json!({"title": "changed again"})),
+    ] {
+        let r = cms
+            .req(Method::PATCH, &format!("/api/blog/{draft}"), key, Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(r.body.get("draftKey").is_none(), "{}", r.text);
+    }
+    // Its own new draft it wrote itself, but a key without drafts gets no key to read it by.
+    let r = cms
+        .req(
+            Method::POST,
+            "/api/blog?status=draft",
+            Some(&editor),
+            Some(json!({"title": "mine"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body.get("draftKey").is_none(), "{}", r.text);
+
+    // An empty PATCH of published content makes no draft (and so no draft key for anyone).
+    let before = cms
+        .admin(Method::GET, &format!("/api/blog/{published}"), None)
+        .await;
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/api/blog/{published}?status=draft"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "published", "{}", r.text);
+    assert!(r.body.get("draftKey").is_none(), "{}", r.text);
+    let after = cms
+        .admin(Method::GET, &format!("/api/blog/{published}"), None)
+        .await;
+    assert_eq!(before.body, after.body, "an empty PATCH changed nothing");
+
+    // Who may read drafts still gets the key, and it reads the draft.
+    let (_, drafter) = cms
+        .key(json!({"name": "drafter", "defaultPermissions": ["GET", "GET_ALL_DRAFTS", "PATCH"]}))
+        .await;
+    let r = cms
+        .req(
+            Method::PATCH,
+            &format!("/api/blog/{draft}"),
+            Some(&drafter),
+            Some(json!({"title": "by a drafter"})),
+        )
+        .await;
+    let key = r.body["draftKey"].as_str().unwrap_or_default().to_owned();
+    assert!(!key.is_empty(), "{}", r.text);
+    let (_, reader) = cms
+        .key(json!({"name": "reader", "defaultPermissions": ["GET"]}))
+        .await;
+    let r = cms
+        .req(
+            Method::GET,
+            &format!("/api/blog/{draft}?draftKey={key}"),
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["title"], "by a drafter", "{}", r.text);
+}
+
 #[tokio::test]
 async fn environment_limits_bind_export_and_management() {
     let cms = Cms::start().await;

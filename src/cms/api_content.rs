@@ -44,6 +44,11 @@ struct Target {
 }
 
 impl Target {
+    /// Whether the caller may read this API's drafts (and so see a draft key).
+    fn may_read_drafts(&self) -> bool {
+        self.rights.contains(ContentPermission::GetAllDrafts)
+    }
+
     fn from(mut p: HashMap<String, String>) -> Target {
         Target {
             env: p.remove("env").unwrap_or_else(|| PRODUCTION.to_owned()),
@@ -236,21 +241,30 @@ impl<S: Send + Sync> FromRequest<S> for EntryWrite {
 
 async fn create(g: Granted<Create>, w: EntryWrite) -> Result<Response, CmsError> {
     let (body, _) = g
-        .change(move |s, t| s.put_entry(&t.env, &t.api, None, w.fields, w.as_, false))
+        .change(move |s, t| {
+            let drafts = t.may_read_drafts();
+            s.put_entry(&t.env, &t.api, None, w.fields, w.as_, false, drafts)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn replace(g: Granted<Replace>, w: EntryWrite) -> Result<Response, CmsError> {
     let (body, created) = g
-        .change(move |s, t| s.put_entry(&t.env, &t.api, Some(&t.id), w.fields, w.as_, true))
+        .change(move |s, t| {
+            let drafts = t.may_read_drafts();
+            s.put_entry(&t.env, &t.api, Some(&t.id), w.fields, w.as_, true, drafts)
+        })
         .await?;
     Ok((created_or_ok(created), Json(body)).into_response())
 }
 
 async fn update(g: Granted<Update>, w: EntryWrite) -> Result<Json<Value>, CmsError> {
     let entry = g
-        .change(move |s, t| s.patch_entry(&t.env, &t.api, &t.id, w.fields, w.as_))
+        .change(move |s, t| {
+            let drafts = t.may_read_drafts();
+            s.patch_entry(&t.env, &t.api, &t.id, w.fields, w.as_, drafts)
+        })
         .await?;
     Ok(Json(entry))
 }
@@ -263,10 +277,14 @@ async fn remove(g: Granted<Delete>) -> Result<StatusCode, CmsError> {
 
 async fn publish(g: Granted<Publish>) -> Result<Json<Value>, CmsError> {
     Ok(Json(
-        g.change(|s, t| s.publish(&t.env, &t.api, &t.id)).await?,
+        g.change(|s, t| s.publish(&t.env, &t.api, &t.id, t.may_read_drafts()))
+            .await?,
     ))
 }
 
 async fn close(g: Granted<Publish>) -> Result<Json<Value>, CmsError> {
-    Ok(Json(g.change(|s, t| s.close(&t.env, &t.api, &t.id)).await?))
+    Ok(Json(
+        g.change(|s, t| s.close(&t.env, &t.api, &t.id, t.may_read_drafts()))
+            .await?,
+    ))
 }

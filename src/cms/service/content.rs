@@ -132,6 +132,8 @@ impl Service {
     }
 
     /// Creates an entry (`id` chosen by the caller for PUT, generated for POST), or replaces one.
+    /// `drafts`: the caller may read drafts, so its receipt may show the draft key.
+    #[allow(clippy::too_many_arguments)]
     pub fn put_entry(
         &self,
         env: &str,
@@ -140,6 +142,7 @@ impl Service {
         fields: Map<String, Value>,
         as_: WriteAs,
         replace: bool,
+        drafts: bool,
     ) -> Result<(Value, bool), CmsError> {
         let id = match id {
             Some(id) if valid_entry_id(id) => id.to_owned(),
@@ -182,12 +185,13 @@ impl Service {
                     e.draft_key.get_or_insert_with(|| random_token(12));
                 }
             }
-            let body = write_receipt(&e);
+            let body = write_receipt(&e, drafts);
             Ok((Some(e), (body, created)))
         })
     }
 
-    /// Merges `fields` into the entry: into its draft when it has one or `as_` is draft.
+    /// Merges `fields` into the entry: into its draft when it has one or `as_` is draft. An
+    /// empty merge changes nothing (it makes no draft and no draft key).
     pub fn patch_entry(
         &self,
         env: &str,
@@ -195,7 +199,20 @@ impl Service {
         id: &str,
         fields: Map<String, Value>,
         as_: WriteAs,
+        drafts: bool,
     ) -> Result<Value, CmsError> {
+        if fields.is_empty() {
+            let st = self.state.read();
+            if !st.apis.contains_key(api) {
+                return Err(no_api(api));
+            }
+            let e = st
+                .entries
+                .get(&Self::entries_key(env, api))
+                .and_then(|m| m.get(id))
+                .ok_or_else(|| no_entry(api, id))?;
+            return Ok(write_receipt(e, drafts));
+        }
         let api_name = api.to_owned();
         self.write_entry(env, api, id, move |existing, now| {
             let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
@@ -215,7 +232,7 @@ impl Service {
                 target.insert(k, v);
             }
             e.updated_at = now;
-            let body = write_receipt(&e);
+            let body = write_receipt(&e, drafts);
             Ok((Some(e), body))
         })
     }
@@ -229,7 +246,7 @@ impl Service {
     }
 
     /// Publishes the entry's draft (or re-opens a closed entry).
-    pub fn publish(&self, env: &str, api: &str, id: &str) -> Result<Value, CmsError> {
+    pub fn publish(&self, env: &str, api: &str, id: &str, drafts: bool) -> Result<Value, CmsError> {
         let api_name = api.to_owned();
         self.write_entry(env, api, id, move |existing, now| {
             let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
@@ -240,13 +257,13 @@ impl Service {
             e.closed = false;
             e.published_at = Some(now);
             e.updated_at = now;
-            let body = write_receipt(&e);
+            let body = write_receipt(&e, drafts);
             Ok((Some(e), body))
         })
     }
 
     /// Closes (unpublishes) an entry: only the all-closed right still lists it.
-    pub fn close(&self, env: &str, api: &str, id: &str) -> Result<Value, CmsError> {
+    pub fn close(&self, env: &str, api: &str, id: &str, drafts: bool) -> Result<Value, CmsError> {
         let api_name = api.to_owned();
         self.write_entry(env, api, id, move |existing, now| {
             let mut e = existing.cloned().ok_or_else(|| no_entry(&api_name, id))?;
@@ -255,7 +272,7 @@ impl Service {
             }
             e.closed = true;
             e.updated_at = now;
-            let body = write_receipt(&e);
+            let body = write_receipt(&e, drafts);
             Ok((Some(e), body))
         })
     }
@@ -280,10 +297,11 @@ impl Service {
     }
 }
 
-/// What a writer gets back: the id, the status, and the draft key when there is a draft.
-fn write_receipt(e: &Entry) -> Value {
+/// What a writer gets back: the id, the status, and the draft key when there is a draft and
+/// the writer may read drafts (the key reads the draft, which writing alone does not allow).
+fn write_receipt(e: &Entry, drafts: bool) -> Value {
     let mut v = json!({"id": e.id, "status": e.status()});
-    if e.draft.is_some() {
+    if drafts && e.draft.is_some() {
         if let Some(k) = &e.draft_key {
             v["draftKey"] = json!(k);
         }
