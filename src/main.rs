@@ -181,9 +181,22 @@ struct ServeArgs {
     /// client address and key (burst: twice this); over it: 429 before any hashing.
     #[arg(long, default_value_t = cms::DEFAULT_VERIFY_RATE)]
     verify_rate: u32,
-    /// Largest request body in bytes; larger bodies answer 413.
+    /// Largest request body in bytes; larger bodies answer 413 (and no entry grows past it).
     #[arg(long, default_value_t = cms::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// Bytes of request bodies read or held at once, over every connection (each connection
+    /// holds at most four bodies); a body waits for room before it is read, then 503.
+    #[arg(long, default_value_t = cms::server::DEFAULT_BODIES_IN_FLIGHT)]
+    max_bodies_in_flight: usize,
+    /// Most entries one API holds, over every environment; a create beyond answers 507.
+    #[arg(long, default_value_t = cms::service::DEFAULT_CONTENT_LIMITS.max_entries)]
+    max_entries: usize,
+    /// Most bytes one API's entries hold, over every environment; a write beyond answers 507.
+    #[arg(long, default_value_t = cms::service::DEFAULT_CONTENT_LIMITS.max_api_bytes)]
+    max_api_bytes: u64,
+    /// Most bytes of entries in one listing: a page ends early rather than grow past it.
+    #[arg(long, default_value_t = cms::service::DEFAULT_CONTENT_LIMITS.max_answer_bytes)]
+    max_answer_bytes: usize,
     /// Time a client has to send a request's head once it started (e.g. 10s); then the
     /// connection is closed.
     #[arg(long, default_value = "10s", value_parser = std_duration)]
@@ -341,8 +354,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
+            max_body: args.max_body,
+            bodies_in_flight: args.max_bodies_in_flight,
         },
         lock_wait: args.lock_timeout,
+        content: cms::service::ContentLimits {
+            max_entries: args.max_entries,
+            max_api_bytes: args.max_api_bytes,
+            max_entry_bytes: args.max_body,
+            max_answer_bytes: args.max_answer_bytes,
+        },
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(cms::server::TlsFiles { cert, key }),
             _ => None,

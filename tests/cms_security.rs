@@ -350,7 +350,12 @@ async fn a_write_receipt_hands_no_draft_key_to_a_caller_that_may_not_read_drafts
         (None, json!({"title": "changed again"})),
     ] {
         let r = cms
-            .req(Method::PATCH, &format!("/api/blog/{draft}"), key, Some(body))
+            .req(
+                Method::PATCH,
+                &format!("/api/blog/{draft}"),
+                key,
+                Some(body),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert!(r.body.get("draftKey").is_none(), "{}", r.text);
@@ -623,6 +628,284 @@ async fn deep_huge_or_trailing_bodies_are_refused_and_what_is_stored_loads_again
         json!([]),
         "no key from the body with trailing bytes"
     );
+}
+
+/// Content is bounded per API (entries and bytes, over every environment) and per entry, so an
+/// anonymous public `create` cannot grow the data directory and the memory holding it without
+/// end; and one listing's answer is bounded in bytes, not only in entries. Before, 1 MiB
+/// public creates grew the data by 200 MB in 8 s and one list answered 104 MB.
+#[tokio::test]
+async fn content_is_bounded_per_api_per_entry_and_per_answer() {
+    let limits = |c: &mut keyward::cms::CmsConfig| {
+        c.max_body = 1000;
+        c.content.max_entries = 6;
+        c.content.max_api_bytes = 3000;
+        c.content.max_answer_bytes = 1200;
+    };
+    let mut cms = Cms::start_with(limits).await;
+    cms.api("feedback").await;
+    let r = cms
+        .admin(
+            Method::PUT,
+            "/v1/apis/feedback/public",
+            Some(json!({"operations": ["create", "update", "list", "delete"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let text = |n: usize| "x".repeat(n);
+    async fn create_in(cms: &Cms, env: &str, n: usize) -> Resp {
+        let path = match env {
+            "production" => "/api/feedback".to_owned(),
+            e => format!("/environments/{e}/api/feedback"),
+        };
+        let body = json!({ "t": "x".repeat(n) });
+        cms.req(Method::POST, &path, None, Some(body)).await
+    }
+    // Entries of about 450 bytes: six of them would pass the 3000 bytes of the API.
+    let mut ids = Vec::new();
+    for env in [
+        "production",
+        "staging",
+        "production",
+        "staging",
+        "production",
+    ] {
+        let r = create_in(&cms, env, 300).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    for env in ["production", "staging"] {
+        let r = create_in(&cms, env, 300).await;
+        assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.text);
+        assert_eq!(r.body["error"], "insufficient_storage", "{}", r.text);
+        assert_eq!(r.body["reason"], "size_limit", "{}", r.text);
+    }
+    // A small one still fits the bytes, but then the count is reached (in any environment).
+    let r = create_in(&cms, "staging", 10).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = create_in(&cms, "other", 10).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.text);
+    assert_eq!(r.body["reason"], "entry_limit", "{}", r.text);
+    // An entry cannot grow past what one body may hold by merging bodies into it.
+    let first = format!("/api/feedback/{}", ids[0]);
+    let r = cms
+        .req(Method::PATCH, &first, None, Some(json!({"u": text(700)})))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert_eq!(r.body["reason"], "entry_size", "{}", r.text);
+    // Shrinking is always taken; deleting makes room again.
+    let r = cms
+        .req(Method::PATCH, &first, None, Some(json!({"t": "short"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = cms.req(Method::DELETE, &first, None, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = create_in(&cms, "production", 300).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // The count and size survive a restart (they are taken from the stored entries).
+    cms.restart_with(limits).await;
+    let r = create_in(&cms, "production", 300).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.text);
+
+    // A listing ends its page before 1200 bytes of entries, says how many it holds in
+    // `limit`, and the pages together hold every entry once.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = cms
+            .req(
+                Method::GET,
+                &format!("/api/feedback?limit=100&offset={offset}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let page = r.body["contents"].as_array().unwrap().clone();
+        assert!(
+            r.text.len() < 1200 + 600,
+            "one page of {} bytes",
+            r.text.len()
+        );
+        // A page cut short says how many it holds; the last says what was asked.
+        let more = offset + page.len() < 3;
+        let limit = if more { page.len() } else { 100 };
+        assert_eq!(r.body["limit"], limit, "{}", r.text);
+        assert_eq!(r.body["totalCount"], 3, "{}", r.text);
+        seen.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        offset += page.len();
+        if page.is_empty() || offset >= 3 {
+            break;
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "production holds 3 entries: {seen:?}");
+}
+
+/// The resident memory of a process, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Sends up to `total` bytes of body on `stream` as fast as HTTP/2 flow control lets it, and
+/// never ends the stream; `sent` counts what went out.
+async fn slow_upload(
+    mut stream: h2::SendStream<bytes::Bytes>,
+    total: usize,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut left = total;
+    while left > 0 {
+        stream.reserve_capacity(left.min(64 * 1024));
+        let Some(Ok(room)) = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await else {
+            return;
+        };
+        let n = room.min(left);
+        if stream
+            .send_data(bytes::Bytes::from(vec![b'x'; n]), false)
+            .is_err()
+        {
+            return;
+        }
+        left -= n;
+        sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    std::future::pending::<()>().await
+}
+
+/// HTTP/2 bounds what one connection can make the server hold: at most 64 streams, and the
+/// bodies of four at a time (the others wait, unread, inside the flow-control windows), under
+/// a total for the whole server; a head over 128 KiB gets the JSON 431 HTTP/1.1 gets. Before,
+/// 200 streams per connection each held a body up to `--max-body` (58 -> 474 MB with two
+/// connections), and a 200 KiB head was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cannot_multiply_the_bodies_a_connection_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::process::spawn(dir.path(), None);
+    let pid = server.child.id();
+    let http = reqwest::Client::new();
+    let admin = |m: Method, path: &str, body: Option<Value>| {
+        let mut rb = http
+            .request(m, format!("{}{path}", server.url))
+            .bearer_auth(support::ADMIN);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        rb.send()
+    };
+    assert!(admin(Method::PUT, "/v1/apis/inbox", None)
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let r = admin(
+        Method::PUT,
+        "/v1/apis/inbox/public",
+        Some(json!({"operations": ["create"]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let before = rss_of(pid);
+
+    // Two connections, 200 uploads each of 1 MiB - 1 byte that never end.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        held.push(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        for _ in 0..200 {
+            let client = client.clone();
+            let sent = sent.clone();
+            held.push(tokio::spawn(async move {
+                let Ok(mut ready) = client.ready().await else {
+                    return;
+                };
+                let req = http::Request::post("/api/inbox")
+                    .header("content-type", "application/json")
+                    .body(())
+                    .unwrap();
+                if let Ok((_answer, stream)) = ready.send_request(req, false) {
+                    slow_upload(stream, 1024 * 1024 - 1, sent).await;
+                }
+            }));
+        }
+    }
+    // Until the uploads stall: what the server lets in is all it will hold.
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let grown = rss_of(pid).saturating_sub(before);
+    // Per connection: the bodies of four streams (4 MiB) and the windows of the rest (4 MiB).
+    assert!(
+        last < 20 * 1024 * 1024,
+        "{} MiB of bodies went in over two connections",
+        last >> 20
+    );
+    assert!(
+        grown < 32 * 1024 * 1024,
+        "the server grew by {} MiB holding unfinished HTTP/2 bodies",
+        grown >> 20
+    );
+
+    // Others are still served, over HTTP/1.1 and HTTP/2.
+    let r = http
+        .post(format!("{}/api/inbox", server.url))
+        .json(&json!({"t": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Twenty honest uploads at once over one HTTP/2 connection all get in: streams that wait
+    // for room never use up the window the ones being read need.
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let uploads = (0..20).map(|_| {
+        h2c.post(format!("{}/api/inbox", server.url))
+            .json(&json!({"t": "u".repeat(300 * 1024)}))
+            .send()
+    });
+    for r in futures::future::join_all(uploads).await {
+        let r = r.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    // A head over 128 KiB: the JSON 431 of HTTP/1.1, over HTTP/2 too.
+    let r = h2c
+        .get(format!("{}/api/inbox", server.url))
+        .header("x-padding", "p".repeat(200 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+    for h in held {
+        h.abort();
+    }
 }
 
 #[tokio::test]

@@ -143,7 +143,7 @@ fn query_flag(field: &str, raw: Option<&str>) -> Result<bool, CmsError> {
     }
 }
 
-async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Json<Value>, CmsError> {
+async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Response, CmsError> {
     let (t, rights) = (&g.what, g.what.rights);
     let include_drafts = query_flag("drafts", params.drafts.as_deref())?;
     let include_closed = query_flag("closed", params.closed.as_deref())?;
@@ -177,7 +177,13 @@ async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Json
         limit,
         offset,
     };
-    Ok(Json(g.ctx.svc.list(&t.env, &t.api, &q)?))
+    let (env, api) = (t.env.clone(), t.api.clone());
+    let body = super::scan(&g.ctx, move |s| s.list(&env, &api, &q)).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -463,8 +463,11 @@ impl<O: Performs> FromRequestParts<Arc<Ctx>> for Serviced<O> {
     }
 }
 
-async fn export(c: Serviced<Export>) -> Json<Value> {
-    Json(c.ctx.svc.export(&c.what))
+async fn export(c: Serviced<Export>) -> Result<Json<Value>, CmsError> {
+    let env = c.what.clone();
+    Ok(Json(
+        super::scan(&c.ctx, move |s| Ok(s.export(&env))).await?,
+    ))
 }
 
 /// The reference CMS has no CDN in front of it: a purge is authorized, logged and acknowledged,

@@ -33,6 +33,18 @@ pub enum CmsError {
     Escalation(super::rights::Missing),
     #[error("too many requests; retry in {}s", .0.as_secs().max(1))]
     RateLimited(Duration),
+    /// One entry would grow past what an entry may hold.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An API would hold more entries or bytes than its limit (`reason` says which).
+    #[error("{message}")]
+    Storage {
+        reason: &'static str,
+        message: String,
+    },
+    /// Too much shared work is under way (scans of large APIs); try again shortly.
+    #[error("the server is busy; retry in {}s", .0.as_secs().max(1))]
+    Busy(Duration),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
 }
@@ -53,6 +65,9 @@ impl CmsError {
             Self::PlanLimit(_) | Self::Forbidden(_) | Self::Escalation(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Storage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +82,9 @@ impl CmsError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) | Self::Escalation(_) => "forbidden",
             Self::RateLimited(_) => "rate_limited",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::Storage { .. } => "insufficient_storage",
+            Self::Busy(_) => "busy",
             Self::Store(_) => "internal",
         }
     }
@@ -85,8 +103,13 @@ impl IntoResponse for CmsError {
             body["reason"] = json!("escalation");
             body["missing"] = json!(missing.0);
         }
+        match &self {
+            Self::Storage { reason, .. } => body["reason"] = json!(reason),
+            Self::TooLarge(_) => body["reason"] = json!("entry_size"),
+            _ => {}
+        }
         let mut resp = (self.status(), Json(body)).into_response();
-        if let Self::RateLimited(wait) = self {
+        if let Self::RateLimited(wait) | Self::Busy(wait) = self {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

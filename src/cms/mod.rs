@@ -45,6 +45,37 @@ pub struct Ctx {
     pub writes: std::sync::atomic::AtomicU64,
     /// Key listings served (`GET /v1/keys`), for the operator's drift-check figures.
     pub key_listings: std::sync::atomic::AtomicU64,
+    /// Scans (listings, searches, exports) running at once: fewer than the cores, so scans of
+    /// large APIs always leave a core to everything else.
+    pub scans: tokio::sync::Semaphore,
+}
+
+/// How long a scan waits for its turn before the answer is 503 (with `Retry-After`).
+const SCAN_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many scans may run at once on this machine: one core is always left to the rest.
+fn scan_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Runs a scan (a listing, a search, an export) on the blocking pool, at most
+/// [`scan_slots`] at once: however large the API and however many anonymous searches come,
+/// they never run on the async workers that serve every other request.
+pub(crate) async fn scan<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce(&Service) -> Result<T, CmsError> + Send + 'static,
+) -> Result<T, CmsError> {
+    let _turn = tokio::time::timeout(SCAN_QUEUE_WAIT, ctx.scans.acquire())
+        .await
+        .map_err(|_| CmsError::Busy(std::time::Duration::from_secs(1)))?
+        .map_err(|_| CmsError::Busy(std::time::Duration::from_secs(1)))?;
+    let svc = ctx.svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
 }
 
 /// Runs a write (SQLite commit, maybe Argon2id) off the async workers.
@@ -136,6 +167,9 @@ pub struct CmsConfig {
     pub lock_wait: std::time::Duration,
     /// `--tls-cert` and `--tls-key`: serve HTTPS.
     pub tls: Option<server::TlsFiles>,
+    /// `--max-entries`, `--max-api-bytes`, `--max-answer-bytes` (an entry's size is bounded by
+    /// `max_body`).
+    pub content: service::ContentLimits,
 }
 
 /// The default `--verify-rate`: a client gets this many values per second checked with Argon2id
@@ -172,6 +206,7 @@ impl CmsConfig {
             conn: server::ConnLimits::default(),
             lock_wait: std::time::Duration::ZERO,
             tls: None,
+            content: service::ContentLimits::default(),
         }
     }
 }
@@ -362,7 +397,11 @@ fn open_data_dir(cfg: &CmsConfig) -> Result<OpenedDataDir, StartError> {
         .transpose()?
         .map(Arc::new);
     let (admin_token, admin_token_path) = resolve_admin_token(cfg)?;
-    let svc = Arc::new(Service::open(&cfg.data_dir, cfg.plan)?);
+    let limits = service::ContentLimits {
+        max_entry_bytes: cfg.max_body,
+        ..cfg.content
+    };
+    let svc = Arc::new(Service::open(&cfg.data_dir, cfg.plan, limits)?);
     Ok(OpenedDataDir {
         lock,
         tls,
@@ -412,6 +451,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         svc: svc.clone(),
         writes: Default::default(),
         key_listings: Default::default(),
+        scans: tokio::sync::Semaphore::new(scan_slots()),
         auth: Auth::new(
             admin_token.expose(),
             cfg.public_rate,
@@ -431,13 +471,11 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(ctx.clone(), cfg.max_body);
-    let task = tokio::spawn(server::serve(
-        listener,
-        app,
-        cfg.conn,
-        tls.clone(),
-        rx.clone(),
-    ));
+    let conn = server::ConnLimits {
+        max_body: cfg.max_body,
+        ..cfg.conn
+    };
+    let task = tokio::spawn(server::serve(listener, app, conn, tls.clone(), rx.clone()));
     tokio::spawn(forget_idle_clients(ctx.clone(), rx));
     // A missing plan is an absent field, not `None`: JSON logs show plain values.
     let plan = cfg.plan.map(Plan::as_str);

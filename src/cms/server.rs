@@ -40,6 +40,11 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// `--max-connections`.
     pub max_connections: usize,
+    /// `--max-body`: the most a body may hold, and so what a body of unknown length reserves.
+    pub max_body: usize,
+    /// `--max-bodies-in-flight`: bytes of request bodies being read or held, over every
+    /// connection; a body waits for room before it is read (then 503).
+    pub bodies_in_flight: usize,
 }
 
 impl Default for ConnLimits {
@@ -48,8 +53,78 @@ impl Default for ConnLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_body: super::DEFAULT_MAX_BODY,
+            bodies_in_flight: DEFAULT_BODIES_IN_FLIGHT,
         }
     }
+}
+
+/// The default `--max-bodies-in-flight`: 64 MiB.
+pub const DEFAULT_BODIES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+
+/// HTTP/2 streams one connection may have open at once (hyper's default is 200, each of which
+/// could hold a body: the bodies of one connection are bounded below too).
+const H2_MAX_STREAMS: u32 = 64;
+/// How much a stream may send before the server reads it: what HTTP/2 buffers for a body that
+/// waits for room.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// The same for a whole connection: room for every stream's window, so streams whose bodies
+/// wait can never use up the window that the bodies being read need (4 MiB).
+const H2_CONNECTION_WINDOW: u32 = H2_MAX_STREAMS * H2_STREAM_WINDOW;
+/// The header list HTTP/2 decodes at most; beyond it the HTTP/2 layer refuses the stream. Heads
+/// over [`MAX_HEAD_BYTES`] but under this get the same JSON 431 as over HTTP/1.1.
+const H2_MAX_HEADER_LIST: u32 = 4 * MAX_HEAD_BYTES as u32;
+/// Bodies of one connection held at once, in multiples of `--max-body`.
+const BODIES_PER_CONNECTION: usize = 4;
+/// How long a body waits for room before the answer is 503.
+const BODY_WAIT: Duration = Duration::from_secs(10);
+
+/// Room for request bodies, in KiB: one budget for the whole server, one per connection.
+#[derive(Clone)]
+struct BodyBudget {
+    total: Arc<Semaphore>,
+    connection: Arc<Semaphore>,
+}
+
+/// KiB (rounded up) as semaphore permits.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl BodyBudget {
+    /// Waits for room for a body of `len` bytes (`None`: unknown, so the most a body may hold),
+    /// first on the connection, then on the server.
+    async fn reserve(
+        &self,
+        len: Option<u64>,
+        limits: &ConnLimits,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let bytes = len
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(limits.max_body)
+            .min(limits.max_body);
+        let n = kib(bytes).max(1);
+        let wait = async {
+            let mine = self.connection.clone().acquire_many_owned(n).await.ok()?;
+            let all = self.total.clone().acquire_many_owned(n).await.ok()?;
+            Some((mine, all))
+        };
+        tokio::time::timeout(BODY_WAIT, wait).await.ok().flatten()
+    }
+}
+
+/// The size of a request head as HTTP/2 counts a header list (RFC 7541 4.1: name, value and 32
+/// bytes per field), pseudo-headers included.
+fn header_list_size<B>(req: &hyper::Request<B>) -> usize {
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum();
+    fields + req.uri().to_string().len() + req.method().as_str().len() + 4 * 32
 }
 
 /// The PEM files of `--tls-cert` and `--tls-key`.
@@ -134,6 +209,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let bodies = Arc::new(Semaphore::new(kib(limits.bodies_in_flight) as usize));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.map_err(io::Error::other)?,
@@ -154,16 +230,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, shutdown) = (app.clone(), shutdown.clone());
         let tls = tls.as_ref().map(|t| t.current());
+        let budget = BodyBudget {
+            total: bodies.clone(),
+            connection: Arc::new(Semaphore::new(kib(limits
+                .max_body
+                .saturating_mul(BODIES_PER_CONNECTION))
+                as usize)),
+        };
+        let conn = Conn {
+            peer,
+            app,
+            limits,
+            budget,
+        };
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, peer, app, limits, shutdown).await,
+                None => serve_connection(stream, conn, shutdown).await,
                 // The handshake is part of the head: it gets the same time.
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, app, limits, shutdown).await
-                        }
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, conn, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -184,15 +271,54 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn serve_connection<S>(
-    stream: S,
+/// One accepted connection: who, what serves it, its limits and its room for bodies.
+struct Conn {
     peer: SocketAddr,
     app: Router,
     limits: ConnLimits,
-    mut shutdown: watch::Receiver<bool>,
-) where
+    budget: BodyBudget,
+}
+
+/// Answers one request: an HTTP/2 head over the limit gets the JSON 431 HTTP/1.1 gets, and a
+/// body is read only once there is room for it (on its connection and on the server).
+async fn answer(
+    req: hyper::Request<Incoming>,
+    app: Router,
+    limits: ConnLimits,
+    budget: BodyBudget,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    use axum::response::IntoResponse;
+    use hyper::body::Body as _;
+    if req.version() == hyper::Version::HTTP_2 && header_list_size(&req) > MAX_HEAD_BYTES {
+        let status = axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let body = super::error::status_body(status, None);
+        return Ok((status, axum::Json(body)).into_response());
+    }
+    let _room = if req.body().is_end_stream() {
+        None
+    } else {
+        let len = req.body().size_hint().exact();
+        match budget.reserve(len, &limits).await {
+            Some(room) => Some(room),
+            None => {
+                let busy = super::error::CmsError::Busy(Duration::from_secs(1));
+                return Ok(busy.into_response());
+            }
+        }
+    };
+    app.oneshot(req).await
+}
+
+async fn serve_connection<S>(stream: S, conn: Conn, mut shutdown: watch::Receiver<bool>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        peer,
+        app,
+        limits,
+        budget,
+    } = conn;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Guarded::new(stream, activity.clone()));
     let service = {
@@ -200,9 +326,9 @@ async fn serve_connection<S>(
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let busy = InFlight::start(activity.clone());
-            let app = app.clone();
+            let (app, budget) = (app.clone(), budget.clone());
             async move {
-                let resp = app.oneshot(req).await;
+                let resp = answer(req, app, limits, budget).await;
                 drop(busy);
                 resp
             }
@@ -216,6 +342,13 @@ async fn serve_connection<S>(
         // watchdog below the shorter limit on a head that has started.
         .header_read_timeout(limits.idle_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut draining = false;

@@ -37,6 +37,11 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     Ok(serde_json::to_string(v)?)
 }
 
+/// An entry as it is stored (its size is what the content limits count).
+pub fn entry_document(entry: &Entry) -> Result<String, StoreError> {
+    to_json(entry)
+}
+
 fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     Ok(serde_json::from_str(s)?)
 }
@@ -232,7 +237,8 @@ impl Store {
         Ok(())
     }
 
-    pub fn entries(&self) -> Result<Vec<(String, String, Entry)>, StoreError> {
+    /// Every entry, with the length of its stored document.
+    pub fn entries(&self) -> Result<Vec<(String, String, Entry, usize)>, StoreError> {
         let rows: Vec<(String, String, String, String)> = {
             let mut stmt = self.conn.prepare("SELECT env, api, id, doc FROM entries")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
@@ -244,17 +250,18 @@ impl Store {
             if let Some(entry) = self
                 .decode_or_quarantine("entries", &what, &doc, |s| s.delete_entry(&env, &api, &id))?
             {
-                out.push((env, api, entry));
+                out.push((env, api, entry, doc.len()));
             }
         }
         Ok(out)
     }
 
-    pub fn put_entry(&self, env: &str, api: &str, entry: &Entry) -> Result<(), StoreError> {
+    /// Stores an entry as `doc`, its JSON ([`entry_document`]).
+    pub fn put_entry(&self, env: &str, api: &str, id: &str, doc: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO entries (env, api, id, doc) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(env, api, id) DO UPDATE SET doc = ?4",
-            params![env, api, entry.id, to_json(entry)?],
+            params![env, api, id, doc],
         )?;
         Ok(())
     }

@@ -75,10 +75,17 @@ impl Cms {
 
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts a new one on the same data directory, configured by `f`.
+    pub async fn restart_with(&mut self, f: impl FnOnce(&mut CmsConfig)) {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
-        let running = cms::start(config(self.dir.path())).await.unwrap();
+        let mut cfg = config(self.dir.path());
+        f(&mut cfg);
+        let running = cms::start(cfg).await.unwrap();
         self.url = running.url();
         self.running = Some(running);
     }

@@ -7,31 +7,44 @@ impl Service {
         (env.to_owned(), api.to_owned())
     }
 
-    pub fn list(&self, env: &str, api: &str, q: &ListQuery) -> Result<Value, CmsError> {
+    /// The entries of one API in one environment (pointers, copied under the lock): what a
+    /// listing then filters, searches and renders without holding it.
+    fn snapshot(&self, env: &str, api: &str) -> Result<Vec<Arc<StoredEntry>>, CmsError> {
         let st = self.state.read();
         if !st.apis.contains_key(api) {
             return Err(no_api(api));
         }
+        Ok(st
+            .entries
+            .get(&Self::entries_key(env, api))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// A page of entries as the JSON body of the answer. The page ends after `q.limit`
+    /// entries, or earlier once their bytes reach the answer limit (it always holds one); the
+    /// answer's `limit` is then the number it holds, so `offset + limit` is the next page.
+    pub fn list(&self, env: &str, api: &str, q: &ListQuery) -> Result<String, CmsError> {
+        let all = self.snapshot(env, api)?;
+        let search = q.q.as_deref().map(Search::new);
         let mut out: Vec<&Entry> = Vec::new();
-        if let Some(entries) = st.entries.get(&Self::entries_key(env, api)) {
-            for e in entries.values() {
-                let status = e.status();
-                let allowed = match status {
-                    crate::cms::content::Status::Closed => q.include_closed,
-                    crate::cms::content::Status::Draft => q.include_drafts,
-                    _ => true,
-                };
-                // Filters and search see the published version whenever there is one: a newer
-                // draft of published content is never matched on its draft values.
-                let Some(searched) = e.visible() else {
-                    continue;
-                };
-                if allowed
-                    && q.filter.matches(searched)
-                    && q.q.as_deref().is_none_or(|s| search_matches(searched, s))
-                {
-                    out.push(e);
-                }
+        for stored in &all {
+            let e = &stored.entry;
+            let allowed = match e.status() {
+                crate::cms::content::Status::Closed => q.include_closed,
+                crate::cms::content::Status::Draft => q.include_drafts,
+                _ => true,
+            };
+            // Filters and search see the published version whenever there is one: a newer
+            // draft of published content is never matched on its draft values.
+            let Some(searched) = e.visible() else {
+                continue;
+            };
+            if allowed
+                && q.filter.matches(searched)
+                && search.as_ref().is_none_or(|s| s.matches(searched))
+            {
+                out.push(e);
             }
         }
         out.sort_by(|a, b| {
@@ -40,20 +53,35 @@ impl Service {
                 .then_with(|| a.id.cmp(&b.id))
         });
         let total = out.len();
-        let contents: Vec<Value> = out
-            .into_iter()
-            .skip(q.offset)
-            .take(q.limit)
-            .filter_map(|e| {
-                let shown = if q.include_drafts {
-                    e.draft.as_ref().or(e.published.as_ref())
-                } else {
-                    e.visible()
-                };
-                shown.map(|v| e.render(v))
-            })
-            .collect();
-        Ok(json!({"contents": contents, "totalCount": total, "offset": q.offset, "limit": q.limit}))
+        let mut contents = String::from("[");
+        let mut shown = 0usize;
+        for e in out.into_iter().skip(q.offset).take(q.limit) {
+            let version = if q.include_drafts {
+                e.draft.as_ref().or(e.published.as_ref())
+            } else {
+                e.visible()
+            };
+            let Some(v) = version else { continue };
+            let rendered = serde_json::to_string(&e.render(v)).map_err(StoreError::from)?;
+            if shown > 0 && contents.len() + rendered.len() > self.limits.max_answer_bytes {
+                break;
+            }
+            if shown > 0 {
+                contents.push(',');
+            }
+            contents.push_str(&rendered);
+            shown += 1;
+        }
+        contents.push(']');
+        let limit = if shown < q.limit && q.offset + shown < total {
+            shown
+        } else {
+            q.limit
+        };
+        Ok(format!(
+            r#"{{"contents":{contents},"totalCount":{total},"offset":{},"limit":{limit}}}"#,
+            q.offset
+        ))
     }
 
     /// One entry. A draft is shown with its draft key or the all-drafts right; a closed entry only
@@ -71,11 +99,12 @@ impl Service {
         if !st.apis.contains_key(api) {
             return Err(no_api(api));
         }
-        let e = st
+        let e = &st
             .entries
             .get(&Self::entries_key(env, api))
             .and_then(|m| m.get(id))
-            .ok_or_else(|| no_entry(api, id))?;
+            .ok_or_else(|| no_entry(api, id))?
+            .entry;
         if e.closed && !can_closed {
             return Err(no_entry(api, id));
         }
@@ -95,6 +124,9 @@ impl Service {
             .ok_or_else(|| no_entry(api, id))
     }
 
+    /// Writes one entry (`f` makes the next version from the current one; `None` deletes it),
+    /// inside the content limits: a write that grows an entry or an API past them is refused,
+    /// one that shrinks them is always taken (the limits may have been lowered since).
     fn write_entry<T>(
         &self,
         env: &str,
@@ -104,31 +136,87 @@ impl Service {
     ) -> Result<T, CmsError> {
         let db = self.db.lock();
         let key = Self::entries_key(env, api);
-        let (next, out) = {
+        let (next, out, old_bytes, usage) = {
             let st = self.state.read();
             if !st.apis.contains_key(api) {
                 return Err(no_api(api));
             }
-            f(
-                st.entries.get(&key).and_then(|m| m.get(id)),
-                Timestamp::now(),
-            )?
+            let existing = st.entries.get(&key).and_then(|m| m.get(id));
+            let (next, out) = f(existing.map(|s| &s.entry), Timestamp::now())?;
+            let usage = st.usage.get(api).copied().unwrap_or_default();
+            (next, out, existing.map(|s| s.bytes), usage)
         };
+        let next = match next {
+            Some(e) => {
+                let doc = crate::cms::store::entry_document(&e)?;
+                Some((e, doc))
+            }
+            None => None,
+        };
+        let new_bytes = next.as_ref().map(|(_, doc)| doc.len());
+        self.within_limits(api, usage, old_bytes, new_bytes)?;
         match &next {
-            Some(e) => db.put_entry(env, api, e)?,
+            Some((_, doc)) => db.put_entry(env, api, id, doc)?,
             None => db.delete_entry(env, api, id)?,
         }
         let mut st = self.state.write();
+        let usage = st.usage.entry(api.to_owned()).or_default();
+        usage.entries = (usage.entries + usize::from(new_bytes.is_some()))
+            .saturating_sub(usize::from(old_bytes.is_some()));
+        usage.bytes = (usage.bytes + new_bytes.unwrap_or(0) as u64)
+            .saturating_sub(old_bytes.unwrap_or(0) as u64);
         let map = st.entries.entry(key).or_default();
         match next {
-            Some(e) => {
-                map.insert(id.to_owned(), e);
+            Some((entry, doc)) => {
+                let bytes = doc.len();
+                map.insert(id.to_owned(), Arc::new(StoredEntry { entry, bytes }));
             }
             None => {
                 map.remove(id);
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a write that would take an entry or an API past the content limits.
+    fn within_limits(
+        &self,
+        api: &str,
+        usage: ApiUsage,
+        old_bytes: Option<usize>,
+        new_bytes: Option<usize>,
+    ) -> Result<(), CmsError> {
+        let (old, new) = (old_bytes.unwrap_or(0), new_bytes.unwrap_or(0));
+        if new <= old {
+            return Ok(());
+        }
+        let l = &self.limits;
+        if new > l.max_entry_bytes {
+            return Err(CmsError::TooLarge(format!(
+                "the entry would hold {new} bytes; an entry holds at most {}",
+                l.max_entry_bytes
+            )));
+        }
+        if old_bytes.is_none() && usage.entries >= l.max_entries {
+            return Err(CmsError::Storage {
+                reason: "entry_limit",
+                message: format!(
+                    "API '{api}' holds {} entries, its limit; delete some first",
+                    usage.entries
+                ),
+            });
+        }
+        let after = usage.bytes.saturating_sub(old as u64) + new as u64;
+        if after > l.max_api_bytes {
+            return Err(CmsError::Storage {
+                reason: "size_limit",
+                message: format!(
+                    "API '{api}' would hold {after} bytes of entries; it holds at most {}",
+                    l.max_api_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Creates an entry (`id` chosen by the caller for PUT, generated for POST), or replaces one.
@@ -211,7 +299,7 @@ impl Service {
                 .get(&Self::entries_key(env, api))
                 .and_then(|m| m.get(id))
                 .ok_or_else(|| no_entry(api, id))?;
-            return Ok(write_receipt(e, drafts));
+            return Ok(write_receipt(&e.entry, drafts));
         }
         let api_name = api.to_owned();
         self.write_entry(env, api, id, move |existing, now| {
@@ -287,7 +375,7 @@ impl Service {
                 .get(&Self::entries_key(env, name))
                 .map(|m| {
                     m.values()
-                        .filter_map(|e| serde_json::to_value(e).ok())
+                        .filter_map(|s| serde_json::to_value(&s.entry).ok())
                         .collect()
                 })
                 .unwrap_or_default();

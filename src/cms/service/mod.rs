@@ -5,7 +5,7 @@
 //! One file per concern: [`keys`], [`settings`] (APIs, public endpoints, CORS), [`members`]
 //! (members and roles) and [`content`] (entries).
 
-use super::content::{search_matches, Entry, Filter};
+use super::content::{Entry, Filter, Search};
 use super::error::CmsError;
 use super::keys::KeyRecord;
 use super::rights::Rights;
@@ -113,11 +113,59 @@ impl OwnerEntry {
     }
 }
 
+/// Bounds on what content may hold: public `create` needs no key, so without them anyone could
+/// grow the data directory (and the memory that holds every entry) without end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentLimits {
+    /// Entries of one API, over every environment (beyond: 507, `reason: entry_limit`).
+    pub max_entries: usize,
+    /// Stored bytes of one API's entries, over every environment (beyond: 507,
+    /// `reason: size_limit`).
+    pub max_api_bytes: u64,
+    /// Stored bytes of one entry, its published version and draft together (beyond: 413,
+    /// `reason: entry_size`); merges cannot grow an entry past what one body may hold.
+    pub max_entry_bytes: usize,
+    /// Bytes of the entries of one listing: a page ends early rather than grow past this (it
+    /// always holds at least one entry).
+    pub max_answer_bytes: usize,
+}
+
+/// The default content limits: 10,000 entries and 64 MiB per API, 1 MiB per entry and answer.
+pub const DEFAULT_CONTENT_LIMITS: ContentLimits = ContentLimits {
+    max_entries: 10_000,
+    max_api_bytes: 64 * 1024 * 1024,
+    max_entry_bytes: 1024 * 1024,
+    max_answer_bytes: 1024 * 1024,
+};
+
+impl Default for ContentLimits {
+    fn default() -> Self {
+        DEFAULT_CONTENT_LIMITS
+    }
+}
+
+/// An entry as held in memory: shared, so a listing copies pointers under the lock and reads
+/// the entries after letting it go; with its stored size, for the limits.
+#[derive(Debug)]
+struct StoredEntry {
+    entry: Entry,
+    bytes: usize,
+}
+
+/// What one API holds, over every environment.
+#[derive(Clone, Copy, Debug, Default)]
+struct ApiUsage {
+    entries: usize,
+    bytes: u64,
+}
+
 #[derive(Default)]
 struct State {
     apis: BTreeMap<String, ApiInfo>,
     /// (environment, api) -> entries by id.
-    entries: HashMap<(String, String), BTreeMap<String, Entry>>,
+    entries: HashMap<(String, String), BTreeMap<String, Arc<StoredEntry>>>,
+    /// By API, what its entries take (derived from `entries`).
+    usage: HashMap<String, ApiUsage>,
     /// The unowned base list (`PUT /v1/cors`).
     cors: Vec<String>,
     owners: BTreeMap<String, OwnerEntry>,
@@ -155,6 +203,7 @@ pub struct Service {
     state: RwLock<State>,
     pub verifier: Verifier,
     plan: Option<Plan>,
+    limits: ContentLimits,
 }
 
 fn parse_ops(json: &str) -> BTreeSet<ContentOp> {
@@ -163,7 +212,11 @@ fn parse_ops(json: &str) -> BTreeSet<ContentOp> {
 
 impl Service {
     /// Opens (or creates) the service's database under `dir` and loads it.
-    pub fn open(dir: &Path, plan: Option<Plan>) -> Result<Service, StoreError> {
+    pub fn open(
+        dir: &Path,
+        plan: Option<Plan>,
+        limits: ContentLimits,
+    ) -> Result<Service, StoreError> {
         let store = Store::open(dir)?;
         let verifier = Verifier::new();
         for k in store.keys()? {
@@ -180,12 +233,15 @@ impl Service {
                 },
             );
         }
-        for (env, api, entry) in store.entries()? {
+        for (env, api, entry, bytes) in store.entries()? {
+            let usage = state.usage.entry(api.clone()).or_default();
+            usage.entries += 1;
+            usage.bytes += bytes as u64;
             state
                 .entries
                 .entry((env, api))
                 .or_default()
-                .insert(entry.id.clone(), entry);
+                .insert(entry.id.clone(), Arc::new(StoredEntry { entry, bytes }));
         }
         state.cors = store.setting(CORS_SETTING)?.unwrap_or_default();
         state.owners = store.setting(OWNERS_SETTING)?.unwrap_or_default();
@@ -201,6 +257,7 @@ impl Service {
             state: RwLock::new(state),
             verifier,
             plan,
+            limits,
         })
     }
 

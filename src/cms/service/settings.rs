@@ -203,7 +203,11 @@ impl Service {
                     return Err(no_api(&api));
                 }
                 let ops = publishable(ops, "operations")?;
-                let before = entry.public_endpoints.get(&api).cloned().unwrap_or_default();
+                let before = entry
+                    .public_endpoints
+                    .get(&api)
+                    .cloned()
+                    .unwrap_or_default();
                 may_add_public(who, &api, &before, &ops)?;
                 match ops.is_empty() {
                     true => entry.public_endpoints.remove(&api),
