@@ -26,6 +26,7 @@ fn entry(id: &str, raw: &RawKey) -> KeyEntry {
         updated_at: now,
         rotated_at: None,
         previous_valid_until: None,
+        earlier_values_valid_until: Vec::new(),
     };
     KeyEntry::new(
         record,
@@ -64,6 +65,7 @@ fn verification(c: &mut Criterion) {
                     updated_at: now,
                     rotated_at: None,
                     previous_valid_until: None,
+                    earlier_values_valid_until: Vec::new(),
                 },
                 vec![],
             ));

@@ -1162,6 +1162,142 @@ async fn out_of_range_numbers_are_refused_never_a_panic() {
     );
 }
 
+/// A key is never refused while it is being edited: a first check that raced with a PATCH used
+/// to answer "unknown or revoked" (the edit replaced the entry the check ran on), and every
+/// edit dropped the verified values, so the next request paid Argon2id again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_valid_key_is_never_refused_while_it_is_edited() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let verifier = &cms.running.as_ref().unwrap().service.verifier;
+    for i in 0..8 {
+        // A value never used yet (its first check costs Argon2id), edited meanwhile.
+        let (id, value) = cms
+            .key(json!({"name": format!("k{i}"), "defaultPermissions": ["GET"]}))
+            .await;
+        let path = format!("/v1/keys/{id}");
+        let edit = cms.admin(Method::PATCH, &path, Some(json!({"description": "edited"})));
+        let (read, edited) = tokio::join!(cms.status(Method::GET, "/api/blog", &value), edit);
+        assert_eq!(edited.status, StatusCode::OK, "{}", edited.text);
+        assert_eq!(read, StatusCode::OK, "round {i}: a valid key was refused");
+    }
+    // A key in use keeps its verified value across edits: no new Argon2id check.
+    let (id, value) = cms
+        .key(json!({"name": "busy", "defaultPermissions": ["GET"]}))
+        .await;
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    let checks = verifier.argon2_checks();
+    for n in 0..20 {
+        let r = cms
+            .admin(
+                Method::PATCH,
+                &format!("/v1/keys/{id}"),
+                Some(json!({"description": format!("edit {n}")})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", &value).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        verifier.argon2_checks(),
+        checks,
+        "edits cost no Argon2id check"
+    );
+    // An edit that takes the right away still takes effect at once.
+    let r = cms
+        .admin(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(json!({"defaultPermissions": ["POST"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// A second regenerate with grace keeps the grace the first one promised: every earlier value
+/// works until its `earlierValuesValidUntil`, at most four at once (then 409); a regenerate
+/// without grace ends them all (a leaked key). Before, the second regenerate cut the first
+/// value's grace short although its answer had promised `previousValidUntil`.
+#[tokio::test]
+async fn a_second_regenerate_keeps_the_grace_the_first_promised() {
+    // Each value is checked afresh after each regenerate: Argon2id checks well over 5/s.
+    let cms = Cms::start_with(|c| c.verify_rate = keyward::cms::Rate::new(1000).unwrap()).await;
+    cms.api("blog").await;
+    let (id, v1) = cms
+        .key(json!({"name": "rolled", "defaultPermissions": ["GET"]}))
+        .await;
+    let first = cms.regenerate(&id, Some(json!(600))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let v2 = first.body["key"].as_str().unwrap().to_owned();
+    let second = cms.regenerate(&id, Some(json!(600))).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    let v3 = second.body["key"].as_str().unwrap().to_owned();
+    for (value, what) in [
+        (&v1, "the first value"),
+        (&v2, "the second"),
+        (&v3, "the new one"),
+    ] {
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", value).await,
+            StatusCode::OK,
+            "{what} works"
+        );
+    }
+    let ends = second.body["earlierValuesValidUntil"].as_array().unwrap();
+    assert_eq!(ends.len(), 2, "{}", second.text);
+    assert_eq!(
+        ends[0], first.body["previousValidUntil"],
+        "the first promise is kept: {}",
+        second.text
+    );
+
+    // Four earlier values at most: a fifth regenerate with grace is refused, changing nothing.
+    let mut values = vec![v1, v2, v3];
+    for _ in 0..2 {
+        let r = cms.regenerate(&id, Some(json!(600))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        values.push(r.body["key"].as_str().unwrap().to_owned());
+    }
+    let r = cms.regenerate(&id, Some(json!(600))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    r.says("regenerate without grace");
+    for v in &values {
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", v).await,
+            StatusCode::OK
+        );
+    }
+    // Without grace every earlier value stops now.
+    let r = cms.regenerate(&id, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.body.get("earlierValuesValidUntil").is_none(),
+        "{}",
+        r.text
+    );
+    for v in &values {
+        assert_eq!(
+            cms.status(Method::GET, "/api/blog", v).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let newest = r.body["key"].as_str().unwrap();
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", newest).await,
+        StatusCode::OK
+    );
+}
+
 // ---- 6. slow clients -------------------------------------------------------------------------
 
 fn addr_of(cms: &Cms) -> std::net::SocketAddr {

@@ -19,6 +19,10 @@ pub struct KeyRecord {
     /// After a regenerate with grace: when the previous value stops working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_valid_until: Option<Timestamp>,
+    /// When each earlier value still in its grace stops working, soonest first: a regenerate
+    /// with grace keeps the graces earlier regenerates promised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_values_valid_until: Vec<Timestamp>,
 }
 
 impl KeyRecord {
@@ -45,6 +49,14 @@ impl KeyRecord {
                 ("previousValidUntil", self.previous_valid_until),
             ],
         );
+        if !self.earlier_values_valid_until.is_empty() {
+            let times = self
+                .earlier_values_valid_until
+                .iter()
+                .map(|t| Value::String(crate::model::rfc3339(*t)))
+                .collect();
+            out.insert("earlierValuesValidUntil".into(), Value::Array(times));
+        }
         Value::Object(out)
     }
 }

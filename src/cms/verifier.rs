@@ -7,9 +7,11 @@
 //! queue) so a flood of guesses cannot take every core. Concurrent first requests with the same
 //! value wait for one check; different values never wait for each other, so a flood of wrong
 //! secrets for a key does not hold up its right one. The caller's `before_hashing` hook (a rate
-//! limit per client and key) runs before any hashing. Revoke, regenerate and permission changes
-//! replace or remove the entry under the index's write lock, which drops its cache with it: no
-//! stale right survives a change.
+//! limit per client and key) runs before any hashing. Revoke and regenerate replace or remove
+//! the entry under the index's write lock, which drops its cache with it: no stale value
+//! survives them. An edit replaces the record and keeps the verified values (rights come from
+//! the record at every request). A check whose entry was replaced while Argon2id ran is judged
+//! by the entry as it is now.
 
 use super::hashing::{Busy, HashPool};
 use super::keys::KeyRecord;
@@ -126,6 +128,15 @@ impl Verifier {
         self.index
             .write()
             .insert(entry.record.id.clone(), Arc::new(entry));
+    }
+
+    /// Replaces a key's record, keeping its values: the values already verified stay verified
+    /// (an edit changes what a key may do, never which values are its own), so a key in use
+    /// costs no Argon2id check after each edit.
+    pub fn replace_record(&self, current: &KeyEntry, record: KeyRecord) {
+        let next = KeyEntry::new(record, current.hashes.clone());
+        *next.verified.write() = current.verified.read().clone();
+        self.upsert(next);
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<KeyEntry>> {
@@ -250,25 +261,38 @@ impl Verifier {
                 candidates
                     .into_iter()
                     .find(|h| raw.verify(&h.phc))
-                    .map(|h| h.valid_until)
+                    .map(|h| h.phc)
             })
             .await
             .map_err(|_| Rejection::Busy)?;
-        let Some(valid_until) = matched else {
+        let Some(phc) = matched else {
             return Err(Rejection::Mismatch);
         };
-        // Cache only if the entry is still the live one: a revoke or regenerate that landed while
-        // Argon2id ran must win.
+        // The entry may have been replaced while Argon2id ran: a revoke or a regenerate must
+        // win, but an edit (its hashes are the same) must not turn a valid key away. So the
+        // value is judged by the entry as it is now: it is valid if that entry still holds
+        // the hash it matched, for as long as that entry says.
         let index = self.index.read();
-        match index.get(&entry.record.id) {
-            Some(current) if Arc::ptr_eq(current, entry) => {
-                let mut cache = entry.verified.write();
-                if !cache.iter().any(|(k, _)| *k == d) {
-                    cache.push((d, valid_until));
-                }
-                Ok(entry.clone())
-            }
-            _ => Err(Rejection::Unknown),
+        let current = index
+            .get(&entry.record.id)
+            .ok_or(Rejection::Unknown)?
+            .clone();
+        drop(index);
+        let now = jiff::Timestamp::now().as_millisecond();
+        if current.expires_at <= now {
+            return Err(Rejection::Expired);
         }
+        let valid_until = current
+            .hashes
+            .iter()
+            .find(|h| h.phc == phc && h.valid_until.is_none_or(|u| now < u))
+            .map(|h| h.valid_until)
+            .ok_or(Rejection::Unknown)?;
+        let mut cache = current.verified.write();
+        if !cache.iter().any(|(k, _)| *k == d) {
+            cache.push((d, valid_until));
+        }
+        drop(cache);
+        Ok(current)
     }
 }

@@ -70,7 +70,12 @@ impl ReferenceCms {
         let created_at = ts(take(&mut m, "createdAt"))
             .ok_or_else(|| self.decode("a key record has no createdAt"))?;
         let rotated_at = ts(take(&mut m, "rotatedAt"));
-        for f in ["updatedAt", "previousValidUntil", "key"] {
+        for f in [
+            "updatedAt",
+            "previousValidUntil",
+            "earlierValuesValidUntil",
+            "key",
+        ] {
             m.remove(f);
         }
         let spec: KeySpec = serde_json::from_value(Value::Object(m))

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Earlier values a key keeps in their grace at once (each costs an Argon2id check for a value
+/// not yet seen).
+pub const MAX_EARLIER_VALUES: usize = 4;
+
 impl Service {
     fn check_apis_exist(&self, apis: &[ApiPermission]) -> Result<(), CmsError> {
         let st = self.state.read();
@@ -63,6 +67,7 @@ impl Service {
             updated_at: now,
             rotated_at: None,
             previous_valid_until: None,
+            earlier_values_valid_until: Vec::new(),
         };
         let mut db = self.db.lock();
         if let Some(plan) = self.plan {
@@ -176,15 +181,16 @@ impl Service {
             return Ok(record);
         }
         record.updated_at = now;
-        let hashes = entry.hashes().to_vec();
-        db.put_key(&record, &hashes)?;
-        self.verifier.upsert(KeyEntry::new(record.clone(), hashes));
+        db.put_key(&record, entry.hashes())?;
+        self.verifier.replace_record(&entry, record.clone());
         drop(db);
         tracing::info!(key_id = %id, "key changed");
         Ok(record)
     }
 
-    /// A new value; the old one stops at once, or after `grace`.
+    /// A new value; the old one stops at once, or after `grace`. With a grace, values that an
+    /// earlier regenerate left in their grace keep it (at most [`MAX_EARLIER_VALUES`] at once,
+    /// then 409); without one, every earlier value stops now.
     pub fn regenerate_key(
         &self,
         id: &str,
@@ -198,7 +204,10 @@ impl Service {
                 SpecError::new("graceSeconds", "must be between 0 and 2592000 (30 days)").into(),
             );
         }
+        // To the millisecond: the old value's end is kept and enforced in milliseconds, so the
+        // answer's times are exactly what holds.
         let now = Timestamp::now();
+        let now = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
         let raw = RawKey::generate(id);
         let phc = self.hash(&raw)?;
         let db = self.db.lock();
@@ -213,16 +222,45 @@ impl Service {
             valid_until: None,
         }];
         if grace > SignedDuration::ZERO {
-            let until = now + grace;
+            let until = crate::model::later(now, grace)
+                .ok_or_else(|| SpecError::new("graceSeconds", "ends past the last instant"))?;
             if let Some(current) = entry.hashes().iter().find(|h| h.valid_until.is_none()) {
                 hashes.push(StoredHash {
                     phc: current.phc.clone(),
                     valid_until: Some(until.as_millisecond()),
                 });
             }
+            // Earlier values keep the grace their regenerates promised.
+            let now_ms = now.as_millisecond();
+            hashes.extend(
+                entry
+                    .hashes()
+                    .iter()
+                    .filter(|h| h.valid_until.is_some_and(|u| u > now_ms))
+                    .cloned(),
+            );
+            let mut ends: Vec<i64> = hashes.iter().filter_map(|h| h.valid_until).collect();
+            ends.sort_unstable();
+            if ends.len() > MAX_EARLIER_VALUES {
+                let soonest = ends
+                    .first()
+                    .and_then(|ms| Timestamp::from_millisecond(*ms).ok())
+                    .map(crate::model::rfc3339)
+                    .unwrap_or_default();
+                return Err(CmsError::Conflict(format!(
+                    "{} earlier values of this key are still in their grace (the first ends at {soonest}); wait for it, or regenerate without grace to end them all now",
+                    ends.len() - 1
+                )));
+            }
             record.previous_valid_until = Some(until);
+            record.earlier_values_valid_until = ends
+                .into_iter()
+                .filter_map(|ms| Timestamp::from_millisecond(ms).ok())
+                .collect();
         } else {
+            // No grace: every earlier value stops now (what a leaked key needs).
             record.previous_valid_until = None;
+            record.earlier_values_valid_until = Vec::new();
         }
         record.rotated_at = Some(now);
         record.updated_at = now;
