@@ -1007,6 +1007,132 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
+/// What `tries` GETs with `key` from `client` answered: (status, body) each, and the median
+/// time of the 401s.
+async fn probe(
+    cms: &Cms,
+    client: &reqwest::Client,
+    key: &str,
+    tries: usize,
+) -> (Vec<(StatusCode, Value)>, std::time::Duration) {
+    let mut answers = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..tries {
+        let started = std::time::Instant::now();
+        let r = client
+            .get(format!("{}/api/blog", cms.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let status = r.status();
+        if status == StatusCode::UNAUTHORIZED {
+            times.push(took);
+        }
+        answers.push((status, r.json().await.unwrap_or(Value::Null)));
+    }
+    times.sort();
+    (
+        answers,
+        times.get(times.len() / 2).copied().unwrap_or_default(),
+    )
+}
+
+/// Until its secret is proven, a key id gives nothing away: an unknown id, a known id with a
+/// wrong secret and an expired key with a wrong secret get the same 401, the same rate limit and
+/// about the same time (an unknown id waits as long as a check takes, without the work); only
+/// the expired key's own value hears that it expired. Before, an unknown id answered at once
+/// and never hit the limit, and "expired" came whatever the secret. Guesses at the admin token
+/// are limited per address (before: 54k guesses/s), the right token included while blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ids_cannot_be_told_apart_and_admin_guesses_are_throttled() {
+    let mut cms = Cms::start().await;
+    cms.api("blog").await;
+    let (known, _) = cms
+        .key(json!({"name": "known", "defaultPermissions": ["GET"]}))
+        .await;
+    let (old, old_value) = cms
+        .key(json!({"name": "old", "defaultPermissions": ["GET"]}))
+        .await;
+    // No API sets a past expiry: move it back in the database while the service is down.
+    cms.running.take().unwrap().stop().await;
+    {
+        let db = rusqlite::Connection::open(cms.dir.path().join("keyward-cms.db")).unwrap();
+        let rec: String = db
+            .query_row("SELECT record FROM keys WHERE id = ?1", [&old], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut rec: Value = serde_json::from_str(&rec).unwrap();
+        rec["spec"]["expiresAt"] = json!("2020-01-01T00:00:00Z");
+        db.execute(
+            "UPDATE keys SET record = ?1 WHERE id = ?2",
+            [rec.to_string(), old.clone()],
+        )
+        .unwrap();
+    }
+    cms.restart().await;
+    let wrong = |id: &str| format!("kw_{id}_{}", "A".repeat(43));
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for (what, key) in [
+        ("a known id with a wrong secret", wrong(&known)),
+        ("an expired key with a wrong secret", wrong(&old)),
+        ("an unknown id", wrong("0123456789abcdef")),
+    ] {
+        // The limit (burst 10, 5/s) refills while the tries run: 401s, then 429s.
+        let (answers, median) = probe(&cms, &client, &key, 20).await;
+        let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+        assert_eq!(&statuses[..10], [401; 10], "{what}: {statuses:?}");
+        assert!(
+            statuses.contains(&429) && statuses.iter().all(|s| [401, 429].contains(s)),
+            "{what}: {statuses:?}"
+        );
+        seen.push((what, answers[0].1.clone(), median));
+    }
+    let (_, first_body, known_time) = &seen[0];
+    for (what, body, median) in &seen[1..] {
+        assert_eq!(body, first_body, "{what} answers as a wrong secret does");
+        assert!(
+            *median * 2 >= *known_time,
+            "{what} took {median:?}, a wrong secret {known_time:?}"
+        );
+    }
+    // The expired key's own value is proven, and told.
+    let r = cms
+        .req(Method::GET, "/api/blog", Some(&old_value), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    r.says("expired");
+
+    // Admin token guesses from one address: ten, then 429, the right token too; another
+    // address is not held up.
+    let guesser = client_from([127, 0, 0, 3]);
+    let (answers, _) = probe(&cms, &guesser, "kwadmin_guess-0123456789", 20).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(&statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let r = guesser
+        .get(format!("{}/v1/keys", cms.url))
+        .bearer_auth(support::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a right guess is not told"
+    );
+    let r = client_from([127, 0, 0, 4])
+        .get(format!("{}/v1/keys", cms.url))
+        .bearer_auth(support::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_secrets_never_delay_the_right_one() {
     let cms = Cms::start_with(|c| c.verify_rate = keyward::cms::Rate::new(5).unwrap()).await;

@@ -3,7 +3,7 @@
 use super::error::CmsError;
 use super::limits::{keyed, limit, Limiter, Rate};
 use super::rights::Rights;
-use super::secret::digest;
+use super::secret::{digest, key_id_of};
 use super::service::Service;
 use super::verifier::{KeyEntry, Rejection};
 use crate::model::{ContentOp, KeyKind, ManagementPermission, PermSet, ServiceOp};
@@ -54,7 +54,15 @@ pub struct Auth {
     /// address and key id, taken before any hashing: a flood of guesses for one key from one
     /// address gets 429 instead of CPU time.
     verify_limiter: Limiter<(IpAddr, u64)>,
+    /// Values that are not keys and not the admin token (guesses at it), per client address.
+    admin_failures: Limiter<IpAddr>,
+    /// Addresses that guessed too fast, and until when every admin attempt from them (the right
+    /// token too, or the answer would tell a right guess) is 429.
+    admin_blocked: parking_lot::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
 }
+
+/// How long an address that guessed at the admin token too fast is refused.
+const ADMIN_BLOCK: std::time::Duration = std::time::Duration::from_secs(10);
 
 const KEY_REQUIRED: &str =
     "an API key is required: send it as 'Authorization: Bearer KEY' or 'X-API-KEY: KEY'";
@@ -85,7 +93,32 @@ impl Auth {
             public_limiter: keyed(public_rate),
             key_limiter: keyed(key_rate),
             verify_limiter: keyed(verify_rate),
+            admin_failures: keyed(verify_rate),
+            admin_blocked: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Refuses a value that could be a guess at the admin token from an address that guessed
+    /// too fast lately.
+    fn admin_not_blocked(&self, ip: IpAddr) -> Result<(), CmsError> {
+        let now = std::time::Instant::now();
+        match self.admin_blocked.lock().get(&ip) {
+            Some(until) if *until > now => Err(CmsError::RateLimited(*until - now)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a wrong admin token; one too many blocks the address for a while (429 from
+    /// this one on).
+    fn admin_failed(&self, ip: IpAddr) -> Result<(), CmsError> {
+        let Err(e) = limit(&self.admin_failures, &ip) else {
+            return Ok(());
+        };
+        if let CmsError::RateLimited(wait) = &e {
+            let until = std::time::Instant::now() + (*wait).max(ADMIN_BLOCK);
+            self.admin_blocked.lock().insert(ip, until);
+        }
+        Err(e)
     }
 
     /// Forgets the buckets of clients and keys that have been quiet long enough to be full again,
@@ -94,9 +127,13 @@ impl Auth {
         self.public_limiter.retain_recent();
         self.key_limiter.retain_recent();
         self.verify_limiter.retain_recent();
+        self.admin_failures.retain_recent();
         self.public_limiter.shrink_to_fit();
         self.key_limiter.shrink_to_fit();
         self.verify_limiter.shrink_to_fit();
+        self.admin_failures.shrink_to_fit();
+        let now = std::time::Instant::now();
+        self.admin_blocked.lock().retain(|_, until| *until > now);
     }
 
     /// Identifies the caller; a key that is presented must be valid, whatever the endpoint.
@@ -108,8 +145,15 @@ impl Auth {
         let Some(value) = presented_key(&client.headers) else {
             return Ok(Principal::Anonymous);
         };
+        let not_a_key = key_id_of(value).is_none();
+        if not_a_key {
+            self.admin_not_blocked(client.ip)?;
+        }
         if bool::from(digest(value).ct_eq(&self.admin_digest)) {
             return Ok(Principal::Admin);
+        }
+        if not_a_key {
+            self.admin_failed(client.ip)?;
         }
         let before_hashing = |key_id: &str| {
             let bucket = (client.ip, key_bucket(key_id));

@@ -106,7 +106,13 @@ pub struct Verifier {
     pool: HashPool,
     /// Argon2id verifications run so far: what the cache is there to keep low.
     argon_checks: AtomicU64,
+    /// How long a check takes here lately, queue included (nanoseconds; 0 until one ran): what
+    /// an unknown key id waits, so that it cannot be told from a known one by the time.
+    typical_check_ns: AtomicU64,
 }
+
+/// The key id of the value an unknown id's first pacing check runs against.
+const PACING_ID: &str = "0000000000000000";
 
 impl Default for Verifier {
     fn default() -> Self {
@@ -120,6 +126,7 @@ impl Verifier {
             index: RwLock::new(HashMap::default()),
             pool: HashPool::per_core(),
             argon_checks: AtomicU64::new(0),
+            typical_check_ns: AtomicU64::new(0),
         }
     }
 
@@ -193,7 +200,7 @@ impl Verifier {
     }
 
     /// The cache-only step: no hashing, no allocation beyond the SHA-256. `now` is in Unix
-    /// milliseconds.
+    /// milliseconds. A key's expiry is told only to a value already proven to be its own.
     pub fn check_cached(&self, presented: &str, now: i64) -> CacheCheck {
         let Some(id) = key_id_of(presented) else {
             return CacheCheck::Rejected(Rejection::Malformed);
@@ -201,14 +208,42 @@ impl Verifier {
         let Some(entry) = self.index.read().get(id).cloned() else {
             return CacheCheck::Rejected(Rejection::Unknown);
         };
-        if entry.expires_at <= now {
-            return CacheCheck::Rejected(Rejection::Expired);
-        }
         if entry.cached(&digest(presented), now) {
+            if entry.expires_at <= now {
+                return CacheCheck::Rejected(Rejection::Expired);
+            }
             CacheCheck::Hit(entry)
         } else {
             CacheCheck::Miss(entry)
         }
+    }
+
+    /// Folds one check's duration into the typical one.
+    fn record_check(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.typical_check_ns.load(Ordering::Relaxed);
+        let next = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+        self.typical_check_ns.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// Takes as long as a check of a wrong secret would, without the work once a check has
+    /// been timed: an unknown key id answers like a known one with a wrong secret.
+    async fn as_long_as_a_check(&self) {
+        let ns = self.typical_check_ns.load(Ordering::Relaxed);
+        if ns > 0 {
+            tokio::time::sleep(std::time::Duration::from_nanos(ns)).await;
+            return;
+        }
+        let started = std::time::Instant::now();
+        let _ = self
+            .pool
+            .try_run(|| {
+                static PACING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let phc = PACING.get_or_init(|| RawKey::generate(PACING_ID).hash());
+                RawKey::generate(PACING_ID).verify(phc)
+            })
+            .await;
+        self.record_check(started.elapsed());
     }
 
     /// Full verification: the cache, then at most one Argon2id check per value. `before_hashing`
@@ -221,6 +256,13 @@ impl Verifier {
         let now = jiff::Timestamp::now().as_millisecond();
         let entry = match self.check_cached(presented, now) {
             CacheCheck::Hit(e) => return Ok(e),
+            // A well-formed id no key has: answered as a known id with a wrong secret is, after
+            // the same rate limit and in about the same time.
+            CacheCheck::Rejected(Rejection::Unknown) => {
+                before_hashing(key_id_of(presented).unwrap_or_default())?;
+                self.as_long_as_a_check().await;
+                return Err(Rejection::Unknown);
+            }
             CacheCheck::Rejected(r) => return Err(r),
             CacheCheck::Miss(e) => e,
         };
@@ -245,7 +287,10 @@ impl Verifier {
     ) -> Result<Arc<KeyEntry>, Rejection> {
         let d = raw.digest();
         if entry.cached(&d, now) {
-            return Ok(entry.clone());
+            return match entry.expires_at <= now {
+                true => Err(Rejection::Expired),
+                false => Ok(entry.clone()),
+            };
         }
         before_hashing(&entry.record.id)?;
         let candidates: Vec<StoredHash> = entry
@@ -255,6 +300,7 @@ impl Verifier {
             .cloned()
             .collect();
         self.argon_checks.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let matched = self
             .pool
             .try_run(move || {
@@ -265,6 +311,7 @@ impl Verifier {
             })
             .await
             .map_err(|_| Rejection::Busy)?;
+        self.record_check(started.elapsed());
         let Some(phc) = matched else {
             return Err(Rejection::Mismatch);
         };
