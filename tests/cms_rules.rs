@@ -1376,5 +1376,10 @@ async fn bad_queries_and_names_get_the_json_error_that_says_why() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
-    r.says("'Editors' is not a role name (lowercase letters, digits, '-', '_')");
+    r.says("is not a role name (lowercase letters, digits, '-', '_')");
+    assert!(
+        !r.text.contains("Editors"),
+        "the name sent is not repeated: {}",
+        r.text
+    );
 }

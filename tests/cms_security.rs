@@ -1687,6 +1687,84 @@ async fn validation_errors_never_echo_a_submitted_value() {
         .req(Method::GET, "/api/x?limit=zz", Some(&key), None)
         .await;
     assert!(!r.text.contains(&key), "{}", r.text);
+
+    // A key pasted into an id, a name, a filter, a status or an origin: the answer names the
+    // field and never repeats it (before, ids, names, filters, statuses and origins came back).
+    cms.api("blog").await;
+    let entry = cms.entry("blog", json!({"t": "x"})).await;
+    let paths = [
+        (Method::GET, format!("/v1/keys/{key}"), None),
+        (Method::PATCH, format!("/v1/keys/{key}"), Some(json!({}))),
+        (Method::DELETE, format!("/v1/keys/{key}"), None),
+        (Method::GET, format!("/api/{key}"), None),
+        (Method::GET, format!("/api/blog/{key}"), None),
+        (Method::PUT, format!("/api/blog/{key}x!"), Some(json!({}))),
+        (
+            Method::GET,
+            format!("/api/blog?filters=title[{key}]x"),
+            None,
+        ),
+        (Method::GET, format!("/api/blog?filters={key}"), None),
+        (
+            Method::POST,
+            format!("/api/blog?status={key}"),
+            Some(json!({})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/blog/{entry}?status={key}"),
+            Some(json!({})),
+        ),
+        (Method::PUT, format!("/v1/roles/{key}"), Some(json!({}))),
+        (
+            Method::PUT,
+            format!("/v1/cors/owners/{key}!"),
+            Some(json!({"origins": []})),
+        ),
+        (
+            Method::PUT,
+            "/v1/cors".into(),
+            Some(json!({"origins": [key]})),
+        ),
+        (
+            Method::PUT,
+            "/v1/cors".into(),
+            Some(json!({"origins": [format!("https://{key}/")]})),
+        ),
+        (
+            Method::POST,
+            "/v1/members".into(),
+            Some(json!({"name": "m", "role": key})),
+        ),
+        (
+            Method::POST,
+            "/v1/members".into(),
+            Some(json!({"name": key, "role": "r"})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            Some(json!({"name": "x", "environments": [key]})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            Some(json!({"name": "x", "apiPermissions": [{"api": key, "permissions": ["GET"]}]})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            Some(json!({"name": "x", "kind": "personal", "owner": key})),
+        ),
+    ];
+    for (method, path, body) in paths {
+        let r = cms.admin(method.clone(), &path, body).await;
+        assert!(r.status.is_client_error(), "{method} {path}: {}", r.text);
+        assert!(r.body["error"].is_string(), "{method} {path}: {}", r.text);
+        for part in [&key[..], &key[10..30], &key[key.len() - 20..]] {
+            assert!(!r.text.contains(part), "{method} {path}: {}", r.text);
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -95,7 +95,7 @@ impl<O: Serves> FromRequestParts<Arc<Ctx>> for Granted<O> {
         let Ok(client) = Client::from_request_parts(parts, ctx).await;
         let p = Path::<HashMap<String, String>>::from_request_parts(parts, ctx)
             .await
-            .map_err(|e| CmsError::BadRequest(e.body_text()))?;
+            .map_err(|_| CmsError::BadRequest("the path is not valid UTF-8".into()))?;
         let mut t = Target::from(p.0);
         let principal = ctx.auth.authenticate(&ctx.svc, &client).await?;
         t.rights = ctx
@@ -214,9 +214,9 @@ impl WriteParams {
         match self.status.as_deref() {
             None | Some("published") => Ok(WriteAs::Published),
             Some("draft") => Ok(WriteAs::Draft),
-            Some(other) => Err(CmsError::BadRequest(format!(
-                "status must be 'draft' or 'published', not '{other}'"
-            ))),
+            Some(_) => Err(CmsError::BadRequest(
+                "status must be 'draft' or 'published'".into(),
+            )),
         }
     }
 }

@@ -158,9 +158,7 @@ async fn list_keys(c: Caller<Keys>, Query(filter): Query<KeyFilter>) -> Result<R
 async fn get_key(c: Caller<Keys>, Path(id): Path<String>) -> Result<Json<Value>, CmsError> {
     let record = c.ctx.svc.get_key(&id)?;
     if !c.what.sees_environments_of(&record.spec) {
-        return Err(CmsError::NotFound(format!(
-            "there is no key with id '{id}'"
-        )));
+        return Err(super::service::no_key());
     }
     Ok(Json(record.to_json()))
 }
@@ -456,7 +454,7 @@ impl<O: Performs> FromRequestParts<Arc<Ctx>> for Serviced<O> {
         let Ok(client) = Client::from_request_parts(parts, ctx).await;
         let Query(q) = Query::<EnvQuery>::from_request_parts(parts, ctx)
             .await
-            .map_err(|e| CmsError::BadRequest(e.body_text()))?;
+            .map_err(|e| CmsError::BadRequest(super::input::redact(&e.body_text())))?;
         let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
         ctx.auth.service_op(&ctx.svc, &p, O::OP, q.env())?;
         Ok(Checked::new(ctx, q.env().to_owned()))

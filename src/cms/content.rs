@@ -95,16 +95,16 @@ pub struct Filter(Vec<Vec<Condition>>);
 
 impl Filter {
     pub fn parse(expr: &str) -> Result<Filter, String> {
+        // Messages count the conditions instead of repeating them: a query is not echoed.
         let mut alternatives = Vec::new();
+        let mut n = 0usize;
         for alt in expr.split("[or]") {
             let mut all = Vec::new();
             for cond in alt.split("[and]") {
-                let (field, rest) = cond
-                    .split_once('[')
-                    .ok_or_else(|| format!("filter '{cond}' is not field[operator]value"))?;
-                let (op, value) = rest
-                    .split_once(']')
-                    .ok_or_else(|| format!("filter '{cond}' is not field[operator]value"))?;
+                n += 1;
+                let malformed = || format!("filter condition {n} is not field[operator]value");
+                let (field, rest) = cond.split_once('[').ok_or_else(malformed)?;
+                let (op, value) = rest.split_once(']').ok_or_else(malformed)?;
                 let op = match op {
                     "equals" => FilterOp::Equals,
                     "not_equals" => FilterOp::NotEquals,
@@ -113,14 +113,14 @@ impl Filter {
                     "less_than" => FilterOp::LessThan,
                     "exists" => FilterOp::Exists,
                     "not_exists" => FilterOp::NotExists,
-                    other => {
+                    _ => {
                         return Err(format!(
-                            "unknown filter operator '{other}' (equals, not_equals, contains, greater_than, less_than, exists, not_exists)"
+                            "filter condition {n} has an unknown operator (equals, not_equals, contains, greater_than, less_than, exists, not_exists)"
                         ))
                     }
                 };
                 if field.is_empty() {
-                    return Err(format!("filter '{cond}' has no field"));
+                    return Err(format!("filter condition {n} has no field"));
                 }
                 all.push(Condition {
                     field: field.to_owned(),
@@ -243,9 +243,9 @@ mod tests {
         assert!(f.matches(&obj(json!({"title": "a", "n": 4}))));
         assert!(!f.matches(&obj(json!({"title": "a", "n": 2}))));
         assert!(f.matches(&obj(json!({"tag": "xyz"}))));
-        assert!(Filter::parse("title[near]a")
-            .unwrap_err()
-            .contains("unknown filter operator"));
+        let e = Filter::parse("title[equals]a[and]title[near]kw_secret").unwrap_err();
+        assert!(e.contains("condition 2 has an unknown operator"), "{e}");
+        assert!(!e.contains("kw_secret") && !e.contains("near"), "{e}");
         assert!(Filter::parse("title").is_err());
     }
 

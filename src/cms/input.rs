@@ -88,40 +88,34 @@ pub fn fields(raw: &Bytes) -> Result<Map<String, Value>, CmsError> {
 }
 
 /// Removes the values serde quotes back (`invalid type: string "..."`, `` unknown variant `...` ``):
-/// what a client sent may be a key. Expected names (the part after "expected") stay.
+/// what a client sent may be a key. Expected names (the part after "expected") stay, and so
+/// does a field's name (`` unknown field `scope` ``, `` duplicate field `environment` ``) when it
+/// looks like one: a name tells the caller what to fix.
 pub fn redact(message: &str) -> String {
-    if let Some(name) = unknown_field(message) {
-        // A field name is not a value; it tells the caller what to fix.
-        if name.len() <= 32
-            && name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return message.to_owned();
-        }
-    }
     let (sent, expected) = match message.find("expected") {
         Some(i) => message.split_at(i),
         None => (message, ""),
     };
     let mut out = String::with_capacity(message.len());
-    let mut quote: Option<char> = None;
+    let mut quote: Option<(char, String)> = None;
     for c in sent.chars() {
-        match quote {
-            Some(q) if c == q => {
-                out.push('…');
+        match &mut quote {
+            Some((q, inside)) if c == *q => {
+                let named = out.ends_with("field `") && looks_like_a_name(inside);
+                out.push_str(if named { inside.as_str() } else { "…" });
                 out.push(c);
                 quote = None;
             }
-            Some(_) => {}
+            Some((_, inside)) => inside.push(c),
             None => {
                 out.push(c);
                 if c == '"' || c == '`' {
-                    quote = Some(c);
+                    quote = Some((c, String::new()));
                 }
             }
         }
     }
-    if let Some(q) = quote {
+    if let Some((q, _)) = quote {
         out.push('…');
         out.push(q);
     }
@@ -129,8 +123,11 @@ pub fn redact(message: &str) -> String {
     out
 }
 
-fn unknown_field(message: &str) -> Option<&str> {
-    message.strip_prefix("unknown field `")?.split('`').next()
+/// A field name, not a value: short, a letter then letters, digits or '_'.
+fn looks_like_a_name(s: &str) -> bool {
+    s.len() <= 32
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -154,6 +151,8 @@ mod tests {
         assert_eq!(m, "unknown variant `…`, expected one of `GET`, `POST`");
         assert!(!redact("trailing \"unterminated kw_x").contains("kw_x"));
         let m = "unknown field `scope`, expected one of `scopes`";
+        assert_eq!(redact(m), m);
+        let m = "Failed to deserialize query string: duplicate field `environment`";
         assert_eq!(redact(m), m);
         let m = redact("unknown field `kw_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`, expected `a`");
         assert!(!m.contains("kw_0123"), "{m}");

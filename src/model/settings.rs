@@ -59,7 +59,8 @@ impl std::str::FromStr for Plan {
     }
 }
 
-/// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority.
+/// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority, as
+/// a browser sends it. The reason does not repeat the origin (the caller may show it).
 pub fn check_origin(o: &str) -> Result<(), String> {
     if o == "*" {
         return Ok(());
@@ -67,7 +68,7 @@ pub fn check_origin(o: &str) -> Result<(), String> {
     let rest = o
         .strip_prefix("https://")
         .or_else(|| o.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{o}' is not an origin: it must start with http:// or https://"))?;
+        .ok_or_else(|| "is not an origin: it must start with http:// or https://".to_owned())?;
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
         _ => (rest, None),
@@ -77,13 +78,11 @@ pub fn check_origin(o: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'))
     {
-        return Err(format!(
-            "'{o}' is not an origin: expected scheme://host[:port] with no path"
-        ));
+        return Err("is not an origin: expected scheme://host[:port] with no path".to_owned());
     }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("'{o}' has an invalid port"));
+            return Err("has an invalid port".to_owned());
         }
     }
     Ok(())

@@ -93,12 +93,16 @@ pub struct KeySpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A rule of the key model that a spec breaks, with the field it is about.
+/// A rule of the key model that a spec breaks, with the field it is about. The value that
+/// broke it is kept apart from the reason: a manifest's author is shown it (`explained`), a
+/// caller of the reference CMS never is (what it sent could be a key pasted in the wrong field).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {reason}")]
 pub struct SpecError {
     pub path: String,
     pub reason: String,
+    /// The offending value, shown only where it came from a file (see `explained`).
+    pub value: Option<String>,
 }
 
 impl SpecError {
@@ -106,6 +110,23 @@ impl SpecError {
         SpecError {
             path: path.into(),
             reason: reason.to_string(),
+            value: None,
+        }
+    }
+
+    /// A rule that `value` breaks; `reason` says why without repeating it.
+    pub fn about(path: impl Into<String>, value: &str, reason: impl fmt::Display) -> Self {
+        SpecError {
+            value: Some(value.to_owned()),
+            ..SpecError::new(path, reason)
+        }
+    }
+
+    /// The reason with the value it is about, for a person fixing a manifest.
+    pub fn explained(&self) -> String {
+        match &self.value {
+            Some(v) => format!("'{v}' {}", self.reason),
+            None => self.reason.clone(),
         }
     }
 }
@@ -299,17 +320,16 @@ impl KeySpec {
         let mut apis = BTreeSet::new();
         for (i, ap) in self.api_permissions.iter().enumerate() {
             if !valid_slug(&ap.api) {
-                out.push(SpecError::new(
+                out.push(SpecError::about(
                     format!("apiPermissions[{i}].api"),
-                    format!(
-                        "'{}' is not an API name (lowercase letters, digits, '-', '_')",
-                        ap.api
-                    ),
+                    &ap.api,
+                    "is not an API name (lowercase letters, digits, '-', '_')",
                 ));
             } else if !apis.insert(ap.api.as_str()) {
-                out.push(SpecError::new(
+                out.push(SpecError::about(
                     format!("apiPermissions[{i}].api"),
-                    format!("API '{}' is listed twice", ap.api),
+                    &ap.api,
+                    "is listed twice (each API once)",
                 ));
             }
             out.extend(
@@ -322,11 +342,10 @@ impl KeySpec {
         out.extend(check_unique("environments", &self.environments).err());
         for (i, env) in self.environments.iter().enumerate() {
             if !valid_slug(env) {
-                out.push(SpecError::new(
+                out.push(SpecError::about(
                     format!("environments[{i}]"),
-                    format!(
-                        "'{env}' is not an environment name (lowercase letters, digits, '-', '_')"
-                    ),
+                    env,
+                    "is not an environment name (lowercase letters, digits, '-', '_')",
                 ));
             }
         }

@@ -174,7 +174,7 @@ pub fn policy_keys(
     if let Some(cors) = &spec.cors {
         for (i, o) in cors.origins.iter().enumerate() {
             if let Err(reason) = check_origin(o) {
-                cx.error(format!("spec.cors.origins[{i}]"), reason);
+                cx.error(format!("spec.cors.origins[{i}]"), format!("'{o}' {reason}"));
             } else if o == "*" {
                 cx.push(
                     Severity::Warning,
@@ -352,7 +352,7 @@ pub fn policy_keys(
                     human(lifetime)
                 )
             } else {
-                e.reason
+                e.explained()
             };
             cx.error(at(&path), reason);
         }

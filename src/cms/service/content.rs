@@ -12,7 +12,7 @@ impl Service {
     fn snapshot(&self, env: &str, api: &str) -> Result<Vec<Arc<StoredEntry>>, CmsError> {
         let st = self.state.read();
         if !st.apis.contains_key(api) {
-            return Err(no_api(api));
+            return Err(no_api());
         }
         Ok(st
             .entries
@@ -97,7 +97,7 @@ impl Service {
     ) -> Result<Value, CmsError> {
         let st = self.state.read();
         if !st.apis.contains_key(api) {
-            return Err(no_api(api));
+            return Err(no_api());
         }
         let e = &st
             .entries
@@ -139,7 +139,7 @@ impl Service {
         let (next, out, old_bytes, usage) = {
             let st = self.state.read();
             if !st.apis.contains_key(api) {
-                return Err(no_api(api));
+                return Err(no_api());
             }
             let existing = st.entries.get(&key).and_then(|m| m.get(id));
             let (next, out) = f(existing.map(|s| &s.entry), Timestamp::now())?;
@@ -232,20 +232,20 @@ impl Service {
         replace: bool,
         drafts: bool,
     ) -> Result<(Value, bool), CmsError> {
-        let id = match id {
-            Some(id) if valid_entry_id(id) => id.to_owned(),
-            Some(id) => {
-                return Err(CmsError::BadRequest(format!(
-                    "'{id}' is not an entry id (letters, digits, '-', '_', at most 64)"
-                )))
-            }
-            None => random_token(9).replace(['-', '_'], "x").to_lowercase(),
-        };
+        let id =
+            match id {
+                Some(id) if valid_entry_id(id) => id.to_owned(),
+                Some(_) => return Err(CmsError::BadRequest(
+                    "the entry id in the path is not one (letters, digits, '-', '_', at most 64)"
+                        .into(),
+                )),
+                None => random_token(9).replace(['-', '_'], "x").to_lowercase(),
+            };
         let api_name = api.to_owned();
         self.write_entry(env, api, &id.clone(), move |existing, now| {
             if existing.is_some() && !replace {
                 return Err(CmsError::Conflict(format!(
-                    "entry '{id}' already exists in API '{api_name}'"
+                    "an entry with that id already exists in API '{api_name}'"
                 )));
             }
             let created = existing.is_none();
@@ -292,7 +292,7 @@ impl Service {
         if fields.is_empty() {
             let st = self.state.read();
             if !st.apis.contains_key(api) {
-                return Err(no_api(api));
+                return Err(no_api());
             }
             let e = st
                 .entries
@@ -405,6 +405,8 @@ fn valid_entry_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn no_entry(api: &str, id: &str) -> CmsError {
-    CmsError::NotFound(format!("there is no entry '{id}' in API '{api}'"))
+/// The entry is not there. The API exists (it is checked first), so its name is no secret;
+/// the id is not repeated.
+fn no_entry(api: &str, _id: &str) -> CmsError {
+    CmsError::NotFound(format!("there is no entry with that id in API '{api}'"))
 }

@@ -11,12 +11,10 @@ impl Service {
         let st = self.state.read();
         for (i, ap) in apis.iter().enumerate() {
             if !st.apis.contains_key(&ap.api) {
-                return Err(SpecError::new(
+                return Err(SpecError::about(
                     format!("apiPermissions[{i}].api"),
-                    format!(
-                        "there is no API named '{}'; create it with PUT /v1/apis/{}",
-                        ap.api, ap.api
-                    ),
+                    &ap.api,
+                    "is not an API; create it with PUT /v1/apis/NAME",
                 )
                 .into());
             }
@@ -82,21 +80,18 @@ impl Service {
             }
         }
         if self.verifier.name_taken(&record.spec.name) {
-            return Err(CmsError::Conflict(format!(
-                "a key named '{}' already exists",
-                record.spec.name
-            )));
+            return Err(CmsError::Conflict(
+                "a key with that name already exists".into(),
+            ));
         }
         if let Some(owner) = &record.spec.owner {
             if !self.state.read().members.contains_key(owner) {
-                return Err(
-                    SpecError::new("owner", format!("there is no member named '{owner}'")).into(),
-                );
+                return Err(SpecError::about("owner", owner, "is not a member").into());
             }
             if self.verifier.personal_key_of(owner).is_some() {
-                return Err(CmsError::Conflict(format!(
-                    "member '{owner}' already has a personal key"
-                )));
+                return Err(CmsError::Conflict(
+                    "that member already has a personal key".into(),
+                ));
             }
         }
         db.atomically(|s| s.put_key(&record, &hashes))?;
@@ -115,16 +110,13 @@ impl Service {
         self.verifier
             .get(id)
             .map(|e| e.record.clone())
-            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))
+            .ok_or_else(no_key)
     }
 
     /// The key to change, if the caller holds every right it has (a key never outranks the
     /// one who changes, regenerates or revokes it).
     fn entry_for(&self, id: &str, caller: &Rights) -> Result<Arc<KeyEntry>, CmsError> {
-        let entry = self
-            .verifier
-            .get(id)
-            .ok_or_else(|| CmsError::NotFound(format!("there is no key with id '{id}'")))?;
+        let entry = self.verifier.get(id).ok_or_else(no_key)?;
         caller.covers(&self.rights_of(&entry.record.spec))?;
         Ok(entry)
     }
@@ -141,9 +133,9 @@ impl Service {
         let mut record = entry.record.clone();
         if let Some(name) = &patch.name {
             if *name != record.spec.name && self.verifier.name_taken(name) {
-                return Err(CmsError::Conflict(format!(
-                    "a key named '{name}' already exists"
-                )));
+                return Err(CmsError::Conflict(
+                    "a key with that name already exists".into(),
+                ));
             }
         }
         let s = &mut record.spec;
@@ -280,4 +272,10 @@ impl Service {
         tracing::info!(key_id = %id, "key revoked");
         Ok(())
     }
+}
+
+/// The key a path names does not exist (its id is not repeated: a key's value pasted as an id
+/// would be).
+pub(crate) fn no_key() -> CmsError {
+    CmsError::NotFound("there is no key with the id in the path".into())
 }

@@ -46,17 +46,18 @@ impl Service {
         {
             let st = self.state.read();
             let Some(r) = st.roles.get(role) else {
-                return Err(SpecError::new(
+                return Err(SpecError::about(
                     "role",
-                    format!("there is no role named '{role}'; define it with PUT /v1/roles/{role}"),
+                    role,
+                    "is not a role; define it with PUT /v1/roles/NAME",
                 )
                 .into());
             };
             caller.covers(&Rights::of_role(r))?;
             if st.members.contains_key(name) {
-                return Err(CmsError::Conflict(format!(
-                    "member '{name}' already exists"
-                )));
+                return Err(CmsError::Conflict(
+                    "a member with that name already exists".into(),
+                ));
             }
         }
         let member = Member {

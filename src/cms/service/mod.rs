@@ -28,6 +28,7 @@ mod content;
 mod keys;
 mod members;
 mod settings;
+pub(crate) use keys::no_key;
 pub use settings::{valid_owner, OwnerWrite};
 
 /// `name` must be a slug (lowercase letters, digits, '-', '_'): `field` names it in the error,
@@ -36,9 +37,10 @@ fn slug_or_error(field: &str, what: &str, name: &str) -> Result<(), CmsError> {
     if valid_slug(name) {
         return Ok(());
     }
-    Err(SpecError::new(
+    Err(SpecError::about(
         field,
-        format!("'{name}' is not {what} name (lowercase letters, digits, '-', '_')"),
+        name,
+        format!("is not {what} name (lowercase letters, digits, '-', '_')"),
     )
     .into())
 }
@@ -266,6 +268,7 @@ impl Service {
     }
 }
 
-fn no_api(api: &str) -> CmsError {
-    CmsError::NotFound(format!("there is no API named '{api}'"))
+/// The API a path names does not exist (its name is not repeated).
+fn no_api() -> CmsError {
+    CmsError::NotFound("there is no API with the name in the path".into())
 }

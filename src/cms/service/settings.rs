@@ -37,7 +37,7 @@ impl Service {
             .apis
             .get(api)
             .map(|a| a.public_ops.clone())
-            .ok_or_else(|| no_api(api))
+            .ok_or_else(no_api)
     }
 
     /// Whether `op` on `api` needs no key (a cheap check on the request path).
@@ -64,7 +64,7 @@ impl Service {
             .apis
             .get(api)
             .map(|a| (a.created_at, a.public_ops.clone()))
-            .ok_or_else(|| no_api(api))?;
+            .ok_or_else(no_api)?;
         may_add_public(who, api, &before, &ops)?;
         let json = serde_json::to_string(&ops).map_err(StoreError::from)?;
         db.put_api(api, created_at, &json)?;
@@ -111,7 +111,7 @@ fn check_origins<'a>(origins: impl IntoIterator<Item = &'a String>) -> Result<()
     let mut wildcard = false;
     for (i, o) in origins.into_iter().enumerate() {
         if let Err(reason) = check_origin(o) {
-            return Err(SpecError::new(format!("origins[{i}]"), reason).into());
+            return Err(SpecError::about(format!("origins[{i}]"), o, reason).into());
         }
         wildcard |= o == "*";
     }
@@ -184,9 +184,10 @@ impl Service {
         who: &Rights,
     ) -> Result<OwnerEntry, CmsError> {
         if !valid_owner(owner) {
-            return Err(SpecError::new(
+            return Err(SpecError::about(
                 "owner",
-                format!("'{owner}' is not an owner name (1-253 letters, digits, '.', '-', '_', '@', ':')"),
+                owner,
+                "is not an owner name (1-253 letters, digits, '.', '-', '_', '@', ':')",
             )
             .into());
         }
@@ -200,7 +201,7 @@ impl Service {
             }
             OwnerWrite::Public { api, ops } => {
                 if !self.api_exists(&api) {
-                    return Err(no_api(&api));
+                    return Err(no_api());
                 }
                 let ops = publishable(ops, "operations")?;
                 let before = entry
