@@ -1066,10 +1066,12 @@ async fn public_endpoints_need_no_key_show_unsecured_and_are_rate_limited() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let doc = cms
-        .req(Method::GET, "/v1/openapi.json", None, None)
-        .await
-        .body;
+    // Anonymous callers get the generic description, without the API names.
+    let generic = cms.req(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(generic.status, StatusCode::OK, "{}", generic.text);
+    assert!(generic.body["paths"]["/api/{api}"]["get"].is_object());
+    assert!(!generic.text.contains("contact") && !generic.text.contains("blog"));
+    let doc = cms.admin(Method::GET, "/v1/openapi.json", None).await.body;
     assert_eq!(doc["paths"]["/api/contact"]["post"]["security"], json!([]));
     assert!(doc["paths"]["/api/contact"]["get"]
         .get("security")

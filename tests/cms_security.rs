@@ -1767,6 +1767,75 @@ async fn validation_errors_never_echo_a_submitted_value() {
     }
 }
 
+/// Input that could never work is refused instead of stored: CORS origins spelt as no browser
+/// sends them (upper case, a default port, a trailing dot), environment names in content paths
+/// that are not names (a path, a NUL, 5,000 characters), and the API names are not handed to
+/// anonymous callers by `/v1/openapi.json` (`GET /v1/apis` needs `settings:manage`).
+#[tokio::test]
+async fn input_that_can_never_work_is_refused_and_api_names_stay_private() {
+    let cms = Cms::start().await;
+    cms.api("secret-project").await;
+    for origin in [
+        "https://Shop.example.com",
+        "https://shop.example.com:443",
+        "https://shop.example.com.",
+    ] {
+        for path in ["/v1/cors", "/v1/cors/owners/team"] {
+            let r = cms
+                .admin(Method::PUT, path, Some(json!({ "origins": [origin] })))
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{origin}: {}",
+                r.text
+            );
+            assert_eq!(r.body["field"], "origins[0]", "{}", r.text);
+            r.says("as a browser sends it");
+        }
+    }
+    let cors = cms.admin(Method::GET, "/v1/cors", None).await;
+    assert_eq!(cors.body["effective"], json!([]), "{}", cors.text);
+
+    let long = "e".repeat(5000);
+    for env in ["a%2Fb", "..%2F..", "nul%00", long.as_str(), "Prod"] {
+        let r = cms
+            .admin(
+                Method::POST,
+                &format!("/environments/{env}/api/secret-project"),
+                Some(json!({"t": "x"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["field"], "environment", "{}", r.text);
+        let r = cms
+            .admin(Method::POST, &format!("/v1/export?environment={env}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    }
+
+    let anonymous = cms.req(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::OK, "{}", anonymous.text);
+    assert!(
+        !anonymous.text.contains("secret-project"),
+        "{}",
+        anonymous.text
+    );
+    let (_, reader) = cms
+        .key(json!({"name": "reader", "defaultPermissions": ["GET"]}))
+        .await;
+    let r = cms
+        .req(Method::GET, "/v1/openapi.json", Some(&reader), None)
+        .await;
+    assert!(!r.text.contains("secret-project"), "{}", r.text);
+    let r = cms.admin(Method::GET, "/v1/openapi.json", None).await;
+    assert!(
+        r.body["paths"]["/api/secret-project"].is_object(),
+        "{}",
+        r.text
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn the_data_directory_is_private() {

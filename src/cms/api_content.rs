@@ -97,12 +97,26 @@ impl<O: Serves> FromRequestParts<Arc<Ctx>> for Granted<O> {
             .await
             .map_err(|_| CmsError::BadRequest("the path is not valid UTF-8".into()))?;
         let mut t = Target::from(p.0);
+        check_environment_name(&t.env)?;
         let principal = ctx.auth.authenticate(&ctx.svc, &client).await?;
         t.rights = ctx
             .auth
             .content(&ctx.svc, &principal, client.ip, &t.env, &t.api, O::OP)?;
         Ok(Checked::new(ctx, t))
     }
+}
+
+/// An environment in a path or a query is named as a key's environments are (a slug of at
+/// most 63): anything else could never hold content, and is not stored.
+pub(crate) fn check_environment_name(env: &str) -> Result<(), CmsError> {
+    if crate::model::valid_slug(env) {
+        return Ok(());
+    }
+    Err(SpecError::new(
+        "environment",
+        "is not an environment name (lowercase letters, digits, '-', '_', at most 63)",
+    )
+    .into())
 }
 
 #[derive(Deserialize)]

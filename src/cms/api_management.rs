@@ -455,6 +455,7 @@ impl<O: Performs> FromRequestParts<Arc<Ctx>> for Serviced<O> {
         let Query(q) = Query::<EnvQuery>::from_request_parts(parts, ctx)
             .await
             .map_err(|e| CmsError::BadRequest(super::input::redact(&e.body_text())))?;
+        super::api_content::check_environment_name(q.env())?;
         let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
         ctx.auth.service_op(&ctx.svc, &p, O::OP, q.env())?;
         Ok(Checked::new(ctx, q.env().to_owned()))
@@ -498,6 +499,12 @@ async fn whoami(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Valu
     Ok(Json(v))
 }
 
-async fn openapi(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
-    Json(super::openapi::document(&ctx.svc))
+/// Needs no key; a caller that may read the settings gets each API by name.
+async fn openapi(State(ctx): State<Arc<Ctx>>, client: Client) -> Result<Json<Value>, CmsError> {
+    let p = ctx.auth.authenticate(&ctx.svc, &client).await?;
+    let per_api = ctx
+        .auth
+        .management(&ctx.svc, &p, MP::SettingsManage)
+        .is_ok();
+    Ok(Json(super::openapi::document(&ctx.svc, per_api)))
 }

@@ -1,5 +1,7 @@
-//! `/v1/openapi.json`: the whole API as OpenAPI 3, generated from the live settings so public
-//! endpoints show as unsecured (`security: []`).
+//! `/v1/openapi.json`: the whole API as OpenAPI 3. For a caller that may read the settings
+//! (`settings:manage`) it is generated from them: each API's paths, public endpoints shown as
+//! unsecured (`security: []`). Anyone else gets the generic description (`/api/{api}`): the
+//! API names are not handed to anonymous callers, as `GET /v1/apis` does not hand them out.
 
 use super::service::Service;
 use crate::model::ContentOp;
@@ -24,7 +26,8 @@ fn op(summary: &str, public: bool, ok: &str) -> Value {
 /// An operation of the management API: method, summary, success status.
 type Operation = (&'static str, &'static str, &'static str);
 
-pub fn document(svc: &Service) -> Value {
+/// The document; `per_api`: each API by name (only for callers that may read the settings).
+pub fn document(svc: &Service, per_api: bool) -> Value {
     let mut paths = Map::new();
     // The management API: each path and its operations.
     let management: &[(&str, &[Operation])] = &[
@@ -140,8 +143,12 @@ pub fn document(svc: &Service) -> Value {
     }
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "success"}}}}));
 
-    for (api, info) in svc.apis() {
-        let effective = info.effective_ops();
+    let apis = match per_api {
+        true => svc.apis().into_iter().map(|(a, i)| (a, Some(i))).collect(),
+        false => vec![("{api}".to_owned(), None)],
+    };
+    for (api, info) in apis {
+        let effective = info.map(|i| i.effective_ops()).unwrap_or_default();
         let public = |o: ContentOp| effective.contains(&o);
         paths.insert(
             format!("/api/{api}"),

@@ -65,6 +65,11 @@ pub fn check_origin(o: &str) -> Result<(), String> {
     if o == "*" {
         return Ok(());
     }
+    // A browser sends an origin one way only; any other spelling would never match.
+    let not_sent = "is not an origin as a browser sends it:";
+    if o.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("{not_sent} scheme and host are lowercase"));
+    }
     let rest = o
         .strip_prefix("https://")
         .or_else(|| o.strip_prefix("http://"))
@@ -84,6 +89,21 @@ pub fn check_origin(o: &str) -> Result<(), String> {
         if p.parse::<u16>().map_or(true, |p| p == 0) {
             return Err("has an invalid port".to_owned());
         }
+    }
+    if host.ends_with('.') {
+        return Err(format!(
+            "{not_sent} write the host without its trailing dot"
+        ));
+    }
+    let default_port = if o.starts_with("https://") {
+        "443"
+    } else {
+        "80"
+    };
+    if port == Some(default_port) {
+        return Err(format!(
+            "{not_sent} leave out the scheme's default port (:{default_port})"
+        ));
     }
     Ok(())
 }
@@ -111,6 +131,17 @@ mod tests {
             "https://a b",
         ] {
             assert!(check_origin(bad).is_err(), "{bad}");
+        }
+        // Spellings a browser never sends: refused, saying how it would be sent.
+        for (bad, why) in [
+            ("https://Shop.example.com", "lowercase"),
+            ("HTTPS://shop.example.com", "lowercase"),
+            ("https://shop.example.com:443", "default port (:443)"),
+            ("http://shop.example.com:80", "default port (:80)"),
+            ("https://shop.example.com.", "trailing dot"),
+        ] {
+            let e = check_origin(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 }
