@@ -54,11 +54,9 @@ pub struct Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read the configuration file: {cause}", .path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    /// The file cannot be read, or is not a regular file of a bounded size.
+    #[error("cannot read the configuration file {0}")]
+    File(crate::files::ReadError),
     #[error("{}:{line}: {message}", .path.display())]
     Invalid {
         path: PathBuf,
@@ -71,6 +69,9 @@ pub enum ConfigError {
         name: String,
         known: String,
     },
+    /// The CMS URL cannot be used (it is not repeated: it may hold a password).
+    #[error("cms.url (from {from}) {reason}")]
+    Endpoint { from: Source, reason: String },
     #[error("--profile {0} needs a configuration file (keyward.toml, --config or KEYWARD_CONFIG)")]
     ProfileWithoutFile(String),
 }
@@ -114,10 +115,8 @@ pub fn load(named: Option<&Path>) -> Result<Option<Loaded>, ConfigError> {
         None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
         None => return Ok(None),
     };
-    let text = std::fs::read_to_string(&path).map_err(|cause| ConfigError::Read {
-        path: path.clone(),
-        cause,
-    })?;
+    let text = crate::files::read_small_text(&path, crate::files::MAX_SMALL_FILE)
+        .map_err(ConfigError::File)?;
     let config = parse(&path, &text)?;
     Ok(Some(Loaded { path, config }))
 }
@@ -270,6 +269,15 @@ impl Effective {
             cms_of(&|c| c.url.clone()),
             file.cms.url.clone(),
         );
+        // Refused before it is printed or used: it may hold a password.
+        if let Some(u) = &url {
+            if let Err(reason) = crate::model::check_endpoint(&u.value) {
+                return Err(ConfigError::Endpoint {
+                    from: u.source.clone(),
+                    reason,
+                });
+            }
+        }
         let token_env = pick(
             env("KEYWARD_CMS_TOKEN").map(|_| {
                 (

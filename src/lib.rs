@@ -7,6 +7,7 @@ pub mod cms;
 pub mod config;
 pub mod dirlock;
 pub mod engine;
+pub mod files;
 pub mod gitops;
 pub mod model;
 pub mod operator;

@@ -381,12 +381,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let tls = running.tls();
     let reloads = async move {
         while hangups.recv().await.is_some() {
-            match tls.as_ref().map(|t| t.reload()) {
-                Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-                Some(Err(e)) => {
+            let Some(tls) = tls.clone() else {
+                tracing::info!("SIGHUP: no TLS to reload");
+                continue;
+            };
+            // File reads, off the async workers.
+            match tokio::task::spawn_blocking(move || tls.reload()).await {
+                Ok(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "SIGHUP: reload failed; the old certificate stays")
                 }
-                None => tracing::info!("SIGHUP: no TLS to reload"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the reload stopped"),
             }
         }
     };
@@ -584,9 +589,8 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
     let (c, _) = effective_config(&args.config, given).await?;
     let ca_pem = match &c.ca_file.value {
         Some(path) => Some(
-            tokio::fs::read(path)
-                .await
-                .with_context(|| format!("cannot read the CA file {}", path.display()))?,
+            keyward::files::read_small(path, keyward::files::MAX_SMALL_FILE)
+                .context("cannot read the CA file")?,
         ),
         None => None,
     };

@@ -751,6 +751,44 @@ fn a_lifetime_past_the_end_of_time_is_an_error_not_a_crash() {
     );
 }
 
+/// A connection whose endpoint holds a credential, a query or a fragment is refused at its
+/// field before any call, and the endpoint (which may hold a password) is never printed.
+#[test]
+fn an_endpoint_with_a_credential_or_a_query_is_refused_unprinted() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::write(
+        w.join("p.yaml"),
+        "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: main, namespace: shop}
+spec:
+  endpoint: https://admin:do-not-echo-me@cms.example.com
+  credentialsSecretRef: {name: token}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: other, namespace: shop}
+spec:
+  endpoint: https://cms.example.com/api?do-not-echo-me=1
+  credentialsSecretRef: {name: token}
+",
+    )
+    .unwrap();
+    let (code, out, err, _) = keyward(w, &["plan", "-f", "p.yaml"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let problems: Vec<&str> = err.lines().filter(|l| l.starts_with("p.yaml")).collect();
+    assert_eq!(
+        problems,
+        [
+            "p.yaml:5: CmsConnection shop/main: spec.endpoint: holds a credential (user:password@); give it as a Secret or an environment variable",
+            "p.yaml:12: CmsConnection shop/other: spec.endpoint: has a query or a fragment ('?' or '#'); give the base URL only",
+        ],
+        "{err}"
+    );
+    assert!(!format!("{out}{err}").contains("do-not-echo-me"));
+}
+
 /// A connection contributed to a shared repository names an endpoint of its own and no
 /// credential Secret: the platform's KEYWARD_CMS_TOKEN is not sent there. It is sent to the
 /// endpoint it was given for (KEYWARD_CMS_URL), written however.

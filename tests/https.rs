@@ -107,6 +107,37 @@ fn sighup_reloads_the_certificate() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(works(&new_ca));
+    // A FIFO in the certificate's place: refused at once (before, the open waited for a writer
+    // and the signal loop hung), and the next SIGHUP is still heard.
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap().matches(what).count();
+    let wait_for = |what: &str, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count(what) < n {
+            assert!(std::time::Instant::now() < deadline, "no '{what}' logged");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::fs::remove_file(&files.cert).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&files.cert)
+        .status()
+        .unwrap()
+        .success());
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+    };
+    hup();
+    wait_for("not a regular file", 1);
+    std::fs::remove_file(&files.cert).unwrap();
+    std::fs::copy(&fresh.cert, &files.cert).unwrap();
+    std::fs::copy(&fresh.key, &files.key).unwrap();
+    let reloads = count("reloaded");
+    hup();
+    wait_for("reloaded", reloads + 1);
+    assert!(works(&new_ca));
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -250,11 +281,44 @@ fn the_config_file_is_checked_and_never_holds_a_credential() {
     let (code, _, err, _) = keyward(work.path(), &["config"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("keyward.toml:2:"), "{err}");
+    // What is not a regular file of a bounded size is refused, never read until it ends.
+    for not_a_file in ["/dev/zero", "."] {
+        let (code, _, err, _) = keyward(work.path(), &["config", "--config", not_a_file], &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    let fifo = work.path().join("fifo.toml");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (code, _, err, _) = keyward(work.path(), &["config", "--config", "fifo.toml"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    // A credential inside the URL is refused like one in the file, and never printed.
+    std::fs::write(
+        work.path().join("keyward.toml"),
+        "[cms]\nurl = \"https://admin:do-not-echo-me@cms.example.com\"\n",
+    )
+    .unwrap();
+    for env in [
+        &[][..],
+        &[("KEYWARD_CMS_URL", "https://u:do-not-echo-me@x")][..],
+    ] {
+        for command in [&["config"][..], &["plan", "-f", "policy.yaml"][..]] {
+            let (code, out, err, _) = keyward(work.path(), command, env);
+            assert_eq!(code, 1, "{command:?}: {out}{err}");
+            assert!(err.contains("holds a credential"), "{command:?}: {err}");
+            assert!(!out.contains("do-not-echo-me") && !err.contains("do-not-echo-me"));
+        }
+    }
+    std::fs::remove_file(work.path().join("keyward.toml")).unwrap();
     // A named file that does not exist is an error, not the defaults.
     let (code, _, err, _) = keyward(work.path(), &["config", "--config", "nope.toml"], &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("nope.toml: cannot read the configuration file"),
+        err.contains("cannot read the configuration file nope.toml"),
         "{err}"
     );
     // Flags over the environment over the profile over the file over defaults.

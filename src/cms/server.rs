@@ -166,8 +166,15 @@ impl Tls {
 }
 
 fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    // Regular files of a bounded size only: a FIFO would block a SIGHUP reload forever.
+    let read = |path: &std::path::Path, what: &str| {
+        crate::files::read_small(path, crate::files::MAX_SMALL_FILE)
+            .map_err(|e| TlsError(format!("cannot read the {what}: {e}")))
+    };
+    let cert_pem = read(&files.cert, "certificate")?;
+    let key_pem = read(&files.key, "private key")?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| {
             TlsError(format!(
                 "cannot read the certificate {}: {e}",
@@ -180,7 +187,7 @@ fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
             files.cert.display()
         )));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         TlsError(format!(
             "cannot read the private key {}: {e}",
             files.key.display()

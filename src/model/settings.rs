@@ -59,6 +59,31 @@ impl std::str::FromStr for Plan {
     }
 }
 
+/// A CMS endpoint: `http://` or `https://`, a host, maybe a port and a path, nothing that would
+/// change the requests keyward builds on it (`?`, `#`) and no credentials (`user:pass@`): a
+/// credential goes in a Secret or an environment variable, never in a URL that is printed and
+/// logged. The reason never repeats the endpoint (it could hold a password).
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| "must start with http:// or https://".to_owned())?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "holds a credential (user:password@); give it as a Secret or an environment variable"
+                .to_owned(),
+        );
+    }
+    if url.contains(['?', '#']) {
+        return Err("has a query or a fragment ('?' or '#'); give the base URL only".to_owned());
+    }
+    if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("is not a URL with a host".to_owned());
+    }
+    Ok(())
+}
+
 /// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority, as
 /// a browser sends it. The reason does not repeat the origin (the caller may show it).
 pub fn check_origin(o: &str) -> Result<(), String> {
@@ -111,6 +136,30 @@ pub fn check_origin(o: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "http://cms:8780",
+            "https://cms.example.com/base/",
+            "http://[::1]:80",
+        ] {
+            check_endpoint(ok).unwrap();
+        }
+        for (bad, why) in [
+            ("https://user:s3cret@cms", "credential"),
+            ("https://token@cms/x", "credential"),
+            ("https://cms/x?y=1", "query"),
+            ("https://cms#frag", "fragment"),
+            ("ftp://cms", "http://"),
+            ("https:///x", "host"),
+            ("https://cms /x", "host"),
+        ] {
+            let e = check_endpoint(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("s3cret") && !e.contains("token@"), "{e}");
+        }
+    }
 
     #[test]
     fn origins() {

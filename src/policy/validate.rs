@@ -632,6 +632,36 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 
 /// Validates a whole manifest set and groups what it asks for by connection. `default_plan` is
 /// the quota of the CLI's own connection, if known.
+/// Each connection's endpoint, checked before anything uses it (the endpoint is never
+/// repeated: it could hold a password).
+fn connection_endpoints(set: &ManifestSet) -> Vec<Diagnostic> {
+    let namespaced = set.connections.iter().map(|c| {
+        let m = &c.object.metadata;
+        let name = m.name.clone().unwrap_or_default();
+        let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
+        let what = format!("CmsConnection {ns}/{name}");
+        (what, c.object.spec.endpoint.as_str(), &c.origin, &c.fields)
+    });
+    let cluster = set.cluster_connections.iter().map(|c| {
+        let name = c.object.metadata.name.clone().unwrap_or_default();
+        let what = format!("ClusterCmsConnection {name}");
+        (what, c.object.spec.endpoint.as_str(), &c.origin, &c.fields)
+    });
+    let mut out = Vec::new();
+    for (object, endpoint, origin, fields) in namespaced.chain(cluster) {
+        if let Err(reason) = crate::model::check_endpoint(endpoint) {
+            let mut cx = Ctx {
+                source: Some((origin, fields)),
+                object,
+                out: Vec::new(),
+            };
+            cx.error("spec.endpoint", reason);
+            out.extend(cx.out);
+        }
+    }
+    out
+}
+
 pub fn resolve(
     set: &ManifestSet,
     now: Timestamp,
@@ -651,6 +681,7 @@ pub fn resolve(
         })
         .collect();
 
+    diags.extend(connection_endpoints(set));
     let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();
     for p in &set.policies {

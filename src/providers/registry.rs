@@ -96,6 +96,11 @@ impl ProviderKind {
         credential: &str,
         ca_pem: Option<&[u8]>,
     ) -> Result<Box<dyn CmsProvider>, super::ProviderError> {
+        // Before any client exists: errors of a client name its endpoint, and a credential in
+        // the URL would go with it into status, events and logs.
+        crate::model::check_endpoint(endpoint).map_err(|reason| super::ProviderError::Config {
+            reason: format!("the endpoint {reason}"),
+        })?;
         Ok(match self {
             Self::Keyward => {
                 let mut p = ReferenceCms::new(endpoint, credential);
