@@ -149,7 +149,7 @@ enum Output {
 #[derive(Subcommand)]
 enum CmsCommand {
     /// Serve the reference CMS (SQLite under --data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a throwaway reference CMS in-process and walk through a key's life: create, use,
     /// get refused, regenerate, revoke.
     Demo {
@@ -213,6 +213,9 @@ struct ServeArgs {
     /// Most connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// On SIGTERM or Ctrl-C, how long the requests in flight get to finish (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = std_duration)]
+    shutdown_grace: std::time::Duration,
     /// How long to wait for another keyward that holds the data directory; 0s: fail at once,
     /// naming its pid.
     #[arg(long, default_value = "60s", value_parser = wait_duration)]
@@ -313,7 +316,7 @@ async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Cms {
             command: CmsCommand::Serve(args),
-        } => ok(serve(args).await),
+        } => ok(serve(*args).await),
         Command::Cms {
             command: CmsCommand::Demo { data },
         } => ok(demo(data).await),
@@ -395,11 +398,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     };
-    tokio::select! {
-        r = running.wait() => r.context("server failed"),
-        _ = reloads => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    tokio::spawn(reloads);
+    let mut terms = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    // SIGTERM (what Kubernetes and the image's PID 1 get) or Ctrl-C: a graceful stop; a second
+    // signal stops at once.
+    let stop = async move {
+        tokio::select! {
+            _ = terms.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terms.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::warn!("second signal: stopping at once");
+            std::process::exit(1);
+        });
+    };
+    running
+        .serve_until(stop, args.shutdown_grace)
+        .await
+        .context("server failed")
 }
 
 async fn demo(data: Option<PathBuf>) -> Result<()> {

@@ -353,3 +353,74 @@ fn the_demo_walks_a_key_through_its_life() {
         "{text}"
     );
 }
+
+/// SIGTERM (what Kubernetes sends, and what the image's PID 1 gets) stops `cms serve`
+/// gracefully: no new connections, the request in flight is finished and answered, the
+/// database's log is written into it, exit 0. Before, SIGTERM was not handled: the process
+/// died at once (and as PID 1 ignored it until it was killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_requests_in_flight_and_exits_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut server = spawn(&dir.path().join("data"), Some(&log));
+    let http = reqwest::Client::new();
+    send(
+        &http,
+        &server.url,
+        Method::PUT,
+        "/v1/apis/blog",
+        ADMIN,
+        None,
+    )
+    .await;
+    // A write half sent when the signal comes.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"title": "in flight"}"#;
+    let head = format!(
+        "POST /api/blog HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..5]).await.unwrap();
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    // New connections are refused once it is stopping (the request in flight goes on).
+    support::eventually(
+        "new connections are refused",
+        Duration::from_secs(10),
+        || async { tokio::net::TcpStream::connect(&addr).await.is_err() },
+    )
+    .await;
+    tcp.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let status = server.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let wal = dir.path().join("data/keyward-cms.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the log was written into the database"
+    );
+    // The answered write is there after a restart.
+    let again = spawn(&dir.path().join("data"), None);
+    let listed = send(&http, &again.url, Method::GET, "/api/blog", ADMIN, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.1["contents"][0]["title"], "in flight",
+        "{}",
+        listed.1
+    );
+    drop(again);
+    drop(server);
+}

@@ -296,6 +296,49 @@ impl RunningCms {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
+
+    /// Serves until `stop` resolves (SIGTERM, say), then stops accepting, gives the requests
+    /// in flight up to `grace` to finish (then abandons them: every write already answered is
+    /// committed), writes the database's log into it, and releases the data directory.
+    pub async fn serve_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+        grace: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let RunningCms {
+            mut task,
+            shutdown,
+            service,
+            _lock,
+            ..
+        } = self;
+        tokio::select! {
+            r = &mut task => return r.unwrap_or(Ok(())),
+            _ = stop => {}
+        }
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "stopping: no new connections; finishing the requests in flight"
+        );
+        let _ = shutdown.send(true);
+        match tokio::time::timeout(grace, &mut task).await {
+            Ok(_) => tracing::info!("every request in flight was answered"),
+            Err(_) => {
+                task.abort();
+                tracing::warn!("requests still running after the grace: abandoned");
+            }
+        }
+        let checkpointed = tokio::task::spawn_blocking(move || service.checkpoint()).await;
+        match checkpointed {
+            Ok(Ok(())) => tracing::info!("database checkpointed; stopped"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "checkpoint failed; the log is replayed at the next start")
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint stopped"),
+        }
+        drop(_lock);
+        Ok(())
+    }
 }
 
 /// The shortest admin token accepted.

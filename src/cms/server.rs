@@ -266,6 +266,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // Stopping: new connections are refused at once instead of waiting in the listen queue.
+    drop(listener);
     // Every connection holds a slot until it ends: taking them all waits for the last one.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;

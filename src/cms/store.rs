@@ -47,6 +47,14 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 }
 
 impl Store {
+    /// Moves the write-ahead log into the database and empties it (on shutdown: the data
+    /// directory is then one file that a backup can copy).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("keyward-cms.db");
         // Created owner-only before SQLite opens it; SQLite gives its WAL and shared-memory

@@ -266,6 +266,11 @@ impl Service {
     pub fn plan(&self) -> Option<Plan> {
         self.plan
     }
+
+    /// Writes the database's log into it (see [`Store::checkpoint`]).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.db.lock().checkpoint()
+    }
 }
 
 /// The API a path names does not exist (its name is not repeated).
