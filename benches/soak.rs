@@ -1,10 +1,12 @@
 //! Soak run of `keyward cms serve` (the release binary, its own process, loopback only): mixed
 //! load for a bounded time, then requests, unexpected answers, latency and resident memory.
 //!
-//! Load, from 32 client tasks: authenticated content reads (list and one entry), writes that
-//! replace or delete entries from a fixed pool of ids (so the data does not grow), bogus secrets
-//! for a real key id from a second address (answered 401 or 429), and from one more task key
-//! create / regenerate / revoke (about 5 per second; each costs Argon2id).
+//! Load, from 32 client tasks (a quarter of them over HTTP/2 without TLS, h2c): authenticated
+//! content reads (list and one entry), writes that replace or delete entries from a fixed pool
+//! of ids (so the data does not grow), bogus secrets for a real key id from a second address
+//! (answered 401 or 429); from one more task key create / regenerate / revoke (about 5 per
+//! second; each costs Argon2id); and from a third address, anonymous calls to public endpoints
+//! near the public rate limit: creates and deletes (a bounded pool), lists, reads, searches.
 //!
 //! Run: `bash scripts/soak.sh [SECONDS]` (default 600). Under `cargo test` it runs 3 s.
 //! Exit status 1 if any answer was unexpected or memory grew by 20 % or more after warm-up.
@@ -70,9 +72,10 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
-    let mut rb = http
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(key);
+    let mut rb = http.request(method, format!("{url}{path}"));
+    if !key.is_empty() {
+        rb = rb.bearer_auth(key);
+    }
     if let Some(b) = body {
         rb = rb.json(&b);
     }
@@ -95,7 +98,14 @@ async fn content_client(
     stop: Arc<AtomicBool>,
     seed: u64,
 ) {
-    let http = reqwest::Client::new();
+    // A quarter of the clients speak HTTP/2 (h2c, prior knowledge).
+    let http = match seed % 4 {
+        0 => reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .expect("client"),
+        _ => reqwest::Client::new(),
+    };
     let other = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
@@ -183,7 +193,9 @@ async fn key_client(url: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
                 Some(json!({"graceSeconds": 1.5})),
             )
             .await;
-            (s, b, t, s == StatusCode::OK, "regenerate")
+            // 409: four earlier values of this key are still in their grace.
+            let ok = s == StatusCode::OK || s == StatusCode::CONFLICT;
+            (s, b, t, ok, "regenerate")
         } else {
             let id = ids.swap_remove(rng.gen_range(0..ids.len()));
             let (s, b, t) = call(
@@ -204,6 +216,69 @@ async fn key_client(url: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
         }
         tally.record(took, ok, || format!("{what} -> {status}"));
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Anonymous calls to the public endpoints of `feedback`, from their own address, near the
+/// public rate limit (20/s, burst 40): 429 is an expected answer too.
+async fn public_client(url: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .expect("client");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut ids: Vec<String> = Vec::new();
+    let limited = StatusCode::TOO_MANY_REQUESTS;
+    while !stop.load(Ordering::Relaxed) {
+        let roll = rng.gen_range(0..100);
+        let (method, path, body, expected): (_, String, _, &[StatusCode]) = match roll {
+            0..=29 if ids.len() < 200 => (
+                Method::POST,
+                "/api/feedback".into(),
+                Some(json!({"message": format!("soak {}", rng.gen::<u32>())})),
+                &[StatusCode::CREATED, limited],
+            ),
+            0..=49 if !ids.is_empty() => {
+                let id = ids.swap_remove(rng.gen_range(0..ids.len()));
+                (
+                    Method::DELETE,
+                    format!("/api/feedback/{id}"),
+                    None,
+                    &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND, limited],
+                )
+            }
+            50..=69 => (
+                Method::GET,
+                "/api/feedback?limit=20".into(),
+                None,
+                &[StatusCode::OK, limited],
+            ),
+            70..=84 => (
+                Method::GET,
+                "/api/feedback?q=nothing-like-this&limit=100".into(),
+                None,
+                &[StatusCode::OK, limited],
+            ),
+            _ => (
+                Method::GET,
+                format!(
+                    "/api/feedback/{}",
+                    ids.first().map_or("missing", String::as_str)
+                ),
+                None,
+                &[StatusCode::OK, StatusCode::NOT_FOUND, limited],
+            ),
+        };
+        let (status, answer, took) = call(&http, &url, method.clone(), &path, "", body).await;
+        if status == StatusCode::CREATED {
+            if let Some(id) = answer["id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+        tally.record(took, expected.contains(&status), || {
+            format!("public {method} {path} -> {status}")
+        });
+        tokio::time::sleep(Duration::from_millis(60)).await;
     }
 }
 
@@ -251,6 +326,18 @@ async fn main() {
         .expect("the server said where it listens");
     let http = reqwest::Client::new();
     call(&http, &url, Method::PUT, "/v1/apis/blog", ADMIN, None).await;
+    call(&http, &url, Method::PUT, "/v1/apis/feedback", ADMIN, None).await;
+    let public = json!({"operations": ["list", "get", "create", "delete"]});
+    let (status, _, _) = call(
+        &http,
+        &url,
+        Method::PUT,
+        "/v1/apis/feedback/public",
+        ADMIN,
+        Some(public),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "public endpoints of feedback");
     let (_, r, _) = call(
         &http,
         &url,
@@ -293,6 +380,11 @@ async fn main() {
         tally.clone(),
         stop.clone(),
     )));
+    tasks.push(tokio::spawn(public_client(
+        url.clone(),
+        tally.clone(),
+        stop.clone(),
+    )));
     // Warm-up: the first tenth (at most 60 s) fills caches, limiter buckets and the entry pool.
     let warmup = Duration::from_secs((secs / 10).clamp(1, 60));
     let started = Instant::now();
@@ -328,7 +420,7 @@ async fn main() {
     let unexpected = tally.unexpected.load(Ordering::Relaxed);
     let growth = (rss_end as f64 / rss_warm.max(1) as f64 - 1.0) * 100.0;
     println!(
-        "soak of keyward cms serve: {secs} s, {CLIENTS} content clients + 1 key-management client"
+        "soak of keyward cms serve: {secs} s, {CLIENTS} content clients (a quarter over h2c) + 1 key-management client + 1 anonymous public-endpoint client"
     );
     println!(
         "  requests      {requests} ({:.0}/s)",
