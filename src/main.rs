@@ -90,6 +90,17 @@ struct OperatorArgs {
     /// keep working before they are revoked (with a KeysRevoked event).
     #[arg(long, default_value = "1h", value_parser = wait_duration)]
     offboarding_grace: std::time::Duration,
+    /// How long one reconcile's CMS calls may take in all: each call gets what is left (at
+    /// most 30 s), so an endpoint that accepts and never answers holds a worker no longer.
+    #[arg(long, default_value = "60s", value_parser = wait_duration)]
+    reconcile_timeout: std::time::Duration,
+    /// Reconciles at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// Reconciles at once on one connection (the rest of its policies look again a second
+    /// later): one connection cannot hold every worker.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    workers_per_connection: u16,
 }
 
 /// Which configuration file and profile (plan, apply, config).
@@ -686,6 +697,9 @@ async fn operator(args: OperatorArgs) -> Result<()> {
         shutdown_grace: args.shutdown_grace,
         retry_budget: args.retry_budget,
         offboarding_grace: args.offboarding_grace,
+        reconcile_timeout: args.reconcile_timeout,
+        workers: usize::from(args.workers),
+        workers_per_connection: usize::from(args.workers_per_connection),
     };
     let client = kube::Client::try_default()
         .await

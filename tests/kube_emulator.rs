@@ -235,6 +235,39 @@ async fn server_side_apply_owns_fields() {
     assert_eq!(forced.data.unwrap()["x"], "other");
 }
 
+/// A struct whose fields a manager no longer applies goes with them, not left as `{}`:
+/// server-side apply removes the fields "no longer present in the applied configuration" that
+/// only this manager owned, and a map it created is one of its fields
+/// (https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management). The
+/// operator takes a policy's `status.connection` away this way after an offboarding.
+#[tokio::test]
+async fn server_side_apply_removes_a_struct_it_no_longer_applies() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let pp = PatchParams::apply("mine");
+    let obj = |extra: serde_json::Value| {
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}});
+        if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        o
+    };
+    api.patch(
+        "a",
+        &pp,
+        &Patch::Apply(obj(json!({"binaryData": {"b": "YQ=="}}))),
+    )
+    .await
+    .unwrap();
+    assert!(emu.get("api/v1/configmaps", "ns", "a").unwrap()["binaryData"].is_object());
+    api.patch("a", &pp, &Patch::Apply(obj(json!({}))))
+        .await
+        .unwrap();
+    let stored = emu.get("api/v1/configmaps", "ns", "a").unwrap();
+    assert!(stored.get("binaryData").is_none(), "{stored}");
+    assert_eq!(stored["data"]["x"], "1");
+}
+
 #[tokio::test]
 async fn watch_streams_history_bookmarks_and_410() {
     let emu = Emulator::new();

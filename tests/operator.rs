@@ -1348,9 +1348,8 @@ async fn the_operator_reads_secrets_as_metadata_only() {
         .iter()
         .any(|(_, meta, sel)| *meta && sel == "app.kubernetes.io/managed-by=keyward"));
     assert!(
-        secrets.iter().all(|(_, meta_only, selector)| *meta_only
-            || selector == &format!("{}=true", keyward::operator::CREDENTIAL_LABEL)),
-        "{secrets:?}"
+        secrets.iter().all(|(_, meta_only, _)| *meta_only),
+        "credential Secrets too are watched metadata-only: {secrets:?}"
     );
     op.abort();
 }
@@ -1360,7 +1359,7 @@ fn provider_of(
     ctx: &keyward::operator::Context,
     url: &str,
 ) -> std::sync::Arc<dyn keyward::providers::CmsProvider> {
-    ctx.used_provider(keyward::policy::ProviderKind::Keyward, url, ADMIN)
+    ctx.used_provider(url)
         .expect("the controller has used the CMS")
 }
 
@@ -1501,9 +1500,9 @@ async fn a_cms_that_is_down_does_not_hold_the_workers_other_connections_need() {
         policies.create(&PostParams::default(), &p).await.unwrap();
     }
     let (_ctx, op) = start(&c, config());
-    // All eight workers are waiting on the CMS that is down.
+    // The CMS that is down gets calls (two reconciles at a time: its share of the workers).
     eventually(
-        "eight reconciles call the CMS that is down",
+        "reconciles call the CMS that is down",
         RECONCILES,
         || async { down.seen().len() >= 8 },
     )
@@ -1518,10 +1517,23 @@ async fn a_cms_that_is_down_does_not_hold_the_workers_other_connections_need() {
         || async { secret_value(&c, "reader").await.is_some() },
     )
     .await;
-    let status = serde_json::to_value(policies.get("down-0").await.unwrap().status).unwrap();
-    let ready = condition(&status, "Ready").cloned().unwrap_or_default();
-    assert_eq!(ready["status"], "False", "{status}");
-    assert_eq!(ready["reason"], "CmsUnavailable", "{status}");
+    eventually(
+        "the policies on the CMS that is down say so",
+        RECONCILES,
+        || async {
+            let mut said = false;
+            for i in 0..10 {
+                let Ok(p) = policies.get(&format!("down-{i}")).await else {
+                    continue;
+                };
+                let status = serde_json::to_value(p.status).unwrap_or_default();
+                said |= condition(&status, "Ready")
+                    .is_some_and(|r| r["status"] == "False" && r["reason"] == "CmsUnavailable");
+            }
+            said
+        },
+    )
+    .await;
     op.abort();
 }
 
@@ -1881,6 +1893,281 @@ async fn a_shared_connection_gives_tenants_only_what_it_allows() {
     op.abort();
 }
 
+/// Every right a policy can cause in the CMS is inside a shared connection's ceilings: under
+/// an `apis` ceiling, public endpoints of other APIs, scopes that reach every API (export) and
+/// management permissions that do are refused, and so is a personal key of a member the
+/// platform did not list (it would hold that member's role). Nothing is made or opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rights_that_reach_past_a_shared_connections_ceilings_are_refused() {
+    let c = cluster().await;
+    let r = c
+        .cms
+        .admin(
+            Method::PUT,
+            "/v1/roles/admin",
+            Some(json!({"contentPermissions": ["GET", "POST", "DELETE"], "managementPermissions": ["keys:manage"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = c
+        .cms
+        .admin(
+            Method::POST,
+            "/v1/members",
+            Some(json!({"name": "root", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    shared_connection(
+        &c,
+        json!({"namespaces": ["shop"], "allow": {"apis": ["blog"], "publicEndpoints": true,
+            "kinds": ["content", "management", "personal"],
+            "scopes": ["export:write", "content:read"],
+            "managementPermissions": ["content:read", "settings:manage"]}}),
+    )
+    .await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut p = policy(
+        json!([
+            {"name": "export", "apiPermissions": [{"api": "blog", "permissions": ["GET"]}], "scopes": ["export:write"], "secret": {"name": "export"}},
+            {"name": "mgmt", "kind": "management", "managementPermissions": ["content:read", "settings:manage"], "secret": {"name": "mgmt"}},
+            {"name": "me", "kind": "personal", "owner": "root", "secret": {"name": "me"}}
+        ]),
+        json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"},
+               "publicEndpoints": [{"api": "contact", "operations": ["create", "delete"]}]}),
+    );
+    p.metadata.name = Some("reach".into());
+    policies.create(&PostParams::default(), &p).await.unwrap();
+    let status = wait_reason(&c, "reach", "NotAllowed").await;
+    let message = condition(&status, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for expected in [
+        "spec.keys[0].scopes[0]: ClusterCmsConnection shared does not allow scope 'export:write', which reaches every API",
+        "spec.keys[1].managementPermissions[0]: ClusterCmsConnection shared does not allow management permission 'content:read', which reaches every API",
+        "spec.keys[1].managementPermissions[1]: ClusterCmsConnection shared does not allow management permission 'settings:manage', which reaches every API",
+        "spec.keys[2].owner: ClusterCmsConnection shared does not allow a personal key of member 'root'",
+        "spec.publicEndpoints[0].api: ClusterCmsConnection shared does not allow API 'contact' (spec.allow.apis: [blog])",
+    ] {
+        assert!(message.contains(expected), "{expected}\n in {message}");
+    }
+    assert!(cms_keys(&c).await.is_empty(), "nothing was made");
+    let public = c
+        .cms
+        .admin(Method::GET, "/v1/apis/contact/public", None)
+        .await;
+    assert_eq!(public.body["effective"], json!([]), "{}", public.text);
+    op.abort();
+}
+
+/// Any tenant can label a Secret as a credential: the operator watches them metadata-only and
+/// reads the data of the ones a connection names (one GET, again only when it changed), so
+/// labelled Secrets nobody names cost it no memory; a credential over 16 KiB is refused with
+/// the reason; and what is kept for a policy or a connection (backoff, force-sync state,
+/// metric series, providers) goes when it goes. Before, every labelled Secret in the cluster
+/// was cached with its data (300 of 1 MiB outgrew the chart's 256Mi limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_secrets_nobody_names_cost_no_memory_and_nothing_outlives_its_policy() {
+    let c = cluster().await;
+    let junk = "j".repeat(200 * 1024);
+    for i in 0..30 {
+        create(
+            &c.client,
+            "api/v1",
+            "secrets",
+            Some("shop"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("junk-{i}"), "labels": {"keyward.dev/credential": "true"}},
+            "data": {"token": b64(&junk)}}),
+        )
+        .await;
+    }
+    let (ctx, op) = start(&c, config());
+    let policies = create_reader(&c, json!({})).await;
+    assert_eq!(
+        ctx.secret_bytes_held(),
+        ADMIN.len(),
+        "only the named credential is held"
+    );
+    let metrics = || ctx.metrics.encode();
+    assert!(metrics().contains("keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\""));
+
+    // An oversized credential is refused, with how large it is and may be.
+    let big = "t".repeat(20 * 1024);
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .patch(
+            "cms-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": b64(&big)}})),
+        )
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "web", "NoCredentials").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("holds 20480 bytes; a credential holds at most 16384"),
+        "{message}"
+    );
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .patch(
+            "cms-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": b64(ADMIN)}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&c).await;
+
+    // A force-sync, then the policy and its connection go: nothing of them is kept.
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"keyward.dev/force-sync": "1"}}})),
+        )
+        .await
+        .unwrap();
+    more_reconciles(&ctx, 1).await;
+    assert!(ctx.policies_tracked() > 0);
+    assert_eq!(ctx.providers_kept(), 1);
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+    Api::<keyward::policy::CmsConnection>::namespaced(c.client.clone(), "shop")
+        .delete("main", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the connection is gone", RECONCILES, || async {
+        c.emu.get(CONNECTIONS, "shop", "main").is_none()
+    })
+    .await;
+    let stores = ctx.stores().unwrap();
+    eventually("the stores saw them go", RECONCILES, || async {
+        stores.policies.state().is_empty() && stores.connections.state().is_empty()
+    })
+    .await;
+    ctx.forget_gone(&stores);
+    assert_eq!(
+        ctx.policies_tracked(),
+        0,
+        "per-policy state of a deleted policy"
+    );
+    assert_eq!(
+        ctx.providers_kept(),
+        0,
+        "the provider of a deleted connection"
+    );
+    assert!(
+        !metrics().contains("policy=\"web\""),
+        "the deleted policy's series: {}",
+        metrics()
+    );
+    op.abort();
+}
+
+/// An endpoint that accepts connections and never answers cannot starve everyone: each
+/// reconcile's calls end at `--reconcile-timeout`, and one connection holds at most
+/// `--workers-per-connection` workers, so a policy on another connection gets its key while
+/// the hung calls are still open. Before, eight policies on such an endpoint held all eight
+/// workers for 30 s a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cms_that_never_answers_holds_its_share_of_the_workers_only() {
+    let c = cluster().await;
+    // Accepts, reads nothing, answers nothing; counts what is open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}", listener.local_addr().unwrap());
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (o, m) = (open.clone(), most.clone());
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            let now = o.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            m.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            let o = o.clone();
+            held.push(tokio::spawn(async move {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                // Until the client gives up and closes.
+                while tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {}
+                o.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+    });
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "hung"},
+        "spec": {"endpoint": hang_url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    let config = OperatorConfig {
+        reconcile_timeout: Duration::from_secs(3),
+        ..config()
+    };
+    let (_ctx, op) = start(&c, config);
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    for i in 0..12 {
+        let mut p = policy(
+            json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": format!("hung-{i}")}}]),
+            json!({"connectionRef": {"name": "hung"}}),
+        );
+        p.metadata.name = Some(format!("hung-{i}"));
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    eventually("the hung endpoint holds calls", RECONCILES, || async {
+        open.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    create_reader(&c, json!({})).await;
+    assert!(
+        open.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the policy elsewhere got its key while calls to the hung endpoint were open"
+    );
+    assert!(
+        most.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "at most two workers on one connection: {} calls open at once",
+        most.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // The hung calls end at the reconcile's deadline, and the policies say so.
+    eventually(
+        "a policy on the hung endpoint says its time ran out",
+        RECONCILES,
+        || async {
+            let mut said = false;
+            for i in 0..12 {
+                let Ok(p) = policies.get(&format!("hung-{i}")).await else {
+                    continue;
+                };
+                let status = serde_json::to_value(p.status).unwrap_or_default();
+                said |= condition(&status, "Ready").is_some_and(|r| {
+                    r["reason"] == "CmsUnavailable"
+                        && r["message"].as_str().is_some_and(|m| {
+                            m.contains("--reconcile-timeout") || m.contains("timed out")
+                        })
+                });
+            }
+            said
+        },
+    )
+    .await;
+    op.abort();
+    hang.abort();
+}
+
 /// Every policy on a connection holds its own entry in the CMS's CORS origins and public
 /// endpoints, but only an admitted one within the ceilings writes it: a namespace the shared
 /// connection does not admit cannot open an API or add an origin.
@@ -2155,6 +2442,352 @@ async fn a_namespace_no_longer_admitted_loses_its_keys_and_refused_policies_can_
         "KeysRevoked",
         "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'",
     )
+    .await;
+    op.abort();
+}
+
+/// The status of policy `name` in `shop`, as JSON (Null when there is none).
+async fn status_of(c: &Cluster, name: &str) -> Value {
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| serde_json::to_value(p.status).ok())
+        .unwrap_or_default()
+}
+
+/// Takes namespace `shop` off the shared connection.
+async fn unadmit_shop(c: &Cluster) {
+    Api::<keyward::policy::ClusterCmsConnection>::all(c.client.clone())
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"namespaces": ["other"]}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The offboarding grace counts from when the refusal began, on the operator's own clock.
+/// Before, it counted from Ready's last transition (so a policy already Ready=False for any
+/// other reason lost its keys at once) and that time came from the wall clock while the check
+/// read the operator's. A policy that holds only settings (no keys) is offboarded too, and a
+/// namespace the connection does not admit pins nothing of it (its in-use finalizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_counts_its_grace_from_the_refusal_on_the_operators_clock() {
+    let c = cluster().await;
+    shared_connection(&c, json!({"namespaces": ["shop"], "allow": {"cors": true}})).await;
+    let clock = keyward::engine::Clock::system();
+    let config = OperatorConfig {
+        offboarding_grace: Duration::from_secs(3600),
+        clock: clock.clone(),
+        ..config()
+    };
+    let (ctx, op) = start(&c, config);
+    let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}});
+    create_reader(&c, shared.clone()).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    // A second policy holds settings only: a CORS origin.
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut settings = policy(json!([]), shared.clone());
+    settings.metadata.name = Some("origins".into());
+    settings.spec.cors =
+        serde_json::from_value(json!({"origins": ["https://shop.example"]})).unwrap();
+    policies
+        .create(&PostParams::default(), &settings)
+        .await
+        .unwrap();
+    let cors =
+        || async { c.cms.admin(Method::GET, "/v1/cors", None).await.body["effective"].clone() };
+    eventually(
+        "the settings-only policy's origin is set",
+        RECONCILES,
+        || async { cors().await == json!(["https://shop.example"]) },
+    )
+    .await;
+    // Hours on the operator's clock pass before the namespace is taken off.
+    clock.advance(SignedDuration::from_hours(2));
+    more_reconciles(&ctx, 2).await;
+    unadmit_shop(&c).await;
+    eventually(
+        "the refusal is recorded with its start",
+        RECONCILES,
+        || async {
+            let st = status_of(&c, "web").await;
+            st["refusedSince"].is_string()
+                && condition(&st, "Ready").is_some_and(|r| r["reason"] == "ConnectionNotAllowed")
+        },
+    )
+    .await;
+    more_reconciles(&ctx, 4).await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK,
+        "inside the grace the key works"
+    );
+    assert_eq!(cors().await, json!(["https://shop.example"]));
+    assert!(status_of(&c, "web").await["keys"]
+        .as_array()
+        .is_some_and(|k| !k.is_empty()));
+
+    // The grace ends on the operator's clock: the key goes, and the settings-only policy's
+    // origin with it.
+    clock.advance(SignedDuration::from_hours(1) + SignedDuration::from_secs(1));
+    eventually("the key is revoked after the grace", RECONCILES, || async {
+        c.cms.status(Method::GET, "/api/blog", &value).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_event(
+        &c,
+        "KeysRevoked",
+        "1 keys revoked: ClusterCmsConnection shared does not admit namespace 'shop'",
+    )
+    .await;
+    eventually(
+        "the settings-only policy's origin is taken back",
+        RECONCILES,
+        || async { cors().await == json!([]) },
+    )
+    .await;
+
+    // Not admitted and holding nothing: the shared connection is not pinned by it.
+    eventually(
+        "the shared connection is not in use",
+        RECONCILES,
+        || async {
+            c.emu
+                .get(
+                    "apis/keyward.dev/v1alpha1/clustercmsconnections",
+                    "",
+                    "shared",
+                )
+                .and_then(|o| o.pointer("/metadata/finalizers").cloned())
+                .is_none_or(|f| !f.to_string().contains("keyward.dev/in-use"))
+        },
+    )
+    .await;
+    op.abort();
+}
+
+/// Tightened ceilings take back what is beyond them once the grace is over: the key for an
+/// API the connection no longer allows is revoked (with a Warning event), the others keep
+/// working. Before, narrowing `apis` or turning off `publicEndpoints` took nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tightened_ceilings_take_back_what_is_beyond_them_after_the_grace() {
+    let c = cluster().await;
+    shared_connection(
+        &c,
+        json!({"namespaces": ["shop"], "allow": {"apis": ["blog", "contact"]}}),
+    )
+    .await;
+    let clock = keyward::engine::Clock::system();
+    let config = OperatorConfig {
+        offboarding_grace: Duration::from_secs(600),
+        clock: clock.clone(),
+        ..config()
+    };
+    let (ctx, op) = start(&c, config);
+    let keys = json!([
+        {"name": "reader", "apiPermissions": [{"api": "blog", "permissions": ["GET"]}], "secret": {"name": "reader", "keyField": "KEY"}},
+        {"name": "writer", "apiPermissions": [{"api": "contact", "permissions": ["GET"]}], "secret": {"name": "writer", "keyField": "KEY"}}
+    ]);
+    create_policy(
+        &c,
+        keys,
+        json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}}),
+    )
+    .await;
+    wait_ready(&c).await;
+    let (reader, writer) = (
+        secret_value(&c, "reader").await.unwrap(),
+        secret_value(&c, "writer").await.unwrap(),
+    );
+    Api::<keyward::policy::ClusterCmsConnection>::all(c.client.clone())
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"allow": {"apis": ["blog"]}}})),
+        )
+        .await
+        .unwrap();
+    wait_reason(&c, "web", "NotAllowed").await;
+    more_reconciles(&ctx, 2).await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/contact", &writer).await,
+        StatusCode::OK,
+        "inside the grace"
+    );
+    clock.advance(SignedDuration::from_mins(11));
+    eventually(
+        "the key beyond the new ceiling is revoked",
+        RECONCILES,
+        || async {
+            c.cms.status(Method::GET, "/api/contact", &writer).await == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
+    assert_event(
+        &c,
+        "KeysRevoked",
+        "1 keys revoked: spec.keys[1].apiPermissions[0].api",
+    )
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &reader).await,
+        StatusCode::OK,
+        "what is within the ceilings keeps working"
+    );
+    op.abort();
+}
+
+/// `maxKeysPerNamespace` counts what the CMS holds for the namespace: keys that
+/// `deletionPolicy: Orphan` left behind when a key was renamed count, and policies created
+/// together cannot all see room for one more. Before, only declared keys were counted, from
+/// the status of policies reconciled earlier (0 for all of them at first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_quota_counts_what_the_cms_holds_and_policies_made_together() {
+    let c = cluster().await;
+    shared_connection(
+        &c,
+        json!({"namespaces": ["shop"], "allow": {"maxKeysPerNamespace": 2}}),
+    )
+    .await;
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let shared = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}});
+    for i in 0..4 {
+        let mut p = policy(
+            json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": format!("s{i}")}}]),
+            shared.clone(),
+        );
+        p.metadata.name = Some(format!("p{i}"));
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    eventually(
+        "two policies got keys and two were refused",
+        RECONCILES,
+        || async {
+            let mut refused = 0;
+            for i in 0..4 {
+                let st = status_of(&c, &format!("p{i}")).await;
+                refused += usize::from(
+                    condition(&st, "Ready").is_some_and(|r| r["reason"] == "NotAllowed"),
+                );
+            }
+            refused == 2
+        },
+    )
+    .await;
+    assert_eq!(cms_keys(&c).await.len(), 2, "never more than the quota");
+    for i in 0..4 {
+        policies
+            .delete(&format!("p{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("the policies are gone", RECONCILES, || async {
+        cms_keys(&c).await.is_empty()
+    })
+    .await;
+
+    // Orphaned keys count: renaming a key under deletionPolicy Orphan leaves the old one.
+    let orphan = json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}, "deletionPolicy": "Orphan"});
+    let api = create_policy(
+        &c,
+        json!([{"name": "a", "defaultPermissions": ["GET"], "secret": {"name": "a"}}]),
+        orphan.clone(),
+    )
+    .await;
+    wait_ready(&c).await;
+    let rename = |to: &str| json!({"spec": {"keys": [{"name": to, "defaultPermissions": ["GET"], "secret": {"name": to}}]}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(rename("b")))
+        .await
+        .unwrap();
+    eventually(
+        "the renamed key is made, the old one kept",
+        RECONCILES,
+        || async { cms_keys(&c).await.len() == 2 },
+    )
+    .await;
+    api.patch("web", &PatchParams::default(), &Patch::Merge(rename("c")))
+        .await
+        .unwrap();
+    let st = wait_reason(&c, "web", "NotAllowed").await;
+    let message = condition(&st, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("does not allow 3 keys in this namespace"),
+        "{message}"
+    );
+    assert_eq!(cms_keys(&c).await.len(), 2, "the quota held");
+    op.abort();
+}
+
+/// A policy moved to a connection that does not exist keeps its keys on the one it left only
+/// for the grace: that connection stays in use (its finalizer) while they are there, and they
+/// are revoked when the grace is over. Before, the keys stayed, uncounted and never offboarded,
+/// and the connection lost its in-use finalizer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_parked_on_a_missing_connection_loses_its_keys_after_the_grace() {
+    let c = cluster().await;
+    shared_connection(&c, json!({"namespaces": ["shop"]})).await;
+    let clock = keyward::engine::Clock::system();
+    let config = OperatorConfig {
+        offboarding_grace: Duration::from_secs(600),
+        clock: clock.clone(),
+        ..config()
+    };
+    let (_ctx, op) = start(&c, config);
+    let policies = create_reader(
+        &c,
+        json!({"connectionRef": {"kind": "ClusterCmsConnection", "name": "shared"}}),
+    )
+    .await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"connectionRef": {"kind": "CmsConnection", "name": "nowhere"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the move is refused with its start recorded",
+        RECONCILES,
+        || async { status_of(&c, "web").await["refusedSince"].is_string() },
+    )
+    .await;
+    let pinned = || {
+        c.emu
+            .get(
+                "apis/keyward.dev/v1alpha1/clustercmsconnections",
+                "",
+                "shared",
+            )
+            .and_then(|o| o.pointer("/metadata/finalizers").cloned())
+            .is_some_and(|f| f.to_string().contains("keyward.dev/in-use"))
+    };
+    eventually(
+        "the connection holding its keys stays in use",
+        RECONCILES,
+        || async { pinned() },
+    )
+    .await;
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    clock.advance(SignedDuration::from_mins(11));
+    eventually("the keys left behind are revoked", RECONCILES, || async {
+        c.cms.status(Method::GET, "/api/blog", &value).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    eventually("then the connection is let go", RECONCILES, || async {
+        !pinned()
+    })
     .await;
     op.abort();
 }
@@ -2584,6 +3217,11 @@ async fn drift_checks_make_no_kubernetes_get() {
         "readers": {"serviceAccounts": ["web"]}, "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
     create_policy(&c, keys, json!({})).await;
     wait_ready(&c).await;
+    // The credential is read once more after the in-use finalizer changed its Secret.
+    eventually("the credential is marked in use", RECONCILES, || async {
+        finalizers_of(&c, SECRETS, "cms-admin").contains(&"keyward.dev/in-use".to_owned())
+    })
+    .await;
     more_reconciles(&ctx, 2).await;
     let before = c.emu.counters.gets();
     more_reconciles(&ctx, 5).await;

@@ -106,13 +106,22 @@ async fn a_500_is_retried_for_idempotent_calls_only() {
     assert_eq!(always.attempts(Method::POST, &regenerate), 1);
 }
 
+/// A reconcile's limits: retries until `retry`, a minute for the calls in all.
+fn limits(retry: Duration) -> keyward::providers::http::Reconcile {
+    let now = tokio::time::Instant::now();
+    keyward::providers::http::Reconcile {
+        retry_deadline: now + retry,
+        deadline: now + Duration::from_secs(60),
+    }
+}
+
 #[tokio::test]
 async fn within_a_retry_deadline_no_wait_goes_past_it() {
     let cms = cms().await;
     let down = Proxy::start(&cms.url, |_| Some(Fault::Answer(503, Some(60)))).await;
     let p = provider(&down.url);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = limits(Duration::from_secs(2));
     let r = keyward::providers::http::in_reconcile(deadline, p.list_keys()).await;
     assert!(r.unwrap_err().is_transient());
     assert!(
@@ -123,7 +132,7 @@ async fn within_a_retry_deadline_no_wait_goes_past_it() {
     assert_eq!(down.attempts(Method::GET, "/v1/keys"), 1);
     // Short waits that fit are still made.
     let flaky = Proxy::start(&cms.url, |c| (c.n == 0).then_some(Fault::Answer(503, None))).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = limits(Duration::from_secs(2));
     let p = provider(&flaky.url);
     keyward::providers::http::in_reconcile(deadline, p.list_keys())
         .await

@@ -177,6 +177,13 @@ impl ManagementPermission {
         }
     }
 
+    /// Whether holding it reaches every API at once: content rights on all of them, opening any
+    /// of them to everyone (`settings:manage`), or members whose roles do
+    /// (`members:manage`). Under a ceiling on APIs such a permission cannot be given.
+    pub fn reaches_every_api(self) -> bool {
+        !matches!(self, Self::MembersRead | Self::KeysManage)
+    }
+
     /// `members:manage` includes reading members.
     pub fn implies(self, needed: ManagementPermission) -> bool {
         self == needed || (self == Self::MembersManage && needed == Self::MembersRead)

@@ -16,6 +16,13 @@ pub struct OwnedSettings {
     pub public: BTreeMap<String, BTreeSet<ContentOp>>,
 }
 
+impl OwnedSettings {
+    /// Whether it asks for anything (an origin, a public operation).
+    pub fn has_any(&self) -> bool {
+        !self.cors.is_empty() || self.public.values().any(|ops| !ops.is_empty())
+    }
+}
+
 /// microCMS's plan quotas on the number of API keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

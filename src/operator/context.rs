@@ -2,10 +2,12 @@
 //! providers (one per connection, so a Strapi sign-in is reused), per-policy backoff, and the
 //! reflector stores the pipeline reads instead of calling the API server.
 
+use super::dereference::Conn;
 use super::listing::SharedListings;
 use super::metrics::{self, Metrics};
 use super::OperatorConfig;
-use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ProviderKind};
+use crate::model::desired::ConnectionId;
+use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
 use crate::providers::CmsProvider;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -26,8 +28,9 @@ pub struct Stores {
     pub cluster_connections: Store<ClusterCmsConnection>,
     /// Namespaces' labels, for the namespace selectors of cluster connections.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Secrets labelled `keyward.dev/credential: "true"`, with their data.
-    pub credentials: Store<Secret>,
+    /// Secrets labelled `keyward.dev/credential: "true"`, metadata only: any tenant can label
+    /// a Secret, so their data is read only for the Secrets a connection names.
+    pub credentials: Store<PartialObjectMeta<Secret>>,
     /// The Secrets keyward wrote (`app.kubernetes.io/managed-by=keyward`), metadata only: their
     /// resourceVersions tell when a Secret read before is still as it was.
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
@@ -57,22 +60,28 @@ impl Stores {
     }
 }
 
-/// A CMS provider per connection: (kind, endpoint, digest of the credential and CA); the credential
-/// itself is kept only by its provider.
-type ProviderCache = Mutex<BTreeMap<(ProviderKind, String, [u8; 32]), Arc<dyn CmsProvider>>>;
+/// One CMS provider per connection, with a digest of what it was made from (kind, endpoint,
+/// credential, CA): a change makes a new one in its place; a connection that is gone takes its
+/// provider along. The credential itself is kept only by its provider.
+type ProviderCache = Mutex<BTreeMap<ConnectionId, CachedProvider>>;
 
-fn cache_key(
-    kind: ProviderKind,
-    endpoint: &str,
-    credential: &str,
-    ca: Option<&[u8]>,
-) -> (ProviderKind, String, [u8; 32]) {
+struct CachedProvider {
+    made_from: [u8; 32],
+    endpoint: String,
+    provider: Arc<dyn CmsProvider>,
+}
+
+fn made_from(conn: &Conn) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(credential.as_bytes());
+    h.update(conn.provider.to_string().as_bytes());
     h.update([0]);
-    h.update(ca.unwrap_or_default());
-    (kind, endpoint.to_owned(), h.finalize().into())
+    h.update(conn.endpoint.as_bytes());
+    h.update([0]);
+    h.update(secrecy::ExposeSecret::expose_secret(&conn.credential).as_bytes());
+    h.update([0]);
+    h.update(conn.ca.as_deref().unwrap_or_default());
+    h.finalize().into()
 }
 
 /// Shared by every reconcile.
@@ -100,7 +109,24 @@ pub struct Context {
     force_syncs: Mutex<HashMap<String, String>>,
     /// One new force-sync value per policy per [`FORCE_SYNC_EVERY`].
     force_sync_limiter: crate::cms::limits::Limiter<String>,
+    /// Per connection: the workers its policies hold now (at most
+    /// `workers_per_connection`).
+    connection_slots: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Semaphore>>>,
+    /// Per (connection, namespace): held while a policy counts the namespace's keys and makes
+    /// new ones, so that policies created together cannot pass the quota together.
+    key_quota_locks: Mutex<HashMap<(ConnectionId, String), QuotaLock>>,
+    /// Per policy: the label sets of its keys' `keyward_key_expiry_seconds` series, so that
+    /// the series of a key or policy that is gone are removed with it.
+    expiry_series: Mutex<HashMap<String, std::collections::BTreeSet<metrics::KeyLabels>>>,
+    /// Fields of the credential and CA Secrets connections name, each with the
+    /// resourceVersion it was read at: (namespace, name, field) -> (version, bytes).
+    secret_fields: Mutex<SecretFields>,
 }
+
+type SecretFields = HashMap<(String, String, String), (String, Arc<[u8]>)>;
+
+/// Held while one namespace's keys on one connection are counted and new ones made.
+type QuotaLock = Arc<tokio::sync::Mutex<()>>;
 
 /// The annotation whose every new value asks for an immediate reconcile.
 pub const FORCE_SYNC: &str = "keyward.dev/force-sync";
@@ -132,6 +158,10 @@ impl Context {
             fresh_reads: Mutex::new(Default::default()),
             secret_observations: Default::default(),
             restarts: Default::default(),
+            secret_fields: Default::default(),
+            expiry_series: Default::default(),
+            connection_slots: Default::default(),
+            key_quota_locks: Default::default(),
             force_sync_limiter: governor::RateLimiter::keyed(
                 governor::Quota::with_period(FORCE_SYNC_EVERY)
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
@@ -142,13 +172,6 @@ impl Context {
     /// Whether the policy's reconcile must read the CMS afresh (asked once, then forgotten).
     pub fn take_fresh_read(&self, p: &ApiKeyPolicy) -> bool {
         self.fresh_reads.lock().remove(&Self::key(p))
-    }
-
-    /// The policy is going: what its drift checks kept of its Secrets goes too.
-    pub fn forget_secret_observations(&self, p: &ApiKeyPolicy) {
-        let uid = p.uid().unwrap_or_default();
-        self.secret_observations.lock().retain(|k, _| k.0 != uid);
-        self.restarts.lock().retain(|k, _| k.0 != uid);
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
@@ -171,35 +194,118 @@ impl Context {
         }
     }
 
-    /// The provider for a connection, made once and reused.
+    /// The provider for a connection, made once and reused until the connection changes.
     pub fn provider(
         &self,
-        kind: ProviderKind,
-        endpoint: &str,
-        credential: &str,
-        ca: Option<&[u8]>,
+        conn: &Conn,
     ) -> Result<Arc<dyn CmsProvider>, crate::providers::ProviderError> {
-        let key = cache_key(kind, endpoint, credential, ca);
+        let digest = made_from(conn);
         let mut cache = self.providers.lock();
-        if let Some(p) = cache.get(&key) {
-            return Ok(p.clone());
+        if let Some(c) = cache.get(&conn.id).filter(|c| c.made_from == digest) {
+            return Ok(c.provider.clone());
         }
-        let p: Arc<dyn CmsProvider> = kind.connect(endpoint, credential, ca)?.into();
-        cache.insert(key, p.clone());
-        Ok(p)
+        let credential = secrecy::ExposeSecret::expose_secret(&conn.credential);
+        let provider: Arc<dyn CmsProvider> = conn
+            .provider
+            .connect(&conn.endpoint, credential, conn.ca.as_deref())?
+            .into();
+        cache.insert(
+            conn.id.clone(),
+            CachedProvider {
+                made_from: digest,
+                endpoint: conn.endpoint.clone(),
+                provider: provider.clone(),
+            },
+        );
+        Ok(provider)
     }
 
-    /// The provider reconciles have used for a connection, if any (its call counts).
-    pub fn used_provider(
-        &self,
-        kind: ProviderKind,
-        endpoint: &str,
-        credential: &str,
-    ) -> Option<Arc<dyn CmsProvider>> {
+    /// The provider reconciles have used for the connection at `endpoint`, if any (its call
+    /// counts).
+    pub fn used_provider(&self, endpoint: &str) -> Option<Arc<dyn CmsProvider>> {
         self.providers
             .lock()
-            .get(&cache_key(kind, endpoint, credential, None))
-            .cloned()
+            .values()
+            .find(|c| c.endpoint == endpoint)
+            .map(|c| c.provider.clone())
+    }
+
+    /// How many providers are kept (one per connection in use).
+    pub fn providers_kept(&self) -> usize {
+        self.providers.lock().len()
+    }
+
+    /// A worker slot of the policy's connection, if one is free (`None`: its connection holds
+    /// its share already). A policy without a connection needs none.
+    pub fn connection_slot(
+        &self,
+        p: &ApiKeyPolicy,
+    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some(id) = super::dereference::connection_of(p, &self.config.default_connection) else {
+            return Some(None);
+        };
+        let share = self.config.workers_per_connection.max(1);
+        let slots = self
+            .connection_slots
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(share)))
+            .clone();
+        slots.try_acquire_owned().ok().map(Some)
+    }
+
+    /// The lock of a namespace's key quota on a connection.
+    pub fn key_quota_lock(&self, conn: &ConnectionId, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.key_quota_locks
+            .lock()
+            .entry((conn.clone(), ns.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// A Secret's field as read before, if the Secret is still at `version`.
+    pub(super) fn cached_secret_field(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        version: &str,
+    ) -> Option<Arc<[u8]>> {
+        let fields = self.secret_fields.lock();
+        let (at, data) = fields.get(&(ns.to_owned(), name.to_owned(), key.to_owned()))?;
+        (at == version).then(|| data.clone())
+    }
+
+    /// Keeps a field just read; fields of Secrets gone from the store (deleted, unlabelled)
+    /// are dropped.
+    pub(super) fn cache_secret_field(
+        &self,
+        stores: &Stores,
+        (ns, name, key): (&str, &str, &str),
+        version: String,
+        data: Arc<[u8]>,
+    ) {
+        use kube::runtime::reflector::ObjectRef;
+        let mut fields = self.secret_fields.lock();
+        fields.insert(
+            (ns.to_owned(), name.to_owned(), key.to_owned()),
+            (version, data),
+        );
+        fields.retain(|(ns, name, _), _| {
+            stores
+                .credentials
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some()
+        });
+    }
+
+    /// The bytes of Secret data the operator holds (the fields connections name).
+    pub fn secret_bytes_held(&self) -> usize {
+        self.secret_fields
+            .lock()
+            .values()
+            .map(|(_, d)| d.len())
+            .sum()
     }
 
     pub(super) fn set_stores(&self, stores: Option<Stores>) {
@@ -243,6 +349,134 @@ impl Context {
         self.failures.lock().remove(&Self::key(p));
     }
 
+    /// Sets a policy's expiry series to `now` (`seconds` each) and removes those of keys it no
+    /// longer has.
+    pub fn set_expiry_series(&self, p: &ApiKeyPolicy, now: Vec<(metrics::KeyLabels, f64)>) {
+        let mut series = self.expiry_series.lock();
+        let kept = series.entry(Self::key(p)).or_default();
+        let fresh: std::collections::BTreeSet<_> = now.iter().map(|(l, _)| l.clone()).collect();
+        for gone in kept.difference(&fresh) {
+            self.metrics.seconds_to_expiry.remove(gone);
+        }
+        for (labels, seconds) in now {
+            self.metrics
+                .seconds_to_expiry
+                .get_or_create(&labels)
+                .set(seconds);
+        }
+        *kept = fresh;
+    }
+
+    /// Everything kept for a policy that is gone: backoff, force-sync state, key counts and
+    /// metric series, Secret observations.
+    pub fn forget_policy(&self, key: &str, uid: Option<&str>) {
+        self.failures.lock().remove(key);
+        self.force_syncs.lock().remove(key);
+        self.fresh_reads.lock().remove(key);
+        if let Some(gone) = self.expiry_series.lock().remove(key) {
+            for labels in gone {
+                self.metrics.seconds_to_expiry.remove(&labels);
+            }
+        }
+        self.key_states.lock().remove(key);
+        self.publish_key_states(&self.key_states.lock());
+        if let Some(uid) = uid {
+            self.secret_observations.lock().retain(|k, _| k.0 != uid);
+            self.restarts.lock().retain(|k, _| k.0 != uid);
+        }
+    }
+
+    /// Drops what is kept for policies and connections no longer in the stores (deleted while
+    /// no reconcile saw it go, or by a path that kept nothing): a long-running operator's
+    /// memory and metric series follow what exists, not all that ever did.
+    pub fn forget_gone(&self, stores: &Stores) {
+        let policies = stores.policies.state();
+        let live: std::collections::HashSet<String> =
+            policies.iter().map(|p| Self::key(p)).collect();
+        let uids: std::collections::HashSet<String> =
+            policies.iter().filter_map(|p| p.uid()).collect();
+        let mut gone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        gone.extend(
+            self.failures
+                .lock()
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
+        gone.extend(
+            self.force_syncs
+                .lock()
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
+        gone.extend(
+            self.fresh_reads
+                .lock()
+                .iter()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
+        gone.extend(
+            self.expiry_series
+                .lock()
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
+        gone.extend(
+            self.key_states
+                .lock()
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
+        for key in &gone {
+            self.forget_policy(key, None);
+        }
+        self.secret_observations
+            .lock()
+            .retain(|k, _| uids.contains(&k.0));
+        self.restarts.lock().retain(|k, _| uids.contains(&k.0));
+        self.force_sync_limiter.retain_recent();
+        self.force_sync_limiter.shrink_to_fit();
+        let connections: std::collections::HashSet<ConnectionId> = stores
+            .connections
+            .state()
+            .iter()
+            .map(|c| ConnectionId::CmsConnection {
+                namespace: c.namespace().unwrap_or_default(),
+                name: c.name_any(),
+            })
+            .chain(
+                stores
+                    .cluster_connections
+                    .state()
+                    .iter()
+                    .map(|c| ConnectionId::ClusterCmsConnection { name: c.name_any() }),
+            )
+            .collect();
+        self.providers
+            .lock()
+            .retain(|id, _| connections.contains(id));
+        self.connection_slots
+            .lock()
+            .retain(|id, slots| connections.contains(id) || Arc::strong_count(slots) > 1);
+        self.key_quota_locks
+            .lock()
+            .retain(|(id, _), lock| connections.contains(id) || Arc::strong_count(lock) > 1);
+    }
+
+    /// What is kept per policy, summed over the maps (for tests: it must not grow with
+    /// policies that are gone).
+    pub fn policies_tracked(&self) -> usize {
+        self.failures.lock().len()
+            + self.force_syncs.lock().len()
+            + self.fresh_reads.lock().len()
+            + self.expiry_series.lock().len()
+            + self.key_states.lock().len()
+    }
+
     /// Records a policy's key counts (`None` when the policy is gone) and updates the gauge.
     pub fn set_key_states(&self, p: &ApiKeyPolicy, counts: Option<[i64; 3]>) {
         let mut states = self.key_states.lock();
@@ -250,6 +484,11 @@ impl Context {
             Some(c) => states.insert(Self::key(p), c),
             None => states.remove(&Self::key(p)),
         };
+        self.publish_key_states(&states);
+    }
+
+    /// The `keyward_keys` gauge: the sum of every policy's counts.
+    fn publish_key_states(&self, states: &HashMap<String, [i64; 3]>) {
         for (i, state) in ["ready", "expiring", "missing"].iter().enumerate() {
             let total: i64 = states.values().map(|c| c[i]).sum();
             self.metrics

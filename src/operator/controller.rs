@@ -173,7 +173,7 @@ struct Related {
     connections: Watched<CmsConnection>,
     cluster_connections: Watched<ClusterCmsConnection>,
     namespaces: Watched<PartialObjectMeta<Namespace>>,
-    credentials: Watched<Secret>,
+    credentials: Watched<PartialObjectMeta<Secret>>,
 }
 
 /// With `--namespace`, nothing outside it is read (the chart then grants namespaced Roles
@@ -194,15 +194,22 @@ fn related(client: &Client, namespace: &Option<String>) -> Related {
                 Default::default(),
             ),
             // Credentials may live outside a watched namespace (a cluster connection's): all
-            // of them, but only the labelled ones, are read with their data.
-            credentials: reflected(Api::<Secret>::all(client.clone()), credentials),
+            // the labelled ones, metadata only (their data is read for the ones connections
+            // name, when they change).
+            credentials: reflected(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                credentials,
+            ),
         };
     };
     Related {
         connections: reflected(api::<CmsConnection>(client, namespace), Default::default()),
         cluster_connections: unwatched(),
         namespaces: unwatched(),
-        credentials: reflected(Api::<Secret>::namespaced(client.clone(), ns), credentials),
+        credentials: reflected(
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+            credentials,
+        ),
     }
 }
 
@@ -306,13 +313,16 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
                 &d2,
             )
         })
-        .watches_stream(credential_events, move |s: Secret| {
+        .watches_stream(credential_events, move |s: PartialObjectMeta<Secret>| {
             policies_reading_secret(&s3, &d3, &s.namespace().unwrap_or_default(), &s.name_any())
         })
         .watches_stream(namespace_events, move |n: PartialObjectMeta<Namespace>| {
             policies_in(&s4, &n.name_any())
         })
-        .with_config(ControllerConfig::default().concurrency(8))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(u16::try_from(cfg.workers.max(1)).unwrap_or(u16::MAX)),
+        )
         .graceful_shutdown_on(shutdown.requested())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -320,10 +330,22 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
                 tracing::debug!(error = %e, "controller event");
             }
         });
+    // What is kept for policies and connections that are gone is dropped once a minute.
+    let forget = {
+        let (ctx, stores) = (ctx.clone(), stores.clone());
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                ctx.forget_gone(&stores);
+            }
+        }
+    };
     // The in-use finalizers are kept while the controller runs, and stop with it.
     tokio::select! {
         _ = controller => {}
         _ = in_use => {}
+        _ = forget => {}
     }
     ctx.set_stores(None);
     ctx.metrics.set_ready(false);

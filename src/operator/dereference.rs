@@ -205,9 +205,11 @@ async fn connect(
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
     };
-    let credential = credential(&stores, &secret_ref, &secret_ns)?.into();
+    let credential = credential(ctx, &stores, &secret_ref, &secret_ns)
+        .await?
+        .into();
     let ca = match tls {
-        Some((ns, name, key)) => Some(ca_pem(&stores, &ns, &name, &key)?),
+        Some((ns, name, key)) => Some(ca_pem(ctx, &stores, &ns, &name, &key).await?),
         None => None,
     };
     Ok(Conn {
@@ -300,31 +302,130 @@ fn ca_ref(
     Some((ca_ns, r.name.clone(), r.key.clone()))
 }
 
-/// The PEM certificates in a labelled Secret's field.
-fn ca_pem(stores: &Stores, ns: &str, name: &str, key: &str) -> Result<Vec<u8>, DereferenceError> {
-    stores
+/// The most a credential may hold: 16 KiB (a token, a password; a key pair would be less).
+pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+/// The most a CA bundle may hold: 256 KiB (hundreds of certificates).
+pub const MAX_CA_BYTES: usize = 256 * 1024;
+
+/// What a labelled Secret's field is wanted for, for the limits and the messages.
+#[derive(Clone, Copy)]
+enum SecretUse {
+    Credential,
+    Ca,
+}
+
+impl SecretUse {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Credential => "credential",
+            Self::Ca => "CA",
+        }
+    }
+
+    fn max(self) -> usize {
+        match self {
+            Self::Credential => MAX_CREDENTIAL_BYTES,
+            Self::Ca => MAX_CA_BYTES,
+        }
+    }
+}
+
+/// Field `key` of the labelled Secret `ns/name`. The credential Secrets are watched as metadata
+/// only, so a Secret no connection names is never held with its data; a named one is read with
+/// one GET, and read again only when its resourceVersion changed.
+async fn secret_field(
+    ctx: &Context,
+    stores: &Stores,
+    (ns, name, key): (&str, &str, &str),
+    used: SecretUse,
+) -> Result<std::sync::Arc<[u8]>, DereferenceError> {
+    let missing = || {
+        DereferenceError::NoCredentials(format!(
+            "{} Secret {ns}/{name} (field '{key}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\"",
+            used.what()
+        ))
+    };
+    let meta = stores
         .credentials
         .get(&ObjectRef::new(name).within(ns))
-        .and_then(|s| s.data.as_ref()?.get(key).map(|v| v.0.clone()))
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            DereferenceError::NoCredentials(format!(
-                "CA Secret {ns}/{name} (field '{key}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\""
-            ))
-        })
+        .ok_or_else(missing)?;
+    let version = meta.metadata.resource_version.clone().unwrap_or_default();
+    let data = match ctx.cached_secret_field(ns, name, key, &version) {
+        Some(data) => data,
+        None => {
+            let secret = kube::Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(|e| {
+                    DereferenceError::NoCredentials(format!(
+                        "{} Secret {ns}/{name} cannot be read: {e}",
+                        used.what()
+                    ))
+                })?
+                .filter(|s| s.labels().get(CREDENTIAL_LABEL).map(String::as_str) == Some("true"))
+                .ok_or_else(missing)?;
+            let version = secret.metadata.resource_version.clone().unwrap_or_default();
+            let value: std::sync::Arc<[u8]> = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.as_slice())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|v| v.as_bytes())
+                })
+                .unwrap_or_default()
+                .into();
+            if value.len() > used.max() {
+                return Err(DereferenceError::NoCredentials(format!(
+                    "{} Secret {ns}/{name} (field '{key}') holds {} bytes; a {} holds at most {}",
+                    used.what(),
+                    value.len(),
+                    used.what(),
+                    used.max()
+                )));
+            }
+            ctx.cache_secret_field(stores, (ns, name, key), version, value.clone());
+            value
+        }
+    };
+    if data.is_empty() {
+        return Err(missing());
+    }
+    Ok(data)
+}
+
+/// The PEM certificates in a labelled Secret's field.
+async fn ca_pem(
+    ctx: &Context,
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<Vec<u8>, DereferenceError> {
+    Ok(secret_field(ctx, stores, (ns, name, key), SecretUse::Ca)
+        .await?
+        .to_vec())
 }
 
 /// The credential in a labelled Secret's field.
-fn credential(stores: &Stores, r: &SecretKeyRef, ns: &str) -> Result<String, DereferenceError> {
-    let secret: Option<std::sync::Arc<Secret>> =
-        stores.credentials.get(&ObjectRef::new(&r.name).within(ns));
-    secret
-        .and_then(|s| crate::engine::secrets_dir::string_data(&s).remove(&r.key))
+async fn credential(
+    ctx: &Context,
+    stores: &Stores,
+    r: &SecretKeyRef,
+    ns: &str,
+) -> Result<String, DereferenceError> {
+    let bytes = secret_field(ctx, stores, (ns, &r.name, &r.key), SecretUse::Credential).await?;
+    std::str::from_utf8(&bytes)
         .map(|t| t.trim().to_owned())
+        .ok()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             DereferenceError::NoCredentials(format!(
-                "credential Secret {ns}/{} (field '{}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\"",
+                "credential Secret {ns}/{} (field '{}') is not text",
                 r.name, r.key
             ))
         })

@@ -45,12 +45,7 @@ pub async fn sweep(
     stores: &Stores,
     default: &Option<DefaultConnection>,
 ) -> Result<usize, kube::Error> {
-    let used: BTreeSet<ConnectionId> = stores
-        .policies
-        .state()
-        .iter()
-        .filter_map(|p| connection_of(p, default))
-        .collect();
+    let used = connections_in_use(stores, default);
     // The Secrets that connections still needed read: (namespace, name).
     let mut secrets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut changed = 0;
@@ -71,7 +66,7 @@ pub async fn sweep(
             ));
         }
         let api: Api<CmsConnection> = Api::namespaced(client.clone(), &ns);
-        changed += usize::from(set_finalizer(&api, c.as_ref(), wanted).await?);
+        changed += usize::from(set_finalizer(&api, c.meta(), wanted).await?);
     }
     for c in stores.cluster_connections.state() {
         let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
@@ -84,15 +79,45 @@ pub async fn sweep(
             secrets.extend(read_secrets(cred, c.spec.tls.as_ref(), ns, false));
         }
         let api: Api<ClusterCmsConnection> = Api::all(client.clone());
-        changed += usize::from(set_finalizer(&api, c.as_ref(), wanted).await?);
+        changed += usize::from(set_finalizer(&api, c.meta(), wanted).await?);
     }
     for s in stores.credentials.state() {
         let ns = s.namespace().unwrap_or_default();
         let wanted = secrets.contains(&(ns.clone(), s.name_any()));
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        changed += usize::from(set_finalizer(&api, s.as_ref(), wanted).await?);
+        changed += usize::from(set_finalizer(&api, s.meta(), wanted).await?);
     }
     Ok(changed)
+}
+
+/// The connections policies need: the one each admitted policy uses, and the one each policy's
+/// status says it holds keys or settings on (until they are taken back there). A policy whose
+/// namespace a connection does not admit pins nothing of it.
+fn connections_in_use(
+    stores: &Stores,
+    default: &Option<DefaultConnection>,
+) -> BTreeSet<ConnectionId> {
+    let mut used = BTreeSet::new();
+    for p in stores.policies.state() {
+        let ns = p.namespace().unwrap_or_else(|| "default".into());
+        if let Some(id) = connection_of(&p, default) {
+            let admitted = match &id {
+                ConnectionId::CmsConnection { namespace, .. } => *namespace == ns,
+                ConnectionId::ClusterCmsConnection { name } => stores
+                    .cluster_connections
+                    .get(&kube::runtime::reflector::ObjectRef::new(name))
+                    .is_some_and(|c| super::dereference::admitted(stores, &c.spec, &ns)),
+                ConnectionId::Default => false,
+            };
+            if admitted {
+                used.insert(id);
+            }
+        }
+        if let Some(recorded) = p.status.as_ref().and_then(|s| s.connection.as_ref()) {
+            used.insert(recorded.id());
+        }
+    }
+    used
 }
 
 /// The credential and CA Secrets of a connection whose Secrets default to namespace `ns`
@@ -116,13 +141,17 @@ fn read_secrets(
 
 /// Adds or takes off the in-use finalizer; true if it wrote. A finalizer is never added to an
 /// object being deleted (the API server refuses it, and it would be too late).
-async fn set_finalizer<K>(api: &Api<K>, obj: &K, wanted: bool) -> Result<bool, kube::Error>
+async fn set_finalizer<K>(
+    api: &Api<K>,
+    meta: &kube::core::ObjectMeta,
+    wanted: bool,
+) -> Result<bool, kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let finalizers = obj.meta().finalizers.clone().unwrap_or_default();
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
     let has = finalizers.iter().any(|f| f == IN_USE);
-    let deleting = obj.meta().deletion_timestamp.is_some();
+    let deleting = meta.deletion_timestamp.is_some();
     let next: Vec<String> = match (wanted, has) {
         (true, false) if !deleting => finalizers.into_iter().chain([IN_USE.to_owned()]).collect(),
         (false, true) => finalizers.into_iter().filter(|f| f != IN_USE).collect(),
@@ -131,9 +160,9 @@ where
     // The resourceVersion makes it a compare-and-swap: a concurrent change is a 409, and the
     // next sweep works from the newer object.
     let patch = serde_json::json!({
-        "metadata": {"finalizers": next, "resourceVersion": obj.meta().resource_version}
+        "metadata": {"finalizers": next, "resourceVersion": meta.resource_version}
     });
-    let name = obj.meta().name.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
     match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

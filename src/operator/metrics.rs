@@ -29,7 +29,7 @@ pub struct StateLabels {
     pub state: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct KeyLabels {
     pub namespace: String,
     pub policy: String,

@@ -88,6 +88,12 @@ pub struct OperatorConfig {
     /// How long a policy whose namespace its connection stopped admitting keeps its keys
     /// before they are revoked.
     pub offboarding_grace: Duration,
+    /// How long one reconcile's CMS calls may take in all (each gets what is left).
+    pub reconcile_timeout: Duration,
+    /// Reconciles at once.
+    pub workers: usize,
+    /// Reconciles at once on one connection: one connection that hangs can hold no more.
+    pub workers_per_connection: usize,
 }
 
 impl Default for OperatorConfig {
@@ -103,6 +109,9 @@ impl Default for OperatorConfig {
             shutdown_grace: Duration::from_secs(20),
             retry_budget: Duration::from_secs(5),
             offboarding_grace: Duration::from_secs(3600),
+            reconcile_timeout: Duration::from_secs(60),
+            workers: 8,
+            workers_per_connection: 2,
         }
     }
 }

@@ -176,12 +176,21 @@ pub async fn reconcile(
         tracing::info!(policy = %policy_id(&policy), wait_ms = wait.as_millis() as u64, "force-sync asked again too soon: waiting");
         return Ok(Action::requeue(wait));
     }
+    // One connection holds at most its share of the workers: a policy whose connection's
+    // share is taken looks again shortly, and the worker goes to a policy elsewhere.
+    let Some(_slot) = ctx.connection_slot(&policy) else {
+        return Ok(Action::requeue(slot_wait()));
+    };
     let started = std::time::Instant::now();
-    // Retries inside a reconcile stop at the budget; then the per-object backoff takes over
-    // and the worker is free for policies on other connections.
-    let deadline = tokio::time::Instant::now() + ctx.config.retry_budget;
+    // Retries inside a reconcile stop at the budget, and its calls at its deadline; then the
+    // per-object backoff takes over and the worker is free for policies on other connections.
+    let now = tokio::time::Instant::now();
+    let limits = crate::providers::http::Reconcile {
+        retry_deadline: now + ctx.config.retry_budget,
+        deadline: now + ctx.config.reconcile_timeout,
+    };
     let run = in_reconcile(
-        deadline,
+        limits,
         finalizer(&api, FINALIZER, policy.clone(), |event| async {
             match event {
                 Event::Apply(p) => apply(p, &ctx).await,
@@ -215,6 +224,13 @@ pub async fn reconcile(
     ctx.metrics
         .observe_reconcile(started.elapsed(), result.is_ok());
     result
+}
+
+/// A little over a second, jittered: when a policy whose connection's share of the workers is
+/// taken looks again.
+fn slot_wait() -> Duration {
+    use rand::Rng;
+    Duration::from_millis(rand::thread_rng().gen_range(1000..2000))
 }
 
 /// Runs `work`; a panic inside it becomes an error of this one reconcile (with the panic's
@@ -251,6 +267,9 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let (live, done) = if !observe_only && plan.has_changes() {
+        // Held until the keys are made: policies of one namespace cannot pass the key quota
+        // together.
+        let _quota = within_key_quota(p, &conn, &plan, provider.as_ref(), ctx).await?;
         // Until it reads its keys back, the policy's part of the shared listing is unknown.
         let label = policy_id(p).label_value();
         ctx.listings.writing(&conn.id, &label);
@@ -277,6 +296,71 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         now,
         connection: conn.id.clone(),
     })
+}
+
+/// A shared connection's `maxKeysPerNamespace` against what the CMS holds: every key of the
+/// namespace there (keys kept by `deletionPolicy: Orphan` and renamed ones too), plus what this
+/// plan makes, less what it revokes. Counted under a per-namespace lock held until the keys
+/// are made, so policies created together cannot all see room for one more. The lock is
+/// returned; a plan that makes no key needs neither.
+async fn within_key_quota(
+    p: &ApiKeyPolicy,
+    conn: &Conn,
+    plan: &Plan,
+    provider: &dyn CmsProvider,
+    ctx: &Context,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Halt> {
+    use crate::plan::Action as Planned;
+    let (Some(allow), crate::model::desired::ConnectionId::ClusterCmsConnection { name }) =
+        (&conn.allow, &conn.id)
+    else {
+        return Ok(None);
+    };
+    let Some(max) = allow.max_keys_per_namespace else {
+        return Ok(None);
+    };
+    let made = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Planned::Create { .. } | Planned::Replace { .. }))
+        .count();
+    if made == 0 {
+        return Ok(None);
+    }
+    let revoked = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Planned::Revoke { .. }))
+        .count();
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    let guard = ctx.key_quota_lock(&conn.id, &ns).lock_owned().await;
+    let prefix = format!("{ns}.");
+    let held = provider
+        .list_keys()
+        .await
+        .map_err(|e| Halt::Failed {
+            reason: "CmsUnavailable",
+            error: e.into(),
+        })?
+        .iter()
+        .filter(|k| {
+            k.spec.name.starts_with(&prefix)
+                && k.spec
+                    .labels
+                    .contains_key(crate::model::desired::LABEL_POLICY)
+        })
+        .count();
+    let after = (held + made).saturating_sub(revoked);
+    if after > max as usize {
+        return Err(Halt::Refused {
+            reason: "NotAllowed",
+            message: format!(
+                "spec.keys: ClusterCmsConnection {name} does not allow {after} keys in this namespace (spec.allow.maxKeysPerNamespace: {max}; the CMS holds {held} of its keys)"
+            ),
+            look_again: true,
+        });
+    }
+    Ok(Some(guard))
 }
 
 /// A policy moved to another connection: its keys on the one it left are revoked first, so
@@ -317,13 +401,7 @@ async fn leave_previous_connection(
 
 /// The connection's provider; a credential it cannot use is a refusal (`NoCredentials`).
 fn provider(ctx: &Context, conn: &Conn) -> Result<Arc<dyn CmsProvider>, Halt> {
-    ctx.provider(
-        conn.provider,
-        &conn.endpoint,
-        secrecy::ExposeSecret::expose_secret(&conn.credential),
-        conn.ca.as_deref(),
-    )
-    .map_err(|m| Halt::Refused {
+    ctx.provider(conn).map_err(|m| Halt::Refused {
         reason: "NoCredentials",
         message: format!("the credential of {} is not usable: {m}", conn.id),
         look_again: true,
@@ -359,6 +437,7 @@ async fn apply_plan(
 
 async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
     let old = p.status.clone().unwrap_or_default();
+    let now = ctx.config.clock.now();
     match pipeline(&p, ctx).await {
         Ok(outcome) => {
             let wait = report(&p, ctx, &old, outcome).await?;
@@ -370,10 +449,21 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             message,
             look_again,
         }) => {
-            if reason == "ConnectionNotAllowed" && offboarding_due(&old, ctx) {
-                return offboard(&p, ctx, &old, &message).await;
+            let mut status = stopped_status(&old, reason, &message, false, now);
+            status.refused_since = None;
+            if takes_back(&p, &old, reason, ctx) {
+                // The grace counts from when this refusal began, on the operator's clock.
+                let since = old
+                    .refused_since
+                    .as_deref()
+                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    .filter(|s| *s <= now)
+                    .unwrap_or(now);
+                if grace_over(since, now, ctx) {
+                    return offboard(&p, ctx, &old, (reason, &message), since).await;
+                }
+                status.refused_since = Some(crate::model::rfc3339(since));
             }
-            let status = stopped_status(&old, reason, &message, false);
             write_status(&p, ctx, &old, status, Some((reason, &message))).await?;
             Ok(if look_again {
                 Action::requeue(ctx.config.drift_interval)
@@ -387,7 +477,8 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                 other => other.to_string(),
             };
             let message = message.strip_prefix("CMS: ").unwrap_or(&message).to_owned();
-            let status = stopped_status(&old, reason, &message, true);
+            let mut status = stopped_status(&old, reason, &message, true, now);
+            status.refused_since = None;
             write_status(&p, ctx, &old, status, Some((reason, &message))).await?;
             Err(error)
         }
@@ -395,44 +486,117 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     }
 }
 
-/// Whether a policy that still holds keys has been refused by its connection
-/// (`ConnectionNotAllowed`) for longer than the offboarding grace.
-fn offboarding_due(old: &ApiKeyPolicyStatus, ctx: &Context) -> bool {
-    if old.keys.is_empty() {
+/// Whether a refusal ends, after the offboarding grace, with what the policy holds being taken
+/// back: its namespace no longer admitted, its declarations over the connection's ceilings,
+/// or its keys left on a connection it moved away from to one that does not exist. Only a
+/// policy that holds something (a recorded connection) has anything to lose.
+fn takes_back(p: &ApiKeyPolicy, old: &ApiKeyPolicyStatus, reason: &str, ctx: &Context) -> bool {
+    let Some(recorded) = old.connection.as_ref().map(|c| c.id()) else {
         return false;
+    };
+    match reason {
+        "ConnectionNotAllowed" | "NotAllowed" => true,
+        "ConnectionNotFound" => {
+            super::dereference::connection_of(p, &ctx.config.default_connection).as_ref()
+                != Some(&recorded)
+        }
+        _ => false,
     }
-    let since = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "ConnectionNotAllowed");
-    since.is_some_and(|c| {
-        let refused_for = ctx
-            .config
-            .clock
-            .now()
-            .duration_since(c.last_transition_time.0);
-        refused_for
-            >= jiff::SignedDuration::try_from(ctx.config.offboarding_grace)
-                .unwrap_or(jiff::SignedDuration::MAX)
-    })
 }
 
-/// Revokes the keys of a policy whose namespace its connection no longer admits (after the
-/// grace): a team taken off a shared connection must not keep working keys until they expire.
+/// Whether the offboarding grace that began at `since` is over at `now`.
+fn grace_over(since: jiff::Timestamp, now: jiff::Timestamp, ctx: &Context) -> bool {
+    now.duration_since(since)
+        >= jiff::SignedDuration::try_from(ctx.config.offboarding_grace)
+            .unwrap_or(jiff::SignedDuration::MAX)
+}
+
+/// What an offboarding takes back: every key (`keys: None`) or the keys of these declared
+/// names, and whether the policy's CORS origins and public endpoints go too.
+struct Beyond {
+    keys: Option<std::collections::BTreeSet<String>>,
+    settings: bool,
+}
+
+impl Beyond {
+    fn everything() -> Beyond {
+        Beyond {
+            keys: None,
+            settings: true,
+        }
+    }
+}
+
+/// What of the policy is over its connection's ceilings now: the keys whose declarations are,
+/// all of them when the namespace holds too many, its settings when they are.
+async fn beyond_ceilings(p: &ApiKeyPolicy, ctx: &Context) -> Beyond {
+    let Ok(conn) = dereference(p, ctx).await else {
+        return Beyond::everything();
+    };
+    let Err(DereferenceError::NotAllowed(over)) = within_ceilings(p, &conn, ctx) else {
+        return Beyond::everything();
+    };
+    let mut keys = std::collections::BTreeSet::new();
+    let mut settings = false;
+    for item in &over {
+        let path = item.split(':').next().unwrap_or_default();
+        if path == "spec.keys" {
+            return Beyond::everything();
+        }
+        if path.starts_with("spec.cors") || path.starts_with("spec.publicEndpoints") {
+            settings = true;
+        }
+        let index = path
+            .strip_prefix("spec.keys[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        if let Some(k) = index.and_then(|i| p.spec.keys.get(i)) {
+            keys.insert(k.name.clone());
+        }
+    }
+    Beyond {
+        keys: Some(keys),
+        settings,
+    }
+}
+
+/// Takes back what a policy that has been refused past the grace holds: all of it when its
+/// namespace is no longer admitted or its keys were left behind, what is over the ceilings
+/// when they were tightened. A team must not keep working keys, or an open API, until they
+/// expire.
 async fn offboard(
     p: &ApiKeyPolicy,
     ctx: &Context,
     old: &ApiKeyPolicyStatus,
-    refusal: &str,
+    (reason, refusal): (&str, &str),
+    since: jiff::Timestamp,
 ) -> Result<Action, ReconcileError> {
-    let revoked = revoke_all(p, ctx).await?;
-    let note = format!("{revoked} keys revoked: {refusal}");
-    tracing::warn!(policy = %policy_id(p), revoked, "offboarded: {refusal}");
-    publish(ctx, p, EventType::Warning, "KeysRevoked", &note).await;
-    let mut status = stopped_status(old, "ConnectionNotAllowed", &note, false);
-    status.keys.clear();
-    status.key_count = Some(0);
-    status.connection = None;
+    let beyond = match reason {
+        "NotAllowed" => beyond_ceilings(p, ctx).await,
+        _ => Beyond::everything(),
+    };
+    let (revoked, names) = revoke_beyond(p, ctx, &beyond).await?;
+    let now = ctx.config.clock.now();
+    let mut status = stopped_status(old, reason, refusal, false, now);
+    status.keys.retain(|k| !names.contains(&k.name));
+    status.key_count = Some(status.keys.len() as i64);
+    if beyond.keys.is_none() {
+        status.connection = None;
+    }
+    // Taken back: a policy that stays refused starts a new grace for what may be over next.
+    status.refused_since = None;
+    tracing::debug!(policy = %policy_id(p), refused_since = %since, "grace over");
+    if revoked > 0 || beyond.settings {
+        // Taking back everything takes the settings too; said only when part is taken.
+        let settings = if beyond.settings && beyond.keys.is_some() {
+            " and its CORS origins and public endpoints removed"
+        } else {
+            ""
+        };
+        let note = format!("{revoked} keys revoked{settings}: {refusal}");
+        tracing::warn!(policy = %policy_id(p), revoked, "offboarded: {refusal}");
+        publish(ctx, p, EventType::Warning, "KeysRevoked", &note).await;
+    }
     write_status(p, ctx, old, status, None).await?;
     Ok(Action::requeue(ctx.config.drift_interval))
 }
@@ -440,30 +604,53 @@ async fn offboard(
 /// Revokes every key of the policy through its connection (admitted or not), and drops its
 /// entry in the shared settings; how many keys.
 async fn revoke_all(p: &ApiKeyPolicy, ctx: &Context) -> Result<usize, ReconcileError> {
+    Ok(revoke_beyond(p, ctx, &Beyond::everything()).await?.0)
+}
+
+/// Revokes the policy's keys that `beyond` names (through the connection its status records,
+/// admitted or not), and drops its settings entry if it says so; how many keys, and the
+/// declared names of those revoked.
+async fn revoke_beyond(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    beyond: &Beyond,
+) -> Result<(usize, std::collections::BTreeSet<String>), ReconcileError> {
     let conn = dereference_to_revoke(p, ctx).await?;
-    let provider = ctx
-        .provider(
-            conn.provider,
-            &conn.endpoint,
-            secrecy::ExposeSecret::expose_secret(&conn.credential),
-            conn.ca.as_deref(),
-        )
-        .map_err(ReconcileError::Credential)?;
+    let provider = ctx.provider(&conn).map_err(ReconcileError::Credential)?;
     let pid = policy_id(p);
-    let mut revoked = 0;
+    let mut revoked = std::collections::BTreeSet::new();
+    let mut count = 0;
     for k in own_keys(provider.as_ref(), p).await? {
-        if pid.owns(&k.spec.labels) {
+        let name = k
+            .spec
+            .labels
+            .get(crate::model::desired::LABEL_KEY)
+            .cloned()
+            .unwrap_or_default();
+        let wanted = beyond
+            .keys
+            .as_ref()
+            .is_none_or(|names| names.contains(&name));
+        if pid.owns(&k.spec.labels) && wanted {
             provider.revoke_key(&k.id).await?;
             tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
-            revoked += 1;
+            revoked.insert(name);
+            count += 1;
         }
     }
-    ctx.listings.drop_policy(&conn.id, &pid.label_value());
-    // Its CORS origins and public endpoints go with its keys; its neighbours' stay.
-    provider
-        .remove_settings_owner(&pid.settings_owner())
-        .await?;
-    Ok(revoked)
+    match &beyond.keys {
+        None => ctx.listings.drop_policy(&conn.id, &pid.label_value()),
+        // Some went: its next check reads its own keys instead of the shared listing.
+        Some(_) if count > 0 => ctx.listings.writing(&conn.id, &pid.label_value()),
+        Some(_) => {}
+    }
+    if beyond.settings {
+        // Its CORS origins and public endpoints go; its neighbours' stay.
+        provider
+            .remove_settings_owner(&pid.settings_owner())
+            .await?;
+    }
+    Ok((count, revoked))
 }
 
 /// Whether the policy never held a key (its status lists none): its deletion needs nothing
@@ -477,8 +664,10 @@ fn never_made_a_key(p: &ApiKeyPolicy) -> bool {
 /// On deletion: revoke the policy's keys (unless Orphan or ObserveOnly). A key the CMS already
 /// forgot counts as revoked.
 async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
-    ctx.set_key_states(&p, None);
-    ctx.forget_secret_observations(&p);
+    ctx.forget_policy(
+        &format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+        p.uid().as_deref(),
+    );
     if p.spec.deletion_policy == DeletionPolicy::Orphan
         || p.spec.management_policy == ManagementPolicy::ObserveOnly
     {

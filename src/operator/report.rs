@@ -89,6 +89,7 @@ async fn fingerprint(
 
 async fn keys_report(
     ctx: &Context,
+    p: &ApiKeyPolicy,
     pid: &PolicyId,
     o: &Outcome,
 ) -> Result<KeysReport, kube::Error> {
@@ -97,6 +98,7 @@ async fn keys_report(
         expiring: Vec::new(),
         next_due: None,
     };
+    let mut series = Vec::new();
     for k in &o.observed.state.keys {
         let Some(l) = o
             .live
@@ -121,10 +123,7 @@ async fn keys_report(
                 policy: pid.name.clone(),
                 key: k.key.clone(),
             };
-            ctx.metrics
-                .seconds_to_expiry
-                .get_or_create(&labels)
-                .set(left.as_secs() as f64);
+            series.push((labels, left.as_secs() as f64));
             if k.lifetime
                 .is_some_and(|l| left <= status::reminder_window(l))
             {
@@ -136,6 +135,7 @@ async fn keys_report(
             r.next_due = Some(r.next_due.map_or(due, |d| d.min(due)));
         }
     }
+    ctx.set_expiry_series(p, series);
     Ok(r)
 }
 
@@ -217,7 +217,7 @@ pub async fn report(
     o: Outcome,
 ) -> Result<Duration, kube::Error> {
     let pid = policy_id(p);
-    let keys = keys_report(ctx, &pid, &o).await?;
+    let keys = keys_report(ctx, p, &pid, &o).await?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     // ObserveOnly actions are never "pending" for apply, but they are what status reports.
     let pending_changes: Vec<String> = if observe_only && !o.plan.actions.is_empty() {
@@ -234,13 +234,20 @@ pub async fn report(
     ctx.set_key_states(p, Some([found - expiring, expiring, wanted - found]));
     let new = ApiKeyPolicyStatus {
         observed_generation: p.metadata.generation,
-        conditions: merged(old, conditions(p, &o.plan, &keys), p.metadata.generation),
+        conditions: merged(
+            old,
+            conditions(p, &o.plan, &keys),
+            p.metadata.generation,
+            o.now,
+        ),
         key_count: Some(keys.keys.len() as i64),
-        connection: (!keys.keys.is_empty())
+        // Keys, or settings only (CORS, public endpoints): either is taken back from there.
+        connection: (!keys.keys.is_empty() || p.spec.declared_settings().has_any())
             .then(|| crate::policy::KeysConnection::of(&o.connection))
             .flatten(),
         keys: keys.keys,
         pending_changes,
+        refused_since: None,
     };
     write_status(p, ctx, old, new, None).await?;
     for (reason, note) in &o.done {
@@ -256,17 +263,25 @@ pub async fn report(
     Ok(wait)
 }
 
-fn merged(old: &ApiKeyPolicyStatus, new: Vec<Stated>, generation: Option<i64>) -> Vec<Condition> {
-    status::merge(&old.conditions, new, Timestamp::now(), generation)
+/// The conditions after `new`, transitions stamped `now` (the operator's clock, the one its
+/// other decisions read).
+fn merged(
+    old: &ApiKeyPolicyStatus,
+    new: Vec<Stated>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    status::merge(&old.conditions, new, now, generation)
 }
 
 /// The status of a policy that stopped: Ready and Synced false with `reason`; a failure that is
-/// retried says so.
+/// retried says so. Transitions are stamped `now`.
 pub fn stopped_status(
     old: &ApiKeyPolicyStatus,
     reason: &str,
     msg: &str,
     retried: bool,
+    now: Timestamp,
 ) -> ApiKeyPolicyStatus {
     let ready = if retried {
         format!("{msg}; retrying with backoff")
@@ -282,6 +297,7 @@ pub fn stopped_status(
                 condition(SYNCED, false, reason, synced),
             ],
             None,
+            now,
         ),
         ..old.clone()
     }

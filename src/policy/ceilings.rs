@@ -26,15 +26,24 @@ pub struct Allow {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub management_permissions: Vec<ManagementPermission>,
     /// APIs by name or pattern (`shop-*`; default: all). Under it, rights that reach every API
-    /// (`defaultPermissions`, the content scopes) are refused: name the APIs instead.
+    /// are refused: `defaultPermissions`, every scope (the content scopes, and `export:write`,
+    /// `cache:purge`, `webhooks:write`, which act on every API), and the management permissions
+    /// that reach every API (`content:*`, `settings:manage`, `members:manage`); public
+    /// endpoints must name an API inside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apis: Option<Vec<String>>,
-    /// Environments (default: all). Under it, a key must list its environments.
+    /// Environments (default: all). Under it, a key must list its environments, and public
+    /// endpoints (which answer in every environment) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<String>>,
-    /// Whether policies may make APIs public (default: no).
+    /// Whether policies may make APIs public (default: no), within `apis`.
     #[serde(default)]
     pub public_endpoints: bool,
+    /// The members whose personal keys policies may declare, by name or pattern (default:
+    /// none): a personal key holds its owner's role, so naming an administrator would hand out
+    /// the administrator's rights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
     /// Whether policies may add CORS origins (default: no).
     #[serde(default)]
     pub cors: bool,
@@ -61,6 +70,7 @@ impl Default for Allow {
             apis: None,
             environments: None,
             public_endpoints: false,
+            owners: Vec::new(),
             cors: false,
             max_keys_per_namespace: None,
         }
@@ -159,6 +169,17 @@ pub fn over_ceilings(
                 );
             }
         }
+        if let Some(owner) = &k.owner {
+            if !allow.owners.iter().any(|p| glob_match(p, owner)) {
+                no(
+                    at("owner"),
+                    format!(
+                        "a personal key of member '{owner}' (it would hold that member's role)"
+                    ),
+                    format!("owners: [{}]", allow.owners.join(", ")),
+                );
+            }
+        }
         if let Some(apis) = &allow.apis {
             let ceiling = format!("apis: [{}]", apis.join(", "));
             if !k.default_permissions.is_empty() {
@@ -168,13 +189,25 @@ pub fn over_ceilings(
                     ceiling.clone(),
                 );
             }
+            // Every scope acts on every API: the content scopes grant rights there, export
+            // exports them all, purges and replays reach them all.
             for (j, s) in k.scopes.iter().enumerate() {
-                if matches!(s, Scope::ContentRead | Scope::ContentWrite) {
+                no(
+                    at(&format!("scopes[{j}]")),
+                    format!(
+                        "scope '{}', which reaches every API; name the APIs in apiPermissions",
+                        s.as_str()
+                    ),
+                    ceiling.clone(),
+                );
+            }
+            for (j, m) in k.management_permissions.iter().enumerate() {
+                if m.reaches_every_api() {
                     no(
-                        at(&format!("scopes[{j}]")),
+                        at(&format!("managementPermissions[{j}]")),
                         format!(
-                            "scope '{}', which reaches every API; name the APIs in apiPermissions",
-                            s.as_str()
+                            "management permission '{}', which reaches every API",
+                            m.as_str()
                         ),
                         ceiling.clone(),
                     );
@@ -223,6 +256,27 @@ pub fn over_ceilings(
             "public endpoints".into(),
             "publicEndpoints: false".into(),
         );
+    }
+    if allow.public_endpoints {
+        for (i, pe) in spec.public_endpoints.iter().enumerate() {
+            let at = format!("spec.publicEndpoints[{i}]");
+            if let Some(apis) = &allow.apis {
+                if !apis.iter().any(|p| glob_match(p, &pe.api)) {
+                    no(
+                        format!("{at}.api"),
+                        format!("API '{}'", pe.api),
+                        format!("apis: [{}]", apis.join(", ")),
+                    );
+                }
+            }
+            if let Some(envs) = &allow.environments {
+                no(
+                    at,
+                    "public endpoints, which answer in every environment".into(),
+                    format!("environments: [{}]", envs.join(", ")),
+                );
+            }
+        }
     }
     if let Some(max) = allow.max_keys_per_namespace {
         if keys_in_namespace > max as usize {
@@ -302,6 +356,58 @@ mod tests {
                 "spec.keys[1].environments",
                 "spec.keys",
             ]
+        );
+    }
+
+    /// Every right a policy can cause in the CMS is inside the ceilings: public endpoints on
+    /// APIs outside `apis` (or at all under `environments`, where they answer everywhere),
+    /// scopes and management permissions that reach every API, and personal keys of members
+    /// the platform did not list. Before, each of these passed an `apis` ceiling.
+    #[test]
+    fn rights_that_reach_past_the_ceilings_are_refused() {
+        let a: Allow = serde_yaml_ng::from_str(
+            "{apis: ['shop-*'], kinds: [content, management, personal], publicEndpoints: true, \
+              managementPermissions: [content:read, keys:manage, settings:manage], \
+              scopes: [export:write, cache:purge, content:read], owners: ['shop-*']}",
+        )
+        .unwrap();
+        let mut s = spec(
+            "  - {name: e, apiPermissions: [{api: shop-a, permissions: [GET]}], scopes: [export:write, cache:purge], secret: {name: e}}
+  - {name: m, kind: management, managementPermissions: [content:read, keys:manage, settings:manage], secret: {name: m}}
+  - {name: p, kind: personal, owner: admin, secret: {name: p}}
+  - {name: q, kind: personal, owner: shop-bot, secret: {name: q}}
+",
+        );
+        s.public_endpoints = serde_yaml_ng::from_str(
+            "[{api: billing, operations: [delete]}, {api: shop-a, operations: [list]}]",
+        )
+        .unwrap();
+        let got = over_ceilings(&a, "shared", &s, 4);
+        assert_eq!(
+            paths(got.clone()),
+            [
+                "spec.keys[0].scopes[0]",
+                "spec.keys[0].scopes[1]",
+                "spec.keys[1].managementPermissions[0]",
+                "spec.keys[1].managementPermissions[2]",
+                "spec.keys[2].owner",
+                "spec.publicEndpoints[0].api",
+            ]
+        );
+        assert!(
+            got[2].1.contains("'content:read', which reaches every API"),
+            "{got:?}"
+        );
+        assert!(got[4].1.contains("member 'admin'"), "{got:?}");
+        // Under an environments ceiling public endpoints answer outside it: refused.
+        let a: Allow =
+            serde_yaml_ng::from_str("{environments: [staging], publicEndpoints: true}").unwrap();
+        let mut s = spec("  - {name: r, environments: [staging], defaultPermissions: [GET], secret: {name: r}}\n");
+        s.public_endpoints =
+            serde_yaml_ng::from_str("[{api: shop-a, operations: [list]}]").unwrap();
+        assert_eq!(
+            paths(over_ceilings(&a, "shared", &s, 1)),
+            ["spec.publicEndpoints[0]"]
         );
     }
 }

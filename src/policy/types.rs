@@ -248,10 +248,15 @@ pub struct ApiKeyPolicyStatus {
     /// For ObserveOnly policies: the changes that Manage would make (no secrets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_changes: Vec<String>,
-    /// The connection the keys in `keys` were made on: a changed `connectionRef` or a
-    /// deletion revokes them there.
+    /// The connection the keys in `keys`, and the policy's CORS origins and public endpoints,
+    /// were made on: a changed `connectionRef`, a deletion or offboarding takes them away there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<KeysConnection>,
+    /// Since when (RFC 3339) the policy has been refused in a way that ends with what it holds
+    /// being taken back (its namespace no longer admitted, over its connection's ceilings, or
+    /// moved to a connection that does not exist): the offboarding grace counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_since: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

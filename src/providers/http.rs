@@ -35,10 +35,13 @@ tokio::task_local! {
 
 /// What an operator reconcile asks of every CMS call made inside it.
 #[derive(Clone, Copy)]
-struct Reconcile {
+pub struct Reconcile {
     /// When to stop waiting for retries: a call whose next wait would end past it fails now,
     /// and the caller's own backoff takes over.
-    retry_deadline: tokio::time::Instant,
+    pub retry_deadline: tokio::time::Instant,
+    /// When the reconcile's time is up: each call gets what is left of it (at most the
+    /// client's 30 s), so an endpoint that accepts and never answers holds a worker no longer.
+    pub deadline: tokio::time::Instant,
 }
 
 /// Runs `f` as one operator reconcile: every CMS call in it retries only until `deadline`, so
@@ -47,18 +50,18 @@ struct Reconcile {
 /// the endpoint is the tenant's choice, and could be an internal service whose answers are not
 /// the tenant's to read. Bodies go to the debug log, truncated; only the few answers keyward
 /// knows a CMS to give ([`KNOWN_ANSWERS`]) are kept.
-pub async fn in_reconcile<F: std::future::Future>(
-    deadline: tokio::time::Instant,
-    f: F,
-) -> F::Output {
+pub async fn in_reconcile<F: std::future::Future>(limits: Reconcile, f: F) -> F::Output {
+    RECONCILE.scope(limits, f).await
+}
+
+/// What is left of the reconcile's time for one call, if in a reconcile (`Some(ZERO)`: none).
+fn time_left() -> Option<Duration> {
     RECONCILE
-        .scope(
-            Reconcile {
-                retry_deadline: deadline,
-            },
-            f,
-        )
-        .await
+        .try_with(|r| {
+            r.deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+        })
+        .ok()
 }
 
 /// CMS error messages shown as they are, also in a reconcile: fixed texts, not data.
@@ -96,7 +99,7 @@ pub struct JsonClient {
 fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
-        .timeout(Duration::from_secs(30))
+        .timeout(CALL_TIMEOUT)
         .connect_timeout(Duration::from_secs(10));
     if let Some(pem) = ca_pem {
         let certs =
@@ -116,6 +119,9 @@ fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
         reason: format!("cannot set up the HTTP client: {e}"),
     })
 }
+
+/// The longest a call may take (less, inside a reconcile whose time runs out).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether repeating a call whose answer was lost could do something twice.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -217,6 +223,20 @@ impl JsonClient {
         idempotent: Idempotent,
     ) -> std::result::Result<(StatusCode, Value), Failure> {
         let mut rb = self.http.request(method.clone(), url);
+        match time_left() {
+            Some(Duration::ZERO) => {
+                return Err(Failure {
+                    error: ProviderError::Unreachable {
+                        endpoint: self.base.clone(),
+                        detail: "the reconcile's time (--reconcile-timeout) is up".into(),
+                    },
+                    retry: false,
+                    retry_after: None,
+                })
+            }
+            Some(left) => rb = rb.timeout(left.min(CALL_TIMEOUT)),
+            None => {}
+        }
         if !token.is_empty() {
             rb = rb.bearer_auth(token);
         }

@@ -346,13 +346,27 @@ fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
     }
 }
 
+/// Removes the field at `pointer`, and each map above it that this leaves empty: a manager
+/// that stops applying every field of a struct stops applying the struct (server-side apply
+/// removes a field "no longer present in the applied configuration" that only this manager
+/// owned, https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management;
+/// a map the applier created is its field too, `f:connection: {.: {}, ...}` in managedFields).
+/// An empty struct left behind would not even decode (`status.connection: {}` has no kind).
 fn remove_pointer(doc: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else {
         return;
     };
     let last = last.replace("~1", "/").replace("~0", "~");
-    if let Some(m) = doc.pointer_mut(parent).and_then(Value::as_object_mut) {
-        m.remove(&last);
+    let now_empty = match doc.pointer_mut(parent).and_then(Value::as_object_mut) {
+        Some(m) => {
+            m.remove(&last);
+            m.is_empty()
+        }
+        None => false,
+    };
+    // The object itself and its metadata stay, empty or not.
+    if now_empty && !parent.is_empty() && parent != "/metadata" {
+        remove_pointer(doc, parent);
     }
 }
 
