@@ -235,6 +235,83 @@ async fn server_side_apply_owns_fields() {
     assert_eq!(forced.data.unwrap()["x"], "other");
 }
 
+/// Every write records its fields' manager, not only applies: a POST's fields are its
+/// manager's, and another manager's apply of one of them with another value conflicts
+/// (https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management).
+#[tokio::test]
+async fn a_create_records_its_manager_and_an_apply_over_it_conflicts() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let pp = PostParams {
+        field_manager: Some("creator".into()),
+        ..Default::default()
+    };
+    api.create(&pp, &cm("a", json!({}), json!({"x": "1"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        emu.managers_of("api/v1/configmaps", "ns", "a"),
+        ["creator".to_owned()].into()
+    );
+    let e = api
+        .patch(
+            "a",
+            &PatchParams::apply("other"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "2"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref s) if s.code == 409 && s.message.contains("creator")),
+        "{e}"
+    );
+}
+
+/// A resourceVersion in an applied object is a precondition, as in any write: a stale one is
+/// a 409 and changes nothing (the operator writes a Secret only at the version whose owner it
+/// checked).
+#[tokio::test]
+async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let pp = PatchParams::apply("mine").force();
+    let first = api
+        .patch("a", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}})))
+        .await
+        .unwrap();
+    let seen = first.metadata.resource_version.clone().unwrap();
+    api.patch("a", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "2"}})))
+        .await
+        .unwrap();
+    let e = api
+        .patch(
+            "a",
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "resourceVersion": seen}, "data": {"x": "3"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e}");
+    let now = api.get("a").await.unwrap();
+    assert_eq!(now.data.unwrap()["x"], "2");
+    let current = now.metadata.resource_version.unwrap();
+    let ok = api
+        .patch(
+            "a",
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "resourceVersion": current}, "data": {"x": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.data.unwrap()["x"], "3");
+    assert!(
+        ok.metadata.resource_version.is_some(),
+        "the version is the server's, never dropped"
+    );
+}
+
 /// A struct whose fields a manager no longer applies goes with them, not left as `{}`:
 /// server-side apply removes the fields "no longer present in the applied configuration" that
 /// only this manager owned, and a map it created is one of its fields

@@ -556,7 +556,10 @@ async fn readers_get_rbac_and_lose_it_when_removed() {
     })
     .await;
 
-    // Readers removed from the spec lose access: Role and RoleBinding are deleted.
+    // Readers removed from the spec lose access: Role and RoleBinding are deleted. While the
+    // binding cannot be deleted the policy is not Ready, and says why (before, the error was
+    // dropped and a former reader kept access under a Ready status).
+    c.emu.fail_writes("rolebindings", 403, usize::MAX);
     policies
         .patch(
             "web",
@@ -565,6 +568,27 @@ async fn readers_get_rbac_and_lose_it_when_removed() {
         )
         .await
         .unwrap();
+    let status = wait_reason(&c, "web", "PublishFailed").await;
+    assert!(
+        condition(&status, "Ready").unwrap()["message"]
+            .to_string()
+            .contains("403"),
+        "{status}"
+    );
+    assert!(
+        bindings
+            .get_opt("keyward-read-reader")
+            .await
+            .unwrap()
+            .is_some()
+            && roles
+                .get_opt("keyward-read-reader")
+                .await
+                .unwrap()
+                .is_some(),
+        "the binding goes first; nothing went"
+    );
+    c.emu.heal("rolebindings");
     eventually("the Role and RoleBinding deleted", RECONCILES, || async {
         roles
             .get_opt("keyward-read-reader")
@@ -581,6 +605,58 @@ async fn readers_get_rbac_and_lose_it_when_removed() {
     assert!(
         secret_value(&c, "reader").await.is_some(),
         "the Secret itself stays"
+    );
+    wait_ready(&c).await;
+
+    // A binding of that name that is not the policy's is never deleted with the policy's Role.
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"keys": with_readers(json!({"serviceAccounts": ["web"]}))}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the RoleBinding is back", RECONCILES, || async {
+        bindings
+            .get_opt("keyward-read-reader")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // Someone takes the binding over: it no longer carries the policy's ownerReference.
+    bindings
+        .patch(
+            "keyward-read-reader",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null},
+                "subjects": [{"kind": "ServiceAccount", "name": "someone", "namespace": "shop"}]})),
+        )
+        .await
+        .unwrap();
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keys": with_readers(json!(null))}})),
+        )
+        .await
+        .unwrap();
+    eventually("the policy's Role is deleted", RECONCILES, || async {
+        roles
+            .get_opt("keyward-read-reader")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let kept = bindings.get_opt("keyward-read-reader").await.unwrap();
+    assert!(
+        kept.is_some_and(|b| b.subjects.is_some_and(|s| s[0].name == "someone")),
+        "someone else's binding stays"
     );
     op.abort();
 }
@@ -2895,6 +2971,130 @@ async fn answers_of_the_endpoint_never_reach_status() {
         "the answer's body is in status: {message}"
     );
     assert!(message.contains("answer withheld"), "{message}");
+
+    // An answer that is not what a CMS answers: what it holds is not quoted either (before,
+    // serde's message repeated part of it).
+    let odd = Proxy::start(&c.cms.url, |_| {
+        Some(Fault::Body(
+            r#"{"keys": [{"id": "internal-secret-42", "name": 7}]}"#,
+        ))
+    })
+    .await;
+    Api::<keyward::policy::CmsConnection>::namespaced(c.client.clone(), "shop")
+        .patch(
+            "internal",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"endpoint": odd.url}})),
+        )
+        .await
+        .unwrap();
+    eventually("the odd answer is reported", RECONCILES, || async {
+        let st = status_of(&c, "web").await;
+        condition(&st, "Ready").is_some_and(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("unexpected answer from {}", odd.url)))
+        })
+    })
+    .await;
+    let message = condition(&status_of(&c, "web").await, "Ready").unwrap()["message"].to_string();
+    assert!(!message.contains("internal-secret-42"), "{message}");
+    assert!(message.contains("withheld"), "{message}");
+    op.abort();
+}
+
+/// Two policies naming one new Secret: the Secret is created by one of them (a create, not a
+/// forced apply, so the other's write is refused), the other reports `SecretConflict`, and
+/// the Secret keeps one owner. Before, the ownership check and the forced apply were two steps:
+/// a Secret made in between was taken over, and two policies stripped each other's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_policies_naming_one_new_secret_cannot_both_own_it() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    for name in ["first", "second"] {
+        let mut p = policy(
+            json!([{"name": name, "defaultPermissions": ["GET"], "secret": {"name": "together", "keyField": "KEY"}}]),
+            json!({}),
+        );
+        p.metadata.name = Some(name.into());
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let outcome = || async {
+        let mut reasons = Vec::new();
+        for name in ["first", "second"] {
+            let st = status_of(&c, name).await;
+            reasons.push(
+                condition(&st, "Ready")
+                    .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        reasons.sort();
+        reasons
+    };
+    eventually(
+        "one owns the Secret, the other is refused",
+        RECONCILES,
+        || async {
+            let r = outcome().await;
+            r.contains(&"SecretConflict".to_owned())
+                && r.iter().any(|x| x != "SecretConflict" && !x.is_empty())
+        },
+    )
+    .await;
+    more_reconciles(&ctx, 4).await;
+    let secret = Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .get("together")
+        .await
+        .unwrap();
+    let owners = secret.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let owner = policies.get(&owners[0].name).await.unwrap();
+    let st = serde_json::to_value(owner.status).unwrap();
+    assert_eq!(
+        condition(&st, "Ready").unwrap()["status"],
+        "True",
+        "the owner is Ready: {st}"
+    );
+    let value = secret_value(&c, "together").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        cms_keys(&c).await.len(),
+        1,
+        "the refused policy's key was revoked, not left working without a Secret"
+    );
+    op.abort();
+}
+
+/// A key the CLI made for `shop/web` (no policy UID on it) is not taken over by a policy of the
+/// same name in the cluster: before, a tenant could name a policy alike and rotate the key into
+/// its own Secret (and so learn a value meant for someone else's pipeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_cli_made_is_not_claimed_by_a_policy_of_the_same_name() {
+    let c = cluster().await;
+    let (id, value) = c
+        .cms
+        .key(
+            json!({"name": "shop.web.reader", "defaultPermissions": ["GET"],
+            "labels": {"keyward.dev/policy": "shop.web", "keyward.dev/key": "reader"}}),
+        )
+        .await;
+    let (_ctx, op) = start(&c, config());
+    create_policy(&c, reader(), json!({})).await;
+    let status = wait_reason(&c, "web", "Conflict").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(message.contains("keyward does not own"), "{message}");
+    assert!(message.contains(&id), "{message}");
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    assert_eq!(cms_keys(&c).await.len(), 1, "nothing made, nothing rotated");
+    assert!(secret_value(&c, "reader").await.is_none());
     op.abort();
 }
 

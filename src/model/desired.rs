@@ -69,15 +69,18 @@ impl PolicyId {
     }
 
     /// Whether a live key's labels say this policy owns it. A key tagged with another UID
-    /// belongs to another object of the same name (deleted and recreated): not ours. Keys
-    /// tagged by keyward 0.1 (`namespace/name`) are recognized too.
+    /// belongs to another object of the same name (deleted and recreated): not ours; nor, for
+    /// a policy in a cluster (which has a UID), is a key without one (the CLI made it for a
+    /// policy of the same name: a tenant must not take it over, and its value, by naming a
+    /// policy alike). Keys tagged by keyward 0.1 (`namespace/name`) are recognized too.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
         labels
             .get(LABEL_POLICY)
             .is_some_and(|v| *v == self.label_value() || *v == self.to_string())
             && match (&self.uid, labels.get(LABEL_POLICY_UID)) {
                 (Some(mine), Some(theirs)) => mine == theirs,
-                _ => true,
+                (Some(_), None) => false,
+                (None, _) => true,
             }
     }
 }
@@ -234,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn ownership_is_the_policy_label_and_the_uid_when_both_sides_have_one() {
+    fn ownership_is_the_policy_label_and_the_uid_of_a_policy_that_has_one() {
         let cli = PolicyId {
             namespace: "shop".into(),
             name: "web".into(),
@@ -255,8 +258,12 @@ mod tests {
         let other_uid = labels(&[(LABEL_POLICY, "shop/web"), (LABEL_POLICY_UID, "u2")]);
         let other_policy = labels(&[(LABEL_POLICY, "shop/api"), (LABEL_POLICY_UID, "u1")]);
         assert!(cli.owns(&plain) && cli.owns(&tagged) && cli.owns(&other_uid));
-        assert!(cluster.owns(&plain) && cluster.owns(&tagged));
+        assert!(cluster.owns(&tagged));
         assert!(!cluster.owns(&other_uid), "another object of the same name");
+        assert!(
+            !cluster.owns(&plain),
+            "a key the CLI made is not claimed by a cluster policy of the same name"
+        );
         assert!(!cli.owns(&other_policy) && !cluster.owns(&other_policy));
         assert!(!cli.owns(&BTreeMap::new()));
     }

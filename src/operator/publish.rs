@@ -78,11 +78,18 @@ async fn reconcile_readers(
             publish(ctx, p, EventType::Warning, "ReaderConflict", &note).await;
         }
     }
-    // Readers removed from the spec lose access.
-    for name in roles.labelled(&label, &uid).await? {
+    // Readers removed from the spec lose access: each binding (what grants it) first, then
+    // each Role; only objects this policy owns, and only that very object (its uid). A delete
+    // that fails fails the reconcile, so the status never says Ready while a former reader
+    // still has access.
+    for (name, object) in bindings.labelled(&label, &uid).await? {
         if !wanted.contains(&name) {
-            let _ = roles.api.delete(&name, &Default::default()).await;
-            let _ = bindings.api.delete(&name, &Default::default()).await;
+            bindings.delete(&name, &object).await?;
+        }
+    }
+    for (name, object) in roles.labelled(&label, &uid).await? {
+        if !wanted.contains(&name) {
+            roles.delete(&name, &object).await?;
         }
     }
     Ok(())
@@ -160,12 +167,12 @@ where
         Ok(true)
     }
 
-    /// The names of the policy's objects (`label`) that it (`uid`) owns.
+    /// The policy's objects (`label`) that it (`uid`) owns: (name, the object's own uid).
     async fn labelled(
         &self,
         label: &(String, String),
         uid: &str,
-    ) -> Result<Vec<String>, kube::Error> {
+    ) -> Result<Vec<(String, String)>, kube::Error> {
         let Some(store) = &self.store else {
             let lp = ListParams::default().labels(&format!("{}={}", label.0, label.1));
             let list = self.api.list_metadata(&lp).await?;
@@ -173,7 +180,7 @@ where
                 .items
                 .iter()
                 .filter(|o| owned_by(*o, uid))
-                .map(|o| o.name_any())
+                .map(|o| (o.name_any(), o.uid().unwrap_or_default()))
                 .collect());
         };
         Ok(store
@@ -184,8 +191,25 @@ where
                     && o.labels().get(&label.0) == Some(&label.1)
                     && owned_by(o.as_ref(), uid)
             })
-            .map(|o| o.name_any())
+            .map(|o| (o.name_any(), o.uid().unwrap_or_default()))
             .collect())
+    }
+
+    /// Deletes `name` if it is still the object `uid` (a precondition: one made anew under the
+    /// same name meanwhile is not ours to delete); gone already counts as done.
+    async fn delete(&self, name: &str, uid: &str) -> Result<(), kube::Error> {
+        let dp = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

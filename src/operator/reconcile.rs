@@ -286,7 +286,13 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         (observed.live.clone(), Vec::new())
     };
     if !observe_only {
-        publish_to_workloads(p, &observed.state.keys, ctx).await?;
+        // A reader's access not taken away, a restart not made: the status says so.
+        publish_to_workloads(p, &observed.state.keys, ctx)
+            .await
+            .map_err(|e| Halt::Failed {
+                reason: "PublishFailed",
+                error: e.into(),
+            })?;
     }
     Ok(Outcome {
         observed,

@@ -192,10 +192,37 @@ impl SecretSink for KubeSecrets {
                 return Ok(true);
             }
         }
-        let pp = PatchParams::apply(&self.field_manager).force();
-        api.patch(&m.target.name, &pp, &Patch::Apply(&secret))
-            .await
-            .map_err(|e| Self::err(&m.target, e))?;
-        Ok(true)
+        // The ownership check and the write are one step: a Secret that is not there is
+        // created (409 if someone made it meanwhile), and one that is the policy's is applied
+        // only at the version that was checked (409 if it changed meanwhile). Before, a Secret
+        // created between the check and a forced apply was taken over, and two policies naming
+        // one new Secret stripped each other's owner reference.
+        match self.own(&m.target).await? {
+            None => {
+                let pp = PostParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..Default::default()
+                };
+                match api.create(&pp, &secret).await {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Err(SinkError {
+                        conflict: true,
+                        ..Self::err(
+                            &m.target,
+                            "was created by someone else just now; it is left alone",
+                        )
+                    }),
+                    Err(e) => Err(Self::err(&m.target, e)),
+                }
+            }
+            Some(current) => {
+                secret.metadata.resource_version = current.metadata.resource_version;
+                let pp = PatchParams::apply(&self.field_manager).force();
+                api.patch(&m.target.name, &pp, &Patch::Apply(&secret))
+                    .await
+                    .map_err(|e| Self::err(&m.target, e))?;
+                Ok(true)
+            }
+        }
     }
 }

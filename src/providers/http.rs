@@ -74,6 +74,25 @@ fn past_deadline(delay: Duration) -> bool {
         .unwrap_or(false)
 }
 
+/// An answer that does not decode. Outside a reconcile (the CLI's user chose the endpoint) the
+/// error says what was wrong; in one, what serde quotes back of the answer is withheld from
+/// the error (and so from the status its namespace reads) and logged at debug, as answers are.
+pub fn decode_error(endpoint: &str, detail: impl std::fmt::Display) -> ProviderError {
+    let detail = detail.to_string();
+    if RECONCILE.try_with(|_| ()).is_err() {
+        return ProviderError::Decode {
+            endpoint: endpoint.to_owned(),
+            detail,
+        };
+    }
+    let logged: String = detail.chars().take(500).collect();
+    tracing::debug!(endpoint, detail = %logged, "CMS answer not understood (withheld from status)");
+    ProviderError::Decode {
+        endpoint: endpoint.to_owned(),
+        detail: "its content withheld; the operator's debug log has it".into(),
+    }
+}
+
 /// The message of an error answer as errors carry it: in a reconcile, withheld unless known.
 fn shown(message: String, endpoint: &str, status: u16) -> String {
     if RECONCILE.try_with(|_| ()).is_err() || KNOWN_ANSWERS.contains(&message.as_str()) {

@@ -50,10 +50,7 @@ impl ReferenceCms {
     }
 
     fn decode(&self, detail: impl std::fmt::Display) -> ProviderError {
-        ProviderError::Decode {
-            endpoint: self.client.base().to_owned(),
-            detail: detail.to_string(),
-        }
+        super::http::decode_error(self.client.base(), detail)
     }
 
     /// Splits a key record from the management API into its spec and its bookkeeping.

@@ -352,6 +352,29 @@ fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
 /// owned, https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management;
 /// a map the applier created is its field too, `f:connection: {.: {}, ...}` in managedFields).
 /// An empty struct left behind would not even decode (`status.connection: {}` has no kind).
+/// The owner recorded for a field set by `manager` through a POST, PUT or non-apply PATCH (an
+/// Update operation; a manager's applies and updates are owned apart, as managedFields keeps
+/// one entry per manager and operation).
+fn update_owner(manager: &str) -> String {
+    format!("{manager}\u{0}update")
+}
+
+/// Records the fields `obj` sets as `manager`'s (an Update); nothing for an unnamed manager.
+fn record_update(st: &mut State, key: &Key, obj: &Value, manager: &str) {
+    if manager.is_empty() {
+        return;
+    }
+    let mut set = BTreeMap::new();
+    leaves(obj, "", &mut set);
+    let owners = st.managed.entry(key.clone()).or_default();
+    for path in set
+        .keys()
+        .filter(|p| !p.starts_with("/metadata/resourceVersion"))
+    {
+        owners.insert(path.clone(), update_owner(manager));
+    }
+}
+
 fn remove_pointer(doc: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else {
         return;
@@ -519,7 +542,11 @@ impl Emulator {
         let st = self.state.lock().unwrap();
         st.managed
             .get(&(resource.to_owned(), namespace.to_owned(), name.to_owned()))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| {
+                m.values()
+                    .map(|owner| owner.split('\u{0}').next().unwrap_or_default().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -608,13 +635,15 @@ impl Emulator {
                 let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
                     return err(400, "BadRequest", "body is not JSON");
                 };
-                self.create(&t, &ns, obj)
+                let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                self.create(&t, &ns, obj, &manager)
             }
             (&Method::PUT, Some(name)) => {
                 let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
                     return err(400, "BadRequest", "body is not JSON");
                 };
-                self.replace(&t, &ns, name, obj)
+                let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                self.replace(&t, &ns, name, obj, &manager)
             }
             (&Method::PATCH, Some(name)) => {
                 let ct = parts
@@ -630,7 +659,10 @@ impl Emulator {
                 let force = q.get("force").is_some_and(|f| f == "true");
                 self.patch(&t, &ns, name, &ct, patch, &manager, force)
             }
-            (&Method::DELETE, Some(name)) => self.delete(&t.resource, &ns, name),
+            (&Method::DELETE, Some(name)) => {
+                let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                self.delete(&t.resource, &ns, name, &options["preconditions"])
+            }
             _ => err(405, "MethodNotAllowed", "not supported by the emulator"),
         }
     }
@@ -873,7 +905,10 @@ impl Emulator {
         st.objects.get(key).cloned().unwrap_or(n)
     }
 
-    fn create(&self, t: &Target, ns: &str, mut obj: Value) -> Response<RespBody> {
+    /// A POST. The fields it sets are recorded as the manager's (an Update operation): the API
+    /// server "tracks managed fields for all newly created objects" and for every write, not
+    /// only applies (https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management).
+    fn create(&self, t: &Target, ns: &str, mut obj: Value, manager: &str) -> Response<RespBody> {
         let mut st = self.state.lock().unwrap();
         let name = match obj.pointer("/metadata/name").and_then(Value::as_str) {
             Some(n) => n.to_owned(),
@@ -905,6 +940,7 @@ impl Emulator {
                 format!("{} \"{name}\" already exists", t.plural),
             );
         }
+        record_update(&mut st, &key, &obj, manager);
         self.fill_new(&mut obj, t, ns, &name);
         let obj = self.commit(&mut st, &key, obj, "ADDED");
         respond(StatusCode::CREATED, &obj)
@@ -1007,7 +1043,15 @@ impl Emulator {
         self.commit(st, key, new, "MODIFIED")
     }
 
-    fn replace(&self, t: &Target, ns: &str, name: &str, obj: Value) -> Response<RespBody> {
+    /// A PUT; the fields it sets become the manager's (an Update operation), as for a POST.
+    fn replace(
+        &self,
+        t: &Target,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        manager: &str,
+    ) -> Response<RespBody> {
         let mut st = self.state.lock().unwrap();
         let key = (t.resource.clone(), ns.to_owned(), name.to_owned());
         let Some(old) = st.objects.get(&key).cloned() else {
@@ -1020,6 +1064,7 @@ impl Emulator {
         if let Some(conflict) = stale(&obj, &old) {
             return conflict;
         }
+        record_update(&mut st, &key, &obj, manager);
         let status_only = t.subresource.as_deref() == Some("status");
         let out = self.update(&mut st, &key, &old, obj, status_only);
         respond(StatusCode::OK, &out)
@@ -1059,6 +1104,22 @@ impl Emulator {
             );
         }
         if content_type.starts_with("application/apply-patch") {
+            // A resourceVersion in the applied object is a precondition: "if the resource
+            // version does not match, the request fails with a conflict"
+            // (https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts, and
+            // the apiserver's optimistic concurrency for every write with a resourceVersion).
+            if let Some(want) = patch.pointer("/metadata/resourceVersion") {
+                let stored = existing
+                    .as_ref()
+                    .and_then(|o| o.pointer("/metadata/resourceVersion"));
+                if stored != Some(want) {
+                    return err(
+                        409,
+                        "Conflict",
+                        format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", t.plural),
+                    );
+                }
+            }
             let mut base = match &existing {
                 Some(o) => o.clone(),
                 None => {
@@ -1074,6 +1135,7 @@ impl Emulator {
                 "/kind",
                 "/metadata/name",
                 "/metadata/namespace",
+                "/metadata/resourceVersion",
             ] {
                 applied.remove(p);
             }
@@ -1083,7 +1145,14 @@ impl Emulator {
                     if let Some(owner) = owners.get(path) {
                         let current = base.pointer(path);
                         if owner != manager && current.is_some() && current != Some(value) {
-                            return err(409, "Conflict", format!("Apply failed with 1 conflict: conflict with \"{owner}\": {path}"));
+                            let who = owner.split('\u{0}').next().unwrap_or_default();
+                            return err(
+                                409,
+                                "Conflict",
+                                format!(
+                                    "Apply failed with 1 conflict: conflict with \"{who}\": {path}"
+                                ),
+                            );
                         }
                     }
                 }
@@ -1138,12 +1207,35 @@ impl Emulator {
         respond(StatusCode::OK, &out)
     }
 
-    fn delete(&self, resource: &str, ns: &str, name: &str) -> Response<RespBody> {
+    /// A DELETE; `preconditions` (uid, resourceVersion) that the stored object does not meet
+    /// are a 409 Conflict, as the API server answers (`DeleteOptions.preconditions`,
+    /// https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/delete-options/).
+    fn delete(
+        &self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        preconditions: &Value,
+    ) -> Response<RespBody> {
         let mut st = self.state.lock().unwrap();
         let key = (resource.to_owned(), ns.to_owned(), name.to_owned());
         let Some(old) = st.objects.get(&key).cloned() else {
             return err(404, "NotFound", format!("\"{name}\" not found"));
         };
+        for (field, at) in [
+            ("uid", "/metadata/uid"),
+            ("resourceVersion", "/metadata/resourceVersion"),
+        ] {
+            if let Some(want) = preconditions.get(field).filter(|v| !v.is_null()) {
+                if old.pointer(at) != Some(want) {
+                    return err(
+                        409,
+                        "Conflict",
+                        format!("Precondition failed: {field} in precondition: {want}, {field} in object meta: {}", old.pointer(at).cloned().unwrap_or_default()),
+                    );
+                }
+            }
+        }
         let out = self.delete_locked(&mut st, &key, &old);
         respond(StatusCode::OK, &out)
     }

@@ -25,6 +25,8 @@ pub enum Fault {
     Answer(u16, Option<u64>),
     /// Forward, then answer this status instead of the CMS's answer.
     LoseAnswer(u16),
+    /// Answer 200 with this body without forwarding (an endpoint that is not the CMS).
+    Body(&'static str),
 }
 
 /// A request about to be handled: its method and path, and how many calls (all, and writes)
@@ -77,6 +79,10 @@ impl Proxy {
                     if let Some(Fault::Answer(status, retry_after)) = fault {
                         record(false, status);
                         return failure(status, retry_after);
+                    }
+                    if let Some(Fault::Body(body)) = fault {
+                        record(false, 200);
+                        return axum::response::Response::new(Body::from(body));
                     }
                     let mut rb = http
                         .request(method.clone(), format!("{target}{uri}"))

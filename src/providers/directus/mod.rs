@@ -132,10 +132,7 @@ impl Directus {
     }
 
     fn decode_err(&self, detail: impl std::fmt::Display) -> ProviderError {
-        ProviderError::Decode {
-            endpoint: self.client.base().to_owned(),
-            detail: detail.to_string(),
-        }
+        crate::providers::http::decode_error(self.client.base(), detail)
     }
 
     async fn call(

@@ -92,10 +92,7 @@ impl Strapi {
     }
 
     fn decode_err(&self, detail: impl std::fmt::Display) -> ProviderError {
-        ProviderError::Decode {
-            endpoint: self.client.base().to_owned(),
-            detail: detail.to_string(),
-        }
+        crate::providers::http::decode_error(self.client.base(), detail)
     }
 
     /// Trusts the CA certificates in `ca_pem` for both of its clients.
