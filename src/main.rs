@@ -97,6 +97,11 @@ struct OperatorArgs {
     /// Reconciles at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
+    /// Where connections may point, comma-separated: host patterns (`*.cms.example.com`) and
+    /// CIDRs (`10.0.0.0/8`); a connection elsewhere is refused (EndpointNotAllowed). Without
+    /// it, anywhere but link-local and cloud metadata addresses (never called).
+    #[arg(long, value_delimiter = ',')]
+    allowed_endpoints: Vec<String>,
     /// Reconciles at once on one connection (the rest of its policies look again a second
     /// later): one connection cannot hold every worker.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
@@ -700,6 +705,7 @@ async fn operator(args: OperatorArgs) -> Result<()> {
         reconcile_timeout: args.reconcile_timeout,
         workers: usize::from(args.workers),
         workers_per_connection: usize::from(args.workers_per_connection),
+        allowed_endpoints: args.allowed_endpoints,
     };
     let client = kube::Client::try_default()
         .await

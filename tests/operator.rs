@@ -3070,6 +3070,78 @@ async fn two_policies_naming_one_new_secret_cannot_both_own_it() {
     op.abort();
 }
 
+/// A connection points only where the platform lets it: `--allowed-endpoints` (host patterns
+/// and CIDRs), never a link-local or cloud metadata address, and a redirect is not followed
+/// (it would take the credential past every check). Before, any endpoint was called, and
+/// redirects were followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_point_only_where_the_platform_allows() {
+    let c = cluster().await;
+    // An endpoint that sends every request on to the CMS with a redirect.
+    let to = c.cms.url.clone();
+    let redirects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = redirects.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (to, seen) = (to.clone(), seen.clone());
+        async move {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            axum::response::Redirect::temporary(&format!("{to}{uri}"))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for (name, endpoint) in [
+        ("metadata", "http://169.254.169.254".to_owned()),
+        ("elsewhere", "http://192.0.2.10".to_owned()),
+        ("redirect", redirect_url),
+    ] {
+        create(&c.client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": name},
+            "spec": {"endpoint": endpoint, "credentialsSecretRef": {"name": "cms-admin"}}})).await;
+    }
+    let config = OperatorConfig {
+        allowed_endpoints: vec!["127.0.0.0/8".into(), "*.cms.example.com".into()],
+        ..config()
+    };
+    let (_ctx, op) = start(&c, config);
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    for name in ["metadata", "elsewhere", "redirect"] {
+        let mut p = policy(
+            json!([{"name": "k", "defaultPermissions": ["GET"], "secret": {"name": name}}]),
+            json!({"connectionRef": {"name": name}}),
+        );
+        p.metadata.name = Some(name.into());
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let st = wait_reason(&c, "metadata", "EndpointNotAllowed").await;
+    assert!(
+        condition(&st, "Ready").unwrap()["message"]
+            .to_string()
+            .contains("metadata"),
+        "{st}"
+    );
+    let st = wait_reason(&c, "elsewhere", "EndpointNotAllowed").await;
+    assert!(
+        condition(&st, "Ready").unwrap()["message"]
+            .to_string()
+            .contains("--allowed-endpoints"),
+        "{st}"
+    );
+    let st = wait_reason(&c, "redirect", "CmsUnavailable").await;
+    assert!(
+        condition(&st, "Ready").unwrap()["message"]
+            .to_string()
+            .contains("307"),
+        "{st}"
+    );
+    assert!(redirects.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The policy on the allowed endpoint is served; nothing reached the CMS through the rest.
+    create_reader(&c, json!({})).await;
+    assert_eq!(cms_keys(&c).await.len(), 1);
+    op.abort();
+}
+
 /// A key the CLI made for `shop/web` (no policy UID on it) is not taken over by a policy of the
 /// same name in the cluster: before, a tenant could name a policy alike and rotate the key into
 /// its own Secret (and so learn a value meant for someone else's pipeline).
@@ -3399,6 +3471,19 @@ async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shar
     assert_eq!(
         effective("/v1/apis/contact/public").await,
         json!(["create"])
+    );
+    // Shard a has no policy left on the connection, shard b has: both judge the in-use
+    // finalizer by every policy, so it stays and nobody takes it off and puts it back.
+    // (Before, each shard judged by its own policies and the two fought over it.)
+    more_reconciles(&ctx_b, 2).await;
+    let writes = c.emu.counters.writes_to("cmsconnections");
+    // Four drift checks (a second apart) span two sweeps (every 2 s) of each shard.
+    more_reconciles(&ctx_b, 4).await;
+    assert!(finalizers_of(&c, CONNECTIONS, "main").contains(&"keyward.dev/in-use".to_owned()));
+    assert_eq!(
+        c.emu.counters.writes_to("cmsconnections"),
+        writes,
+        "the shards fought over the in-use finalizer"
     );
     a.abort();
     b.abort();

@@ -13,7 +13,7 @@ mod time;
 mod value;
 
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
-pub use settings::{check_endpoint, check_origin, Plan};
+pub use settings::{check_endpoint, check_origin, endpoint_host, is_metadata_address, Plan};
 pub use spec::{
     expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
     ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,

@@ -88,7 +88,42 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
     if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("is not a URL with a host".to_owned());
     }
+    if endpoint_host(url)
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+        .is_some_and(is_metadata_address)
+    {
+        return Err("is a link-local (cloud metadata) address; it is never called".to_owned());
+    }
     Ok(())
+}
+
+/// The host of an `http(s)://` URL: a name, or an IP address (without IPv6's brackets).
+pub fn endpoint_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    authority.split(':').next().filter(|h| !h.is_empty())
+}
+
+/// Link-local addresses (IPv4 169.254.0.0/16, IPv6 fe80::/10, IPv4 in IPv6) and the cloud
+/// instance metadata services outside them (AWS's fd00:ec2::254, Alibaba's 100.100.100.200):
+/// never a CMS, and where a node's credentials are served.
+pub fn is_metadata_address(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v4 = |a: Ipv4Addr| a.is_link_local() || a == Ipv4Addr::new(100, 100, 100, 200);
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(a) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80
+                || a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || a.to_ipv4_mapped().is_some_and(v4)
+        }
+    }
 }
 
 /// `*`, or `scheme://host[:port]` with an http(s) scheme and nothing after the authority, as
@@ -153,6 +188,12 @@ mod tests {
         ] {
             check_endpoint(ok).unwrap();
         }
+        assert_eq!(endpoint_host("http://[::1]:80/x"), Some("::1"));
+        assert_eq!(
+            endpoint_host("https://cms.example.com:8443/a"),
+            Some("cms.example.com")
+        );
+        assert_eq!(endpoint_host("http://10.1.2.3"), Some("10.1.2.3"));
         for (bad, why) in [
             ("https://user:s3cret@cms", "credential"),
             ("https://token@cms/x", "credential"),
@@ -161,6 +202,9 @@ mod tests {
             ("ftp://cms", "http://"),
             ("https:///x", "host"),
             ("https://cms /x", "host"),
+            ("http://169.254.169.254/latest", "metadata"),
+            ("http://[fd00:ec2::254]/", "metadata"),
+            ("http://[fe80::1]:80", "metadata"),
         ] {
             let e = check_endpoint(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

@@ -23,7 +23,11 @@ use std::time::Duration;
 /// The reflector stores of one controller run.
 #[derive(Clone)]
 pub struct Stores {
+    /// The policies this operator reconciles (its shard, with `--selector`).
     pub policies: Store<ApiKeyPolicy>,
+    /// Every policy it can see, whatever its shard: which connections are in use, and what a
+    /// namespace holds on a shared connection, are never judged by one shard alone.
+    pub every_policy: Store<ApiKeyPolicy>,
     pub connections: Store<CmsConnection>,
     pub cluster_connections: Store<ClusterCmsConnection>,
     /// Namespaces' labels, for the namespace selectors of cluster connections.
@@ -49,6 +53,7 @@ impl Stores {
     pub async fn ready(&self) {
         let _ = tokio::join!(
             self.policies.wait_until_ready(),
+            self.every_policy.wait_until_ready(),
             self.connections.wait_until_ready(),
             self.cluster_connections.wait_until_ready(),
             self.namespaces.wait_until_ready(),

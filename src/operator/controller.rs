@@ -234,6 +234,23 @@ fn owned(client: &Client, namespace: &Option<String>) -> Owned {
     }
 }
 
+/// Every policy, for the decisions no shard may make alone (in-use finalizers, what a namespace
+/// holds on a shared connection): the reconciled store itself when there is no `--selector`,
+/// else a watch of its own (policies are small; sharded operators are few).
+fn every_policy(
+    client: &Client,
+    cfg: &super::OperatorConfig,
+    reconciled: &Store<ApiKeyPolicy>,
+) -> Watched<ApiKeyPolicy> {
+    if cfg.label_selector.is_none() {
+        return (reconciled.clone(), Box::pin(futures::stream::pending()));
+    }
+    reflected(
+        api::<ApiKeyPolicy>(client, &cfg.namespace),
+        Default::default(),
+    )
+}
+
 /// The policies (filtered by `--selector`) and the changes that call for a reconcile.
 fn policy_trigger(
     client: &Client,
@@ -266,6 +283,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let client = ctx.client.clone();
     let cfg = ctx.config.clone();
     let (policies, trigger) = policy_trigger(&client, &cfg);
+    let (every_policy, every_policy_events) = every_policy(&client, &cfg, &policies);
     let Related {
         connections: (connections, connection_events),
         cluster_connections: (cluster_connections, cluster_events),
@@ -279,6 +297,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     } = owned(&client, &cfg.namespace);
     let stores = Stores {
         policies: policies.clone(),
+        every_policy,
         connections,
         cluster_connections,
         namespaces,
@@ -346,6 +365,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
         _ = controller => {}
         _ = in_use => {}
         _ = forget => {}
+        _ = every_policy_events.for_each(|_| async {}) => {}
     }
     ctx.set_stores(None);
     ctx.metrics.set_ready(false);

@@ -59,6 +59,12 @@ pub enum DereferenceError {
         own: String,
         namespace: String,
     },
+    #[error("{connection}: its endpoint's host '{host}' is not among the operator's --allowed-endpoints")]
+    EndpointNotAllowed { connection: String, host: String },
+    /// The endpoint itself is not one keyward calls (it is not repeated: it may hold a
+    /// password).
+    #[error("{connection}: the endpoint {reason}")]
+    InvalidEndpoint { connection: String, reason: String },
 }
 
 impl DereferenceError {
@@ -70,6 +76,7 @@ impl DereferenceError {
             Self::NoCredentials(_) => "NoCredentials",
             Self::NotAllowed(_) => "NotAllowed",
             Self::OtherNamespace { .. } => "ConnectionNotAllowed",
+            Self::EndpointNotAllowed { .. } | Self::InvalidEndpoint { .. } => "EndpointNotAllowed",
         }
     }
 }
@@ -205,6 +212,13 @@ async fn connect(
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
     };
+    crate::model::check_endpoint(&endpoint).map_err(|reason| {
+        DereferenceError::InvalidEndpoint {
+            connection: id.to_string(),
+            reason,
+        }
+    })?;
+    endpoint_allowed(&ctx.config.allowed_endpoints, &id, &endpoint).await?;
     let credential = credential(ctx, &stores, &secret_ref, &secret_ns)
         .await?
         .into();
@@ -220,6 +234,49 @@ async fn connect(
         ca,
         allow,
     })
+}
+
+/// Where the platform lets connections point (`--allowed-endpoints`; empty: anywhere but the
+/// link-local and metadata addresses, which are never called): a host name pattern
+/// (`*.cms.example.com`) matches the endpoint's host, a CIDR (`10.0.0.0/8`) an IP address
+/// host or every address a host name resolves to now.
+pub async fn endpoint_allowed(
+    allowed: &[String],
+    id: &ConnectionId,
+    endpoint: &str,
+) -> Result<(), DereferenceError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let host = crate::model::endpoint_host(endpoint).unwrap_or_default();
+    let refused = || DereferenceError::EndpointNotAllowed {
+        connection: id.to_string(),
+        host: host.to_owned(),
+    };
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    let mut resolved: Option<Vec<std::net::IpAddr>> = None;
+    for entry in allowed {
+        if let Ok(net) = entry.parse::<ipnet::IpNet>() {
+            let addrs = match (ip, &resolved) {
+                (Some(ip), _) => vec![ip],
+                (None, Some(r)) => r.clone(),
+                (None, None) => {
+                    let r: Vec<std::net::IpAddr> = tokio::net::lookup_host((host, 0))
+                        .await
+                        .map(|a| a.map(|s| s.ip()).collect())
+                        .unwrap_or_default();
+                    resolved = Some(r.clone());
+                    r
+                }
+            };
+            if !addrs.is_empty() && addrs.iter().all(|a| net.contains(a)) {
+                return Ok(());
+            }
+        } else if crate::policy::ceilings::glob_match(entry, host) {
+            return Ok(());
+        }
+    }
+    Err(refused())
 }
 
 /// The policy within its shared connection's ceilings: every field over them, in one refusal.
@@ -244,7 +301,7 @@ pub fn within_ceilings(
     let keys_here: usize = ctx
         .stores()
         .map(|s| {
-            s.policies
+            s.every_policy
                 .state()
                 .iter()
                 .filter(|q| q.namespace() == ns && q.uid() != p.uid())
@@ -429,4 +486,35 @@ async fn credential(
                 r.name, r.key
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn allowed_endpoints_are_host_patterns_and_cidrs() {
+        let id = ConnectionId::ClusterCmsConnection {
+            name: "shared".into(),
+        };
+        let allowed = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let ok = |list: Vec<String>, url: &'static str| {
+            let id = id.clone();
+            async move { endpoint_allowed(&list, &id, url).await.is_ok() }
+        };
+        assert!(ok(vec![], "http://anything:1").await, "no list: anywhere");
+        let list = allowed(&["*.cms.example.com", "10.0.0.0/8"]);
+        assert!(ok(list.clone(), "https://eu.cms.example.com/x").await);
+        assert!(ok(list.clone(), "http://10.2.3.4:8780").await);
+        assert!(!ok(list.clone(), "http://192.168.1.2").await);
+        assert!(!ok(list.clone(), "https://cms.example.com.evil.io").await);
+        // A name is held to a CIDR by what it resolves to.
+        assert!(ok(allowed(&["127.0.0.0/8"]), "http://localhost:1").await);
+        assert!(!ok(allowed(&["10.0.0.0/8"]), "http://localhost:1").await);
+        let e = endpoint_allowed(&list, &id, "http://192.168.1.2")
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "EndpointNotAllowed");
+        assert!(e.to_string().contains("'192.168.1.2'"), "{e}");
+    }
 }

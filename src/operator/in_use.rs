@@ -98,7 +98,7 @@ fn connections_in_use(
     default: &Option<DefaultConnection>,
 ) -> BTreeSet<ConnectionId> {
     let mut used = BTreeSet::new();
-    for p in stores.policies.state() {
+    for p in stores.every_policy.state() {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
         if let Some(id) = connection_of(&p, default) {
             let admitted = match &id {

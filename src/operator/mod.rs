@@ -94,6 +94,9 @@ pub struct OperatorConfig {
     pub workers: usize,
     /// Reconciles at once on one connection: one connection that hangs can hold no more.
     pub workers_per_connection: usize,
+    /// Where connections may point (`--allowed-endpoints`: host patterns and CIDRs; empty:
+    /// anywhere but link-local and metadata addresses).
+    pub allowed_endpoints: Vec<String>,
 }
 
 impl Default for OperatorConfig {
@@ -112,6 +115,7 @@ impl Default for OperatorConfig {
             reconcile_timeout: Duration::from_secs(60),
             workers: 8,
             workers_per_connection: 2,
+            allowed_endpoints: Vec::new(),
         }
     }
 }

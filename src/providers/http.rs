@@ -118,6 +118,10 @@ pub struct JsonClient {
 fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
+        // A redirect would lead the credential past every check of the endpoint: it is an
+        // answer like any other (an error).
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(GuardedResolver))
         .timeout(CALL_TIMEOUT)
         .connect_timeout(Duration::from_secs(10));
     if let Some(pem) = ca_pem {
@@ -137,6 +141,32 @@ fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     b.build().map_err(|e| ProviderError::Config {
         reason: format!("cannot set up the HTTP client: {e}"),
     })
+}
+
+/// Resolves names as the system does, without the link-local and cloud metadata addresses: a
+/// connection's endpoint, a tenant's choice, must not lead the operator's requests (and the
+/// credential they carry) to the instance metadata service of the node it runs on.
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<std::net::SocketAddr> = all
+                .into_iter()
+                .filter(|a| !crate::model::is_metadata_address(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!(
+                    "{host} resolves to link-local (cloud metadata) addresses only; they are never called"
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// The longest a call may take (less, inside a reconcile whose time runs out).
