@@ -41,6 +41,20 @@ if grep -Eq '^kind: Cluster(Role|RoleBinding)$' "$out/confined.yaml"; then
   exit 1
 fi
 grep -q '^kind: Role$' "$out/confined.yaml"
+# Least privilege: keyward never deletes a Secret (garbage collection removes the ones it wrote).
+python3 - "$out/default.yaml" "$out/confined.yaml" <<'PY'
+import sys, yaml
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") not in ("Role", "ClusterRole"):
+            continue
+        for rule in doc.get("rules", []):
+            if "secrets" in rule.get("resources", []) and "delete" in rule.get("verbs", []):
+                sys.exit(f"chart: {doc['kind']} {doc['metadata']['name']} grants delete on secrets, which keyward never uses")
+PY
+# Allowed endpoints reach the operator's arguments.
+"$helm" template keyward charts/keyward --set 'operator.allowedEndpoints={*.cms.example.com,10.0.0.0/8}' \
+  --show-only templates/deployment.yaml | grep -q -- '--allowed-endpoints=\*.cms.example.com,10.0.0.0/8'
 # The ServiceMonitor is a Prometheus-operator kind with no schema here: render it, check its shape.
 "$helm" template keyward charts/keyward --set metrics.serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q "kind: ServiceMonitor"
