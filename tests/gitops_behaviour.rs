@@ -333,12 +333,82 @@ async fn changing_a_keys_type_replaces_it_without_a_gap() {
         .map(|k| k["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["service", "public"]);
+    // The old key expires at the end of the overlap (15 minutes by default, and 5 s), not at
+    // the end of its lifetime.
+    let old_expiry: jiff::Timestamp = keys["keys"][0]["expiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = old_expiry.duration_since(jiff::Timestamp::now());
+    assert!(
+        left <= jiff::SignedDuration::from_secs(15 * 60 + 5) && left > jiff::SignedDuration::ZERO,
+        "the old key works for {left} more"
+    );
     assert!(
         !gitops(&cms, &[&public], &out, Mode::Plan)
             .await
             .unwrap()
             .has_changes(),
         "the expiring old key is left to expire"
+    );
+}
+
+/// A replace whose last step failed (shortening the old key's expiry) is finished by the next
+/// run: the old key, with the rights it had before, is revoked now. Before, the next plan saw
+/// nothing to do and the old key kept working for its whole lifetime.
+#[tokio::test]
+async fn a_replace_that_failed_at_its_last_step_is_finished_by_the_next_run() {
+    let (cms, dir) = setup().await;
+    let out = dir.path().join("out");
+    let m = manifest(dir.path(), "p.yaml", &policy(READER, ""));
+    gitops(&cms, &[&m], &out, Mode::Apply).await.unwrap();
+    let old = value(dir.path(), "reader");
+    let public = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy(
+            &READER.replace(
+                "      defaultPermissions",
+                "      type: public\n      defaultPermissions",
+            ),
+            "",
+        ),
+    );
+    // The replace renames the old key (PATCH), makes the new one, then shortens the old one's
+    // expiry (PATCH): every PATCH after the first fails (retries too).
+    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = patches.clone();
+    let proxy = Proxy::start(&cms.url, move |c| {
+        let is_patch = *c.method == Method::PATCH && c.path.starts_with("/v1/keys/");
+        (is_patch && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1)
+            .then_some(Fault::Answer(500, None))
+    })
+    .await;
+    let e = gitops_at(&proxy.url, &[&public], &out, Mode::Apply).await;
+    assert!(e.is_err(), "the replace stopped at its last step");
+    let new = value(dir.path(), "reader");
+    assert_ne!(old, new, "the replacement's value is in its Secret");
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &old).await,
+        StatusCode::OK,
+        "for now the old key still works"
+    );
+    // (The Secret is rewritten too: its {{ endpoint }} was the proxy's.)
+    let r = gitops(&cms, &[&public], &out, Mode::Apply).await.unwrap();
+    let revokes: Vec<(String, String)> = planned(&r)
+        .into_iter()
+        .filter(|(kind, _)| kind == "revoke")
+        .collect();
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert!(revokes[0].1.starts_with("replaced."), "{revokes:?}");
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &old).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &new).await,
+        StatusCode::OK
     );
 }
 

@@ -235,6 +235,70 @@ async fn server_side_apply_owns_fields() {
     assert_eq!(forced.data.unwrap()["x"], "other");
 }
 
+/// A watch with a label selector sees an object that stops matching as DELETED (its previous
+/// content, at the change's resourceVersion) and one that starts matching as ADDED, as the API
+/// server's watch cache sends them (staging/src/k8s.io/apiserver/pkg/storage/cacher/
+/// cache_watcher.go, convertToWatchEvent). A credential Secret that loses its label must
+/// leave the operator's store.
+#[tokio::test]
+async fn a_selector_watch_sees_objects_leave_and_join_the_selection() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let pp = PostParams::default();
+    api.create(
+        &pp,
+        &cm("a", json!({"role": "credential"}), json!({"x": "1"})),
+    )
+    .await
+    .unwrap();
+    let wp = kube::api::WatchParams::default().labels("role=credential");
+    let mut events = api.watch(&wp, "0").await.unwrap().boxed();
+    async fn next(
+        events: &mut futures::stream::BoxStream<
+            'static,
+            kube::Result<kube::api::WatchEvent<ConfigMap>>,
+        >,
+    ) -> kube::api::WatchEvent<ConfigMap> {
+        match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+            Ok(Some(Ok(e))) => e,
+            other => panic!("no event: {other:?}"),
+        }
+    }
+    assert!(
+        matches!(next(&mut events).await, kube::api::WatchEvent::Added(c) if c.metadata.name.as_deref() == Some("a"))
+    );
+    let unlabel = json!({"metadata": {"labels": {"role": null}}});
+    api.patch("a", &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    match next(&mut events).await {
+        kube::api::WatchEvent::Deleted(c) => {
+            assert_eq!(
+                c.metadata.labels.unwrap_or_default()["role"],
+                "credential",
+                "the previous content"
+            );
+        }
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+    // Changes while it does not match are not sent; matching again is ADDED.
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "2"}})),
+    )
+    .await
+    .unwrap();
+    let relabel = json!({"metadata": {"labels": {"role": "credential"}}});
+    api.patch("a", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    match next(&mut events).await {
+        kube::api::WatchEvent::Added(c) => assert_eq!(c.data.unwrap()["x"], "2"),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+}
+
 /// Every write records its fields' manager, not only applies: a POST's fields are its
 /// manager's, and another manager's apply of one of them with another value conflicts
 /// (https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management).

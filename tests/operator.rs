@@ -1132,6 +1132,26 @@ async fn only_a_secret_labelled_as_a_credential_is_used_as_one() {
         .unwrap();
     wait_ready(&c).await;
     assert!(secret_value(&c, "reader").await.is_some());
+    // The label taken off again: the watch says it left (DELETED for a selector that no longer
+    // matches), so the operator stops using it. Before, the emulator never said so and the
+    // operator's store kept the Secret as a credential.
+    let patch = json!({"metadata": {"labels": {"keyward.dev/credential": null}}});
+    secrets
+        .patch("cms-admin", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let policies = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop");
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"keyward.dev/force-sync": "unlabelled"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_reason(&c, "web", "NoCredentials").await;
     op.abort();
 }
 

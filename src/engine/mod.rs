@@ -511,7 +511,7 @@ impl Engine<'_> {
                     .collect();
                 let mut spec = key.spec.clone();
                 spec.expires_at = expiry(now, key)?;
-                let keep = replace_overlap(key);
+                let keep = crate::plan::replace_overlap(key);
                 let old_until =
                     crate::model::later(now, keep).ok_or(OutOfRange("rotationOverlap"))?;
                 self.provider.rename_key(old_id, &parked).await?;
@@ -581,12 +581,6 @@ impl From<OutOfRange> for StepFailure {
     fn from(e: OutOfRange) -> StepFailure {
         StepFailure::TimeOutOfRange(e.0)
     }
-}
-
-/// How long a replaced key keeps working after its replacement was written: the overlap, at
-/// least the CMS's minimum lifetime, and a little more.
-pub fn replace_overlap(key: &DesiredKey) -> SignedDuration {
-    key.rotation_overlap.max(SignedDuration::from_mins(1)) + SignedDuration::from_secs(5)
 }
 
 /// When the next rotation of a live key is due, for status and requeues. The expiry is a CMS's

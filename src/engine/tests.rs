@@ -114,11 +114,18 @@ impl CmsProvider for FakeCms {
         Ok(k.clone())
     }
     async fn rename_key(&self, id: &str, name: &str) -> crate::providers::Result<()> {
-        self.record(format!("rename {id} {name}"), "rename")
+        self.record(format!("rename {id} {name}"), "rename")?;
+        if let Some(k) = self.keys.lock().get_mut(id) {
+            k.spec.name = name.to_owned();
+        }
+        Ok(())
     }
     async fn set_expiry(&self, id: &str, at: Timestamp) -> crate::providers::Result<()> {
         self.record(format!("expire {id}"), "expire")?;
         self.expiries.lock().push((id.to_owned(), at));
+        if let Some(k) = self.keys.lock().get_mut(id) {
+            k.spec.expires_at = Some(at);
+        }
         Ok(())
     }
     async fn regenerate_key(
@@ -905,6 +912,68 @@ async fn a_replace_parks_the_old_key_and_lets_it_expire_after_the_overlap() {
         assert_about(now() + SignedDuration::from_secs(keep), at);
         let exp = cms.keys.lock()["new1"].spec.expires_at.unwrap();
         assert_about(now() + crate::model::days(30), exp);
+    }
+}
+
+/// A replace that stops part way is finished by the next run, whichever step failed: the key
+/// downgraded from service to public is revoked or expires within the overlap, and the
+/// replacement's value is in its Secret. Before, a failure at the expiry step left the parked
+/// old key working with its write rights for the rest of its lifetime, and no plan said so.
+#[tokio::test]
+async fn an_interrupted_replace_is_finished_by_the_next_plan() {
+    let d = desired_with("", "      type: public\n");
+    let keep = crate::plan::replace_overlap(&d.keys[0]);
+    for step in ["rename", "create", "expire"] {
+        let mut live = live_of(&d, now());
+        live.spec.key_type = crate::model::KeyType::Service;
+        let (cms, sink) = (FakeCms::with(&[live]), MemSink::default());
+        let plan_now = |cms: &FakeCms, observed: crate::plan::ObservedSecrets| {
+            let live = cms.keys.lock().values().cloned().collect::<Vec<_>>();
+            crate::plan::diff(
+                &d,
+                &live,
+                &LiveSettings::default(),
+                &observed,
+                ENDPOINT,
+                now(),
+            )
+        };
+        let first = plan_now(&cms, observe_secrets(&sink, &d.keys).await.unwrap());
+        assert!(
+            matches!(first.actions.as_slice(), [Action::Replace { .. }]),
+            "{step}: {:?}",
+            first.actions
+        );
+        *cms.fail.lock() = Some((step, 500));
+        assert!(engine(&cms, &sink).apply(&first).await.is_err(), "{step}");
+        *cms.fail.lock() = None;
+        if step == "expire" {
+            let old = cms.keys.lock()["id1"].spec.expires_at.unwrap();
+            assert!(
+                old > now() + crate::model::days(1),
+                "the failed step left the old key's expiry as it was: {old}"
+            );
+        }
+        let next = plan_now(&cms, observe_secrets(&sink, &d.keys).await.unwrap());
+        engine(&cms, &sink).apply(&next).await.unwrap();
+        let keys = cms.keys.lock().clone();
+        let still = keys.get("id1").and_then(|k| k.spec.expires_at);
+        assert!(
+            still.is_none_or(|e| e <= now() + keep + SignedDuration::from_secs(5)),
+            "{step}: the old key still works until {still:?}"
+        );
+        let replacement = keys
+            .values()
+            .find(|k| k.id != "id1" && k.spec.name == "ns.p.k")
+            .unwrap_or_else(|| panic!("{step}: no replacement in {keys:?}"));
+        assert_eq!(replacement.spec.key_type, crate::model::KeyType::Public);
+        assert!(
+            sink.value("s").is_some(),
+            "{step}: the Secret holds the new value"
+        );
+        // And then the plan is empty: nothing left to finish.
+        let after = plan_now(&cms, observe_secrets(&sink, &d.keys).await.unwrap());
+        assert!(after.actions.is_empty(), "{step}: {:?}", after.actions);
     }
 }
 

@@ -5,7 +5,7 @@ use crate::model::desired::{
 };
 use crate::model::live::{LiveKey, LiveSettings, OwnedSettings};
 use crate::model::{ContentOp, KeySpec};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -228,6 +228,12 @@ pub fn spec_diff(live: &KeySpec, desired: &KeySpec) -> String {
 }
 
 /// The plan that makes the CMS and the Secrets match `desired`.
+/// How long a replaced key keeps working after its replacement was written: the overlap, at
+/// least a CMS's minimum lifetime, and a little more.
+pub fn replace_overlap(key: &DesiredKey) -> SignedDuration {
+    key.rotation_overlap.max(SignedDuration::from_mins(1)) + SignedDuration::from_secs(5)
+}
+
 pub fn diff(
     desired: &DesiredState,
     live: &[LiveKey],
@@ -284,20 +290,29 @@ pub fn diff(
         for k in &mine {
             claimed.insert(&k.id);
         }
-        // Leftovers of an interrupted replace: revoke once they have expired on their own.
+        // Keys a replace left: the old one works until the overlap the replace gave it, then
+        // goes. One whose expiry was never shortened (the replace stopped after making the new
+        // key: on Strapi and Directus that step revokes) would otherwise keep its old rights
+        // for its whole lifetime: the replace is finished now.
+        let keep = replace_overlap(d);
         for k in mine
             .iter()
             .filter(|k| Some(k.id.as_str()) != primary.map(|p| p.id.as_str()))
         {
-            if k.expires_at().is_none_or(|e| e <= now) {
-                plan.actions.push(Action::Revoke {
-                    id: k.id.clone(),
-                    name: k.spec.name.clone(),
-                    policy: d.policy.to_string(),
-                    reason: "superseded by a replacement and expired".into(),
-                    observe_only: d.observe_only,
-                });
-            }
+            let ends_in_overlap = crate::model::later(now, keep)
+                .is_none_or(|limit| k.expires_at().is_some_and(|e| e <= limit));
+            let reason = match k.expires_at() {
+                Some(e) if e <= now => "superseded by a replacement and expired",
+                Some(_) if ends_in_overlap => continue,
+                _ => "left by a replace that did not finish: its replacement is in place",
+            };
+            plan.actions.push(Action::Revoke {
+                id: k.id.clone(),
+                name: k.spec.name.clone(),
+                policy: d.policy.to_string(),
+                reason: reason.into(),
+                observe_only: d.observe_only,
+            });
         }
         let Some(p) = primary else {
             plan.actions.push(Action::Create { key: d.clone() });
@@ -849,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_an_interrupted_replace_are_revoked_once_expired() {
+    fn leftovers_of_a_replace_go_after_the_overlap_and_at_once_if_it_did_not_finish() {
         let d = desired("");
         let live = live_of(&d, now());
         let mut parked = live.clone();
@@ -861,12 +876,19 @@ mod tests {
             p.spec.expires_at = expires;
             plan_for(&d, &[p, live.clone()], &secrets_for(&live))
         };
+        // Inside the overlap the replace gave it: left to expire.
         assert!(kinds(&plan(Some(now() + SignedDuration::from_mins(5)))).is_empty());
-        for expired in [
-            Some(now()),
-            Some(now() - SignedDuration::from_mins(1)),
-            None,
+        let expired = "superseded by a replacement and expired";
+        let unfinished = "left by a replace that did not finish: its replacement is in place";
+        for (expires, why) in [
+            (Some(now()), expired),
+            (Some(now() - SignedDuration::from_mins(1)), expired),
+            // Its expiry never shortened (the replace stopped after making the new key), or
+            // none at all: the replace is finished now.
+            (Some(now() + crate::model::days(30)), unfinished),
+            (None, unfinished),
         ] {
+            let expired = expires;
             let p = plan(expired);
             assert_eq!(kinds(&p), ["revoke"], "{p:?}");
             let Action::Revoke {
@@ -881,12 +903,7 @@ mod tests {
             };
             assert_eq!(
                 (id.as_str(), name.as_str(), policy.as_str(), reason.as_str()),
-                (
-                    "id0",
-                    "replaced.id0.ns.p.k",
-                    "ns/p",
-                    "superseded by a replacement and expired"
-                )
+                ("id0", "replaced.id0.ns.p.k", "ns/p", why)
             );
             assert!(!observe_only);
         }

@@ -6,5 +6,8 @@ mod render;
 #[cfg(test)]
 pub(crate) mod testkit;
 
-pub use diff::{diff, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets, Plan};
+pub use diff::{
+    diff, replace_overlap, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets,
+    Plan,
+};
 pub use render::{render_text, summary};

@@ -38,6 +38,9 @@ struct Change {
     namespace: String,
     kind: &'static str,
     object: Value,
+    /// The object before a MODIFIED change: a watch with a selector tells from it whether the
+    /// object just started or stopped matching.
+    previous: Option<Value>,
 }
 
 #[derive(Default)]
@@ -756,6 +759,7 @@ impl Emulator {
                             namespace: k.1.clone(),
                             kind: "ADDED",
                             object: o.clone(),
+                            previous: None,
                         })
                     })
                     .collect()
@@ -789,20 +793,46 @@ impl Emulator {
                 yield Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(format!("{ev}\n"))));
                 return;
             }
-            let matches = |c: &Change| {
-                c.resource == resource
-                    && namespace.as_ref().is_none_or(|ns| &c.namespace == ns)
-                    && labels.as_ref().is_none_or(|s| selector_matches(s, &labels_of(&c.object)))
-                    && fields.as_ref().is_none_or(|s| field_matches(s, &c.object))
+            let passes = |o: &Value| {
+                labels.as_ref().is_none_or(|s| selector_matches(s, &labels_of(o)))
+                    && fields.as_ref().is_none_or(|s| field_matches(s, o))
             };
-            let render = |c: &Change| {
-                let object = if meta_only { metadata_only(&c.object) } else { c.object.clone() };
-                Bytes::from(format!("{}\n", json!({"type": c.kind, "object": object})))
+            // What a watch with selectors sees of a change, as the API server's watch cache
+            // tells it (staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go,
+            // convertToWatchEvent): an object that starts matching is ADDED, one that stops
+            // matching is DELETED (with its previous content at the event's resourceVersion),
+            // one that matches before and after is MODIFIED, anything else is not sent.
+            let seen = |c: &Change| -> Option<(&'static str, Value)> {
+                if c.resource != resource || namespace.as_ref().is_some_and(|ns| &c.namespace != ns) {
+                    return None;
+                }
+                let now = c.kind != "DELETED" && passes(&c.object);
+                let before = match (c.kind, &c.previous) {
+                    ("DELETED", _) => passes(&c.object),
+                    (_, Some(p)) => passes(p),
+                    _ => false,
+                };
+                match (before, now) {
+                    (false, true) if c.kind == "MODIFIED" => Some(("ADDED", c.object.clone())),
+                    (_, true) => Some((c.kind, c.object.clone())),
+                    (true, false) => {
+                        let mut old = c.previous.clone().unwrap_or_else(|| c.object.clone());
+                        old["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+                        Some(("DELETED", old))
+                    }
+                    (false, false) => None,
+                }
+            };
+            let render = |kind: &str, object: &Value| {
+                let object = if meta_only { metadata_only(object) } else { object.clone() };
+                Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
             };
             let mut last = from;
-            for c in backlog.iter().filter(|c| matches(c)) {
-                last = last.max(c.rv);
-                yield Ok(http_body::Frame::data(render(c)));
+            for c in backlog.iter() {
+                if let Some((kind, object)) = seen(c) {
+                    last = last.max(c.rv);
+                    yield Ok(http_body::Frame::data(render(kind, &object)));
+                }
             }
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
@@ -810,9 +840,11 @@ impl Emulator {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return,
                     got = rx.recv() => match got {
-                        Ok(c) if c.rv > last && matches(&c) => {
-                            last = c.rv;
-                            yield Ok(http_body::Frame::data(render(&c)));
+                        Ok(c) if c.rv > last => {
+                            if let Some((kind, object)) = seen(&c) {
+                                last = c.rv;
+                                yield Ok(http_body::Frame::data(render(kind, &object)));
+                            }
                         }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
@@ -841,6 +873,9 @@ impl Emulator {
             namespace: key.1.clone(),
             kind,
             object: obj.clone(),
+            previous: (kind == "MODIFIED")
+                .then(|| st.objects.get(key).cloned())
+                .flatten(),
         };
         if kind == "DELETED" {
             st.objects.remove(key);
