@@ -235,6 +235,73 @@ async fn server_side_apply_owns_fields() {
     assert_eq!(forced.data.unwrap()["x"], "other");
 }
 
+/// Faults for one object, for reads, and dropped watches: a write to one object fails while
+/// the others go through; reads (not watches) fail a set number of times; an open watch is
+/// ended with an in-stream 410, and kube's watcher lists again and carries on.
+#[tokio::test]
+async fn faults_hit_one_object_or_reads_and_watches_can_be_dropped() {
+    let emu = Emulator::new();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let pp = PostParams::default();
+    for name in ["a", "b"] {
+        api.create(&pp, &cm(name, json!({}), json!({})))
+            .await
+            .unwrap();
+    }
+    emu.fail_writes_to("configmaps", "a", 422, usize::MAX);
+    let change = Patch::Merge(json!({"data": {"x": "1"}}));
+    let e = api
+        .patch("a", &PatchParams::default(), &change)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 422), "{e}");
+    api.patch("b", &PatchParams::default(), &change)
+        .await
+        .unwrap();
+    emu.fail_reads("configmaps", 503, 2);
+    for _ in 0..2 {
+        assert!(api.get("b").await.is_err());
+    }
+    assert!(
+        api.get("b").await.is_ok(),
+        "two reads failed, then they work"
+    );
+    emu.heal("configmaps");
+    api.patch("a", &PatchParams::default(), &change)
+        .await
+        .unwrap();
+
+    // A dropped watch: the runtime watcher relists and still sees what comes after.
+    let (store, writer) = kube::runtime::reflector::store::<ConfigMap>();
+    let stream = watcher(api.clone(), watcher::Config::default())
+        .reflect(writer)
+        .applied_objects();
+    let seen = tokio::spawn(async move {
+        let mut names = Vec::new();
+        futures::pin_mut!(stream);
+        // The 410 comes through as an error; the watcher goes on with a fresh list.
+        while let Some(item) = stream.next().await {
+            if let Ok(o) = item {
+                names.push(o.metadata.name.unwrap_or_default());
+                if names.contains(&"c".to_owned()) {
+                    return names;
+                }
+            }
+        }
+        names
+    });
+    store.wait_until_ready().await.unwrap();
+    emu.drop_watches("configmaps");
+    api.create(&pp, &cm("c", json!({}), json!({})))
+        .await
+        .unwrap();
+    let names = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the watcher saw c after its watch was dropped")
+        .unwrap();
+    assert!(names.contains(&"c".to_owned()), "{names:?}");
+}
+
 /// A watch with a label selector sees an object that stops matching as DELETED (its previous
 /// content, at the change's resourceVersion) and one that starts matching as ADDED, as the API
 /// server's watch cache sends them (staging/src/k8s.io/apiserver/pkg/storage/cacher/

@@ -3162,6 +3162,75 @@ async fn connections_point_only_where_the_platform_allows() {
     op.abort();
 }
 
+/// One object the in-use sweep cannot patch (a 422, say a connection stored before a schema
+/// change) stops nobody else's upkeep: the credential Secret after it still gets its finalizer.
+/// Before, the sweep ended at the first failure, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_object_the_sweep_cannot_patch_stops_nobody_elses_finalizer() {
+    let c = cluster().await;
+    create(&c.client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "broken"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}})).await;
+    c.emu
+        .fail_writes_to("cmsconnections", "broken", 422, usize::MAX);
+    let (_ctx, op) = start(&c, config());
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut first = policy(reader(), json!({"connectionRef": {"name": "broken"}}));
+    first.metadata.name = Some("first".into());
+    policies
+        .create(&PostParams::default(), &first)
+        .await
+        .unwrap();
+    create_reader(&c, json!({})).await;
+    let in_use = "keyward.dev/in-use".to_owned();
+    eventually(
+        "the connection after the broken one is in use",
+        RECONCILES,
+        || async { finalizers_of(&c, CONNECTIONS, "main").contains(&in_use) },
+    )
+    .await;
+    eventually("the credential Secret too", RECONCILES, || async {
+        finalizers_of(&c, SECRETS, "cms-admin").contains(&in_use)
+    })
+    .await;
+    assert!(!finalizers_of(&c, CONNECTIONS, "broken").contains(&in_use));
+    op.abort();
+}
+
+/// The operator lives through what an API server does to its clients: its watches dropped
+/// with 410 Gone (it lists again), reads of Secrets failing for a while (the reconcile fails,
+/// backs off and then succeeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_failing_reads_are_lived_through() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    create_reader(&c, json!({})).await;
+    for plural in ["apikeypolicies", "secrets", "cmsconnections"] {
+        c.emu.drop_watches(plural);
+    }
+    c.emu.fail_reads("secrets", 503, 3);
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut p = policy(
+        json!([{"name": "late", "defaultPermissions": ["GET"], "secret": {"name": "late", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    p.metadata.name = Some("late".into());
+    policies.create(&PostParams::default(), &p).await.unwrap();
+    eventually(
+        "a policy made after the drops gets its key",
+        RECONCILES,
+        || async { secret_value(&c, "late").await.is_some() },
+    )
+    .await;
+    let value = secret_value(&c, "late").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK
+    );
+    wait_reason(&c, "late", "Ready").await;
+    op.abort();
+}
+
 /// A key the CLI made for `shop/web` (no policy UID on it) is not taken over by a policy of the
 /// same name in the cluster: before, a tenant could name a policy alike and rotate the key into
 /// its own Secret (and so learn a value meant for someone else's pipeline).

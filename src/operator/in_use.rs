@@ -32,23 +32,37 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 pub async fn keep(client: Client, stores: Stores, default: Option<DefaultConnection>) {
     stores.ready().await;
     loop {
-        if let Err(e) = sweep(&client, &stores, &default).await {
-            tracing::warn!(error = %e, "updating in-use finalizers failed; trying again");
+        let swept = sweep(&client, &stores, &default).await;
+        for (object, e) in &swept.failed {
+            tracing::warn!(%object, error = %e, "updating its in-use finalizer failed; trying again");
         }
         tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 
-/// One pass over every connection and credential Secret; the number of objects changed.
-pub async fn sweep(
-    client: &Client,
-    stores: &Stores,
-    default: &Option<DefaultConnection>,
-) -> Result<usize, kube::Error> {
+/// What one sweep did: how many objects it changed, and the ones it could not (each on its
+/// own: one object that cannot be patched stops nobody else's upkeep).
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub changed: usize,
+    pub failed: Vec<(String, kube::Error)>,
+}
+
+impl Swept {
+    fn count(&mut self, what: String, r: Result<bool, kube::Error>) {
+        match r {
+            Ok(changed) => self.changed += usize::from(changed),
+            Err(e) => self.failed.push((what, e)),
+        }
+    }
+}
+
+/// One pass over every connection and credential Secret.
+pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultConnection>) -> Swept {
     let used = connections_in_use(stores, default);
     // The Secrets that connections still needed read: (namespace, name).
     let mut secrets: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut changed = 0;
+    let mut swept = Swept::default();
     for c in stores.connections.state() {
         let ns = c.namespace().unwrap_or_default();
         let id = ConnectionId::CmsConnection {
@@ -66,7 +80,8 @@ pub async fn sweep(
             ));
         }
         let api: Api<CmsConnection> = Api::namespaced(client.clone(), &ns);
-        changed += usize::from(set_finalizer(&api, c.meta(), wanted).await?);
+        let what = format!("CmsConnection {ns}/{}", c.name_any());
+        swept.count(what, set_finalizer(&api, c.meta(), wanted).await);
     }
     for c in stores.cluster_connections.state() {
         let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
@@ -79,15 +94,17 @@ pub async fn sweep(
             secrets.extend(read_secrets(cred, c.spec.tls.as_ref(), ns, false));
         }
         let api: Api<ClusterCmsConnection> = Api::all(client.clone());
-        changed += usize::from(set_finalizer(&api, c.meta(), wanted).await?);
+        let what = format!("ClusterCmsConnection {}", c.name_any());
+        swept.count(what, set_finalizer(&api, c.meta(), wanted).await);
     }
     for s in stores.credentials.state() {
         let ns = s.namespace().unwrap_or_default();
         let wanted = secrets.contains(&(ns.clone(), s.name_any()));
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        changed += usize::from(set_finalizer(&api, s.meta(), wanted).await?);
+        let what = format!("Secret {ns}/{}", s.name_any());
+        swept.count(what, set_finalizer(&api, s.meta(), wanted).await);
     }
-    Ok(changed)
+    swept
 }
 
 /// The connections policies need: the one each admitted policy uses, and the one each policy's

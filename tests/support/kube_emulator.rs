@@ -101,6 +101,8 @@ pub struct Emulator {
     /// Every list and watch: (resource, metadata only, label selector).
     reads_of_collections: Arc<Mutex<Vec<(String, bool, String)>>>,
     cluster_wide: Arc<Mutex<Vec<String>>>,
+    /// Ends the open watches of a resource plural with an in-stream 410 (`drop_watches`).
+    drops: broadcast::Sender<String>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -435,7 +437,33 @@ impl Emulator {
             faults: Arc::default(),
             reads_of_collections: Arc::default(),
             cluster_wide: Arc::default(),
+            drops: broadcast::channel(64).0,
         }
+    }
+
+    /// Ends every open watch of resources named `plural` with an in-stream ERROR 410 Expired,
+    /// as an API server does when it restarts or compacts past a watcher: the client must list
+    /// again (https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes).
+    pub fn drop_watches(&self, plural: &str) {
+        let _ = self.drops.send(plural.to_owned());
+    }
+
+    /// The next `times` writes to the object `name` of `plural` get `status` (one object's
+    /// failure, the others unaffected).
+    pub fn fail_writes_to(&self, plural: &str, name: &str, status: u16, times: usize) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(format!("{plural}/{name}"), (status, times));
+    }
+
+    /// The next `times` reads (GET of one object or a list; not watches) of `plural` get
+    /// `status`.
+    pub fn fail_reads(&self, plural: &str, status: u16, times: usize) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(format!("read:{plural}"), (status, times));
     }
 
     /// Every request not confined to a namespace ("GET apis/keyward.dev/v1alpha1/...."): what a
@@ -459,9 +487,14 @@ impl Emulator {
             .insert(plural.to_owned(), (status, times));
     }
 
-    /// Ends the injected failures of `plural`.
+    /// Ends the injected failures of `plural` (writes, reads, and each of its objects').
     pub fn heal(&self, plural: &str) {
-        self.faults.lock().unwrap().remove(plural);
+        let read = format!("read:{plural}");
+        let one = format!("{plural}/");
+        self.faults
+            .lock()
+            .unwrap()
+            .retain(|k, _| k != plural && *k != read && !k.starts_with(&one));
     }
 
     fn injected(&self, plural: &str) -> Option<u16> {
@@ -587,10 +620,20 @@ impl Emulator {
                 .unwrap()
                 .entry(t.plural.clone())
                 .or_default() += 1;
-            if let Some(code) = self.injected(&t.plural) {
+            let one = t.name.as_ref().map(|n| format!("{}/{n}", t.plural));
+            let code = one
+                .and_then(|k| self.injected(&k))
+                .or_else(|| self.injected(&t.plural));
+            if let Some(code) = code {
                 return err(code, "InternalError", "injected failure");
             }
         } else {
+            let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if !watching {
+                if let Some(code) = self.injected(&format!("read:{}", t.plural)) {
+                    return err(code, "InternalError", "injected failure");
+                }
+            }
             self.counters.reads.fetch_add(1, Ordering::Relaxed);
             if t.name.is_some() {
                 *self
@@ -784,6 +827,8 @@ impl Emulator {
         };
         let every = self.bookmark_every;
         let state = self.state.clone();
+        let mut dropped = self.drops.subscribe();
+        let plural = t.plural.clone();
         let stream = async_stream::stream! {
             // Watches are answered in-process: yield once, so a client that re-watches at once
             // (e.g. while the runtime shuts down and timers fire immediately) cannot spin.
@@ -849,6 +894,13 @@ impl Emulator {
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
                     },
+                    d = dropped.recv() => {
+                        if d.is_ok_and(|p| p == plural) {
+                            let ev = json!({"type": "ERROR", "object": status(410, "Expired", "the watch was dropped (too old resource version)")});
+                            yield Ok(http_body::Frame::data(Bytes::from(format!("{ev}\n"))));
+                            return;
+                        }
+                    }
                     _ = tick, if bookmarks => {
                         let rv = state.lock().unwrap().rv;
                         let ev = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": bookmark_kind, "metadata": {"resourceVersion": rv.to_string()}}});
