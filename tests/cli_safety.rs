@@ -287,6 +287,72 @@ async fn a_revoked_keys_secret_file_is_deleted_and_only_that() {
     assert!(!w.join("out").join(READER).exists());
 }
 
+/// The Secret files of keys an apply revoked go even when the apply stops after them, and a
+/// file left by an earlier run (its key revoked, then the run stopped) is listed by the next
+/// plan and deleted by the next apply. Before, both stayed, holding dead values, and no plan
+/// said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_keys_revoked_before_a_failure_go_and_later_plans_list_leftovers() {
+    use support::proxy::{Fault, Proxy};
+    let (cms, work) = setup().await;
+    let w = work.path();
+    let (code, _, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{err}");
+    // Both keys removed from git; the first revoke goes through, every later one fails.
+    let text = std::fs::read_to_string(w.join("policy.yaml")).unwrap();
+    let cut = text.find("  keys:").unwrap();
+    std::fs::write(
+        w.join("policy.yaml"),
+        format!("{}  keys: []\n", &text[..cut]),
+    )
+    .unwrap();
+    let deletes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = deletes.clone();
+    let proxy = Proxy::start(&cms.url, move |c| {
+        let revoke = *c.method == Method::DELETE && c.path.starts_with("/v1/keys/");
+        (revoke && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1)
+            .then_some(Fault::Answer(500, None))
+    })
+    .await;
+    let (code, out, err, _) = keyward(
+        w,
+        &["apply", "-f", "policy.yaml", "--secrets-dir", "out"],
+        &[
+            ("KEYWARD_CMS_URL", proxy.url.as_str()),
+            ("KEYWARD_CMS_TOKEN", support::ADMIN),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let left: Vec<bool> = [READER, WRITER]
+        .iter()
+        .map(|f| w.join("out").join(f).exists())
+        .collect();
+    assert_eq!(
+        left.iter().filter(|x| **x).count(),
+        1,
+        "the revoked key's file went, the other's stays: {left:?}"
+    );
+    // A run that stopped before deleting a revoked key's file: revoke the other key by hand,
+    // as an earlier run would have, and the next plan lists its file.
+    let keys = cms.admin(Method::GET, "/v1/keys", None).await.body;
+    let id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
+    let r = cms
+        .admin(Method::DELETE, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let (code, out, err) = run(&cms, w, &["plan", "--secrets-dir", "out"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains(&format!("its key {id} no longer exists in the CMS")),
+        "{out}"
+    );
+    let (code, out, err) = run(&cms, w, &["apply", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!w.join("out").join(READER).exists() && !w.join("out").join(WRITER).exists());
+    let (code, out, _) = run(&cms, w, &["plan", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "nothing left: {out}");
+}
+
 const OTHER: &str = "apiVersion: keyward.dev/v1alpha1
 kind: ApiKeyPolicy
 metadata: {name: other, namespace: corporate}

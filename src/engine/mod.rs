@@ -182,6 +182,8 @@ pub trait SecretSink: Send + Sync {
 pub struct ApplyReport {
     pub done: Vec<String>,
     pub secrets_written: usize,
+    /// The ids of the keys revoked (their Secret files go with them).
+    pub revoked: Vec<String>,
 }
 
 /// An apply that stopped: what was done, what failed, what was not attempted.
@@ -189,6 +191,8 @@ pub struct ApplyReport {
 #[error("{failed}: {cause}{}", others_failed(.also_failed))]
 pub struct ApplyError {
     pub done: Vec<String>,
+    /// The ids of the keys revoked before it stopped.
+    pub revoked: Vec<String>,
     pub failed: String,
     pub cause: StepFailure,
     /// Steps under way beside the first failure that failed too.
@@ -341,6 +345,7 @@ impl Engine<'_> {
                     .chain(&pending[next + batch.len()..]);
                 return Err(ApplyError {
                     done: report.done,
+                    revoked: report.revoked,
                     failed,
                     cause,
                     also_failed: failures.collect(),
@@ -376,11 +381,14 @@ impl Engine<'_> {
             }
             match running.next().await {
                 None => break,
-                Some((_, Ok((what, secret_written)))) => {
+                Some((i, Ok((what, secret_written)))) => {
                     succeeded = true;
                     tracing::info!(action = %what, "applied");
                     report.done.push(what);
                     report.secrets_written += usize::from(secret_written);
+                    if let Action::Revoke { id, .. } = batch[i] {
+                        report.revoked.push(id.clone());
+                    }
                 }
                 Some((i, Err(e))) => failures.push((i, e)),
             }

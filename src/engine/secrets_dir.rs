@@ -183,26 +183,36 @@ pub struct KeySecretFile {
     pub namespace: String,
     pub name: String,
     pub key_id: String,
+    /// Why it goes: its key is revoked by this plan, or was before (it is not in the CMS).
+    pub why: &'static str,
 }
+
+/// A file's key is revoked by the plan that lists it.
+pub const REVOKED_NOW: &str = "is revoked";
+/// A file's key is gone from the CMS already (an earlier apply revoked it and then stopped).
+pub const ALREADY_GONE: &str = "no longer exists in the CMS";
 
 impl SecretsDir {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The files keyward wrote (its managed-by label) for the keys `ids`, e.g. revoked ones.
-    /// Files that are not keyward's, or do not parse, are left alone.
-    pub async fn files_of_keys(
+    /// The files keyward wrote (its managed-by label) that go: those of the keys `revoked`
+    /// (by this plan), and those of `policies` (namespace, name) whose key is not among `live`
+    /// and that no desired key writes (`targets`): left by an apply that revoked their key and
+    /// then stopped. Files that are not keyward's, or do not parse, are left alone.
+    pub async fn stale_files(
         &self,
-        ids: BTreeSet<String>,
+        revoked: BTreeSet<String>,
+        gone: GoneKeys,
     ) -> std::io::Result<Vec<KeySecretFile>> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || files_of_keys(&dir, &ids))
+        tokio::task::spawn_blocking(move || stale_files(&dir, &revoked, &gone))
             .await
             .map_err(std::io::Error::other)?
     }
 
-    /// Deletes a file that `files_of_keys` found.
+    /// Deletes a file that `stale_files` found.
     pub async fn remove(&self, file: &KeySecretFile) -> std::io::Result<()> {
         let path = file.path.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
@@ -214,7 +224,20 @@ impl SecretsDir {
     }
 }
 
-fn files_of_keys(dir: &Path, ids: &BTreeSet<String>) -> std::io::Result<Vec<KeySecretFile>> {
+/// What tells a file whose key is gone: the policies of the run, the keys the CMS holds, the
+/// Secrets the run writes.
+#[derive(Debug, Default)]
+pub struct GoneKeys {
+    pub policies: BTreeSet<(String, String)>,
+    pub live: BTreeSet<String>,
+    pub targets: BTreeSet<(String, String)>,
+}
+
+fn stale_files(
+    dir: &Path,
+    revoked: &BTreeSet<String>,
+    gone: &GoneKeys,
+) -> std::io::Result<Vec<KeySecretFile>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -243,13 +266,29 @@ fn files_of_keys(dir: &Path, ids: &BTreeSet<String>) -> std::io::Result<Vec<KeyS
             .annotations
             .as_ref()
             .and_then(|a| a.get(super::ANN_KEY_ID));
+        let policy = m
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::LABEL_SECRET_POLICY));
         if let (true, Some(id), Some(ns), Some(name)) = (ours, key_id, &m.namespace, &m.name) {
-            if ids.contains(id) {
+            let of_run = policy.is_some_and(|p| gone.policies.contains(&(ns.clone(), p.clone())));
+            let why = if revoked.contains(id) {
+                Some(REVOKED_NOW)
+            } else if of_run
+                && !gone.live.contains(id)
+                && !gone.targets.contains(&(ns.clone(), name.clone()))
+            {
+                Some(ALREADY_GONE)
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 found.push(KeySecretFile {
                     path,
                     namespace: ns.clone(),
                     name: name.clone(),
                     key_id: id.clone(),
+                    why,
                 });
             }
         }
@@ -472,19 +511,55 @@ mod tests {
         // Only keyward's files for the keys asked are found.
         let id = m.annotations[super::super::ANN_KEY_ID].clone();
         let found = fresh
-            .files_of_keys(BTreeSet::from([id.clone()]))
+            .stale_files(BTreeSet::from([id.clone()]), GoneKeys::default())
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(
-            (found[0].namespace.as_str(), found[0].name.as_str()),
-            ("ns", "s")
+            (
+                found[0].namespace.as_str(),
+                found[0].name.as_str(),
+                found[0].why
+            ),
+            ("ns", "s", REVOKED_NOW)
         );
         let other = fresh
-            .files_of_keys(BTreeSet::from(["nope".into()]))
+            .stale_files(BTreeSet::from(["nope".into()]), GoneKeys::default())
             .await
             .unwrap();
         assert!(other.is_empty());
+        // A file of a policy of the run whose key the CMS no longer holds goes too, unless a
+        // desired key writes that Secret (it is about to get a new value).
+        let mut gone = GoneKeys {
+            policies: BTreeSet::from([("ns".to_owned(), "p".to_owned())]),
+            live: BTreeSet::new(),
+            targets: BTreeSet::new(),
+        };
+        let found = fresh.stale_files(BTreeSet::new(), gone).await.unwrap();
+        assert_eq!(
+            found.iter().map(|f| f.why).collect::<Vec<_>>(),
+            [ALREADY_GONE]
+        );
+        gone = GoneKeys {
+            policies: BTreeSet::from([("ns".to_owned(), "p".to_owned())]),
+            live: BTreeSet::from([id.clone()]),
+            targets: BTreeSet::new(),
+        };
+        assert!(fresh
+            .stale_files(BTreeSet::new(), gone)
+            .await
+            .unwrap()
+            .is_empty());
+        gone = GoneKeys {
+            policies: BTreeSet::from([("ns".to_owned(), "p".to_owned())]),
+            live: BTreeSet::new(),
+            targets: BTreeSet::from([("ns".to_owned(), "s".to_owned())]),
+        };
+        assert!(fresh
+            .stale_files(BTreeSet::new(), gone)
+            .await
+            .unwrap()
+            .is_empty());
         fresh.remove(&found[0]).await.unwrap();
         assert!(!found[0].path.exists());
     }

@@ -3,7 +3,7 @@
 //! `KEYWARD_CMS_TOKEN`, or, with neither, from an embedded reference CMS on a local data directory.
 
 use crate::cms::{self, CmsConfig, RunningCms};
-use crate::engine::secrets_dir::{KeySecretFile, SecretsDir};
+use crate::engine::secrets_dir::{KeySecretFile, SecretsDir, ALREADY_GONE};
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
 use crate::model::desired::{
     ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
@@ -118,11 +118,12 @@ impl Outcome {
             out.push_str(&render_text(&r.title, &r.plan));
             for f in &r.stale_files {
                 out.push_str(&format!(
-                    "  - secret   {}/{} ({}): its key {} is revoked\n",
+                    "  - secret   {}/{} ({}): its key {} {}\n",
                     f.namespace,
                     f.name,
                     f.path.display(),
-                    f.key_id
+                    f.key_id,
+                    f.why
                 ));
             }
             if let Some(rep) = &r.applied {
@@ -689,18 +690,30 @@ async fn plan_connection(
             _ => None,
         })
         .collect();
-    let stale_files = match revoked.is_empty() {
-        true => Vec::new(),
-        false => sink.files_of_keys(revoked).await.map_err(|e| {
-            Failure::Other(GitopsError::Connection {
-                connection: id.to_string(),
-                message: format!(
-                    "cannot read the secrets directory {}: {e}",
-                    sink.dir().display()
-                ),
-            })
-        })?,
+    // The files of keys this plan revokes, and of keys an earlier apply revoked before it
+    // stopped (their policy is here, their key is not, and no desired key writes them).
+    let gone = crate::engine::secrets_dir::GoneKeys {
+        policies: state
+            .policies
+            .keys()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect(),
+        live: live.iter().map(|k| k.id.clone()).collect(),
+        targets: state
+            .keys
+            .iter()
+            .map(|k| (k.secret.namespace.clone(), k.secret.name.clone()))
+            .collect(),
     };
+    let stale_files = sink.stale_files(revoked, gone).await.map_err(|e| {
+        Failure::Other(GitopsError::Connection {
+            connection: id.to_string(),
+            message: format!(
+                "cannot read the secrets directory {}: {e}",
+                sink.dir().display()
+            ),
+        })
+    })?;
     let run = ConnectionRun {
         connection: id.clone(),
         title: conn.title.clone(),
@@ -735,8 +748,18 @@ async fn apply_connection(
     run.cms_reads = p.stats().reads();
     run.cms_writes = p.stats().writes();
     run.secret_writes = sink.writes() - writes_before;
-    let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
-    for f in &run.stale_files {
+    let revoked: BTreeSet<&String> = match &result {
+        Ok(r) => r.revoked.iter().collect(),
+        Err(e) => e.revoked.iter().collect(),
+    };
+    // The files of keys revoked go, also when the apply stopped after revoking them; those of
+    // keys gone already go after a run that went through.
+    let done = result.is_ok();
+    for f in run
+        .stale_files
+        .iter()
+        .filter(|f| revoked.contains(&f.key_id) || (done && f.why == ALREADY_GONE))
+    {
         sink.remove(f).await.map_err(|cause| {
             Failure::Other(GitopsError::StaleFile {
                 path: f.path.clone(),
@@ -745,6 +768,7 @@ async fn apply_connection(
             })
         })?;
     }
+    let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
     run.applied = Some(report);
     Ok(())
 }
