@@ -792,6 +792,87 @@ fn crds_directory_matches_keyward_crd() {
     );
 }
 
+/// An apply over two connections that fails in the second: the first connection's work stands
+/// (its keys made, their files written, reported in the error's partial outcome), the error
+/// names the second, and the next run finishes the second without redoing the first.
+#[tokio::test]
+async fn an_apply_that_fails_in_its_second_connection_keeps_the_first_ones_work() {
+    use support::proxy::{Fault, Proxy};
+    let (cms, dir) = setup().await;
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let rule = broken.clone();
+    let proxy = Proxy::start(&cms.url, move |c| {
+        (rule.load(std::sync::atomic::Ordering::SeqCst) && *c.method == Method::POST)
+            .then_some(Fault::Answer(500, None))
+    })
+    .await;
+    let connection = |name: &str, url: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: CmsConnection\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  endpoint: {url}\n  credentialsSecretRef: {{name: cms-admin}}\n---\n"
+        )
+    };
+    let on = |policy_name: &str, conn: &str, secret: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: {policy_name}, namespace: shop}}\nspec:\n  connectionRef: {{name: {conn}}}\n  keys:\n    - name: k\n      defaultPermissions: [GET]\n      secret: {{name: {secret}}}\n---\n"
+        )
+    };
+    let files = format!(
+        "{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: cms-admin, namespace: shop}}\nstringData: {{token: {ADMIN}}}\n---\n{}{}",
+        connection("first", &cms.url),
+        connection("second", &proxy.url),
+        on("one", "first", "one"),
+        on("two", "second", "two"),
+    );
+    let m = manifest(dir.path(), "all.yaml", &files);
+    let out = dir.path().join("out");
+    let opts = |mode| keyward::gitops::Options {
+        env_provider: keyward::policy::ProviderKind::Keyward,
+        prune: false,
+        clock: keyward::engine::Clock::system(),
+        regenerate_missing: false,
+        lock_timeout: std::time::Duration::from_secs(60),
+        paths: vec![m.clone()],
+        secrets_dir: out.clone(),
+        data_dir: dir.path().join("embedded"),
+        mode,
+        env_url: None,
+        env_token: None,
+        ca_pem: None,
+    };
+    let err = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap_err();
+    let GitopsError::Apply {
+        connection,
+        partial,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(connection, "CmsConnection shop/second", "{err}");
+    let first = &partial.runs[0];
+    assert_eq!(first.connection.to_string(), "CmsConnection shop/first");
+    assert_eq!(
+        first.applied.as_ref().map(|a| a.done.len()),
+        Some(1),
+        "the first connection's work is reported"
+    );
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &value(dir.path(), "one"))
+            .await,
+        StatusCode::OK
+    );
+    assert!(secret_field(&out, "shop", "two", "apiKey").is_none());
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap();
+    assert!(r.runs[0].plan.actions.is_empty(), "the first is not redone");
+    assert_eq!(r.runs[1].applied.as_ref().map(|a| a.done.len()), Some(1));
+    assert_eq!(
+        cms.status(Method::GET, "/api/blog", &value(dir.path(), "two"))
+            .await,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn a_cms_connection_with_its_credential_secret_in_the_files() {
     let (cms, dir) = setup().await;

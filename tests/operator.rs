@@ -858,6 +858,87 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
     op.abort();
 }
 
+/// Long enough for a running controller to reconcile a new policy (a drift interval and the
+/// first Argon2id hash), for checks that one did not.
+async fn more_time_for_a_reconcile() {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+/// A leader that loses its Lease while alive (another holder took it) stops reconciling at
+/// once and takes over again when the Lease is free: nothing is reconciled while it does not
+/// lead (`keyward_leader` says which).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_until_it_leads_again() {
+    let c = cluster().await;
+    create(
+        &c.client,
+        "api/v1",
+        "namespaces",
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keyward-system"}}),
+    )
+    .await;
+    let config = OperatorConfig {
+        leader_election: Some(keyward::operator::LeaderElection {
+            namespace: "keyward-system".into(),
+            lease_name: "keyward-operator".into(),
+            identity: "a".into(),
+            lease_seconds: 3,
+        }),
+        ..config()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let task = {
+        let (client, metrics) = (c.client.clone(), metrics.clone());
+        tokio::spawn(async move {
+            keyward::operator::run(
+                client,
+                config,
+                metrics,
+                keyward::operator::Shutdown::new().1,
+            )
+            .await
+        })
+    };
+    let leading = || metrics.leader.get() == 1;
+    eventually("a leads", RECONCILES, || async { leading() }).await;
+    create_reader(&c, json!({})).await;
+    // Someone else takes the Lease: a notices at its next renewal and stops.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "keyward-system");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    leases
+        .patch(
+            "keyward-operator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "thief", "renewTime": now, "leaseDurationSeconds": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually("a stops leading", RECONCILES, || async { !leading() }).await;
+    // A policy made while a does not lead gets nothing from it.
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    let mut late = policy(
+        json!([{"name": "late", "defaultPermissions": ["GET"], "secret": {"name": "late", "keyField": "KEY"}}]),
+        json!({}),
+    );
+    late.metadata.name = Some("late".into());
+    policies
+        .create(&PostParams::default(), &late)
+        .await
+        .unwrap();
+    more_time_for_a_reconcile().await;
+    let st = status_of(&c, "late").await;
+    if !leading() {
+        assert!(st.is_null(), "reconciled while a did not lead: {st}");
+        assert!(secret_value(&c, "late").await.is_none());
+    }
+    // The thief does not renew: once its Lease runs out, a takes over again.
+    eventually("a leads again", RECONCILES, || async { leading() }).await;
+    wait_reason(&c, "late", "Ready").await;
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_only_the_leader_writes() {
     let c = cluster().await;
@@ -1866,7 +1947,10 @@ async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
         "no key was made: {keys}"
     );
 
-    // Adopted: replaced whole, with the key and nothing of what it held.
+    // Adopted: replaced whole, with the key and nothing of what it held. The first PUT meets
+    // a 409 (someone changed the Secret meanwhile): it is read again and replaced, one key made.
+    let writes = c.emu.counters.writes_to("secrets");
+    c.emu.fail_writes("secrets", 409, 1);
     policies
         .patch(
             "web",
@@ -1884,6 +1968,12 @@ async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
     assert_eq!(
         c.cms.status(Method::GET, "/api/blog", &value).await,
         StatusCode::OK
+    );
+    assert_eq!(cms_keys(&c).await.len(), 1, "one key, not one per attempt");
+    assert_eq!(
+        c.emu.counters.writes_to("secrets") - writes,
+        2,
+        "the PUT that met the 409, then the one that took"
     );
 
     // A second policy naming the first one's Secret gets a conflict; the first keeps it.
@@ -3159,6 +3249,98 @@ async fn connections_point_only_where_the_platform_allows() {
     // The policy on the allowed endpoint is served; nothing reached the CMS through the rest.
     create_reader(&c, json!({})).await;
     assert_eq!(cms_keys(&c).await.len(), 1);
+    op.abort();
+}
+
+/// A status write that fails after the work was done loses nothing: the events that say what
+/// was done are recorded before it, and the status is written by a later reconcile. Before, the
+/// events came after the status write, and the retry had nothing left to do, so they were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_write_loses_no_event_of_what_was_done() {
+    let c = cluster().await;
+    let mut p = policy(reader(), json!({}));
+    p.metadata.finalizers = Some(vec!["keyward.dev/revoke-keys".into()]);
+    Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    c.emu.fail_writes("apikeypolicies", 500, 2);
+    let (_ctx, op) = start(&c, config());
+    eventually("the key is made", RECONCILES, || async {
+        secret_value(&c, "reader").await.is_some()
+    })
+    .await;
+    wait_ready(&c).await;
+    assert_event(&c, "KeyCreated", "created key shop/web/reader").await;
+    assert_eq!(cms_keys(&c).await.len(), 1);
+    op.abort();
+}
+
+/// A key the CMS will not revoke right now keeps neither its neighbours working nor the
+/// policy from going once it can: a deletion revokes every key it can, retries the one it
+/// could not, and lets the policy go when it is gone. Before, revoking stopped at the first
+/// failure and the keys after it stayed working for as long as it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_cannot_be_revoked_keeps_no_other_working() {
+    use support::proxy::{Fault, Proxy};
+    let c = cluster().await;
+    let stuck = Arc::new(std::sync::Mutex::new(String::new()));
+    let rule = stuck.clone();
+    let proxy = Proxy::start(&c.cms.url, move |call| {
+        let id = rule.lock().unwrap().clone();
+        (!id.is_empty() && *call.method == Method::DELETE && call.path == format!("/v1/keys/{id}"))
+            .then_some(Fault::Answer(503, None))
+    })
+    .await;
+    create(&c.client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "proxied"},
+        "spec": {"endpoint": proxy.url, "credentialsSecretRef": {"name": "cms-admin"}}})).await;
+    let (_ctx, op) = start(&c, config());
+    let keys: Value = (0..3)
+        .map(|i| json!({"name": format!("k{i}"), "defaultPermissions": ["GET"], "secret": {"name": format!("k{i}"), "keyField": "KEY"}}))
+        .collect();
+    let policies = create_policy(&c, keys, json!({"connectionRef": {"name": "proxied"}})).await;
+    wait_ready(&c).await;
+    let mut values = Vec::new();
+    for i in 0..3 {
+        values.push(secret_value(&c, &format!("k{i}")).await.unwrap());
+    }
+    let ids: Vec<String> = cms_keys(&c)
+        .await
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    *stuck.lock().unwrap() = ids[0].clone();
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the other keys are revoked", RECONCILES, || async {
+        let mut refused = 0;
+        for v in &values {
+            refused += usize::from(
+                c.cms.status(Method::GET, "/api/blog", v).await == StatusCode::UNAUTHORIZED,
+            );
+        }
+        refused == 2
+    })
+    .await;
+    assert_eq!(
+        cms_keys(&c).await.len(),
+        1,
+        "the one the CMS would not revoke"
+    );
+    assert!(
+        c.emu.get(POLICIES, "shop", "web").is_some(),
+        "the policy waits for it"
+    );
+    stuck.lock().unwrap().clear();
+    eventually(
+        "the last key is revoked and the policy goes",
+        RECONCILES,
+        || async { cms_keys(&c).await.is_empty() && c.emu.get(POLICIES, "shop", "web").is_none() },
+    )
+    .await;
     op.abort();
 }
 

@@ -28,8 +28,8 @@ struct FakeCms {
     parallel: usize,
     in_flight: std::sync::atomic::AtomicUsize,
     most_in_flight: std::sync::atomic::AtomicUsize,
-    /// The key name whose create is refused.
-    refuse_create: Option<&'static str>,
+    /// The key names whose create is refused.
+    refuse_create: Vec<&'static str>,
 }
 
 impl FakeCms {
@@ -85,7 +85,7 @@ impl CmsProvider for FakeCms {
         use std::sync::atomic::Ordering::SeqCst;
         self.record(format!("create {}", spec.name), "create")?;
         // Refused at once, while the others are under way.
-        if self.refuse_create == Some(spec.name.as_str()) {
+        if self.refuse_create.contains(&spec.name.as_str()) {
             return Err(ProviderError::Rejected {
                 endpoint: ENDPOINT.into(),
                 status: 503,
@@ -582,7 +582,7 @@ async fn creates_run_side_by_side_and_a_failure_lets_those_under_way_finish() {
     // k3 fails finish and keep their values, the rest are not attempted.
     let cms = FakeCms {
         parallel: 4,
-        refuse_create: Some("ns.p.k3"),
+        refuse_create: vec!["ns.p.k3"],
         ..Default::default()
     };
     let sink = MemSink::default();
@@ -610,6 +610,58 @@ async fn creates_run_side_by_side_and_a_failure_lets_those_under_way_finish() {
         (5..10)
             .map(|i| format!("create key ns/p/k{i}"))
             .collect::<Vec<_>>()
+    );
+}
+
+/// Two creates of one batch refused: the first is the failure, the second is reported beside it
+/// (`also_failed`, and in the report a person reads), those under way finish, the rest are not
+/// attempted. `also_failed` was asserted nowhere.
+#[tokio::test]
+async fn several_creates_failing_in_one_batch_are_all_reported() {
+    let cms = FakeCms {
+        parallel: 4,
+        refuse_create: vec!["ns.p.k2", "ns.p.k3"],
+        ..Default::default()
+    };
+    let sink = MemSink::default();
+    let e = engine(&cms, &sink)
+        .apply(&plan(ten_creates(), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.failed, "create key ns/p/k2");
+    assert_eq!(
+        e.also_failed
+            .iter()
+            .map(|(what, _)| what.as_str())
+            .collect::<Vec<_>>(),
+        ["create key ns/p/k3"]
+    );
+    assert!(e.transient, "503s: worth running again");
+    let mut done: Vec<&str> = e.done.iter().map(|d| &d[..20]).collect();
+    done.sort();
+    assert_eq!(
+        done,
+        [
+            "created key ns/p/k0 ",
+            "created key ns/p/k1 ",
+            "created key ns/p/k4 "
+        ]
+    );
+    assert_eq!(
+        e.not_attempted,
+        (5..10)
+            .map(|i| format!("create key ns/p/k{i}"))
+            .collect::<Vec<_>>()
+    );
+    let told = e.report();
+    assert!(
+        told.contains("  failed:        create key ns/p/k2: ")
+            && told.contains("  also failed:   create key ns/p/k3: "),
+        "{told}"
+    );
+    assert!(
+        e.to_string().contains("; also failed: create key ns/p/k3"),
+        "{e}"
     );
 }
 

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// Cleared when the controller stopped on its own: `/healthz` then answers 503.
     pub healthy: AtomicBool,
+    /// 1 while this replica's controller runs (with leader election: while it leads).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,12 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let keys = Family::<StateLabels, Gauge>::default();
         let seconds_to_expiry = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica's controller runs (leads, with leader election)",
+            leader.clone(),
+        );
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -113,6 +121,7 @@ impl Metrics {
             seconds_to_expiry,
             ready: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            leader,
         }
     }
 

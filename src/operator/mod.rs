@@ -231,6 +231,19 @@ async fn supervise(
     metrics: &Metrics,
     lost: impl std::future::Future<Output = ()>,
 ) -> Stopped {
+    metrics.leader.set(1);
+    let stopped = supervised(&mut controller, shutdown, grace, metrics, lost).await;
+    metrics.leader.set(0);
+    stopped
+}
+
+async fn supervised(
+    controller: &mut AbortOnDrop<()>,
+    shutdown: Shutdown,
+    grace: Duration,
+    metrics: &Metrics,
+    lost: impl std::future::Future<Output = ()>,
+) -> Stopped {
     tokio::select! {
         biased;
         _ = shutdown.requested() => {
@@ -238,7 +251,7 @@ async fn supervise(
             Stopped::Asked
         }
         _ = lost => {
-            drop(controller);
+            controller.0.abort();
             Stopped::LostLeadership
         }
         ended = &mut controller.0 => {
@@ -283,7 +296,7 @@ async fn leadership_lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
 /// `grace`, then abandon them. An abandoned reconcile loses at most a value that had not yet
 /// reached its Secret: the next leader finds that key without its Secret and regenerates it
 /// (with the rotation overlap, the old value keeps working meanwhile).
-async fn drain(mut controller: AbortOnDrop<()>, grace: Duration) {
+async fn drain(controller: &mut AbortOnDrop<()>, grace: Duration) {
     tracing::info!(
         grace_seconds = grace.as_secs(),
         "stopping: no new reconciles; waiting for running ones"

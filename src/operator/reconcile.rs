@@ -56,6 +56,12 @@ pub enum ReconcileError {
     Cleanup(#[from] DereferenceError),
     #[error("cannot revoke the keys: the credential is not usable: {0}")]
     Credential(ProviderError),
+    /// Revoking went on past keys that could not be revoked; these are left (retried).
+    #[error("revoked {revoked} keys; {} could not be revoked: {}", .failed.len(), .failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; "))]
+    Revoke {
+        revoked: usize,
+        failed: Vec<(String, ProviderError)>,
+    },
     /// A bug met this policy: its reconcile panicked. Retried with backoff; every other
     /// policy is reconciled as before.
     #[error("the reconcile panicked: {0}")]
@@ -72,7 +78,7 @@ impl ReconcileError {
             Self::Apply(_) => "apply",
             Self::Sink(_) => "secret",
             Self::Finalizer(_) => "finalizer",
-            Self::Cleanup(_) | Self::Credential(_) => "cleanup",
+            Self::Cleanup(_) | Self::Credential(_) | Self::Revoke { .. } => "cleanup",
             Self::Panicked(_) => "panic",
         }
     }
@@ -626,6 +632,8 @@ async fn revoke_beyond(
     let pid = policy_id(p);
     let mut revoked = std::collections::BTreeSet::new();
     let mut count = 0;
+    // Each key on its own: one the CMS will not revoke now does not keep the others working.
+    let mut failed = Vec::new();
     for k in own_keys(provider.as_ref(), p).await? {
         let name = k
             .spec
@@ -638,10 +646,14 @@ async fn revoke_beyond(
             .as_ref()
             .is_none_or(|names| names.contains(&name));
         if pid.owns(&k.spec.labels) && wanted {
-            provider.revoke_key(&k.id).await?;
-            tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
-            revoked.insert(name);
-            count += 1;
+            match provider.revoke_key(&k.id).await {
+                Ok(()) => {
+                    tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
+                    revoked.insert(name);
+                    count += 1;
+                }
+                Err(e) => failed.push((k.id.clone(), e)),
+            }
         }
     }
     match &beyond.keys {
@@ -655,6 +667,12 @@ async fn revoke_beyond(
         provider
             .remove_settings_owner(&pid.settings_owner())
             .await?;
+    }
+    if !failed.is_empty() {
+        return Err(ReconcileError::Revoke {
+            revoked: count,
+            failed,
+        });
     }
     Ok((count, revoked))
 }

@@ -249,10 +249,12 @@ pub async fn report(
         pending_changes,
         refused_since: None,
     };
-    write_status(p, ctx, old, new, None).await?;
+    // What was done is told first: a status write that fails is retried, but the next
+    // reconcile has nothing left to do, and an event published after it would be lost.
     for (reason, note) in &o.done {
         publish(ctx, p, EventType::Normal, reason, note).await;
     }
+    write_status(p, ctx, old, new, None).await?;
     let mut wait = ctx.config.drift_interval;
     if let Some(due) = keys.next_due {
         let until = Duration::try_from(due.duration_since(ctx.config.clock.now()))
