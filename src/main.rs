@@ -415,21 +415,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     tokio::spawn(reloads);
-    let mut terms = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
     // SIGTERM (what Kubernetes and the image's PID 1 get) or Ctrl-C: a graceful stop; a second
     // signal stops at once.
+    let mut signals = StopSignals::new()?;
     let stop = async move {
-        tokio::select! {
-            _ = terms.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        let name = signals.next().await;
+        tracing::info!(signal = name, "stopping");
         tokio::spawn(async move {
-            tokio::select! {
-                _ = terms.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::warn!("second signal: stopping at once");
+            let name = signals.next().await;
+            tracing::warn!(signal = name, "second signal: stopping at once");
             std::process::exit(1);
         });
     };

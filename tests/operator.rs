@@ -1588,32 +1588,83 @@ async fn a_connection_trusts_its_private_ca_and_an_untrusted_certificate_is_a_tl
     op.abort();
 }
 
+/// The operator binary, as in a pod, against the emulator: its log goes to `log`.
+struct OperatorProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OperatorProcess {
+    async fn start(c: &Cluster, args: &[&str]) -> OperatorProcess {
+        let base = c.emu.serve_http().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, Emulator::kubeconfig(&base)).unwrap();
+        let log = dir.path().join("operator.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["operator", "--metrics-addr", "127.0.0.1:0"])
+            .args(["--leader-election", "--lease-namespace", "keyward-system"])
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("KEYWARD_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        OperatorProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let kill = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+
+    /// Its exit status. Waits on the exit itself; the 30 s only keeps a hung operator from
+    /// hanging the suite.
+    async fn exit(&mut self) -> std::process::ExitStatus {
+        let sent = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("still running 30 s after the signal:\n{}", self.logged());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Kubernetes stops a pod with SIGTERM: the operator (the binary, as in a pod) stops taking
 /// work, releases its Lease (so nobody waits for it to run out) and exits 0 within the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_operator_releases_the_lease_and_exits_0() {
     let c = cluster().await;
-    let base = c.emu.serve_http().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, Emulator::kubeconfig(&base)).unwrap();
-    let log = dir.path().join("operator.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "operator",
-            "--metrics-addr",
-            "127.0.0.1:0",
+    let mut op = OperatorProcess::start(
+        &c,
+        &[
             "--drift-interval",
             "1s",
-        ])
-        .args(["--leader-election", "--lease-namespace", "keyward-system"])
-        .args(["--identity", "pod-a", "--shutdown-grace", "5s"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("KEYWARD_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+            "--identity",
+            "pod-a",
+            "--shutdown-grace",
+            "5s",
+        ],
+    )
+    .await;
     let holder = || lease_holder(&c);
     eventually("pod-a holds the lease", RECONCILES, || async {
         holder().as_deref() == Some("pod-a")
@@ -1622,32 +1673,96 @@ async fn sigterm_stops_the_operator_releases_the_lease_and_exits_0() {
     create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
 
-    let sent = std::time::Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if sent.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
-            panic!(
-                "still running 15 s after SIGTERM:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    op.signal("TERM");
+    let status = op.exit().await;
+    let logged = op.logged();
     assert_eq!(status.code(), Some(0), "{status:?}\n{logged}");
     assert_eq!(holder(), None, "the lease is released\n{logged}");
     assert!(logged.contains("lease released"), "{logged}");
     assert!(
+        !logged.contains("abandoned"),
+        "nothing was running: nothing abandoned\n{logged}"
+    );
+    assert!(
         secret_value(&c, "reader").await.is_some(),
         "the workload keeps its key"
+    );
+}
+
+/// A policy whose CMS hangs, with the operator (the binary) reconciling it: the proxy has the
+/// reconcile's call in hand when this returns.
+async fn a_reconcile_that_hangs(
+    c: &Cluster,
+    args: &[&str],
+) -> (OperatorProcess, support::proxy::Proxy) {
+    use support::proxy::{Fault, Proxy};
+    let hung = Proxy::start(&c.cms.url, |_| Some(Fault::Stall)).await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "hung"},
+            "spec": {"endpoint": hung.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    create_policy(&c, reader(), json!({"connectionRef": {"name": "hung"}})).await;
+    let op = OperatorProcess::start(c, args).await;
+    eventually(
+        "a reconcile waits on the CMS that hangs",
+        RECONCILES,
+        || async { !hung.seen().is_empty() },
+    )
+    .await;
+    (op, hung)
+}
+
+/// SIGTERM while a reconcile waits on a CMS that hangs: the operator waits the shutdown grace,
+/// abandons that reconcile (saying so), still releases its Lease and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_reconcile_that_outlasts_the_grace_abandons_it_and_exits_0() {
+    let c = cluster().await;
+    let (mut op, _hung) =
+        a_reconcile_that_hangs(&c, &["--identity", "pod-a", "--shutdown-grace", "1s"]).await;
+    assert_eq!(lease_holder(&c).as_deref(), Some("pod-a"));
+
+    op.signal("TERM");
+    let status = op.exit().await;
+    let logged = op.logged();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{logged}");
+    assert!(
+        logged.contains("running reconciles did not finish in time: abandoned"),
+        "{logged}"
+    );
+    assert_eq!(lease_holder(&c), None, "the lease is released\n{logged}");
+}
+
+/// A second SIGTERM (or Ctrl-C) during the drain stops at once, exit 1: a person who presses
+/// Ctrl-C twice does not wait out the grace. The Lease is not released; it runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_drain_stops_at_once_with_exit_1() {
+    let c = cluster().await;
+    let (mut op, _hung) =
+        a_reconcile_that_hangs(&c, &["--identity", "pod-a", "--shutdown-grace", "10m"]).await;
+
+    op.signal("TERM");
+    eventually("the drain begins", RECONCILES, || async {
+        op.logged().contains("waiting for running ones")
+    })
+    .await;
+    op.signal("INT");
+    let status = op.exit().await;
+    let logged = op.logged();
+    assert_eq!(status.code(), Some(1), "{status:?}\n{logged}");
+    assert!(
+        logged.contains("second signal: stopping at once"),
+        "{logged}"
+    );
+    assert!(!logged.contains("abandoned"), "{logged}");
+    assert_eq!(
+        lease_holder(&c).as_deref(),
+        Some("pod-a"),
+        "not released: it runs out\n{logged}"
     );
 }
 

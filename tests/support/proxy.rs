@@ -27,6 +27,8 @@ pub enum Fault {
     LoseAnswer(u16),
     /// Answer 200 with this body without forwarding (an endpoint that is not the CMS).
     Body(&'static str),
+    /// Never answer (a CMS that hangs): the request is recorded, then held open.
+    Stall,
 }
 
 /// A request about to be handled: its method and path, and how many calls (all, and writes)
@@ -79,6 +81,10 @@ impl Proxy {
                     if let Some(Fault::Answer(status, retry_after)) = fault {
                         record(false, status);
                         return failure(status, retry_after);
+                    }
+                    if let Some(Fault::Stall) = fault {
+                        record(false, 0);
+                        std::future::pending::<()>().await;
                     }
                     if let Some(Fault::Body(body)) = fault {
                         record(false, 200);
