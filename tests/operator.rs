@@ -1706,7 +1706,7 @@ async fn a_reconcile_that_hangs(
             "spec": {"endpoint": hung.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
     )
     .await;
-    create_policy(&c, reader(), json!({"connectionRef": {"name": "hung"}})).await;
+    create_policy(c, reader(), json!({"connectionRef": {"name": "hung"}})).await;
     let op = OperatorProcess::start(c, args).await;
     eventually(
         "a reconcile waits on the CMS that hangs",
