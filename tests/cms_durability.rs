@@ -158,7 +158,12 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed mid-flight once the writers have been acknowledged a good number of writes (the
+    // writers keep going: the kill lands among writes in flight).
+    support::eventually("acknowledged writes", Duration::from_secs(30), || async {
+        acked_entries.lock().unwrap().len() > 40 && acked_keys.lock().unwrap().len() > 2
+    })
+    .await;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     for w in writers {

@@ -317,14 +317,23 @@ fn random_bytes_on_the_wire_never_stop_the_server() {
     });
     runner
         .run(&wire, |bytes| {
-            let answer = rt.block_on(async {
+            let (answer, closed) = rt.block_on(async {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                 let _ = s.write_all(&bytes).await;
                 let _ = s.shutdown().await;
                 let mut out = Vec::new();
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-                String::from_utf8_lossy(&out).into_owned()
+                // Answered and closed, or reset: either ends the read. Still open 5 s after the
+                // client said all it had to say is a connection the server holds for nothing.
+                let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+                    .await
+                    .is_ok();
+                (String::from_utf8_lossy(&out).into_owned(), closed)
             });
+            prop_assert!(
+                closed,
+                "{:?}: the server kept the connection open",
+                String::from_utf8_lossy(&bytes)
+            );
             prop_assert!(
                 !answer.starts_with("HTTP/1.1 5"),
                 "{:?} -> {answer}",

@@ -202,10 +202,24 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
     );
     let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
     assert_eq!(planned(&plan), pairs(&[("update", "team/app/reader")]));
+    // The diff takes away the right given behind keyward's back (live `-`), and adds none.
+    let text = plan.text();
+    // The diff is indented by 6 under its action; then each line starts with ' ', '-' or '+'.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("      "))
+        .collect();
     assert!(
-        plan.text().contains("POST"),
-        "the diff names the right: {}",
-        plan.text()
+        lines
+            .iter()
+            .any(|l| l.starts_with('-') && l.contains("POST")),
+        "the diff takes POST away: {text}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with('+') && l.contains("POST")),
+        "the diff adds no POST: {text}"
     );
     apply_twice(&s, &[&both], out.path()).await;
     assert_eq!(

@@ -30,18 +30,22 @@ async fn apply_example(cms: &Cms, name: &str) -> tempfile::TempDir {
         "a second apply makes zero CMS writes"
     );
     assert_eq!(again.runs[0].secret_writes, 0, "and writes no Secret");
-    // No key value ever appears in plan or apply output.
+    // No key value ever appears in plan or apply output. Each Secret file holds a value, so
+    // a scan that found none (and so proved nothing) fails.
+    let (mut files, mut scanned) = (0, 0);
     for entry in std::fs::read_dir(out.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|x| x != "yaml") {
             continue; // the directory's lock file
         }
+        files += 1;
         let text_of_secret = std::fs::read_to_string(path).unwrap();
         let s: k8s_openapi::api::core::v1::Secret =
             serde_yaml_ng::from_str(&text_of_secret).unwrap();
         for v in s.data.unwrap().values() {
             let v = String::from_utf8(v.0.clone()).unwrap();
             if v.starts_with("kw_") {
+                scanned += 1;
                 assert!(
                     !text.contains(&v)
                         && !first.text().contains(&v)
@@ -50,6 +54,10 @@ async fn apply_example(cms: &Cms, name: &str) -> tempfile::TempDir {
             }
         }
     }
+    assert!(
+        files > 0 && scanned >= files,
+        "{scanned} key values in {files} Secret files"
+    );
     out
 }
 

@@ -169,22 +169,21 @@ fn lease_holder(c: &Cluster) -> Option<String> {
 }
 
 /// Reconciles that finished without error so far.
-fn ok_reconciles(ctx: &Context) -> u64 {
-    ctx.metrics
-        .reconciles
-        .get_or_create(&keyward::operator::metrics::ResultLabels {
-            result: "ok".into(),
-        })
-        .get()
+/// Reconciles of the policy `shop/<name>` that ended well.
+fn reconciles_of(ctx: &Context, name: &str) -> u64 {
+    ctx.reconciled("shop", name)
 }
 
-/// Waits until `n` more reconciles have finished: proof that the loop ran (drift checks come
-/// every second), instead of a sleep that hopes it did.
-async fn more_reconciles(ctx: &Context, n: u64) {
-    let start = ok_reconciles(ctx);
-    eventually(&format!("{n} more reconciles"), RECONCILES, || async {
-        ok_reconciles(ctx) >= start + n
-    })
+/// Waits until `n` more reconciles of the policy `shop/<name>` have finished: proof that its
+/// loop ran (drift checks come every second), instead of a sleep that hopes it did, or a total
+/// that other policies' reconciles also move.
+async fn more_reconciles(ctx: &Context, name: &str, n: u64) {
+    let start = reconciles_of(ctx, name);
+    eventually(
+        &format!("{n} more reconciles of {name}"),
+        RECONCILES,
+        || async { reconciles_of(ctx, name) >= start + n },
+    )
     .await;
 }
 
@@ -388,7 +387,7 @@ async fn an_unchanged_policy_makes_zero_writes() {
     let (ctx, op) = start(&c, config());
     create_reader(&c, json!({})).await;
     // Settled: a whole reconcile has run after the one that wrote Ready.
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     let writes = || {
         [
             "secrets",
@@ -404,7 +403,7 @@ async fn an_unchanged_policy_makes_zero_writes() {
     let before = writes();
     let cms_writes = provider_of(&ctx, &c.cms.url).stats().writes();
     let cms_reads = provider_of(&ctx, &c.cms.url).stats().reads();
-    more_reconciles(&ctx, 3).await; // three drift checks
+    more_reconciles(&ctx, "web", 3).await; // three drift checks
     assert_eq!(writes(), before, "no Kubernetes writes, no events");
     assert_eq!(
         provider_of(&ctx, &c.cms.url).stats().writes(),
@@ -418,9 +417,14 @@ async fn an_unchanged_policy_makes_zero_writes() {
     op.abort();
 }
 
+/// The operator stops at a chosen point, not wherever luck puts it: every key made in the CMS,
+/// the Secrets of `a` and `c` written, `b`'s value not yet in its Secret (the API server
+/// refuses that write). A new operator loses and duplicates nothing: `a` and `c` keep their
+/// values, `b` gets a working key, and no second key of `b` is left beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_operator_loses_and_duplicates_nothing() {
     let c = cluster().await;
+    c.emu.fail_writes_to("secrets", "b", 503, usize::MAX);
     let (_, op) = start(&c, config());
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
     let keys = json!([
@@ -432,24 +436,84 @@ async fn restarting_the_operator_loses_and_duplicates_nothing() {
         .create(&PostParams::default(), &policy(keys, json!({})))
         .await
         .unwrap();
-    // Stop it as soon as it has started writing.
-    eventually("a first Secret", RECONCILES, || async {
-        secret_value(&c, "a").await.is_some()
-    })
+    let key_names = || async {
+        let mut names: Vec<String> = cms_keys(&c)
+            .await
+            .iter()
+            .map(|k| k["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    eventually(
+        "three keys made, the Secrets of a and c written",
+        RECONCILES,
+        || async {
+            key_names().await.len() == 3
+                && secret_value(&c, "a").await.is_some()
+                && secret_value(&c, "c").await.is_some()
+        },
+    )
     .await;
     op.abort();
+    let _ = op.await;
+    // The cut, as stated: b's key is in the CMS, its value in no Secret.
+    assert_eq!(
+        key_names().await,
+        ["shop.web.a", "shop.web.b", "shop.web.c"]
+    );
+    assert_eq!(secret_value(&c, "b").await, None);
+    let lost = cms_keys(&c)
+        .await
+        .into_iter()
+        .find(|k| k["name"] == "shop.web.b")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = [
+        secret_value(&c, "a").await.unwrap(),
+        secret_value(&c, "c").await.unwrap(),
+    ];
+
+    c.emu.heal("secrets");
     let (ctx, op) = start(&c, config());
-    eventually("all Secrets", RECONCILES, || async {
-        let mut all = true;
-        for n in ["a", "b", "c"] {
-            all &= secret_value(&c, n).await.is_some();
-        }
-        all
+    eventually("b's Secret", RECONCILES, || async {
+        secret_value(&c, "b").await.is_some()
     })
     .await;
+    wait_ready(&c).await;
     // Two whole reconciles after that: any duplicate would have been made by now.
-    more_reconciles(&ctx, 2).await;
-    assert_eq!(cms_keys(&c).await.len(), 3, "no duplicates");
+    more_reconciles(&ctx, "web", 2).await;
+    let ids: Vec<String> = cms_keys(&c)
+        .await
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        key_names().await,
+        ["shop.web.a", "shop.web.b", "shop.web.c"],
+        "no duplicates"
+    );
+    // b's one key is the one its Secret names: the lost key revoked, or given a new value.
+    let b = Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .get("b")
+        .await
+        .unwrap();
+    let named = b.metadata.annotations.unwrap_or_default()[keyward::engine::ANN_KEY_ID].clone();
+    let b_ids: Vec<&String> = ids
+        .iter()
+        .filter(|id| **id == named || **id == lost)
+        .collect();
+    assert_eq!(b_ids, [&named], "lost {lost}, now {named}: {ids:?}");
+    assert_eq!(
+        [
+            secret_value(&c, "a").await.unwrap(),
+            secret_value(&c, "c").await.unwrap(),
+        ],
+        kept,
+        "a and c keep their values"
+    );
     for n in ["a", "b", "c"] {
         let v = secret_value(&c, n).await.unwrap();
         assert_eq!(
@@ -699,7 +763,7 @@ async fn restart_targets_roll_once_per_secret_content() {
     assert_eq!(first, content_hash().await);
     let generation = deployment()["metadata"]["generation"].as_i64().unwrap();
     assert_eq!(generation, 2, "one roll: the annotation was added once");
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     assert_eq!(annotation().as_deref(), Some(first.as_str()));
     assert_eq!(
         deployment()["metadata"]["generation"].as_i64(),
@@ -720,7 +784,7 @@ async fn restart_targets_roll_once_per_secret_content() {
     let second = annotation().unwrap();
     assert_ne!(secret_value(&c, "reader").await.unwrap(), old);
     assert_eq!(second, content_hash().await);
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     assert_eq!(annotation().as_deref(), Some(second.as_str()));
     assert_eq!(
         deployment()["metadata"]["generation"].as_i64(),
@@ -858,12 +922,6 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
     op.abort();
 }
 
-/// Long enough for a running controller to reconcile a new policy (a drift interval and the
-/// first Argon2id hash), for checks that one did not.
-async fn more_time_for_a_reconcile() {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-}
-
 /// A leader that loses its Lease while alive (another holder took it) stops reconciling at
 /// once and takes over again when the Lease is free: nothing is reconciled while it does not
 /// lead (`keyward_leader` says which).
@@ -927,14 +985,40 @@ async fn a_leader_that_loses_its_lease_stops_until_it_leads_again() {
         .create(&PostParams::default(), &late)
         .await
         .unwrap();
-    more_time_for_a_reconcile().await;
-    let st = status_of(&c, "late").await;
-    if !leading() {
-        assert!(st.is_null(), "reconciled while a did not lead: {st}");
-        assert!(secret_value(&c, "late").await.is_none());
+    // The thief does not renew: once its Lease runs out, a takes over again. Until then (the
+    // whole time, not a sample of it) a reconciles nothing: neither `web`'s drift checks, every
+    // second, nor the new policy.
+    let reconciles = || {
+        ["ok", "error"]
+            .iter()
+            .map(|r| {
+                metrics
+                    .reconciles
+                    .get_or_create(&keyward::operator::metrics::ResultLabels {
+                        result: (*r).into(),
+                    })
+                    .get()
+            })
+            .sum::<u64>()
+    };
+    let frozen = reconciles();
+    let not_leading = std::time::Instant::now();
+    let mut out_for = Duration::ZERO;
+    while !leading() {
+        // Read in this order: the gauge goes to 1 before the controller starts.
+        let now = reconciles();
+        if leading() {
+            break;
+        }
+        assert_eq!(now, frozen, "reconciled while a did not lead");
+        out_for = not_leading.elapsed();
+        assert!(out_for < RECONCILES, "a never leads again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The thief does not renew: once its Lease runs out, a takes over again.
-    eventually("a leads again", RECONCILES, || async { leading() }).await;
+    assert!(
+        out_for >= Duration::from_secs(1),
+        "out for {out_for:?}: at least a drift interval, or the check proves little"
+    );
     wait_reason(&c, "late", "Ready").await;
     task.abort();
 }
@@ -1077,7 +1161,7 @@ async fn metrics_and_health_endpoints() {
     );
     create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
-    more_reconciles(&ctx, 1).await;
+    more_reconciles(&ctx, "web", 1).await;
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
     assert_eq!(get("/readyz").await.0, StatusCode::OK);
     let (_, text) = get("/metrics").await;
@@ -1341,7 +1425,7 @@ async fn an_observe_only_policy_reports_drift_and_writes_nothing() {
         format!("~ update   shop/web/reader (id {id})  (ObserveOnly: not applied)"),
         "{st}"
     );
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     assert_eq!(
         c.cms
             .admin(Method::GET, &format!("/v1/keys/{id}"), None)
@@ -1512,7 +1596,7 @@ async fn the_operator_reads_secrets_as_metadata_only() {
     let (ctx, op) = start(&c, config());
     create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
-    more_reconciles(&ctx, 1).await;
+    more_reconciles(&ctx, "web", 1).await;
     // Key values stay out of the operator's watches: the Secrets it owns are listed and watched
     // metadata-only; only Secrets labelled as credentials are read with their data.
     let secrets: Vec<(String, bool, String)> = c
@@ -1805,7 +1889,7 @@ async fn a_cms_that_is_down_does_not_hold_the_workers_other_connections_need() {
         .unwrap();
     eventually(
         "the policy on the working CMS gets its key",
-        Duration::from_secs(15),
+        RECONCILES,
         || async { secret_value(&c, "reader").await.is_some() },
     )
     .await;
@@ -1922,8 +2006,33 @@ async fn a_deletion_reconciled_again_after_the_policy_is_gone_is_done() {
     stale.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         jiff::Timestamp::now(),
     ));
-    let again = keyward::operator::reconcile::reconcile(Arc::new(stale), ctx).await;
-    assert!(again.is_ok(), "{again:?}");
+    let writes = c
+        .emu
+        .counters
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let cms_writes = provider_of(&ctx, &c.cms.url).stats().writes();
+    let again = keyward::operator::reconcile::reconcile(Arc::new(stale), ctx.clone()).await;
+    // Done: nothing to wait for, and nothing made or revoked on the way. Its one CMS write
+    // drops the policy's settings entry again (already gone: the CMS answers it as done); its
+    // one Kubernetes write is the finalizer removal, answered 404.
+    assert_eq!(
+        again.ok(),
+        Some(kube::runtime::controller::Action::await_change())
+    );
+    assert_eq!(
+        provider_of(&ctx, &c.cms.url).stats().writes(),
+        cms_writes + 1
+    );
+    assert_eq!(
+        c.emu
+            .counters
+            .writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        writes + 1
+    );
+    assert!(cms_keys(&c).await.is_empty());
+    assert!(c.emu.get(SECRETS, "shop", "reader").is_none());
 }
 
 /// A connection that is gone for good (here: removed without keyward running) leaves the
@@ -1954,28 +2063,31 @@ async fn abandon_keys_lets_a_policy_go_when_its_keys_cannot_be_revoked() {
         .unwrap();
     assert!(c.emu.get(CONNECTIONS, "shop", "main").is_none());
 
-    let (ctx, op) = start(&c, config());
+    let (_ctx, op) = start(&c, config());
     policies
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    let failed = || {
-        ctx.metrics
-            .reconciles
-            .get_or_create(&keyward::operator::metrics::ResultLabels {
-                result: "error".into(),
-            })
-            .get()
-    };
-    eventually(
-        "the deletion fails: nothing to revoke with",
-        RECONCILES,
-        || async { failed() >= 2 },
-    )
-    .await;
+    // Stuck, and saying so where `kubectl describe` shows it, with the way out.
+    let st = wait_reason(&c, "web", "DeletionBlocked").await;
+    let message = condition(&st, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("CmsConnection shop/main")
+            && message.contains("annotate it keyward.dev/abandon-keys=true"),
+        "{message}"
+    );
+    assert_event(&c, "DeletionBlocked", "cannot revoke the keys: ").await;
     assert!(
         c.emu.get(POLICIES, "shop", "web").is_some(),
         "cannot revoke: kept"
+    );
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &value).await,
+        StatusCode::OK,
+        "nothing revoked"
     );
     policies
         .patch(
@@ -2187,7 +2299,7 @@ async fn a_shared_connection_gives_tenants_only_what_it_allows() {
     assert!(message.contains("spec.keys[0].apiPermissions[0].api: ClusterCmsConnection shared does not allow API 'contact' (spec.allow.apis: [blo*])"), "{message}");
     assert!(message.contains("spec.keys: ClusterCmsConnection shared does not allow 2 keys in this namespace (spec.allow.maxKeysPerNamespace: 1)"), "{message}");
     // The policy that was there first keeps working, checked again under the new ceilings.
-    more_reconciles(&ctx, 3).await;
+    more_reconciles(&ctx, "fits", 3).await;
     let fits = policies.get("fits").await.unwrap();
     let st = serde_json::to_value(fits.status).unwrap();
     assert_eq!(condition(&st, "Ready").unwrap()["status"], "True", "{st}");
@@ -2330,7 +2442,7 @@ async fn labelled_secrets_nobody_names_cost_no_memory_and_nothing_outlives_its_p
         )
         .await
         .unwrap();
-    more_reconciles(&ctx, 1).await;
+    more_reconciles(&ctx, "web", 1).await;
     assert!(ctx.policies_tracked() > 0);
     assert_eq!(ctx.providers_kept(), 1);
     policies
@@ -2508,7 +2620,7 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
         .create(&PostParams::default(), &grab)
         .await
         .unwrap();
-    let (_ctx, op) = start(&c, config());
+    let (ctx, op) = start(&c, config());
     Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop")
         .create(
             &PostParams::default(),
@@ -2520,6 +2632,21 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
         .await
         .unwrap();
     wait_ready(&c).await;
+    // The refused policy is proven judged before the CMS's settings are read, and the admitted
+    // one reconciled after that: a CORS list read earlier could miss what `grab` would add.
+    let grabs = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "evil");
+    eventually("grab is refused", RECONCILES, || async {
+        let st = grabs
+            .get_opt("grab")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| serde_json::to_value(p.status).ok())
+            .unwrap_or_default();
+        condition(&st, "Ready").is_some_and(|r| r["reason"] == "ConnectionNotAllowed")
+    })
+    .await;
+    more_reconciles(&ctx, "web", 1).await;
     let cors = c.cms.admin(Method::GET, "/v1/cors", None).await.body;
     assert_eq!(
         cors["effective"],
@@ -2532,16 +2659,6 @@ async fn only_admitted_policies_shape_a_shared_connections_settings() {
         .await
         .body;
     assert_eq!(public["effective"], json!([]), "{public}");
-    let grab = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "evil")
-        .get("grab")
-        .await
-        .unwrap();
-    let st = serde_json::to_value(grab.status).unwrap();
-    assert_eq!(
-        condition(&st, "Ready").unwrap()["reason"],
-        "ConnectionNotAllowed",
-        "{st}"
-    );
     op.abort();
 }
 
@@ -2635,15 +2752,15 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
                 .unwrap();
         }
     };
-    let before = ok_reconciles(&ctx);
+    let before = reconciles_of(&ctx, "web");
     force("0".into()).await;
     eventually(
         "the first force-sync is acted on at once",
         RECONCILES,
-        || async { ok_reconciles(&ctx) > before },
+        || async { reconciles_of(&ctx, "web") > before },
     )
     .await;
-    let first = ok_reconciles(&ctx);
+    let first = reconciles_of(&ctx, "web");
     let started = std::time::Instant::now();
     for i in 1..=20 {
         force(i.to_string()).await;
@@ -2652,7 +2769,7 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
     eventually(
         "the last value is acted on, once its turn comes",
         RECONCILES,
-        || async { ok_reconciles(&ctx) > first },
+        || async { reconciles_of(&ctx, "web") > first },
     )
     .await;
     assert!(
@@ -2661,9 +2778,9 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
         started.elapsed()
     );
     assert!(
-        ok_reconciles(&ctx) - first <= 2,
+        reconciles_of(&ctx, "web") - first <= 2,
         "20 writes made {} reconciles",
-        ok_reconciles(&ctx) - first
+        reconciles_of(&ctx, "web") - first
     );
     op.abort();
 }
@@ -2809,7 +2926,7 @@ async fn offboarding_counts_its_grace_from_the_refusal_on_the_operators_clock() 
     .await;
     // Hours on the operator's clock pass before the namespace is taken off.
     clock.advance(SignedDuration::from_hours(2));
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     unadmit_shop(&c).await;
     eventually(
         "the refusal is recorded with its start",
@@ -2821,7 +2938,7 @@ async fn offboarding_counts_its_grace_from_the_refusal_on_the_operators_clock() 
         },
     )
     .await;
-    more_reconciles(&ctx, 4).await;
+    more_reconciles(&ctx, "web", 4).await;
     assert_eq!(
         c.cms.status(Method::GET, "/api/blog", &value).await,
         StatusCode::OK,
@@ -2913,7 +3030,7 @@ async fn tightened_ceilings_take_back_what_is_beyond_them_after_the_grace() {
         .await
         .unwrap();
     wait_reason(&c, "web", "NotAllowed").await;
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     assert_eq!(
         c.cms.status(Method::GET, "/api/contact", &writer).await,
         StatusCode::OK,
@@ -3151,7 +3268,7 @@ async fn confined_to_a_namespace_the_operator_needs_no_cluster_wide_right() {
     let before = c.emu.cluster_wide_requests().len();
     let (ctx, op) = start(&c, config);
     create_reader(&c, json!({})).await;
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     assert_eq!(
         c.emu.cluster_wide_requests()[before..].to_vec(),
         Vec::<String>::new(),
@@ -3268,7 +3385,8 @@ async fn two_policies_naming_one_new_secret_cannot_both_own_it() {
         },
     )
     .await;
-    more_reconciles(&ctx, 4).await;
+    more_reconciles(&ctx, "first", 4).await;
+    more_reconciles(&ctx, "second", 4).await;
     let secret = Api::<Secret>::namespaced(c.client.clone(), "shop")
         .get("together")
         .await
@@ -3472,7 +3590,10 @@ async fn one_object_the_sweep_cannot_patch_stops_nobody_elses_finalizer() {
         .fail_writes_to("cmsconnections", "broken", 422, usize::MAX);
     let (_ctx, op) = start(&c, config());
     let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
-    let mut first = policy(reader(), json!({"connectionRef": {"name": "broken"}}));
+    let mut first = policy(
+        json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "first", "keyField": "KEY"}}]),
+        json!({"connectionRef": {"name": "broken"}}),
+    );
     first.metadata.name = Some("first".into());
     policies
         .create(&PostParams::default(), &first)
@@ -3695,7 +3816,16 @@ async fn drift_checks_share_one_key_listing_per_connection_and_interval() {
     };
     let (before, started) = (listings(), std::time::Instant::now());
     // Thirty drift checks (every second, for ten policies).
-    more_reconciles(&ctx, 30).await;
+    let checks = || {
+        (0..10)
+            .map(|i| reconciles_of(&ctx, &format!("p{i}")))
+            .sum::<u64>()
+    };
+    let first = checks();
+    eventually("30 drift checks", RECONCILES, || async {
+        checks() >= first + 30
+    })
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     let made = listings() - before;
     // One per interval, and a few around its edges (checks that began just before a renewal);
@@ -3714,9 +3844,9 @@ async fn drift_checks_do_not_read_unchanged_secrets() {
     let c = cluster().await;
     let (ctx, op) = start(&c, config());
     create_reader(&c, json!({})).await;
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     let before = c.emu.counters.gets_of("secrets");
-    more_reconciles(&ctx, 5).await;
+    more_reconciles(&ctx, "web", 5).await;
     assert_eq!(
         c.emu.counters.gets_of("secrets") - before,
         0,
@@ -3737,6 +3867,12 @@ async fn drift_checks_do_not_read_unchanged_secrets() {
             .is_some_and(|v| v != "tampered")
     })
     .await;
+    // Repaired with a value the CMS takes, not just any other value.
+    let repaired = secret_value(&c, "reader").await.unwrap();
+    assert_eq!(
+        c.cms.status(Method::GET, "/api/blog", &repaired).await,
+        StatusCode::OK
+    );
     op.abort();
 }
 
@@ -3754,7 +3890,7 @@ async fn a_deleted_policys_secret_observations_are_dropped() {
             .filter(|k| k.0 == uid)
             .count()
     };
-    more_reconciles(&ctx, 1).await;
+    more_reconciles(&ctx, "web", 1).await;
     assert_eq!(kept(), 1);
     policies
         .delete("web", &DeleteParams::default())
@@ -3815,8 +3951,8 @@ async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shar
     wait_reason(&c, "web", "Ready").await;
     wait_reason(&c, "other", "Ready").await;
     // A few drift checks of each shard later, nothing was overwritten.
-    more_reconciles(&ctx_a, 3).await;
-    more_reconciles(&ctx_b, 3).await;
+    more_reconciles(&ctx_a, "web", 3).await;
+    more_reconciles(&ctx_b, "other", 3).await;
     let effective = |path: &'static str| {
         let cms = &c.cms;
         async move { cms.admin(Method::GET, path, None).await.body["effective"].clone() }
@@ -3861,10 +3997,10 @@ async fn each_policy_holds_its_own_cors_origins_and_public_endpoints_across_shar
     // Shard a has no policy left on the connection, shard b has: both judge the in-use
     // finalizer by every policy, so it stays and nobody takes it off and puts it back.
     // (Before, each shard judged by its own policies and the two fought over it.)
-    more_reconciles(&ctx_b, 2).await;
+    more_reconciles(&ctx_b, "other", 2).await;
     let writes = c.emu.counters.writes_to("cmsconnections");
     // Four drift checks (a second apart) span two sweeps (every 2 s) of each shard.
-    more_reconciles(&ctx_b, 4).await;
+    more_reconciles(&ctx_b, "other", 4).await;
     assert!(finalizers_of(&c, CONNECTIONS, "main").contains(&"keyward.dev/in-use".to_owned()));
     assert_eq!(
         c.emu.counters.writes_to("cmsconnections"),
@@ -3893,14 +4029,28 @@ async fn drift_checks_make_no_kubernetes_get() {
         finalizers_of(&c, SECRETS, "cms-admin").contains(&"keyward.dev/in-use".to_owned())
     })
     .await;
-    more_reconciles(&ctx, 2).await;
+    more_reconciles(&ctx, "web", 2).await;
     let before = c.emu.counters.gets();
-    more_reconciles(&ctx, 5).await;
+    let reads = || {
+        c.emu
+            .counters
+            .reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (reads_before, lists_before) = (reads(), c.emu.collection_reads().len());
+    more_reconciles(&ctx, "web", 5).await;
     assert_eq!(
         c.emu.counters.gets(),
         before,
         "five drift checks made Kubernetes GETs"
     );
+    // Nor a list (or a new watch) in place of a GET: nothing at all was read.
+    assert_eq!(
+        c.emu.collection_reads()[lists_before..].to_vec(),
+        Vec::<(String, bool, String)>::new(),
+        "five drift checks listed"
+    );
+    assert_eq!(reads(), reads_before, "five drift checks read the API");
     let roles: Api<Role> = Api::namespaced(c.client.clone(), "shop");
     roles
         .delete("keyward-read-reader", &DeleteParams::default())

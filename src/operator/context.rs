@@ -101,6 +101,9 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
     key_states: Mutex<HashMap<String, [i64; 3]>>,
+    /// Per policy: its reconciles that ended well. One policy's next reconcile can be waited
+    /// for by it; the `keyward_reconciles` total also moves for every other policy.
+    reconciled: Mutex<HashMap<String, u64>>,
     /// Per connection: the keys its drift checks share (see [`SharedListings`]).
     pub listings: SharedListings,
     /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
@@ -158,6 +161,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             stores: Mutex::new(None),
             key_states: Mutex::new(HashMap::new()),
+            reconciled: Mutex::new(HashMap::new()),
             force_syncs: Mutex::new(HashMap::new()),
             listings: SharedListings::default(),
             fresh_reads: Mutex::new(Default::default()),
@@ -385,6 +389,7 @@ impl Context {
         }
         self.key_states.lock().remove(key);
         self.publish_key_states(&self.key_states.lock());
+        self.reconciled.lock().remove(key);
         if let Some(uid) = uid {
             self.secret_observations.lock().retain(|k, _| k.0 != uid);
             self.restarts.lock().retain(|k, _| k.0 != uid);
@@ -436,6 +441,13 @@ impl Context {
                 .filter(|k| !live.contains(*k))
                 .cloned(),
         );
+        gone.extend(
+            self.reconciled
+                .lock()
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned(),
+        );
         for key in &gone {
             self.forget_policy(key, None);
         }
@@ -480,6 +492,23 @@ impl Context {
             + self.fresh_reads.lock().len()
             + self.expiry_series.lock().len()
             + self.key_states.lock().len()
+            + self.reconciled.lock().len()
+    }
+
+    /// Counts a reconcile of `p` that ended well (not of its deletion: that forgets it).
+    pub fn count_reconciled(&self, p: &ApiKeyPolicy) {
+        if p.metadata.deletion_timestamp.is_none() {
+            *self.reconciled.lock().entry(Self::key(p)).or_default() += 1;
+        }
+    }
+
+    /// How many reconciles of the policy `namespace/name` ended well.
+    pub fn reconciled(&self, namespace: &str, name: &str) -> u64 {
+        self.reconciled
+            .lock()
+            .get(&format!("{namespace}/{name}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records a policy's key counts (`None` when the policy is gone) and updates the gauge.

@@ -229,6 +229,9 @@ pub async fn reconcile(
     };
     ctx.metrics
         .observe_reconcile(started.elapsed(), result.is_ok());
+    if result.is_ok() {
+        ctx.count_reconciled(&policy);
+    }
     result
 }
 
@@ -713,9 +716,24 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
         Err(ReconcileError::Cleanup(e)) if never_made_a_key(&p) => {
             tracing::info!(policy = %policy_id(&p), reason = %e, "deleted: it never made a key");
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            deletion_blocked(&p, ctx, &e).await;
+            return Err(e);
+        }
     }
     Ok(Action::await_change())
+}
+
+/// A deletion that cannot revoke the keys says so where `kubectl describe` shows it (status and
+/// a Warning event), with the way out the error names; the operator's log is not enough.
+async fn deletion_blocked(p: &ApiKeyPolicy, ctx: &Context, e: &ReconcileError) {
+    const REASON: &str = "DeletionBlocked";
+    let old = p.status.clone().unwrap_or_default();
+    let message = e.to_string();
+    let status = stopped_status(&old, REASON, &message, true, ctx.config.clock.now());
+    if let Err(w) = write_status(p, ctx, &old, status, Some((REASON, &message))).await {
+        tracing::warn!(policy = %policy_id(p), error = %w, "cannot say in the status that the deletion is blocked");
+    }
 }
 
 impl From<ApplyError> for ReconcileError {

@@ -620,7 +620,15 @@ impl Emulator {
                 .unwrap()
                 .entry(t.plural.clone())
                 .or_default() += 1;
-            let one = t.name.as_ref().map(|n| format!("{}/{n}", t.plural));
+            // A create names its object in the body, not the path.
+            let named = t.name.clone().or_else(|| {
+                serde_json::from_slice::<Value>(&body)
+                    .ok()?
+                    .pointer("/metadata/name")?
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            let one = named.map(|n| format!("{}/{n}", t.plural));
             let code = one
                 .and_then(|k| self.injected(&k))
                 .or_else(|| self.injected(&t.plural));

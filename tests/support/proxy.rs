@@ -147,3 +147,24 @@ fn failure(status: u16, retry_after: Option<u64>) -> axum::response::Response {
     }
     resp
 }
+
+/// A TCP forwarder to `target` that counts the connections made to it: a client that retries
+/// opens another. Below TLS, so a certificate for `127.0.0.1` still matches.
+pub async fn counting_tcp(target: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let target: std::net::SocketAddr = target.parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr.to_string(), count)
+}
