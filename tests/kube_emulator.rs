@@ -14,6 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::kube_emulator::Emulator;
 
+/// An emulator with the namespaces these tests write to.
+fn emulator() -> Emulator {
+    let emu = Emulator::new();
+    for ns in ["ns", "a", "b", "other"] {
+        emu.add_namespace(ns);
+    }
+    emu
+}
+
 fn cm(name: &str, labels: serde_json::Value, data: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": data}))
         .unwrap()
@@ -21,7 +30,7 @@ fn cm(name: &str, labels: serde_json::Value, data: serde_json::Value) -> ConfigM
 
 #[tokio::test]
 async fn crud_selectors_and_conflicts() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let a = api
         .create(
@@ -99,7 +108,7 @@ async fn crud_selectors_and_conflicts() {
 
 #[tokio::test]
 async fn no_op_writes_change_nothing_and_generation_tracks_spec() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let a = api
         .create(
@@ -157,7 +166,7 @@ async fn no_op_writes_change_nothing_and_generation_tracks_spec() {
 
 #[tokio::test]
 async fn status_subresource_is_separate() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<keyward::policy::ApiKeyPolicy> = Api::namespaced(emu.client(), "ns");
     let p: keyward::policy::ApiKeyPolicy = serde_json::from_value(json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
@@ -190,7 +199,7 @@ async fn status_subresource_is_separate() {
 
 #[tokio::test]
 async fn server_side_apply_owns_fields() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let obj = |data: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data});
     let pp = PatchParams::apply("mine");
@@ -240,7 +249,7 @@ async fn server_side_apply_owns_fields() {
 /// ended with an in-stream 410, and kube's watcher lists again and carries on.
 #[tokio::test]
 async fn faults_hit_one_object_or_reads_and_watches_can_be_dropped() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let pp = PostParams::default();
     for name in ["a", "b"] {
@@ -309,7 +318,7 @@ async fn faults_hit_one_object_or_reads_and_watches_can_be_dropped() {
 /// leave the operator's store.
 #[tokio::test]
 async fn a_selector_watch_sees_objects_leave_and_join_the_selection() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let pp = PostParams::default();
     api.create(
@@ -371,7 +380,7 @@ async fn a_selector_watch_sees_objects_leave_and_join_the_selection() {
 /// (https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management).
 #[tokio::test]
 async fn a_create_records_its_manager_and_an_apply_over_it_conflicts() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let pp = PostParams {
         field_manager: Some("creator".into()),
@@ -403,7 +412,7 @@ async fn a_create_records_its_manager_and_an_apply_over_it_conflicts() {
 /// checked).
 #[tokio::test]
 async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let pp = PatchParams::apply("mine").force();
     let first = api
@@ -450,7 +459,7 @@ async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
 /// operator takes a policy's `status.connection` away this way after an offboarding.
 #[tokio::test]
 async fn server_side_apply_removes_a_struct_it_no_longer_applies() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
     let pp = PatchParams::apply("mine");
     let obj = |extra: serde_json::Value| {
@@ -478,7 +487,7 @@ async fn server_side_apply_removes_a_struct_it_no_longer_applies() {
 
 #[tokio::test]
 async fn watch_streams_history_bookmarks_and_410() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
     let first = api
@@ -527,7 +536,7 @@ async fn watch_streams_history_bookmarks_and_410() {
 
 #[tokio::test]
 async fn runtime_watcher_sees_changes_and_metadata_only_watches_hide_data() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "ns");
     let stream = watcher(
@@ -599,7 +608,7 @@ async fn runtime_watcher_sees_changes_and_metadata_only_watches_hide_data() {
 
 #[tokio::test]
 async fn injected_write_failures_hit_one_resource_a_set_number_of_times() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "ns");
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
@@ -642,7 +651,7 @@ async fn injected_write_failures_hit_one_resource_a_set_number_of_times() {
 
 #[tokio::test]
 async fn finalizers_delay_deletion_and_owner_references_cascade() {
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
     let owner = api
@@ -695,10 +704,15 @@ async fn finalizers_delay_deletion_and_owner_references_cascade() {
     assert!(
         matches!(api.get("owner").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404)
     );
-    assert!(
-        matches!(secrets.get("child").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404),
-        "garbage collected"
-    );
+    // Collected apart from the owner's deletion, a moment later.
+    support::eventually(
+        "the dependent collected",
+        Duration::from_secs(5),
+        || async {
+            matches!(secrets.get("child").await, Err(kube::Error::Api(ref s)) if s.code == 404)
+        },
+    )
+    .await;
 }
 
 /// Deleting a namespace as the API server does: it turns Terminating, its content is deleted
@@ -707,7 +721,7 @@ async fn finalizers_delay_deletion_and_owner_references_cascade() {
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_content_and_waits_for_finalizers() {
     use k8s_openapi::api::core::v1::Namespace;
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap();
@@ -776,7 +790,7 @@ async fn deleting_a_namespace_deletes_its_content_and_waits_for_finalizers() {
 #[tokio::test]
 async fn status_apply_on_a_missing_object_is_not_found() {
     use keyward::policy::ApiKeyPolicy;
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<ApiKeyPolicy> = Api::namespaced(emu.client(), "shop");
     let status = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "status": {"keyCount": 1}});
     let e = api
@@ -801,7 +815,7 @@ async fn status_apply_on_a_missing_object_is_not_found() {
 #[tokio::test]
 async fn lists_are_paged_and_a_deletion_bumps_the_generation() {
     use keyward::policy::ApiKeyPolicy;
-    let emu = Emulator::new();
+    let emu = emulator();
     let client = emu.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "ns");
     for i in 0..5 {
@@ -868,7 +882,7 @@ async fn lists_are_paged_and_a_deletion_bumps_the_generation() {
 #[tokio::test]
 async fn strategic_merge_patch_merges_lists_by_their_keys() {
     use k8s_openapi::api::apps::v1::Deployment;
-    let emu = Emulator::new();
+    let emu = emulator();
     let api: Api<Deployment> = Api::namespaced(emu.client(), "ns");
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web", "finalizers": ["a/one"]},
@@ -950,9 +964,16 @@ async fn strategic_merge_patch_merges_lists_by_their_keys() {
 
 /// Garbage collection stays in the owner's namespace: a namespaced owner owns nothing in
 /// another namespace, even an object whose ownerReference names its uid.
+/// Garbage collection as Kubernetes does it
+/// (https://kubernetes.io/docs/concepts/overview/working-with-objects/owners-dependents/):
+/// "a namespaced owner must exist in the same namespace as the dependent. If it does not, the
+/// owner reference is treated as absent, and the dependent is subject to deletion once all
+/// owners are verified absent". So a dependent naming an owner in another namespace is
+/// collected although that owner exists; the same-namespace dependent lives until its owner
+/// goes, and is collected apart from that deletion (asynchronously), not within it.
 #[tokio::test]
-async fn garbage_collection_respects_namespaces() {
-    let emu = Emulator::new();
+async fn garbage_collection_treats_an_owner_in_another_namespace_as_absent() {
+    let emu = emulator();
     let owners: Api<ConfigMap> = Api::namespaced(emu.client(), "a");
     let owner = owners
         .create(&PostParams::default(), &cm("owner", json!({}), json!({})))
@@ -968,16 +989,272 @@ async fn garbage_collection_respects_namespaces() {
         .unwrap();
         api.create(&PostParams::default(), &dep).await.unwrap();
     }
+    support::eventually(
+        "the dependent in another namespace collected",
+        Duration::from_secs(5),
+        || async { emu.get("api/v1/configmaps", "b", "dep").is_none() },
+    )
+    .await;
+    assert!(
+        emu.get("api/v1/configmaps", "a", "dep").is_some(),
+        "its owner is there: kept"
+    );
+    // A dangling owner reference (no such uid anywhere) is an absent owner too.
+    let c: Api<ConfigMap> = Api::namespaced(emu.client(), "a");
+    let dangling: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dangling",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "no-such-uid"}]}}))
+    .unwrap();
+    c.create(&PostParams::default(), &dangling).await.unwrap();
     owners
         .delete("owner", &DeleteParams::default())
         .await
         .unwrap();
     assert!(
-        emu.get("api/v1/configmaps", "a", "dep").is_none(),
-        "same namespace: collected"
+        emu.get("api/v1/configmaps", "a", "dep").is_some(),
+        "not within the owner's deletion: collection comes after"
     );
+    support::eventually(
+        "the dependents collected",
+        Duration::from_secs(5),
+        || async {
+            emu.get("api/v1/configmaps", "a", "dep").is_none()
+                && emu.get("api/v1/configmaps", "a", "dangling").is_none()
+        },
+    )
+    .await;
+}
+
+fn code_of(e: &kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+/// Server-side apply merges `ownerReferences` by `uid` and `finalizers` as a set, element by
+/// element, instead of replacing the list (`+listType=map`, `+listMapKey=uid` and
+/// `+listType=set` on ObjectMeta in staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/types.go;
+/// https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy): two
+/// managers' references live side by side, and a manager that stops applying its own takes
+/// only that one away.
+#[tokio::test]
+async fn server_side_apply_merges_owner_references_by_uid_and_finalizers_as_a_set() {
+    let emu = emulator();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    for owner in ["o1", "o2"] {
+        api.create(&PostParams::default(), &cm(owner, json!({}), json!({})))
+            .await
+            .unwrap();
+    }
+    let uid = |n: &str| emu.get("api/v1/configmaps", "ns", n).unwrap()["metadata"]["uid"].clone();
+    let applied = |refs: serde_json::Value, finalizers: serde_json::Value| {
+        Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "dep", "ownerReferences": refs, "finalizers": finalizers}}))
+    };
+    let reference =
+        |n: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": uid(n)});
+    api.patch(
+        "dep",
+        &PatchParams::apply("one"),
+        &applied(json!([reference("o1")]), json!(["one.example/f"])),
+    )
+    .await
+    .unwrap();
+    let both = api
+        .patch(
+            "dep",
+            &PatchParams::apply("two"),
+            &applied(json!([reference("o2")]), json!(["two.example/f"])),
+        )
+        .await
+        .unwrap();
+    let names = |c: &ConfigMap| {
+        c.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&both), ["o1", "o2"]);
+    assert_eq!(
+        both.metadata.finalizers.unwrap(),
+        ["one.example/f", "two.example/f"]
+    );
+    // "one" applies no reference and no finalizer now: its own go, "two"'s stay.
+    let after = api
+        .patch(
+            "dep",
+            &PatchParams::apply("one"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "dep"}, "data": {"k": "v"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&after), ["o2"]);
+    assert_eq!(after.metadata.finalizers.unwrap(), ["two.example/f"]);
+}
+
+/// At most one owner reference may be the controller (ValidateOwnerReferences in
+/// staging/src/k8s.io/apimachinery/pkg/api/validation/objectmeta.go): 422 for a create, an
+/// apply or a patch that would make two.
+#[tokio::test]
+async fn a_second_controller_reference_is_invalid() {
+    let emu = emulator();
+    let api: Api<ConfigMap> = Api::namespaced(emu.client(), "ns");
+    let controller = |n: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": format!("uid-{n}"), "controller": true});
+    let two: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dep",
+        "ownerReferences": [controller("a"), controller("b")]}}))
+    .unwrap();
+    let e = api.create(&PostParams::default(), &two).await.unwrap_err();
+    assert_eq!(code_of(&e), 422, "{e}");
     assert!(
-        emu.get("api/v1/configmaps", "b", "dep").is_some(),
-        "another namespace: not this owner's"
+        e.to_string()
+            .contains("Only one reference can have Controller set to true"),
+        "{e}"
     );
+    let one: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dep",
+        "ownerReferences": [controller("a")]}}))
+    .unwrap();
+    api.create(&PostParams::default(), &one).await.unwrap();
+    let e = api
+        .patch(
+            "dep",
+            &PatchParams::apply("other"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "dep", "ownerReferences": [controller("b")]}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&e),
+        422,
+        "merged by uid, the apply would make two: {e}"
+    );
+}
+
+/// A Secret's `type` cannot change, nor the content of a Secret or ConfigMap marked
+/// `immutable: true` (ValidateSecretUpdate and ValidateConfigMapUpdate in
+/// pkg/apis/core/validation/validation.go;
+/// https://kubernetes.io/docs/concepts/configuration/secret/#secret-immutable).
+#[tokio::test]
+async fn immutable_fields_are_refused() {
+    let emu = emulator();
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "ns");
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let e = secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"type": "kubernetes.io/tls"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 422, "{e}");
+    assert!(e.to_string().contains("type: Invalid value"), "{e}");
+    secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"immutable": true})),
+        )
+        .await
+        .unwrap();
+    for change in [json!({"data": {"k": "dzI="}}), json!({"immutable": false})] {
+        let e = secrets
+            .patch("s", &PatchParams::default(), &Patch::Merge(change.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&e), 422, "{change}: {e}");
+    }
+    // Labels are not content: still writable.
+    secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A field selector may name only the fields the resource supports (`metadata.name`,
+/// `metadata.namespace`, and per type, e.g. a Secret's `type`): anything else is 400 "field
+/// label not supported" (the API server's field label conversion, e.g.
+/// pkg/registry/core/secret/strategy.go), for lists and watches alike.
+#[tokio::test]
+async fn an_unknown_field_selector_is_a_bad_request() {
+    let emu = emulator();
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "ns");
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "type": "Opaque"})).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    for selector in ["type=Opaque", "metadata.name=s", "metadata.name!=t"] {
+        let got = secrets
+            .list(&ListParams::default().fields(selector))
+            .await
+            .unwrap();
+        assert_eq!(got.items.len(), 1, "{selector}");
+    }
+    let e = secrets
+        .list(&ListParams::default().fields("spec.nothing=x"))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 400, "{e}");
+    assert!(
+        e.to_string()
+            .contains("field label not supported: spec.nothing"),
+        "{e}"
+    );
+    let e = secrets
+        .watch(&WatchParams::default().fields("data.k=x"), "0")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code_of(&e), 400, "{e}");
+}
+
+/// Creating in a namespace that does not exist is 404, in one being deleted 403, for an apply
+/// that would create as for a POST (the NamespaceLifecycle admission plugin,
+/// plugin/pkg/admission/namespace/lifecycle/admission.go).
+#[tokio::test]
+async fn an_apply_cannot_create_in_a_missing_or_terminating_namespace() {
+    let emu = emulator();
+    let apply = |ns: &str| {
+        let api: Api<ConfigMap> = Api::namespaced(emu.client(), ns);
+        async move {
+            api.patch(
+                "c",
+                &PatchParams::apply("me"),
+                &Patch::Apply(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(code_of(&apply("nowhere").await.unwrap_err()), 404);
+    let held: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["x.example/hold"]}}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(emu.client(), "other")
+        .create(&PostParams::default(), &held)
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(emu.client())
+        .delete("other", &DeleteParams::default())
+        .await
+        .unwrap();
+    let e = apply("other").await.unwrap_err();
+    assert_eq!(code_of(&e), 403, "{e}");
+    assert!(
+        e.to_string().contains("because it is being terminated"),
+        "{e}"
+    );
+    apply("ns").await.unwrap();
 }

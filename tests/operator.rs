@@ -33,6 +33,8 @@ async fn cluster() -> Cluster {
     cms.api("blog").await;
     cms.api("contact").await;
     let emu = Emulator::new();
+    // Where leader election keeps its Lease, as the chart's namespace.
+    emu.add_namespace("keyward-system");
     let client = emu.client();
     create(&client, "api/v1", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "shop"}}})).await;
     create(&client, "api/v1", "secrets", Some("shop"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cms-admin", "labels": {"keyward.dev/credential": "true"}}, "stringData": {}, "data": {"token": b64(ADMIN)}})).await;
@@ -928,14 +930,6 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_its_lease_stops_until_it_leads_again() {
     let c = cluster().await;
-    create(
-        &c.client,
-        "api/v1",
-        "namespaces",
-        None,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keyward-system"}}),
-    )
-    .await;
     let config = OperatorConfig {
         leader_election: Some(keyward::operator::LeaderElection {
             namespace: "keyward-system".into(),
@@ -1997,9 +1991,14 @@ async fn a_deletion_reconciled_again_after_the_policy_is_gone_is_done() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the policy is gone", RECONCILES, || async {
-        c.emu.get(POLICIES, "shop", "web").is_none()
-    })
+    eventually(
+        "the policy is gone, and its Secret collected",
+        RECONCILES,
+        || async {
+            c.emu.get(POLICIES, "shop", "web").is_none()
+                && c.emu.get(SECRETS, "shop", "reader").is_none()
+        },
+    )
     .await;
     op.abort();
     let _ = op.await;

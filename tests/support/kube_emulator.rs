@@ -5,7 +5,7 @@
 //! compacted version), metadata-only lists and watches, the status subresource, merge /
 //! strategic-merge (built-in types only: 415 for custom resources) / JSON / apply patches
 //! (apply with per-manager field ownership and 409 conflicts without `force`), finalizers with
-//! deletionTimestamp, background ownerReference garbage collection within a namespace, label
+//! deletionTimestamp, asynchronous ownerReference garbage collection (owners elsewhere are absent), label
 //! selectors, generation, 409 on stale resourceVersions, and no-op writes that neither bump
 //! resourceVersion nor emit an event.
 #![allow(dead_code)]
@@ -293,19 +293,47 @@ fn labels_of(o: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn field_matches(selector: &str, o: &Value) -> bool {
-    selector
-        .split(',')
-        .filter(|t| !t.is_empty())
-        .all(|t| match t.split_once('=') {
-            Some(("metadata.name", v)) => {
-                o.pointer("/metadata/name").and_then(Value::as_str) == Some(v)
-            }
-            Some(("metadata.namespace", v)) => {
-                o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(v)
-            }
-            _ => true,
-        })
+/// The fields a field selector may name: `metadata.name` and `metadata.namespace` for every
+/// resource, and a few per type (pkg/registry/core/secret/strategy.go SelectableFields for
+/// Secrets' `type`). Anything else the API server refuses: 400 "field label not supported".
+fn field_value<'a>(plural: &str, field: &str, o: &'a Value) -> Result<Option<&'a str>, String> {
+    let at = match (plural, field) {
+        (_, "metadata.name") => "/metadata/name",
+        (_, "metadata.namespace") => "/metadata/namespace",
+        ("secrets", "type") => "/type",
+        _ => return Err(format!("field label not supported: {field}")),
+    };
+    Ok(o.pointer(at).and_then(Value::as_str))
+}
+
+/// Whether `o` passes `selector` (`a=b`, `a==b`, `a!=b`, comma-separated).
+fn field_matches(plural: &str, selector: &str, o: &Value) -> Result<bool, String> {
+    for term in selector.split(',').filter(|t| !t.is_empty()) {
+        let (field, want, equal) = if let Some((f, v)) = term.split_once("!=") {
+            (f, v, false)
+        } else if let Some((f, v)) = term.split_once("==") {
+            (f, v, true)
+        } else if let Some((f, v)) = term.split_once('=') {
+            (f, v, true)
+        } else {
+            return Err(format!(
+                "invalid selector: '{selector}'; can't understand '{term}'"
+            ));
+        };
+        let got = field_value(plural, field.trim(), o)?.unwrap_or_default();
+        if (got == want.trim()) != equal {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A field selector the API server would refuse, checked against an empty object.
+fn bad_field_selector(plural: &str, q: &HashMap<String, String>) -> Option<Response<RespBody>> {
+    let selector = q.get("fieldSelector")?;
+    field_matches(plural, selector, &json!({}))
+        .err()
+        .map(|e| err(400, "BadRequest", e))
 }
 
 /// Only apiVersion/kind/metadata, as `PartialObjectMetadata`.
@@ -333,8 +361,79 @@ fn comparable(o: &Value) -> Value {
     v
 }
 
-/// Leaf paths of a JSON value (objects recurse; arrays and scalars are leaves).
+/// The lists of object metadata that server-side apply merges element by element rather than
+/// replacing whole: `ownerReferences` is a map keyed by `uid` and `finalizers` a set
+/// (`+listType=map`, `+listMapKey=uid` and `+listType=set` in
+/// staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/types.go; managedFields names their
+/// elements `k:{"uid":...}` and `v:"..."`).
+const LIST_MAPS: [&str; 2] = ["/metadata/ownerReferences", "/metadata/finalizers"];
+
+/// An element's name within its list-map: `k:<uid>` or `v:<value>`.
+fn element_key(list: &str, element: &Value) -> String {
+    if list == "/metadata/ownerReferences" {
+        format!("k:{}", element["uid"].as_str().unwrap_or_default())
+    } else {
+        format!("v:{}", element.as_str().unwrap_or_default())
+    }
+}
+
+/// The value at `path`, where a list-map element is named by its key.
+fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    for list in LIST_MAPS {
+        if let Some(key) = path.strip_prefix(list).and_then(|k| k.strip_prefix('/')) {
+            return doc
+                .pointer(list)?
+                .as_array()?
+                .iter()
+                .find(|e| element_key(list, e) == key);
+        }
+    }
+    doc.pointer(path)
+}
+
+/// Merges the applied list-maps of `applied` into `base` element by element: an element this
+/// apply names is set, one only `dropped` names (applied before by this manager, not now)
+/// goes, the others' elements stay.
+fn merge_list_maps(base: &mut Value, applied: &Value, dropped: &[String]) {
+    for list in LIST_MAPS {
+        let mut merged: Vec<Value> = base
+            .pointer(list)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        merged.retain(|e| !dropped.contains(&format!("{list}/{}", element_key(list, e))));
+        for e in applied
+            .pointer(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = element_key(list, e);
+            match merged.iter_mut().find(|m| element_key(list, m) == key) {
+                Some(m) => *m = e.clone(),
+                None => merged.push(e.clone()),
+            }
+        }
+        let field = list.rsplit('/').next().unwrap_or_default();
+        if merged.is_empty() {
+            if let Some(m) = base["metadata"].as_object_mut() {
+                m.remove(field);
+            }
+        } else {
+            base["metadata"][field] = Value::Array(merged);
+        }
+    }
+}
+
+/// Leaf paths of a JSON value (objects recurse; arrays and scalars are leaves, but for the
+/// list-maps of metadata, whose elements are leaves each).
 fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    if let (true, Some(list)) = (LIST_MAPS.contains(&prefix), v.as_array()) {
+        for e in list {
+            out.insert(format!("{prefix}/{}", element_key(prefix, e)), e.clone());
+        }
+        return;
+    }
     match v.as_object() {
         Some(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -351,12 +450,6 @@ fn leaves(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// Removes the field at `pointer`, and each map above it that this leaves empty: a manager
-/// that stops applying every field of a struct stops applying the struct (server-side apply
-/// removes a field "no longer present in the applied configuration" that only this manager
-/// owned, https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management;
-/// a map the applier created is its field too, `f:connection: {.: {}, ...}` in managedFields).
-/// An empty struct left behind would not even decode (`status.connection: {}` has no kind).
 /// The owner recorded for a field set by `manager` through a POST, PUT or non-apply PATCH (an
 /// Update operation; a manager's applies and updates are owned apart, as managedFields keeps
 /// one entry per manager and operation).
@@ -380,6 +473,12 @@ fn record_update(st: &mut State, key: &Key, obj: &Value, manager: &str) {
     }
 }
 
+/// Removes the field at `pointer`, and each map above it that this leaves empty: a manager
+/// that stops applying every field of a struct stops applying the struct (server-side apply
+/// removes a field "no longer present in the applied configuration" that only this manager
+/// owned, https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management;
+/// a map the applier created is its field too, `f:connection: {.: {}, ...}` in managedFields).
+/// An empty struct left behind would not even decode (`status.connection: {}` has no kind).
 fn remove_pointer(doc: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else {
         return;
@@ -552,6 +651,19 @@ impl Emulator {
         )
     }
 
+    /// Creates the namespace `name` (what `kubectl create namespace` does), for setups.
+    pub fn add_namespace(&self, name: &str) {
+        let mut st = self.state.lock().unwrap();
+        let key = (NAMESPACES.to_owned(), String::new(), name.to_owned());
+        if st.objects.contains_key(&key) {
+            return;
+        }
+        let t = parse_path(&format!("/api/v1/namespaces/{name}")).unwrap();
+        let mut n = json!({"apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Active"}});
+        self.fill_new(&mut n, &t, "", name);
+        self.commit(&mut st, &key, n, "ADDED");
+    }
+
     /// Forgets history up to now: watches from an older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         let mut st = self.state.lock().unwrap();
@@ -671,6 +783,11 @@ impl Emulator {
                 .unwrap()
                 .push(format!("{} {}", parts.method, t.resource));
         }
+        if parts.method == Method::GET && t.name.is_none() {
+            if let Some(bad) = bad_field_selector(&t.plural, &q) {
+                return bad;
+            }
+        }
         match (&parts.method, &t.name) {
             (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&t, &q, meta_only)
@@ -737,7 +854,10 @@ impl Emulator {
                 q.get("labelSelector")
                     .is_none_or(|s| selector_matches(s, &labels_of(o)))
             })
-            .filter(|o| q.get("fieldSelector").is_none_or(|s| field_matches(s, o)))
+            .filter(|o| {
+                q.get("fieldSelector")
+                    .is_none_or(|s| field_matches(&t.plural, s, o).unwrap_or(false))
+            })
             .map(|o| {
                 if meta_only {
                     metadata_only(o)
@@ -848,7 +968,7 @@ impl Emulator {
             }
             let passes = |o: &Value| {
                 labels.as_ref().is_none_or(|s| selector_matches(s, &labels_of(o)))
-                    && fields.as_ref().is_none_or(|s| field_matches(s, o))
+                    && fields.as_ref().is_none_or(|s| field_matches(&plural, s, o).unwrap_or(false))
             };
             // What a watch with selectors sees of a change, as the API server's watch cache
             // tells it (staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go,
@@ -954,6 +1074,9 @@ impl Emulator {
         if kind == "DELETED" && !key.1.is_empty() {
             self.finish_namespace(st, &key.1);
         }
+        if kind == "DELETED" || obj.pointer("/metadata/ownerReferences").is_some() {
+            self.schedule_gc();
+        }
         obj
     }
 
@@ -1016,17 +1139,11 @@ impl Emulator {
             },
         };
         let key = (t.resource.clone(), ns.to_owned(), name.clone());
-        let ns_key = (NAMESPACES.to_owned(), String::new(), ns.to_owned());
-        if st
-            .objects
-            .get(&ns_key)
-            .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some())
-        {
-            return err(
-                403,
-                "Forbidden",
-                format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", t.plural),
-            );
+        if let Some(refused) = namespace_refuses(&st, ns, &t.plural, &name) {
+            return refused;
+        }
+        if let Some(invalid) = invalid_write(&t.plural, &name, None, &obj) {
+            return invalid;
         }
         if st.objects.contains_key(&key) {
             return err(
@@ -1131,9 +1248,7 @@ impl Emulator {
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
         if deleting && !finalizers_left {
-            let gone = self.commit(st, key, new, "DELETED");
-            self.collect_garbage(st, &gone);
-            return gone;
+            return self.commit(st, key, new, "DELETED");
         }
         self.commit(st, key, new, "MODIFIED")
     }
@@ -1159,8 +1274,13 @@ impl Emulator {
         if let Some(conflict) = stale(&obj, &old) {
             return conflict;
         }
-        record_update(&mut st, &key, &obj, manager);
         let status_only = t.subresource.as_deref() == Some("status");
+        if !status_only {
+            if let Some(invalid) = invalid_write(&t.plural, name, Some(&old), &obj) {
+                return invalid;
+            }
+        }
+        record_update(&mut st, &key, &obj, manager);
         let out = self.update(&mut st, &key, &old, obj, status_only);
         respond(StatusCode::OK, &out)
     }
@@ -1238,7 +1358,7 @@ impl Emulator {
             if !force {
                 for (path, value) in &applied {
                     if let Some(owner) = owners.get(path) {
-                        let current = base.pointer(path);
+                        let current = value_at(&base, path);
                         if owner != manager && current.is_some() && current != Some(value) {
                             let who = owner.split('\u{0}').next().unwrap_or_default();
                             return err(
@@ -1260,14 +1380,28 @@ impl Emulator {
                 .collect();
             for p in &dropped {
                 owners.remove(p);
-                remove_pointer(&mut base, p);
+                if !LIST_MAPS.iter().any(|l| p.starts_with(&format!("{l}/"))) {
+                    remove_pointer(&mut base, p);
+                }
             }
             for path in applied.keys() {
                 owners.insert(path.clone(), manager.to_owned());
             }
-            json_patch::merge(&mut base, &patch);
+            let mut rest = patch.clone();
+            if let Some(m) = rest.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("ownerReferences");
+                m.remove("finalizers");
+            }
+            json_patch::merge(&mut base, &rest);
+            merge_list_maps(&mut base, &patch, &dropped);
+            if let Some(invalid) = invalid_write(&t.plural, name, existing.as_ref(), &base) {
+                return invalid;
+            }
             return match existing {
                 None => {
+                    if let Some(refused) = namespace_refuses(&st, ns, &t.plural, name) {
+                        return refused;
+                    }
                     let obj = self.commit(&mut st, &key, base, "ADDED");
                     respond(StatusCode::CREATED, &obj)
                 }
@@ -1296,6 +1430,9 @@ impl Emulator {
         }
         if let Some(conflict) = stale(&patch, &old) {
             return conflict;
+        }
+        if let Some(invalid) = invalid_write(&t.plural, name, Some(&old), &new) {
+            return invalid;
         }
         reassign_ownership(&mut st, &key, &old, &new, manager);
         let out = self.update(&mut st, &key, &old, new, status_only);
@@ -1359,46 +1496,155 @@ impl Emulator {
             }
             return self.commit(st, key, new, "MODIFIED");
         }
-        let gone = self.commit(st, key, old.clone(), "DELETED");
-        self.collect_garbage(st, &gone);
-        gone
+        self.commit(st, key, old.clone(), "DELETED")
     }
 
-    /// Background cascading deletion: dependents whose ownerReferences name the deleted uid,
-    /// in the owner's namespace only (a namespaced owner owns nothing in another namespace;
-    /// a cluster-scoped one may own namespaced objects anywhere).
-    fn collect_garbage(&self, st: &mut State, owner: &Value) {
-        let Some(uid) = owner
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
-            return;
-        };
-        let owner_ns = owner
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .filter(|ns| !ns.is_empty())
-            .map(str::to_owned);
-        let dependents: Vec<(Key, Value)> = st
-            .objects
-            .iter()
-            .filter(|(k, _)| owner_ns.as_ref().is_none_or(|ns| *ns == k.1))
-            .filter(|(_, o)| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
-            })
-            .map(|(k, o)| (k.clone(), o.clone()))
-            .collect();
-        for (k, o) in dependents {
-            self.delete_locked(st, &k, &o);
+    /// Background garbage collection, as the API server's garbage collector does it: apart
+    /// from the write, a moment later. A dependent whose every owner is absent is deleted. An
+    /// owner is absent when no object has its uid where it may live: a namespaced dependent's
+    /// owner must be cluster-scoped or in the dependent's namespace, a cluster-scoped
+    /// dependent's owner cluster-scoped; an owner elsewhere "is treated as absent, and the
+    /// dependent is subject to deletion once all owners are verified absent"
+    /// (https://kubernetes.io/docs/concepts/overview/working-with-objects/owners-dependents/).
+    fn schedule_gc(&self) {
+        let this = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(GC_DELAY).await;
+                    let mut st = this.state.lock().unwrap();
+                    this.collect_garbage(&mut st);
+                });
+            }
+            Err(_) => {
+                let mut st = this.state.lock().unwrap();
+                this.collect_garbage(&mut st);
+            }
+        }
+    }
+
+    fn collect_garbage(&self, st: &mut State) {
+        loop {
+            let present: std::collections::HashSet<(String, String)> = st
+                .objects
+                .iter()
+                .filter_map(|(k, o)| {
+                    let uid = o.pointer("/metadata/uid")?.as_str()?;
+                    Some((k.1.clone(), uid.to_owned()))
+                })
+                .collect();
+            let orphans: Vec<(Key, Value)> = st
+                .objects
+                .iter()
+                .filter(|(_, o)| o.pointer("/metadata/deletionTimestamp").is_none())
+                .filter(|(k, o)| {
+                    let refs = o
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let owner_present = |r: &Value| {
+                        let uid = r["uid"].as_str().unwrap_or_default().to_owned();
+                        present.contains(&(String::new(), uid.clone()))
+                            || (!k.1.is_empty() && present.contains(&(k.1.clone(), uid)))
+                    };
+                    !refs.is_empty() && !refs.iter().any(owner_present)
+                })
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            if orphans.is_empty() {
+                return;
+            }
+            for (k, o) in orphans {
+                self.delete_locked(st, &k, &o);
+            }
         }
     }
 }
 
+/// How long after a write the garbage collector acts on it (the API server's is asynchronous
+/// too: a dependent is not gone the moment its owner is).
+const GC_DELAY: Duration = Duration::from_millis(50);
+
 /// Where namespaces are kept (cluster-scoped: no namespace in their key).
 const NAMESPACES: &str = "api/v1/namespaces";
+
+/// A create in a namespace that does not exist is 404, in one being deleted 403, as the API
+/// server's NamespaceLifecycle admission plugin answers
+/// (plugin/pkg/admission/namespace/lifecycle/admission.go): for a POST and for an apply that
+/// would create alike.
+fn namespace_refuses(st: &State, ns: &str, plural: &str, name: &str) -> Option<Response<RespBody>> {
+    if ns.is_empty() {
+        return None;
+    }
+    let ns_key = (NAMESPACES.to_owned(), String::new(), ns.to_owned());
+    match st.objects.get(&ns_key) {
+        None => Some(err(404, "NotFound", format!("namespaces \"{ns}\" not found"))),
+        Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Some(err(
+            403,
+            "Forbidden",
+            format!("{plural} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// What the API server's validation refuses of a write (422 Invalid), where keyward could
+/// meet it: more than one controller reference (ValidateOwnerReferences in
+/// staging/src/k8s.io/apimachinery/pkg/api/validation/objectmeta.go), a Secret's `type`
+/// changed, and the content of a Secret or ConfigMap marked `immutable: true` changed
+/// (ValidateSecretUpdate / ValidateConfigMapUpdate in pkg/apis/core/validation/validation.go).
+fn invalid_write(
+    plural: &str,
+    name: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> Option<Response<RespBody>> {
+    let kind = kind_of(plural);
+    let controllers: Vec<&str> = new
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r["controller"] == true)
+        .map(|r| r["name"].as_str().unwrap_or_default())
+        .collect();
+    if controllers.len() > 1 {
+        return Some(err(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: metadata.ownerReferences: Invalid value: Only one reference can have Controller set to true. Found \"true\" in references for {}", controllers.join(" and ")),
+        ));
+    }
+    let old = old?;
+    if plural == "secrets" && old.get("type") != new.get("type") && new.get("type").is_some() {
+        return Some(err(
+            422,
+            "Invalid",
+            format!(
+                "Secret \"{name}\" is invalid: type: Invalid value: {}: field is immutable",
+                new["type"]
+            ),
+        ));
+    }
+    if (plural == "secrets" || plural == "configmaps") && old["immutable"] == true {
+        let content = |o: &Value| {
+            (
+                o.get("data").cloned(),
+                o.get("binaryData").cloned(),
+                o.get("immutable").cloned(),
+            )
+        };
+        if content(old) != content(new) {
+            return Some(err(
+                422,
+                "Invalid",
+                format!("{kind} \"{name}\" is invalid: data: Forbidden: field is immutable when `immutable` is set"),
+            ));
+        }
+    }
+    None
+}
 
 /// A 409 when a write names a resourceVersion other than the stored one (optimistic concurrency).
 fn stale(write: &Value, stored: &Value) -> Option<Response<RespBody>> {
