@@ -1258,3 +1258,118 @@ async fn an_apply_cannot_create_in_a_missing_or_terminating_namespace() {
     );
     apply("ns").await.unwrap();
 }
+
+/// RBAC as the API server enforces it
+/// (https://kubernetes.io/docs/reference/access-authn-authz/rbac/), with the chart's own rules
+/// on the operator's service account: what they grant passes, anything else is 403 in the API
+/// server's words and recorded; a Role bound in one namespace grants nothing cluster-scoped or
+/// elsewhere; and a Role or RoleBinding the operator writes may not grant more than it holds
+/// (privilege escalation prevention). The tests' own client is a cluster admin.
+#[tokio::test]
+async fn the_charts_rbac_binds_the_operator_and_nobody_else() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use support::kube_rbac::Grants;
+    let emu = emulator();
+    emu.enforce_rbac(Grants::chart(None));
+    let operator = emu.operator_client();
+    let secrets: Api<Secret> = Api::namespaced(operator.clone(), "ns");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    secrets.get("s").await.unwrap();
+    let e = secrets
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 403, "{e}");
+    assert!(e.to_string().contains("secrets \"s\" is forbidden: User \"system:serviceaccount:keyward-system:keyward\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"ns\""), "{e}");
+    let e = Api::<ConfigMap>::namespaced(operator.clone(), "ns")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 403, "{e}");
+    assert_eq!(
+        emu.denied(),
+        [
+            "delete secrets in the namespace \"ns\"",
+            "list configmaps in the namespace \"ns\""
+        ]
+    );
+    // The admin is not held to it.
+    Api::<Secret>::namespaced(emu.client(), "ns")
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // A Role for a reader: get on Secrets, which the operator holds; delete it does not.
+    let roles: Api<Role> = Api::namespaced(operator.clone(), "ns");
+    let role = |verbs: serde_json::Value| -> Role {
+        serde_json::from_value(json!({"metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["s"], "verbs": verbs}]}))
+        .unwrap()
+    };
+    let e = roles
+        .create(&PostParams::default(), &role(json!(["get", "delete"])))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 403, "{e}");
+    assert!(
+        e.to_string()
+            .contains("is attempting to grant RBAC permissions not currently held"),
+        "{e}"
+    );
+    roles
+        .create(&PostParams::default(), &role(json!(["get"])))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+        "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "ns"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(operator.clone(), "ns")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // A Role its admin widened cannot be bound by the operator.
+    Api::<Role>::namespaced(emu.client(), "ns")
+        .patch("r", &PatchParams::default(), &Patch::Merge(json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]}]})))
+        .await
+        .unwrap();
+    let mut other = binding.clone();
+    other.metadata.name = Some("b2".into());
+    let e = Api::<RoleBinding>::namespaced(operator.clone(), "ns")
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 403, "{e}");
+
+    // Confined to one namespace (operator.watchNamespace): nothing elsewhere, nothing
+    // cluster-scoped; its Lease in the release namespace.
+    let confined = emulator();
+    confined.add_namespace("keyward-system");
+    confined.enforce_rbac(Grants::chart(Some("ns")));
+    let operator = confined.operator_client();
+    Api::<Secret>::namespaced(operator.clone(), "ns")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for e in [
+        Api::<Secret>::namespaced(operator.clone(), "other")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+        Api::<Secret>::all(operator.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(operator.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(code_of(&e), 403, "{e}");
+    }
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(operator, "keyward-system")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+}

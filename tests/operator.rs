@@ -24,8 +24,31 @@ const RECONCILES: Duration = Duration::from_secs(30);
 
 struct Cluster {
     emu: Emulator,
+    /// A cluster admin's client, for the tests' own setup and checks.
     client: Client,
+    /// The operator's: its service account, held to the chart's RBAC.
+    operator: Client,
     cms: Cms,
+}
+
+/// Whatever a test checks, the operator made no request the chart's RBAC refused (a refusal
+/// it logged and went past would otherwise go unseen).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(
+                self.emu.denied(),
+                Vec::<String>::new(),
+                "the chart's RBAC refused the operator"
+            );
+        }
+    }
+}
+
+/// The chart's RBAC (cluster-wide) enforced on the operator's service account; its client.
+fn operator_client(emu: &Emulator) -> Client {
+    emu.enforce_rbac(support::kube_rbac::Grants::chart(None));
+    emu.operator_client()
 }
 
 async fn cluster() -> Cluster {
@@ -48,7 +71,12 @@ async fn cluster() -> Cluster {
         "spec": {"endpoint": cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
     )
     .await;
-    Cluster { emu, client, cms }
+    Cluster {
+        operator: operator_client(&emu),
+        emu,
+        client,
+        cms,
+    }
 }
 
 fn config() -> OperatorConfig {
@@ -60,7 +88,7 @@ fn config() -> OperatorConfig {
 
 fn start(c: &Cluster, config: OperatorConfig) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let ctx = Arc::new(Context::new(
-        c.client.clone(),
+        c.operator.clone(),
         config,
         Arc::new(Metrics::new()),
     ));
@@ -941,7 +969,7 @@ async fn a_leader_that_loses_its_lease_stops_until_it_leads_again() {
     };
     let metrics = Arc::new(Metrics::new());
     let task = {
-        let (client, metrics) = (c.client.clone(), metrics.clone());
+        let (client, metrics) = (c.operator.clone(), metrics.clone());
         tokio::spawn(async move {
             keyward::operator::run(
                 client,
@@ -1034,7 +1062,7 @@ async fn with_two_replicas_only_the_leader_writes() {
             }),
             ..config()
         };
-        let client = c.client.clone();
+        let client = c.operator.clone();
         let metrics = Arc::new(Metrics::new());
         let task = {
             let metrics = metrics.clone();
@@ -1639,7 +1667,12 @@ async fn a_connection_trusts_its_private_ca_and_an_untrusted_certificate_is_a_tl
     create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
         "spec": {"endpoint": cms.url, "credentialsSecretRef": {"name": "cms-admin"}, "tls": {"caSecretRef": {"name": "cms-ca"}}}})).await;
-    let c = Cluster { emu, client, cms };
+    let c = Cluster {
+        operator: operator_client(&emu),
+        emu,
+        client,
+        cms,
+    };
     let (_, op) = start(&c, config());
     create_policy(&c, reader(), json!({})).await;
     wait_ready(&c).await;
@@ -3264,10 +3297,14 @@ async fn confined_to_a_namespace_the_operator_needs_no_cluster_wide_right() {
         namespace: Some("shop".into()),
         ..config()
     };
+    // The chart's RBAC with operator.watchNamespace=shop: a Role in shop, nothing else.
+    c.emu
+        .enforce_rbac(support::kube_rbac::Grants::chart(Some("shop")));
     let before = c.emu.cluster_wide_requests().len();
     let (ctx, op) = start(&c, config);
     create_reader(&c, json!({})).await;
     more_reconciles(&ctx, "web", 2).await;
+    assert_eq!(c.emu.denied(), Vec::<String>::new());
     assert_eq!(
         c.emu.cluster_wide_requests()[before..].to_vec(),
         Vec::<String>::new(),

@@ -13,6 +13,8 @@
 #[path = "strategic_merge.rs"]
 mod strategic_merge;
 
+use super::kube_rbac::{self, Attributes, Grants};
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -103,6 +105,10 @@ pub struct Emulator {
     cluster_wide: Arc<Mutex<Vec<String>>>,
     /// Ends the open watches of a resource plural with an in-stream 410 (`drop_watches`).
     drops: broadcast::Sender<String>,
+    /// The operator's RBAC grants, once enforced (`enforce_rbac`).
+    rbac: Arc<Mutex<Option<Grants>>>,
+    /// Every request the operator was refused by RBAC: "verb resource namespace".
+    denied: Arc<Mutex<Vec<String>>>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -537,6 +543,8 @@ impl Emulator {
             reads_of_collections: Arc::default(),
             cluster_wide: Arc::default(),
             drops: broadcast::channel(64).0,
+            rbac: Arc::default(),
+            denied: Arc::default(),
         }
     }
 
@@ -618,6 +626,135 @@ impl Emulator {
         kube::Client::new(svc, "default")
     }
 
+    /// A client that is the operator's service account: under [`Emulator::enforce_rbac`], what
+    /// the chart's RBAC does not allow it is refused (403), as the API server refuses it.
+    pub fn operator_client(&self) -> kube::Client {
+        let this = self.clone();
+        let svc = tower::service_fn(move |mut req: Request<kube::client::Body>| {
+            let this = this.clone();
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {}", kube_rbac::OPERATOR_TOKEN)
+                    .parse()
+                    .unwrap(),
+            );
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    /// From now on, requests of the operator's service account are authorized against
+    /// `grants` (the chart's: [`Grants::chart`]).
+    pub fn enforce_rbac(&self, grants: Grants) {
+        *self.rbac.lock().unwrap() = Some(grants);
+    }
+
+    /// The operator's requests refused by RBAC so far, as "verb resource in namespace".
+    pub fn denied(&self) -> Vec<String> {
+        self.denied.lock().unwrap().clone()
+    }
+
+    /// The API server's authorization: a request of the operator's service account that its
+    /// grants do not allow is 403 Forbidden, in the API server's words; and a Role or
+    /// RoleBinding it writes may not grant more than it holds (RBAC escalation prevention).
+    fn authorize(
+        &self,
+        req: &http::request::Parts,
+        t: &Target,
+        q: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Option<Response<RespBody>> {
+        let is_operator = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {}", kube_rbac::OPERATOR_TOKEN));
+        if !is_operator {
+            return None;
+        }
+        let grants = self.rbac.lock().unwrap().clone()?;
+        let verb = match (&req.method, &t.name) {
+            (&Method::GET, Some(_)) => "get",
+            (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                "watch"
+            }
+            (&Method::GET, None) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, Some(_)) => "delete",
+            (&Method::DELETE, None) => "deletecollection",
+            _ => "unknown",
+        };
+        let group = t
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("")
+            .to_owned();
+        let resource = match &t.subresource {
+            Some(sub) => format!("{}/{sub}", t.plural),
+            None => t.plural.clone(),
+        };
+        let asked = Attributes {
+            verb,
+            group: group.clone(),
+            resource: resource.clone(),
+            namespace: t.namespace.as_deref(),
+            name: t.name.as_deref(),
+        };
+        let user = kube_rbac::OPERATOR_USER;
+        if !grants.allows(&asked) {
+            let place = match &t.namespace {
+                Some(ns) => format!(" in the namespace \"{ns}\""),
+                None => " at the cluster scope".to_owned(),
+            };
+            self.denied
+                .lock()
+                .unwrap()
+                .push(format!("{verb} {resource}{place}"));
+            let what = match &t.name {
+                Some(n) => format!("{} \"{n}\"", t.plural),
+                None => t.plural.clone(),
+            };
+            return Some(err(
+                403,
+                "Forbidden",
+                format!("{what} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\"{place}"),
+            ));
+        }
+        // Escalation prevention, for the Roles and RoleBindings it writes.
+        let ns = t.namespace.as_deref()?;
+        if group != "rbac.authorization.k8s.io" || !matches!(verb, "create" | "update" | "patch") {
+            return None;
+        }
+        let written: Value = serde_json::from_slice(body).ok()?;
+        let rules = match t.plural.as_str() {
+            "roles" => kube_rbac::rules_of(&written)?,
+            "rolebindings" => {
+                let role = written.pointer("/roleRef/name")?.as_str()?;
+                let st = self.state.lock().unwrap();
+                let stored = st.objects.get(&(
+                    "apis/rbac.authorization.k8s.io/v1/roles".to_owned(),
+                    ns.to_owned(),
+                    role.to_owned(),
+                ))?;
+                kube_rbac::rules_of(stored)?
+            }
+            _ => return None,
+        };
+        let missing = grants.not_held(ns, &rules)?;
+        self.denied
+            .lock()
+            .unwrap()
+            .push(format!("escalate {} in the namespace \"{ns}\"", t.plural));
+        Some(err(
+            403,
+            "Forbidden",
+            format!("{} \"{}\" is forbidden: user \"{user}\" is attempting to grant RBAC permissions not currently held: {missing}", t.plural, t.name.as_deref().unwrap_or_default()),
+        ))
+    }
+
     /// Serves the emulator over plain HTTP on loopback, for a `keyward operator` process (its
     /// kubeconfig names this address). Returns the base URL.
     pub async fn serve_http(&self) -> String {
@@ -644,10 +781,12 @@ impl Emulator {
         url
     }
 
-    /// A kubeconfig that points at [`Emulator::serve_http`]'s URL.
+    /// A kubeconfig that points at [`Emulator::serve_http`]'s URL, as the operator's service
+    /// account.
     pub fn kubeconfig(url: &str) -> String {
+        let token = kube_rbac::OPERATOR_TOKEN;
         format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: emu, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: emu, user: {{}}}}]\ncontexts: [{{name: emu, context: {{cluster: emu, user: emu, namespace: default}}}}]\ncurrent-context: emu\n"
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: emu, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: emu, user: {{token: {token}}}}}]\ncontexts: [{{name: emu, context: {{cluster: emu, user: emu, namespace: default}}}}]\ncurrent-context: emu\n"
         )
     }
 
@@ -722,6 +861,9 @@ impl Emulator {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let meta_only = accept.contains("as=PartialObjectMetadata");
+        if let Some(refused) = self.authorize(&parts, &t, &q, &body) {
+            return refused;
+        }
         let ns_scoped = !CLUSTER_SCOPED.contains(&t.plural.as_str());
         if parts.method != Method::GET {
             self.counters.writes.fetch_add(1, Ordering::Relaxed);

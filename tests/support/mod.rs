@@ -3,6 +3,7 @@
 
 pub mod directus;
 pub mod kube_emulator;
+pub mod kube_rbac;
 pub mod node_app;
 pub mod operator_on;
 pub mod process;

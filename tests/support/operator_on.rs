@@ -45,8 +45,10 @@ impl OperatorOn {
         create(&client, "apis/keyward.dev/v1alpha1", "cmsconnections", Some("shop"), json!({
             "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": connection},
             "spec": {"provider": connection, "endpoint": url, "credentialsSecretRef": {"name": secret, "key": field}}})).await;
+        // The operator as the chart installs it: its service account, held to the chart's RBAC.
+        emu.enforce_rbac(super::kube_rbac::Grants::chart(None));
         let ctx = Arc::new(Context::new(
-            client.clone(),
+            emu.operator_client(),
             OperatorConfig {
                 drift_interval: std::time::Duration::from_secs(1),
                 ..Default::default()
@@ -96,5 +98,12 @@ impl OperatorOn {
 impl Drop for OperatorOn {
     fn drop(&mut self) {
         self.op.abort();
+        if !std::thread::panicking() {
+            assert_eq!(
+                self._emu.denied(),
+                Vec::<String>::new(),
+                "the chart's RBAC refused the operator"
+            );
+        }
     }
 }
