@@ -11,6 +11,8 @@
 mod argon2_floor;
 #[path = "../tests/support/kube_emulator.rs"]
 mod kube_emulator;
+#[path = "../tests/support/kube_rbac.rs"]
+mod kube_rbac;
 
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
