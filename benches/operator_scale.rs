@@ -13,6 +13,8 @@ mod argon2_floor;
 mod kube_emulator;
 #[path = "../tests/support/kube_rbac.rs"]
 mod kube_rbac;
+#[path = "../tests/support/kube_schema.rs"]
+mod kube_schema;
 
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};

@@ -1373,3 +1373,89 @@ async fn the_charts_rbac_binds_the_operator_and_nobody_else() {
         .await
         .unwrap();
 }
+
+/// keyward's CRD schema (crds/keyward.dev.yaml) applies to writes of its resources as the API
+/// server applies a structural schema
+/// (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema):
+/// unknown fields are pruned, defaults filled in, and a value of the wrong type, outside an
+/// enum, against a pattern or over a length is 422 naming each field. An update is held only
+/// to what it changes (validation ratcheting): a field stored under an older, looser schema
+/// and left alone does not block it.
+#[tokio::test]
+async fn keywards_crd_schema_prunes_defaults_and_refuses_what_it_does_not_allow() {
+    use keyward::policy::ApiKeyPolicy;
+    let emu = emulator();
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(emu.client(), "ns");
+    let post = |spec: serde_json::Value| {
+        let client = emu.client();
+        async move {
+            let req =
+                http::Request::post("/apis/keyward.dev/v1alpha1/namespaces/ns/apikeypolicies")
+                    .header("content-type", "application/json")
+                    .body(
+                        serde_json::to_vec(
+                            &json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+                    "metadata": {"name": "p"}, "spec": spec}),
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
+            client.request::<serde_json::Value>(req).await
+        }
+    };
+    let key = json!({"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "s"}});
+    let e = post(
+        json!({"keys": [{"name": "Bad Name", "defaultPermissions": ["FETCH"],
+        "expiresAfter": 90, "secret": {"name": "s"}}]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), 422, "{e}");
+    let told = e.to_string();
+    for expected in [
+        "ApiKeyPolicy.keyward.dev \"p\" is invalid: [",
+        "spec.keys[0].name: Invalid value: \"Bad Name\": spec.keys[0].name in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+        "spec.keys[0].defaultPermissions[0]: Unsupported value: \"FETCH\"",
+        "spec.keys[0].expiresAfter: Invalid value: \"integer\": spec.keys[0].expiresAfter in body must be of type string",
+    ] {
+        assert!(told.contains(expected), "{expected}\nin {told}");
+    }
+    // A typo'd field is dropped, not kept; defaults are filled in.
+    let made = post(json!({"keys": [key], "deletionPolicy": "Delete", "keyz": []}))
+        .await
+        .unwrap();
+    assert!(made["spec"].get("keyz").is_none(), "{made}");
+    assert_eq!(made["spec"]["managementPolicy"], "Manage", "{made}");
+    assert_eq!(made["spec"]["keys"][0]["kind"], "content", "{made}");
+
+    // Stored under a looser schema: an update that leaves that field alone passes, one that
+    // sets it to another invalid value does not.
+    emu.store_as_is(
+        "/apis/keyward.dev/v1alpha1/namespaces/ns/apikeypolicies",
+        json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "metadata": {"name": "old"},
+            "spec": {"keys": [{"name": "reader", "defaultPermissions": ["GET"], "expiresAfter": "1y".repeat(20),
+                "secret": {"name": "s"}}]}}),
+    );
+    policies
+        .patch(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
+    let e = policies
+        .patch(
+            "old",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(json!([{"op": "replace", "path": "/spec/keys/0/expiresAfter", "value": "2y".repeat(20)}])).unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), 422, "{e}");
+    assert!(
+        e.to_string()
+            .contains("spec.keys[0].expiresAfter: Too long: may not be more than 32 bytes"),
+        "{e}"
+    );
+}

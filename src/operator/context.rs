@@ -203,6 +203,14 @@ impl Context {
         }
     }
 
+    /// The last `keyward.dev/force-sync` value acted on for the policy `namespace/name`.
+    pub fn force_sync_acted_on(&self, namespace: &str, name: &str) -> Option<String> {
+        self.force_syncs
+            .lock()
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
     /// The provider for a connection, made once and reused until the connection changes.
     pub fn provider(
         &self,

@@ -14,6 +14,7 @@
 mod strategic_merge;
 
 use super::kube_rbac::{self, Attributes, Grants};
+use super::kube_schema::Schemas;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -109,6 +110,8 @@ pub struct Emulator {
     rbac: Arc<Mutex<Option<Grants>>>,
     /// Every request the operator was refused by RBAC: "verb resource namespace".
     denied: Arc<Mutex<Vec<String>>>,
+    /// keyward's CRD schemas, applied to writes of its resources.
+    schemas: Arc<Schemas>,
 }
 
 const CLUSTER_SCOPED: [&str; 6] = [
@@ -545,6 +548,7 @@ impl Emulator {
             drops: broadcast::channel(64).0,
             rbac: Arc::default(),
             denied: Arc::default(),
+            schemas: Arc::new(Schemas::keyward()),
         }
     }
 
@@ -788,6 +792,51 @@ impl Emulator {
         format!(
             "apiVersion: v1\nkind: Config\nclusters: [{{name: emu, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: emu, user: {{token: {token}}}}}]\ncontexts: [{{name: emu, context: {{cluster: emu, user: emu, namespace: default}}}}]\ncurrent-context: emu\n"
         )
+    }
+
+    /// A write of one of keyward's resources made to conform to its CRD schema (pruned,
+    /// defaulted), or 422 naming every field that does not.
+    fn conform(
+        &self,
+        t: &Target,
+        name: &str,
+        obj: &mut Value,
+        status_only: bool,
+        old: Option<&Value>,
+    ) -> Option<Response<RespBody>> {
+        let errors = self
+            .schemas
+            .conform(&t.plural, obj, status_only, old)
+            .err()?;
+        let kind = kind_of(&t.plural);
+        let group = t
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or_default();
+        let list = if errors.len() == 1 {
+            errors[0].clone()
+        } else {
+            format!("[{}]", errors.join(", "))
+        };
+        Some(err(
+            422,
+            "Invalid",
+            format!("{kind}.{group} \"{name}\" is invalid: {list}"),
+        ))
+    }
+
+    /// Stores `obj` (apiVersion, kind, metadata.name and namespace set) as it is, past
+    /// admission and the schema: an object stored before its CRD's schema was tightened, which
+    /// the API server serves as stored and never validates again.
+    pub fn store_as_is(&self, path: &str, mut obj: Value) {
+        let t = parse_path(path).expect("a collection path");
+        let ns = t.namespace.clone().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut st = self.state.lock().unwrap();
+        self.fill_new(&mut obj, &t, &ns, &name);
+        let key = (t.resource.clone(), ns, name);
+        self.commit(&mut st, &key, obj, "ADDED");
     }
 
     /// Creates the namespace `name` (what `kubectl create namespace` does), for setups.
@@ -1287,6 +1336,9 @@ impl Emulator {
         if let Some(invalid) = invalid_write(&t.plural, &name, None, &obj) {
             return invalid;
         }
+        if let Some(invalid) = self.conform(t, &name, &mut obj, false, None) {
+            return invalid;
+        }
         if st.objects.contains_key(&key) {
             return err(
                 409,
@@ -1422,6 +1474,10 @@ impl Emulator {
                 return invalid;
             }
         }
+        let mut obj = obj;
+        if let Some(invalid) = self.conform(t, name, &mut obj, status_only, Some(&old)) {
+            return invalid;
+        }
         record_update(&mut st, &key, &obj, manager);
         let out = self.update(&mut st, &key, &old, obj, status_only);
         respond(StatusCode::OK, &out)
@@ -1539,6 +1595,10 @@ impl Emulator {
             if let Some(invalid) = invalid_write(&t.plural, name, existing.as_ref(), &base) {
                 return invalid;
             }
+            if let Some(invalid) = self.conform(t, name, &mut base, status_only, existing.as_ref())
+            {
+                return invalid;
+            }
             return match existing {
                 None => {
                     if let Some(refused) = namespace_refuses(&st, ns, &t.plural, name) {
@@ -1574,6 +1634,9 @@ impl Emulator {
             return conflict;
         }
         if let Some(invalid) = invalid_write(&t.plural, name, Some(&old), &new) {
+            return invalid;
+        }
+        if let Some(invalid) = self.conform(t, name, &mut new, status_only, Some(&old)) {
             return invalid;
         }
         reassign_ownership(&mut st, &key, &old, &new, manager);

@@ -4,6 +4,7 @@
 pub mod directus;
 pub mod kube_emulator;
 pub mod kube_rbac;
+pub mod kube_schema;
 pub mod node_app;
 pub mod operator_on;
 pub mod process;
