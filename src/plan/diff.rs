@@ -227,13 +227,25 @@ pub fn spec_diff(live: &KeySpec, desired: &KeySpec) -> String {
         .to_string()
 }
 
-/// The plan that makes the CMS and the Secrets match `desired`.
 /// How long a replaced key keeps working after its replacement was written: the overlap, at
 /// least a CMS's minimum lifetime, and a little more.
 pub fn replace_overlap(key: &DesiredKey) -> SignedDuration {
     key.rotation_overlap.max(SignedDuration::from_mins(1)) + SignedDuration::from_secs(5)
 }
 
+/// Whether two keys reach the same: kind, type, owner and every right.
+fn same_rights(a: &KeySpec, b: &KeySpec) -> bool {
+    a.kind == b.kind
+        && a.key_type == b.key_type
+        && a.owner == b.owner
+        && a.default_permissions == b.default_permissions
+        && a.api_permissions == b.api_permissions
+        && a.scopes == b.scopes
+        && a.environments == b.environments
+        && a.management_permissions == b.management_permissions
+}
+
+/// The plan that makes the CMS and the Secrets match `desired`.
 pub fn diff(
     desired: &DesiredState,
     live: &[LiveKey],
@@ -290,17 +302,21 @@ pub fn diff(
         for k in &mine {
             claimed.insert(&k.id);
         }
-        // Keys a replace left: the old one works until the overlap the replace gave it, then
-        // goes. One whose expiry was never shortened (the replace stopped after making the new
-        // key: on Strapi and Directus that step revokes) would otherwise keep its old rights
-        // for its whole lifetime: the replace is finished now.
+        // Keys a replace or a renewal left: the old one works until the overlap it was given,
+        // then goes. One with other rights than the key's whose expiry lies past that overlap
+        // (the replace stopped after making the new key, before shortening the old one's
+        // lifetime: on Strapi and Directus that step revokes) would otherwise keep its old
+        // rights for its whole lifetime: the replace is finished now. One with the same rights
+        // (a renewal on a CMS that cannot shorten a lifetime, such as Strapi) works until it
+        // expires, which renewBefore bounds.
         let keep = replace_overlap(d);
         for k in mine
             .iter()
             .filter(|k| Some(k.id.as_str()) != primary.map(|p| p.id.as_str()))
         {
-            let ends_in_overlap = crate::model::later(now, keep)
-                .is_none_or(|limit| k.expires_at().is_some_and(|e| e <= limit));
+            let ends_in_overlap = same_rights(&k.spec, &d.spec)
+                || crate::model::later(now, keep)
+                    .is_none_or(|limit| k.expires_at().is_some_and(|e| e <= limit));
             let reason = match k.expires_at() {
                 Some(e) if e <= now => "superseded by a replacement and expired",
                 Some(_) if ends_in_overlap => continue,
@@ -871,6 +887,12 @@ mod tests {
         parked.id = "id0".into();
         parked.spec.name = "replaced.id0.ns.p.k".into();
         // The leftover comes first: the key with the declared name is still the one in use.
+        // Left by a replace: other rights than the key's (a service key made a public one).
+        parked.spec.key_type = crate::model::KeyType::Service;
+        let mut d = d;
+        d.keys[0].spec.key_type = crate::model::KeyType::Public;
+        let mut live = live;
+        live.spec.key_type = crate::model::KeyType::Public;
         let plan = |expires: Option<Timestamp>| {
             let mut p = parked.clone();
             p.spec.expires_at = expires;
@@ -878,6 +900,12 @@ mod tests {
         };
         // Inside the overlap the replace gave it: left to expire.
         assert!(kinds(&plan(Some(now() + SignedDuration::from_mins(5)))).is_empty());
+        // Left by a renewal (the same rights, on a CMS that cannot shorten a lifetime): it
+        // works until it expires.
+        let mut renewed = parked.clone();
+        renewed.spec.key_type = crate::model::KeyType::Public;
+        renewed.spec.expires_at = Some(now() + crate::model::days(5));
+        assert!(kinds(&plan_for(&d, &[renewed, live.clone()], &secrets_for(&live))).is_empty());
         let expired = "superseded by a replacement and expired";
         let unfinished = "left by a replace that did not finish: its replacement is in place";
         for (expires, why) in [
@@ -908,6 +936,7 @@ mod tests {
             assert!(!observe_only);
         }
         // Without the declared name anywhere, the leftover is the key: renamed back.
+        parked.spec.key_type = crate::model::KeyType::Public;
         let p = plan_for(&d, std::slice::from_ref(&parked), &ObservedSecrets::new());
         assert_eq!(kinds(&p), ["update", "rotate"]);
         let Action::Update { id, .. } = &p.actions[0] else {
