@@ -12,7 +12,9 @@ use super::context::Stores;
 use super::dereference::connection_of;
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
-use crate::policy::{ClusterCmsConnection, CmsConnection, ConnectionTls, SecretKeyRef};
+use crate::policy::{
+    ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ConnectionTls, SecretKeyRef,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -59,7 +61,12 @@ impl Swept {
 
 /// One pass over every connection and credential Secret.
 pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultConnection>) -> Swept {
-    let used = connections_in_use(stores, default);
+    let used = connections_in_use(stores.every_policy.state(), default, |name, ns| {
+        stores
+            .cluster_connections
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+            .is_some_and(|c| super::dereference::admitted(stores, &c.spec, ns))
+    });
     // The Secrets that connections still needed read: (namespace, name).
     let mut secrets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut swept = Swept::default();
@@ -70,7 +77,7 @@ pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultCon
             name: c.name_any(),
         };
         let wanted = used.contains(&id);
-        if wanted || c.meta().deletion_timestamp.is_none() {
+        if needs_its_secrets(wanted, c.meta()) {
             // A CmsConnection's Secrets are always in its own namespace.
             secrets.extend(read_secrets(
                 &c.spec.credentials_secret_ref,
@@ -88,7 +95,7 @@ pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultCon
         let wanted = used.contains(&id);
         let cred = &c.spec.credentials_secret_ref;
         if let (true, Some(ns)) = (
-            wanted || c.meta().deletion_timestamp.is_none(),
+            needs_its_secrets(wanted, c.meta()),
             cred.namespace.as_deref(),
         ) {
             secrets.extend(read_secrets(cred, c.spec.tls.as_ref(), ns, false));
@@ -109,21 +116,20 @@ pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultCon
 
 /// The connections policies need: the one each admitted policy uses, and the one each policy's
 /// status says it holds keys or settings on (until they are taken back there). A policy whose
-/// namespace a connection does not admit pins nothing of it.
+/// namespace a connection does not admit pins nothing of it; `cluster_admits(connection,
+/// namespace)` says whether a ClusterCmsConnection (that exists) admits a namespace.
 fn connections_in_use(
-    stores: &Stores,
+    policies: impl IntoIterator<Item = std::sync::Arc<ApiKeyPolicy>>,
     default: &Option<DefaultConnection>,
+    cluster_admits: impl Fn(&str, &str) -> bool,
 ) -> BTreeSet<ConnectionId> {
     let mut used = BTreeSet::new();
-    for p in stores.every_policy.state() {
+    for p in policies {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
         if let Some(id) = connection_of(&p, default) {
             let admitted = match &id {
                 ConnectionId::CmsConnection { namespace, .. } => *namespace == ns,
-                ConnectionId::ClusterCmsConnection { name } => stores
-                    .cluster_connections
-                    .get(&kube::runtime::reflector::ObjectRef::new(name))
-                    .is_some_and(|c| super::dereference::admitted(stores, &c.spec, &ns)),
+                ConnectionId::ClusterCmsConnection { name } => cluster_admits(name, &ns),
                 ConnectionId::Default => false,
             };
             if admitted {
@@ -135,6 +141,12 @@ fn connections_in_use(
         }
     }
     used
+}
+
+/// Whether a connection still matters to its Secrets: it is in use, or not being deleted (a
+/// connection that stays may be used again).
+fn needs_its_secrets(in_use: bool, meta: &kube::core::ObjectMeta) -> bool {
+    in_use || meta.deletion_timestamp.is_none()
 }
 
 /// The credential and CA Secrets of a connection whose Secrets default to namespace `ns`
@@ -156,6 +168,21 @@ fn read_secrets(
     out
 }
 
+/// The finalizers `meta` should have when it is `wanted` (in use) or not; `None` when they
+/// already are right. A finalizer is never added to an object being deleted.
+fn finalizers_after(meta: &kube::core::ObjectMeta, wanted: bool) -> Option<Vec<String>> {
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    let has = finalizers.iter().any(|f| f == IN_USE);
+    let deleting = meta.deletion_timestamp.is_some();
+    match (wanted, has) {
+        (true, false) if !deleting => {
+            Some(finalizers.into_iter().chain([IN_USE.to_owned()]).collect())
+        }
+        (false, true) => Some(finalizers.into_iter().filter(|f| f != IN_USE).collect()),
+        _ => None,
+    }
+}
+
 /// Adds or takes off the in-use finalizer; true if it wrote. A finalizer is never added to an
 /// object being deleted (the API server refuses it, and it would be too late).
 async fn set_finalizer<K>(
@@ -166,13 +193,8 @@ async fn set_finalizer<K>(
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let finalizers = meta.finalizers.clone().unwrap_or_default();
-    let has = finalizers.iter().any(|f| f == IN_USE);
-    let deleting = meta.deletion_timestamp.is_some();
-    let next: Vec<String> = match (wanted, has) {
-        (true, false) if !deleting => finalizers.into_iter().chain([IN_USE.to_owned()]).collect(),
-        (false, true) => finalizers.into_iter().filter(|f| f != IN_USE).collect(),
-        _ => return Ok(false),
+    let Some(next) = finalizers_after(meta, wanted) else {
+        return Ok(false);
     };
     // The resourceVersion makes it a compare-and-swap: a concurrent change is a 409, and the
     // next sweep works from the newer object.
@@ -191,5 +213,136 @@ where
         // Gone or changed meanwhile: the stores catch up and the next sweep decides again.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::KeysConnection;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::core::ObjectMeta;
+    use std::sync::Arc;
+
+    fn policy(ns: &str, connection_ref: serde_json::Value) -> ApiKeyPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": "p", "namespace": ns},
+            "spec": {"connectionRef": connection_ref, "keys": []}
+        }))
+        .expect("a policy")
+    }
+
+    fn cms(ns: &str, name: &str) -> ConnectionId {
+        ConnectionId::CmsConnection {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn cluster(name: &str) -> ConnectionId {
+        ConnectionId::ClusterCmsConnection { name: name.into() }
+    }
+
+    #[test]
+    fn a_connection_is_in_use_by_the_policies_it_admits_and_where_keys_are_left() {
+        let own = policy("team", serde_json::json!({"name": "cms"}));
+        let shared = policy(
+            "team",
+            serde_json::json!({"kind": "ClusterCmsConnection", "name": "shared"}),
+        );
+        let outsider = policy(
+            "other",
+            serde_json::json!({"kind": "ClusterCmsConnection", "name": "closed"}),
+        );
+        // Refused by "closed", but its status says it left keys on "old".
+        let mut moved = outsider.clone();
+        moved.status = Some(crate::policy::ApiKeyPolicyStatus {
+            connection: KeysConnection::of(&cluster("old")),
+            ..Default::default()
+        });
+        let admits = |name: &str, ns: &str| name == "shared" && ns == "team";
+        let used = connections_in_use([own, shared, outsider, moved].map(Arc::new), &None, admits);
+        assert_eq!(
+            used,
+            [cms("team", "cms"), cluster("shared"), cluster("old")].into()
+        );
+        assert!(connections_in_use([], &None, admits).is_empty());
+    }
+
+    #[test]
+    fn the_default_connection_is_pinned_by_its_own_namespace_only() {
+        let default = Some(DefaultConnection::Namespaced {
+            namespace: "keyward-system".into(),
+            name: "cms".into(),
+        });
+        let none = serde_json::Value::Null;
+        let own = policy("keyward-system", none.clone());
+        let other = policy("team", none);
+        let used = connections_in_use([Arc::new(other.clone())], &default, |_, _| true);
+        assert!(
+            used.is_empty(),
+            "a refused namespace pins nothing: {used:?}"
+        );
+        let used = connections_in_use([own, other].map(Arc::new), &default, |_, _| true);
+        assert_eq!(used, [cms("keyward-system", "cms")].into());
+    }
+
+    fn meta(finalizers: &[&str], deleting: bool) -> ObjectMeta {
+        ObjectMeta {
+            finalizers: Some(finalizers.iter().map(|f| (*f).to_owned()).collect()),
+            deletion_timestamp: deleting.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_finalizer_follows_use_and_is_never_added_while_deleting() {
+        let other = "example.com/other";
+        assert_eq!(
+            finalizers_after(&meta(&[other], false), true),
+            Some(vec![other.to_owned(), IN_USE.to_owned()])
+        );
+        assert_eq!(finalizers_after(&meta(&[other], true), true), None);
+        assert_eq!(finalizers_after(&meta(&[other, IN_USE], false), true), None);
+        assert_eq!(
+            finalizers_after(&meta(&[IN_USE, other], true), false),
+            Some(vec![other.to_owned()])
+        );
+        assert_eq!(finalizers_after(&meta(&[other], false), false), None);
+        assert_eq!(finalizers_after(&ObjectMeta::default(), false), None);
+
+        assert!(needs_its_secrets(true, &meta(&[], true)));
+        assert!(needs_its_secrets(false, &meta(&[], false)));
+        assert!(!needs_its_secrets(false, &meta(&[], true)));
+    }
+
+    #[test]
+    fn a_connection_reads_its_credential_and_ca_where_it_may() {
+        let cred: SecretKeyRef = serde_json::from_value(serde_json::json!(
+            {"name": "cred", "key": "token", "namespace": "elsewhere"}
+        ))
+        .expect("a ref");
+        let tls: ConnectionTls = serde_json::from_value(serde_json::json!(
+            {"caSecretRef": {"name": "ca", "key": "ca.crt", "namespace": "pki"}}
+        ))
+        .expect("tls");
+        let pair = |ns: &str, name: &str| (ns.to_owned(), name.to_owned());
+        assert_eq!(
+            read_secrets(&cred, Some(&tls), "ns", false),
+            [pair("elsewhere", "cred"), pair("pki", "ca")]
+        );
+        // A CmsConnection's refs cannot leave its namespace.
+        assert_eq!(
+            read_secrets(&cred, Some(&tls), "ns", true),
+            [pair("ns", "cred"), pair("ns", "ca")]
+        );
+        let local: SecretKeyRef =
+            serde_json::from_value(serde_json::json!({"name": "cred", "key": "token"}))
+                .expect("a ref");
+        assert_eq!(
+            read_secrets(&local, None, "ns", false),
+            [pair("ns", "cred")]
+        );
     }
 }

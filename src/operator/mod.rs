@@ -18,6 +18,7 @@ pub mod in_use;
 pub mod listing;
 pub mod metrics;
 mod observe;
+pub mod offboarding;
 mod publish;
 pub mod reconcile;
 mod report;

@@ -22,6 +22,9 @@ use super::observe::{
     observe, only_a_drift_check, own_keys, plan, policy_id, validate, Conflict, InvalidSpec,
     ObserveError,
 };
+use super::offboarding::{
+    after_offboarding, grace_over, never_made_a_key, refused_since, takes_back, Beyond,
+};
 use super::publish::publish_to_workloads;
 use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
 use super::secrets::KubeSecrets;
@@ -466,15 +469,12 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
         }) => {
             let mut status = stopped_status(&old, reason, &message, false, now);
             status.refused_since = None;
-            if takes_back(&p, &old, reason, ctx) {
+            let recorded = old.connection.as_ref().map(|c| c.id());
+            let named_now = super::dereference::connection_of(&p, &ctx.config.default_connection);
+            if takes_back(reason, recorded.as_ref(), named_now.as_ref()) {
                 // The grace counts from when this refusal began, on the operator's clock.
-                let since = old
-                    .refused_since
-                    .as_deref()
-                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-                    .filter(|s| *s <= now)
-                    .unwrap_or(now);
-                if grace_over(since, now, ctx) {
+                let since = refused_since(old.refused_since.as_deref(), now);
+                if grace_over(since, now, ctx.config.offboarding_grace) {
                     return offboard(&p, ctx, &old, (reason, &message), since).await;
                 }
                 status.refused_since = Some(crate::model::rfc3339(since));
@@ -501,47 +501,6 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
     }
 }
 
-/// Whether a refusal ends, after the offboarding grace, with what the policy holds being taken
-/// back: its namespace no longer admitted, its declarations over the connection's ceilings,
-/// or its keys left on a connection it moved away from to one that does not exist. Only a
-/// policy that holds something (a recorded connection) has anything to lose.
-fn takes_back(p: &ApiKeyPolicy, old: &ApiKeyPolicyStatus, reason: &str, ctx: &Context) -> bool {
-    let Some(recorded) = old.connection.as_ref().map(|c| c.id()) else {
-        return false;
-    };
-    match reason {
-        "ConnectionNotAllowed" | "NotAllowed" => true,
-        "ConnectionNotFound" => {
-            super::dereference::connection_of(p, &ctx.config.default_connection).as_ref()
-                != Some(&recorded)
-        }
-        _ => false,
-    }
-}
-
-/// Whether the offboarding grace that began at `since` is over at `now`.
-fn grace_over(since: jiff::Timestamp, now: jiff::Timestamp, ctx: &Context) -> bool {
-    now.duration_since(since)
-        >= jiff::SignedDuration::try_from(ctx.config.offboarding_grace)
-            .unwrap_or(jiff::SignedDuration::MAX)
-}
-
-/// What an offboarding takes back: every key (`keys: None`) or the keys of these declared
-/// names, and whether the policy's CORS origins and public endpoints go too.
-struct Beyond {
-    keys: Option<std::collections::BTreeSet<String>>,
-    settings: bool,
-}
-
-impl Beyond {
-    fn everything() -> Beyond {
-        Beyond {
-            keys: None,
-            settings: true,
-        }
-    }
-}
-
 /// What of the policy is over its connection's ceilings now: the keys whose declarations are,
 /// all of them when the namespace holds too many, its settings when they are.
 async fn beyond_ceilings(p: &ApiKeyPolicy, ctx: &Context) -> Beyond {
@@ -551,28 +510,7 @@ async fn beyond_ceilings(p: &ApiKeyPolicy, ctx: &Context) -> Beyond {
     let Err(DereferenceError::NotAllowed(over)) = within_ceilings(p, &conn, ctx) else {
         return Beyond::everything();
     };
-    let mut keys = std::collections::BTreeSet::new();
-    let mut settings = false;
-    for item in &over {
-        let path = item.split(':').next().unwrap_or_default();
-        if path == "spec.keys" {
-            return Beyond::everything();
-        }
-        if path.starts_with("spec.cors") || path.starts_with("spec.publicEndpoints") {
-            settings = true;
-        }
-        let index = path
-            .strip_prefix("spec.keys[")
-            .and_then(|rest| rest.split(']').next())
-            .and_then(|i| i.parse::<usize>().ok());
-        if let Some(k) = index.and_then(|i| p.spec.keys.get(i)) {
-            keys.insert(k.name.clone());
-        }
-    }
-    Beyond {
-        keys: Some(keys),
-        settings,
-    }
+    Beyond::over_ceilings(&p.spec.keys, &over)
 }
 
 /// Takes back what a policy that has been refused past the grace holds: all of it when its
@@ -592,14 +530,11 @@ async fn offboard(
     };
     let (revoked, names) = revoke_beyond(p, ctx, &beyond).await?;
     let now = ctx.config.clock.now();
-    let mut status = stopped_status(old, reason, refusal, false, now);
-    status.keys.retain(|k| !names.contains(&k.name));
-    status.key_count = Some(status.keys.len() as i64);
-    if beyond.keys.is_none() {
-        status.connection = None;
-    }
-    // Taken back: a policy that stays refused starts a new grace for what may be over next.
-    status.refused_since = None;
+    let status = after_offboarding(
+        stopped_status(old, reason, refusal, false, now),
+        &beyond,
+        &names,
+    );
     tracing::debug!(policy = %policy_id(p), refused_since = %since, "grace over");
     if revoked > 0 || beyond.settings {
         // Taking back everything takes the settings too; said only when part is taken.
@@ -644,11 +579,7 @@ async fn revoke_beyond(
             .get(crate::model::desired::LABEL_KEY)
             .cloned()
             .unwrap_or_default();
-        let wanted = beyond
-            .keys
-            .as_ref()
-            .is_none_or(|names| names.contains(&name));
-        if pid.owns(&k.spec.labels) && wanted {
+        if pid.owns(&k.spec.labels) && beyond.takes(&name) {
             match provider.revoke_key(&k.id).await {
                 Ok(()) => {
                     tracing::info!(key = %k.spec.name, id = %k.id, "revoked");
@@ -680,14 +611,6 @@ async fn revoke_beyond(
     Ok((count, revoked))
 }
 
-/// Whether the policy never held a key (its status lists none): its deletion needs nothing
-/// of its connection.
-fn never_made_a_key(p: &ApiKeyPolicy) -> bool {
-    p.status
-        .as_ref()
-        .is_none_or(|s| s.keys.is_empty() && s.key_count.unwrap_or(0) == 0)
-}
-
 /// On deletion: revoke the policy's keys (unless Orphan or ObserveOnly). A key the CMS already
 /// forgot counts as revoked.
 async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -713,7 +636,7 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
     match revoke_all(&p, ctx).await {
         Ok(_) => {}
         // Refused from the start, it made no key: nothing to revoke, nothing to block on.
-        Err(ReconcileError::Cleanup(e)) if never_made_a_key(&p) => {
+        Err(ReconcileError::Cleanup(e)) if never_made_a_key(p.status.as_ref()) => {
             tracing::info!(policy = %policy_id(&p), reason = %e, "deleted: it never made a key");
         }
         Err(e) => {
@@ -769,5 +692,160 @@ mod tests {
         let formatted = contained(async { panic!("bad {}", "time") }).await;
         assert_eq!(formatted, Err("bad time".to_owned()));
         assert_eq!(contained(async { 7 }).await, Ok(7));
+    }
+
+    fn rejected(status: u16) -> ProviderError {
+        ProviderError::Rejected {
+            endpoint: "http://cms".into(),
+            status,
+            message: String::new(),
+        }
+    }
+
+    fn sink(conflict: bool) -> crate::engine::SinkError {
+        crate::engine::SinkError {
+            namespace: "ns".into(),
+            name: "s".into(),
+            detail: "x".into(),
+            conflict,
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_metrics_label() {
+        let unreachable = ProviderError::Unreachable {
+            endpoint: "e".into(),
+            detail: "d".into(),
+        };
+        let cases: Vec<(ReconcileError, &str)> = vec![
+            (ReconcileError::Provider(unreachable), "cms_unavailable"),
+            (ReconcileError::Provider(rejected(503)), "cms_unavailable"),
+            (ReconcileError::Provider(rejected(429)), "cms_unavailable"),
+            (ReconcileError::Provider(rejected(403)), "cms_refused"),
+            (ReconcileError::Sink(sink(false)), "secret"),
+            (
+                ReconcileError::Kube(kube::Error::Service("down".into())),
+                "kubernetes",
+            ),
+            (ReconcileError::Finalizer("f".into()), "finalizer"),
+            (
+                ReconcileError::Cleanup(DereferenceError::NoConnection),
+                "cleanup",
+            ),
+            (ReconcileError::Credential(rejected(401)), "cleanup"),
+            (
+                ReconcileError::Revoke {
+                    revoked: 1,
+                    failed: vec![("id".into(), rejected(500))],
+                },
+                "cleanup",
+            ),
+            (ReconcileError::Panicked("p".into()), "panic"),
+        ];
+        for (e, label) in cases {
+            assert_eq!(e.reason(), label, "{e}");
+        }
+    }
+
+    /// (reason, look again) of a refusal, or the reason and error label of a failure.
+    fn judged(h: Halt) -> (&'static str, Option<bool>, Option<&'static str>) {
+        match h {
+            Halt::Refused {
+                reason, look_again, ..
+            } => (reason, Some(look_again), None),
+            Halt::Failed { reason, error } => (reason, None, Some(error.reason())),
+            Halt::Kube(_) => ("kube", None, None),
+        }
+    }
+
+    #[test]
+    fn each_stop_is_a_refusal_or_a_retried_failure_with_its_reason() {
+        let tls = ProviderError::Tls {
+            endpoint: "e".into(),
+            detail: "d".into(),
+        };
+        let cases: Vec<(Halt, (&str, Option<bool>, Option<&str>))> = vec![
+            (
+                DereferenceError::NoConnection.into(),
+                ("NoConnection", Some(true), None),
+            ),
+            (
+                InvalidSpec(vec!["spec.keys[0]: bad".into()]).into(),
+                ("InvalidSpec", Some(false), None),
+            ),
+            (
+                ObserveError::Refused(vec!["no API".into()]).into(),
+                ("InvalidSpec", Some(true), None),
+            ),
+            (
+                ObserveError::Provider(tls).into(),
+                ("TlsError", Some(false), None),
+            ),
+            (
+                ObserveError::Provider(rejected(503)).into(),
+                ("CmsUnavailable", None, Some("cms_unavailable")),
+            ),
+            (
+                ObserveError::Secret(sink(true)).into(),
+                ("SecretConflict", Some(true), None),
+            ),
+            (
+                ObserveError::Secret(sink(false)).into(),
+                ("CmsUnavailable", None, Some("secret")),
+            ),
+            (
+                Conflict(vec!["taken".into()]).into(),
+                ("Conflict", Some(true), None),
+            ),
+        ];
+        for (h, want) in cases {
+            assert_eq!(judged(h), want);
+        }
+    }
+
+    #[test]
+    fn each_connection_problem_has_its_reason() {
+        use crate::model::desired::ConnectionId;
+        let cases = [
+            (DereferenceError::NoConnection, "NoConnection"),
+            (
+                DereferenceError::ConnectionNotFound(ConnectionId::Default),
+                "ConnectionNotFound",
+            ),
+            (
+                DereferenceError::ConnectionNotAllowed {
+                    name: "c".into(),
+                    namespace: "ns".into(),
+                },
+                "ConnectionNotAllowed",
+            ),
+            (DereferenceError::NoCredentials("c".into()), "NoCredentials"),
+            (DereferenceError::NotAllowed(vec![]), "NotAllowed"),
+            (
+                DereferenceError::OtherNamespace {
+                    connection: "c".into(),
+                    own: "a".into(),
+                    namespace: "b".into(),
+                },
+                "ConnectionNotAllowed",
+            ),
+            (
+                DereferenceError::EndpointNotAllowed {
+                    connection: "c".into(),
+                    host: "h".into(),
+                },
+                "EndpointNotAllowed",
+            ),
+            (
+                DereferenceError::InvalidEndpoint {
+                    connection: "c".into(),
+                    reason: "r".into(),
+                },
+                "EndpointNotAllowed",
+            ),
+        ];
+        for (e, reason) in cases {
+            assert_eq!(e.reason(), reason, "{e}");
+        }
     }
 }

@@ -124,9 +124,7 @@ async fn keys_report(
                 key: k.key.clone(),
             };
             series.push((labels, left.as_secs() as f64));
-            if k.lifetime
-                .is_some_and(|l| left <= status::reminder_window(l))
-            {
+            if status::expiring_soon(k.lifetime, left) {
                 r.expiring
                     .push(format!("{} expires at {}", k.key, rfc3339(exp)));
             }
@@ -255,14 +253,23 @@ pub async fn report(
         publish(ctx, p, EventType::Normal, reason, note).await;
     }
     write_status(p, ctx, old, new, None).await?;
-    let mut wait = ctx.config.drift_interval;
-    if let Some(due) = keys.next_due {
-        let until = Duration::try_from(due.duration_since(ctx.config.clock.now()))
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_secs(1));
-        wait = wait.min(until);
-    }
-    Ok(wait)
+    Ok(next_look(
+        ctx.config.drift_interval,
+        keys.next_due,
+        ctx.config.clock.now(),
+    ))
+}
+
+/// When to look again: after the drift interval, or when the next rotation is due if that is
+/// sooner (at least a second from now, so a rotation due in the past is not a busy loop).
+fn next_look(drift_interval: Duration, next_due: Option<Timestamp>, now: Timestamp) -> Duration {
+    let Some(due) = next_due else {
+        return drift_interval;
+    };
+    let until = Duration::try_from(due.duration_since(now))
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
+    drift_interval.min(until)
 }
 
 /// The conditions after `new`, transitions stamped `now` (the operator's clock, the one its
@@ -311,24 +318,12 @@ pub async fn write_status(
     p: &ApiKeyPolicy,
     ctx: &Context,
     old: &ApiKeyPolicyStatus,
-    mut new: ApiKeyPolicyStatus,
+    new: ApiKeyPolicyStatus,
     warning: Option<(&str, &str)>,
 ) -> Result<(), kube::Error> {
-    // Keep the conditions this write does not mention.
-    for c in &old.conditions {
-        if !new.conditions.iter().any(|n| n.type_ == c.type_) {
-            new.conditions.push(c.clone());
-        }
-    }
-    if status::same(old, &new) {
+    let Some((new, flipped)) = status::to_write(old, new) else {
         return Ok(());
-    }
-    let flipped = new
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .filter(|c| status::transitioned(&old.conditions, c))
-        .cloned();
+    };
     let api: Api<ApiKeyPolicy> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy", "status": new});
@@ -358,5 +353,223 @@ pub async fn publish(ctx: &Context, p: &ApiKeyPolicy, type_: EventType, reason: 
     };
     if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
         tracing::warn!(error = %e, "cannot record an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testkit::{desired, now};
+    use std::collections::BTreeSet;
+
+    fn policy(management: &str) -> ApiKeyPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"managementPolicy": management, "keys": []}
+        }))
+        .expect("a policy")
+    }
+
+    fn update(key: &str) -> PlanAction {
+        let mut k = desired("").keys[0].clone();
+        k.key = key.into();
+        PlanAction::Update {
+            key: k,
+            id: "id1".into(),
+            diff: String::new(),
+        }
+    }
+
+    fn plan(actions: Vec<PlanAction>) -> Plan {
+        Plan {
+            actions,
+            ..Default::default()
+        }
+    }
+
+    fn keys(expiring: &[&str]) -> KeysReport {
+        KeysReport {
+            keys: vec![KeyStatus::default(); 2],
+            expiring: expiring.iter().map(|s| (*s).to_owned()).collect(),
+            next_due: None,
+        }
+    }
+
+    /// (type, status, reason) of each condition, in order.
+    fn said(c: &[Stated]) -> Vec<(&str, bool, &str)> {
+        c.iter()
+            .map(|c| (c.type_, c.status, c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_managed_policy_in_sync_is_ready_applied_without_drift() {
+        let c = conditions(&policy("Manage"), &plan(vec![]), &keys(&[]));
+        assert_eq!(
+            said(&c),
+            [
+                (READY, true, "Ready"),
+                (SYNCED, true, "Applied"),
+                (DRIFTED, false, "NoDrift"),
+                (EXPIRING, false, "NotExpiring"),
+            ]
+        );
+        assert_eq!(
+            c[0].message,
+            "2 key(s) in place and written to their Secrets"
+        );
+    }
+
+    #[test]
+    fn drift_is_repaired_when_managed_and_pending_when_observed() {
+        let drift = || plan(vec![update("reader"), update("writer")]);
+        let managed = conditions(&policy("Manage"), &drift(), &keys(&[]));
+        assert_eq!(
+            said(&managed),
+            [
+                (READY, true, "Ready"),
+                (SYNCED, true, "Applied"),
+                (DRIFTED, true, "DriftRepaired"),
+                (EXPIRING, false, "NotExpiring"),
+            ]
+        );
+        assert_eq!(
+            managed[2].message,
+            "changed in the CMS outside keyward: reader, writer"
+        );
+        let observed = conditions(&policy("ObserveOnly"), &drift(), &keys(&[]));
+        assert_eq!(
+            said(&observed),
+            [
+                (READY, false, "ChangesPending"),
+                (SYNCED, false, "ObserveOnly"),
+                (DRIFTED, true, "DriftFound"),
+                (EXPIRING, false, "NotExpiring"),
+            ]
+        );
+        // Observed and in sync: ready, nothing pending.
+        let quiet = conditions(&policy("ObserveOnly"), &plan(vec![]), &keys(&[]));
+        assert_eq!(said(&quiet)[0], (READY, true, "Ready"));
+        assert_eq!(said(&quiet)[1], (SYNCED, true, "ObserveOnly"));
+        // A pending change other than drift: not Drifted.
+        let revoke = PlanAction::Revoke {
+            id: "x".into(),
+            name: "old".into(),
+            policy: "ns/p".into(),
+            reason: String::new(),
+            observe_only: true,
+        };
+        let pending = conditions(&policy("ObserveOnly"), &plan(vec![revoke]), &keys(&[]));
+        assert_eq!(said(&pending)[0], (READY, false, "ChangesPending"));
+        assert_eq!(said(&pending)[2], (DRIFTED, false, "NoDrift"));
+    }
+
+    #[test]
+    fn keys_in_their_reminder_window_are_named() {
+        let c = conditions(
+            &policy("Manage"),
+            &plan(vec![]),
+            &keys(&["a expires at x", "b expires at y"]),
+        );
+        assert_eq!(said(&c)[3], (EXPIRING, true, "ExpiringSoon"));
+        assert_eq!(c[3].message, "a expires at x; b expires at y");
+    }
+
+    #[test]
+    fn each_kind_of_change_has_its_own_event_reason() {
+        let k = desired("").keys[0].clone();
+        let reasons: BTreeSet<&str> = [
+            PlanAction::Create { key: k.clone() },
+            update("k"),
+            PlanAction::Rotate {
+                key: k.clone(),
+                id: "i".into(),
+                reason: String::new(),
+                grace_seconds: 0,
+                expiring: false,
+            },
+            PlanAction::Replace {
+                key: k.clone(),
+                old_id: "i".into(),
+                diff: String::new(),
+            },
+            PlanAction::WriteSecret {
+                key: k,
+                id: "i".into(),
+                reason: String::new(),
+            },
+            PlanAction::Revoke {
+                id: "i".into(),
+                name: "n".into(),
+                policy: "ns/p".into(),
+                reason: String::new(),
+                observe_only: false,
+            },
+            PlanAction::SetCors {
+                policy: "ns/p".into(),
+                owner: "o".into(),
+                from: BTreeSet::new(),
+                to: BTreeSet::new(),
+                observe_only: false,
+            },
+        ]
+        .iter()
+        .map(event_reason)
+        .collect();
+        assert_eq!(
+            reasons,
+            [
+                "KeyCreated",
+                "KeyUpdated",
+                "KeyRotated",
+                "KeyReplaced",
+                "SecretRewritten",
+                "KeyRevoked",
+                "SettingsChanged"
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn a_stopped_policy_says_why_and_whether_it_is_retried() {
+        let old = ApiKeyPolicyStatus {
+            key_count: Some(3),
+            ..Default::default()
+        };
+        let s = stopped_status(&old, "CmsUnavailable", "down", true, now());
+        assert_eq!(s.key_count, Some(3), "the rest is kept");
+        let by_type = |t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
+        assert_eq!(by_type(READY).status, "False");
+        assert_eq!(by_type(READY).reason, "CmsUnavailable");
+        assert_eq!(by_type(READY).message, "down; retrying with backoff");
+        assert_eq!(by_type(SYNCED).message, "down");
+        assert_eq!(by_type(READY).last_transition_time.0, now());
+        let s = stopped_status(&old, "InvalidSpec", "bad", false, now());
+        let by_type = |t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
+        assert_eq!(by_type(READY).message, "bad");
+        assert_eq!(by_type(SYNCED).message, "nothing was applied");
+        assert_eq!(by_type(SYNCED).status, "False");
+    }
+
+    #[test]
+    fn times_are_written_to_the_second_and_looks_follow_rotations() {
+        let t: Timestamp = "2030-01-01T00:00:00.999Z".parse().unwrap();
+        assert_eq!(rfc3339(t), "2030-01-01T00:00:00Z");
+        let drift = Duration::from_secs(300);
+        let now = now();
+        assert_eq!(next_look(drift, None, now), drift);
+        let soon = now + jiff::SignedDuration::from_secs(60);
+        assert_eq!(next_look(drift, Some(soon), now), Duration::from_secs(60));
+        let later = now + jiff::SignedDuration::from_secs(3600);
+        assert_eq!(next_look(drift, Some(later), now), drift);
+        let past = now - jiff::SignedDuration::from_secs(60);
+        assert_eq!(next_look(drift, Some(past), now), Duration::from_secs(1));
+        let in_a_moment = now + jiff::SignedDuration::from_millis(200);
+        assert_eq!(
+            next_look(drift, Some(in_a_moment), now),
+            Duration::from_secs(1)
+        );
     }
 }

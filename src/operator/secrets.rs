@@ -49,6 +49,34 @@ pub fn owned_by<K: kube::Resource>(obj: &K, uid: &str) -> bool {
         .any(|r| r.uid == uid)
 }
 
+/// Whose a Secret at a policy's target is, for that policy.
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// It made it: read and written.
+    Own,
+    /// Someone else's, and the policy says `adopt: true`: counts as absent, replaced at the
+    /// next write.
+    Adopt,
+    /// Someone else's: left alone; why, for status.
+    Conflict(String),
+}
+
+/// The ownership check: a Secret is the policy's when it carries the policy's ownerReference
+/// (`uid`); anything else is adopted only where the policy says so.
+pub fn claim(s: &Secret, uid: &str, adoptable: bool) -> Claim {
+    if owned_by(s, uid) {
+        return Claim::Own;
+    }
+    if adoptable {
+        return Claim::Adopt;
+    }
+    let owner = match s.metadata.owner_references.as_deref() {
+        Some([r, ..]) => format!("it is owned by {} {}", r.kind, r.name),
+        _ => "keyward did not create it".to_owned(),
+    };
+    Claim::Conflict(format!("exists and is not this policy's ({owner}); it is left alone. Name another Secret, or set secret.adopt: true to replace it with the key"))
+}
+
 impl KubeSecrets {
     /// The Secret sink of a policy: its Secrets, owned by it (`None` without a UID).
     pub fn for_policy(
@@ -117,24 +145,17 @@ impl KubeSecrets {
         let Some(s) = self.get(target).await? else {
             return Ok(None);
         };
-        if owned_by(&s, &self.owner.uid) {
-            return Ok(Some(s));
+        match claim(&s, &self.owner.uid, self.adoptable.contains(&target.name)) {
+            Claim::Own => Ok(Some(s)),
+            Claim::Adopt => {
+                self.adopting.lock().insert(target.name.clone());
+                Ok(None)
+            }
+            Claim::Conflict(why) => Err(SinkError {
+                conflict: true,
+                ..Self::err(target, why)
+            }),
         }
-        if self.adoptable.contains(&target.name) {
-            self.adopting.lock().insert(target.name.clone());
-            return Ok(None);
-        }
-        let owner = match s.metadata.owner_references.as_deref() {
-            Some([r, ..]) => format!("it is owned by {} {}", r.kind, r.name),
-            _ => "keyward did not create it".to_owned(),
-        };
-        Err(SinkError {
-            conflict: true,
-            ..Self::err(
-                target,
-                format!("exists and is not this policy's ({owner}); it is left alone. Name another Secret, or set secret.adopt: true to replace it with the key"),
-            )
-        })
     }
 }
 
@@ -224,5 +245,67 @@ impl SecretSink for KubeSecrets {
                 Ok(true)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ApiKeyPolicy;
+
+    fn policy(uid: Option<&str>) -> ApiKeyPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
+            "metadata": {"name": "p", "namespace": "ns", "uid": uid},
+            "spec": {"keys": []}
+        }))
+        .expect("a policy")
+    }
+
+    fn secret(owners: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.owner_references = Some(
+            owners
+                .iter()
+                .map(|(kind, uid)| OwnerReference {
+                    kind: (*kind).into(),
+                    name: format!("{kind}-name"),
+                    uid: (*uid).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        s
+    }
+
+    #[test]
+    fn the_policy_owns_what_it_made_as_controller_and_nothing_without_a_uid() {
+        let r = owner_ref(&policy(Some("u1"))).expect("a reference");
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+            ("ApiKeyPolicy", "p", "u1")
+        );
+        assert_eq!(r.controller, Some(true));
+        assert_eq!(r.block_owner_deletion, Some(true));
+        assert_eq!(owner_ref(&policy(None)), None);
+    }
+
+    #[test]
+    fn a_secret_is_claimed_by_its_owners_uid_only() {
+        let ours = secret(&[("Deployment", "d1"), ("ApiKeyPolicy", "u1")]);
+        assert!(owned_by(&ours, "u1"));
+        assert!(!owned_by(&ours, "u2"));
+        assert!(!owned_by(&Secret::default(), "u1"));
+        assert_eq!(claim(&ours, "u1", false), Claim::Own);
+        assert_eq!(claim(&ours, "u1", true), Claim::Own);
+        assert_eq!(claim(&ours, "u2", true), Claim::Adopt);
+        let Claim::Conflict(why) = claim(&ours, "u2", false) else {
+            panic!("someone else's");
+        };
+        assert!(why.contains("owned by Deployment Deployment-name"), "{why}");
+        let Claim::Conflict(why) = claim(&Secret::default(), "u1", false) else {
+            panic!("someone else's");
+        };
+        assert!(why.contains("keyward did not create it"), "{why}");
     }
 }

@@ -81,6 +81,12 @@ pub fn reminder_window(lifetime: SignedDuration) -> SignedDuration {
     }
 }
 
+/// Whether a key of `lifetime` with `left` to live is within its reminder window; a key
+/// without a declared lifetime never is.
+pub fn expiring_soon(lifetime: Option<SignedDuration>, left: SignedDuration) -> bool {
+    lifetime.is_some_and(|l| left <= reminder_window(l))
+}
+
 /// What a condition says, without its times.
 fn said(c: &Condition) -> (&str, &str, &str, &str) {
     (&c.type_, &c.status, &c.reason, &c.message)
@@ -100,6 +106,29 @@ pub fn same(old: &ApiKeyPolicyStatus, new: &ApiKeyPolicyStatus) -> bool {
         && old.key_count == new.key_count
         && old.pending_changes == new.pending_changes
         && old.connection == new.connection
+}
+
+/// What to write over `old`: `new` with the conditions it does not mention kept, or nothing
+/// when it says the same; with the Ready condition when it flipped (an event tells of it).
+pub fn to_write(
+    old: &ApiKeyPolicyStatus,
+    mut new: ApiKeyPolicyStatus,
+) -> Option<(ApiKeyPolicyStatus, Option<Condition>)> {
+    for c in &old.conditions {
+        if !new.conditions.iter().any(|n| n.type_ == c.type_) {
+            new.conditions.push(c.clone());
+        }
+    }
+    if same(old, &new) {
+        return None;
+    }
+    let flipped = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .filter(|c| transitioned(&old.conditions, c))
+        .cloned();
+    Some((new, flipped))
 }
 
 /// Whether a condition flipped (for events on transitions only).
@@ -176,5 +205,103 @@ mod tests {
             reminder_window(crate::model::days(90)),
             crate::model::days(7)
         );
+    }
+
+    #[test]
+    fn reminder_windows_at_their_edges() {
+        let day = crate::model::days(1);
+        assert_eq!(reminder_window(day), day, "a day-long key: one day before");
+        assert_eq!(reminder_window(crate::model::days(7)), day);
+        assert_eq!(
+            reminder_window(crate::model::days(7) + SignedDuration::from_secs(1)),
+            crate::model::days(7)
+        );
+        assert!(expiring_soon(
+            Some(crate::model::days(30)),
+            crate::model::days(7)
+        ));
+        assert!(!expiring_soon(
+            Some(crate::model::days(30)),
+            crate::model::days(7) + SignedDuration::from_secs(1)
+        ));
+        assert!(!expiring_soon(None, SignedDuration::ZERO), "no lifetime");
+    }
+
+    fn status_with(c: Vec<Stated>) -> ApiKeyPolicyStatus {
+        ApiKeyPolicyStatus {
+            conditions: merge(&[], c, at("2030-01-01T00:00:01Z"), Some(1)),
+            observed_generation: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_status_counts_but_condition_order_and_times() {
+        let base = status_with(vec![
+            condition(READY, true, "Ready", "ok"),
+            condition(SYNCED, true, "Applied", "ok"),
+        ]);
+        let mut reordered = base.clone();
+        reordered.conditions.reverse();
+        assert!(same(&base, &reordered));
+        let differs: Vec<fn(&mut ApiKeyPolicyStatus)> = vec![
+            |s| s.conditions[0].status = "False".into(),
+            |s| s.conditions[0].reason = "Other".into(),
+            |s| s.conditions[0].type_ = "Other".into(),
+            |s| s.observed_generation = Some(2),
+            |s| s.keys.push(Default::default()),
+            |s| s.key_count = Some(1),
+            |s| s.pending_changes.push("+ create".into()),
+            |s| {
+                s.connection = crate::policy::KeysConnection::of(
+                    &crate::model::desired::ConnectionId::ClusterCmsConnection { name: "c".into() },
+                )
+            },
+        ];
+        for (i, change) in differs.into_iter().enumerate() {
+            let mut other = base.clone();
+            change(&mut other);
+            assert!(!same(&base, &other), "change {i} is seen");
+        }
+    }
+
+    #[test]
+    fn a_write_keeps_unmentioned_conditions_and_tells_when_ready_flips() {
+        let old = status_with(vec![
+            condition(READY, true, "Ready", "ok"),
+            condition(DRIFTED, false, "NoDrift", "none"),
+        ]);
+        // Saying the same (Drifted kept from before) writes nothing.
+        let again = status_with(vec![condition(READY, true, "Ready", "ok")]);
+        assert_eq!(to_write(&old, again), None);
+
+        let stopped = status_with(vec![condition(READY, false, "CmsUnavailable", "down")]);
+        let (new, flipped) = to_write(&old, stopped).expect("a change");
+        assert_eq!(new.conditions.len(), 2, "Drifted kept");
+        assert!(new.conditions.iter().any(|c| c.type_ == DRIFTED));
+        assert_eq!(flipped.map(|c| c.reason), Some("CmsUnavailable".into()));
+
+        // A change that leaves Ready as it was: written, no event.
+        let drifted = status_with(vec![
+            condition(READY, true, "Ready", "ok"),
+            condition(DRIFTED, true, "DriftRepaired", "x"),
+        ]);
+        let (_, flipped) = to_write(&old, drifted).expect("a change");
+        assert_eq!(flipped, None);
+
+        // Same status, another reason: a transition for events.
+        let other_reason = [condition(READY, true, "ChangesPending", "ok")];
+        let with_reason = merge(
+            &old.conditions,
+            other_reason.to_vec(),
+            at("2030-01-02T00:00:00Z"),
+            Some(1),
+        );
+        assert!(transitioned(&old.conditions, &with_reason[0]));
+        assert_eq!(
+            with_reason[0].last_transition_time, old.conditions[0].last_transition_time,
+            "the status did not change"
+        );
+        assert!(transitioned(&[], &with_reason[0]), "a first condition");
     }
 }
