@@ -291,7 +291,7 @@ mod tests {
     fn meta(finalizers: &[&str], deleting: bool) -> ObjectMeta {
         ObjectMeta {
             finalizers: Some(finalizers.iter().map(|f| (*f).to_owned()).collect()),
-            deletion_timestamp: deleting.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+            deletion_timestamp: deleting.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
             ..Default::default()
         }
     }

@@ -747,8 +747,10 @@ mod tests {
         }
     }
 
-    /// (reason, look again) of a refusal, or the reason and error label of a failure.
-    fn judged(h: Halt) -> (&'static str, Option<bool>, Option<&'static str>) {
+    /// A stop as (its reason, whether a refusal looks again, the error label of a failure).
+    type Judged = (&'static str, Option<bool>, Option<&'static str>);
+
+    fn judged(h: Halt) -> Judged {
         match h {
             Halt::Refused {
                 reason, look_again, ..
@@ -764,7 +766,7 @@ mod tests {
             endpoint: "e".into(),
             detail: "d".into(),
         };
-        let cases: Vec<(Halt, (&str, Option<bool>, Option<&str>))> = vec![
+        let cases: Vec<(Halt, Judged)> = vec![
             (
                 DereferenceError::NoConnection.into(),
                 ("NoConnection", Some(true), None),

@@ -3,7 +3,7 @@
 //! shared admin credential, a management key, a `*` key, another team's APIs or public write
 //! access. Without `spec.allow`, a connection admits content keys only.
 
-use super::types::ApiKeyPolicySpec;
+use super::types::{ApiKeyPolicySpec, KeyDecl};
 use crate::model::{KeyKind, KeyType, ManagementPermission, Scope};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -109,6 +109,25 @@ fn list<T: Serialize>(items: &[T]) -> String {
     format!("[{}]", names.join(", "))
 }
 
+/// The fields refused so far, as (field path, reason), each naming the connection and the
+/// ceiling that refuses it.
+struct Refusals<'a> {
+    conn: &'a str,
+    out: Vec<(String, String)>,
+}
+
+impl Refusals<'_> {
+    fn no(&mut self, path: String, what: String, ceiling: String) {
+        self.out.push((
+            path,
+            format!(
+                "ClusterCmsConnection {} does not allow {what} (spec.allow.{ceiling})",
+                self.conn
+            ),
+        ));
+    }
+}
+
 /// Every field of `spec` over the ceilings of connection `conn`, as (field path, reason).
 /// `keys_in_namespace`: the keys of every policy of the namespace on this connection.
 pub fn over_ceilings(
@@ -117,177 +136,198 @@ pub fn over_ceilings(
     spec: &ApiKeyPolicySpec,
     keys_in_namespace: usize,
 ) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut no = |path: String, what: String, ceiling: String| {
-        out.push((
-            path,
-            format!("ClusterCmsConnection {conn} does not allow {what} (spec.allow.{ceiling})"),
-        ))
+    let mut r = Refusals {
+        conn,
+        out: Vec::new(),
     };
     for (i, k) in spec.keys.iter().enumerate() {
         let at = |f: &str| format!("spec.keys[{i}].{f}");
-        if !allow.kinds.contains(&k.kind) {
-            no(
-                at("kind"),
-                format!("{} keys", k.kind.as_str()),
-                format!("kinds: {}", list(&allow.kinds)),
-            );
-        }
-        if !allow.types.contains(&k.key_type) {
-            no(
-                at("type"),
-                format!("{} keys", k.key_type.as_str()),
-                format!("types: {}", list(&allow.types)),
-            );
-        }
-        for (j, s) in k.scopes.iter().enumerate() {
-            let allowed = match &allow.scopes {
-                Some(scopes) => scopes.contains(s),
-                None => *s != Scope::All,
-            };
-            if !allowed {
-                let ceiling = match &allow.scopes {
-                    Some(scopes) => format!("scopes: {}", list(scopes)),
-                    None => "scopes: every scope but '*' unless listed".into(),
-                };
-                no(
-                    at(&format!("scopes[{j}]")),
-                    format!("scope '{}'", s.as_str()),
-                    ceiling,
-                );
-            }
-        }
-        for (j, m) in k.management_permissions.iter().enumerate() {
-            if !allow.management_permissions.contains(m) {
-                no(
-                    at(&format!("managementPermissions[{j}]")),
-                    format!("management permission '{}'", m.as_str()),
-                    format!(
-                        "managementPermissions: {}",
-                        list(&allow.management_permissions)
-                    ),
-                );
-            }
-        }
-        if let Some(owner) = &k.owner {
-            if !allow.owners.iter().any(|p| glob_match(p, owner)) {
-                no(
-                    at("owner"),
-                    format!(
-                        "a personal key of member '{owner}' (it would hold that member's role)"
-                    ),
-                    format!("owners: [{}]", allow.owners.join(", ")),
-                );
-            }
-        }
+        key_rights_over(allow, k, &at, &mut r);
         if let Some(apis) = &allow.apis {
-            let ceiling = format!("apis: [{}]", apis.join(", "));
-            if !k.default_permissions.is_empty() {
-                no(
-                    at("defaultPermissions"),
-                    "rights on every API; name the APIs in apiPermissions".into(),
-                    ceiling.clone(),
-                );
-            }
-            // Every scope acts on every API: the content scopes grant rights there, export
-            // exports them all, purges and replays reach them all.
-            for (j, s) in k.scopes.iter().enumerate() {
-                no(
-                    at(&format!("scopes[{j}]")),
-                    format!(
-                        "scope '{}', which reaches every API; name the APIs in apiPermissions",
-                        s.as_str()
-                    ),
-                    ceiling.clone(),
-                );
-            }
-            for (j, m) in k.management_permissions.iter().enumerate() {
-                if m.reaches_every_api() {
-                    no(
-                        at(&format!("managementPermissions[{j}]")),
-                        format!(
-                            "management permission '{}', which reaches every API",
-                            m.as_str()
-                        ),
-                        ceiling.clone(),
-                    );
-                }
-            }
-            for (j, a) in k.api_permissions.iter().enumerate() {
-                if !apis.iter().any(|p| glob_match(p, &a.api)) {
-                    no(
-                        at(&format!("apiPermissions[{j}].api")),
-                        format!("API '{}'", a.api),
-                        ceiling.clone(),
-                    );
-                }
-            }
+            key_reach_over(apis, k, &at, &mut r);
         }
         if let Some(envs) = &allow.environments {
-            let ceiling = format!("environments: [{}]", envs.join(", "));
-            if k.environments.is_empty() {
-                no(
-                    at("environments"),
-                    "a key for every environment; list its environments".into(),
-                    ceiling.clone(),
-                );
-            }
-            for (j, e) in k.environments.iter().enumerate() {
-                if !envs.contains(e) {
-                    no(
-                        at(&format!("environments[{j}]")),
-                        format!("environment '{e}'"),
-                        ceiling.clone(),
-                    );
-                }
-            }
+            key_environments_over(envs, k, &at, &mut r);
         }
     }
-    if spec.cors.as_ref().is_some_and(|c| !c.origins.is_empty()) && !allow.cors {
-        no(
-            "spec.cors".into(),
-            "CORS origins".into(),
-            "cors: false".into(),
-        );
-    }
-    if !spec.public_endpoints.is_empty() && !allow.public_endpoints {
-        no(
-            "spec.publicEndpoints".into(),
-            "public endpoints".into(),
-            "publicEndpoints: false".into(),
-        );
-    }
-    if allow.public_endpoints {
-        for (i, pe) in spec.public_endpoints.iter().enumerate() {
-            let at = format!("spec.publicEndpoints[{i}]");
-            if let Some(apis) = &allow.apis {
-                if !apis.iter().any(|p| glob_match(p, &pe.api)) {
-                    no(
-                        format!("{at}.api"),
-                        format!("API '{}'", pe.api),
-                        format!("apis: [{}]", apis.join(", ")),
-                    );
-                }
-            }
-            if let Some(envs) = &allow.environments {
-                no(
-                    at,
-                    "public endpoints, which answer in every environment".into(),
-                    format!("environments: [{}]", envs.join(", ")),
-                );
-            }
-        }
-    }
+    settings_over(allow, spec, &mut r);
     if let Some(max) = allow.max_keys_per_namespace {
         if keys_in_namespace > max as usize {
-            no(
+            r.no(
                 "spec.keys".into(),
                 format!("{keys_in_namespace} keys in this namespace"),
                 format!("maxKeysPerNamespace: {max}"),
             );
         }
     }
-    out
+    r.out
+}
+
+/// A key's kind, type, scopes, management permissions and owner against their ceilings.
+fn key_rights_over(allow: &Allow, k: &KeyDecl, at: &dyn Fn(&str) -> String, r: &mut Refusals) {
+    if !allow.kinds.contains(&k.kind) {
+        r.no(
+            at("kind"),
+            format!("{} keys", k.kind.as_str()),
+            format!("kinds: {}", list(&allow.kinds)),
+        );
+    }
+    if !allow.types.contains(&k.key_type) {
+        r.no(
+            at("type"),
+            format!("{} keys", k.key_type.as_str()),
+            format!("types: {}", list(&allow.types)),
+        );
+    }
+    for (j, s) in k.scopes.iter().enumerate() {
+        let allowed = match &allow.scopes {
+            Some(scopes) => scopes.contains(s),
+            None => *s != Scope::All,
+        };
+        if !allowed {
+            let ceiling = match &allow.scopes {
+                Some(scopes) => format!("scopes: {}", list(scopes)),
+                None => "scopes: every scope but '*' unless listed".into(),
+            };
+            r.no(
+                at(&format!("scopes[{j}]")),
+                format!("scope '{}'", s.as_str()),
+                ceiling,
+            );
+        }
+    }
+    for (j, m) in k.management_permissions.iter().enumerate() {
+        if !allow.management_permissions.contains(m) {
+            r.no(
+                at(&format!("managementPermissions[{j}]")),
+                format!("management permission '{}'", m.as_str()),
+                format!(
+                    "managementPermissions: {}",
+                    list(&allow.management_permissions)
+                ),
+            );
+        }
+    }
+    if let Some(owner) = &k.owner {
+        if !allow.owners.iter().any(|p| glob_match(p, owner)) {
+            r.no(
+                at("owner"),
+                format!("a personal key of member '{owner}' (it would hold that member's role)"),
+                format!("owners: [{}]", allow.owners.join(", ")),
+            );
+        }
+    }
+}
+
+/// Under `allow.apis`: a key's rights that reach every API, and the APIs it names.
+fn key_reach_over(apis: &[String], k: &KeyDecl, at: &dyn Fn(&str) -> String, r: &mut Refusals) {
+    let ceiling = format!("apis: [{}]", apis.join(", "));
+    if !k.default_permissions.is_empty() {
+        r.no(
+            at("defaultPermissions"),
+            "rights on every API; name the APIs in apiPermissions".into(),
+            ceiling.clone(),
+        );
+    }
+    // Every scope acts on every API: the content scopes grant rights there, export exports
+    // them all, purges and replays reach them all.
+    for (j, s) in k.scopes.iter().enumerate() {
+        r.no(
+            at(&format!("scopes[{j}]")),
+            format!(
+                "scope '{}', which reaches every API; name the APIs in apiPermissions",
+                s.as_str()
+            ),
+            ceiling.clone(),
+        );
+    }
+    for (j, m) in k.management_permissions.iter().enumerate() {
+        if m.reaches_every_api() {
+            r.no(
+                at(&format!("managementPermissions[{j}]")),
+                format!(
+                    "management permission '{}', which reaches every API",
+                    m.as_str()
+                ),
+                ceiling.clone(),
+            );
+        }
+    }
+    for (j, a) in k.api_permissions.iter().enumerate() {
+        if !apis.iter().any(|p| glob_match(p, &a.api)) {
+            r.no(
+                at(&format!("apiPermissions[{j}].api")),
+                format!("API '{}'", a.api),
+                ceiling.clone(),
+            );
+        }
+    }
+}
+
+/// Under `allow.environments`: a key must list its environments, each of them allowed.
+fn key_environments_over(
+    envs: &[String],
+    k: &KeyDecl,
+    at: &dyn Fn(&str) -> String,
+    r: &mut Refusals,
+) {
+    let ceiling = format!("environments: [{}]", envs.join(", "));
+    if k.environments.is_empty() {
+        r.no(
+            at("environments"),
+            "a key for every environment; list its environments".into(),
+            ceiling.clone(),
+        );
+    }
+    for (j, e) in k.environments.iter().enumerate() {
+        if !envs.contains(e) {
+            r.no(
+                at(&format!("environments[{j}]")),
+                format!("environment '{e}'"),
+                ceiling.clone(),
+            );
+        }
+    }
+}
+
+/// The policy's CORS origins and public endpoints against their ceilings.
+fn settings_over(allow: &Allow, spec: &ApiKeyPolicySpec, r: &mut Refusals) {
+    if spec.cors.as_ref().is_some_and(|c| !c.origins.is_empty()) && !allow.cors {
+        r.no(
+            "spec.cors".into(),
+            "CORS origins".into(),
+            "cors: false".into(),
+        );
+    }
+    if !spec.public_endpoints.is_empty() && !allow.public_endpoints {
+        r.no(
+            "spec.publicEndpoints".into(),
+            "public endpoints".into(),
+            "publicEndpoints: false".into(),
+        );
+    }
+    if !allow.public_endpoints {
+        return;
+    }
+    for (i, pe) in spec.public_endpoints.iter().enumerate() {
+        let at = format!("spec.publicEndpoints[{i}]");
+        if let Some(apis) = &allow.apis {
+            if !apis.iter().any(|p| glob_match(p, &pe.api)) {
+                r.no(
+                    format!("{at}.api"),
+                    format!("API '{}'", pe.api),
+                    format!("apis: [{}]", apis.join(", ")),
+                );
+            }
+        }
+        if let Some(envs) = &allow.environments {
+            r.no(
+                at,
+                "public endpoints, which answer in every environment".into(),
+                format!("environments: [{}]", envs.join(", ")),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

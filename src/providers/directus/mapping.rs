@@ -625,4 +625,171 @@ mod tests {
             "defaultPermissions[1]"
         );
     }
+
+    fn row(collection: &str, action: &str, statuses: Option<&[&str]>) -> Row {
+        Row {
+            collection: collection.into(),
+            action: action.into(),
+            statuses: statuses.map(|s| s.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn each_right_becomes_its_row() {
+        let c = catalog();
+        let rows = |y: &str| encode(&spec(y), &c).unwrap();
+        assert_eq!(
+            rows("name: n\napiPermissions: [{api: authors, permissions: [POST, DELETE]}]"),
+            [
+                row("authors", "create", None),
+                row("authors", "delete", None)
+            ]
+        );
+        assert_eq!(
+            rows("name: n\napiPermissions: [{api: authors, permissions: [PATCH]}]"),
+            [row("authors", "update", None)]
+        );
+        // Drafts without GET grant no read.
+        assert_eq!(
+            rows("name: n\napiPermissions: [{api: articles, permissions: [GET_ALL_DRAFTS, POST]}]"),
+            [row("articles", "create", None)]
+        );
+        assert_eq!(
+            rows("name: n\napiPermissions: [{api: articles, permissions: [GET, GET_ALL_DRAFTS, GET_ALL_CLOSED]}]"),
+            [row("articles", "read", Some(&["archived", "draft", "published"]))]
+        );
+    }
+
+    #[test]
+    fn rows_read_back_as_rights_only_when_keyward_could_have_made_them() {
+        use ContentPermission::*;
+        let c = catalog();
+        let (per, notes) = rights_of_rows(
+            &[
+                row("articles", "read", Some(&["published", "draft"])),
+                row("articles", "delete", None),
+                row("authors", "read", None),
+                row("authors", "update", None),
+            ],
+            &c,
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(
+            per,
+            BTreeMap::from([
+                (
+                    "articles".into(),
+                    BTreeSet::from([Get, GetAllDrafts, Delete])
+                ),
+                ("authors".into(), BTreeSet::from([Get, Put, Patch])),
+            ])
+        );
+        for (r, why) in [
+            (
+                row("authors", "read", Some(&["published"])),
+                "a filter where there is no status",
+            ),
+            (
+                row("articles", "read", Some(&["draft"])),
+                "drafts without the published items",
+            ),
+            (
+                row("articles", "read", Some(&["published", "review"])),
+                "a status keyward does not know",
+            ),
+            (row("articles", "read", None), "items of every status"),
+            (
+                row("articles", "create", Some(&["published"])),
+                "a filtered create",
+            ),
+            (row("directus_users", "read", None), "a system collection"),
+        ] {
+            let (per, notes) = rights_of_rows(std::slice::from_ref(&r), &c);
+            assert!(
+                per.is_empty() && notes.len() == 1,
+                "{why}: {per:?} {notes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_rights_everywhere_are_default_permissions() {
+        use ContentPermission::*;
+        let c = catalog();
+        let same = BTreeMap::from([
+            ("articles".into(), BTreeSet::from([Get])),
+            ("authors".into(), BTreeSet::from([Get])),
+        ]);
+        assert_eq!(as_spec_rights(&same, &c), (vec![Get], vec![]));
+        let one = BTreeMap::from([("authors".into(), BTreeSet::from([Post]))]);
+        let (defaults, apis) = as_spec_rights(&one, &c);
+        assert!(defaults.is_empty());
+        assert_eq!(apis.len(), 1, "only the collection with rights: {apis:?}");
+        assert_eq!(
+            (apis[0].api.as_str(), apis[0].permissions.as_slice()),
+            ("authors", &[Post][..])
+        );
+    }
+
+    #[test]
+    fn filters_and_ids_are_read_in_each_form_directus_writes() {
+        let parse = |v: Value| Row::parse(&v);
+        let base = json!({"collection": "articles", "action": "read", "fields": ["*"]});
+        let with = |k: &str, v: Value| {
+            let mut r = base.clone();
+            r[k] = v;
+            r
+        };
+        assert_eq!(
+            parse(with("permissions", json!({}))).unwrap().statuses,
+            None
+        );
+        assert_eq!(
+            parse(with("permissions", json!({"status": {"_eq": "published"}})))
+                .unwrap()
+                .statuses,
+            Some(BTreeSet::from(["published".to_owned()]))
+        );
+        assert!(parse(with("permissions", json!({"status": {"_neq": "draft"}}))).is_err());
+        assert!(parse(with("permissions", json!({"status": {"_eq": 1}}))).is_err());
+        assert!(parse(with("validation", json!({"title": {"_nnull": true}}))).is_err());
+        assert!(
+            parse(with("presets", json!({}))).is_ok(),
+            "empty presets are none"
+        );
+        assert!(parse(json!({"collection": "articles"})).is_err());
+
+        let user = |id: Value| User::parse(&json!({"id": id, "status": "active"}));
+        assert_eq!(user(json!(7)).unwrap().id, "7");
+        assert_eq!(user(json!("u1")).unwrap().id, "u1");
+        assert!(user(Value::Null).is_err());
+        assert!(user(json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn a_user_is_named_by_keywards_policy_and_a_second_keyward_policy_is_foreign() {
+        let c = catalog();
+        let s = spec("name: shop.site.reader\ndefaultPermissions: [GET]");
+        let mut u = user(&s, &encode(&s, &c).unwrap());
+        let mut second = u["policies"][0].clone();
+        second["id"] = json!("a2");
+        second["policy"]["name"] = json!("copied");
+        u["policies"].as_array_mut().unwrap().push(second);
+        let parsed = User::parse(&u).unwrap();
+        assert_eq!(
+            parsed.policy.as_ref().map(|p| p.name.as_str()),
+            Some("shop.site.reader")
+        );
+        assert_eq!(parsed.other_access, [(json!("a2"), "copied".to_owned())]);
+        assert_eq!(parsed.live(&c).spec.name, "shop.site.reader");
+
+        // The policy's name is the key's; without it, the first name.
+        u["policies"][0]["policy"]["name"] = json!("");
+        u["first_name"] = json!("from-the-user");
+        assert_eq!(User::parse(&u).unwrap().live(&c).spec.name, "from-the-user");
+
+        let long = "n".repeat(FIRST_NAME_MAX + 10);
+        assert_eq!(first_name(&long), "n".repeat(FIRST_NAME_MAX));
+        assert_eq!(first_name("short"), "short");
+    }
 }

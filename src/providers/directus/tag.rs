@@ -107,6 +107,8 @@ mod tests {
         };
         spec.labels.insert(LABEL_POLICY.into(), "shop/site".into());
         spec.labels.insert(LABEL_KEY.into(), "reader".into());
+        spec.labels
+            .insert(LABEL_POLICY_UID.into(), "0b6f-uid".into());
         let created: Timestamp = "2026-12-01T10:00:00.123456Z".parse().unwrap();
         let issued: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let stamps = Stamps {
@@ -116,7 +118,7 @@ mod tests {
         let d = compose_description(&spec, stamps);
         assert_eq!(
             d,
-            "for the site\n\n[keyward policy=shop/site key=reader type=public created=2026-12-01T10:00:00.123456Z issued=2026-12-02T10:00:00.000000Z]"
+            "for the site\n\n[keyward policy=shop/site key=reader uid=0b6f-uid type=public created=2026-12-01T10:00:00.123456Z issued=2026-12-02T10:00:00.000000Z]"
         );
         let p = parse_description(&d);
         assert_eq!(p.own, "for the site");

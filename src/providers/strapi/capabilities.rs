@@ -37,7 +37,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 };
 
 /// Strapi keeps 255 characters of description, keyward's ownership tag included.
-fn description_fits(spec: &KeySpec) -> Option<String> {
+pub(super) fn description_fits(spec: &KeySpec) -> Option<String> {
     let n = compose_description(spec).chars().count();
     (n > DESCRIPTION_MAX).then(|| {
         format!("Strapi keeps {DESCRIPTION_MAX} characters of description; with keyward's ownership tag this one needs {n}")

@@ -12,7 +12,7 @@
 //! The canonical form of a spec is `decode(encode(spec))`: what Strapi will report back. Plans
 //! compare canonical desired specs with decoded live tokens, so like is compared with like.
 
-use super::capabilities::CAPABILITIES;
+use super::capabilities::{description_fits, CAPABILITIES};
 use super::catalog::{action_name, api_list, Catalog};
 use super::tag::{compose_description, parse_description};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
@@ -84,16 +84,11 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
         );
         return Err(unsupported(field, reason));
     }
-    let description = compose_description(spec);
-    if description.chars().count() > DESCRIPTION_MAX {
-        return Err(unsupported(
-            "description",
-            format!(
-                "Strapi keeps {DESCRIPTION_MAX} characters of description and keyward's ownership tag needs {} of them",
-                compose_description(&KeySpec { description: String::new(), ..spec.clone() }).chars().count() + 2
-            ),
-        ));
+    // The validator checks it too; a provider called without it must not cut the tag off.
+    if let Some(reason) = description_fits(spec) {
+        return Err(unsupported("description", reason));
     }
+    let description = compose_description(spec);
     // A declared right that grants nothing here is refused, not dropped.
     let no_action = |p: ContentPermission| {
         format!(
@@ -594,5 +589,193 @@ mod tests {
             Err(ProviderError::Unsupported { ref field, .. }) if field == "expiresAfter"
         ));
         assert!(is_lifespan(crate::model::days(90)) && !is_lifespan(crate::model::days(91)));
+    }
+
+    #[test]
+    fn a_description_fits_up_to_strapis_length_with_the_tag() {
+        let c = listings(false);
+        let tag = compose_description(&spec("name: n")).chars().count();
+        // "own\n\n[keyward ...]": the description, a blank line, the tag.
+        let fill = |n: usize| spec(&format!("name: n\ndescription: '{}'", "x".repeat(n)));
+        let longest = DESCRIPTION_MAX - tag - 2;
+        assert_eq!(
+            compose_description(&fill(longest)).chars().count(),
+            DESCRIPTION_MAX
+        );
+        assert_eq!(description_fits(&fill(longest)), None);
+        assert!(encode(&fill(longest), &c).is_ok());
+        let over = description_fits(&fill(longest + 1)).expect("one too many");
+        assert!(
+            over.contains(&format!("needs {}", DESCRIPTION_MAX + 1)),
+            "{over}"
+        );
+        assert_eq!(
+            refused(PROVIDER, "one too many", encode(&fill(longest + 1), &c)),
+            "description"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_missing_action_and_the_apis_there_are() {
+        let c = listings(false);
+        let reason = |y: &str, c: &Catalog| match encode(&spec(y), c) {
+            Err(ProviderError::Unsupported { reason, .. }) => reason,
+            other => panic!("{y}: {other:?}"),
+        };
+        let homepage = |p: &str| {
+            reason(
+                &format!("name: n\napiPermissions: [{{api: homepage, permissions: [{p}]}}]"),
+                &c,
+            )
+        };
+        assert!(
+            homepage("POST").ends_with("has no create action"),
+            "{}",
+            homepage("POST")
+        );
+        let mut no_update = c.clone();
+        for a in no_update.apis.values_mut() {
+            a.update.clear();
+            a.delete.clear();
+        }
+        let on = |p: &str| {
+            reason(
+                &format!("name: n\napiPermissions: [{{api: authors, permissions: [{p}]}}]"),
+                &no_update,
+            )
+        };
+        assert!(
+            on("PATCH").ends_with("has no update action"),
+            "{}",
+            on("PATCH")
+        );
+        assert!(
+            on("DELETE").ends_with("has no delete action"),
+            "{}",
+            on("DELETE")
+        );
+        let unknown = reason(
+            "name: n\napiPermissions: [{api: nope, permissions: [GET]}]",
+            &c,
+        );
+        assert!(
+            unknown.contains("(its APIs: articles, authors, homepage)"),
+            "{unknown}"
+        );
+        let empty = Catalog::default();
+        let none = reason("name: n\ndefaultPermissions: [GET]", &empty);
+        assert!(
+            none.contains(
+                "no API of this Strapi has a find/findOne action (its APIs: none under /api)"
+            ),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn each_method_grants_the_actions_of_its_class() {
+        use ContentPermission::*;
+        let c = listings(false);
+        let a = &c.apis["articles"];
+        for (p, want) in [
+            (Get, &a.read),
+            (GetAllDrafts, &a.read),
+            (Post, &a.create),
+            (Put, &a.update),
+            (Patch, &a.update),
+            (Delete, &a.delete),
+        ] {
+            assert_eq!(a.of(p), want, "{p:?}");
+            assert!(!want.is_empty(), "{p:?}");
+        }
+        assert_eq!(
+            a.delete,
+            BTreeSet::from(["api::article.article.delete".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_route_counts_for_its_own_api_and_for_actions_a_token_can_hold() {
+        let perms = json!({"data": {
+            "api::article": {"controllers": {"article": ["find"]}},
+            "api::author": {"controllers": {"author": ["find"]}},
+        }});
+        let route = |p: &str, h: &str| json!({"method": "GET", "path": p, "handler": h});
+        let routes = json!({"data": {
+            "api::article": [
+                route("/api/articles", "api::article.article.find"),
+                // Another API's handler under this API's routes.
+                route("/api/articles/by-author", "api::author.author.find"),
+                // A handler no token can hold.
+                route("/api/articles/:id/secret", "api::article.article.secret"),
+            ],
+        }});
+        let c = Catalog::from_listings(&perms, &routes).unwrap();
+        assert_eq!(
+            c.apis["articles"].read,
+            BTreeSet::from(["api::article.article.find".to_owned()])
+        );
+        assert!(!c.apis.contains_key("authors"), "no route of its own");
+    }
+
+    #[test]
+    fn every_action_is_a_full_access_token_and_no_action_a_custom_one() {
+        let mut crud = listings(false);
+        crud.actions.remove("api::article.article.like");
+        let f = encode(
+            &spec("name: n\nscopes: ['content:read', 'content:write']"),
+            &crud,
+        )
+        .unwrap();
+        assert_eq!((f.token_type, f.permissions.len()), ("full-access", 0));
+        // Rights on nothing: a custom token with no action, never full access or read-only.
+        let none = Catalog::default();
+        let f = encode(&spec("name: n"), &none).unwrap();
+        assert_eq!((f.token_type, f.permissions.len()), ("custom", 0));
+    }
+
+    #[test]
+    fn the_same_rights_on_every_api_are_default_permissions() {
+        use ContentPermission::*;
+        let c = listings(false);
+        let (defaults, apis, notes) = rights_of(&c.read_actions(), &c);
+        assert_eq!((defaults, apis.len(), notes.len()), (vec![Get], 0, 0));
+        let one: BTreeSet<String> = c.apis["authors"].delete.clone();
+        let (defaults, apis, notes) = rights_of(&one, &c);
+        assert!(defaults.is_empty() && notes.is_empty());
+        assert_eq!(
+            apis.iter()
+                .map(|a| (a.api.as_str(), a.permissions.clone()))
+                .collect::<Vec<_>>(),
+            [("authors", vec![Delete])]
+        );
+    }
+
+    #[test]
+    fn a_token_record_is_read_with_its_ids_and_times_in_either_form() {
+        let c = listings(false);
+        let base = json!({"id": "abc", "name": "n", "type": "read-only",
+                          "createdAt": "2026-11-24T00:00:00.000Z"});
+        let live = decode(&base, &c).unwrap();
+        assert_eq!(live.id, "abc");
+        assert_eq!(live.created_at, "2026-11-24T00:00:00Z".parse().unwrap());
+        assert_eq!(live.spec.expires_at, None, "an unlimited lifespan");
+        let mut numbered = base.clone();
+        numbered["id"] = json!(7);
+        numbered["expiresAt"] = json!("2026-12-01T00:00:00.000Z");
+        let live = decode(&numbered, &c).unwrap();
+        assert_eq!(live.id, "7");
+        assert_eq!(
+            live.spec.expires_at,
+            Some("2026-12-01T00:00:00Z".parse().unwrap())
+        );
+        for field in ["id", "name", "createdAt"] {
+            let mut t = base.clone();
+            t.as_object_mut().unwrap().remove(field);
+            assert!(decode(&t, &c).is_err(), "without {field}");
+        }
+        let mut t = base;
+        t["createdAt"] = json!("yesterday");
+        assert!(decode(&t, &c).is_err(), "an unreadable createdAt");
     }
 }
