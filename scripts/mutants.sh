@@ -24,6 +24,7 @@ VERSION=27.1.0
 if ! cargo mutants --version 2>/dev/null | grep -qx "cargo-mutants $VERSION"; then
   cargo install cargo-mutants --locked --version "$VERSION"
 fi
+mkdir -p mutants.out/engine mutants.out/decisions
 set_name=${1:-all}
 case "$set_name" in engine | decisions | all) shift || true ;; *) set_name=all ;; esac
 

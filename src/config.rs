@@ -74,6 +74,10 @@ pub enum ConfigError {
     Endpoint { from: Source, reason: String },
     #[error("--profile {0} needs a configuration file (keyward.toml, --config or KEYWARD_CONFIG)")]
     ProfileWithoutFile(String),
+    /// A connection setting without the CMS it is for: the embedded CMS is used only when
+    /// there is no connection setting at all, so a token never silently goes unused.
+    #[error("{setting} (from {from}) is set but no CMS URL is (KEYWARD_CMS_URL, or cms.url in the configuration file); set the URL of the CMS it is for, or unset it to use the embedded reference CMS")]
+    NoEndpoint { setting: String, from: Source },
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -307,6 +311,25 @@ impl Effective {
             file.cms.provider,
         )
         .unwrap_or_else(|| defaulted(ProviderKind::Keyward));
+        if url.is_none() {
+            let token = env(&token_env.value).map(|_| {
+                let from = match &token_env.source {
+                    Source::Default | Source::Env(_) => Source::Env(token_env.value.clone()),
+                    other => other.clone(),
+                };
+                (token_env.value.clone(), from)
+            });
+            // The embedded CMS is a reference CMS: only another provider needs a URL.
+            let provider_set = (provider.value != ProviderKind::Keyward).then(|| {
+                (
+                    format!("the CMS provider '{}'", provider.value),
+                    provider.source.clone(),
+                )
+            });
+            if let Some((setting, from)) = token.or(provider_set) {
+                return Err(ConfigError::NoEndpoint { setting, from });
+            }
+        }
         Ok(Effective {
             file: loaded.map(|l| l.path.clone()),
             profile: profile.map(|(n, _)| n.clone()),
@@ -476,5 +499,50 @@ mod tests {
         let c = parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(c.cms.token_env.as_deref(), Some("CMS_TOKEN"));
         assert!(c.profiles.contains_key("staging"));
+    }
+
+    #[test]
+    fn a_token_or_a_provider_without_a_url_is_refused_and_the_embedded_cms_needs_neither() {
+        let resolve = |file: &str, vars: &[(&str, &str)]| {
+            let l = loaded(file);
+            Effective::resolve(Given::default(), Some(&l), &|k| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let no_endpoint = |r: Result<Effective, ConfigError>| match r {
+            Err(ConfigError::NoEndpoint { setting, from }) => format!("{setting} ({from})"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            no_endpoint(resolve("", &[("KEYWARD_CMS_TOKEN", "t")])),
+            "KEYWARD_CMS_TOKEN (env KEYWARD_CMS_TOKEN)"
+        );
+        assert_eq!(
+            no_endpoint(resolve(
+                "[cms]\ntoken_env = \"CMS_TOKEN\"\n",
+                &[("CMS_TOKEN", "t")]
+            )),
+            "CMS_TOKEN (file)"
+        );
+        assert_eq!(
+            no_endpoint(resolve("", &[("KEYWARD_CMS_PROVIDER", "directus")])),
+            "the CMS provider 'directus' (env KEYWARD_CMS_PROVIDER)"
+        );
+        // Named but not set, or the reference CMS named: the embedded CMS.
+        assert!(resolve(
+            "[cms]\ntoken_env = \"CMS_TOKEN\"\nprovider = \"keyward\"\n",
+            &[]
+        )
+        .is_ok());
+        assert!(resolve(
+            "",
+            &[
+                ("KEYWARD_CMS_URL", "http://cms"),
+                ("KEYWARD_CMS_TOKEN", "t")
+            ]
+        )
+        .is_ok());
     }
 }

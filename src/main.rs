@@ -121,7 +121,8 @@ struct ConfigArgs {
 
 #[derive(clap::Args)]
 struct GitopsArgs {
-    /// Manifest files or directories (multi-document YAML; directories are read recursively).
+    /// Manifest files or directories (multi-document YAML; directories are read recursively),
+    /// or `-` for standard input (`kustomize build overlays/prod | keyward plan -f -`).
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
     /// Where Secret manifests are written (one YAML per Secret) and read back from
@@ -134,7 +135,8 @@ struct GitopsArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
-    /// What to print: the plan for people (text), or the plan's actions as JSON for tools.
+    /// What to print: the plan for people (text), or the outcome for tools (json, yaml; with
+    /// a formatVersion).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Apply even when the secrets directory is missing, empty or unreadable and keys the CMS
@@ -160,6 +162,7 @@ struct GitopsArgs {
 enum Output {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -291,7 +294,10 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     // Servers log what they do; one-shot commands print their result and log only trouble.
     let level = match cli.command {
         Command::Cms {
@@ -309,6 +315,19 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Help and version exit 0; every usage error (an unknown flag or subcommand, a missing or bad
+/// value) exits 1. clap's own code for those is 2, which `plan` means as "changes pending": a
+/// typo in a pipeline must never read as that.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // Printing can only fail when the reader has gone; the exit code still says what happened.
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 
@@ -644,6 +663,10 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&o.json()).unwrap_or_default()
+        ),
+        Output::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&o.json()).unwrap_or_default()
         ),
     };
     match gitops::run(&opts).await {

@@ -428,7 +428,7 @@ fn paths_that_are_not_manifests_are_clear_errors() {
     // -o is documented.
     let (_, help, _, _) = keyward(w, &["plan", "--help"], &[]);
     assert!(
-        help.contains("-o, --output <OUTPUT>") && help.contains("as JSON for tools"),
+        help.contains("-o, --output <OUTPUT>") && help.contains("for tools (json, yaml"),
         "{help}"
     );
 }
@@ -665,7 +665,7 @@ async fn prune_takes_away_only_the_settings_entries_of_deleted_policies() {
     assert_eq!(feedback().await, serde_json::json!(["create"]));
     let out = apply(&["--prune"]);
     assert!(
-        out.contains("~ public   feedback for shop/a: [\"create\"] -> []"),
+        out.contains("~ public   feedback for shop/a: [create] -> []"),
         "{out}"
     );
     assert_eq!(cors().await, serde_json::json!(["https://b.example"]));

@@ -564,11 +564,13 @@ impl Engine<'_> {
             }
             Action::SetCors { owner, to, .. } => {
                 self.provider.set_cors(owner, to).await?;
-                Ok((format!("set {} to {to:?}", action.subject()), false))
+                let to = crate::plan::flow_list(to);
+                Ok((format!("set {} to {to}", action.subject()), false))
             }
             Action::SetPublic { owner, api, to, .. } => {
                 self.provider.set_public(owner, api, to).await?;
-                Ok((format!("set {} to {to:?}", action.subject()), false))
+                let to = crate::plan::flow_list(to.iter().map(|o| o.as_str()));
+                Ok((format!("set {} to {to}", action.subject()), false))
             }
         }
     }

@@ -139,8 +139,10 @@ impl Outcome {
         out
     }
 
+    /// The outcome for tools (`-o json`, `-o yaml`); its shape is `FORMAT_VERSION`.
     pub fn json(&self) -> serde_json::Value {
         json!({
+            "formatVersion": FORMAT_VERSION,
             "changes": self.has_changes(),
             "warnings": self.warnings,
             "connections": self.runs.iter().map(|r| json!({
@@ -158,6 +160,10 @@ impl Outcome {
         })
     }
 }
+
+/// The version of the machine-readable outcome: it changes only when a field is removed or
+/// changes meaning (new fields may appear within a version).
+pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitopsError {

@@ -10,4 +10,4 @@ pub use diff::{
     diff, replace_overlap, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets,
     Plan,
 };
-pub use render::{render_text, summary};
+pub use render::{flow_list, render_text, summary};

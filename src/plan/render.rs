@@ -62,8 +62,9 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 policy, from, to, ..
             } => writeln!(
                 out,
-                "  ~ cors     {policy}: {:?} -> {:?}{observe}",
-                from, to
+                "  ~ cors     {policy}: {} -> {}{observe}",
+                flow_list(from),
+                flow_list(to)
             ),
             Action::SetPublic {
                 policy,
@@ -71,17 +72,12 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
                 from,
                 to,
                 ..
-            } => {
-                let names = |s: &std::collections::BTreeSet<crate::model::ContentOp>| {
-                    s.iter().map(|o| o.as_str()).collect::<Vec<_>>()
-                };
-                writeln!(
-                    out,
-                    "  ~ public   {api} for {policy}: {:?} -> {:?}{observe}",
-                    names(from),
-                    names(to)
-                )
-            }
+            } => writeln!(
+                out,
+                "  ~ public   {api} for {policy}: {} -> {}{observe}",
+                flow_list(from.iter().map(|o| o.as_str())),
+                flow_list(to.iter().map(|o| o.as_str()))
+            ),
         };
     }
     for p in &plan.problems {
@@ -89,6 +85,13 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
     }
     let _ = writeln!(out, "  {}", summary(plan));
     out
+}
+
+/// Values as a manifest writes them, a YAML flow list: `[create, get]`, `[]`.
+pub fn flow_list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<T> = items.into_iter().collect();
+    let names: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    format!("[{}]", names.join(", "))
 }
 
 /// "2 to create, 1 to update, ..." or "no changes".
@@ -226,8 +229,8 @@ mod tests {
              -- DELETE\n  \
              ↻ rotate   ns/p/k (id id1): a reason; new value to Secret ns/s, old value valid 600s more\n  \
              ~ secret   ns/p/k -> Secret ns/s: edited\n  \
-             ~ cors     ns/p: {} -> {\"https://a.example\"}\n  \
-             ~ public   contact for ns/p: [] -> [\"list\", \"create\"]\n  \
+             ~ cors     ns/p: [] -> [https://a.example]\n  \
+             ~ public   contact for ns/p: [] -> [list, create]\n  \
              - revoke   ns/p/old (id id9, ApiKeyPolicy ns/p): key 'old' was removed from the policy\n  \
              ! a problem\n  \
              Plan: 1 to create, 2 to change, 1 to rotate, 1 Secrets to rewrite, 1 to revoke, 2 settings to change; \

@@ -103,6 +103,10 @@ pub fn load_all(paths: &[PathBuf]) -> (ManifestSet, Vec<LoadError>) {
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for p in paths {
+        if p.as_os_str() == STDIN {
+            files.push(p.clone());
+            continue;
+        }
         let before = files.len();
         collect(p, &mut files, &mut errors, &mut seen);
         if files.len() == before && p.is_dir() && errors.is_empty() {
@@ -118,11 +122,20 @@ pub fn load_all(paths: &[PathBuf]) -> (ManifestSet, Vec<LoadError>) {
     }
     let mut set = ManifestSet::default();
     for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => load_text(&file, &text, &mut set, &mut errors),
+        let read = if file.as_os_str() == STDIN {
+            read_stdin().map(|text| (PathBuf::from(STDIN_NAME), text))
+        } else {
+            std::fs::read_to_string(&file).map(|text| (file.clone(), text))
+        };
+        match read {
+            Ok((name, text)) => load_text(&name, &text, &mut set, &mut errors),
             Err(e) => errors.push(LoadError {
                 origin: Origin {
-                    file: file.clone(),
+                    file: if file.as_os_str() == STDIN {
+                        PathBuf::from(STDIN_NAME)
+                    } else {
+                        file.clone()
+                    },
                     line: 0,
                 },
                 object: None,
@@ -131,6 +144,30 @@ pub fn load_all(paths: &[PathBuf]) -> (ManifestSet, Vec<LoadError>) {
         }
     }
     (set, errors)
+}
+
+/// The path that means standard input (`-f -`): `kustomize build overlays/prod | keyward plan
+/// -f -`.
+pub const STDIN: &str = "-";
+/// How messages name standard input: `<stdin>:LINE`.
+const STDIN_NAME: &str = "<stdin>";
+/// The most standard input may hold (a large repository's rendered manifests fit).
+const MAX_STDIN: u64 = 64 * 1024 * 1024;
+
+/// Standard input, whole, as text of at most `MAX_STDIN` bytes.
+fn read_stdin() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STDIN {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_STDIN} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
 
 /// Reads manifests from a string, as if from the file `name`.
@@ -197,27 +234,97 @@ fn collect(
     }
 }
 
-/// Splits multi-document YAML at `---` lines, keeping each document's first line number.
+/// Splits multi-document YAML where YAML does, keeping each document's first line number: at
+/// each document start YAML's own parser finds (an explicit `---`, which may carry the
+/// document's first node on its line: `--- {kind: ...}`). A stream with a syntax error is split
+/// at `---` lines instead, so each document reports its own errors and the others still load.
 fn documents(text: &str) -> Vec<(usize, String)> {
+    let docs = match document_starts(text) {
+        Some(starts) => split_before(text, &starts),
+        None => split_at_markers(text),
+    };
+    docs.into_iter()
+        .filter(|(_, d)| {
+            d.lines().any(|l| {
+                let l = l.trim();
+                !l.is_empty() && !l.starts_with('#') && l != "..."
+            })
+        })
+        .collect()
+}
+
+/// The line each document of `text` starts on, by YAML's parser; `None` if it does not parse.
+fn document_starts(text: &str) -> Option<Vec<usize>> {
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut starts = Vec::new();
+    loop {
+        match parser.next_token() {
+            Ok((yaml_rust2::parser::Event::DocumentStart, mark)) => starts.push(mark.line()),
+            Ok((yaml_rust2::parser::Event::StreamEnd, _)) => return Some(starts),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// `text` cut before each of the (1-based, ascending) `starts` lines; what comes before the
+/// first start (comments, blank lines) belongs to no document.
+fn split_before(text: &str, starts: &[usize]) -> Vec<(usize, String)> {
+    let mut docs: Vec<(usize, String)> = Vec::new();
+    let mut next = starts.iter().peekable();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let mut line = std::borrow::Cow::Borrowed(line);
+        if next.next_if(|s| **s <= n).is_some() {
+            match marker_rest(&line) {
+                // A bare `---`: the document's first line is the next one.
+                Some(rest) if rest.trim().is_empty() || rest.trim_start().starts_with('#') => {
+                    docs.push((n + 1, String::new()));
+                    continue;
+                }
+                Some(rest) => line = format!("   {rest}").into(),
+                None => {}
+            }
+            docs.push((n, String::new()));
+        }
+        if let Some((_, doc)) = docs.last_mut() {
+            doc.push_str(&line);
+            doc.push('\n');
+        }
+    }
+    docs
+}
+
+/// What follows a document marker `---` at the start of `line`, if it has one.
+fn marker_rest(line: &str) -> Option<&str> {
+    line.strip_prefix("---")
+        .filter(|r| r.is_empty() || r.starts_with([' ', '\t']))
+}
+
+/// Splits at `---` lines (for a stream YAML's parser refuses): a document that starts on its
+/// `---` line keeps that line, the marker blanked so columns stay where they were.
+fn split_at_markers(text: &str) -> Vec<(usize, String)> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut start = 1;
     for (i, line) in text.lines().enumerate() {
-        if line.trim_end() == "---" || line.starts_with("--- ") {
+        if let Some(rest) = marker_rest(line) {
             docs.push((start, std::mem::take(&mut current)));
-            start = i + 2;
+            if rest.trim().is_empty() || rest.trim_start().starts_with('#') {
+                start = i + 2;
+            } else {
+                start = i + 1;
+                current.push_str("   ");
+                current.push_str(rest);
+                current.push('\n');
+            }
             continue;
         }
         current.push_str(line);
         current.push('\n');
     }
     docs.push((start, current));
-    docs.into_iter()
-        .filter(|(_, d)| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
-        .collect()
+    docs
 }
 
 fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<LoadError>) {
@@ -622,5 +729,42 @@ spec:
         assert!(load_str(&text).unwrap_err()[0]
             .to_string()
             .contains("unknown field `colour`"));
+    }
+
+    #[test]
+    fn a_document_may_start_on_its_marker_line_and_every_document_is_read() {
+        let inline = "--- {apiVersion: keyward.dev/v1alpha1, kind: ApiKeyPolicy, metadata: {name: a, namespace: ns}, spec: {keys: [{name: k, defaultPermissions: [GET], secret: {name: s}}]}}\n";
+        let text = format!(
+            "{inline}{inline}---\n{}...\n",
+            policy().replace("name: p", "name: c")
+        );
+        let text = text.replacen("name: a", "name: b", 1);
+        let set = load_str(&text).unwrap();
+        let names: Vec<(&str, usize)> = set
+            .policies
+            .iter()
+            .map(|p| {
+                (
+                    p.object.metadata.name.as_deref().unwrap_or(""),
+                    p.origin.line,
+                )
+            })
+            .collect();
+        assert_eq!(names, [("b", 1), ("a", 2), ("c", 4)]);
+
+        // A stream YAML refuses is still split at its markers: the bad document is reported
+        // at its line, the others load, the one on its marker line too.
+        let broken = format!("--- {{kind: ApiKeyPolicy, metadata: {{name: x}}}}}}\n{inline}");
+        let errors = load_str(&broken).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].origin.line, 1);
+        let (set, _) = {
+            let mut set = ManifestSet::default();
+            let mut errors = Vec::new();
+            load_text(Path::new("f.yaml"), &broken, &mut set, &mut errors);
+            (set, errors)
+        };
+        assert_eq!(set.policies.len(), 1);
+        assert_eq!(set.policies[0].origin.line, 2);
     }
 }
