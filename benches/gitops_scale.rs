@@ -73,6 +73,7 @@ async fn main() {
         clock: keyward::engine::Clock::system(),
         regenerate_missing: false,
         lock_timeout: std::time::Duration::from_secs(60),
+        progress: None,
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

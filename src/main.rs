@@ -1,7 +1,7 @@
 //! The `keyward` binary: the CLI edge. Library errors become `anyhow` reports here.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::config::{Effective, Given, Source};
@@ -45,6 +45,17 @@ enum Command {
     Config(ConfigArgs),
     /// Run the Kubernetes controller over ApiKeyPolicy resources.
     Operator(OperatorArgs),
+    /// Print a shell completion script (`keyward completions bash > /etc/bash_completion.d/keyward`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (`keyward man > keyward.1; man ./keyward.1`), or a
+    /// subcommand's (`keyward man plan > keyward-plan.1`).
+    Man {
+        /// The subcommand (plan, apply, cms, ...); without it, keyward's own page.
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -331,6 +342,18 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     }
 }
 
+/// A progress line on stderr while apply works (`applying: 3 of 10 changes done`), only for a
+/// person: text output and stderr a terminal; never in JSON or YAML, or when piped.
+fn progress_on_terminal(output: Output) -> Option<keyward::engine::Progress> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    (output == Output::Text && terminal).then(|| {
+        std::sync::Arc::new(|done: usize, total: usize| {
+            // `\r` rewrites the line; it is cleared when the run ends.
+            eprint!("\rapplying: {done} of {total} changes done");
+        }) as keyward::engine::Progress
+    })
+}
+
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -360,6 +383,36 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        // Both from the same definitions as the parser, so they cannot drift from it.
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut out);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { subcommand } => {
+            let cli = Cli::command();
+            let page = match subcommand {
+                None => cli,
+                Some(name) => {
+                    let known: Vec<String> = cli
+                        .get_subcommands()
+                        .map(|c| c.get_name().to_owned())
+                        .collect();
+                    cli.find_subcommand(&name)
+                        .with_context(|| {
+                            format!("no subcommand '{name}' (subcommands: {})", known.join(", "))
+                        })?
+                        .clone()
+                        .name(format!("keyward-{name}"))
+                        .version(env!("CARGO_PKG_VERSION"))
+                }
+            };
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page).render(&mut out)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(args) => {
@@ -644,6 +697,7 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let progress = progress_on_terminal(args.output);
     let opts = gitops::Options {
         ca_pem,
         paths: args.paths,
@@ -657,6 +711,7 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         clock: keyward::engine::Clock::system(),
         regenerate_missing: args.regenerate_missing,
         lock_timeout: args.lock_timeout,
+        progress: progress.clone(),
     };
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),
@@ -669,7 +724,12 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
             serde_yaml_ng::to_string(&o.json()).unwrap_or_default()
         ),
     };
-    match gitops::run(&opts).await {
+    let result = gitops::run(&opts).await;
+    if progress.is_some() {
+        // The progress line goes before the outcome is printed.
+        eprint!("\r\x1b[2K");
+    }
+    match result {
         Ok(outcome) => {
             for w in &outcome.warnings {
                 eprintln!("{w}");

@@ -245,3 +245,77 @@ fn the_first_command_speaks_the_manifests_words() {
         }
     }
 }
+
+/// On a terminal, apply says how far it got on stderr; piped, or with `-o json`, never.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let work = work();
+    let w = work.path();
+    let three = POLICY.replace(
+        "      secret: {name: reader}\n",
+        "      secret: {name: reader}\n    - name: b\n      defaultPermissions: [GET]\n      secret: {name: b}\n    - name: c\n      defaultPermissions: [GET]\n      secret: {name: c}\n",
+    );
+    std::fs::write(w.join("p.yaml"), three).unwrap();
+    // `script` gives the command a terminal (util-linux, on every Debian).
+    let on_terminal = |args: &str| {
+        let out = Command::new("script")
+            .current_dir(w)
+            .args([
+                "-qec",
+                &format!("{} {args}", env!("CARGO_BIN_EXE_keyward")),
+                "/dev/null",
+            ])
+            .env_remove("KEYWARD_CMS_URL")
+            .env_remove("KEYWARD_CMS_TOKEN")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = on_terminal("plan -f p.yaml -o json");
+    assert!(!json.contains("applying"), "{json}");
+    let shown = on_terminal("apply -f p.yaml --secrets-dir out");
+    for n in 1..=3 {
+        assert!(
+            shown.contains(&format!("applying: {n} of 3 changes done")),
+            "{shown}"
+        );
+    }
+    std::fs::remove_dir_all(w.join("out")).unwrap();
+    std::fs::remove_dir_all(w.join(".keyward")).unwrap();
+    let (code, out, err, _) = keyward(w, &["apply", "-f", "p.yaml", "--secrets-dir", "out"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !err.contains("applying") && !out.contains("applying:"),
+        "{err}"
+    );
+}
+
+/// Completions and the manual page come from the parser's own definitions.
+#[test]
+fn completions_and_manual_pages_follow_the_flags() {
+    let w = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, _, _) = keyward(w.path(), &["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}");
+        assert!(
+            out.contains("secrets-dir") && out.contains("regenerate-missing"),
+            "{shell}"
+        );
+    }
+    let (code, page, _, _) = keyward(w.path(), &["man"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        page.contains(".TH keyward 1") && page.contains("completions"),
+        "{page}"
+    );
+    let (code, page, _, _) = keyward(w.path(), &["man", "apply"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        page.contains(".TH keyward\\-apply 1") || page.contains(".TH keyward-apply 1"),
+        "{page}"
+    );
+    assert!(page.contains("\\-\\-prune"), "{page}");
+    let (code, _, err, _) = keyward(w.path(), &["man", "nope"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no subcommand 'nope'"), "{err}");
+}

@@ -42,6 +42,7 @@ async fn run(
         sink,
         endpoint: cms.url.clone(),
         clock: clock.clone(),
+        progress: None,
     };
     let result = engine.apply(&plan).await;
     (plan, result)

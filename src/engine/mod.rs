@@ -293,7 +293,12 @@ pub struct Engine<'a> {
     pub endpoint: String,
     /// "Now" for new expiries (the plan's clock).
     pub clock: Clock,
+    /// Told (done, total) each time a change is applied.
+    pub progress: Option<Progress>,
 }
+
+/// A listener for apply's progress: (changes done, changes to apply).
+pub type Progress = std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>;
 
 fn describe(a: &Action) -> String {
     match a {
@@ -333,7 +338,9 @@ impl Engine<'_> {
                 n => n.min(self.provider.parallel_creates().max(1)),
             };
             let batch = &pending[next..next + creates.max(1)];
-            let (started, failures) = self.run_batch(plan, batch, width, &mut report).await;
+            let (started, failures) = self
+                .run_batch(plan, batch, width, &mut report, pending.len())
+                .await;
             if !failures.is_empty() {
                 let transient = failures.iter().all(|(_, e)| e.is_transient());
                 let mut failures = failures.into_iter().map(|(i, e)| (describe(batch[i]), e));
@@ -367,6 +374,7 @@ impl Engine<'_> {
         batch: &[&Action],
         width: usize,
         report: &mut ApplyReport,
+        total: usize,
     ) -> (usize, Vec<(usize, StepFailure)>) {
         use futures::stream::{FuturesUnordered, StreamExt};
         let mut running = FuturesUnordered::new();
@@ -385,6 +393,9 @@ impl Engine<'_> {
                     succeeded = true;
                     tracing::info!(action = %what, "applied");
                     report.done.push(what);
+                    if let Some(progress) = &self.progress {
+                        progress(report.done.len(), total);
+                    }
                     report.secrets_written += usize::from(secret_written);
                     if let Action::Revoke { id, .. } = batch[i] {
                         report.revoked.push(id.clone());

@@ -262,6 +262,7 @@ fn engine<'a>(cms: &'a FakeCms, sink: &'a MemSink) -> Engine<'a> {
         sink,
         endpoint: ENDPOINT.into(),
         clock: fixture_clock(),
+        progress: None,
     }
 }
 
@@ -480,8 +481,8 @@ async fn every_action_calls_the_cms_once_and_says_what_it_did() {
             "updated key ns/p/k (id id1)",
             "rewrote Secret ns/s",
             "rotated key ns/p/k (id id1: lost) and wrote Secret ns/s",
-            "set CORS origins of ns/p to {\"https://a.example\"}",
-            "set public endpoints of 'contact' for ns/p to {Create}",
+            "set CORS origins of ns/p to [https://a.example]",
+            "set public endpoints of 'contact' for ns/p to [create]",
             "revoked key ns/p/k (id id1): removed",
         ]
     );
@@ -1130,7 +1131,7 @@ mod hostile_times {
                 for keys in [vec![], vec![live.clone()]] {
                     let plan = diff(d, &keys, &LiveSettings::default(), &ObservedSecrets::new(), ENDPOINT, now);
                     let (cms, sink) = (FakeCms::with(&keys), MemSink::default());
-                    let engine = Engine { provider: &cms, sink: &sink, endpoint: ENDPOINT.into(), clock: clock_at(now) };
+                    let engine = Engine { provider: &cms, sink: &sink, endpoint: ENDPOINT.into(), clock: clock_at(now), progress: None };
                     let _ = rt.block_on(engine.apply(&plan));
                 }
             }

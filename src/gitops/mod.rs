@@ -50,6 +50,8 @@ pub struct Options {
     pub regenerate_missing: bool,
     /// How long to wait for another keyward holding the secrets or data directory.
     pub lock_timeout: std::time::Duration,
+    /// Told (done, total) as apply's changes finish (a terminal's progress line).
+    pub progress: Option<crate::engine::Progress>,
 }
 
 impl std::fmt::Debug for Options {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Options {
             .field("clock", &self.clock)
             .field("regenerate_missing", &self.regenerate_missing)
             .field("lock_timeout", &self.lock_timeout)
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
@@ -748,6 +751,7 @@ async fn apply_connection(
         sink,
         endpoint: conn.template_endpoint.clone(),
         clock: opts.clock.clone(),
+        progress: opts.progress.clone(),
     };
     let writes_before = sink.writes();
     let result = engine.apply(&run.plan).await;

@@ -439,6 +439,7 @@ async fn apply_plan(
         sink,
         endpoint: conn.endpoint.clone(),
         clock: ctx.config.clock.clone(),
+        progress: None,
     };
     match engine.apply(plan).await {
         Ok(report) => Ok(plan
