@@ -74,6 +74,7 @@ async fn main() {
         regenerate_missing: false,
         lock_timeout: std::time::Duration::from_secs(60),
         progress: None,
+        expect: None,
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

@@ -36,8 +36,9 @@ enum Command {
     },
     /// Show what apply would change: exit 0 = no changes, 2 = changes pending, 1 = error.
     Plan(GitopsArgs),
-    /// Make the CMS match the manifests and write each generated key into a Secret manifest.
-    Apply(GitopsArgs),
+    /// Make the CMS match the manifests and write each generated key into a Secret manifest;
+    /// or apply a plan saved with `plan --out FILE`, only if nothing moved since.
+    Apply(ApplyArgs),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crd,
     /// Print the effective configuration (keyward.toml, environment, defaults) and where each
@@ -131,11 +132,23 @@ struct ConfigArgs {
 }
 
 #[derive(clap::Args)]
+struct ApplyArgs {
+    /// A plan saved with `keyward plan --out FILE`: the manifests it names are read again, the
+    /// plan is made again, and applied only if it is the same (else exit 1, saying what moved).
+    saved_plan: Option<PathBuf>,
+    #[command(flatten)]
+    gitops: GitopsArgs,
+}
+
+#[derive(clap::Args)]
 struct GitopsArgs {
     /// Manifest files or directories (multi-document YAML; directories are read recursively),
     /// or `-` for standard input (`kustomize build overlays/prod | keyward plan -f -`).
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(short = 'f', long = "filename")]
     paths: Vec<PathBuf>,
+    /// plan: also save the plan to this file, for `keyward apply FILE` (it holds no key value).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Where Secret manifests are written (one YAML per Secret) and read back from
     /// [default: .keyward/secrets, or keyward.toml's secrets_dir].
     #[arg(long)]
@@ -378,8 +391,11 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Cms {
             command: CmsCommand::Demo { data },
         } => ok(demo(data).await),
-        Command::Plan(args) => gitops(args, Mode::Plan).await,
-        Command::Apply(args) => gitops(args, Mode::Apply).await,
+        Command::Plan(args) => gitops(args, None, Mode::Plan).await,
+        Command::Apply(ApplyArgs {
+            saved_plan,
+            gitops: args,
+        }) => gitops(args, saved_plan, Mode::Apply).await,
         Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
@@ -673,7 +689,31 @@ async fn effective_config(
 }
 
 /// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
-async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
+async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Result<ExitCode> {
+    let (mut paths, mut prune) = (args.paths.clone(), args.prune);
+    let expect = match &saved_plan {
+        Some(_) if !args.paths.is_empty() => {
+            anyhow::bail!("give either a saved plan or -f, not both: the plan names its manifests")
+        }
+        Some(file) => {
+            let text = keyward::files::read_small_text(file, gitops::saved::MAX_SAVED_PLAN)?;
+            let saved = gitops::saved::SavedPlan::parse(&file.display().to_string(), &text)?;
+            (paths, prune) = (saved.paths.clone(), saved.prune);
+            Some(saved)
+        }
+        None if args.paths.is_empty() => anyhow::bail!(
+            "which manifests? -f FILE_OR_DIR (or - for standard input){}",
+            if mode == Mode::Apply {
+                ", or a saved plan"
+            } else {
+                ""
+            }
+        ),
+        None => None,
+    };
+    if args.out.is_some() && mode == Mode::Apply {
+        anyhow::bail!("--out saves a plan: it goes with keyward plan");
+    }
     let given = Given {
         secrets_dir: args.secrets_dir.clone().map(|p| (p, Source::Flag)),
         data_dir: args.data_dir.clone().map(|p| (p, Source::Flag)),
@@ -700,18 +740,19 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
     let progress = progress_on_terminal(args.output);
     let opts = gitops::Options {
         ca_pem,
-        paths: args.paths,
+        paths,
         secrets_dir: c.secrets_dir.value,
         data_dir: c.data_dir.value,
         mode,
         env_url: c.url.value,
         env_token: env_value(&c.token_env.value).map(Into::into),
-        prune: args.prune,
+        prune,
         env_provider: c.provider.value,
         clock: keyward::engine::Clock::system(),
         regenerate_missing: args.regenerate_missing,
         lock_timeout: args.lock_timeout,
         progress: progress.clone(),
+        expect,
     };
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),
@@ -733,6 +774,12 @@ async fn gitops(args: GitopsArgs, mode: Mode) -> Result<ExitCode> {
         Ok(outcome) => {
             for w in &outcome.warnings {
                 eprintln!("{w}");
+            }
+            if let Some(file) = &args.out {
+                let saved = gitops::saved::SavedPlan::of(&outcome, &opts.paths, opts.prune);
+                let text = serde_json::to_string_pretty(&saved)?;
+                std::fs::write(file, text + "\n")
+                    .with_context(|| format!("cannot save the plan to {}", file.display()))?;
             }
             print(&outcome);
             // Apply leaves ObserveOnly changes for a person: they are still pending.

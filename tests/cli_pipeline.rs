@@ -319,3 +319,102 @@ fn completions_and_manual_pages_follow_the_flags() {
     assert_eq!(code, 1);
     assert!(err.contains("no subcommand 'nope'"), "{err}");
 }
+
+/// Every key value in the Secret files of `dir`.
+fn secret_values(dir: &Path) -> Vec<String> {
+    let mut values = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let Ok(s) = serde_yaml_ng::from_str::<k8s_openapi::api::core::v1::Secret>(&text) else {
+            continue;
+        };
+        for v in s.data.unwrap_or_default().into_values() {
+            values.push(String::from_utf8(v.0).unwrap());
+        }
+    }
+    values
+}
+
+/// `plan --out FILE` then `apply FILE`: exactly that plan, or nothing when the manifests or
+/// the CMS moved in between, saying what moved. The file holds no key value.
+#[test]
+fn a_saved_plan_is_applied_exactly_or_not_at_all() {
+    let work = work();
+    let w = work.path();
+    let run = |args: &[&str]| {
+        let (code, out, err, _) = keyward(w, args, &[]);
+        (code, format!("{out}{err}"))
+    };
+    let (code, said) = run(&[
+        "plan",
+        "-f",
+        "p.yaml",
+        "--secrets-dir",
+        "out",
+        "--out",
+        "1.json",
+    ]);
+    assert_eq!(code, 2, "{said}");
+    let (code, said) = run(&["apply", "1.json", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("created key shop/site/reader"), "{said}");
+    assert_eq!(run(&["plan", "-f", "p.yaml", "--secrets-dir", "out"]).0, 0);
+
+    // The manifests moved after the plan: refused, nothing applied.
+    std::fs::write(w.join("p.yaml"), POLICY.replace("[GET]", "[GET, POST]")).unwrap();
+    assert_eq!(
+        run(&[
+            "plan",
+            "-f",
+            "p.yaml",
+            "--secrets-dir",
+            "out",
+            "--out",
+            "2.json"
+        ])
+        .0,
+        2
+    );
+    std::fs::write(w.join("p.yaml"), POLICY.replace("[GET]", "[GET, DELETE]")).unwrap();
+    let (code, said) = run(&["apply", "2.json", "--secrets-dir", "out"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("saved plan is out of date") && said.contains("p.yaml changed"),
+        "{said}"
+    );
+    assert!(!said.contains("applied:"), "{said}");
+
+    // The CMS moved after the plan (someone applied): refused.
+    assert_eq!(
+        run(&[
+            "plan",
+            "-f",
+            "p.yaml",
+            "--secrets-dir",
+            "out",
+            "--out",
+            "3.json"
+        ])
+        .0,
+        2
+    );
+    assert_eq!(run(&["apply", "-f", "p.yaml", "--secrets-dir", "out"]).0, 0);
+    let (code, said) = run(&["apply", "3.json", "--secrets-dir", "out"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("changed"), "{said}");
+
+    let (code, said) = run(&["apply", "3.json", "-f", "p.yaml"]);
+    assert_eq!(code, 1, "{said}");
+    let (code, said) = run(&["apply", "p.yaml"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("not a saved plan"), "{said}");
+
+    let values = secret_values(&w.join("out"));
+    assert!(!values.is_empty());
+    for plan in ["1.json", "2.json", "3.json"] {
+        let text = std::fs::read_to_string(w.join(plan)).unwrap();
+        for v in &values {
+            assert!(!text.contains(v.as_str()), "{plan} holds a key value");
+        }
+    }
+}

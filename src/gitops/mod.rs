@@ -20,6 +20,8 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+pub mod saved;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Plan,
@@ -52,6 +54,8 @@ pub struct Options {
     pub lock_timeout: std::time::Duration,
     /// Told (done, total) as apply's changes finish (a terminal's progress line).
     pub progress: Option<crate::engine::Progress>,
+    /// `apply PLAN`: apply only if the plan made now is this saved one.
+    pub expect: Option<saved::SavedPlan>,
 }
 
 impl std::fmt::Debug for Options {
@@ -71,6 +75,7 @@ impl std::fmt::Debug for Options {
             .field("regenerate_missing", &self.regenerate_missing)
             .field("lock_timeout", &self.lock_timeout)
             .field("progress", &self.progress.is_some())
+            .field("expect", &self.expect.is_some())
             .finish()
     }
 }
@@ -93,12 +98,16 @@ pub struct ConnectionRun {
     pub stale_files: Vec<KeySecretFile>,
     /// Existing keys that get a new value because their Secret is missing.
     pub lost: usize,
+    /// A digest of what the plan was made from (see `saved::live_digest`).
+    pub live_digest: String,
 }
 
 #[derive(Default)]
 pub struct Outcome {
     pub runs: Vec<ConnectionRun>,
     pub warnings: Vec<String>,
+    /// The manifest files read, with their digests.
+    pub manifests: Vec<(PathBuf, String)>,
 }
 
 impl Outcome {
@@ -172,6 +181,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum GitopsError {
     #[error("the manifests are invalid:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
+    /// `apply PLAN`: what changed since the saved plan was made; nothing was applied.
+    #[error("the saved plan is out of date, nothing was applied (make it again): {}", .0.join("; "))]
+    PlanMoved(Vec<String>),
     #[error("{connection}: {message}")]
     Connection { connection: String, message: String },
     #[error("{connection}: {source}")]
@@ -517,6 +529,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let mut outcome = Outcome {
         runs: Vec::new(),
         warnings,
+        manifests: set.sources.clone(),
     };
     let mut connected = Vec::new();
     for (id, state) in &resolved.desired {
@@ -533,6 +546,13 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
         };
         if !problems.is_empty() {
             let e = Failure::Problems(id.to_string(), problems);
+            return Err(stop_all(connected, e, outcome).await);
+        }
+    }
+    if let Some(expected) = &opts.expect {
+        let moved = expected.moved(&saved::SavedPlan::of(&outcome, &opts.paths, opts.prune));
+        if !moved.is_empty() {
+            let e = Failure::Other(GitopsError::PlanMoved(moved));
             return Err(stop_all(connected, e, outcome).await);
         }
     }
@@ -732,6 +752,7 @@ async fn plan_connection(
         secret_writes: 0,
         stale_files,
         lost,
+        live_digest: saved::live_digest(&live, &settings, &observed),
         plan,
         applied: None,
     };

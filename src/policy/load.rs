@@ -61,6 +61,9 @@ pub struct ManifestSet {
     /// Objects of these kinds that could not be loaded at all (kind, namespace, name): what
     /// refers to them is not reported as missing as well.
     pub unloaded: Vec<(String, Option<String>, String)>,
+    /// Each file read (`<stdin>` for standard input) with the SHA-256 of its text, in the
+    /// order read: what a saved plan was made from.
+    pub sources: Vec<(PathBuf, String)>,
 }
 
 impl ManifestSet {
@@ -128,7 +131,10 @@ pub fn load_all(paths: &[PathBuf]) -> (ManifestSet, Vec<LoadError>) {
             std::fs::read_to_string(&file).map(|text| (file.clone(), text))
         };
         match read {
-            Ok((name, text)) => load_text(&name, &text, &mut set, &mut errors),
+            Ok((name, text)) => {
+                set.sources.push((name.clone(), digest(text.as_bytes())));
+                load_text(&name, &text, &mut set, &mut errors)
+            }
             Err(e) => errors.push(LoadError {
                 origin: Origin {
                     file: if file.as_os_str() == STDIN {
@@ -153,6 +159,15 @@ pub const STDIN: &str = "-";
 const STDIN_NAME: &str = "<stdin>";
 /// The most standard input may hold (a large repository's rendered manifests fit).
 const MAX_STDIN: u64 = 64 * 1024 * 1024;
+
+/// SHA-256 in hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Standard input, whole, as text of at most `MAX_STDIN` bytes.
 fn read_stdin() -> std::io::Result<String> {

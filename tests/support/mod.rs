@@ -242,6 +242,7 @@ pub fn options_for(
         regenerate_missing: false,
         lock_timeout: std::time::Duration::from_secs(60),
         progress: None,
+        expect: None,
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_dir: secrets.to_path_buf(),
         data_dir: secrets.join("unused-embedded"),
