@@ -216,6 +216,32 @@ fn pick<T: Clone>(
     })
 }
 
+/// Without a CMS URL, no other connection setting may be given: a token that is set, or a
+/// provider other than the reference CMS (the embedded one), would go nowhere.
+fn nothing_without_an_endpoint(
+    token_env: &Setting<String>,
+    provider: &Setting<ProviderKind>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let token = env(&token_env.value).map(|_| {
+        let from = match &token_env.source {
+            Source::Default | Source::Env(_) => Source::Env(token_env.value.clone()),
+            other => other.clone(),
+        };
+        (token_env.value.clone(), from)
+    });
+    let provider_set = (provider.value != ProviderKind::Keyward).then(|| {
+        (
+            format!("the CMS provider '{}'", provider.value),
+            provider.source.clone(),
+        )
+    });
+    match token.or(provider_set) {
+        Some((setting, from)) => Err(ConfigError::NoEndpoint { setting, from }),
+        None => Ok(()),
+    }
+}
+
 impl Effective {
     /// Decides every setting; `env` reads the environment (`KEYWARD_CMS_URL`,
     /// `KEYWARD_CMS_PROVIDER`, `KEYWARD_CMS_TOKEN`).
@@ -312,23 +338,7 @@ impl Effective {
         )
         .unwrap_or_else(|| defaulted(ProviderKind::Keyward));
         if url.is_none() {
-            let token = env(&token_env.value).map(|_| {
-                let from = match &token_env.source {
-                    Source::Default | Source::Env(_) => Source::Env(token_env.value.clone()),
-                    other => other.clone(),
-                };
-                (token_env.value.clone(), from)
-            });
-            // The embedded CMS is a reference CMS: only another provider needs a URL.
-            let provider_set = (provider.value != ProviderKind::Keyward).then(|| {
-                (
-                    format!("the CMS provider '{}'", provider.value),
-                    provider.source.clone(),
-                )
-            });
-            if let Some((setting, from)) = token.or(provider_set) {
-                return Err(ConfigError::NoEndpoint { setting, from });
-            }
+            nothing_without_an_endpoint(&token_env, &provider, env)?;
         }
         Ok(Effective {
             file: loaded.map(|l| l.path.clone()),

@@ -688,18 +688,21 @@ async fn effective_config(
     Ok((effective, loaded))
 }
 
-/// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
-async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Result<ExitCode> {
-    let (mut paths, mut prune) = (args.paths.clone(), args.prune);
-    let expect = match &saved_plan {
+/// The manifests a run reads and whether it prunes: `-f` and `--prune`, or what a saved plan
+/// names (with the plan, to apply only if nothing moved).
+fn manifests_to_read(
+    args: &GitopsArgs,
+    saved_plan: Option<&std::path::Path>,
+    mode: Mode,
+) -> Result<(Vec<PathBuf>, bool, Option<gitops::saved::SavedPlan>)> {
+    match saved_plan {
         Some(_) if !args.paths.is_empty() => {
             anyhow::bail!("give either a saved plan or -f, not both: the plan names its manifests")
         }
         Some(file) => {
             let text = keyward::files::read_small_text(file, gitops::saved::MAX_SAVED_PLAN)?;
             let saved = gitops::saved::SavedPlan::parse(&file.display().to_string(), &text)?;
-            (paths, prune) = (saved.paths.clone(), saved.prune);
-            Some(saved)
+            Ok((saved.paths.clone(), saved.prune, Some(saved)))
         }
         None if args.paths.is_empty() => anyhow::bail!(
             "which manifests? -f FILE_OR_DIR (or - for standard input){}",
@@ -709,8 +712,13 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
                 ""
             }
         ),
-        None => None,
-    };
+        None => Ok((args.paths.clone(), args.prune, None)),
+    }
+}
+
+/// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
+async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Result<ExitCode> {
+    let (paths, prune, expect) = manifests_to_read(&args, saved_plan.as_deref(), mode)?;
     if args.out.is_some() && mode == Mode::Apply {
         anyhow::bail!("--out saves a plan: it goes with keyward plan");
     }
@@ -754,6 +762,21 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
         progress: progress.clone(),
         expect,
     };
+    let result = gitops::run(&opts).await;
+    if progress.is_some() {
+        // The progress line goes before the outcome is printed.
+        eprint!("\r\x1b[2K");
+    }
+    finish(result, &args, &opts)
+}
+
+/// Prints a run's outcome (or what was done before it failed) and its exit code; saves the
+/// plan with `--out`.
+fn finish(
+    result: Result<gitops::Outcome, GitopsError>,
+    args: &GitopsArgs,
+    opts: &gitops::Options,
+) -> Result<ExitCode> {
     let print = |o: &gitops::Outcome| match args.output {
         Output::Text => print!("{}", o.text()),
         Output::Json => println!(
@@ -765,11 +788,6 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
             serde_yaml_ng::to_string(&o.json()).unwrap_or_default()
         ),
     };
-    let result = gitops::run(&opts).await;
-    if progress.is_some() {
-        // The progress line goes before the outcome is printed.
-        eprint!("\r\x1b[2K");
-    }
     match result {
         Ok(outcome) => {
             for w in &outcome.warnings {
@@ -783,7 +801,7 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
             }
             print(&outcome);
             // Apply leaves ObserveOnly changes for a person: they are still pending.
-            let pending = match mode {
+            let pending = match opts.mode {
                 Mode::Plan => outcome.has_changes(),
                 Mode::Apply => outcome.observe_only_changes() > 0,
             };
