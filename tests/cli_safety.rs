@@ -526,45 +526,53 @@ fn names_that_could_collide_are_refused_and_every_key_shows_its_namespace() {
 fn gitignore_covers_what_the_readme_commands_create() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let ignored: Vec<String> = std::fs::read_to_string(root.join(".gitignore"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            l.trim()
-                .trim_start_matches('/')
-                .trim_end_matches('/')
-                .to_owned()
-        })
-        .collect();
-    let mut checked = 0;
-    for flag in ["--secrets-dir ", "--data-dir ", "--data "] {
-        for (at, _) in readme.match_indices(flag) {
-            let path = readme[at + flag.len()..]
-                .split(|c: char| c.is_whitespace() || c == '`' || c == ')' || c == ']')
-                .next()
-                .unwrap_or_default();
-            let top = path
-                .trim_start_matches("./")
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            if top.is_empty() || top.chars().all(|c| c.is_ascii_uppercase()) {
-                continue; // a placeholder such as DIR
-            }
-            let covered = ignored.iter().any(|pattern| {
+    // Git and image builds alike leave out what the commands create (values, databases).
+    for file in [".gitignore", ".dockerignore"] {
+        let ignored: Vec<String> = std::fs::read_to_string(root.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                l.trim()
+                    .trim_start_matches('/')
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .collect();
+        let covered = |top: &str| {
+            ignored.iter().any(|pattern| {
                 pattern == top
                     || pattern
                         .strip_suffix('*')
                         .is_some_and(|p| top.starts_with(p))
-            });
-            assert!(
-                covered,
-                "{top} (from `{flag}{path}` in the README) is not in .gitignore"
-            );
-            checked += 1;
+            })
+        };
+        let mut checked = 0;
+        for flag in ["--secrets-dir ", "--data-dir ", "--data "] {
+            for (at, _) in readme.match_indices(flag) {
+                let path = readme[at + flag.len()..]
+                    .split(|c: char| c.is_whitespace() || c == '`' || c == ')' || c == ']')
+                    .next()
+                    .unwrap_or_default();
+                let top = path
+                    .trim_start_matches("./")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                if top.is_empty() || top.chars().all(|c| c.is_ascii_uppercase()) {
+                    continue; // a placeholder such as DIR
+                }
+                assert!(
+                    covered(top),
+                    "{top} (from `{flag}{path}` in the README) is not in {file}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "the README's commands were found: {checked}");
+        for always in ["target", ".keyward", "mutants.out"] {
+            assert!(covered(always), "{always} is not in {file}");
         }
     }
-    assert!(checked >= 3, "the README's commands were found: {checked}");
 }
 
 #[test]

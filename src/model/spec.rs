@@ -56,7 +56,9 @@ impl KeyType {
 )]
 #[serde(deny_unknown_fields)]
 pub struct ApiPermission {
+    /// The API (a content type's endpoint name, e.g. `blog`).
     pub api: String,
+    /// What the key may do on that API; empty: nothing, even where the defaults allow it.
     pub permissions: Vec<ContentPermission>,
 }
 

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
     kind = "ApiKeyPolicy",
     namespaced,
     status = "ApiKeyPolicyStatus",
+    doc = "Declares a set of CMS API keys, the Secrets they are written to, and the CMS settings (CORS origins, public endpoints) the keys' clients need. keyward makes the CMS match it and writes each key's value to its Secret.",
     shortname = "akp",
     category = "keyward",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -53,8 +54,10 @@ pub struct ApiKeyPolicySpec {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionRef {
+    /// CmsConnection (in the policy's namespace; the default) or ClusterCmsConnection.
     #[serde(default)]
     pub kind: ConnectionKind,
+    /// The connection's name.
     pub name: String,
 }
 
@@ -114,6 +117,7 @@ pub struct CorsSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublicEndpoint {
+    /// The API made public (it must exist in the CMS).
     pub api: String,
     /// Operations that need no key: list, get, create, update, delete, publish.
     pub operations: Vec<ContentOp>,
@@ -126,6 +130,7 @@ pub struct KeyDecl {
     /// Unique within the policy; a DNS label.
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
     pub name: String,
+    /// What the key is for, shown in the CMS beside keyward's ownership tag.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// content (delivery) keys hold permissions and scopes; management keys hold management
@@ -147,6 +152,8 @@ pub struct KeyDecl {
     /// Environments the key is limited to; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<String>,
+    /// Management keys' rights on the CMS's management API (a management key holds at least
+    /// one; other kinds none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub management_permissions: Vec<ManagementPermission>,
     /// The member who owns a personal key.
@@ -196,8 +203,10 @@ pub struct SecretSpec {
     /// `{{ expiresAt }}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_fields: BTreeMap<String, String>,
+    /// More labels on the Secret, besides keyward's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// More annotations on the Secret, besides keyward's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Take over a Secret of this name that exists and was not written by this policy: it is
@@ -214,13 +223,17 @@ pub fn default_key_field() -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Readers {
+    /// Service accounts of the policy's namespace, by name: each gets a Role and RoleBinding
+    /// that allow `get` on this Secret only.
     pub service_accounts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
     pub kind: WorkloadKind,
+    /// The workload's name, in the policy's namespace.
     pub name: String,
 }
 
@@ -235,11 +248,13 @@ pub enum WorkloadKind {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyPolicyStatus {
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, Synced, Drifted, KeyExpiringSoon.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Each key in place: its CMS id, fingerprint, times and Secret; never its value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
     /// How many keys are in place (the `Keys` column of `kubectl get`).
@@ -262,10 +277,12 @@ pub struct ApiKeyPolicyStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeysConnection {
+    /// CmsConnection or ClusterCmsConnection.
     pub kind: ConnectionKind,
     /// A CmsConnection's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The connection's name.
     pub name: String,
 }
 
@@ -307,17 +324,23 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatus {
+    /// The key's name in the spec.
     pub name: String,
+    /// The key's id in the CMS.
     pub id: String,
     /// A short hash of the value in use; never the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// When the CMS made the key (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// When the key stops working (RFC 3339); absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// When its value was last regenerated (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at: Option<String>,
+    /// The Secret holding the value, in the policy's namespace.
     pub secret_name: String,
 }
 
@@ -358,6 +381,7 @@ connection_spec! {
         version = "v1alpha1",
         kind = "CmsConnection",
         namespaced,
+        doc = "A connection to a CMS's key-management API (endpoint, provider, credential Secret, CA), usable by the ApiKeyPolicies of its own namespace.",
         shortname = "cmsconn",
         category = "keyward"
     )]
@@ -369,6 +393,7 @@ pub use crate::providers::registry::ProviderKind;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
+    /// The Secret's name.
     pub name: String,
     /// Required for a ClusterCmsConnection; a CmsConnection's Secret is in its own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,6 +421,7 @@ pub struct ConnectionTls {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CaSecretRef {
+    /// The Secret's name.
     pub name: String,
     /// Required for a ClusterCmsConnection; a CmsConnection's Secret is in its own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -416,6 +442,7 @@ connection_spec! {
         group = "keyward.dev",
         version = "v1alpha1",
         kind = "ClusterCmsConnection",
+        doc = "A cluster-wide connection to a CMS's key-management API, shared by the namespaces it admits (by name or label), within the ceilings of spec.allow.",
         shortname = "ccmsconn",
         category = "keyward"
     )]
