@@ -939,7 +939,24 @@ async fn invalid_specs_foreign_namespaces_and_observe_only_write_nothing_to_the_
             .is_some_and(|r| r.0 == "ChangesPending")
     })
     .await;
+    // GitOps tools read these: a spec only a change can fix is Stalled (Flux stops waiting);
+    // ObserveOnly changes leave the policy Ready, with ChangesPending saying what waits.
+    let invalid = reason("invalid").await.unwrap().2;
+    let stalled = condition(&invalid, "Stalled").unwrap();
+    assert_eq!(
+        (&stalled["status"], &stalled["reason"]),
+        (&json!("True"), &json!("InvalidSpec"))
+    );
+    let foreign = reason("foreign").await.unwrap().2;
+    assert_eq!(condition(&foreign, "Stalled").unwrap()["status"], "True");
     let pending = reason("observer").await.unwrap().2;
+    assert_eq!(condition(&pending, "Ready").unwrap()["status"], "True");
+    let waits = condition(&pending, "ChangesPending").unwrap();
+    assert_eq!(
+        (&waits["status"], &waits["reason"]),
+        (&json!("True"), &json!("ObserveOnly"))
+    );
+    assert_eq!(condition(&pending, "Stalled").unwrap()["status"], "False");
     assert_eq!(
         pending["pendingChanges"],
         json!([

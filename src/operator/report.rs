@@ -5,7 +5,9 @@
 use super::context::Context;
 use super::metrics::KeyLabels;
 use super::observe::{policy_id, Observed};
-use super::status::{self, condition, Stated, DRIFTED, EXPIRING, READY, SYNCED};
+use super::status::{
+    self, condition, Stated, CHANGES_PENDING, DRIFTED, EXPIRING, READY, STALLED, SYNCED,
+};
 use crate::engine::{rotation_due, ANN_FINGERPRINT, ANN_KEY_ID};
 use crate::model::desired::{DesiredKey, PolicyId};
 use crate::plan::{render_text, Action as PlanAction, Plan};
@@ -149,19 +151,22 @@ fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
             _ => None,
         })
         .collect();
-    let (ready_reason, ready_message) = if pending {
+    let in_place = format!(
+        "{} key(s) in place and written to their Secrets",
+        keys.keys.len()
+    );
+    // ObserveOnly changes wait for a person: the policy stays Ready (GitOps tools show it
+    // healthy), and ChangesPending says what waits.
+    let (ready_reason, pending_message) = if pending {
         (
             "ChangesPending",
-            "ObserveOnly: the changes in status.pendingChanges are not applied".to_owned(),
-        )
-    } else {
-        (
-            "Ready",
             format!(
-                "{} key(s) in place and written to their Secrets",
-                keys.keys.len()
+                "ObserveOnly: {} change(s) in status.pendingChanges are not applied",
+                plan.actions.len()
             ),
         )
+    } else {
+        ("Ready", "nothing waits to be applied".to_owned())
     };
     let (synced_reason, synced_message) = if observe_only {
         (
@@ -194,8 +199,15 @@ fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
         ("ExpiringSoon", keys.expiring.join("; "))
     };
     vec![
-        condition(READY, !pending, ready_reason, ready_message),
+        condition(READY, true, ready_reason, in_place),
         condition(SYNCED, !pending, synced_reason, synced_message),
+        condition(
+            CHANGES_PENDING,
+            pending,
+            if pending { "ObserveOnly" } else { "NoChanges" },
+            pending_message,
+        ),
+        condition(STALLED, false, "NotStalled", "the policy is in place"),
         condition(DRIFTED, !drifted.is_empty(), drift_reason, drift_message),
         condition(
             EXPIRING,
@@ -298,12 +310,23 @@ pub fn stopped_status(
         msg.to_owned()
     };
     let synced = if retried { msg } else { "nothing was applied" };
+    let stalled = if status::stalls(reason) {
+        condition(STALLED, true, reason, msg)
+    } else {
+        condition(
+            STALLED,
+            false,
+            "NotStalled",
+            "retried, or waiting for what it names",
+        )
+    };
     ApiKeyPolicyStatus {
         conditions: merged(
             old,
             vec![
                 condition(READY, false, reason, ready),
                 condition(SYNCED, false, reason, synced),
+                stalled,
             ],
             None,
             now,
@@ -403,6 +426,12 @@ mod tests {
             .collect()
     }
 
+    /// (status, reason) of the condition of type `t`.
+    fn of<'a>(c: &'a [Stated], t: &str) -> (bool, &'a str) {
+        let c = c.iter().find(|c| c.type_ == t).expect("the condition");
+        (c.status, c.reason.as_str())
+    }
+
     #[test]
     fn a_managed_policy_in_sync_is_ready_applied_without_drift() {
         let c = conditions(&policy("Manage"), &plan(vec![]), &keys(&[]));
@@ -411,6 +440,8 @@ mod tests {
             [
                 (READY, true, "Ready"),
                 (SYNCED, true, "Applied"),
+                (CHANGES_PENDING, false, "NoChanges"),
+                (STALLED, false, "NotStalled"),
                 (DRIFTED, false, "NoDrift"),
                 (EXPIRING, false, "NotExpiring"),
             ]
@@ -430,28 +461,41 @@ mod tests {
             [
                 (READY, true, "Ready"),
                 (SYNCED, true, "Applied"),
+                (CHANGES_PENDING, false, "NoChanges"),
+                (STALLED, false, "NotStalled"),
                 (DRIFTED, true, "DriftRepaired"),
                 (EXPIRING, false, "NotExpiring"),
             ]
         );
         assert_eq!(
-            managed[2].message,
+            managed[4].message,
             "changed in the CMS outside keyward: reader, writer"
         );
         let observed = conditions(&policy("ObserveOnly"), &drift(), &keys(&[]));
         assert_eq!(
             said(&observed),
             [
-                (READY, false, "ChangesPending"),
+                (READY, true, "ChangesPending"),
                 (SYNCED, false, "ObserveOnly"),
+                (CHANGES_PENDING, true, "ObserveOnly"),
+                (STALLED, false, "NotStalled"),
                 (DRIFTED, true, "DriftFound"),
                 (EXPIRING, false, "NotExpiring"),
             ]
         );
+        let waits = observed
+            .iter()
+            .find(|c| c.type_ == CHANGES_PENDING)
+            .unwrap();
+        assert_eq!(
+            waits.message,
+            "ObserveOnly: 2 change(s) in status.pendingChanges are not applied"
+        );
         // Observed and in sync: ready, nothing pending.
         let quiet = conditions(&policy("ObserveOnly"), &plan(vec![]), &keys(&[]));
-        assert_eq!(said(&quiet)[0], (READY, true, "Ready"));
-        assert_eq!(said(&quiet)[1], (SYNCED, true, "ObserveOnly"));
+        assert_eq!(of(&quiet, READY), (true, "Ready"));
+        assert_eq!(of(&quiet, SYNCED), (true, "ObserveOnly"));
+        assert_eq!(of(&quiet, CHANGES_PENDING), (false, "NoChanges"));
         // A pending change other than drift: not Drifted.
         let revoke = PlanAction::Revoke {
             id: "x".into(),
@@ -461,8 +505,9 @@ mod tests {
             observe_only: true,
         };
         let pending = conditions(&policy("ObserveOnly"), &plan(vec![revoke]), &keys(&[]));
-        assert_eq!(said(&pending)[0], (READY, false, "ChangesPending"));
-        assert_eq!(said(&pending)[2], (DRIFTED, false, "NoDrift"));
+        assert_eq!(of(&pending, READY), (true, "ChangesPending"));
+        assert_eq!(of(&pending, CHANGES_PENDING), (true, "ObserveOnly"));
+        assert_eq!(of(&pending, DRIFTED), (false, "NoDrift"));
     }
 
     #[test]
@@ -472,8 +517,9 @@ mod tests {
             &plan(vec![]),
             &keys(&["a expires at x", "b expires at y"]),
         );
-        assert_eq!(said(&c)[3], (EXPIRING, true, "ExpiringSoon"));
-        assert_eq!(c[3].message, "a expires at x; b expires at y");
+        assert_eq!(of(&c, EXPIRING), (true, "ExpiringSoon"));
+        let expiring = c.iter().find(|c| c.type_ == EXPIRING).unwrap();
+        assert_eq!(expiring.message, "a expires at x; b expires at y");
     }
 
     #[test]
@@ -546,11 +592,20 @@ mod tests {
         assert_eq!(by_type(READY).message, "down; retrying with backoff");
         assert_eq!(by_type(SYNCED).message, "down");
         assert_eq!(by_type(READY).last_transition_time.0, now());
+        assert_eq!(by_type(STALLED).status, "False", "retried: not stalled");
         let s = stopped_status(&old, "InvalidSpec", "bad", false, now());
         let by_type = |t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
         assert_eq!(by_type(READY).message, "bad");
         assert_eq!(by_type(SYNCED).message, "nothing was applied");
         assert_eq!(by_type(SYNCED).status, "False");
+        assert_eq!(
+            (
+                by_type(STALLED).status.as_str(),
+                by_type(STALLED).reason.as_str()
+            ),
+            ("True", "InvalidSpec"),
+            "only a change of the spec helps"
+        );
     }
 
     #[test]

@@ -10,6 +10,28 @@ pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const DRIFTED: &str = "Drifted";
 pub const EXPIRING: &str = "KeyExpiringSoon";
+/// kstatus's terminal condition: true when only a change of the spec (or of what it names) can
+/// help, so Flux stops waiting and Argo CD shows Degraded.
+pub const STALLED: &str = "Stalled";
+/// ObserveOnly changes wait for a person; the policy is still Ready.
+pub const CHANGES_PENDING: &str = "ChangesPending";
+
+/// The reasons a policy stops on that retrying cannot fix: a spec the validator or the CMS
+/// refuses, ceilings or admission that exclude it, a Secret or key name someone else holds, an
+/// endpoint or certificate the operator will not use, and a deletion that cannot revoke.
+pub fn stalls(reason: &str) -> bool {
+    matches!(
+        reason,
+        "InvalidSpec"
+            | "NotAllowed"
+            | "ConnectionNotAllowed"
+            | "SecretConflict"
+            | "Conflict"
+            | "EndpointNotAllowed"
+            | "TlsError"
+            | "DeletionBlocked"
+    )
+}
 
 /// A condition as a step states it, before it gets its transition time.
 #[derive(Clone, Debug, PartialEq)]
@@ -205,6 +227,28 @@ mod tests {
             reminder_window(crate::model::days(90)),
             crate::model::days(7)
         );
+    }
+
+    #[test]
+    fn only_what_retrying_cannot_fix_stalls() {
+        for r in [
+            "InvalidSpec",
+            "NotAllowed",
+            "SecretConflict",
+            "TlsError",
+            "DeletionBlocked",
+        ] {
+            assert!(stalls(r), "{r}");
+        }
+        for r in [
+            "CmsUnavailable",
+            "ConnectionNotFound",
+            "NoCredentials",
+            "Ready",
+            "",
+        ] {
+            assert!(!stalls(r), "{r}");
+        }
     }
 
     #[test]
