@@ -112,6 +112,21 @@ PY
 # Allowed endpoints reach the operator's arguments.
 "$helm" template keyward charts/keyward --set 'operator.allowedEndpoints={*.cms.example.com,10.0.0.0/8}' \
   --show-only templates/deployment.yaml | grep -q -- '--allowed-endpoints=\*.cms.example.com,10.0.0.0/8'
+# The alerts use only metrics the operator exports (names registered in src/operator/metrics.rs).
+"$helm" template keyward charts/keyward --set metrics.prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml > "$out/rules.yaml"
+python3 - "$out/rules.yaml" src/operator/metrics.rs <<'PY'
+import re, sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+assert rule["kind"] == "PrometheusRule", rule["kind"]
+exported = {"keyward_" + n for n in re.findall(r'register\(\s*"(\w+)"', open(sys.argv[2]).read())}
+alerts = rule["spec"]["groups"][0]["rules"]
+assert len(alerts) >= 4, alerts
+for a in alerts:
+    for name in re.findall(r"keyward_\w+", a["expr"]):
+        base = re.sub(r"_(total|count|sum|bucket)$", "", name)
+        assert base in exported, f"{a['alert']}: {name} is not a metric keyward exports ({sorted(exported)})"
+PY
 # The ServiceMonitor is a Prometheus-operator kind with no schema here: render it, check its shape.
 "$helm" template keyward charts/keyward --set metrics.serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q "kind: ServiceMonitor"

@@ -1236,14 +1236,31 @@ async fn metrics_and_health_endpoints() {
         Some(0.0),
         "{text}"
     );
-    // A content key lives a year by default.
-    let left = sample(
+    // A content key lives a year by default: its expiry, as a Unix time (not seconds left,
+    // which would be stale between reconciles), is the one its status shows.
+    let at = sample(
         &text,
-        "keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\",key=\"reader\"}",
+        "keyward_key_expiry_timestamp_seconds{namespace=\"shop\",policy=\"web\",key=\"reader\"}",
     )
     .unwrap();
+    let status = ready(&c).await.unwrap();
+    let expires: jiff::Timestamp = status["keys"][0]["expiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(at, expires.as_second() as f64, "{text}");
     let year = 365.0 * 86400.0;
-    assert!(left > year - 3600.0 && left <= year, "{left}");
+    let now = jiff::Timestamp::now().as_second() as f64;
+    assert!(at > now + year - 3600.0 && at <= now + year, "{at}");
+    assert_eq!(
+        sample(
+            &text,
+            "keyward_policy_ready{namespace=\"shop\",policy=\"web\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
     op.abort();
 }
 
@@ -2468,7 +2485,9 @@ async fn labelled_secrets_nobody_names_cost_no_memory_and_nothing_outlives_its_p
         "only the named credential is held"
     );
     let metrics = || ctx.metrics.encode();
-    assert!(metrics().contains("keyward_key_expiry_seconds{namespace=\"shop\",policy=\"web\""));
+    assert!(metrics()
+        .contains("keyward_key_expiry_timestamp_seconds{namespace=\"shop\",policy=\"web\""));
+    assert!(metrics().contains("keyward_policy_ready{namespace=\"shop\",policy=\"web\"} 1"));
 
     // An oversized credential is refused, with how large it is and may be.
     let big = "t".repeat(20 * 1024);

@@ -368,18 +368,27 @@ impl Context {
 
     /// Sets a policy's expiry series to `now` (`seconds` each) and removes those of keys it no
     /// longer has.
+    /// The `keyward_policy_ready` series of a policy.
+    pub fn set_policy_ready(&self, p: &ApiKeyPolicy, ready: bool) {
+        let labels = metrics::PolicyLabels {
+            namespace: p.namespace().unwrap_or_default(),
+            policy: p.name_any(),
+        };
+        self.metrics
+            .policy_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+    }
+
     pub fn set_expiry_series(&self, p: &ApiKeyPolicy, now: Vec<(metrics::KeyLabels, f64)>) {
         let mut series = self.expiry_series.lock();
         let kept = series.entry(Self::key(p)).or_default();
         let fresh: std::collections::BTreeSet<_> = now.iter().map(|(l, _)| l.clone()).collect();
         for gone in kept.difference(&fresh) {
-            self.metrics.seconds_to_expiry.remove(gone);
+            self.metrics.key_expiry.remove(gone);
         }
-        for (labels, seconds) in now {
-            self.metrics
-                .seconds_to_expiry
-                .get_or_create(&labels)
-                .set(seconds);
+        for (labels, at) in now {
+            self.metrics.key_expiry.get_or_create(&labels).set(at);
         }
         *kept = fresh;
     }
@@ -392,8 +401,14 @@ impl Context {
         self.fresh_reads.lock().remove(key);
         if let Some(gone) = self.expiry_series.lock().remove(key) {
             for labels in gone {
-                self.metrics.seconds_to_expiry.remove(&labels);
+                self.metrics.key_expiry.remove(&labels);
             }
+        }
+        if let Some((namespace, policy)) = key.split_once('/') {
+            self.metrics.policy_ready.remove(&metrics::PolicyLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+            });
         }
         self.key_states.lock().remove(key);
         self.publish_key_states(&self.key_states.lock());

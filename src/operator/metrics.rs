@@ -36,13 +36,23 @@ pub struct KeyLabels {
     pub key: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ResultLabels, Counter>,
     pub failures: Family<ReasonLabels, Counter>,
     pub duration: Histogram,
     pub keys: Family<StateLabels, Gauge>,
-    pub seconds_to_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// When each key expires, as a Unix time: it does not go stale between reconciles, as a
+    /// count of seconds left would.
+    pub key_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while a policy is Ready, 0 while it is not.
+    pub policy_ready: Family<PolicyLabels, Gauge>,
     /// Set once the controller runs (and, with leader election, leads).
     pub ready: AtomicBool,
     /// Cleared when the controller stopped on its own: `/healthz` then answers 503.
@@ -84,7 +94,8 @@ impl Metrics {
         let failures = Family::<ReasonLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let keys = Family::<StateLabels, Gauge>::default();
-        let seconds_to_expiry = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let key_expiry = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let policy_ready = Family::<PolicyLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -108,9 +119,14 @@ impl Metrics {
             keys.clone(),
         );
         registry.register(
-            "key_expiry_seconds",
-            "Seconds until each key expires",
-            seconds_to_expiry.clone(),
+            "key_expiry_timestamp_seconds",
+            "When each key expires (Unix time)",
+            key_expiry.clone(),
+        );
+        registry.register(
+            "policy_ready",
+            "1 while the policy is Ready, 0 while it is not",
+            policy_ready.clone(),
         );
         Metrics {
             registry,
@@ -118,7 +134,8 @@ impl Metrics {
             failures,
             duration,
             keys,
-            seconds_to_expiry,
+            key_expiry,
+            policy_ready,
             ready: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             leader,

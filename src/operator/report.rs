@@ -125,7 +125,8 @@ async fn keys_report(
                 policy: pid.name.clone(),
                 key: k.key.clone(),
             };
-            series.push((labels, left.as_secs() as f64));
+            // As a Unix time: a count of seconds left would be stale between reconciles.
+            series.push((labels, exp.as_second() as f64));
             if status::expiring_soon(k.lifetime, left) {
                 r.expiring
                     .push(format!("{} expires at {}", k.key, rfc3339(exp)));
@@ -344,6 +345,11 @@ pub async fn write_status(
     new: ApiKeyPolicyStatus,
     warning: Option<(&str, &str)>,
 ) -> Result<(), kube::Error> {
+    let ready = new
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    ctx.set_policy_ready(p, ready);
     let Some((new, flipped)) = status::to_write(old, new) else {
         return Ok(());
     };
