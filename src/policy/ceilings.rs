@@ -344,6 +344,19 @@ mod tests {
         assert!(!glob_match("shop-*", "orders"));
         assert!(!glob_match("a*b", "ab-"));
         assert!(!glob_match("*-x", "x"));
+        // A middle part is consumed before the rest is matched: "xb" holds one "b", not two.
+        assert!(!glob_match("*b*b", "xb"));
+        assert!(glob_match("*b*b", "xbb"));
+    }
+
+    #[test]
+    fn without_allow_both_key_types_but_only_content_keys() {
+        let allow = Allow::default();
+        let public = spec("    - name: k\n      type: public\n      defaultPermissions: [GET]\n      secret: {name: s}\n");
+        assert!(over_ceilings(&allow, "c", &public, 1).is_empty());
+        let service = spec("    - name: k\n      type: service\n      defaultPermissions: [GET]\n      secret: {name: s}\n");
+        assert!(over_ceilings(&allow, "c", &service, 1).is_empty());
+        assert_eq!(allow.kinds, [KeyKind::Content]);
     }
 
     fn paths(over: Vec<(String, String)>) -> Vec<String> {
