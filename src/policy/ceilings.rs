@@ -410,6 +410,24 @@ mod tests {
                 "spec.keys",
             ]
         );
+        // The count is a ceiling: exactly as many keys is allowed.
+        let at_max = paths(over_ceilings(&a, "shared", &s, 2));
+        assert!(!at_max.contains(&"spec.keys".to_owned()), "{at_max:?}");
+    }
+
+    #[test]
+    fn each_refusal_names_the_ceiling_as_the_connection_states_it() {
+        let a = Allow::default();
+        let s = spec("  - {name: m, kind: management, managementPermissions: [keys:manage], secret: {name: m}}\n");
+        let got = over_ceilings(&a, "shared", &s, 1);
+        assert_eq!(
+            got[0].1,
+            "ClusterCmsConnection shared does not allow management keys (spec.allow.kinds: [content])"
+        );
+        assert_eq!(
+            got[1].1,
+            "ClusterCmsConnection shared does not allow management permission 'keys:manage' (spec.allow.managementPermissions: [])"
+        );
     }
 
     /// Every right a policy can cause in the CMS is inside the ceilings: public endpoints on
