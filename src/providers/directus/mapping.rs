@@ -771,6 +771,8 @@ mod tests {
         let c = catalog();
         let s = spec("name: shop.site.reader\ndefaultPermissions: [GET]");
         let mut u = user(&s, &encode(&s, &c).unwrap());
+        // Directus cuts first names: the policy's name is the key's.
+        u["first_name"] = json!("shop.site.rea");
         let mut second = u["policies"][0].clone();
         second["id"] = json!("a2");
         second["policy"]["name"] = json!("copied");
