@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use support::process::keyward;
+use support::process::{keyward, without_callers_settings};
 
 const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
 kind: ApiKeyPolicy
@@ -121,11 +121,10 @@ fn a_connection_setting_without_its_endpoint_is_an_error() {
 
 /// `keyward ARGS` with `input` on standard input.
 fn with_stdin(dir: &Path, args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    let mut child = without_callers_settings(&mut command)
         .current_dir(dir)
         .args(args)
-        .env_remove("KEYWARD_CMS_URL")
-        .env_remove("KEYWARD_CMS_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -258,15 +257,14 @@ fn progress_shows_on_a_terminal_only() {
     std::fs::write(w.join("p.yaml"), three).unwrap();
     // `script` gives the command a terminal (util-linux, on every Debian).
     let on_terminal = |args: &str| {
-        let out = Command::new("script")
+        let mut script = Command::new("script");
+        let out = without_callers_settings(&mut script)
             .current_dir(w)
             .args([
                 "-qec",
                 &format!("{} {args}", env!("CARGO_BIN_EXE_keyward")),
                 "/dev/null",
             ])
-            .env_remove("KEYWARD_CMS_URL")
-            .env_remove("KEYWARD_CMS_TOKEN")
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()

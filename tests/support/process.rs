@@ -57,6 +57,17 @@ pub fn serve_command(dir: &std::path::Path) -> Command {
     c
 }
 
+/// Takes the caller's `KEYWARD_*` and `SSL_CERT*` variables away from `cmd`: a test's
+/// process sees only the settings the test gives it.
+pub fn without_callers_settings(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// `keyward ARGS` in `dir`, with none of the caller's `KEYWARD_*` / `SSL_CERT*` variables but
 /// those of `env`: (exit code, stdout, stderr, seconds).
 pub fn keyward(
@@ -66,11 +77,7 @@ pub fn keyward(
 ) -> (i32, String, String, f64) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.current_dir(dir).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
-            cmd.env_remove(k);
-        }
-    }
+    without_callers_settings(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
