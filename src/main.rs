@@ -700,7 +700,13 @@ fn manifests_to_read(
             anyhow::bail!("give either a saved plan or -f, not both: the plan names its manifests")
         }
         Some(file) => {
-            let text = keyward::files::read_small_text(file, gitops::saved::MAX_SAVED_PLAN)?;
+            let text = keyward::files::read_small_text(file, gitops::saved::MAX_SAVED_PLAN)
+                .with_context(|| {
+                    format!(
+                        "cannot read the saved plan {} (manifests are given with -f)",
+                        file.display()
+                    )
+                })?;
             let saved = gitops::saved::SavedPlan::parse(&file.display().to_string(), &text)?;
             Ok((saved.paths.clone(), saved.prune, Some(saved)))
         }

@@ -406,6 +406,13 @@ fn a_saved_plan_is_applied_exactly_or_not_at_all() {
     let (code, said) = run(&["apply", "p.yaml"]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("not a saved plan"), "{said}");
+    // A directory where a saved plan was expected: say how manifests are given.
+    let (code, said) = run(&["apply", "."]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("cannot read the saved plan . (manifests are given with -f)"),
+        "{said}"
+    );
 
     let values = secret_values(&w.join("out"));
     assert!(!values.is_empty());
