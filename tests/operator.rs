@@ -2271,6 +2271,16 @@ async fn secrets_keyward_did_not_write_are_never_taken_over_unless_adopted() {
     })
     .await;
     assert_eq!(secret_data(&c, "db-credentials"), ["KEY"]);
+    // The replace that adopted it names the operator's field manager: its later applies own
+    // the fields they find.
+    assert!(
+        c.emu
+            .managers_of("api/v1/secrets", "shop", "db-credentials")
+            .contains("keyward"),
+        "{:?}",
+        c.emu
+            .managers_of("api/v1/secrets", "shop", "db-credentials")
+    );
     let value = secret_value(&c, "db-credentials").await.unwrap();
     assert_eq!(
         c.cms.status(Method::GET, "/api/blog", &value).await,
