@@ -20,6 +20,12 @@ spec:
       secret: {name: reader}
 ";
 
+/// `keyward ARGS` in `dir`: its exit code and all it printed.
+fn said(dir: &Path, args: &[&str]) -> (i32, String) {
+    let (code, out, err, _) = keyward(dir, args, &[]);
+    (code, format!("{out}{err}"))
+}
+
 /// A work directory holding `p.yaml` (the policy above).
 fn work() -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
@@ -34,10 +40,7 @@ fn work() -> tempfile::TempDir {
 fn every_exit_code_means_one_thing() {
     let work = work();
     let w = work.path();
-    let code = |args: &[&str]| {
-        let (code, out, err, _) = keyward(w, args, &[]);
-        (code, format!("{out}{err}"))
-    };
+    let code = |args: &[&str]| said(w, args);
     for ok in [
         &["--help"][..],
         &["--version"],
@@ -339,10 +342,7 @@ fn secret_values(dir: &Path) -> Vec<String> {
 fn a_saved_plan_is_applied_exactly_or_not_at_all() {
     let work = work();
     let w = work.path();
-    let run = |args: &[&str]| {
-        let (code, out, err, _) = keyward(w, args, &[]);
-        (code, format!("{out}{err}"))
-    };
+    let run = |args: &[&str]| said(w, args);
     let (code, said) = run(&[
         "plan",
         "-f",

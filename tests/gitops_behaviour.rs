@@ -825,21 +825,17 @@ async fn an_apply_that_fails_in_its_second_connection_keeps_the_first_ones_work(
     );
     let m = manifest(dir.path(), "all.yaml", &files);
     let out = dir.path().join("out");
+    // No KEYWARD_CMS_URL or token: each connection comes from the manifests.
     let opts = |mode| keyward::gitops::Options {
-        env_provider: keyward::policy::ProviderKind::Keyward,
-        prune: false,
-        clock: keyward::engine::Clock::system(),
-        regenerate_missing: false,
-        lock_timeout: std::time::Duration::from_secs(60),
-        progress: None,
-        expect: None,
-        paths: vec![m.clone()],
-        secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),
-        mode,
         env_url: None,
         env_token: None,
-        ca_pem: None,
+        ..support::options_for(
+            (keyward::policy::ProviderKind::Keyward, "", ""),
+            &[&m],
+            &out,
+            mode,
+        )
     };
     let err = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap_err();
     let GitopsError::Apply {
@@ -897,21 +893,17 @@ stringData: {{token: {ADMIN}}}
     );
     let m = manifest(dir.path(), "all.yaml", &files);
     let out = dir.path().join("out");
+    // No KEYWARD_CMS_URL or token: each connection comes from the manifests.
     let opts = |mode| keyward::gitops::Options {
-        env_provider: keyward::policy::ProviderKind::Keyward,
-        prune: false,
-        clock: keyward::engine::Clock::system(),
-        regenerate_missing: false,
-        lock_timeout: std::time::Duration::from_secs(60),
-        progress: None,
-        expect: None,
-        paths: vec![m.clone()],
-        secrets_dir: out.clone(),
         data_dir: dir.path().join("embedded"),
-        mode,
         env_url: None,
         env_token: None,
-        ca_pem: None,
+        ..support::options_for(
+            (keyward::policy::ProviderKind::Keyward, "", ""),
+            &[&m],
+            &out,
+            mode,
+        )
     };
     let r = keyward::gitops::run(&opts(Mode::Apply)).await.unwrap();
     assert_eq!(
