@@ -64,6 +64,7 @@ async fn main() {
         env_provider: keyward::policy::ProviderKind::Keyward,
         prune: false,
         paths: vec![file.clone()],
+        secrets_to: Default::default(),
         secrets_dir: dir.path().join("secrets"),
         data_dir: dir.path().join("unused"),
         mode,

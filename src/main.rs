@@ -153,6 +153,18 @@ struct GitopsArgs {
     /// [default: .keyward/secrets, or keyward.toml's secrets_dir].
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
+    /// Where the generated Secrets go: files in the secrets directory (dir), or straight to a
+    /// cluster (kubernetes: server-side apply as field manager keyward-cli, one apply per
+    /// namespace at a time through the Lease keyward-cli, nothing written to disk).
+    #[arg(long, value_enum, default_value_t = SecretsToArg::Dir)]
+    secrets_to: SecretsToArg,
+    /// --secrets-to kubernetes: the kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or
+    /// the pod's service account].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// --secrets-to kubernetes: the kubeconfig context [default: its current context].
+    #[arg(long)]
+    context: Option<String>,
     /// Data directory of the embedded reference CMS (used when no connection is configured)
     /// [default: .keyward/cms, or keyward.toml's data_dir].
     #[arg(long)]
@@ -180,6 +192,12 @@ struct GitopsArgs {
     /// for connections that name no CA Secret of their own.
     #[arg(long, env = "KEYWARD_CMS_CA_FILE")]
     ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SecretsToArg {
+    Dir,
+    Kubernetes,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -752,9 +770,23 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
         None => None,
     };
     let progress = progress_on_terminal(args.output);
+    let secrets_to = match args.secrets_to {
+        SecretsToArg::Dir if args.kubeconfig.is_some() || args.context.is_some() => {
+            anyhow::bail!("--kubeconfig and --context go with --secrets-to kubernetes")
+        }
+        SecretsToArg::Dir => gitops::SecretsTo::Dir,
+        SecretsToArg::Kubernetes if args.secrets_dir.is_some() => {
+            anyhow::bail!("--secrets-dir goes with --secrets-to dir: with kubernetes, the Secrets are in the cluster")
+        }
+        SecretsToArg::Kubernetes => gitops::SecretsTo::Kubernetes(gitops::cluster::ClusterTarget {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        }),
+    };
     let opts = gitops::Options {
         ca_pem,
         paths,
+        secrets_to,
         secrets_dir: c.secrets_dir.value,
         data_dir: c.data_dir.value,
         mode,

@@ -982,7 +982,7 @@ fn the_readme_first_command_runs_on_the_embedded_cms_and_then_has_nothing_to_do(
     let second = run("apply");
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(
-        text.contains("no changes") && text.contains("0 writes; Secret files written: 0"),
+        text.contains("no changes") && text.contains("0 writes; Secrets written: 0"),
         "{text}"
     );
     assert_eq!(run("plan").status.code(), Some(0));

@@ -176,10 +176,14 @@ fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
     opts.open(path)
 }
 
-/// A Secret file keyward wrote for a key, found by the key's id.
+/// A Secret keyward wrote for a key, found by the key's id: a file in the secrets directory,
+/// or a Secret in a cluster (`--secrets-to kubernetes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySecretFile {
-    pub path: PathBuf,
+    /// The file (secrets directory).
+    pub path: Option<PathBuf>,
+    /// The Secret's uid (cluster): it is deleted only if it is still that Secret.
+    pub uid: Option<String>,
     pub namespace: String,
     pub name: String,
     pub key_id: String,
@@ -214,7 +218,9 @@ impl SecretsDir {
 
     /// Deletes a file that `stale_files` found.
     pub async fn remove(&self, file: &KeySecretFile) -> std::io::Result<()> {
-        let path = file.path.clone();
+        let Some(path) = file.path.clone() else {
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -231,6 +237,35 @@ pub struct GoneKeys {
     pub policies: BTreeSet<(String, String)>,
     pub live: BTreeSet<String>,
     pub targets: BTreeSet<(String, String)>,
+}
+
+/// Whether a Secret keyward wrote (its managed-by label) goes, and why: its key is revoked by
+/// this plan, or its policy is in the run and its key is gone from the CMS while no desired key
+/// writes it. With the id of its key.
+pub fn goes(
+    s: &Secret,
+    revoked: &BTreeSet<String>,
+    gone: &GoneKeys,
+) -> Option<(String, &'static str)> {
+    let m = &s.metadata;
+    let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
+    if label(super::LABEL_MANAGED_BY).is_none_or(|v| v != "keyward") {
+        return None;
+    }
+    let id = m.annotations.as_ref()?.get(super::ANN_KEY_ID)?;
+    let (ns, name) = (m.namespace.as_ref()?, m.name.as_ref()?);
+    let policy = label(super::LABEL_SECRET_POLICY);
+    let of_run = policy.is_some_and(|p| gone.policies.contains(&(ns.clone(), p.clone())));
+    if revoked.contains(id) {
+        Some((id.clone(), REVOKED_NOW))
+    } else if of_run
+        && !gone.live.contains(id)
+        && !gone.targets.contains(&(ns.clone(), name.clone()))
+    {
+        Some((id.clone(), ALREADY_GONE))
+    } else {
+        None
+    }
 }
 
 fn stale_files(
@@ -256,41 +291,16 @@ fn stale_files(
         else {
             continue;
         };
-        let m = &s.metadata;
-        let ours = m
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(super::LABEL_MANAGED_BY))
-            .is_some_and(|v| v == "keyward");
-        let key_id = m
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(super::ANN_KEY_ID));
-        let policy = m
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(super::LABEL_SECRET_POLICY));
-        if let (true, Some(id), Some(ns), Some(name)) = (ours, key_id, &m.namespace, &m.name) {
-            let of_run = policy.is_some_and(|p| gone.policies.contains(&(ns.clone(), p.clone())));
-            let why = if revoked.contains(id) {
-                Some(REVOKED_NOW)
-            } else if of_run
-                && !gone.live.contains(id)
-                && !gone.targets.contains(&(ns.clone(), name.clone()))
-            {
-                Some(ALREADY_GONE)
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                found.push(KeySecretFile {
-                    path,
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                    key_id: id.clone(),
-                    why,
-                });
-            }
+        if let Some((key_id, why)) = goes(&s, revoked, gone) {
+            let m = s.metadata;
+            found.push(KeySecretFile {
+                path: Some(path),
+                uid: None,
+                namespace: m.namespace.unwrap_or_default(),
+                name: m.name.unwrap_or_default(),
+                key_id,
+                why,
+            });
         }
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
@@ -561,7 +571,7 @@ mod tests {
             .unwrap()
             .is_empty());
         fresh.remove(&found[0]).await.unwrap();
-        assert!(!found[0].path.exists());
+        assert!(!found[0].path.as_ref().is_some_and(|p| p.exists()));
     }
 
     #[test]

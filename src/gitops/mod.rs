@@ -3,7 +3,7 @@
 //! `KEYWARD_CMS_TOKEN`, or, with neither, from an embedded reference CMS on a local data directory.
 
 use crate::cms::{self, CmsConfig, RunningCms};
-use crate::engine::secrets_dir::{KeySecretFile, SecretsDir, ALREADY_GONE};
+use crate::engine::secrets_dir::{KeySecretFile, ALREADY_GONE};
 use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
 use crate::model::desired::{
     ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
@@ -20,7 +20,12 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+pub mod cluster;
 pub mod saved;
+mod store;
+
+pub use store::SecretsTo;
+use store::Store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -31,6 +36,8 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Options {
     pub paths: Vec<PathBuf>,
+    /// Where the Secrets go: files in `secrets_dir`, or a cluster.
+    pub secrets_to: SecretsTo,
     pub secrets_dir: PathBuf,
     /// Data directory of the embedded reference CMS.
     pub data_dir: PathBuf,
@@ -63,6 +70,7 @@ impl std::fmt::Debug for Options {
         // The token is a credential (a Strapi admin's password, or an admin token).
         f.debug_struct("Options")
             .field("paths", &self.paths)
+            .field("secrets_to", &self.secrets_to)
             .field("secrets_dir", &self.secrets_dir)
             .field("data_dir", &self.data_dir)
             .field("mode", &self.mode)
@@ -98,6 +106,8 @@ pub struct ConnectionRun {
     pub stale_files: Vec<KeySecretFile>,
     /// Existing keys that get a new value because their Secret is missing.
     pub lost: usize,
+    /// The Secrets of desired keys that were found.
+    pub secrets_seen: usize,
     /// A digest of what the plan was made from (see `saved::live_digest`).
     pub live_digest: String,
 }
@@ -129,13 +139,13 @@ impl Outcome {
         for r in &self.runs {
             out.push_str(&render_text(&r.title, &r.plan));
             for f in &r.stale_files {
+                let place = match &f.path {
+                    Some(p) => p.display().to_string(),
+                    None => "in the cluster".to_owned(),
+                };
                 out.push_str(&format!(
-                    "  - secret   {}/{} ({}): its key {} {}\n",
-                    f.namespace,
-                    f.name,
-                    f.path.display(),
-                    f.key_id,
-                    f.why
+                    "  - secret   {}/{} ({place}): its key {} {}\n",
+                    f.namespace, f.name, f.key_id, f.why
                 ));
             }
             if let Some(rep) = &r.applied {
@@ -143,7 +153,7 @@ impl Outcome {
                     out.push_str(&format!("  applied: {d}\n"));
                 }
                 out.push_str(&format!(
-                    "  CMS calls: {} reads, {} writes; Secret files written: {}\n",
+                    "  CMS calls: {} reads, {} writes; Secrets written: {}\n",
                     r.cms_reads, r.cms_writes, r.secret_writes
                 ));
             }
@@ -195,6 +205,8 @@ pub enum GitopsError {
     Sink(#[from] crate::engine::SinkError),
     #[error("{0}")]
     Locked(#[from] crate::dirlock::LockError),
+    #[error("{0}")]
+    Cluster(#[from] cluster::ClusterError),
     #[error("{}", missing_message(.dir, .state, *.lost, true))]
     SecretsMissing {
         dir: PathBuf,
@@ -202,10 +214,11 @@ pub enum GitopsError {
         lost: usize,
         partial: Box<Outcome>,
     },
-    #[error("cannot delete the Secret file {}: {cause}", .path.display())]
+    #[error("cannot delete the Secret {secret}: {cause}")]
     StaleFile {
-        path: PathBuf,
-        cause: std::io::Error,
+        /// The file, or namespace/name in a cluster.
+        secret: String,
+        cause: String,
         partial: Box<Outcome>,
     },
     #[error("the plan for {connection} cannot be applied:\n{}", problems.join("\n"))]
@@ -440,6 +453,8 @@ pub enum SecretsDirState {
     Missing,
     Empty,
     Unreadable(String),
+    /// `--secrets-to kubernetes`: the cluster (so named) holds none of the run's Secrets.
+    NoneInCluster(String),
 }
 
 impl SecretsDirState {
@@ -467,6 +482,9 @@ impl SecretsDirState {
             Self::Missing => format!("the secrets directory {dir} does not exist"),
             Self::Empty => format!("the secrets directory {dir} holds no Secret files"),
             Self::Unreadable(e) => format!("the secrets directory {dir} cannot be read ({e})"),
+            Self::NoneInCluster(cluster) => {
+                format!("{cluster} holds none of these policies' Secrets")
+            }
         }
     }
 }
@@ -482,8 +500,12 @@ fn missing_message(
         "{}: {lost} {keys} that the CMS already holds would get a new value, because their Secrets cannot be found",
         state.describe(dir)
     );
+    let point = match state {
+        SecretsDirState::NoneInCluster(_) => "Point --context at the cluster that holds them",
+        _ => "Point --secrets-dir at the directory that holds them",
+    };
     if apply {
-        format!("{what}. Nothing was changed. Point --secrets-dir at the directory that holds them, or pass --regenerate-missing to regenerate them (the old values keep working for each key's rotationOverlap)")
+        format!("{what}. Nothing was changed. {point}, or pass --regenerate-missing to regenerate them (the old values keep working for each key's rotationOverlap)")
     } else {
         format!("warning: {what}; apply refuses this without --regenerate-missing")
     }
@@ -524,8 +546,20 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let resolved = validate::resolve(&set, now, None, opts.env_provider);
     let resolved = every_problem(load_errors, resolved).map_err(GitopsError::Invalid)?;
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
-    let (dir_state, _lock) = inspect_and_lock(opts).await?;
-    let sink = SecretsDir::new(&opts.secrets_dir);
+    let store = Store::open(opts, &set, &resolved).await?;
+    let result = run_on(opts, &store, &set, &resolved, warnings).await;
+    store.close().await;
+    result
+}
+
+/// `run` with the manifests read and the store open (and locked, applying).
+async fn run_on(
+    opts: &Options,
+    store: &Store,
+    set: &load::ManifestSet,
+    resolved: &validate::Resolved,
+    warnings: Vec<String>,
+) -> Result<Outcome, GitopsError> {
     let mut outcome = Outcome {
         runs: Vec::new(),
         warnings,
@@ -533,8 +567,8 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     };
     let mut connected = Vec::new();
     for (id, state) in &resolved.desired {
-        let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
-        let run = plan_connection(id, state, &conn, &sink, opts).await;
+        let conn = connect(id, state, set, resolved.connections.get(id), opts).await?;
+        let run = plan_connection(id, state, &conn, store, opts).await;
         connected.push(conn);
         let problems = match run {
             Ok(run) => {
@@ -557,6 +591,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
         }
     }
     let lost: usize = outcome.runs.iter().map(|r| r.lost).sum();
+    let dir_state = store.state(outcome.runs.iter().map(|r| r.secrets_seen).sum());
     if lost > 0 && dir_state != SecretsDirState::Present && !opts.regenerate_missing {
         if opts.mode == Mode::Plan {
             let warning = missing_message(&opts.secrets_dir, &dir_state, lost, false);
@@ -576,7 +611,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     }
     if opts.mode == Mode::Apply {
         for (conn, i) in connected.iter().zip(0..) {
-            if let Err(e) = apply_connection(conn, &mut outcome.runs[i], &sink, opts).await {
+            if let Err(e) = apply_connection(conn, &mut outcome.runs[i], store, opts).await {
                 return Err(stop_all(connected, e, outcome).await);
             }
         }
@@ -587,7 +622,7 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
 
 /// The secrets directory's state before anything touches it, and in apply mode its lock (which
 /// creates it, 0700): one `apply` per directory at a time.
-async fn inspect_and_lock(
+pub(super) async fn inspect_and_lock(
     opts: &Options,
 ) -> Result<(SecretsDirState, Option<crate::dirlock::DirLock>), GitopsError> {
     let (dir, apply, wait) = (
@@ -648,8 +683,8 @@ async fn stop_all(connected: Vec<Connected>, failure: Failure, outcome: Outcome)
             lost,
             partial,
         },
-        Failure::Other(GitopsError::StaleFile { path, cause, .. }) => GitopsError::StaleFile {
-            path,
+        Failure::Other(GitopsError::StaleFile { secret, cause, .. }) => GitopsError::StaleFile {
+            secret,
             cause,
             partial,
         },
@@ -668,7 +703,7 @@ async fn plan_connection(
     id: &ConnectionId,
     state: &DesiredState,
     conn: &Connected,
-    sink: &SecretsDir,
+    store: &Store,
     opts: &Options,
 ) -> Result<ConnectionRun, Failure> {
     let provider_err = |source| {
@@ -692,7 +727,7 @@ async fn plan_connection(
         true => prune_gone(state, &live, &settings),
         false => state.clone(),
     };
-    let observed = observe_secrets(sink, &state.keys)
+    let observed = observe_secrets(store.sink(), &state.keys)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     let plan = diff(
@@ -734,13 +769,10 @@ async fn plan_connection(
             .map(|k| (k.secret.namespace.clone(), k.secret.name.clone()))
             .collect(),
     };
-    let stale_files = sink.stale_files(revoked, gone).await.map_err(|e| {
+    let stale_files = store.stale(revoked, gone).await.map_err(|message| {
         Failure::Other(GitopsError::Connection {
             connection: id.to_string(),
-            message: format!(
-                "cannot read the secrets directory {}: {e}",
-                sink.dir().display()
-            ),
+            message,
         })
     })?;
     let run = ConnectionRun {
@@ -752,6 +784,7 @@ async fn plan_connection(
         secret_writes: 0,
         stale_files,
         lost,
+        secrets_seen: observed.len(),
         live_digest: saved::live_digest(&live, &settings, &observed),
         plan,
         applied: None,
@@ -763,22 +796,22 @@ async fn plan_connection(
 async fn apply_connection(
     conn: &Connected,
     run: &mut ConnectionRun,
-    sink: &SecretsDir,
+    store: &Store,
     opts: &Options,
 ) -> Result<(), Failure> {
     let p = conn.provider.as_ref();
     let engine = Engine {
         provider: p,
-        sink,
+        sink: store.sink(),
         endpoint: conn.template_endpoint.clone(),
         clock: opts.clock.clone(),
         progress: opts.progress.clone(),
     };
-    let writes_before = sink.writes();
+    let writes_before = store.writes();
     let result = engine.apply(&run.plan).await;
     run.cms_reads = p.stats().reads();
     run.cms_writes = p.stats().writes();
-    run.secret_writes = sink.writes() - writes_before;
+    run.secret_writes = store.writes().saturating_sub(writes_before);
     let revoked: BTreeSet<&String> = match &result {
         Ok(r) => r.revoked.iter().collect(),
         Err(e) => e.revoked.iter().collect(),
@@ -791,9 +824,13 @@ async fn apply_connection(
         .iter()
         .filter(|f| revoked.contains(&f.key_id) || (done && f.why == ALREADY_GONE))
     {
-        sink.remove(f).await.map_err(|cause| {
+        store.remove(f).await.map_err(|cause| {
+            let secret = match &f.path {
+                Some(p) => format!("file {}", p.display()),
+                None => format!("{}/{}", f.namespace, f.name),
+            };
             Failure::Other(GitopsError::StaleFile {
-                path: f.path.clone(),
+                secret,
                 cause,
                 partial: Box::default(),
             })

@@ -1,11 +1,14 @@
-//! The operator's Secret sink: Kubernetes Secrets written with server-side apply under one field
-//! manager, owned by their policy (so they are garbage-collected with it). A Secret that exists
-//! and does not carry the policy's ownerReference is someone else's: it is neither read nor
-//! written (`SecretConflict`), unless the key says `secret.adopt: true`; then it is replaced
-//! whole, keeping nothing of it.
+//! The Kubernetes Secret sink: Secrets written with server-side apply under one field manager.
+//! The operator's are owned by their policy (so they are garbage-collected with it); the CLI's
+//! (`apply --secrets-to kubernetes`) have no policy object to be owned by, and are known by
+//! keyward's labels naming their policy. A Secret that exists and is not the writer's is
+//! someone else's: it is neither read nor written (`SecretConflict`), unless the key says
+//! `secret.adopt: true`; then it is replaced whole, keeping nothing of it.
 
 use crate::engine::secrets_dir::{manifest, string_data};
-use crate::engine::{observed_from, SecretMaterial, SecretSink, SinkError};
+use crate::engine::{
+    observed_from, SecretMaterial, SecretSink, SinkError, LABEL_MANAGED_BY, LABEL_SECRET_POLICY,
+};
 use crate::model::desired::SecretTarget;
 use crate::model::KeyValue;
 use crate::plan::ObservedSecret;
@@ -14,21 +17,59 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub struct KubeSecrets {
     pub client: Client,
-    /// The policy that owns the Secrets.
-    pub owner: OwnerReference,
+    /// Whose Secrets these are.
+    pub owner: Owner,
     pub field_manager: String,
-    /// The Secrets the policy may take over (`secret.adopt: true`).
-    pub adoptable: BTreeSet<String>,
+    /// The Secrets (namespace, name) that may be taken over (`secret.adopt: true`).
+    pub adoptable: BTreeSet<(String, String)>,
     /// Adoptable Secrets found owned by something else: their next write replaces them whole.
-    adopting: parking_lot::Mutex<BTreeSet<String>>,
+    adopting: parking_lot::Mutex<BTreeSet<(String, String)>>,
     /// The operator's stores (the owned Secrets' resourceVersions) and its Secrets as last
     /// observed: an unchanged Secret is not read again.
     stores: Option<super::context::Stores>,
     observations: super::context::SecretObservations,
+}
+
+/// Who writes a sink's Secrets, and so which Secrets are its own.
+pub enum Owner {
+    /// The operator, for one policy: its Secrets carry the policy's ownerReference.
+    Policy(OwnerReference),
+    /// The CLI: its Secrets carry keyward's managed-by label and the label naming their policy
+    /// (the same format the secrets directory's files have), and no ownerReference (one to an
+    /// ApiKeyPolicy means an operator's). Keyed by Secret (namespace, name): the policy name.
+    Cli(BTreeMap<(String, String), String>),
+}
+
+impl Owner {
+    /// Whether `s` is this owner's Secret.
+    pub fn owns(&self, s: &Secret) -> bool {
+        match self {
+            Owner::Policy(r) => owned_by(s, &r.uid),
+            Owner::Cli(policies) => {
+                let m = &s.metadata;
+                let key = (
+                    m.namespace.clone().unwrap_or_default(),
+                    m.name.clone().unwrap_or_default(),
+                );
+                let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
+                m.owner_references.as_ref().is_none_or(|r| r.is_empty())
+                    && label(LABEL_MANAGED_BY).is_some_and(|v| v == "keyward")
+                    && label(LABEL_SECRET_POLICY).is_some_and(|p| policies.get(&key) == Some(p))
+            }
+        }
+    }
+
+    /// The uid that keys the operator's observations (none for the CLI, which keeps none).
+    fn uid(&self) -> &str {
+        match self {
+            Owner::Policy(r) => &r.uid,
+            Owner::Cli(_) => "",
+        }
+    }
 }
 
 /// The policy as the controlling owner of what it creates (Secrets, Roles, RoleBindings).
@@ -61,10 +102,10 @@ pub enum Claim {
     Conflict(String),
 }
 
-/// The ownership check: a Secret is the policy's when it carries the policy's ownerReference
-/// (`uid`); anything else is adopted only where the policy says so.
-pub fn claim(s: &Secret, uid: &str, adoptable: bool) -> Claim {
-    if owned_by(s, uid) {
+/// The ownership check: a Secret is the writer's when `owner` owns it; anything else is
+/// adopted only where the policy says so.
+pub fn claim(s: &Secret, owner: &Owner, adoptable: bool) -> Claim {
+    if owner.owns(s) {
         return Claim::Own;
     }
     if adoptable {
@@ -83,16 +124,17 @@ impl KubeSecrets {
         p: &crate::policy::ApiKeyPolicy,
         ctx: &super::context::Context,
     ) -> Option<KubeSecrets> {
+        let namespace = p.metadata.namespace.clone().unwrap_or_default();
         Some(KubeSecrets {
             client: ctx.client.clone(),
-            owner: owner_ref(p)?,
+            owner: Owner::Policy(owner_ref(p)?),
             field_manager: ctx.config.field_manager.clone(),
             adoptable: p
                 .spec
                 .keys
                 .iter()
                 .filter(|k| k.secret.adopt)
-                .map(|k| k.secret.name.clone())
+                .map(|k| (namespace.clone(), k.secret.name.clone()))
                 .collect(),
             adopting: Default::default(),
             stores: ctx.stores(),
@@ -100,11 +142,31 @@ impl KubeSecrets {
         })
     }
 
+    /// The CLI's sink (`apply --secrets-to kubernetes`): the Secrets of `policies`, keyed by
+    /// (namespace, name), under `field_manager`. It keeps no observations: each run reads the
+    /// Secrets once.
+    pub fn for_cli(
+        client: Client,
+        field_manager: &str,
+        policies: BTreeMap<(String, String), String>,
+        adoptable: BTreeSet<(String, String)>,
+    ) -> KubeSecrets {
+        KubeSecrets {
+            client,
+            owner: Owner::Cli(policies),
+            field_manager: field_manager.to_owned(),
+            adoptable,
+            adopting: Default::default(),
+            stores: None,
+            observations: Default::default(),
+        }
+    }
+
     /// Whose observation of which Secret: only this policy's own reads count for it (another
     /// policy naming the same Secret must still meet the ownership check).
     fn observation_key(&self, target: &SecretTarget) -> (String, String, String, String) {
         (
-            self.owner.uid.clone(),
+            self.owner.uid().to_owned(),
             target.namespace.clone(),
             target.name.clone(),
             target.key_field.clone(),
@@ -145,10 +207,11 @@ impl KubeSecrets {
         let Some(s) = self.get(target).await? else {
             return Ok(None);
         };
-        match claim(&s, &self.owner.uid, self.adoptable.contains(&target.name)) {
+        let at = (target.namespace.clone(), target.name.clone());
+        match claim(&s, &self.owner, self.adoptable.contains(&at)) {
             Claim::Own => Ok(Some(s)),
             Claim::Adopt => {
-                self.adopting.lock().insert(target.name.clone());
+                self.adopting.lock().insert(at);
                 Ok(None)
             }
             Claim::Conflict(why) => Err(SinkError {
@@ -195,9 +258,12 @@ impl SecretSink for KubeSecrets {
             .lock()
             .remove(&self.observation_key(&m.target));
         let mut secret = manifest(m);
-        secret.metadata.owner_references = Some(vec![self.owner.clone()]);
+        if let Owner::Policy(r) = &self.owner {
+            secret.metadata.owner_references = Some(vec![r.clone()]);
+        }
         let api = Api::<Secret>::namespaced(self.client.clone(), &m.target.namespace);
-        if self.adopting.lock().contains(&m.target.name) {
+        let at = (m.target.namespace.clone(), m.target.name.clone());
+        if self.adopting.lock().contains(&at) {
             // Adopted: replaced whole, so that none of its former fields stays readable.
             if let Some(old) = self.get(&m.target).await? {
                 secret.metadata.resource_version = old.metadata.resource_version;
@@ -208,7 +274,7 @@ impl SecretSink for KubeSecrets {
                 api.replace(&m.target.name, &pp, &secret)
                     .await
                     .map_err(|e| Self::err(&m.target, e))?;
-                self.adopting.lock().remove(&m.target.name);
+                self.adopting.lock().remove(&at);
                 tracing::info!(secret = %m.target, "adopted");
                 return Ok(true);
             }
@@ -278,6 +344,45 @@ mod tests {
         s
     }
 
+    fn by_policy(uid: &str) -> Owner {
+        Owner::Policy(OwnerReference {
+            uid: uid.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_cli_owns_secrets_labelled_for_their_policy_that_no_policy_object_owns() {
+        let cli = Owner::Cli(BTreeMap::from([(
+            ("shop".into(), "web-key".into()),
+            "web".into(),
+        )]));
+        let labelled = |policy: &str| {
+            let mut s = Secret::default();
+            s.metadata.namespace = Some("shop".into());
+            s.metadata.name = Some("web-key".into());
+            s.metadata.labels = Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_owned(), "keyward".to_owned()),
+                (LABEL_SECRET_POLICY.to_owned(), policy.to_owned()),
+            ]));
+            s
+        };
+        assert!(cli.owns(&labelled("web")));
+        assert!(!cli.owns(&labelled("api")), "another policy's");
+        let mut elsewhere = labelled("web");
+        elsewhere.metadata.namespace = Some("other".into());
+        assert!(!cli.owns(&elsewhere), "a Secret the run does not write");
+        let mut operators = labelled("web");
+        operators.metadata.owner_references =
+            secret(&[("ApiKeyPolicy", "u1")]).metadata.owner_references;
+        assert!(!cli.owns(&operators), "an operator's Secret");
+        let mut unlabelled = labelled("web");
+        unlabelled.metadata.labels = None;
+        assert!(!cli.owns(&unlabelled));
+        assert!(matches!(claim(&operators, &cli, false), Claim::Conflict(_)));
+        assert_eq!(claim(&operators, &cli, true), Claim::Adopt);
+    }
+
     #[test]
     fn the_policy_owns_what_it_made_as_controller_and_nothing_without_a_uid() {
         let r = owner_ref(&policy(Some("u1"))).expect("a reference");
@@ -296,14 +401,15 @@ mod tests {
         assert!(owned_by(&ours, "u1"));
         assert!(!owned_by(&ours, "u2"));
         assert!(!owned_by(&Secret::default(), "u1"));
-        assert_eq!(claim(&ours, "u1", false), Claim::Own);
-        assert_eq!(claim(&ours, "u1", true), Claim::Own);
-        assert_eq!(claim(&ours, "u2", true), Claim::Adopt);
-        let Claim::Conflict(why) = claim(&ours, "u2", false) else {
+        let (u1, u2) = (by_policy("u1"), by_policy("u2"));
+        assert_eq!(claim(&ours, &u1, false), Claim::Own);
+        assert_eq!(claim(&ours, &u1, true), Claim::Own);
+        assert_eq!(claim(&ours, &u2, true), Claim::Adopt);
+        let Claim::Conflict(why) = claim(&ours, &u2, false) else {
             panic!("someone else's");
         };
         assert!(why.contains("owned by Deployment Deployment-name"), "{why}");
-        let Claim::Conflict(why) = claim(&Secret::default(), "u1", false) else {
+        let Claim::Conflict(why) = claim(&Secret::default(), &u1, false) else {
             panic!("someone else's");
         };
         assert!(why.contains("keyward did not create it"), "{why}");

@@ -57,11 +57,11 @@ pub fn serve_command(dir: &std::path::Path) -> Command {
     c
 }
 
-/// Takes the caller's `KEYWARD_*` and `SSL_CERT*` variables away from `cmd`: a test's
+/// Takes the caller's `KEYWARD_*`, `SSL_CERT*` and `KUBECONFIG` variables away from `cmd`: a test's
 /// process sees only the settings the test gives it.
 pub fn without_callers_settings(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") {
+        if k.starts_with("KEYWARD_") || k.starts_with("SSL_CERT") || k == "KUBECONFIG" {
             cmd.env_remove(k);
         }
     }
