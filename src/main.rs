@@ -106,6 +106,10 @@ struct OperatorArgs {
     /// most 30 s), so an endpoint that accepts and never answers holds a worker no longer.
     #[arg(long, default_value = "60s", value_parser = wait_duration)]
     reconcile_timeout: std::time::Duration,
+    /// How often a connection that did not change is checked again (one cheap CMS call; its
+    /// status.conditions Ready). A change to it, its Secrets or its users checks it at once.
+    #[arg(long, default_value = "5m", value_parser = std_duration)]
+    connection_check_interval: std::time::Duration,
     /// Reconciles at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
@@ -886,6 +890,7 @@ async fn operator(args: OperatorArgs) -> Result<()> {
         workers: usize::from(args.workers),
         workers_per_connection: usize::from(args.workers_per_connection),
         allowed_endpoints: args.allowed_endpoints,
+        connection_check_interval: args.connection_check_interval,
     };
     let client = kube::Client::try_default()
         .await

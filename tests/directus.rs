@@ -530,6 +530,8 @@ async fn the_operator_manages_directus_keys() {
         (Method::GET, "authors", &key, StatusCode::FORBIDDEN),
     ])
     .await;
+    // The connection checks with GET /users/me.
+    o.connection_connected(2, DIRECTUS_RECONCILES).await;
 
     eventually(
         "the expiring policy refused",

@@ -1,28 +1,33 @@
-//! Argo CD's view of an ApiKeyPolicy: the chart's Lua health check, run by a Lua interpreter
+//! Argo CD's view of keyward's kinds: the chart's Lua health checks, run by a Lua interpreter
 //! over statuses made with the operator's own condition types and reasons.
 
+use keyward::operator::connection_status::{reason, status_after, Found};
 use keyward::operator::status::{
     condition, merge, Stated, CHANGES_PENDING, DRIFTED, READY, STALLED, SYNCED,
 };
 use mlua::{Lua, LuaSerdeExt};
 use serde_json::{json, Value};
 
-fn script() -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/charts/keyward/files/argocd/health-apikeypolicy.lua"
+fn script(name: &str) -> String {
+    let path = format!(
+        "{}/charts/keyward/files/argocd/{name}",
+        env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(path).unwrap()
 }
 
-/// (status, message) as Argo CD would take them from the script for `obj`.
-fn health(obj: &Value) -> (String, String) {
+/// (status, message) as Argo CD would take them from the script `name` for `obj`.
+fn health_by(name: &str, obj: &Value) -> (String, String) {
     let lua = Lua::new();
     lua.globals()
         .set("obj", lua.to_value(obj).unwrap())
         .unwrap();
-    let hs: mlua::Table = lua.load(script()).eval().unwrap();
+    let hs: mlua::Table = lua.load(script(name)).eval().unwrap();
     (hs.get("status").unwrap(), hs.get("message").unwrap())
+}
+
+fn health(obj: &Value) -> (String, String) {
+    health_by("health-apikeypolicy.lua", obj)
 }
 
 /// A policy at `generation` whose status (observed at `observed`) holds `conditions`.
@@ -129,4 +134,53 @@ fn each_state_of_a_policy_has_its_argo_cd_health() {
             "ObserveOnly: ObserveOnly: 1 change(s)".into()
         )
     );
+}
+
+/// A connection at `generation`, checked at `observed`, that found `found`.
+fn connection(kind: &str, generation: i64, observed: i64, found: &Found) -> Value {
+    let at = "2030-01-01T00:00:00Z".parse().unwrap();
+    let status = status_after(None, found, Some(observed), 2, at);
+    json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": "main", "generation": generation},
+        "status": status,
+    })
+}
+
+#[test]
+fn each_state_of_a_connection_has_its_argo_cd_health() {
+    let ok = Found {
+        ready: true,
+        reason: reason::CONNECTED,
+        message: "keyward answered at http://cms:8780".into(),
+    };
+    let refused = Found {
+        ready: false,
+        reason: reason::CREDENTIAL_REFUSED,
+        message: "http://cms:8780 answered 401".into(),
+    };
+    for kind in ["CmsConnection", "ClusterCmsConnection"] {
+        let h = |v: &Value| health_by("health-connection.lua", v);
+        assert_eq!(
+            h(&connection(kind, 1, 1, &ok)),
+            (
+                "Healthy".into(),
+                "keyward answered at http://cms:8780".into()
+            )
+        );
+        assert_eq!(
+            h(&connection(kind, 1, 1, &refused)),
+            (
+                "Degraded".into(),
+                "CredentialRefused: http://cms:8780 answered 401".into()
+            )
+        );
+        assert_eq!(
+            h(&connection(kind, 2, 1, &ok)).0,
+            "Progressing",
+            "not checked yet"
+        );
+        let fresh = json!({"kind": kind, "metadata": {"generation": 1}});
+        assert_eq!(h(&fresh).0, "Progressing");
+    }
 }

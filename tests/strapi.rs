@@ -507,6 +507,8 @@ async fn the_operator_manages_strapi_keys() {
         (Method::GET, "authors", &key, StatusCode::FORBIDDEN),
     ])
     .await;
+    // The connection checks with GET /admin/users/me on the session reconciles use.
+    o.connection_connected(2, STRAPI_RECONCILES).await;
     eventually("preview refused", STRAPI_RECONCILES, || async {
         o.ready("preview")
             .await

@@ -75,6 +75,9 @@ impl CmsProvider for FakeCms {
     fn stats(&self) -> &CallStats {
         &self.stats
     }
+    async fn check(&self) -> crate::providers::Result<()> {
+        Ok(())
+    }
     async fn list_keys(&self) -> crate::providers::Result<Vec<LiveKey>> {
         Ok(self.keys.lock().values().cloned().collect())
     }

@@ -16,7 +16,7 @@ pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Sc
 pub use settings::{check_endpoint, check_origin, endpoint_host, is_metadata_address, Plan};
 pub use spec::{
     expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
-    ExpiryRules, KeyKind, KeySpec, KeyType, SpecError,
+    CelRule, ExpiryRules, KeyKind, KeySpec, KeyType, SpecError, DRAFTS_NEED_GET,
 };
 pub use time::{days, earlier, later, rfc3339};
 pub use value::{fingerprint, KeyValue};

@@ -58,8 +58,29 @@ impl KeyType {
 pub struct ApiPermission {
     /// The API (a content type's endpoint name, e.g. `blog`).
     pub api: String,
-    /// What the key may do on that API; empty: nothing, even where the defaults allow it.
+    /// What the key may do on that API, each once (GET_ALL_DRAFTS and GET_ALL_CLOSED need
+    /// GET); empty: nothing, even where the defaults allow it.
+    #[schemars(
+        length(max = 7),
+        extend(
+            "x-kubernetes-list-type" = "set",
+            "x-kubernetes-validations" = [DRAFTS_NEED_GET]
+        )
+    )]
     pub permissions: Vec<ContentPermission>,
+}
+
+/// The CRD's CEL rule on a permission list: what `check_permission_set` checks.
+pub const DRAFTS_NEED_GET: CelRule = CelRule {
+    rule: "!self.exists(p, p == 'GET_ALL_DRAFTS' || p == 'GET_ALL_CLOSED') || self.exists(p, p == 'GET')",
+    message: "GET_ALL_DRAFTS and GET_ALL_CLOSED require GET in the same set",
+};
+
+/// A CEL validation rule of the CRD (`x-kubernetes-validations`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CelRule {
+    pub rule: &'static str,
+    pub message: &'static str,
 }
 
 /// Every setting of a key that its owner declares.

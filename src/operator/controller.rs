@@ -314,6 +314,8 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let (s3, d3) = (stores.clone(), default.clone());
     let s4 = policies.clone();
     let in_use = super::in_use::keep(client.clone(), stores.clone(), default.clone());
+    let connection_status =
+        super::connection_status::keep(ctx.clone(), stores.clone(), cfg.connection_check_interval);
     let controller = Controller::for_stream(trigger, policies)
         .owns_stream(owned_events)
         .owns_stream(role_events)
@@ -364,6 +366,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     tokio::select! {
         _ = controller => {}
         _ = in_use => {}
+        _ = connection_status => {}
         _ = forget => {}
         _ = every_policy_events.for_each(|_| async {}) => {}
     }

@@ -51,6 +51,9 @@ pub enum DereferenceError {
     ConnectionNotAllowed { name: String, namespace: String },
     #[error("{0}")]
     NoCredentials(String),
+    /// The CA Secret is missing, unlabelled, empty or too big (for policies, `NoCredentials`).
+    #[error("{0}")]
+    CaUnusable(String),
     #[error("{}", .0.join("; "))]
     NotAllowed(Vec<String>),
     #[error("CmsConnection {connection} (the operator's --default-connection) serves policies of namespace '{own}' only, not of '{namespace}'; share a connection with a ClusterCmsConnection, which admits namespaces")]
@@ -73,7 +76,7 @@ impl DereferenceError {
             Self::NoConnection => "NoConnection",
             Self::ConnectionNotFound(_) => "ConnectionNotFound",
             Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
-            Self::NoCredentials(_) => "NoCredentials",
+            Self::NoCredentials(_) | Self::CaUnusable(_) => "NoCredentials",
             Self::NotAllowed(_) => "NotAllowed",
             Self::OtherNamespace { .. } => "ConnectionNotAllowed",
             Self::EndpointNotAllowed { .. } | Self::InvalidEndpoint { .. } => "EndpointNotAllowed",
@@ -165,19 +168,52 @@ async fn connect(
     };
     stores.ready().await;
     let id = connection_to_use(p, ctx, admission)?;
-    let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
+    if admission == Admission::Required {
+        let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
+        admit(&stores, &id, policy_ns)?;
+    }
+    resolve(ctx, &stores, id).await
+}
+
+/// Whether connection `id` admits policies of `policy_ns`: a namespaced connection is its
+/// namespace's own (only the operator's default can name one elsewhere); a cluster connection
+/// admits the namespaces it names or selects.
+fn admit(stores: &Stores, id: &ConnectionId, policy_ns: String) -> Result<(), DereferenceError> {
+    match id {
+        ConnectionId::CmsConnection { namespace, name } if *namespace != policy_ns => {
+            Err(DereferenceError::OtherNamespace {
+                connection: format!("{namespace}/{name}"),
+                own: namespace.clone(),
+                namespace: policy_ns,
+            })
+        }
+        ConnectionId::ClusterCmsConnection { name } => {
+            let c = stores
+                .cluster_connections
+                .get(&ObjectRef::new(name))
+                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
+            match admitted(stores, &c.spec, &policy_ns) {
+                true => Ok(()),
+                false => Err(DereferenceError::ConnectionNotAllowed {
+                    name: name.clone(),
+                    namespace: policy_ns,
+                }),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Connection `id` with its credential and CA, from the stores (a Secret's data is read once
+/// per resourceVersion), its endpoint checked against the operator's rules.
+pub async fn resolve(
+    ctx: &Context,
+    stores: &Stores,
+    id: ConnectionId,
+) -> Result<Conn, DereferenceError> {
     let mut allow = None;
     let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {
         ConnectionId::CmsConnection { namespace, name } => {
-            // Admission, as for a cluster connection: a namespaced connection is its namespace's
-            // own (only the operator's default can name one elsewhere).
-            if admission == Admission::Required && *namespace != policy_ns {
-                return Err(DereferenceError::OtherNamespace {
-                    connection: format!("{namespace}/{name}"),
-                    own: namespace.clone(),
-                    namespace: policy_ns,
-                });
-            }
             let c = stores
                 .connections
                 .get(&ObjectRef::new(name).within(namespace))
@@ -193,12 +229,6 @@ async fn connect(
                 .cluster_connections
                 .get(&ObjectRef::new(name))
                 .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
-            if admission == Admission::Required && !admitted(&stores, &c.spec, &policy_ns) {
-                return Err(DereferenceError::ConnectionNotAllowed {
-                    name: name.clone(),
-                    namespace: policy_ns,
-                });
-            }
             let s = &c.spec;
             let Some(secret_ns) = s.credentials_secret_ref.namespace.clone() else {
                 return Err(DereferenceError::NoCredentials(format!(
@@ -219,11 +249,11 @@ async fn connect(
         }
     })?;
     endpoint_allowed(&ctx.config.allowed_endpoints, &id, &endpoint).await?;
-    let credential = credential(ctx, &stores, &secret_ref, &secret_ns)
+    let credential = credential(ctx, stores, &secret_ref, &secret_ns)
         .await?
         .into();
     let ca = match tls {
-        Some((ns, name, key)) => Some(ca_pem(ctx, &stores, &ns, &name, &key).await?),
+        Some((ns, name, key)) => Some(ca_pem(ctx, stores, &ns, &name, &key).await?),
         None => None,
     };
     Ok(Conn {
@@ -463,9 +493,11 @@ async fn ca_pem(
     name: &str,
     key: &str,
 ) -> Result<Vec<u8>, DereferenceError> {
-    Ok(secret_field(ctx, stores, (ns, name, key), SecretUse::Ca)
-        .await?
-        .to_vec())
+    match secret_field(ctx, stores, (ns, name, key), SecretUse::Ca).await {
+        Ok(pem) => Ok(pem.to_vec()),
+        Err(DereferenceError::NoCredentials(why)) => Err(DereferenceError::CaUnusable(why)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The credential in a labelled Secret's field.

@@ -11,6 +11,7 @@
 //! Leader election uses a coordination.k8s.io Lease (kube-lease-manager); only the leader runs
 //! the controller.
 
+pub mod connection_status;
 mod context;
 mod controller;
 mod dereference;
@@ -98,6 +99,8 @@ pub struct OperatorConfig {
     /// Where connections may point (`--allowed-endpoints`: host patterns and CIDRs; empty:
     /// anywhere but link-local and metadata addresses).
     pub allowed_endpoints: Vec<String>,
+    /// How often a connection that did not change is checked again (one cheap CMS call).
+    pub connection_check_interval: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -117,6 +120,7 @@ impl Default for OperatorConfig {
             workers: 8,
             workers_per_connection: 2,
             allowed_endpoints: Vec::new(),
+            connection_check_interval: Duration::from_secs(300),
         }
     }
 }

@@ -44,12 +44,40 @@ pub struct ApiKeyPolicySpec {
     /// Origins whose browsers may read the CMS's responses (CORS is deny-by-default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
-    /// Operations of an API that need no key at all (still rate-limited by the CMS).
+    /// Operations of an API that need no key at all (still rate-limited by the CMS). One
+    /// entry per API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_LIST),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["api"])
+    )]
     pub public_endpoints: Vec<PublicEndpoint>,
-    /// The keys this policy owns.
+    /// The keys this policy owns (at most 100); names are unique, and so are their Secrets.
+    #[schemars(
+        length(max = MAX_KEYS),
+        extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["name"],
+            "x-kubernetes-validations" = [{
+                "rule": "self.all(k, self.exists_one(j, j.secret.name == k.secret.name))",
+                "message": "two keys name the same Secret: each key writes a Secret of its own",
+                "reason": "FieldValueDuplicate"
+            }]
+        )
+    )]
     pub keys: Vec<KeyDecl>,
 }
+
+/// A string field's schema, not nullable (an `Option` would be).
+fn plain_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string"})
+}
+
+/// The most keys one policy declares (a bound the API server needs to cost its rules; more
+/// keys go in more policies).
+pub const MAX_KEYS: usize = 100;
+/// The most entries of a policy's other lists (per-API permissions, public endpoints).
+pub const MAX_LIST: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -123,9 +151,52 @@ pub struct PublicEndpoint {
     pub operations: Vec<ContentOp>,
 }
 
-/// One API key.
+/// One API key. The rules between its fields are CEL rules of the CRD too (the API server
+/// refuses what breaks them); `tests/policy_rules.rs` holds both to the same fixtures.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.kind != 'personal' || (has(self.owner) && self.owner != '')",
+        "message": "a personal key needs the member who owns it",
+        "fieldPath": ".owner",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.kind == 'personal' || !has(self.owner)",
+        "message": "only personal keys have an owner",
+        "fieldPath": ".owner",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "self.kind != 'management' || (has(self.managementPermissions) && size(self.managementPermissions) > 0)",
+        "message": "a management key needs at least one management permission",
+        "fieldPath": ".managementPermissions",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.kind == 'management' || !has(self.managementPermissions) || size(self.managementPermissions) == 0",
+        "message": "only management keys hold management permissions",
+        "fieldPath": ".managementPermissions",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "self.kind == 'content' || ((!has(self.defaultPermissions) || size(self.defaultPermissions) == 0) && (!has(self.apiPermissions) || size(self.apiPermissions) == 0) && (!has(self.scopes) || size(self.scopes) == 0))",
+        "message": "only content keys hold content permissions and scopes: management keys hold management permissions, personal keys inherit their owner's role",
+        "fieldPath": ".kind",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "self.type != 'public' || self.kind == 'content'",
+        "message": "public keys must be content keys (read rights only)",
+        "fieldPath": ".type"
+    },
+    {
+        "rule": "self.type != 'public' || ((!has(self.defaultPermissions) || self.defaultPermissions.all(p, p.startsWith('GET'))) && (!has(self.apiPermissions) || self.apiPermissions.all(a, a.permissions.all(p, p.startsWith('GET')))) && (!has(self.scopes) || self.scopes.all(s, s == 'content:read')))",
+        "message": "a public key may hold read rights only (GET, GET_ALL_DRAFTS, GET_ALL_CLOSED, content:read)",
+        "fieldPath": ".type"
+    }
+]))]
 pub struct KeyDecl {
     /// Unique within the policy; a DNS label.
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
@@ -140,24 +211,41 @@ pub struct KeyDecl {
     /// public keys (for browsers) may hold read rights only.
     #[serde(default, rename = "type")]
     pub key_type: KeyType,
-    /// Permissions on every API.
+    /// Permissions on every API, each once; GET_ALL_DRAFTS and GET_ALL_CLOSED need GET.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 7),
+        extend(
+            "x-kubernetes-list-type" = "set",
+            "x-kubernetes-validations" = [crate::model::DRAFTS_NEED_GET]
+        )
+    )]
     pub default_permissions: Vec<ContentPermission>,
-    /// Per-API permissions; they replace the defaults for that API.
+    /// Per-API permissions, one entry per API; they replace the defaults for that API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_LIST),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["api"])
+    )]
     pub api_permissions: Vec<ApiPermission>,
-    /// Scopes; rights are the union of permissions and scopes.
+    /// Scopes, each once; rights are the union of permissions and scopes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6), extend("x-kubernetes-list-type" = "set"))]
     pub scopes: Vec<Scope>,
-    /// Environments the key is limited to; empty means all.
+    /// Environments the key is limited to, each once; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub environments: Vec<String>,
-    /// Management keys' rights on the CMS's management API (a management key holds at least
-    /// one; other kinds none).
+    /// Management keys' rights on the CMS's management API, each once (a management key holds
+    /// at least one; other kinds none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7), extend("x-kubernetes-list-type" = "set"))]
     pub management_permissions: Vec<ManagementPermission>,
     /// The member who owns a personal key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Not nullable: the API server prunes `owner: null`, so a rule's has(self.owner) means a
+    // value (CEL cannot compare a string with null).
+    #[schemars(schema_with = "plain_string")]
     pub owner: Option<String>,
     /// Lifetime from creation or rotation (e.g. 90d). Default: the kind's default (1 year for
     /// content keys, 182 days for management and personal keys).
@@ -383,12 +471,41 @@ connection_spec! {
         namespaced,
         doc = "A connection to a CMS's key-management API (endpoint, provider, credential Secret, CA), usable by the ApiKeyPolicies of its own namespace.",
         shortname = "cmsconn",
+        status = "ConnectionStatus",
+        printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+        printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+        printcolumn = r#"{"name":"Policies","type":"integer","jsonPath":".status.policies"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
         category = "keyward"
     )]
     pub struct CmsConnectionSpec {}
 }
 
 pub use crate::providers::registry::ProviderKind;
+
+/// What the operator last found when it reached the CMS through a connection: checked when the
+/// connection, its Secrets or its users change, and on an interval, with one cheap call.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready: True when the CMS answered with this connection's credential; else the reason:
+    /// CredentialMissing (the credential Secret or field is missing, empty or not labelled
+    /// keyward.dev/credential), CaInvalid (the CA Secret is missing or holds no usable
+    /// certificate), EndpointNotAllowed (the endpoint is refused by the operator's rules),
+    /// EndpointUnreachable, TlsFailure, CredentialRefused (the CMS refused the credential, or
+    /// it is not of the provider's form), ProviderMismatch (the endpoint does not speak the
+    /// provider's API), CmsUnavailable (the CMS answered with an error of its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// How many ApiKeyPolicies use this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<i64>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -444,6 +561,13 @@ connection_spec! {
         kind = "ClusterCmsConnection",
         doc = "A cluster-wide connection to a CMS's key-management API, shared by the namespaces it admits (by name or label), within the ceilings of spec.allow.",
         shortname = "ccmsconn",
+        status = "ConnectionStatus",
+        printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+        printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+        printcolumn = r#"{"name":"Policies","type":"integer","jsonPath":".status.policies"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
         category = "keyward"
     )]
     pub struct ClusterCmsConnectionSpec {

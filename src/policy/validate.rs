@@ -170,6 +170,31 @@ pub fn policy_keys(
         );
     }
     let spec = &policy.spec;
+    // The CRD's bounds (the API server needs them to cost its rules).
+    for (path, n, max) in [
+        ("spec.keys", spec.keys.len(), super::MAX_KEYS),
+        (
+            "spec.publicEndpoints",
+            spec.public_endpoints.len(),
+            super::MAX_LIST,
+        ),
+    ] {
+        if n > max {
+            cx.error(
+                path,
+                format!("{n} entries; a policy holds at most {max} (put more in another policy)"),
+            );
+        }
+    }
+    for (i, k) in spec.keys.iter().enumerate() {
+        let n = k.api_permissions.len();
+        if n > super::MAX_LIST {
+            cx.error(
+                format!("spec.keys[{i}].apiPermissions"),
+                format!("{n} entries; a key holds at most {}", super::MAX_LIST),
+            );
+        }
+    }
     let observe_only = spec.management_policy == ManagementPolicy::ObserveOnly;
     if let Some(cors) = &spec.cors {
         for (i, o) in cors.origins.iter().enumerate() {

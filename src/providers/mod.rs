@@ -186,6 +186,9 @@ pub trait CmsProvider: Send + Sync {
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
         Ok(spec.clone())
     }
+    /// One cheap call that needs the credential and answers in this provider's shape: whether
+    /// the connection works (a connection's `Ready` condition).
+    async fn check(&self) -> Result<()>;
     /// Every key, in one listing (no per-key fetches).
     async fn list_keys(&self) -> Result<Vec<LiveKey>>;
     /// The keys carrying label `name=value` (one policy's keys); filtered by the CMS where it can.

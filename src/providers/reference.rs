@@ -159,6 +159,21 @@ impl CmsProvider for ReferenceCms {
         self.list_at("/v1/keys").await
     }
 
+    /// The list of APIs: small, and only an admin may read it.
+    async fn check(&self) -> Result<()> {
+        let (_, v) = self
+            .client
+            .call(Method::GET, "/v1/apis", None, Idempotent::Yes)
+            .await?;
+        match v.get("apis").and_then(Value::as_array) {
+            Some(_) => Ok(()),
+            None => Err(ProviderError::Decode {
+                endpoint: self.client.base().to_owned(),
+                detail: "GET /v1/apis answered without an apis list".into(),
+            }),
+        }
+    }
+
     async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
         let q = format!("{name}={value}");
         let enc: String = q

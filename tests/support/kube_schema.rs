@@ -32,6 +32,11 @@ impl Schemas {
         Schemas(out)
     }
 
+    /// The schema of resource `plural` (`openAPIV3Schema`).
+    pub fn root(&self, plural: &str) -> &Value {
+        &self.0[plural]
+    }
+
     /// Makes `obj` conform to its schema (pruning, defaulting) or says why it cannot: the
     /// spec and other top-level fields for a write of the object, `status` only for a write
     /// of the status subresource. Resources without a schema here are left alone.
@@ -77,10 +82,17 @@ impl Schemas {
         if let Some(old) = old {
             errors.retain(|(at, _)| old.pointer(at) != obj.pointer(at));
         }
+        let mut errors: Vec<String> = errors.into_iter().map(|(_, e)| e).collect();
+        // Then the CEL rules, on a spec this write changes (a spec stored under an older schema
+        // and left as it was passes, as the API server ratchets unchanged values).
+        let spec_changed = old.is_none_or(|o| o.get("spec") != obj.get("spec"));
+        if errors.is_empty() && !status_only && spec_changed {
+            errors = cel_errors(root, obj);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.into_iter().map(|(_, e)| e).collect())
+            Err(errors)
         }
     }
 }
@@ -235,6 +247,7 @@ fn conform_value(v: &mut Value, schema: &Value, path: &str, at: &str, errors: &m
                 errors,
             );
         }
+        duplicates(items, schema, path, at, errors);
     }
     if let Some(fields) = v.as_object_mut() {
         if schema["x-kubernetes-preserve-unknown-fields"] == true {
@@ -282,6 +295,61 @@ fn conform_value(v: &mut Value, schema: &Value, path: &str, at: &str, errors: &m
                 ));
             }
         }
+    }
+}
+
+/// A list of type `set` holds each value once, one of type `map` each key once (the API
+/// server's "Duplicate value", naming the later entry).
+fn duplicates(items: &[Value], schema: &Value, path: &str, at: &str, errors: &mut Errors) {
+    let key = |item: &Value| -> Value {
+        match schema["x-kubernetes-list-type"].as_str() {
+            Some("set") => item.clone(),
+            Some("map") => {
+                let names = schema["x-kubernetes-list-map-keys"].as_array();
+                let mut k = Map::new();
+                for n in names.into_iter().flatten().filter_map(Value::as_str) {
+                    k.insert(n.to_owned(), item[n].clone());
+                }
+                Value::Object(k)
+            }
+            _ => Value::Null,
+        }
+    };
+    if !matches!(
+        schema["x-kubernetes-list-type"].as_str(),
+        Some("set" | "map")
+    ) {
+        return;
+    }
+    let keys: Vec<Value> = items.iter().map(key).collect();
+    for (i, k) in keys.iter().enumerate() {
+        if keys[..i].contains(k) {
+            errors.push((
+                format!("{at}/{i}"),
+                format!("{path}[{i}]: Duplicate value: {k}"),
+            ));
+        }
+    }
+}
+
+/// The CRD's CEL rules (`x-kubernetes-validations`) over `obj`, as the API server evaluates
+/// them after defaulting (kube-cel; it evaluates the rules, it does not cost them): each rule
+/// that fails, as `path: Invalid value: message`.
+pub fn cel_errors(schema: &Value, obj: &Value) -> Vec<String> {
+    match kube_cel::validate(schema, obj, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .iter()
+            .map(|e| {
+                let reason = match e.reason.as_deref() {
+                    Some("FieldValueRequired") => "Required value",
+                    Some("FieldValueForbidden") => "Forbidden",
+                    Some("FieldValueDuplicate") => "Duplicate value",
+                    _ => "Invalid value",
+                };
+                format!("{}: {reason}: {}", e.field_path, e.message)
+            })
+            .collect(),
     }
 }
 

@@ -83,6 +83,28 @@ impl OperatorOn {
         String::from_utf8(s.data?.get(field)?.0.clone()).ok()
     }
 
+    /// The connection's status, once it has one.
+    pub async fn connection_status(&self) -> Option<Value> {
+        let api: Api<keyward::policy::CmsConnection> =
+            Api::namespaced(self.policies.clone().into_client(), "shop");
+        let c = api.get(&self.connection).await.ok()?;
+        serde_json::to_value(c.status?).ok()
+    }
+
+    /// Waits until the connection says the CMS answers, with `policies` policies using it.
+    pub async fn connection_connected(&self, policies: i64, within: std::time::Duration) {
+        super::eventually("the connection Connected", within, || async {
+            self.connection_status().await.is_some_and(|s| {
+                s["policies"] == policies
+                    && s["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["reason"] == "Connected")
+                    })
+            })
+        })
+        .await;
+    }
+
     /// The Ready condition of policy `shop/<name>`, once it has one.
     pub async fn ready(&self, name: &str) -> Option<Value> {
         let p = self.policies.get(name).await.ok()?;

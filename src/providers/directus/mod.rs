@@ -341,6 +341,20 @@ impl CmsProvider for Directus {
     }
 
     /// keyward's users only: those whose description carries its tag.
+    /// The token's user (`GET /users/me?fields=id`).
+    async fn check(&self) -> Result<()> {
+        let v = self
+            .call(Method::GET, "/users/me?fields=id", None, Idempotent::Yes)
+            .await?;
+        match v.pointer("/data/id") {
+            Some(_) => Ok(()),
+            None => Err(ProviderError::Decode {
+                endpoint: self.client.base().to_owned(),
+                detail: "GET /users/me answered without data.id".into(),
+            }),
+        }
+    }
+
     async fn list_keys(&self) -> Result<Vec<LiveKey>> {
         self.list_tagged(tag::TAG_OPEN).await
     }

@@ -268,6 +268,21 @@ impl CmsProvider for Strapi {
         mapping::canonical(spec, &*self.catalog().await?)
     }
 
+    /// The signed-in admin (`GET /admin/users/me`), with the session's JWT: no sign-in unless
+    /// the session has none.
+    async fn check(&self) -> Result<()> {
+        let v = self
+            .call(Method::GET, "/admin/users/me", None, Idempotent::Yes)
+            .await?;
+        match v.pointer("/data/id") {
+            Some(_) => Ok(()),
+            None => Err(ProviderError::Decode {
+                endpoint: self.client.base().to_owned(),
+                detail: "GET /admin/users/me answered without data.id".into(),
+            }),
+        }
+    }
+
     async fn list_keys(&self) -> Result<Vec<LiveKey>> {
         let catalog = self.catalog().await?;
         let v = self

@@ -1,0 +1,328 @@
+//! Connections' status: whether the CMS answers through each `CmsConnection` and
+//! `ClusterCmsConnection`, and how many policies use it, so that a broken connection shows on
+//! the connection rather than only on each policy that uses it.
+//!
+//! The stores are looked at every few seconds, at no API cost; a connection is checked when it,
+//! its Secrets or its number of users changed, and on `--connection-check-interval`, with one
+//! cheap call (`CmsProvider::check`) under a short deadline and no retries. Its status is
+//! written (a merge patch of the status subresource) only when it changed: an unchanged
+//! connection costs one CMS call per interval and no write.
+
+use super::context::{Context, Stores};
+use super::dereference::{connection_of, resolve, DereferenceError};
+use super::status::{condition, merge, READY};
+use super::DefaultConnection;
+use crate::model::desired::ConnectionId;
+use crate::policy::{ClusterCmsConnection, CmsConnection, ConnectionStatus};
+use crate::providers::ProviderError;
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the stores are looked at for changes.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How long one check may take: no answer by then is `EndpointUnreachable`.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Checks under way at once.
+const CHECKS_AT_ONCE: usize = 4;
+
+/// The reasons of a connection's `Ready` condition.
+pub mod reason {
+    pub const CONNECTED: &str = "Connected";
+    pub const CREDENTIAL_MISSING: &str = "CredentialMissing";
+    pub const CA_INVALID: &str = "CaInvalid";
+    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    pub const ENDPOINT_UNREACHABLE: &str = "EndpointUnreachable";
+    pub const TLS_FAILURE: &str = "TlsFailure";
+    pub const CREDENTIAL_REFUSED: &str = "CredentialRefused";
+    pub const PROVIDER_MISMATCH: &str = "ProviderMismatch";
+    pub const CMS_UNAVAILABLE: &str = "CmsUnavailable";
+}
+
+/// What one check found: Ready or not, the reason, and what to tell a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Found {
+    fn not(reason: &'static str, message: impl std::fmt::Display) -> Found {
+        Found {
+            ready: false,
+            reason,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The reason for a connection that cannot be resolved.
+pub fn dereference_reason(e: &DereferenceError) -> &'static str {
+    match e {
+        DereferenceError::CaUnusable(_) => reason::CA_INVALID,
+        DereferenceError::EndpointNotAllowed { .. } | DereferenceError::InvalidEndpoint { .. } => {
+            reason::ENDPOINT_NOT_ALLOWED
+        }
+        _ => reason::CREDENTIAL_MISSING,
+    }
+}
+
+/// The reason for a CMS call that failed.
+pub fn provider_reason(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::Unreachable { .. } => reason::ENDPOINT_UNREACHABLE,
+        ProviderError::Tls { .. } => reason::TLS_FAILURE,
+        ProviderError::Config { .. } => reason::CA_INVALID,
+        ProviderError::Credential { .. } => reason::CREDENTIAL_REFUSED,
+        ProviderError::Rejected { status, .. } => match status {
+            401 | 403 => reason::CREDENTIAL_REFUSED,
+            404 | 405 => reason::PROVIDER_MISMATCH,
+            _ => reason::CMS_UNAVAILABLE,
+        },
+        ProviderError::Decode { .. } | ProviderError::NotFound(_) => reason::PROVIDER_MISMATCH,
+        ProviderError::Unsupported { .. } => reason::PROVIDER_MISMATCH,
+    }
+}
+
+/// Checks connection `id`: resolved from the stores, then one call to its CMS.
+pub async fn check(ctx: &Context, stores: &Stores, id: &ConnectionId) -> Found {
+    let conn = match resolve(ctx, stores, id.clone()).await {
+        Ok(c) => c,
+        Err(e) => return Found::not(dereference_reason(&e), &e),
+    };
+    let provider = match ctx.provider(&conn) {
+        Ok(p) => p,
+        Err(e) => return Found::not(provider_reason(&e), &e),
+    };
+    // As in a reconcile: no retries past the deadline, and no answer body reaches the status
+    // (the endpoint is the tenant's choice).
+    let now = Instant::now();
+    let limits = crate::providers::http::Reconcile {
+        retry_deadline: now,
+        deadline: now + CHECK_TIMEOUT,
+    };
+    let call = crate::providers::http::in_reconcile(limits, provider.check());
+    match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+        Ok(Ok(())) => Found {
+            ready: true,
+            reason: reason::CONNECTED,
+            message: format!("{} answered at {}", conn.provider.title(), conn.endpoint),
+        },
+        Ok(Err(e)) => Found::not(provider_reason(&e), &e),
+        Err(_) => Found::not(
+            reason::ENDPOINT_UNREACHABLE,
+            format!(
+                "{} did not answer within {}s",
+                conn.endpoint,
+                CHECK_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+/// A connection as the checks see it: what makes a check due when it changes.
+struct Seen {
+    id: ConnectionId,
+    generation: Option<i64>,
+    status: Option<ConnectionStatus>,
+    /// A digest of the spec's generation, the resourceVersions of the Secrets it reads, and
+    /// the number of its users.
+    digest: u64,
+    users: i64,
+}
+
+/// How many policies use each connection (admitted or not: a policy that names a connection
+/// is its user).
+fn users(stores: &Stores, default: &Option<DefaultConnection>) -> HashMap<ConnectionId, i64> {
+    let mut n = HashMap::new();
+    for p in stores.every_policy.state() {
+        if let Some(id) = connection_of(&p, default) {
+            *n.entry(id).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
+fn secret_version(stores: &Stores, ns: &str, name: &str) -> Option<String> {
+    stores
+        .credentials
+        .get(&ObjectRef::new(name).within(ns))
+        .and_then(|s| s.metadata.resource_version.clone())
+}
+
+fn digest(parts: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+/// Every connection whose status this operator writes. Shards split by `--selector` would
+/// count users apart, and one watching a namespace sees no cluster connection's other users:
+/// only an operator without `--selector` writes connections' status, and cluster connections'
+/// only when it watches every namespace.
+fn connections(ctx: &Context, stores: &Stores) -> Vec<Seen> {
+    if ctx.config.label_selector.is_some() {
+        return Vec::new();
+    }
+    let users = users(stores, &ctx.config.default_connection);
+    let mut out = Vec::new();
+    for c in stores.connections.state() {
+        let ns = c.namespace().unwrap_or_default();
+        let id = ConnectionId::CmsConnection {
+            namespace: ns.clone(),
+            name: c.name_any(),
+        };
+        let s = &c.spec;
+        let ca = s.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
+        let n = users.get(&id).copied().unwrap_or(0);
+        let d = digest((
+            c.metadata.generation,
+            secret_version(stores, &ns, &s.credentials_secret_ref.name),
+            ca.map(|r| secret_version(stores, &ns, &r.name)),
+            n,
+        ));
+        out.push(Seen {
+            id,
+            generation: c.metadata.generation,
+            status: c.status.clone(),
+            digest: d,
+            users: n,
+        });
+    }
+    if ctx.config.namespace.is_some() {
+        return out;
+    }
+    for c in stores.cluster_connections.state() {
+        let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
+        let s = &c.spec;
+        let cred_ns = s
+            .credentials_secret_ref
+            .namespace
+            .clone()
+            .unwrap_or_default();
+        let ca = s.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
+        let n = users.get(&id).copied().unwrap_or(0);
+        let d = digest((
+            c.metadata.generation,
+            secret_version(stores, &cred_ns, &s.credentials_secret_ref.name),
+            ca.map(|r| {
+                let ns = r.namespace.clone().unwrap_or_else(|| cred_ns.clone());
+                secret_version(stores, &ns, &r.name)
+            }),
+            n,
+        ));
+        out.push(Seen {
+            id,
+            generation: c.metadata.generation,
+            status: c.status.clone(),
+            digest: d,
+            users: n,
+        });
+    }
+    out
+}
+
+/// The status a check leads to (`lastTransitionTime` kept while Ready keeps its status).
+pub fn status_after(
+    old: Option<&ConnectionStatus>,
+    found: &Found,
+    generation: Option<i64>,
+    users: i64,
+    now: jiff::Timestamp,
+) -> ConnectionStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let ready = condition(READY, found.ready, found.reason, found.message.clone());
+    ConnectionStatus {
+        observed_generation: generation,
+        conditions: merge(old_conditions, vec![ready], now, generation),
+        policies: Some(users),
+    }
+}
+
+/// Writes `status` for connection `id` unless it is what the store holds already.
+async fn write(
+    ctx: &Context,
+    id: &ConnectionId,
+    old: Option<&ConnectionStatus>,
+    status: &ConnectionStatus,
+) -> Result<bool, kube::Error> {
+    if old == Some(status) {
+        return Ok(false);
+    }
+    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+    let pp = PatchParams::default();
+    match id {
+        ConnectionId::CmsConnection { namespace, name } => {
+            Api::<CmsConnection>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &pp, &patch)
+                .await?;
+        }
+        ConnectionId::ClusterCmsConnection { name } => {
+            Api::<ClusterCmsConnection>::all(ctx.client.clone())
+                .patch_status(name, &pp, &patch)
+                .await?;
+        }
+        ConnectionId::Default => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Checks each connection that is due and writes its status where it changed.
+pub async fn check_due(
+    ctx: &Context,
+    stores: &Stores,
+    interval: Duration,
+    last: &mut BTreeMap<ConnectionId, (u64, Instant)>,
+) {
+    let now = Instant::now();
+    let seen = connections(ctx, stores);
+    last.retain(|id, _| seen.iter().any(|s| &s.id == id));
+    let due: Vec<Seen> = seen
+        .into_iter()
+        .filter(|s| match last.get(&s.id) {
+            Some((d, at)) => *d != s.digest || now.duration_since(*at) >= interval,
+            None => true,
+        })
+        .collect();
+    let checked: Vec<(ConnectionId, u64)> = futures::stream::iter(due)
+        .map(|s| async move {
+            let found = check(ctx, stores, &s.id).await;
+            let status = status_after(
+                s.status.as_ref(),
+                &found,
+                s.generation,
+                s.users,
+                ctx.config.clock.now(),
+            );
+            // Compared without the times: an unchanged Ready keeps its lastTransitionTime.
+            if let Err(e) = write(ctx, &s.id, s.status.as_ref(), &status).await {
+                tracing::warn!(connection = %s.id, error = %e, "writing the connection's status failed; trying again");
+                return None;
+            }
+            Some((s.id, s.digest))
+        })
+        .buffer_unordered(CHECKS_AT_ONCE)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    for (id, d) in checked {
+        last.insert(id, (d, now));
+    }
+}
+
+/// Keeps connections' status right until dropped (it runs beside the controller).
+pub async fn keep(ctx: Arc<Context>, stores: Stores, interval: Duration) {
+    stores.ready().await;
+    let mut last = BTreeMap::new();
+    loop {
+        check_due(&ctx, &stores, interval, &mut last).await;
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
