@@ -199,12 +199,13 @@ async fn one_apply_per_namespace_at_a_time_across_machines() {
         Some("keyward-cli build-7 pid 42")
     );
 
-    // The other apply was killed an hour ago: its Lease ran out, and this one goes ahead.
+    // The other apply was killed an hour ago: its Lease ran out, and this one goes ahead,
+    // even told not to wait at all.
     emu.store_as_is(
         "apis/coordination.k8s.io/v1/namespaces/shop/leases",
         held(now - jiff::SignedDuration::from_hours(1)),
     );
-    let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml", "--lock-timeout", "20s"]).await;
+    let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml", "--lock-timeout", "0s"]).await;
     assert_eq!(code, 0, "{said}");
     assert!(secret(&emu, "reader").is_some());
     assert_eq!(lease_holder(&emu), None, "given back");
@@ -217,19 +218,50 @@ async fn one_apply_per_namespace_at_a_time_across_machines() {
 async fn pruned_keys_lose_their_secrets_and_a_wrong_cluster_is_refused() {
     let (emu, work) = cluster().await;
     let w = work.path();
+    // The pruned policy is in a namespace of its own: the run takes that namespace's Lease
+    // before it deletes anything there.
+    emu.add_namespace("news");
     let second = POLICY
-        .replace("name: site", "name: blog")
+        .replace("name: site, namespace: shop", "name: blog, namespace: news")
         .replace("{name: reader}", "{name: blog-reader}");
     std::fs::write(w.join("blog.yaml"), second).unwrap();
     let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml", "-f", "blog.yaml"]).await;
     assert_eq!(code, 0, "{said}");
-    assert!(secret(&emu, "blog-reader").is_some());
-
+    let in_news = |name: &str| emu.get("api/v1/secrets", "news", name);
+    assert!(in_news("blog-reader").is_some());
+    emu.store_as_is(
+        "apis/coordination.k8s.io/v1/namespaces/news/leases",
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "keyward-cli", "namespace": "news"},
+            "spec": {"holderIdentity": "keyward-cli ci-3 pid 7", "leaseDurationSeconds": 30,
+                "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}}),
+    );
+    let (code, said) = to_cluster(
+        w,
+        &["apply", "-f", "p.yaml", "--prune", "--lock-timeout", "1s"],
+    )
+    .await;
+    assert_eq!(code, 1, "another apply holds news: {said}");
+    assert!(said.contains("keyward-cli ci-3 pid 7"), "{said}");
+    assert!(
+        in_news("blog-reader").is_some(),
+        "not deleted without the Lease: {said}"
+    );
+    emu.store_as_is(
+        "apis/coordination.k8s.io/v1/namespaces/news/leases",
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "keyward-cli", "namespace": "news"}, "spec": {}}),
+    );
     let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml", "--prune"]).await;
     assert_eq!(code, 0, "{said}");
-    assert!(said.contains("shop/blog-reader (in the cluster)"), "{said}");
-    assert!(secret(&emu, "blog-reader").is_none(), "deleted: {said}");
+    assert!(said.contains("news/blog-reader (in the cluster)"), "{said}");
+    assert!(in_news("blog-reader").is_none(), "deleted: {said}");
     assert!(secret(&emu, "reader").is_some(), "kept: {said}");
+    let news_lease = emu.get("apis/coordination.k8s.io/v1/leases", "news", "keyward-cli");
+    assert!(
+        news_lease.is_some_and(|l| l.pointer("/spec/holderIdentity").is_none_or(Value::is_null)),
+        "taken for the deletion, then given back"
+    );
 
     // Another, empty cluster: every existing key would get a new value.
     let (other, _) = cluster().await;
@@ -246,6 +278,52 @@ async fn pruned_keys_lose_their_secrets_and_a_wrong_cluster_is_refused() {
     let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml", "--regenerate-missing"]).await;
     assert_eq!(code, 0, "{said}");
     assert!(other.get("api/v1/secrets", "shop", "reader").is_some());
+}
+
+/// A team that applied the secrets directory's files with `kubectl apply` moves to
+/// `--secrets-to kubernetes` without new values: those Secrets are the CLI's already. The copy
+/// of the file (value included) that kubectl keeps in an annotation goes at the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_applied_from_the_files_are_taken_over_as_they_are() {
+    let (emu, work) = cluster().await;
+    let w = work.path();
+    let (code, said) = tokio::task::spawn_blocking({
+        let d = w.to_owned();
+        move || keyward(&d, &["apply", "-f", "p.yaml"], &[])
+    })
+    .await
+    .map(|(c, o, e, _)| (c, format!("{o}{e}")))
+    .unwrap();
+    assert_eq!(code, 0, "{said}");
+    // What `kubectl apply -f .keyward/secrets/` leaves: the file, and its copy in an
+    // annotation.
+    let text = std::fs::read_to_string(w.join(".keyward/secrets/shop.reader.yaml")).unwrap();
+    let mut file: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let copy = serde_json::to_string(&file).unwrap();
+    file["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+        json!(copy);
+    emu.store_as_is("api/v1/namespaces/shop/secrets", file.clone());
+    let before = secret(&emu, "reader").unwrap();
+
+    let (code, said) = to_cluster(w, &["plan", "-f", "p.yaml"]).await;
+    assert_eq!(
+        code, 0,
+        "nothing to do: the Secret is the CLI's and holds the value: {said}"
+    );
+    // A change of the Secret's labels rewrites it: same value, kubectl's copy gone.
+    let labelled = POLICY.replace("{name: reader}", "{name: reader, labels: {team: web}}");
+    std::fs::write(w.join("p.yaml"), labelled).unwrap();
+    let (code, said) = to_cluster(w, &["apply", "-f", "p.yaml"]).await;
+    assert_eq!(code, 0, "{said}");
+    let after = secret(&emu, "reader").unwrap();
+    assert_eq!(after["data"], before["data"], "the same value");
+    assert_eq!(after["metadata"]["labels"]["team"], "web");
+    assert!(
+        after["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_null(),
+        "{:#}",
+        after["metadata"]
+    );
 }
 
 /// The cluster is found as kubectl finds it: `KUBECONFIG` and `--context`; flags of the other

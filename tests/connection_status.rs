@@ -295,6 +295,44 @@ async fn an_unchanged_connection_is_checked_on_the_interval_and_written_only_on_
     wait_reason(&c, "main", "Connected").await;
 }
 
+/// A status that cannot be written is tried again later, not at every look: each try is a
+/// call to the CMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_that_cannot_be_written_is_not_retried_at_every_look() {
+    let c = cluster(Cms::start().await, Duration::from_secs(300)).await;
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+    wait_reason(&c, "main", "CredentialMissing").await;
+    c.emu
+        .fail_writes_to("cmsconnections", "main", 500, usize::MAX);
+    let before = c.emu.counters.writes_to("cmsconnections");
+    credential(&c, "cms-admin", ADMIN, true).await;
+    eventually(
+        "the check after the change tried to write",
+        WITHIN,
+        || async { c.emu.counters.writes_to("cmsconnections") > before },
+    )
+    .await;
+    // The operator's own finalizer on the Secret is a change too: let it settle, then no
+    // more tries for a while (before, one every two seconds).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = c.emu.counters.writes_to("cmsconnections");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        c.emu.counters.writes_to("cmsconnections"),
+        settled,
+        "tried, then waits"
+    );
+}
+
 /// A ClusterCmsConnection has the same status, counting the policies of every namespace that
 /// use it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,8 +182,10 @@ fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
 pub struct KeySecretFile {
     /// The file (secrets directory).
     pub path: Option<PathBuf>,
-    /// The Secret's uid (cluster): it is deleted only if it is still that Secret.
+    /// The Secret's uid and resourceVersion (cluster): it is deleted only if it is still that
+    /// Secret, unchanged.
     pub uid: Option<String>,
+    pub version: Option<String>,
     pub namespace: String,
     pub name: String,
     pub key_id: String,
@@ -239,9 +241,10 @@ pub struct GoneKeys {
     pub targets: BTreeSet<(String, String)>,
 }
 
-/// Whether a Secret keyward wrote (its managed-by label) goes, and why: its key is revoked by
-/// this plan, or its policy is in the run and its key is gone from the CMS while no desired key
-/// writes it. With the id of its key.
+/// Whether a Secret keyward wrote (its managed-by label) for a policy of the run goes, and why:
+/// its key is revoked by this plan, or its key is gone from the CMS while no desired key writes
+/// it. With the id of its key. Only a policy of the run counts: key ids are the CMS's (small
+/// integers on Strapi), so another connection's key may have the same id.
 pub fn goes(
     s: &Secret,
     revoked: &BTreeSet<String>,
@@ -256,12 +259,11 @@ pub fn goes(
     let (ns, name) = (m.namespace.as_ref()?, m.name.as_ref()?);
     let policy = label(super::LABEL_SECRET_POLICY);
     let of_run = policy.is_some_and(|p| gone.policies.contains(&(ns.clone(), p.clone())));
-    if revoked.contains(id) {
+    if !of_run {
+        None
+    } else if revoked.contains(id) {
         Some((id.clone(), REVOKED_NOW))
-    } else if of_run
-        && !gone.live.contains(id)
-        && !gone.targets.contains(&(ns.clone(), name.clone()))
-    {
+    } else if !gone.live.contains(id) && !gone.targets.contains(&(ns.clone(), name.clone())) {
         Some((id.clone(), ALREADY_GONE))
     } else {
         None
@@ -296,6 +298,7 @@ fn stale_files(
             found.push(KeySecretFile {
                 path: Some(path),
                 uid: None,
+                version: None,
                 namespace: m.namespace.unwrap_or_default(),
                 name: m.name.unwrap_or_default(),
                 key_id,
@@ -518,10 +521,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
-        // Only keyward's files for the keys asked are found.
+        // Only keyward's files for the keys asked are found, of the run's policies: a key of
+        // another connection may have the same id (Strapi's are small integers).
         let id = m.annotations[super::super::ANN_KEY_ID].clone();
-        let found = fresh
+        let of_run = || GoneKeys {
+            policies: BTreeSet::from([("ns".to_owned(), "p".to_owned())]),
+            live: BTreeSet::from([id.clone()]),
+            targets: BTreeSet::new(),
+        };
+        let elsewhere = fresh
             .stale_files(BTreeSet::from([id.clone()]), GoneKeys::default())
+            .await
+            .unwrap();
+        assert!(elsewhere.is_empty(), "{elsewhere:?}");
+        let found = fresh
+            .stale_files(BTreeSet::from([id.clone()]), of_run())
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
@@ -534,7 +548,7 @@ mod tests {
             ("ns", "s", REVOKED_NOW)
         );
         let other = fresh
-            .stale_files(BTreeSet::from(["nope".into()]), GoneKeys::default())
+            .stale_files(BTreeSet::from(["nope".into()]), of_run())
             .await
             .unwrap();
         assert!(other.is_empty());

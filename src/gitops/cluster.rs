@@ -4,7 +4,9 @@
 //! (created, then updated with server-side apply at the version checked), and a Secret the CLI
 //! did not write is never overwritten unless its key says `secret.adopt: true`. The state lives
 //! in the cluster: nothing is written to disk. One apply at a time per namespace: a Lease
-//! (`keyward-cli`) in each namespace the manifests write to, held and renewed for the run.
+//! (`keyward-cli`) in each namespace the run writes to or deletes in, held and renewed for the
+//! run; a run whose Lease was taken from it (renewals failed past its term) stops before its
+//! next write.
 
 use crate::engine::secrets_dir::{goes, GoneKeys, KeySecretFile};
 use crate::engine::{SecretMaterial, SecretSink, SinkError, LABEL_MANAGED_BY};
@@ -29,6 +31,8 @@ pub const LEASE_NAME: &str = "keyward-cli";
 /// How long a Lease is held without renewal: a CLI killed halfway blocks the next apply at
 /// most this long.
 const LEASE_SECONDS: u64 = 30;
+/// How long taking a free Lease may take (a read and a write), whatever the wait.
+const FIRST_TRY: Duration = Duration::from_secs(5);
 
 /// Which cluster, as kubectl finds it: `--kubeconfig` (else `KUBECONFIG`, else
 /// `~/.kube/config`, else the pod's service account) and `--context`.
@@ -48,6 +52,8 @@ pub enum ClusterError {
         holder: String,
         waited: u64,
     },
+    #[error("the Lease {LEASE_NAME} in namespace {namespace} was lost (its renewals failed, and another apply may hold it now): stopped before the next change")]
+    Lost { namespace: String },
     #[error("{what}: {source}")]
     Api {
         what: String,
@@ -88,12 +94,14 @@ impl ClusterTarget {
 }
 
 /// The CLI's Secrets in a cluster: the Kubernetes Secret sink with the CLI as owner, counting
-/// its writes.
+/// its writes; applying, it holds the Lease of each namespace it writes to or deletes in.
 pub struct ClusterSecrets {
     inner: KubeSecrets,
     writes: AtomicU64,
     /// The cluster, as messages name it.
     pub named: String,
+    /// Applying: the Leases held, and how long to wait for one.
+    lock: Option<(tokio::sync::Mutex<ClusterLock>, Duration)>,
 }
 
 impl ClusterSecrets {
@@ -109,6 +117,41 @@ impl ClusterSecrets {
             inner: KubeSecrets::for_cli(client, FIELD_MANAGER, policies, adoptable),
             writes: AtomicU64::new(0),
             named,
+            lock: None,
+        }
+    }
+
+    /// Applying: takes the Leases of `namespaces` (waiting up to `wait`), and more as the run
+    /// needs them.
+    pub async fn lock(
+        mut self,
+        namespaces: &BTreeSet<String>,
+        wait: Duration,
+    ) -> Result<ClusterSecrets, ClusterError> {
+        let lock = ClusterLock::take(&self.inner.client, namespaces, wait).await?;
+        self.lock = Some((tokio::sync::Mutex::new(lock), wait));
+        Ok(self)
+    }
+
+    /// Gives the Leases back.
+    pub async fn release(self) {
+        if let Some((lock, _)) = self.lock {
+            lock.into_inner().release().await;
+        }
+    }
+
+    /// Before a write or a delete in `namespace`: its Lease is held (taken now if the run had
+    /// not needed it yet), and no Lease of the run was lost.
+    async fn holding(&self, namespace: &str) -> Result<(), ClusterError> {
+        let Some((lock, wait)) = &self.lock else {
+            return Ok(());
+        };
+        let mut lock = lock.lock().await;
+        let more = BTreeSet::from([namespace.to_owned()]);
+        lock.take_more(&self.inner.client, &more, *wait).await?;
+        match lock.lost() {
+            Some(ns) => Err(ClusterError::Lost { namespace: ns }),
+            None => Ok(()),
         }
     }
 
@@ -141,6 +184,7 @@ impl ClusterSecrets {
                     found.push(KeySecretFile {
                         path: None,
                         uid: m.uid,
+                        version: m.resource_version,
                         namespace: m.namespace.unwrap_or_default(),
                         name: m.name.unwrap_or_default(),
                         key_id,
@@ -150,16 +194,25 @@ impl ClusterSecrets {
             }
         }
         found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        // Applying, the Leases of where Secrets will be deleted are taken now, before the CMS
+        // is changed: a run that cannot have one changes nothing (a key revoked and its
+        // Secret left would be found by no later run, its policy being gone).
+        let places: BTreeSet<&String> = found.iter().map(|f| &f.namespace).collect();
+        for ns in places {
+            self.holding(ns).await?;
+        }
         Ok(found)
     }
 
-    /// Deletes a Secret that `stale` found, if it is still that Secret (its uid).
+    /// Deletes a Secret that `stale` found, if it is still that Secret as it was listed (its
+    /// uid and resourceVersion: one adopted or rewritten since is not deleted).
     pub async fn remove(&self, f: &KeySecretFile) -> Result<(), ClusterError> {
+        self.holding(&f.namespace).await?;
         let api = Api::<Secret>::namespaced(self.inner.client.clone(), &f.namespace);
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: f.uid.clone(),
-                resource_version: None,
+                resource_version: f.version.clone(),
             }),
             ..Default::default()
         };
@@ -193,6 +246,13 @@ impl SecretSink for ClusterSecrets {
     }
 
     async fn write(&self, material: &SecretMaterial) -> Result<bool, SinkError> {
+        let t = &material.target;
+        self.holding(&t.namespace).await.map_err(|e| SinkError {
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            detail: e.to_string(),
+            conflict: false,
+        })?;
         let wrote = self.inner.write(material).await?;
         if wrote {
             self.writes.fetch_add(1, Ordering::Relaxed);
@@ -204,10 +264,13 @@ impl SecretSink for ClusterSecrets {
 /// The Leases a run holds, one per namespace it writes to; renewed in the background until
 /// released.
 pub struct ClusterLock {
+    /// This run, as the Leases name their holder.
+    me: String,
     held: Vec<Held>,
 }
 
 struct Held {
+    namespace: String,
     leading: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<
         Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
@@ -234,19 +297,47 @@ impl ClusterLock {
         namespaces: &BTreeSet<String>,
         wait: Duration,
     ) -> Result<ClusterLock, ClusterError> {
-        let me = identity();
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut lock = ClusterLock { held: Vec::new() };
-        for ns in namespaces {
-            match take_one(client, ns, &me, deadline, wait).await {
-                Ok(held) => lock.held.push(held),
-                Err(e) => {
-                    lock.release().await;
-                    return Err(e);
-                }
+        let mut lock = ClusterLock {
+            me: identity(),
+            held: Vec::new(),
+        };
+        match lock.take_more(client, namespaces, wait).await {
+            Ok(()) => Ok(lock),
+            Err(e) => {
+                lock.release().await;
+                Err(e)
             }
         }
-        Ok(lock)
+    }
+
+    /// Takes the Leases of `namespaces` this run does not hold yet, in order, waiting up to
+    /// `wait` in all.
+    async fn take_more(
+        &mut self,
+        client: &Client,
+        namespaces: &BTreeSet<String>,
+        wait: Duration,
+    ) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        for ns in namespaces {
+            if !self.holds(ns) {
+                let held = take_one(client, ns, &self.me, deadline).await?;
+                self.held.push(held);
+            }
+        }
+        Ok(())
+    }
+
+    fn holds(&self, namespace: &str) -> bool {
+        self.held.iter().any(|h| h.namespace == namespace)
+    }
+
+    /// A namespace whose Lease this run no longer holds.
+    fn lost(&self) -> Option<String> {
+        self.held
+            .iter()
+            .find(|h| !*h.leading.borrow())
+            .map(|h| h.namespace.clone())
     }
 
     /// Gives every Lease back, so the next apply need not wait for them to run out.
@@ -267,20 +358,24 @@ async fn take_one(
     ns: &str,
     me: &str,
     deadline: tokio::time::Instant,
-    wait: Duration,
 ) -> Result<Held, ClusterError> {
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(ns)
         .with_identity(me)
         .with_duration(LEASE_SECONDS)
         .with_grace(LEASE_SECONDS / 3)
-        .with_field_manager(FIELD_MANAGER)
+        // The field manager stays the library's own per identity: a free Lease is taken with a
+        // server-side apply that only another manager's fields make conflict, so two runs
+        // under one manager could both take it.
         .build()
         .await
         .map_err(|e| {
             ClusterError::Config(format!("the Lease {LEASE_NAME} in namespace {ns}: {e}"))
         })?;
+    let started = tokio::time::Instant::now();
     let (mut leading, task) = manager.watch().await;
+    // Even with --lock-timeout 0s, a free Lease gets the one try it takes to see it is free.
+    let deadline = deadline.max(tokio::time::Instant::now() + FIRST_TRY);
     let won = tokio::time::timeout_at(deadline, async {
         while !*leading.borrow_and_update() {
             if leading.changed().await.is_err() {
@@ -292,10 +387,15 @@ async fn take_one(
     .await
     .unwrap_or(false);
     if won {
-        return Ok(Held { leading, task });
+        return Ok(Held {
+            namespace: ns.to_owned(),
+            leading,
+            task,
+        });
     }
     drop(leading);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    let waited = deadline.saturating_duration_since(started);
     let holder = Api::<Lease>::namespaced(client.clone(), ns)
         .get_opt(LEASE_NAME)
         .await
@@ -306,6 +406,6 @@ async fn take_one(
     Err(ClusterError::Locked {
         namespace: ns.to_owned(),
         holder,
-        waited: wait.as_secs(),
+        waited: waited.as_secs(),
     })
 }

@@ -2,7 +2,7 @@
 //! Secret manifests (the default; plaintext values on disk, locked with a lock file) or a
 //! cluster (`--secrets-to kubernetes`; nothing on disk, locked with a Lease per namespace).
 
-use super::cluster::{ClusterLock, ClusterSecrets, ClusterTarget};
+use super::cluster::{ClusterSecrets, ClusterTarget};
 use super::{GitopsError, Mode, Options, SecretsDirState};
 use crate::engine::secrets_dir::{GoneKeys, KeySecretFile, SecretsDir};
 use crate::engine::SecretSink;
@@ -28,10 +28,10 @@ pub(super) enum Store {
         _lock: Option<crate::dirlock::DirLock>,
     },
     Cluster {
+        /// Applying, it holds the Leases.
         sink: Box<ClusterSecrets>,
-        /// The namespaces the run writes to (and holds the Lease of, applying).
+        /// The namespaces the run writes to.
         namespaces: BTreeSet<String>,
-        lock: Option<ClusterLock>,
     },
 }
 
@@ -59,15 +59,14 @@ impl Store {
             })
             .collect();
         let namespaces: BTreeSet<String> = policies.keys().map(|(ns, _)| ns.clone()).collect();
-        let lock = match opts.mode {
-            Mode::Apply => Some(ClusterLock::take(&client, &namespaces, opts.lock_timeout).await?),
-            Mode::Plan => None,
+        let sink = ClusterSecrets::new(client, named, policies, adoptable(set));
+        let sink = match opts.mode {
+            Mode::Apply => sink.lock(&namespaces, opts.lock_timeout).await?,
+            Mode::Plan => sink,
         };
-        let sink = Box::new(ClusterSecrets::new(client, named, policies, adoptable(set)));
         Ok(Store::Cluster {
-            sink,
+            sink: Box::new(sink),
             namespaces,
-            lock,
         })
     }
 
@@ -109,10 +108,9 @@ impl Store {
                     sink.dir().display()
                 )
             }),
-            Store::Cluster {
-                sink, namespaces, ..
-            } => {
-                // The namespaces of gone policies too: their Secrets go as well.
+            Store::Cluster { sink, namespaces } => {
+                // The namespaces of gone policies too: their Secrets go as well (applying, their
+                // Leases are taken before anything is deleted there).
                 let mut all = namespaces.clone();
                 all.extend(gone.policies.iter().map(|(ns, _)| ns.clone()));
                 sink.stale(&all, &revoked, &gone)
@@ -132,11 +130,8 @@ impl Store {
 
     /// Ends the run: gives a cluster's Leases back (a directory's lock goes when dropped).
     pub(super) async fn close(self) {
-        if let Store::Cluster {
-            lock: Some(lock), ..
-        } = self
-        {
-            lock.release().await;
+        if let Store::Cluster { sink, .. } = self {
+            sink.release().await;
         }
     }
 }

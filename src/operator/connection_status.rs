@@ -31,6 +31,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checks under way at once.
 const CHECKS_AT_ONCE: usize = 4;
+/// When a status could not be written: the next check (and try) is this much later, not at
+/// the next look (a missing RBAC rule would otherwise cost a CMS call every few seconds).
+const AFTER_FAILED_WRITE: Duration = Duration::from_secs(30);
 
 /// The reasons of a connection's `Ready` condition.
 pub mod reason {
@@ -274,7 +277,9 @@ async fn write(
     Ok(true)
 }
 
-/// Checks each connection that is due and writes its status where it changed.
+/// Checks each connection that is due (changed since its last check, or its next check is
+/// due) and writes its status where it changed. `last` holds, per connection, the digest it
+/// was checked at and when it is next due.
 pub async fn check_due(
     ctx: &Context,
     stores: &Stores,
@@ -287,11 +292,11 @@ pub async fn check_due(
     let due: Vec<Seen> = seen
         .into_iter()
         .filter(|s| match last.get(&s.id) {
-            Some((d, at)) => *d != s.digest || now.duration_since(*at) >= interval,
+            Some((d, next)) => *d != s.digest || now >= *next,
             None => true,
         })
         .collect();
-    let checked: Vec<(ConnectionId, u64)> = futures::stream::iter(due)
+    let checked: Vec<(ConnectionId, u64, Duration)> = futures::stream::iter(due)
         .map(|s| async move {
             let found = check(ctx, stores, &s.id).await;
             let status = status_after(
@@ -302,18 +307,19 @@ pub async fn check_due(
                 ctx.config.clock.now(),
             );
             // Compared without the times: an unchanged Ready keeps its lastTransitionTime.
-            if let Err(e) = write(ctx, &s.id, s.status.as_ref(), &status).await {
-                tracing::warn!(connection = %s.id, error = %e, "writing the connection's status failed; trying again");
-                return None;
+            match write(ctx, &s.id, s.status.as_ref(), &status).await {
+                Ok(_) => (s.id, s.digest, interval),
+                Err(e) => {
+                    tracing::warn!(connection = %s.id, error = %e, retry_seconds = AFTER_FAILED_WRITE.as_secs(), "writing the connection's status failed");
+                    (s.id, s.digest, AFTER_FAILED_WRITE.min(interval))
+                }
             }
-            Some((s.id, s.digest))
         })
         .buffer_unordered(CHECKS_AT_ONCE)
-        .filter_map(|x| async move { x })
         .collect()
         .await;
-    for (id, d) in checked {
-        last.insert(id, (d, now));
+    for (id, d, after) in checked {
+        last.insert(id, (d, now + after));
     }
 }
 

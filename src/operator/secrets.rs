@@ -19,6 +19,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// kubectl's record of the last client-side apply (the whole object as applied).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 pub struct KubeSecrets {
     pub client: Client,
     /// Whose Secrets these are.
@@ -201,6 +204,45 @@ impl KubeSecrets {
             .map_err(|e| Self::err(target, e))
     }
 
+    /// The resourceVersion to write `current` at, once kubectl's
+    /// `last-applied-configuration` annotation is gone from it: a Secret that `kubectl apply`
+    /// made from a secrets directory's file keeps the whole file, value included, in it, and a
+    /// server-side apply would leave it there after the value is rotated out.
+    async fn without_last_applied(
+        &self,
+        api: &Api<Secret>,
+        current: Secret,
+    ) -> Result<Option<String>, SinkError> {
+        let m = current.metadata;
+        let name = m.name.clone().unwrap_or_default();
+        let has = m
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(LAST_APPLIED));
+        if !has {
+            return Ok(m.resource_version);
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": m.resource_version,
+            "annotations": {LAST_APPLIED: null},
+        }});
+        let pp = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..Default::default()
+        };
+        let target = |e: kube::Error| SinkError {
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: name.clone(),
+            detail: e.to_string(),
+            conflict: false,
+        };
+        let patched = api
+            .patch(&name, &pp, &Patch::Merge(&patch))
+            .await
+            .map_err(target)?;
+        Ok(patched.metadata.resource_version)
+    }
+
     /// The policy's own Secret at `target`, if there is one. Someone else's is a conflict, or,
     /// if adoptable, counts as absent (and is replaced at the next write).
     async fn own(&self, target: &SecretTarget) -> Result<Option<Secret>, SinkError> {
@@ -303,7 +345,7 @@ impl SecretSink for KubeSecrets {
                 }
             }
             Some(current) => {
-                secret.metadata.resource_version = current.metadata.resource_version;
+                secret.metadata.resource_version = self.without_last_applied(&api, current).await?;
                 let pp = PatchParams::apply(&self.field_manager).force();
                 api.patch(&m.target.name, &pp, &Patch::Apply(&secret))
                     .await

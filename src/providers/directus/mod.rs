@@ -340,7 +340,6 @@ impl CmsProvider for Directus {
         mapping::canonical(spec, &*self.catalog().await?)
     }
 
-    /// keyward's users only: those whose description carries its tag.
     /// The token's user (`GET /users/me?fields=id`).
     async fn check(&self) -> Result<()> {
         let v = self
