@@ -242,6 +242,60 @@ fn nothing_without_an_endpoint(
     }
 }
 
+/// The CMS URL, refused before it is printed or used if keyward would not call it: it may
+/// hold a password.
+fn check_url(url: Option<&Setting<String>>) -> Result<(), ConfigError> {
+    match url.map(|u| (u, crate::model::check_endpoint(&u.value))) {
+        Some((u, Err(reason))) => Err(ConfigError::Endpoint {
+            from: u.source.clone(),
+            reason,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The profile `name` of the file, if one is asked for.
+fn profile_named<'a>(
+    name: Option<&'a String>,
+    loaded: Option<&'a Loaded>,
+) -> Result<Option<(&'a String, &'a Profile)>, ConfigError> {
+    match (name, loaded) {
+        (None, _) => Ok(None),
+        (Some(name), None) => Err(ConfigError::ProfileWithoutFile(name.clone())),
+        (Some(name), Some(l)) => match l.config.profiles.get(name) {
+            Some(p) => Ok(Some((name, p))),
+            None => Err(ConfigError::NoProfile {
+                path: l.path.clone(),
+                name: name.clone(),
+                known: l
+                    .config
+                    .profiles
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        },
+    }
+}
+
+/// `KEYWARD_CMS_PROVIDER`, if set.
+fn provider_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(ProviderKind, Source)>, ConfigError> {
+    let Some(v) = env("KEYWARD_CMS_PROVIDER") else {
+        return Ok(None);
+    };
+    let kind = v
+        .parse::<ProviderKind>()
+        .map_err(|message| ConfigError::Invalid {
+            path: PathBuf::from("KEYWARD_CMS_PROVIDER"),
+            line: 0,
+            message,
+        })?;
+    Ok(Some((kind, Source::Env("KEYWARD_CMS_PROVIDER".into()))))
+}
+
 impl Effective {
     /// Decides every setting; `env` reads the environment (`KEYWARD_CMS_URL`,
     /// `KEYWARD_CMS_PROVIDER`, `KEYWARD_CMS_TOKEN`).
@@ -257,20 +311,7 @@ impl Effective {
             .and_then(|l| l.path.parent().map(Path::to_path_buf))
             .unwrap_or_default();
         let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
-        let profile = match (&given.profile, loaded) {
-            (None, _) => None,
-            (Some(name), None) => return Err(ConfigError::ProfileWithoutFile(name.clone())),
-            (Some(name), Some(l)) => match file.profiles.get(name) {
-                Some(p) => Some((name, p)),
-                None => {
-                    return Err(ConfigError::NoProfile {
-                        path: l.path.clone(),
-                        name: name.clone(),
-                        known: file.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
-                    })
-                }
-            },
-        };
+        let profile = profile_named(given.profile.as_ref(), loaded)?;
         let of = |f: &dyn Fn(&Profile) -> Option<PathBuf>| {
             profile.map(|(n, p)| (n, f(p).map(|v| base.join(v))))
         };
@@ -299,15 +340,7 @@ impl Effective {
             cms_of(&|c| c.url.clone()),
             file.cms.url.clone(),
         );
-        // Refused before it is printed or used: it may hold a password.
-        if let Some(u) = &url {
-            if let Err(reason) = crate::model::check_endpoint(&u.value) {
-                return Err(ConfigError::Endpoint {
-                    from: u.source.clone(),
-                    reason,
-                });
-            }
-        }
+        check_url(url.as_ref())?;
         let token_env = pick(
             env("KEYWARD_CMS_TOKEN").map(|_| {
                 (
@@ -319,20 +352,8 @@ impl Effective {
             file.cms.token_env.clone(),
         )
         .unwrap_or_else(|| defaulted("KEYWARD_CMS_TOKEN".to_owned()));
-        let provider_env = match env("KEYWARD_CMS_PROVIDER") {
-            Some(v) => Some((
-                v.parse::<ProviderKind>()
-                    .map_err(|message| ConfigError::Invalid {
-                        path: PathBuf::from("KEYWARD_CMS_PROVIDER"),
-                        line: 0,
-                        message,
-                    })?,
-                Source::Env("KEYWARD_CMS_PROVIDER".into()),
-            )),
-            None => None,
-        };
         let provider = pick(
-            provider_env,
+            provider_from_env(env)?,
             profile.map(|(n, p)| (n, p.cms.provider)),
             file.cms.provider,
         )

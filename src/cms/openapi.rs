@@ -26,115 +26,116 @@ fn op(summary: &str, public: bool, ok: &str) -> Value {
 /// An operation of the management API: method, summary, success status.
 type Operation = (&'static str, &'static str, &'static str);
 
+/// The management API: each path and its operations.
+const MANAGEMENT: &[(&str, &[Operation])] = &[
+    (
+        "/v1/self",
+        &[("get", "What the presented key can do", "200")],
+    ),
+    (
+        "/v1/keys",
+        &[
+            ("get", "List keys", "200"),
+            ("post", "Create a key (the value is shown once)", "201"),
+        ],
+    ),
+    (
+        "/v1/keys/{id}",
+        &[
+            ("get", "Get a key", "200"),
+            ("patch", "Change a key", "200"),
+            ("delete", "Revoke a key", "204"),
+        ],
+    ),
+    (
+        "/v1/keys/{id}/regenerate",
+        &[(
+            "post",
+            "New value, optional grace period for the old one",
+            "200",
+        )],
+    ),
+    ("/v1/apis", &[("get", "List APIs", "200")]),
+    ("/v1/apis/{api}", &[("put", "Create an API", "201")]),
+    (
+        "/v1/apis/{api}/public",
+        &[
+            ("get", "Public operations", "200"),
+            ("put", "Set public operations", "200"),
+        ],
+    ),
+    (
+        "/v1/cors",
+        &[
+            (
+                "get",
+                "CORS origins: the base, each owner's and the effective union",
+                "200",
+            ),
+            ("put", "Set the base CORS origins", "200"),
+        ],
+    ),
+    (
+        "/v1/cors/owners/{owner}",
+        &[
+            ("put", "Set an owner's CORS origins", "200"),
+            ("delete", "Drop an owner's CORS origins", "200"),
+        ],
+    ),
+    (
+        "/v1/apis/{api}/public/owners/{owner}",
+        &[
+            ("put", "Set an owner's public operations of an API", "200"),
+            (
+                "delete",
+                "Drop an owner's public operations of an API",
+                "200",
+            ),
+        ],
+    ),
+    (
+        "/v1/owners",
+        &[("get", "Every owner's settings entry", "200")],
+    ),
+    (
+        "/v1/owners/{owner}",
+        &[("delete", "Drop an owner's whole settings entry", "204")],
+    ),
+    (
+        "/v1/members",
+        &[
+            ("get", "List members", "200"),
+            ("post", "Add a member", "201"),
+        ],
+    ),
+    (
+        "/v1/members/{name}",
+        &[(
+            "delete",
+            "Remove a member (revokes their personal key)",
+            "204",
+        )],
+    ),
+    ("/v1/roles", &[("get", "List roles", "200")]),
+    ("/v1/roles/{name}", &[("put", "Define a role", "200")]),
+    (
+        "/v1/export",
+        &[("post", "Export an environment (scope export:write)", "200")],
+    ),
+    (
+        "/v1/cache/purge",
+        &[("post", "Purge caches (scope cache:purge)", "202")],
+    ),
+    (
+        "/v1/webhooks/replay",
+        &[("post", "Replay webhooks (scope webhooks:write)", "202")],
+    ),
+];
+
 /// The document; `per_api`: each API by name (only for callers that may read the settings).
 pub fn document(svc: &Service, per_api: bool) -> Value {
     let mut paths = Map::new();
-    // The management API: each path and its operations.
-    let management: &[(&str, &[Operation])] = &[
-        (
-            "/v1/self",
-            &[("get", "What the presented key can do", "200")],
-        ),
-        (
-            "/v1/keys",
-            &[
-                ("get", "List keys", "200"),
-                ("post", "Create a key (the value is shown once)", "201"),
-            ],
-        ),
-        (
-            "/v1/keys/{id}",
-            &[
-                ("get", "Get a key", "200"),
-                ("patch", "Change a key", "200"),
-                ("delete", "Revoke a key", "204"),
-            ],
-        ),
-        (
-            "/v1/keys/{id}/regenerate",
-            &[(
-                "post",
-                "New value, optional grace period for the old one",
-                "200",
-            )],
-        ),
-        ("/v1/apis", &[("get", "List APIs", "200")]),
-        ("/v1/apis/{api}", &[("put", "Create an API", "201")]),
-        (
-            "/v1/apis/{api}/public",
-            &[
-                ("get", "Public operations", "200"),
-                ("put", "Set public operations", "200"),
-            ],
-        ),
-        (
-            "/v1/cors",
-            &[
-                (
-                    "get",
-                    "CORS origins: the base, each owner's and the effective union",
-                    "200",
-                ),
-                ("put", "Set the base CORS origins", "200"),
-            ],
-        ),
-        (
-            "/v1/cors/owners/{owner}",
-            &[
-                ("put", "Set an owner's CORS origins", "200"),
-                ("delete", "Drop an owner's CORS origins", "200"),
-            ],
-        ),
-        (
-            "/v1/apis/{api}/public/owners/{owner}",
-            &[
-                ("put", "Set an owner's public operations of an API", "200"),
-                (
-                    "delete",
-                    "Drop an owner's public operations of an API",
-                    "200",
-                ),
-            ],
-        ),
-        (
-            "/v1/owners",
-            &[("get", "Every owner's settings entry", "200")],
-        ),
-        (
-            "/v1/owners/{owner}",
-            &[("delete", "Drop an owner's whole settings entry", "204")],
-        ),
-        (
-            "/v1/members",
-            &[
-                ("get", "List members", "200"),
-                ("post", "Add a member", "201"),
-            ],
-        ),
-        (
-            "/v1/members/{name}",
-            &[(
-                "delete",
-                "Remove a member (revokes their personal key)",
-                "204",
-            )],
-        ),
-        ("/v1/roles", &[("get", "List roles", "200")]),
-        ("/v1/roles/{name}", &[("put", "Define a role", "200")]),
-        (
-            "/v1/export",
-            &[("post", "Export an environment (scope export:write)", "200")],
-        ),
-        (
-            "/v1/cache/purge",
-            &[("post", "Purge caches (scope cache:purge)", "202")],
-        ),
-        (
-            "/v1/webhooks/replay",
-            &[("post", "Replay webhooks (scope webhooks:write)", "202")],
-        ),
-    ];
-    for (path, ops) in management {
+    for (path, ops) in MANAGEMENT {
         let item: Map<String, Value> = ops
             .iter()
             .map(|(method, summary, ok)| ((*method).to_owned(), op(summary, false, ok)))
@@ -142,7 +143,27 @@ pub fn document(svc: &Service, per_api: bool) -> Value {
         paths.insert((*path).to_owned(), Value::Object(item));
     }
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "success"}}}}));
+    content_paths(svc, per_api, &mut paths);
+    let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "keyward reference CMS", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"}
+            },
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+            "responses": {"Unauthorized": error, "Forbidden": error, "RateLimited": error}
+        }
+    })
+}
 
+/// The content API's paths: of each API by name, or of `{api}`; an operation a settings entry
+/// made public needs no key.
+fn content_paths(svc: &Service, per_api: bool, paths: &mut Map<String, Value>) {
     let apis = match per_api {
         true => svc.apis().into_iter().map(|(a, i)| (a, Some(i))).collect(),
         false => vec![("{api}".to_owned(), None)],
@@ -175,19 +196,4 @@ pub fn document(svc: &Service, per_api: bool) -> Value {
             json!({"post": op(&format!("Close a {api} entry"), public(ContentOp::Publish), "200")}),
         );
     }
-    let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "keyward reference CMS", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "security": [{"bearer": []}, {"apiKey": []}],
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"}
-            },
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
-            "responses": {"Unauthorized": error, "Forbidden": error, "RateLimited": error}
-        }
-    })
 }

@@ -454,29 +454,12 @@ impl Engine<'_> {
 
     async fn apply_one(&self, plan: &Plan, action: &Action) -> Result<(String, bool), StepFailure> {
         let now = self.clock.now();
+        let subject = action.subject();
         match action {
-            Action::Create { key } => {
-                let mut spec = key.spec.clone();
-                spec.expires_at = expiry(now, key)?;
-                let issued = self.provider.create_key(&spec).await?;
-                let id = issued.key.id.clone();
-                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let made = format!("created key {id}");
-                let w = self
-                    .write_new_key(&m, made, "the next run creates it again", "")
-                    .await?;
-                Ok((
-                    format!(
-                        "created key {} (id {id}) and wrote Secret {}",
-                        action.subject(),
-                        key.secret
-                    ),
-                    w,
-                ))
-            }
+            Action::Create { key } => self.create(key, &subject, now).await,
             Action::Update { key, id, .. } => {
                 self.provider.update_key(id, &key.spec).await?;
-                Ok((format!("updated key {} (id {id})", action.subject()), false))
+                Ok((format!("updated key {subject} (id {id})"), false))
             }
             Action::Rotate {
                 key,
@@ -485,73 +468,21 @@ impl Engine<'_> {
                 reason,
                 expiring,
             } => {
-                let issued = self
-                    .provider
-                    .regenerate_key(
-                        id,
-                        Regeneration {
-                            grace: SignedDuration::from_secs(*grace_seconds),
-                            expires_at: expiry(now, key)?,
-                            expiring: *expiring,
-                        },
-                    )
-                    .await?;
-                let new_id = issued.key.id.clone();
-                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let w = if new_id != *id {
-                    // A CMS that renews by issuing a new key (Strapi): that key is new, and
-                    // nobody has its value.
-                    let made = format!("renewed key {id} as a new key {new_id}");
-                    self.write_new_key(&m, made, "the next run renews it again", "")
-                        .await?
-                } else {
-                    self.write_with_retry(&m).await.map_err(|source| {
-                        StepFailure::RegeneratedValueUnwritten {
-                            id: id.clone(),
-                            source,
-                            grace_seconds: *grace_seconds,
-                        }
-                    })?
+                let how = Regeneration {
+                    grace: SignedDuration::from_secs(*grace_seconds),
+                    expires_at: expiry(now, key)?,
+                    expiring: *expiring,
                 };
+                let w = self.rotate(key, id, how).await?;
                 Ok((
                     format!(
-                        "rotated key {} (id {id}: {reason}) and wrote Secret {}",
-                        action.subject(),
+                        "rotated key {subject} (id {id}: {reason}) and wrote Secret {}",
                         key.secret
                     ),
                     w,
                 ))
             }
-            Action::Replace { key, old_id, .. } => {
-                // Frees the name for the new key; ids are unique, so is this name.
-                let parked: String = format!("replaced.{old_id}.{}", key.spec.name)
-                    .chars()
-                    .take(100)
-                    .collect();
-                let mut spec = key.spec.clone();
-                spec.expires_at = expiry(now, key)?;
-                let keep = crate::plan::replace_overlap(key);
-                let old_until =
-                    crate::model::later(now, keep).ok_or(OutOfRange("rotationOverlap"))?;
-                self.provider.rename_key(old_id, &parked).await?;
-                let issued = self.provider.create_key(&spec).await?;
-                let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
-                let made = format!("created replacement key {}", issued.key.id);
-                let still = format!(", and the old key {old_id} still works");
-                let w = self
-                    .write_new_key(&m, made, "the next run replaces it again", &still)
-                    .await?;
-                self.provider.set_expiry(old_id, old_until).await?;
-                Ok((
-                    format!(
-                        "replaced key {} (old id {old_id} expires in {}s, new id {})",
-                        action.subject(),
-                        keep.as_secs(),
-                        issued.key.id
-                    ),
-                    w,
-                ))
-            }
+            Action::Replace { key, old_id, .. } => self.replace(key, old_id, &subject, now).await,
             Action::WriteSecret { key, id, .. } => {
                 let live = plan
                     .live
@@ -568,22 +499,108 @@ impl Engine<'_> {
             }
             Action::Revoke { id, reason, .. } => {
                 self.provider.revoke_key(id).await?;
-                Ok((
-                    format!("revoked key {} (id {id}): {reason}", action.subject()),
-                    false,
-                ))
+                Ok((format!("revoked key {subject} (id {id}): {reason}"), false))
             }
             Action::SetCors { owner, to, .. } => {
                 self.provider.set_cors(owner, to).await?;
                 let to = crate::plan::flow_list(to);
-                Ok((format!("set {} to {to}", action.subject()), false))
+                Ok((format!("set {subject} to {to}"), false))
             }
             Action::SetPublic { owner, api, to, .. } => {
                 self.provider.set_public(owner, api, to).await?;
                 let to = crate::plan::flow_list(to.iter().map(|o| o.as_str()));
-                Ok((format!("set {} to {to}", action.subject()), false))
+                Ok((format!("set {subject} to {to}"), false))
             }
         }
+    }
+
+    async fn create(
+        &self,
+        key: &DesiredKey,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(String, bool), StepFailure> {
+        let mut spec = key.spec.clone();
+        spec.expires_at = expiry(now, key)?;
+        let issued = self.provider.create_key(&spec).await?;
+        let id = issued.key.id.clone();
+        let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+        let made = format!("created key {id}");
+        let w = self
+            .write_new_key(&m, made, "the next run creates it again", "")
+            .await?;
+        Ok((
+            format!(
+                "created key {subject} (id {id}) and wrote Secret {}",
+                key.secret
+            ),
+            w,
+        ))
+    }
+
+    /// A new value for key `id`, written to its Secret.
+    async fn rotate(
+        &self,
+        key: &DesiredKey,
+        id: &str,
+        how: Regeneration,
+    ) -> Result<bool, StepFailure> {
+        let issued = self.provider.regenerate_key(id, how).await?;
+        let new_id = issued.key.id.clone();
+        let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+        if new_id != id {
+            // A CMS that renews by issuing a new key (Strapi): that key is new, and nobody
+            // has its value.
+            let made = format!("renewed key {id} as a new key {new_id}");
+            return self
+                .write_new_key(&m, made, "the next run renews it again", "")
+                .await;
+        }
+        self.write_with_retry(&m)
+            .await
+            .map_err(|source| StepFailure::RegeneratedValueUnwritten {
+                id: id.to_owned(),
+                source,
+                grace_seconds: how.grace.as_secs(),
+            })
+    }
+
+    /// A new key in place of `old_id` (whose kind, type or owner cannot change): the old one
+    /// is renamed out of the way, the new one made and written, and the old one given the
+    /// overlap to live.
+    async fn replace(
+        &self,
+        key: &DesiredKey,
+        old_id: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(String, bool), StepFailure> {
+        // Frees the name for the new key; ids are unique, so is this name.
+        let parked: String = format!("replaced.{old_id}.{}", key.spec.name)
+            .chars()
+            .take(100)
+            .collect();
+        let mut spec = key.spec.clone();
+        spec.expires_at = expiry(now, key)?;
+        let keep = crate::plan::replace_overlap(key);
+        let old_until = crate::model::later(now, keep).ok_or(OutOfRange("rotationOverlap"))?;
+        self.provider.rename_key(old_id, &parked).await?;
+        let issued = self.provider.create_key(&spec).await?;
+        let m = SecretMaterial::new(key, &issued.key, issued.value, &self.endpoint);
+        let made = format!("created replacement key {}", issued.key.id);
+        let still = format!(", and the old key {old_id} still works");
+        let w = self
+            .write_new_key(&m, made, "the next run replaces it again", &still)
+            .await?;
+        self.provider.set_expiry(old_id, old_until).await?;
+        Ok((
+            format!(
+                "replaced key {subject} (old id {old_id} expires in {}s, new id {})",
+                keep.as_secs(),
+                issued.key.id
+            ),
+            w,
+        ))
     }
 }
 

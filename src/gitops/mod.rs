@@ -253,13 +253,11 @@ fn apis_named(state: &DesiredState) -> BTreeSet<String> {
 }
 
 /// A field of a Secret in the manifests (`stringData` or `data`), by (namespace, name, field).
-fn secret_field(
-    set: &ManifestSet,
-    (ns, name, field): &(String, String, String),
-) -> Option<Vec<u8>> {
+fn secret_field(set: &ManifestSet, at: &crate::policy::SecretField) -> Option<Vec<u8>> {
+    let (name, field) = (&at.name, &at.key);
     let secret = set.secrets.iter().find(|s| {
         s.object.metadata.name.as_deref() == Some(name)
-            && s.object.metadata.namespace.as_deref().unwrap_or("default") == ns
+            && s.object.metadata.namespace.as_deref().unwrap_or("default") == at.namespace
     })?;
     if let Some(v) = secret
         .object
@@ -286,14 +284,13 @@ fn credential(
     cfg: &ConnectionConfig,
     opts: &Options,
 ) -> Result<secrecy::SecretString, String> {
-    let (ns, name, field) = &cfg.credentials;
-    if let Some(bytes) = secret_field(set, &cfg.credentials) {
+    let at = &cfg.secrets.credential;
+    if let Some(bytes) = secret_field(set, at) {
         return String::from_utf8(bytes)
             .map(Into::into)
-            .map_err(|_| format!("credential Secret {ns}/{name} (field '{field}') is not UTF-8"));
+            .map_err(|_| format!("credential Secret {at} is not UTF-8"));
     }
-    let missing =
-        format!("credential Secret {ns}/{name} (field '{field}') is not in the manifests");
+    let missing = format!("credential Secret {at} is not in the manifests");
     match (&opts.env_token, &opts.env_url) {
         (None, _) => Err(format!("{missing} and KEYWARD_CMS_TOKEN is not set")),
         (Some(token), Some(url)) if same_endpoint(url, &cfg.endpoint) => Ok(token.clone()),
@@ -333,13 +330,10 @@ fn ca_of(
     cfg: &ConnectionConfig,
     opts: &Options,
 ) -> Result<Option<Vec<u8>>, String> {
-    match &cfg.ca {
-        Some(r) => secret_field(set, r).map(Some).ok_or_else(|| {
-            format!(
-                "CA Secret {}/{} (field '{}') is not in the manifests",
-                r.0, r.1, r.2
-            )
-        }),
+    match &cfg.secrets.ca {
+        Some(r) => secret_field(set, r)
+            .map(Some)
+            .ok_or_else(|| format!("CA Secret {r} is not in the manifests")),
         None => Ok(opts.ca_pem.clone()),
     }
 }
@@ -387,36 +381,7 @@ async fn connect(
                 "KEYWARD_CMS_PROVIDER={} needs KEYWARD_CMS_URL and KEYWARD_CMS_TOKEN",
                 opts.env_provider
             ))),
-            _ => {
-                let mut config = CmsConfig::new(&opts.data_dir);
-                config.lock_wait = opts.lock_timeout;
-                let running = cms::start(config)
-                    .await
-                    .map_err(|e| fail(format!("cannot start the embedded reference CMS: {e}")))?;
-                let provider = ReferenceCms::new(&running.url(), running.admin_token.expose());
-                let created = provider
-                    .ensure_apis(&apis_named(state))
-                    .await
-                    .map_err(|source| GitopsError::Provider {
-                        connection: id.to_string(),
-                        source,
-                    })?;
-                if !created.is_empty() {
-                    let apis = created.join(", ");
-                    tracing::info!(%apis, "embedded CMS: created the APIs the policies name");
-                }
-                Ok(Connected {
-                    title: format!(
-                        "embedded reference CMS (data in {})",
-                        opts.data_dir.display()
-                    ),
-                    // Not the random port it listens on for this run: gone when the run ends.
-                    endpoint: EMBEDDED_ENDPOINT.into(),
-                    template_endpoint: EMBEDDED_ENDPOINT.into(),
-                    provider: Box::new(provider),
-                    embedded: Some(running),
-                })
-            }
+            _ => start_embedded(id, state, opts).await,
         },
         (_, None) => Err(fail("no connection settings".into())),
         (_, Some(cfg)) => {
@@ -431,10 +396,7 @@ async fn connect(
                         ca.as_deref(),
                     )
                     .map_err(|m| {
-                        fail(format!(
-                            "credential Secret {}/{} (field '{}'): {m}",
-                            cfg.credentials.0, cfg.credentials.1, cfg.credentials.2
-                        ))
+                        fail(format!("credential Secret {}: {m}", cfg.secrets.credential))
                     })?,
                 title: format!("{id} ({} at {})", cfg.provider.title(), cfg.endpoint),
                 endpoint: cfg.endpoint.clone(),
@@ -443,6 +405,45 @@ async fn connect(
             })
         }
     }
+}
+
+/// The embedded reference CMS on `--data-dir`, with the APIs the policies name.
+async fn start_embedded(
+    id: &ConnectionId,
+    state: &DesiredState,
+    opts: &Options,
+) -> Result<Connected, GitopsError> {
+    let mut config = CmsConfig::new(&opts.data_dir);
+    config.lock_wait = opts.lock_timeout;
+    let running = cms::start(config)
+        .await
+        .map_err(|e| GitopsError::Connection {
+            connection: id.to_string(),
+            message: format!("cannot start the embedded reference CMS: {e}"),
+        })?;
+    let provider = ReferenceCms::new(&running.url(), running.admin_token.expose());
+    let created = provider
+        .ensure_apis(&apis_named(state))
+        .await
+        .map_err(|source| GitopsError::Provider {
+            connection: id.to_string(),
+            source,
+        })?;
+    if !created.is_empty() {
+        let apis = created.join(", ");
+        tracing::info!(%apis, "embedded CMS: created the APIs the policies name");
+    }
+    Ok(Connected {
+        title: format!(
+            "embedded reference CMS (data in {})",
+            opts.data_dir.display()
+        ),
+        // Not the random port it listens on for this run: gone when the run ends.
+        endpoint: EMBEDDED_ENDPOINT.into(),
+        template_endpoint: EMBEDDED_ENDPOINT.into(),
+        provider: Box::new(provider),
+        embedded: Some(running),
+    })
 }
 
 /// What the secrets directory held before a run. On a fresh clone it is missing, and every
@@ -738,15 +739,7 @@ async fn plan_connection(
         &conn.template_endpoint,
         opts.clock.now(),
     );
-    let lost = plan
-        .pending()
-        .filter(|a| match a {
-            crate::plan::Action::Rotate { key, .. } => {
-                !observed.contains_key(&(key.secret.namespace.clone(), key.secret.name.clone()))
-            }
-            _ => false,
-        })
-        .count();
+    let lost = lost_values(&plan, &observed);
     let revoked: BTreeSet<String> = plan
         .pending()
         .filter_map(|a| match a {
@@ -754,27 +747,15 @@ async fn plan_connection(
             _ => None,
         })
         .collect();
-    // The files of keys this plan revokes, and of keys an earlier apply revoked before it
-    // stopped (their policy is here, their key is not, and no desired key writes them).
-    let gone = crate::engine::secrets_dir::GoneKeys {
-        policies: state
-            .policies
-            .keys()
-            .map(|p| (p.namespace.clone(), p.name.clone()))
-            .collect(),
-        live: live.iter().map(|k| k.id.clone()).collect(),
-        targets: state
-            .keys
-            .iter()
-            .map(|k| (k.secret.namespace.clone(), k.secret.name.clone()))
-            .collect(),
-    };
-    let stale_files = store.stale(revoked, gone).await.map_err(|message| {
-        Failure::Other(GitopsError::Connection {
-            connection: id.to_string(),
-            message,
-        })
-    })?;
+    let stale_files = store
+        .stale(revoked, gone_keys(state, &live))
+        .await
+        .map_err(|message| {
+            Failure::Other(GitopsError::Connection {
+                connection: id.to_string(),
+                message,
+            })
+        })?;
     let run = ConnectionRun {
         connection: id.clone(),
         title: conn.title.clone(),
@@ -790,6 +771,39 @@ async fn plan_connection(
         applied: None,
     };
     Ok(run)
+}
+
+/// Existing keys that the plan gives a new value because their Secret is missing.
+fn lost_values(plan: &Plan, observed: &crate::plan::ObservedSecrets) -> usize {
+    plan.pending()
+        .filter(|a| match a {
+            crate::plan::Action::Rotate { key, .. } => {
+                !observed.contains_key(&(key.secret.namespace.clone(), key.secret.name.clone()))
+            }
+            _ => false,
+        })
+        .count()
+}
+
+/// What tells the Secrets of keys an earlier apply revoked before it stopped: their policy is
+/// here, their key is not, and no desired key writes them.
+fn gone_keys(
+    state: &DesiredState,
+    live: &[crate::providers::LiveKey],
+) -> crate::engine::secrets_dir::GoneKeys {
+    crate::engine::secrets_dir::GoneKeys {
+        policies: state
+            .policies
+            .keys()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect(),
+        live: live.iter().map(|k| k.id.clone()).collect(),
+        targets: state
+            .keys
+            .iter()
+            .map(|k| (k.secret.namespace.clone(), k.secret.name.clone()))
+            .collect(),
+    }
 }
 
 /// Applies a connection's plan, then deletes the Secret files of the keys it revoked.

@@ -13,7 +13,7 @@ use super::dereference::{connection_of, resolve, DereferenceError};
 use super::status::{condition, merge, READY};
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
-use crate::policy::{ClusterCmsConnection, CmsConnection, ConnectionStatus};
+use crate::policy::{ClusterCmsConnection, CmsConnection, ConnectionStatus, SecretsRead};
 use crate::providers::ProviderError;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
@@ -153,17 +153,42 @@ fn users(stores: &Stores, default: &Option<DefaultConnection>) -> HashMap<Connec
     n
 }
 
-fn secret_version(stores: &Stores, ns: &str, name: &str) -> Option<String> {
-    stores
-        .credentials
-        .get(&ObjectRef::new(name).within(ns))
-        .and_then(|s| s.metadata.resource_version.clone())
+/// The resourceVersions of the Secrets a connection reads, as the stores hold them.
+fn secret_versions(stores: &Stores, read: Option<&SecretsRead>) -> Vec<Option<String>> {
+    read.into_iter()
+        .flat_map(SecretsRead::all)
+        .map(|s| {
+            stores
+                .credentials
+                .get(&ObjectRef::new(&s.name).within(&s.namespace))
+                .and_then(|m| m.metadata.resource_version.clone())
+        })
+        .collect()
 }
 
 fn digest(parts: impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     parts.hash(&mut h);
     h.finish()
+}
+
+/// A connection as the checks see it; `read`: the Secrets it reads.
+fn seen(
+    id: ConnectionId,
+    meta: &kube::core::ObjectMeta,
+    status: Option<&ConnectionStatus>,
+    read: Option<&SecretsRead>,
+    stores: &Stores,
+    users: &HashMap<ConnectionId, i64>,
+) -> Seen {
+    let n = users.get(&id).copied().unwrap_or(0);
+    Seen {
+        digest: digest((meta.generation, secret_versions(stores, read), n)),
+        id,
+        generation: meta.generation,
+        status: status.cloned(),
+        users: n,
+    }
 }
 
 /// Every connection whose status this operator writes. Shards split by `--selector` would
@@ -178,56 +203,34 @@ fn connections(ctx: &Context, stores: &Stores) -> Vec<Seen> {
     let mut out = Vec::new();
     for c in stores.connections.state() {
         let ns = c.namespace().unwrap_or_default();
+        let read = c.spec.secrets_read(&ns);
         let id = ConnectionId::CmsConnection {
-            namespace: ns.clone(),
+            namespace: ns,
             name: c.name_any(),
         };
-        let s = &c.spec;
-        let ca = s.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
-        let n = users.get(&id).copied().unwrap_or(0);
-        let d = digest((
-            c.metadata.generation,
-            secret_version(stores, &ns, &s.credentials_secret_ref.name),
-            ca.map(|r| secret_version(stores, &ns, &r.name)),
-            n,
-        ));
-        out.push(Seen {
+        out.push(seen(
             id,
-            generation: c.metadata.generation,
-            status: c.status.clone(),
-            digest: d,
-            users: n,
-        });
+            &c.metadata,
+            c.status.as_ref(),
+            Some(&read),
+            stores,
+            &users,
+        ));
     }
     if ctx.config.namespace.is_some() {
         return out;
     }
     for c in stores.cluster_connections.state() {
         let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
-        let s = &c.spec;
-        let cred_ns = s
-            .credentials_secret_ref
-            .namespace
-            .clone()
-            .unwrap_or_default();
-        let ca = s.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
-        let n = users.get(&id).copied().unwrap_or(0);
-        let d = digest((
-            c.metadata.generation,
-            secret_version(stores, &cred_ns, &s.credentials_secret_ref.name),
-            ca.map(|r| {
-                let ns = r.namespace.clone().unwrap_or_else(|| cred_ns.clone());
-                secret_version(stores, &ns, &r.name)
-            }),
-            n,
-        ));
-        out.push(Seen {
+        let read = c.spec.secrets_read();
+        out.push(seen(
             id,
-            generation: c.metadata.generation,
-            status: c.status.clone(),
-            digest: d,
-            users: n,
-        });
+            &c.metadata,
+            c.status.as_ref(),
+            read.as_ref(),
+            stores,
+            &users,
+        ));
     }
     out
 }

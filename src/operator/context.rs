@@ -428,50 +428,7 @@ impl Context {
             policies.iter().map(|p| Self::key(p)).collect();
         let uids: std::collections::HashSet<String> =
             policies.iter().filter_map(|p| p.uid()).collect();
-        let mut gone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-        gone.extend(
-            self.failures
-                .lock()
-                .keys()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        gone.extend(
-            self.force_syncs
-                .lock()
-                .keys()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        gone.extend(
-            self.fresh_reads
-                .lock()
-                .iter()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        gone.extend(
-            self.expiry_series
-                .lock()
-                .keys()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        gone.extend(
-            self.key_states
-                .lock()
-                .keys()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        gone.extend(
-            self.reconciled
-                .lock()
-                .keys()
-                .filter(|k| !live.contains(*k))
-                .cloned(),
-        );
-        for key in &gone {
+        for key in &self.policies_kept_beyond(&live) {
             self.forget_policy(key, None);
         }
         self.secret_observations
@@ -505,6 +462,21 @@ impl Context {
         self.key_quota_locks
             .lock()
             .retain(|(id, _), lock| connections.contains(id) || Arc::strong_count(lock) > 1);
+    }
+
+    /// The policies (`namespace/name`) that something is kept for and that are not `live`.
+    fn policies_kept_beyond(
+        &self,
+        live: &std::collections::HashSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut kept: Vec<String> = Vec::new();
+        kept.extend(self.failures.lock().keys().cloned());
+        kept.extend(self.force_syncs.lock().keys().cloned());
+        kept.extend(self.fresh_reads.lock().iter().cloned());
+        kept.extend(self.expiry_series.lock().keys().cloned());
+        kept.extend(self.key_states.lock().keys().cloned());
+        kept.extend(self.reconciled.lock().keys().cloned());
+        kept.into_iter().filter(|k| !live.contains(k)).collect()
     }
 
     /// What is kept per policy, summed over the maps (for tests: it must not grow with

@@ -79,22 +79,6 @@ fn policies_using(
         .collect()
 }
 
-/// Whether a connection's credential or CA is the Secret `ns/name` (`own_ns`: the
-/// connection's namespace, where its Secrets are unless they say otherwise).
-fn reads_secret(
-    cred: &crate::policy::SecretKeyRef,
-    tls: Option<&crate::policy::ConnectionTls>,
-    own_ns: Option<&str>,
-    ns: &str,
-    name: &str,
-) -> bool {
-    let here = |other: Option<&str>| other.or(own_ns) == Some(ns);
-    (here(cred.namespace.as_deref()) && cred.name == name)
-        || tls
-            .and_then(|t| t.ca_secret_ref.as_ref())
-            .is_some_and(|r| here(r.namespace.as_deref()) && r.name == name)
-}
-
 /// The policies whose connection reads Secret `ns/name` (its credential or its CA).
 fn policies_reading_secret(
     stores: &Stores,
@@ -104,35 +88,17 @@ fn policies_reading_secret(
 ) -> Vec<ObjectRef<ApiKeyPolicy>> {
     let mut out = Vec::new();
     for c in stores.connections.state() {
-        let own = c.namespace();
-        // A CmsConnection's Secrets are always in its own namespace.
-        let cred = crate::policy::SecretKeyRef {
-            namespace: None,
-            ..c.spec.credentials_secret_ref.clone()
-        };
-        let tls = c.spec.tls.clone().map(|mut t| {
-            if let Some(r) = &mut t.ca_secret_ref {
-                r.namespace = None;
-            }
-            t
-        });
-        if reads_secret(&cred, tls.as_ref(), own.as_deref(), ns, name) {
+        let own = c.namespace().unwrap_or_default();
+        if c.spec.secrets_read(&own).reads(ns, name) {
             let id = ConnectionId::CmsConnection {
-                namespace: ns.to_owned(),
+                namespace: own,
                 name: c.name_any(),
             };
             out.extend(policies_using(&stores.policies, &id, default));
         }
     }
     for c in stores.cluster_connections.state() {
-        let cred = &c.spec.credentials_secret_ref;
-        if reads_secret(
-            cred,
-            c.spec.tls.as_ref(),
-            cred.namespace.as_deref(),
-            ns,
-            name,
-        ) {
+        if c.spec.secrets_read().is_some_and(|r| r.reads(ns, name)) {
             let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
             out.extend(policies_using(&stores.policies, &id, default));
         }
@@ -277,6 +243,30 @@ pub async fn run_controller(ctx: Arc<Context>) {
     run_controller_until(ctx, super::Shutdown::new().1).await
 }
 
+/// What runs beside the reconciles: the in-use finalizers, the connections' status, and, once
+/// a minute, dropping what is kept for policies and connections that are gone.
+async fn upkeep(ctx: Arc<Context>, stores: Stores) {
+    let in_use = super::in_use::keep(
+        ctx.client.clone(),
+        stores.clone(),
+        ctx.config.default_connection.clone(),
+    );
+    let interval = ctx.config.connection_check_interval;
+    let connection_status = super::connection_status::keep(ctx.clone(), stores.clone(), interval);
+    let forget = async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            ctx.forget_gone(&stores);
+        }
+    };
+    tokio::select! {
+        _ = in_use => {}
+        _ = connection_status => {}
+        _ = forget => {}
+    }
+}
+
 /// Runs the controller until `shutdown`: then it takes no new work and returns when the
 /// running reconciles have finished.
 pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) {
@@ -313,9 +303,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let (s2, d2) = (policies.clone(), default.clone());
     let (s3, d3) = (stores.clone(), default.clone());
     let s4 = policies.clone();
-    let in_use = super::in_use::keep(client.clone(), stores.clone(), default.clone());
-    let connection_status =
-        super::connection_status::keep(ctx.clone(), stores.clone(), cfg.connection_check_interval);
+    let upkeep = upkeep(ctx.clone(), stores.clone());
     let controller = Controller::for_stream(trigger, policies)
         .owns_stream(owned_events)
         .owns_stream(role_events)
@@ -351,23 +339,10 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    // What is kept for policies and connections that are gone is dropped once a minute.
-    let forget = {
-        let (ctx, stores) = (ctx.clone(), stores.clone());
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                ctx.forget_gone(&stores);
-            }
-        }
-    };
-    // The in-use finalizers are kept while the controller runs, and stop with it.
+    // The upkeep runs while the controller runs, and stops with it.
     tokio::select! {
         _ = controller => {}
-        _ = in_use => {}
-        _ = connection_status => {}
-        _ = forget => {}
+        _ = upkeep => {}
         _ = every_policy_events.for_each(|_| async {}) => {}
     }
     ctx.set_stores(None);

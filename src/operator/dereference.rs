@@ -6,7 +6,7 @@ use super::context::{Context, Stores};
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
 use crate::policy::validate::admits;
-use crate::policy::{ApiKeyPolicy, ConnectionKind, ConnectionTls, ProviderKind, SecretKeyRef};
+use crate::policy::{ApiKeyPolicy, ConnectionKind, ProviderKind, SecretField};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -212,17 +212,14 @@ pub async fn resolve(
     id: ConnectionId,
 ) -> Result<Conn, DereferenceError> {
     let mut allow = None;
-    let (provider, endpoint, secret_ref, secret_ns, tls) = match &id {
+    let (provider, endpoint, secrets) = match &id {
         ConnectionId::CmsConnection { namespace, name } => {
             let c = stores
                 .connections
                 .get(&ObjectRef::new(name).within(namespace))
                 .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
             let s = &c.spec;
-            let r = s.credentials_secret_ref.clone();
-            // A namespaced connection reads Secrets of its own namespace only.
-            let ca = ca_ref(s.tls.as_ref(), namespace, false);
-            (s.provider, s.endpoint.clone(), r, namespace.clone(), ca)
+            (s.provider, s.endpoint.clone(), s.secrets_read(namespace))
         }
         ConnectionId::ClusterCmsConnection { name } => {
             let c = stores
@@ -230,15 +227,13 @@ pub async fn resolve(
                 .get(&ObjectRef::new(name))
                 .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
             let s = &c.spec;
-            let Some(secret_ns) = s.credentials_secret_ref.namespace.clone() else {
+            let Some(secrets) = s.secrets_read() else {
                 return Err(DereferenceError::NoCredentials(format!(
                     "ClusterCmsConnection {name} has no spec.credentialsSecretRef.namespace"
                 )));
             };
-            let r = s.credentials_secret_ref.clone();
-            let ca = ca_ref(s.tls.as_ref(), &secret_ns, true);
             allow = Some(s.allow.clone());
-            (s.provider, s.endpoint.clone(), r, secret_ns, ca)
+            (s.provider, s.endpoint.clone(), secrets)
         }
         ConnectionId::Default => return Err(DereferenceError::NoConnection),
     };
@@ -249,11 +244,9 @@ pub async fn resolve(
         }
     })?;
     endpoint_allowed(&ctx.config.allowed_endpoints, &id, &endpoint).await?;
-    let credential = credential(ctx, stores, &secret_ref, &secret_ns)
-        .await?
-        .into();
-    let ca = match tls {
-        Some((ns, name, key)) => Some(ca_pem(ctx, stores, &ns, &name, &key).await?),
+    let credential = credential(ctx, stores, &secrets.credential).await?.into();
+    let ca = match &secrets.ca {
+        Some(at) => Some(ca_pem(ctx, stores, at).await?),
         None => None,
     };
     Ok(Conn {
@@ -374,21 +367,6 @@ pub(crate) fn admitted(
     admits(spec, namespace, &labels)
 }
 
-/// (namespace, name, field) of a connection's CA Secret: in `ns`, or where it says when
-/// `other_ns` allows (a cluster connection's).
-fn ca_ref(
-    tls: Option<&ConnectionTls>,
-    ns: &str,
-    other_ns: bool,
-) -> Option<(String, String, String)> {
-    let r = tls?.ca_secret_ref.as_ref()?;
-    let ca_ns = match &r.namespace {
-        Some(other) if other_ns => other.clone(),
-        _ => ns.to_owned(),
-    };
-    Some((ca_ns, r.name.clone(), r.key.clone()))
-}
-
 /// The most a credential may hold: 16 KiB (a token, a password; a key pair would be less).
 pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 /// The most a CA bundle may hold: 256 KiB (hundreds of certificates).
@@ -423,9 +401,10 @@ impl SecretUse {
 async fn secret_field(
     ctx: &Context,
     stores: &Stores,
-    (ns, name, key): (&str, &str, &str),
+    at: &SecretField,
     used: SecretUse,
 ) -> Result<std::sync::Arc<[u8]>, DereferenceError> {
+    let (ns, name, key) = (at.namespace.as_str(), at.name.as_str(), at.key.as_str());
     let missing = || {
         DereferenceError::NoCredentials(format!(
             "{} Secret {ns}/{name} (field '{key}') is missing, empty, or not labelled {CREDENTIAL_LABEL}: \"true\"",
@@ -489,11 +468,9 @@ async fn secret_field(
 async fn ca_pem(
     ctx: &Context,
     stores: &Stores,
-    ns: &str,
-    name: &str,
-    key: &str,
+    at: &SecretField,
 ) -> Result<Vec<u8>, DereferenceError> {
-    match secret_field(ctx, stores, (ns, name, key), SecretUse::Ca).await {
+    match secret_field(ctx, stores, at, SecretUse::Ca).await {
         Ok(pem) => Ok(pem.to_vec()),
         Err(DereferenceError::NoCredentials(why)) => Err(DereferenceError::CaUnusable(why)),
         Err(e) => Err(e),
@@ -504,19 +481,15 @@ async fn ca_pem(
 async fn credential(
     ctx: &Context,
     stores: &Stores,
-    r: &SecretKeyRef,
-    ns: &str,
+    at: &SecretField,
 ) -> Result<String, DereferenceError> {
-    let bytes = secret_field(ctx, stores, (ns, &r.name, &r.key), SecretUse::Credential).await?;
+    let bytes = secret_field(ctx, stores, at, SecretUse::Credential).await?;
     std::str::from_utf8(&bytes)
         .map(|t| t.trim().to_owned())
         .ok()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            DereferenceError::NoCredentials(format!(
-                "credential Secret {ns}/{} (field '{}') is not text",
-                r.name, r.key
-            ))
+            DereferenceError::NoCredentials(format!("credential Secret {at} is not text"))
         })
 }
 

@@ -12,9 +12,7 @@ use super::context::Stores;
 use super::dereference::connection_of;
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
-use crate::policy::{
-    ApiKeyPolicy, ClusterCmsConnection, CmsConnection, ConnectionTls, SecretKeyRef,
-};
+use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -78,13 +76,12 @@ pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultCon
         };
         let wanted = used.contains(&id);
         if needs_its_secrets(wanted, c.meta()) {
-            // A CmsConnection's Secrets are always in its own namespace.
-            secrets.extend(read_secrets(
-                &c.spec.credentials_secret_ref,
-                c.spec.tls.as_ref(),
-                &ns,
-                true,
-            ));
+            secrets.extend(
+                c.spec
+                    .secrets_read(&ns)
+                    .all()
+                    .map(|s| (s.namespace.clone(), s.name.clone())),
+            );
         }
         let api: Api<CmsConnection> = Api::namespaced(client.clone(), &ns);
         let what = format!("CmsConnection {ns}/{}", c.name_any());
@@ -93,12 +90,8 @@ pub async fn sweep(client: &Client, stores: &Stores, default: &Option<DefaultCon
     for c in stores.cluster_connections.state() {
         let id = ConnectionId::ClusterCmsConnection { name: c.name_any() };
         let wanted = used.contains(&id);
-        let cred = &c.spec.credentials_secret_ref;
-        if let (true, Some(ns)) = (
-            needs_its_secrets(wanted, c.meta()),
-            cred.namespace.as_deref(),
-        ) {
-            secrets.extend(read_secrets(cred, c.spec.tls.as_ref(), ns, false));
+        if let (true, Some(read)) = (needs_its_secrets(wanted, c.meta()), c.spec.secrets_read()) {
+            secrets.extend(read.all().map(|s| (s.namespace.clone(), s.name.clone())));
         }
         let api: Api<ClusterCmsConnection> = Api::all(client.clone());
         let what = format!("ClusterCmsConnection {}", c.name_any());
@@ -147,25 +140,6 @@ fn connections_in_use(
 /// connection that stays may be used again).
 fn needs_its_secrets(in_use: bool, meta: &kube::core::ObjectMeta) -> bool {
     in_use || meta.deletion_timestamp.is_none()
-}
-
-/// The credential and CA Secrets of a connection whose Secrets default to namespace `ns`
-/// (`own_namespace_only`: a CmsConnection, whose refs cannot name another namespace).
-fn read_secrets(
-    cred: &SecretKeyRef,
-    tls: Option<&ConnectionTls>,
-    ns: &str,
-    own_namespace_only: bool,
-) -> Vec<(String, String)> {
-    let at = |other: Option<&String>| match (own_namespace_only, other) {
-        (false, Some(other)) => other.clone(),
-        _ => ns.to_owned(),
-    };
-    let mut out = vec![(at(cred.namespace.as_ref()), cred.name.clone())];
-    if let Some(ca) = tls.and_then(|t| t.ca_secret_ref.as_ref()) {
-        out.push((at(ca.namespace.as_ref()), ca.name.clone()));
-    }
-    out
 }
 
 /// The finalizers `meta` should have when it is `wanted` (in use) or not; `None` when they
@@ -315,34 +289,5 @@ mod tests {
         assert!(needs_its_secrets(true, &meta(&[], true)));
         assert!(needs_its_secrets(false, &meta(&[], false)));
         assert!(!needs_its_secrets(false, &meta(&[], true)));
-    }
-
-    #[test]
-    fn a_connection_reads_its_credential_and_ca_where_it_may() {
-        let cred: SecretKeyRef = serde_json::from_value(serde_json::json!(
-            {"name": "cred", "key": "token", "namespace": "elsewhere"}
-        ))
-        .expect("a ref");
-        let tls: ConnectionTls = serde_json::from_value(serde_json::json!(
-            {"caSecretRef": {"name": "ca", "key": "ca.crt", "namespace": "pki"}}
-        ))
-        .expect("tls");
-        let pair = |ns: &str, name: &str| (ns.to_owned(), name.to_owned());
-        assert_eq!(
-            read_secrets(&cred, Some(&tls), "ns", false),
-            [pair("elsewhere", "cred"), pair("pki", "ca")]
-        );
-        // A CmsConnection's refs cannot leave its namespace.
-        assert_eq!(
-            read_secrets(&cred, Some(&tls), "ns", true),
-            [pair("ns", "cred"), pair("ns", "ca")]
-        );
-        let local: SecretKeyRef =
-            serde_json::from_value(serde_json::json!({"name": "cred", "key": "token"}))
-                .expect("a ref");
-        assert_eq!(
-            read_secrets(&local, None, "ns", false),
-            [pair("ns", "cred")]
-        );
     }
 }

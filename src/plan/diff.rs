@@ -258,37 +258,17 @@ pub fn diff(
         live: live.iter().map(|k| (k.id.clone(), k.clone())).collect(),
         ..Default::default()
     };
-    // Indexes, so a plan over thousands of keys stays linear.
-    let policies_by_label: BTreeMap<String, &PolicyId> = desired
-        .policies
-        .keys()
-        .flat_map(|p| [(p.label_value(), p), (p.to_string(), p)])
-        .collect();
-    let owner_of = |k: &LiveKey| -> Option<&PolicyId> {
-        let p = policies_by_label.get(k.spec.labels.get(LABEL_POLICY)?)?;
-        p.owns(&k.spec.labels).then_some(*p)
-    };
-    let mut by_owner: BTreeMap<(&PolicyId, &str), Vec<&LiveKey>> = BTreeMap::new();
-    let mut by_name: BTreeMap<&str, &LiveKey> = BTreeMap::new();
-    for k in live {
-        by_name.insert(&k.spec.name, k);
-        if let (Some(p), Some(key)) = (owner_of(k), k.spec.labels.get(LABEL_KEY)) {
-            by_owner.entry((p, key.as_str())).or_default().push(k);
-        }
-    }
+    let index = Index::new(desired, live);
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
-
     for d in &desired.keys {
-        let mine: Vec<&LiveKey> = by_owner
+        let mine: Vec<&LiveKey> = index
+            .by_owner
             .get(&(&d.policy, d.key.as_str()))
             .cloned()
             .unwrap_or_default();
-        let primary = mine
-            .iter()
-            .find(|k| k.spec.name == d.spec.name)
-            .or(mine.first())
-            .copied();
-        if let Some(taken) = by_name
+        claimed.extend(mine.iter().map(|k| k.id.as_str()));
+        if let Some(taken) = index
+            .by_name
             .get(d.spec.name.as_str())
             .filter(|k| !d.policy.owns(&k.spec.labels))
         {
@@ -296,135 +276,220 @@ pub fn diff(
                 "key '{}' of ApiKeyPolicy {}: the CMS already has a key named '{}' (id {}) that keyward does not own; rename or revoke it, keyward will not adopt it",
                 d.key, d.policy, d.spec.name, taken.id
             ));
-            claimed.extend(mine.iter().map(|k| k.id.as_str()));
             continue;
         }
-        for k in &mine {
-            claimed.insert(&k.id);
-        }
-        // Keys a replace or a renewal left: the old one works until the overlap it was given,
-        // then goes. One with other rights than the key's whose expiry lies past that overlap
-        // (the replace stopped after making the new key, before shortening the old one's
-        // lifetime: on Strapi and Directus that step revokes) would otherwise keep its old
-        // rights for its whole lifetime: the replace is finished now. One with the same rights
-        // (a renewal on a CMS that cannot shorten a lifetime, such as Strapi) works until it
-        // expires, which renewBefore bounds.
-        let keep = replace_overlap(d);
-        for k in mine
+        let primary = mine
             .iter()
-            .filter(|k| Some(k.id.as_str()) != primary.map(|p| p.id.as_str()))
-        {
-            let ends_in_overlap = same_rights(&k.spec, &d.spec)
-                || crate::model::later(now, keep)
-                    .is_none_or(|limit| k.expires_at().is_some_and(|e| e <= limit));
-            let reason = match k.expires_at() {
-                Some(e) if e <= now => "superseded by a replacement and expired",
-                Some(_) if ends_in_overlap => continue,
-                _ => "left by a replace that did not finish: its replacement is in place",
-            };
-            plan.actions.push(Action::Revoke {
-                id: k.id.clone(),
-                name: k.spec.name.clone(),
-                policy: d.policy.to_string(),
-                reason: reason.into(),
-                observe_only: d.observe_only,
-            });
-        }
+            .find(|k| k.spec.name == d.spec.name)
+            .or(mine.first())
+            .copied();
+        plan.actions.extend(superseded(d, &mine, primary, now));
         let Some(p) = primary else {
             plan.actions.push(Action::Create { key: d.clone() });
             continue;
         };
-        let mut live_spec = p.spec.clone();
-        live_spec.expires_at = None;
-        if live_spec.kind != d.spec.kind
-            || live_spec.key_type != d.spec.key_type
-            || live_spec.owner != d.spec.owner
-        {
-            plan.actions.push(Action::Replace {
-                key: d.clone(),
-                old_id: p.id.clone(),
-                diff: spec_diff(&live_spec, &d.spec),
-            });
-            continue;
-        }
-        if comparable(&live_spec) != comparable(&d.spec) {
-            plan.actions.push(Action::Update {
-                key: d.clone(),
-                id: p.id.clone(),
-                diff: spec_diff(&live_spec, &d.spec),
-            });
-        }
-        let observed = secrets.get(&(d.secret.namespace.clone(), d.secret.name.clone()));
-        let grace = d.rotation_overlap.as_secs();
-        let rotate = |reason: String| Action::Rotate {
-            key: d.clone(),
-            id: p.id.clone(),
-            reason,
-            grace_seconds: grace,
-            expiring: false,
+        plan.actions
+            .extend(key_actions(d, p, secrets, endpoint, now));
+    }
+    plan.actions
+        .extend(undeclared(desired, live, &index, &claimed));
+    diff_settings(desired, settings, &mut plan);
+    plan.actions.sort_by_key(Action::order);
+    plan
+}
+
+/// Indexes of the live keys, so a plan over thousands of keys stays linear.
+struct Index<'a> {
+    policies_by_label: BTreeMap<String, &'a PolicyId>,
+    /// The keys each (policy, key name) owns.
+    by_owner: BTreeMap<(&'a PolicyId, &'a str), Vec<&'a LiveKey>>,
+    by_name: BTreeMap<&'a str, &'a LiveKey>,
+}
+
+impl<'a> Index<'a> {
+    fn new(desired: &'a DesiredState, live: &'a [LiveKey]) -> Index<'a> {
+        let mut index = Index {
+            policies_by_label: desired
+                .policies
+                .keys()
+                .flat_map(|p| [(p.label_value(), p), (p.to_string(), p)])
+                .collect(),
+            by_owner: BTreeMap::new(),
+            by_name: BTreeMap::new(),
         };
-        match observed {
-            None => plan.actions.push(rotate(format!(
-                "Secret {} is missing and a key value cannot be read back from the CMS",
-                d.secret
-            ))),
-            Some(s) if !s.has_value || s.key_id.as_deref() != Some(p.id.as_str()) => {
-                plan.actions.push(rotate(format!(
-                    "Secret {} does not hold this key's value",
-                    d.secret
-                )))
-            }
-            Some(s) if s.key_version.as_deref() != Some(p.version().as_str()) => {
-                plan.actions.push(rotate(
-                    "the key was regenerated outside keyward; the Secret's value no longer works"
-                        .into(),
-                ))
-            }
-            Some(s) => {
-                let expiring = p
-                    .expires_at()
-                    .is_some_and(|e| e.duration_since(now) <= d.renew_before);
-                // A key made to live forever whose policy now sets a lifetime: no renewal would
-                // ever come, so the new lifetime starts now.
-                let unbounded = p.expires_at().is_none() && d.lifetime.is_some();
-                if expiring || unbounded {
-                    let reason = match p.expires_at() {
-                        Some(at) => format!(
-                            "expires at {}, within renewBefore",
-                            crate::model::rfc3339(at)
-                        ),
-                        None => "the key never expires; the policy now sets expiresAfter".into(),
-                    };
-                    let mut renew = rotate(reason);
-                    if let Action::Rotate { expiring, .. } = &mut renew {
-                        *expiring = true;
-                    }
-                    plan.actions.push(renew);
-                } else if !s.content_intact
-                    || s.spec_hash.as_deref()
-                        != Some(secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint).as_str())
-                {
-                    plan.actions.push(Action::WriteSecret {
-                        key: d.clone(),
-                        id: p.id.clone(),
-                        reason: "the Secret's data was edited, or its fields, labels or annotations changed".into(),
-                    });
-                }
+        for k in live {
+            index.by_name.insert(&k.spec.name, k);
+            if let (Some(p), Some(key)) = (index.owner_of(k), k.spec.labels.get(LABEL_KEY)) {
+                index.by_owner.entry((p, key.as_str())).or_default().push(k);
             }
         }
+        index
     }
 
-    // Keys a managed policy owns but no longer declares.
+    /// The policy of the run that owns `k`.
+    fn owner_of(&self, k: &LiveKey) -> Option<&'a PolicyId> {
+        let p = self
+            .policies_by_label
+            .get(k.spec.labels.get(LABEL_POLICY)?)?;
+        p.owns(&k.spec.labels).then_some(*p)
+    }
+}
+
+/// Keys a replace or a renewal left: the old one works until the overlap it was given, then
+/// goes. One with other rights than the key's whose expiry lies past that overlap (the replace
+/// stopped after making the new key, before shortening the old one's lifetime: on Strapi and
+/// Directus that step revokes) would otherwise keep its old rights for its whole lifetime: the
+/// replace is finished now. One with the same rights (a renewal on a CMS that cannot shorten a
+/// lifetime, such as Strapi) works until it expires, which renewBefore bounds.
+fn superseded(
+    d: &DesiredKey,
+    mine: &[&LiveKey],
+    primary: Option<&LiveKey>,
+    now: Timestamp,
+) -> Vec<Action> {
+    let keep = replace_overlap(d);
+    let mut out = Vec::new();
+    for k in mine
+        .iter()
+        .filter(|k| Some(k.id.as_str()) != primary.map(|p| p.id.as_str()))
+    {
+        let ends_in_overlap = same_rights(&k.spec, &d.spec)
+            || crate::model::later(now, keep)
+                .is_none_or(|limit| k.expires_at().is_some_and(|e| e <= limit));
+        let reason = match k.expires_at() {
+            Some(e) if e <= now => "superseded by a replacement and expired",
+            Some(_) if ends_in_overlap => continue,
+            _ => "left by a replace that did not finish: its replacement is in place",
+        };
+        out.push(Action::Revoke {
+            id: k.id.clone(),
+            name: k.spec.name.clone(),
+            policy: d.policy.to_string(),
+            reason: reason.into(),
+            observe_only: d.observe_only,
+        });
+    }
+    out
+}
+
+/// What an existing key `p` needs to be `d`: a replace (kind, type or owner changed), else an
+/// update of its settings and what its Secret needs.
+fn key_actions(
+    d: &DesiredKey,
+    p: &LiveKey,
+    secrets: &ObservedSecrets,
+    endpoint: &str,
+    now: Timestamp,
+) -> Vec<Action> {
+    let mut live_spec = p.spec.clone();
+    live_spec.expires_at = None;
+    if live_spec.kind != d.spec.kind
+        || live_spec.key_type != d.spec.key_type
+        || live_spec.owner != d.spec.owner
+    {
+        return vec![Action::Replace {
+            key: d.clone(),
+            old_id: p.id.clone(),
+            diff: spec_diff(&live_spec, &d.spec),
+        }];
+    }
+    let mut out = Vec::new();
+    if comparable(&live_spec) != comparable(&d.spec) {
+        out.push(Action::Update {
+            key: d.clone(),
+            id: p.id.clone(),
+            diff: spec_diff(&live_spec, &d.spec),
+        });
+    }
+    let observed = secrets.get(&(d.secret.namespace.clone(), d.secret.name.clone()));
+    out.extend(secret_action(d, p, observed, endpoint, now));
+    out
+}
+
+/// What the Secret of existing key `p` needs: a new value when it lacks the key's working
+/// value or the key is due for renewal, a rewrite when its content or template changed.
+fn secret_action(
+    d: &DesiredKey,
+    p: &LiveKey,
+    observed: Option<&ObservedSecret>,
+    endpoint: &str,
+    now: Timestamp,
+) -> Option<Action> {
+    let rotate = |reason: String, expiring: bool| Action::Rotate {
+        key: d.clone(),
+        id: p.id.clone(),
+        reason,
+        grace_seconds: d.rotation_overlap.as_secs(),
+        expiring,
+    };
+    let Some(s) = observed else {
+        return Some(rotate(
+            format!(
+                "Secret {} is missing and a key value cannot be read back from the CMS",
+                d.secret
+            ),
+            false,
+        ));
+    };
+    if !s.has_value || s.key_id.as_deref() != Some(p.id.as_str()) {
+        return Some(rotate(
+            format!("Secret {} does not hold this key's value", d.secret),
+            false,
+        ));
+    }
+    if s.key_version.as_deref() != Some(p.version().as_str()) {
+        return Some(rotate(
+            "the key was regenerated outside keyward; the Secret's value no longer works".into(),
+            false,
+        ));
+    }
+    let expiring = p
+        .expires_at()
+        .is_some_and(|e| e.duration_since(now) <= d.renew_before);
+    // A key made to live forever whose policy now sets a lifetime: no renewal would ever come,
+    // so the new lifetime starts now.
+    let unbounded = p.expires_at().is_none() && d.lifetime.is_some();
+    if expiring || unbounded {
+        let reason = match p.expires_at() {
+            Some(at) => format!(
+                "expires at {}, within renewBefore",
+                crate::model::rfc3339(at)
+            ),
+            None => "the key never expires; the policy now sets expiresAfter".into(),
+        };
+        return Some(rotate(reason, true));
+    }
+    let spec_hash = secret_spec_hash(&d.secret, &p.id, &p.version(), endpoint);
+    (!s.content_intact || s.spec_hash.as_deref() != Some(spec_hash.as_str())).then(|| {
+        Action::WriteSecret {
+            key: d.clone(),
+            id: p.id.clone(),
+            reason: "the Secret's data was edited, or its fields, labels or annotations changed"
+                .into(),
+        }
+    })
+}
+
+/// Keys a managed policy owns but no longer declares (none of an orphaning policy).
+fn undeclared(
+    desired: &DesiredState,
+    live: &[LiveKey],
+    index: &Index<'_>,
+    claimed: &BTreeSet<&str>,
+) -> Vec<Action> {
+    let mut out = Vec::new();
     for k in live {
         if claimed.contains(k.id.as_str()) {
             continue;
         }
-        let Some(policy) = owner_of(k) else { continue };
+        let Some(policy) = index.owner_of(k) else {
+            continue;
+        };
         let settings_of = desired.policies.get(policy).copied().unwrap_or_default();
         if settings_of.orphan {
             continue;
         }
-        plan.actions.push(Action::Revoke {
+        out.push(Action::Revoke {
             id: k.id.clone(),
             name: k.spec.name.clone(),
             policy: policy.to_string(),
@@ -443,10 +508,7 @@ pub fn diff(
             observe_only: settings_of.observe_only,
         });
     }
-
-    diff_settings(desired, settings, &mut plan);
-    plan.actions.sort_by_key(Action::order);
-    plan
+    out
 }
 
 /// Each policy's entry in the shared settings against what the CMS holds for that owner.

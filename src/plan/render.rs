@@ -8,83 +8,88 @@ pub fn render_text(title: &str, plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{title}");
     for a in &plan.actions {
-        let observe = if a.observe_only() {
-            "  (ObserveOnly: not applied)"
-        } else {
-            ""
-        };
-        let label = a.subject();
-        let _ = match a {
-            Action::Create { key } => writeln!(
-                out,
-                "  + create   {label}  -> Secret {}{observe}",
-                key.secret
-            ),
-            Action::Update { id, diff, .. } => {
-                let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
-                writeln!(out, "{}", indent(diff, 6))
-            }
-            Action::Rotate {
-                id,
-                reason,
-                grace_seconds,
-                key,
-                ..
-            } => {
-                let old = match grace_seconds {
-                    0 => "the old value stops working at once".to_owned(),
-                    s => format!("old value valid {s}s more"),
-                };
-                writeln!(
-                    out,
-                    "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}, {old}{observe}",
-                    key.secret
-                )
-            }
-            Action::Replace { old_id, diff, .. } => {
-                let _ = writeln!(out, "  ± replace  {label} (id {old_id}): kind, type or owner changed; the old key expires after the overlap{observe}");
-                writeln!(out, "{}", indent(diff, 6))
-            }
-            Action::WriteSecret { key, reason, .. } => writeln!(
-                out,
-                "  ~ secret   {label} -> Secret {}: {reason}{observe}",
-                key.secret
-            ),
-            Action::Revoke {
-                id, policy, reason, ..
-            } => {
-                writeln!(
-                    out,
-                    "  - revoke   {label} (id {id}, ApiKeyPolicy {policy}): {reason}{observe}"
-                )
-            }
-            Action::SetCors {
-                policy, from, to, ..
-            } => writeln!(
-                out,
-                "  ~ cors     {policy}: {} -> {}{observe}",
-                flow_list(from),
-                flow_list(to)
-            ),
-            Action::SetPublic {
-                policy,
-                api,
-                from,
-                to,
-                ..
-            } => writeln!(
-                out,
-                "  ~ public   {api} for {policy}: {} -> {}{observe}",
-                flow_list(from.iter().map(|o| o.as_str())),
-                flow_list(to.iter().map(|o| o.as_str()))
-            ),
-        };
+        render_action(&mut out, a);
     }
     for p in &plan.problems {
         let _ = writeln!(out, "  ! {p}");
     }
     let _ = writeln!(out, "  {}", summary(plan));
     out
+}
+
+/// One action's line (and its diff, indented).
+fn render_action(out: &mut String, a: &Action) {
+    let observe = if a.observe_only() {
+        "  (ObserveOnly: not applied)"
+    } else {
+        ""
+    };
+    let label = a.subject();
+    let _ = match a {
+        Action::Create { key } => writeln!(
+            out,
+            "  + create   {label}  -> Secret {}{observe}",
+            key.secret
+        ),
+        Action::Update { id, diff, .. } => {
+            let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
+            writeln!(out, "{}", indent(diff, 6))
+        }
+        Action::Rotate {
+            id,
+            reason,
+            grace_seconds,
+            key,
+            ..
+        } => {
+            let old = match grace_seconds {
+                0 => "the old value stops working at once".to_owned(),
+                s => format!("old value valid {s}s more"),
+            };
+            writeln!(
+                out,
+                "  ↻ rotate   {label} (id {id}): {reason}; new value to Secret {}, {old}{observe}",
+                key.secret
+            )
+        }
+        Action::Replace { old_id, diff, .. } => {
+            let _ = writeln!(out, "  ± replace  {label} (id {old_id}): kind, type or owner changed; the old key expires after the overlap{observe}");
+            writeln!(out, "{}", indent(diff, 6))
+        }
+        Action::WriteSecret { key, reason, .. } => writeln!(
+            out,
+            "  ~ secret   {label} -> Secret {}: {reason}{observe}",
+            key.secret
+        ),
+        Action::Revoke {
+            id, policy, reason, ..
+        } => {
+            writeln!(
+                out,
+                "  - revoke   {label} (id {id}, ApiKeyPolicy {policy}): {reason}{observe}"
+            )
+        }
+        Action::SetCors {
+            policy, from, to, ..
+        } => writeln!(
+            out,
+            "  ~ cors     {policy}: {} -> {}{observe}",
+            flow_list(from),
+            flow_list(to)
+        ),
+        Action::SetPublic {
+            policy,
+            api,
+            from,
+            to,
+            ..
+        } => writeln!(
+            out,
+            "  ~ public   {api} for {policy}: {} -> {}{observe}",
+            flow_list(from.iter().map(|o| o.as_str())),
+            flow_list(to.iter().map(|o| o.as_str()))
+        ),
+    };
 }
 
 /// Values as a manifest writes them, a YAML flow list: `[create, get]`, `[]`.

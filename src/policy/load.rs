@@ -342,54 +342,67 @@ fn split_at_markers(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
+/// One YAML document (starting at `origin`), or why it is not YAML, at its line.
+fn parse_document(origin: &Origin, doc: &str) -> Result<serde_yaml_ng::Value, LoadError> {
+    serde_yaml_ng::from_str(doc).map_err(|e| {
+        let start = origin.line;
+        let line = e.location().map(|l| start + l.line() - 1).unwrap_or(start);
+        let message = e.to_string();
+        // serde_yaml reports its own (document-relative) position: drop it.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        LoadError {
+            origin: origin.at_line(Some(line)),
+            object: None,
+            message: format!("invalid YAML: {message}"),
+        }
+    })
+}
+
+/// What a document says it is, read before its type is: its kind, apiVersion, name and
+/// namespace.
+struct Header {
+    kind: String,
+    api_version: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+impl Header {
+    fn of(value: &serde_yaml_ng::Value) -> Header {
+        let text = |v: Option<&serde_yaml_ng::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        let meta = value.get("metadata");
+        Header {
+            kind: text(value.get("kind")).unwrap_or_default(),
+            api_version: text(value.get("apiVersion")).unwrap_or_default(),
+            name: text(meta.and_then(|m| m.get("name"))).unwrap_or_else(|| "<unnamed>".into()),
+            namespace: text(meta.and_then(|m| m.get("namespace"))),
+        }
+    }
+}
+
 fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<LoadError>) {
     for (start, doc) in documents(text) {
         let origin = Origin {
             file: file.to_path_buf(),
             line: start,
         };
-        let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&doc) {
+        let value = match parse_document(&origin, &doc) {
             Ok(v) => v,
             Err(e) => {
-                let line = e.location().map(|l| start + l.line() - 1).unwrap_or(start);
-                let message = e.to_string();
-                // serde_yaml reports its own (document-relative) position: drop it.
-                let message = message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .to_owned();
-                errors.push(LoadError {
-                    origin: Origin {
-                        file: file.to_path_buf(),
-                        line,
-                    },
-                    object: None,
-                    message: format!("invalid YAML: {message}"),
-                });
+                errors.push(e);
                 continue;
             }
         };
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let api_version = value
-            .get("apiVersion")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let meta = value.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str())
-            .unwrap_or("<unnamed>")
-            .to_owned();
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(|n| n.as_str())
-            .map(str::to_owned);
+        let Header {
+            kind,
+            api_version,
+            name,
+            namespace,
+        } = Header::of(&value);
         let object_name = Some(match &namespace {
             Some(ns) => format!("{kind} {ns}/{name}"),
             None => format!("{kind} {name}"),

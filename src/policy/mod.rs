@@ -4,9 +4,11 @@ pub mod ceilings;
 pub mod duration;
 pub mod load;
 pub mod locate;
+mod secrets_read;
 mod types;
 pub mod validate;
 
+pub use secrets_read::{SecretField, SecretsRead};
 pub use types::*;
 
 use kube::CustomResourceExt;

@@ -66,10 +66,8 @@ pub const DEFAULT_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_mins(1
 pub struct ConnectionConfig {
     pub provider: ProviderKind,
     pub endpoint: String,
-    /// (namespace, name, data field) of the credential Secret.
-    pub credentials: (String, String, String),
-    /// (namespace, name, data field) of the Secret with its private CA, if any.
-    pub ca: Option<(String, String, String)>,
+    /// Its credential Secret and the Secret with its private CA, if any.
+    pub secrets: super::SecretsRead,
     pub plan: Option<Plan>,
 }
 
@@ -150,7 +148,65 @@ pub fn policy_keys(
         object: format!("ApiKeyPolicy {id}"),
         out: Vec::new(),
     };
-    // A DNS label, as in a cluster: no dots, so `namespace.policy.key` names stay unambiguous.
+    check_policy_names(&id, &mut cx);
+    let spec = &policy.spec;
+    check_bounds(spec, &mut cx);
+    check_cors(spec, &mut cx);
+    check_public_endpoints(spec, &mut cx);
+    let observe_only = spec.management_policy == ManagementPolicy::ObserveOnly;
+    let mut keys = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    for (i, k) in spec.keys.iter().enumerate() {
+        let at = |f: &str| format!("spec.keys[{i}].{f}");
+        check_key_name(k, &at, &mut cx);
+        if !names.insert(k.name.as_str()) {
+            cx.error(
+                at("name"),
+                format!("key '{}' is declared twice in this policy", k.name),
+            );
+        }
+        if !secrets.insert(k.secret.name.as_str()) {
+            cx.error(
+                at("secret.name"),
+                format!(
+                    "Secret '{}' is used by two keys of this policy",
+                    k.secret.name
+                ),
+            );
+        }
+        check_secret(&k.secret, &at, &mut cx);
+        let times = key_times(k, &at, &mut cx);
+        let key_spec = key_spec(&id, k, now, times.lifetime);
+        check_key_spec(k, &key_spec, now, times.lifetime, &at, &mut cx);
+        keys.push(DesiredKey {
+            policy: id.clone(),
+            key: k.name.clone(),
+            spec: normalize(KeySpec {
+                expires_at: None,
+                ..key_spec
+            }),
+            lifetime: Some(times.lifetime),
+            renew_before: times.renew_before,
+            rotation_overlap: times.overlap,
+            secret: SecretTarget {
+                namespace: id.namespace.clone(),
+                name: k.secret.name.clone(),
+                key_field: k.secret.key_field.clone(),
+                extra_fields: k.secret.extra_fields.clone(),
+                labels: k.secret.labels.clone(),
+                annotations: k.secret.annotations.clone(),
+            },
+            observe_only,
+            index: i,
+        });
+    }
+    (id, keys, cx.out)
+}
+
+/// The policy's namespace and name: DNS names, as in a cluster (no dots in a namespace, so
+/// `namespace.policy.key` names stay unambiguous).
+fn check_policy_names(id: &PolicyId, cx: &mut Ctx<'_>) {
     if !dns_label(&id.namespace, 63) {
         cx.error(
             "metadata.namespace",
@@ -169,8 +225,10 @@ pub fn policy_keys(
             ),
         );
     }
-    let spec = &policy.spec;
-    // The CRD's bounds (the API server needs them to cost its rules).
+}
+
+/// The CRD's bounds on a policy's lists (the API server needs them to cost its rules).
+fn check_bounds(spec: &super::ApiKeyPolicySpec, cx: &mut Ctx<'_>) {
     for (path, n, max) in [
         ("spec.keys", spec.keys.len(), super::MAX_KEYS),
         (
@@ -195,20 +253,26 @@ pub fn policy_keys(
             );
         }
     }
-    let observe_only = spec.management_policy == ManagementPolicy::ObserveOnly;
-    if let Some(cors) = &spec.cors {
-        for (i, o) in cors.origins.iter().enumerate() {
-            if let Err(reason) = check_origin(o) {
-                cx.error(format!("spec.cors.origins[{i}]"), format!("'{o}' {reason}"));
-            } else if o == "*" {
-                cx.push(
-                    Severity::Warning,
-                    format!("spec.cors.origins[{i}]"),
-                    "'*' lets every web page read the CMS's responses; list the origins instead",
-                );
-            }
+}
+
+fn check_cors(spec: &super::ApiKeyPolicySpec, cx: &mut Ctx<'_>) {
+    let Some(cors) = &spec.cors else {
+        return;
+    };
+    for (i, o) in cors.origins.iter().enumerate() {
+        if let Err(reason) = check_origin(o) {
+            cx.error(format!("spec.cors.origins[{i}]"), format!("'{o}' {reason}"));
+        } else if o == "*" {
+            cx.push(
+                Severity::Warning,
+                format!("spec.cors.origins[{i}]"),
+                "'*' lets every web page read the CMS's responses; list the origins instead",
+            );
         }
     }
+}
+
+fn check_public_endpoints(spec: &super::ApiKeyPolicySpec, cx: &mut Ctx<'_>) {
     let mut apis = BTreeSet::new();
     for (i, pe) in spec.public_endpoints.iter().enumerate() {
         if !valid_slug(&pe.api) {
@@ -235,178 +299,176 @@ pub fn policy_keys(
             }
         }
     }
+}
 
-    let mut keys = Vec::new();
-    let mut names = BTreeSet::new();
-    let mut secrets = BTreeSet::new();
-    for (i, k) in spec.keys.iter().enumerate() {
-        let at = |f: &str| format!("spec.keys[{i}].{f}");
-        if !dns_label(&k.name, 40) {
-            cx.error(
-                at("name"),
-                format!(
-                    "'{}' is not a valid key name (lowercase DNS label: letters, digits and '-', no '.', at most 40)",
-                    k.name
-                ),
-            );
-        }
-        if !names.insert(k.name.as_str()) {
-            cx.error(
-                at("name"),
-                format!("key '{}' is declared twice in this policy", k.name),
-            );
-        }
-        if !secrets.insert(k.secret.name.as_str()) {
-            cx.error(
-                at("secret.name"),
-                format!(
-                    "Secret '{}' is used by two keys of this policy",
-                    k.secret.name
-                ),
-            );
-        }
-        if !dns_subdomain(&k.secret.name) {
-            cx.error(
-                at("secret.name"),
-                format!(
-                    "'{}' is not a valid Secret name (lowercase DNS subdomain)",
-                    k.secret.name
-                ),
-            );
-        }
-        if !secret_data_key(&k.secret.key_field) {
-            cx.error(at("secret.keyField"), SECRET_KEY_RULE);
-        }
-        for (field, reason) in metadata_problems(&k.secret.labels, &k.secret.annotations) {
-            cx.error(at(&format!("secret.{field}")), reason);
-        }
-        for (field, template) in &k.secret.extra_fields {
-            if !secret_data_key(field) {
-                cx.error(at(&format!("secret.extraFields.{field}")), SECRET_KEY_RULE);
-            }
-            if *field == k.secret.key_field {
-                cx.error(
-                    at(&format!("secret.extraFields.{field}")),
-                    "collides with secret.keyField",
-                );
-            }
-            if let Err(m) = check_template(template) {
-                cx.error(at(&format!("secret.extraFields.{field}")), m);
-            }
-        }
-        let rules = expiry_rules(k.kind);
-        let parse =
-            |cx: &mut Ctx, field: &str, v: &Option<String>| match v.as_deref().map(duration::parse)
-            {
-                None => None,
-                Some(Ok(d)) => Some(d),
-                Some(Err(m)) => {
-                    cx.error(at(field), m);
-                    None
-                }
-            };
-        let lifetime = parse(&mut cx, "expiresAfter", &k.expires_after).unwrap_or(rules.default);
-        let renew_before = parse(&mut cx, "renewBefore", &k.renew_before)
-            .unwrap_or_else(|| default_renew_before(lifetime));
-        let overlap = parse(&mut cx, "rotationOverlap", &k.rotation_overlap)
-            .unwrap_or(DEFAULT_ROTATION_OVERLAP);
-        if renew_before >= lifetime {
-            cx.error(
-                at("renewBefore"),
-                format!(
-                    "{} is not shorter than the key's lifetime ({})",
-                    human(renew_before),
-                    human(lifetime)
-                ),
-            );
-        }
-        if overlap > MAX_OVERLAP || overlap >= lifetime {
-            cx.error(
-                at("rotationOverlap"),
-                format!(
-                    "must be shorter than the lifetime and at most 30 days, not {}",
-                    human(overlap)
-                ),
-            );
-        }
-        let cms_name = cms_key_name(&id, &k.name);
-        let mut labels = BTreeMap::from([
-            (LABEL_POLICY.to_owned(), id.label_value()),
-            (LABEL_KEY.to_owned(), k.name.clone()),
-        ]);
-        if let Some(uid) = &id.uid {
-            labels.insert(LABEL_POLICY_UID.to_owned(), uid.clone());
-        }
-        let key_spec = KeySpec {
-            name: cms_name.clone(),
-            description: k.description.clone(),
-            kind: k.kind,
-            key_type: k.key_type,
-            default_permissions: k.default_permissions.clone(),
-            api_permissions: k.api_permissions.clone(),
-            scopes: k.scopes.clone(),
-            environments: k.environments.clone(),
-            management_permissions: k.management_permissions.clone(),
-            owner: k.owner.clone(),
-            expires_at: crate::model::later(now, lifetime),
-            labels,
-        };
-        if key_spec.expires_at.is_none() {
-            cx.error(
-                at("expiresAfter"),
-                "ends past the last instant a time can hold",
-            );
-        }
-        if cms_name.len() > 100 {
-            cx.error(at("name"), format!("the CMS key name '{cms_name}' (namespace.policy.key) is longer than 100 characters"));
-        }
-        for e in key_spec.problems(now) {
-            if e.path == "name" && cms_name.len() > 100 {
-                continue;
-            }
-            let path = match e.path.as_str() {
-                "expiresAt" => "expiresAfter".to_owned(),
-                other => other.to_owned(),
-            };
-            let reason = if path == "expiresAfter" {
-                format!(
-                    "{} keys must live between {} and {}, not {}",
-                    k.kind.as_str(),
-                    human(rules.min),
-                    human(rules.max),
-                    human(lifetime)
-                )
-            } else {
-                e.explained()
-            };
-            cx.error(at(&path), reason);
-        }
-        if k.kind == KeyKind::Personal && k.key_type == crate::model::KeyType::Public {
-            cx.error(at("type"), "personal keys are service keys");
-        }
-        keys.push(DesiredKey {
-            policy: id.clone(),
-            key: k.name.clone(),
-            spec: normalize(KeySpec {
-                expires_at: None,
-                ..key_spec
-            }),
-            lifetime: Some(lifetime),
-            renew_before,
-            rotation_overlap: overlap,
-            secret: SecretTarget {
-                namespace: id.namespace.clone(),
-                name: k.secret.name.clone(),
-                key_field: k.secret.key_field.clone(),
-                extra_fields: k.secret.extra_fields.clone(),
-                labels: k.secret.labels.clone(),
-                annotations: k.secret.annotations.clone(),
-            },
-            observe_only,
-            index: i,
-        });
+fn check_key_name(k: &super::KeyDecl, at: &dyn Fn(&str) -> String, cx: &mut Ctx<'_>) {
+    if !dns_label(&k.name, 40) {
+        cx.error(
+            at("name"),
+            format!(
+                "'{}' is not a valid key name (lowercase DNS label: letters, digits and '-', no '.', at most 40)",
+                k.name
+            ),
+        );
     }
-    (id, keys, cx.out)
+}
+
+/// A key's Secret: its name, data fields, labels, annotations and templates.
+fn check_secret(s: &super::SecretSpec, at: &dyn Fn(&str) -> String, cx: &mut Ctx<'_>) {
+    if !dns_subdomain(&s.name) {
+        cx.error(
+            at("secret.name"),
+            format!(
+                "'{}' is not a valid Secret name (lowercase DNS subdomain)",
+                s.name
+            ),
+        );
+    }
+    if !secret_data_key(&s.key_field) {
+        cx.error(at("secret.keyField"), SECRET_KEY_RULE);
+    }
+    for (field, reason) in metadata_problems(&s.labels, &s.annotations) {
+        cx.error(at(&format!("secret.{field}")), reason);
+    }
+    for (field, template) in &s.extra_fields {
+        if !secret_data_key(field) {
+            cx.error(at(&format!("secret.extraFields.{field}")), SECRET_KEY_RULE);
+        }
+        if *field == s.key_field {
+            cx.error(
+                at(&format!("secret.extraFields.{field}")),
+                "collides with secret.keyField",
+            );
+        }
+        if let Err(m) = check_template(template) {
+            cx.error(at(&format!("secret.extraFields.{field}")), m);
+        }
+    }
+}
+
+/// A key's lifetime, lead time and overlap, as declared or by default.
+struct KeyTimes {
+    lifetime: SignedDuration,
+    renew_before: SignedDuration,
+    overlap: SignedDuration,
+}
+
+/// A key's times, each checked: parsed, the lead time shorter than the lifetime, the overlap
+/// shorter and at most 30 days.
+fn key_times(k: &super::KeyDecl, at: &dyn Fn(&str) -> String, cx: &mut Ctx<'_>) -> KeyTimes {
+    let rules = expiry_rules(k.kind);
+    let mut parse = |field: &str, v: &Option<String>| match v.as_deref().map(duration::parse) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(m)) => {
+            cx.error(at(field), m);
+            None
+        }
+    };
+    let lifetime = parse("expiresAfter", &k.expires_after).unwrap_or(rules.default);
+    let renew_before =
+        parse("renewBefore", &k.renew_before).unwrap_or_else(|| default_renew_before(lifetime));
+    let overlap = parse("rotationOverlap", &k.rotation_overlap).unwrap_or(DEFAULT_ROTATION_OVERLAP);
+    if renew_before >= lifetime {
+        cx.error(
+            at("renewBefore"),
+            format!(
+                "{} is not shorter than the key's lifetime ({})",
+                human(renew_before),
+                human(lifetime)
+            ),
+        );
+    }
+    if overlap > MAX_OVERLAP || overlap >= lifetime {
+        cx.error(
+            at("rotationOverlap"),
+            format!(
+                "must be shorter than the lifetime and at most 30 days, not {}",
+                human(overlap)
+            ),
+        );
+    }
+    KeyTimes {
+        lifetime,
+        renew_before,
+        overlap,
+    }
+}
+
+/// The key as the CMS holds it, tagged with its policy (and the policy's UID in a cluster).
+fn key_spec(
+    id: &PolicyId,
+    k: &super::KeyDecl,
+    now: Timestamp,
+    lifetime: SignedDuration,
+) -> KeySpec {
+    let mut labels = BTreeMap::from([
+        (LABEL_POLICY.to_owned(), id.label_value()),
+        (LABEL_KEY.to_owned(), k.name.clone()),
+    ]);
+    if let Some(uid) = &id.uid {
+        labels.insert(LABEL_POLICY_UID.to_owned(), uid.clone());
+    }
+    KeySpec {
+        name: cms_key_name(id, &k.name),
+        description: k.description.clone(),
+        kind: k.kind,
+        key_type: k.key_type,
+        default_permissions: k.default_permissions.clone(),
+        api_permissions: k.api_permissions.clone(),
+        scopes: k.scopes.clone(),
+        environments: k.environments.clone(),
+        management_permissions: k.management_permissions.clone(),
+        owner: k.owner.clone(),
+        expires_at: crate::model::later(now, lifetime),
+        labels,
+    }
+}
+
+/// The key model's own rules (`KeySpec::problems`), named by the manifest's fields.
+fn check_key_spec(
+    k: &super::KeyDecl,
+    key_spec: &KeySpec,
+    now: Timestamp,
+    lifetime: SignedDuration,
+    at: &dyn Fn(&str) -> String,
+    cx: &mut Ctx<'_>,
+) {
+    let rules = expiry_rules(k.kind);
+    let cms_name = &key_spec.name;
+    if key_spec.expires_at.is_none() {
+        cx.error(
+            at("expiresAfter"),
+            "ends past the last instant a time can hold",
+        );
+    }
+    if cms_name.len() > 100 {
+        cx.error(at("name"), format!("the CMS key name '{cms_name}' (namespace.policy.key) is longer than 100 characters"));
+    }
+    for e in key_spec.problems(now) {
+        if e.path == "name" && cms_name.len() > 100 {
+            continue;
+        }
+        let path = match e.path.as_str() {
+            "expiresAt" => "expiresAfter".to_owned(),
+            other => other.to_owned(),
+        };
+        let reason = if path == "expiresAfter" {
+            format!(
+                "{} keys must live between {} and {}, not {}",
+                k.kind.as_str(),
+                human(rules.min),
+                human(rules.max),
+                human(lifetime)
+            )
+        } else {
+            e.explained()
+        };
+        cx.error(at(&path), reason);
+    }
+    if k.kind == KeyKind::Personal && k.key_type == crate::model::KeyType::Public {
+        cx.error(at("type"), "personal keys are service keys");
+    }
 }
 
 /// What a policy asks of a CMS that the CMS's key model cannot hold, as (field path, reason),
@@ -695,17 +757,7 @@ pub fn resolve(
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut resolved = Resolved::default();
-    let ns_labels: BTreeMap<String, BTreeMap<String, String>> = set
-        .namespaces
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n.object.metadata.name.clone()?,
-                n.object.metadata.labels.clone().unwrap_or_default(),
-            ))
-        })
-        .collect();
-
+    let ns_labels = namespace_labels(set);
     diags.extend(connection_endpoints(set));
     let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();
@@ -720,137 +772,12 @@ pub fn resolve(
         if !policy_names.insert(id.to_string()) {
             cx.error("metadata.name", "this policy is declared twice");
         }
-        for (i, k) in keys.iter().enumerate() {
-            let slot = (k.secret.namespace.clone(), k.secret.name.clone());
-            match secret_owner.get(&slot) {
-                Some(other) if *other != id.to_string() => cx.error(
-                    format!("spec.keys[{i}].secret.name"),
-                    format!(
-                        "Secret {}/{} is already written by ApiKeyPolicy {other}",
-                        slot.0, slot.1
-                    ),
-                ),
-                _ => {
-                    secret_owner.insert(slot, id.to_string());
-                }
-            }
-        }
-        let conn = match &p.object.spec.connection_ref {
-            None => Some(ConnectionId::Default),
-            Some(r) => match r.kind {
-                ConnectionKind::CmsConnection => {
-                    match set.connections.iter().find(|c| {
-                        c.object.metadata.name.as_deref() == Some(&r.name)
-                            && c.object.metadata.namespace.as_deref().unwrap_or("default")
-                                == id.namespace
-                    }) {
-                        None if set.failed_to_load(
-                            "CmsConnection",
-                            Some(&id.namespace),
-                            &r.name,
-                        ) =>
-                        {
-                            None
-                        }
-                        None => {
-                            cx.error("spec.connectionRef", format!("CmsConnection {}/{} is not in the manifests (a policy may only use a connection in its own namespace)", id.namespace, r.name));
-                            None
-                        }
-                        Some(c) => {
-                            let cid = ConnectionId::CmsConnection {
-                                namespace: id.namespace.clone(),
-                                name: r.name.clone(),
-                            };
-                            let s = &c.object.spec;
-                            let key = s.credentials_secret_ref.clone();
-                            resolved.connections.insert(
-                                cid.clone(),
-                                ConnectionConfig {
-                                    provider: s.provider,
-                                    endpoint: s.endpoint.clone(),
-                                    credentials: (id.namespace.clone(), key.name, key.key),
-                                    // In the connection's own namespace, always.
-                                    ca: s
-                                        .tls
-                                        .as_ref()
-                                        .and_then(|t| t.ca_secret_ref.clone())
-                                        .map(|r| (id.namespace.clone(), r.name, r.key)),
-                                    plan: s.plan,
-                                },
-                            );
-                            Some(cid)
-                        }
-                    }
-                }
-                ConnectionKind::ClusterCmsConnection => {
-                    match set
-                        .cluster_connections
-                        .iter()
-                        .find(|c| c.object.metadata.name.as_deref() == Some(&r.name))
-                    {
-                        None if set.failed_to_load("ClusterCmsConnection", None, &r.name) => None,
-                        None => {
-                            cx.error(
-                                "spec.connectionRef",
-                                format!("ClusterCmsConnection {} is not in the manifests", r.name),
-                            );
-                            None
-                        }
-                        Some(c) => {
-                            let empty = BTreeMap::new();
-                            let labels = ns_labels.get(&id.namespace).unwrap_or(&empty);
-                            if !admits(&c.object.spec, &id.namespace, labels) {
-                                cx.error("spec.connectionRef", format!("ClusterCmsConnection {} does not admit namespace '{}' (see its namespaces and namespaceSelector)", r.name, id.namespace));
-                                None
-                            } else {
-                                let s = &c.object.spec;
-                                let keys_here = keys_on_cluster_connection(set, p, &r.name);
-                                for (path, reason) in super::ceilings::over_ceilings(
-                                    &s.allow,
-                                    &r.name,
-                                    &p.object.spec,
-                                    keys_here,
-                                ) {
-                                    cx.error(path, reason);
-                                }
-                                let key = s.credentials_secret_ref.clone();
-                                let cid = ConnectionId::ClusterCmsConnection {
-                                    name: r.name.clone(),
-                                };
-                                match key.namespace.clone() {
-                                    None => {
-                                        cx.error("spec.connectionRef", format!("ClusterCmsConnection {} has no spec.credentialsSecretRef.namespace", r.name));
-                                        None
-                                    }
-                                    Some(ns) => {
-                                        resolved.connections.insert(
-                                            cid.clone(),
-                                            ConnectionConfig {
-                                                provider: s.provider,
-                                                endpoint: s.endpoint.clone(),
-                                                ca: s
-                                                    .tls
-                                                    .as_ref()
-                                                    .and_then(|t| t.ca_secret_ref.clone())
-                                                    .map(|r| {
-                                                        let ca_ns = r
-                                                            .namespace
-                                                            .unwrap_or_else(|| ns.clone());
-                                                        (ca_ns, r.name, r.key)
-                                                    }),
-                                                credentials: (ns, key.name, key.key),
-                                                plan: s.plan,
-                                            },
-                                        );
-                                        Some(cid)
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            },
+        check_secret_owners(&id, &keys, &mut secret_owner, &mut cx);
+        let lookup = Lookup {
+            set,
+            ns_labels: &ns_labels,
         };
+        let conn = policy_connection(&lookup, p, &id, &mut resolved.connections, &mut cx);
         let provider = match &conn {
             Some(ConnectionId::Default) => Some(default_provider),
             Some(c) => resolved.connections.get(c).map(|c| c.provider),
@@ -867,57 +794,14 @@ pub fn resolve(
         let (Some(conn), false) = (conn, has_errors) else {
             continue;
         };
-        let state = resolved.desired.entry(conn).or_default();
-        let spec = &p.object.spec;
-        state.policies.insert(
-            id.clone(),
-            PolicySettings {
-                orphan: spec.deletion_policy == super::DeletionPolicy::Orphan,
-                observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
-                gone: false,
-            },
+        add_policy(
+            resolved.desired.entry(conn).or_default(),
+            &id,
+            &p.object.spec,
+            keys,
         );
-        state.settings.insert(
-            id.settings_owner(),
-            DesiredSettings {
-                policy: id.to_string(),
-                want: spec.declared_settings(),
-                observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
-            },
-        );
-        state.keys.extend(keys);
     }
-
-    // Plan quotas, per connection, before any call.
-    for (cid, state) in &resolved.desired {
-        let plan = match cid {
-            ConnectionId::Default => default_plan,
-            other => resolved.connections.get(other).and_then(|c| c.plan),
-        };
-        if let Some(plan) = plan {
-            if state.keys.len() > plan.key_limit() {
-                let first = state.keys.get(plan.key_limit());
-                let origin = first.and_then(|k| {
-                    set.policies
-                        .iter()
-                        .find(|p| p.object.metadata.name.as_deref() == Some(&k.policy.name))
-                        .map(|p| p.origin.clone())
-                });
-                diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    origin,
-                    object: first.map(|k| format!("ApiKeyPolicy {}", k.policy)).unwrap_or_default(),
-                    path: "spec.keys".into(),
-                    message: format!(
-                        "{cid} is on the {} plan, which allows {} key(s); these manifests declare {}",
-                        plan.as_str(),
-                        plan.key_limit(),
-                        state.keys.len()
-                    ),
-                });
-            }
-        }
-    }
+    diags.extend(plan_quotas(set, &resolved, default_plan));
     let (errors, warnings): (Vec<_>, Vec<_>) = diags
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
@@ -926,6 +810,220 @@ pub fn resolve(
     }
     resolved.warnings = warnings;
     Ok(resolved)
+}
+
+/// Each namespace's labels, for the namespace selectors of cluster connections.
+fn namespace_labels(set: &ManifestSet) -> BTreeMap<String, BTreeMap<String, String>> {
+    set.namespaces
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.object.metadata.name.clone()?,
+                n.object.metadata.labels.clone().unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// One Secret, one policy: a Secret another policy of the run writes already is refused.
+fn check_secret_owners(
+    id: &PolicyId,
+    keys: &[DesiredKey],
+    secret_owner: &mut BTreeMap<(String, String), String>,
+    cx: &mut Ctx<'_>,
+) {
+    for (i, k) in keys.iter().enumerate() {
+        let slot = (k.secret.namespace.clone(), k.secret.name.clone());
+        match secret_owner.get(&slot) {
+            Some(other) if *other != id.to_string() => cx.error(
+                format!("spec.keys[{i}].secret.name"),
+                format!(
+                    "Secret {}/{} is already written by ApiKeyPolicy {other}",
+                    slot.0, slot.1
+                ),
+            ),
+            _ => {
+                secret_owner.insert(slot, id.to_string());
+            }
+        }
+    }
+}
+
+/// What the manifests hold that a policy's connection is looked up in.
+struct Lookup<'a> {
+    set: &'a ManifestSet,
+    ns_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The connection a policy uses (recorded in `connections`), or `None` when it cannot have
+/// one (said in `cx`, unless what it names could not be loaded and was reported already).
+fn policy_connection(
+    lookup: &Lookup<'_>,
+    p: &Sourced<ApiKeyPolicy>,
+    id: &PolicyId,
+    connections: &mut BTreeMap<ConnectionId, ConnectionConfig>,
+    cx: &mut Ctx<'_>,
+) -> Option<ConnectionId> {
+    let Some(r) = &p.object.spec.connection_ref else {
+        return Some(ConnectionId::Default);
+    };
+    let set = lookup.set;
+    match r.kind {
+        ConnectionKind::CmsConnection => {
+            let found = set.connections.iter().find(|c| {
+                c.object.metadata.name.as_deref() == Some(&r.name)
+                    && c.object.metadata.namespace.as_deref().unwrap_or("default") == id.namespace
+            });
+            let Some(c) = found else {
+                if !set.failed_to_load("CmsConnection", Some(&id.namespace), &r.name) {
+                    cx.error("spec.connectionRef", format!("CmsConnection {}/{} is not in the manifests (a policy may only use a connection in its own namespace)", id.namespace, r.name));
+                }
+                return None;
+            };
+            let cid = ConnectionId::CmsConnection {
+                namespace: id.namespace.clone(),
+                name: r.name.clone(),
+            };
+            let s = &c.object.spec;
+            connections.insert(
+                cid.clone(),
+                ConnectionConfig {
+                    provider: s.provider,
+                    endpoint: s.endpoint.clone(),
+                    secrets: s.secrets_read(&id.namespace),
+                    plan: s.plan,
+                },
+            );
+            Some(cid)
+        }
+        ConnectionKind::ClusterCmsConnection => {
+            cluster_connection(lookup, p, id, &r.name, connections, cx)
+        }
+    }
+}
+
+/// A policy's ClusterCmsConnection `name`: it must admit the policy's namespace, the policy
+/// must stay within its ceilings, and it must name its credential's namespace.
+fn cluster_connection(
+    lookup: &Lookup<'_>,
+    p: &Sourced<ApiKeyPolicy>,
+    id: &PolicyId,
+    name: &str,
+    connections: &mut BTreeMap<ConnectionId, ConnectionConfig>,
+    cx: &mut Ctx<'_>,
+) -> Option<ConnectionId> {
+    let set = lookup.set;
+    let found = set
+        .cluster_connections
+        .iter()
+        .find(|c| c.object.metadata.name.as_deref() == Some(name));
+    let Some(c) = found else {
+        if !set.failed_to_load("ClusterCmsConnection", None, name) {
+            cx.error(
+                "spec.connectionRef",
+                format!("ClusterCmsConnection {name} is not in the manifests"),
+            );
+        }
+        return None;
+    };
+    let empty = BTreeMap::new();
+    let labels = lookup.ns_labels.get(&id.namespace).unwrap_or(&empty);
+    if !admits(&c.object.spec, &id.namespace, labels) {
+        cx.error("spec.connectionRef", format!("ClusterCmsConnection {name} does not admit namespace '{}' (see its namespaces and namespaceSelector)", id.namespace));
+        return None;
+    }
+    let s = &c.object.spec;
+    let keys_here = keys_on_cluster_connection(set, p, name);
+    for (path, reason) in super::ceilings::over_ceilings(&s.allow, name, &p.object.spec, keys_here)
+    {
+        cx.error(path, reason);
+    }
+    let Some(secrets) = s.secrets_read() else {
+        cx.error(
+            "spec.connectionRef",
+            format!("ClusterCmsConnection {name} has no spec.credentialsSecretRef.namespace"),
+        );
+        return None;
+    };
+    let cid = ConnectionId::ClusterCmsConnection {
+        name: name.to_owned(),
+    };
+    connections.insert(
+        cid.clone(),
+        ConnectionConfig {
+            provider: s.provider,
+            endpoint: s.endpoint.clone(),
+            secrets,
+            plan: s.plan,
+        },
+    );
+    Some(cid)
+}
+
+/// A valid policy's keys, settings and settings entry, in its connection's desired state.
+fn add_policy(
+    state: &mut DesiredState,
+    id: &PolicyId,
+    spec: &super::ApiKeyPolicySpec,
+    keys: Vec<DesiredKey>,
+) {
+    state.policies.insert(
+        id.clone(),
+        PolicySettings {
+            orphan: spec.deletion_policy == super::DeletionPolicy::Orphan,
+            observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
+            gone: false,
+        },
+    );
+    state.settings.insert(
+        id.settings_owner(),
+        DesiredSettings {
+            policy: id.to_string(),
+            want: spec.declared_settings(),
+            observe_only: spec.management_policy == ManagementPolicy::ObserveOnly,
+        },
+    );
+    state.keys.extend(keys);
+}
+
+/// Plan quotas, per connection, before any call.
+fn plan_quotas(
+    set: &ManifestSet,
+    resolved: &Resolved,
+    default_plan: Option<Plan>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (cid, state) in &resolved.desired {
+        let plan = match cid {
+            ConnectionId::Default => default_plan,
+            other => resolved.connections.get(other).and_then(|c| c.plan),
+        };
+        let Some(plan) = plan.filter(|p| state.keys.len() > p.key_limit()) else {
+            continue;
+        };
+        let first = state.keys.get(plan.key_limit());
+        let origin = first.and_then(|k| {
+            set.policies
+                .iter()
+                .find(|p| p.object.metadata.name.as_deref() == Some(&k.policy.name))
+                .map(|p| p.origin.clone())
+        });
+        out.push(Diagnostic {
+            severity: Severity::Error,
+            origin,
+            object: first
+                .map(|k| format!("ApiKeyPolicy {}", k.policy))
+                .unwrap_or_default(),
+            path: "spec.keys".into(),
+            message: format!(
+                "{cid} is on the {} plan, which allows {} key(s); these manifests declare {}",
+                plan.as_str(),
+                plan.key_limit(),
+                state.keys.len()
+            ),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

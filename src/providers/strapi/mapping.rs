@@ -89,7 +89,39 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
         return Err(unsupported("description", reason));
     }
     let description = compose_description(spec);
-    // A declared right that grants nothing here is refused, not dropped.
+    every_right_grants_something(spec, catalog)?;
+    let scoped = spec.scope_grants();
+    let mut actions = BTreeSet::new();
+    for (api, classes) in &catalog.apis {
+        let granted: BTreeSet<ContentPermission> = spec
+            .permissions_for(api)
+            .iter()
+            .copied()
+            .chain(scoped.iter().copied())
+            .collect();
+        for (perms, set) in classes.classes() {
+            if perms.iter().any(|p| granted.contains(p)) {
+                actions.extend(set.iter().cloned());
+            }
+        }
+    }
+    let (token_type, permissions) = if !actions.is_empty() && actions == catalog.actions {
+        ("full-access", Vec::new())
+    } else if !actions.is_empty() && actions == catalog.read_actions() {
+        ("read-only", Vec::new())
+    } else {
+        ("custom", actions.into_iter().collect())
+    };
+    Ok(TokenFields {
+        token_type,
+        permissions,
+        description,
+    })
+}
+
+/// Each declared right grants some action of this Strapi: one that grants nothing here is
+/// refused, not dropped.
+fn every_right_grants_something(spec: &KeySpec, catalog: &Catalog) -> Result<(), ProviderError> {
     let no_action = |p: ContentPermission| {
         format!(
             "no API of this Strapi has a {} action (its APIs: {}); a custom REST prefix or only single types?",
@@ -136,33 +168,7 @@ pub fn encode(spec: &KeySpec, catalog: &Catalog) -> Result<TokenFields, Provider
             }
         }
     }
-    let scoped = spec.scope_grants();
-    let mut actions = BTreeSet::new();
-    for (api, classes) in &catalog.apis {
-        let granted: BTreeSet<ContentPermission> = spec
-            .permissions_for(api)
-            .iter()
-            .copied()
-            .chain(scoped.iter().copied())
-            .collect();
-        for (perms, set) in classes.classes() {
-            if perms.iter().any(|p| granted.contains(p)) {
-                actions.extend(set.iter().cloned());
-            }
-        }
-    }
-    let (token_type, permissions) = if !actions.is_empty() && actions == catalog.actions {
-        ("full-access", Vec::new())
-    } else if !actions.is_empty() && actions == catalog.read_actions() {
-        ("read-only", Vec::new())
-    } else {
-        ("custom", actions.into_iter().collect())
-    };
-    Ok(TokenFields {
-        token_type,
-        permissions,
-        description,
-    })
+    Ok(())
 }
 
 /// The actions a token can call, by its type.
