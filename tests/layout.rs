@@ -64,7 +64,7 @@ fn code_only(text: &str) -> String {
 
 /// Whether `r` at `i` starts a raw string (not the end of an identifier such as `for`).
 fn raw_start(b: &[u8], i: usize) -> bool {
-    let after = b[i + 1..].iter().skip_while(|&&x| x == b'#').next();
+    let after = b[i + 1..].iter().find(|&&x| x != b'#');
     after == Some(&b'"') && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
 }
 
