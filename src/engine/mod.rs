@@ -19,7 +19,6 @@ use crate::providers::{CmsProvider, LiveKey, ProviderError, Regeneration};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use jiff::{SignedDuration, Timestamp};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -112,17 +111,14 @@ impl SecretMaterial {
 
 /// A hash of a Secret's data fields, kept in an annotation so hand edits are noticed.
 pub fn content_hash(data: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
+    let mut fields = Vec::new();
     for (k, v) in data {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
+        fields.extend_from_slice(k.as_bytes());
+        fields.push(0);
+        fields.extend_from_slice(v.as_bytes());
+        fields.push(0);
     }
-    h.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::model::short_hash(&fields, 12)
 }
 
 /// What a Secret written by keyward says about itself, checked against its data: the value counts

@@ -157,12 +157,9 @@ impl SavedConnection {
 /// settings and the Secrets observed. Debug forms, hashed: stable within one keyward version,
 /// which is why a saved plan names the version that made it. None of them holds a key value.
 pub fn live_digest(live: &[LiveKey], settings: &LiveSettings, secrets: &ObservedSecrets) -> String {
-    use sha2::Digest;
     let mut keys: Vec<&LiveKey> = live.iter().collect();
     keys.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut h = sha2::Sha256::new();
-    h.update(format!("{keys:?}\n{settings:?}\n{secrets:?}").as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::model::sha256_hex(format!("{keys:?}\n{settings:?}\n{secrets:?}").as_bytes())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use crate::model::settings::OwnedSettings;
 use crate::model::KeySpec;
 use jiff::SignedDuration;
 use serde::Serialize;
-use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -39,8 +38,7 @@ impl PolicyId {
         if full.len() <= 63 {
             return full;
         }
-        let digest = sha2::Sha256::digest(full.as_bytes());
-        let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hash = super::short_hash(full.as_bytes(), 8);
         let head = full[..46].trim_end_matches(['.', '-']);
         format!("{head}-{hash}")
     }

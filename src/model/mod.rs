@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod desired;
+mod digest;
 pub mod live;
 mod rights;
 mod settings;
@@ -12,6 +13,7 @@ pub mod template;
 mod time;
 mod value;
 
+pub use digest::{sha256_hex, short_hash};
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
 pub use settings::{check_endpoint, check_origin, endpoint_host, is_metadata_address, Plan};
 pub use spec::{

@@ -1,7 +1,6 @@
 //! A key value on its way from the CMS to a Secret. Debug never shows it.
 
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// Held as a `SecretString`: zeroed when dropped, never printed.
@@ -39,12 +38,5 @@ impl fmt::Debug for KeyValue {
 }
 
 pub fn fingerprint(value: &str) -> String {
-    let d = Sha256::digest(value.as_bytes());
-    format!(
-        "sha256:{}",
-        d[..8]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
+    format!("sha256:{}", super::short_hash(value.as_bytes(), 8))
 }

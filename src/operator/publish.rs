@@ -311,14 +311,12 @@ async fn roll(
 /// `keyward.dev/secret-<secret>`. Kubernetes allows 63 characters after the prefix; a longer
 /// name keeps its first part and ends in a hash of the whole, so it still names one Secret.
 pub fn restart_annotation(secret: &str) -> String {
-    use sha2::Digest;
     const MAX: usize = 63;
     let name = format!("secret-{secret}");
     if name.len() <= MAX {
         return format!("keyward.dev/{name}");
     }
-    let digest = sha2::Sha256::digest(secret.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = crate::model::short_hash(secret.as_bytes(), 4);
     // Secret names are ASCII (DNS subdomains): cutting at a byte is cutting at a character.
     let head = &name[..MAX - hash.len() - 1];
     format!("keyward.dev/{head}-{hash}")

@@ -7,7 +7,6 @@ use crate::model::live::{LiveKey, LiveSettings, OwnedSettings};
 use crate::model::{ContentOp, KeySpec};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a Secret that keyward wrote says about the value inside it.
@@ -176,8 +175,7 @@ pub fn secret_spec_hash(
     endpoint: &str,
 ) -> String {
     let doc = serde_json::json!({"t": target, "id": key_id, "v": version, "e": endpoint});
-    let d = Sha256::digest(doc.to_string().as_bytes());
-    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::model::short_hash(doc.to_string().as_bytes(), 12)
 }
 
 /// Everything of a key's settings that a diff compares (the expiry is rotation's business).

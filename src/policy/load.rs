@@ -162,11 +162,7 @@ const MAX_STDIN: u64 = 64 * 1024 * 1024;
 
 /// SHA-256 in hex.
 fn digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::model::sha256_hex(bytes)
 }
 
 /// Standard input, whole, as text of at most `MAX_STDIN` bytes.
