@@ -47,6 +47,10 @@ pub enum CmsError {
     Busy(Duration),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
+    /// The request's work stopped before it finished (its task panicked): the server's fault,
+    /// not the request's. The detail goes to the log only.
+    #[error("internal error: the request's work stopped")]
+    Aborted(String),
 }
 
 impl From<super::rights::Missing> for CmsError {
@@ -68,7 +72,7 @@ impl CmsError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Storage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) | Self::Aborted(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -85,15 +89,17 @@ impl CmsError {
             Self::TooLarge(_) => "payload_too_large",
             Self::Storage { .. } => "insufficient_storage",
             Self::Busy(_) => "busy",
-            Self::Store(_) => "internal",
+            Self::Store(_) | Self::Aborted(_) => "internal",
         }
     }
 }
 
 impl IntoResponse for CmsError {
     fn into_response(self) -> Response {
-        if let Self::Store(e) = &self {
-            tracing::error!(error = %e, "store failure");
+        match &self {
+            Self::Store(e) => tracing::error!(error = %e, "store failure"),
+            Self::Aborted(e) => tracing::error!(error = %e, "a request's work stopped"),
+            _ => {}
         }
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         if let Self::Invalid(e) = &self {
@@ -204,5 +210,18 @@ impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
         tracing::error!(panic = %what, "a handler panicked");
         let body = status_body(StatusCode::INTERNAL_SERVER_ERROR, None);
         (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_that_stopped_is_the_servers_fault_and_says_no_more() {
+        let e = CmsError::Aborted("task 7 panicked with 'secret detail'".into());
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.code(), "internal");
+        assert!(!e.to_string().contains("secret detail"), "{e}");
     }
 }

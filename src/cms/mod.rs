@@ -75,7 +75,7 @@ pub(crate) async fn scan<T: Send + 'static>(
     let svc = ctx.svc.clone();
     tokio::task::spawn_blocking(move || f(&svc))
         .await
-        .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
+        .map_err(|e| CmsError::Aborted(e.to_string()))?
 }
 
 /// Runs a write (SQLite commit, maybe Argon2id) off the async workers.
@@ -88,7 +88,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     let svc = ctx.svc.clone();
     tokio::task::spawn_blocking(move || f(&svc))
         .await
-        .map_err(|e| CmsError::BadRequest(format!("request aborted: {e}")))?
+        .map_err(|e| CmsError::Aborted(e.to_string()))?
 }
 
 /// A request that passed its permission check (`M` names the check): the service context and

@@ -3,6 +3,7 @@
 //! per reconcile).
 
 use super::context::{Context, Stores};
+use super::status::StopReason;
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
 use crate::policy::validate::admits;
@@ -71,15 +72,18 @@ pub enum DereferenceError {
 }
 
 impl DereferenceError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> StopReason {
         match self {
-            Self::NoConnection => "NoConnection",
-            Self::ConnectionNotFound(_) => "ConnectionNotFound",
-            Self::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
-            Self::NoCredentials(_) | Self::CaUnusable(_) => "NoCredentials",
-            Self::NotAllowed(_) => "NotAllowed",
-            Self::OtherNamespace { .. } => "ConnectionNotAllowed",
-            Self::EndpointNotAllowed { .. } | Self::InvalidEndpoint { .. } => "EndpointNotAllowed",
+            Self::NoConnection => StopReason::NoConnection,
+            Self::ConnectionNotFound(_) => StopReason::ConnectionNotFound,
+            Self::ConnectionNotAllowed { .. } | Self::OtherNamespace { .. } => {
+                StopReason::ConnectionNotAllowed
+            }
+            Self::NoCredentials(_) | Self::CaUnusable(_) => StopReason::NoCredentials,
+            Self::NotAllowed(_) => StopReason::NotAllowed,
+            Self::EndpointNotAllowed { .. } | Self::InvalidEndpoint { .. } => {
+                StopReason::EndpointNotAllowed
+            }
         }
     }
 }
@@ -519,7 +523,7 @@ mod tests {
         let e = endpoint_allowed(&list, &id, "http://192.168.1.2")
             .await
             .unwrap_err();
-        assert_eq!(e.reason(), "EndpointNotAllowed");
+        assert_eq!(e.reason(), StopReason::EndpointNotAllowed);
         assert!(e.to_string().contains("'192.168.1.2'"), "{e}");
     }
 }

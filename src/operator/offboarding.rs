@@ -6,6 +6,7 @@
 //! ceilings, or it moved away to a connection that does not exist, keeps everything for the
 //! offboarding grace; then what it may no longer hold is taken back.
 
+use super::status::StopReason;
 use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicyStatus, KeyDecl};
 use jiff::{SignedDuration, Timestamp};
@@ -16,7 +17,7 @@ use std::collections::BTreeSet;
 /// connection its spec names today: a refusal for a missing connection takes back only what
 /// was left on another one (the one named may come back).
 pub fn takes_back(
-    reason: &str,
+    reason: StopReason,
     recorded: Option<&ConnectionId>,
     named_now: Option<&ConnectionId>,
 ) -> bool {
@@ -24,8 +25,8 @@ pub fn takes_back(
         return false;
     };
     match reason {
-        "ConnectionNotAllowed" | "NotAllowed" => true,
-        "ConnectionNotFound" => named_now != Some(recorded),
+        StopReason::ConnectionNotAllowed | StopReason::NotAllowed => true,
+        StopReason::ConnectionNotFound => named_now != Some(recorded),
         _ => false,
     }
 }
@@ -131,8 +132,9 @@ mod tests {
 
     #[test]
     fn only_a_policy_that_holds_something_loses_it_and_only_for_these_reasons() {
+        use StopReason::*;
         let (a, b) = (conn("a"), conn("b"));
-        for reason in ["ConnectionNotAllowed", "NotAllowed"] {
+        for reason in [ConnectionNotAllowed, NotAllowed] {
             assert!(takes_back(reason, Some(&a), Some(&a)), "{reason}");
             assert!(
                 !takes_back(reason, None, Some(&a)),
@@ -140,16 +142,16 @@ mod tests {
             );
         }
         // Moved away to a connection that does not exist: what is on the old one goes.
-        assert!(takes_back("ConnectionNotFound", Some(&a), Some(&b)));
-        assert!(takes_back("ConnectionNotFound", Some(&a), None));
+        assert!(takes_back(ConnectionNotFound, Some(&a), Some(&b)));
+        assert!(takes_back(ConnectionNotFound, Some(&a), None));
         // The connection it holds keys on is missing: it may come back, nothing is taken.
-        assert!(!takes_back("ConnectionNotFound", Some(&a), Some(&a)));
+        assert!(!takes_back(ConnectionNotFound, Some(&a), Some(&a)));
         for reason in [
-            "InvalidSpec",
-            "CmsUnavailable",
-            "Conflict",
-            "SecretConflict",
-            "",
+            InvalidSpec,
+            CmsUnavailable,
+            Conflict,
+            SecretConflict,
+            NoCredentials,
         ] {
             assert!(!takes_back(reason, Some(&a), Some(&b)), "{reason}");
         }

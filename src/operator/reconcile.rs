@@ -28,6 +28,7 @@ use super::offboarding::{
 use super::publish::publish_to_workloads;
 use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
 use super::secrets::KubeSecrets;
+use super::status::StopReason;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy};
@@ -55,6 +56,9 @@ pub enum ReconcileError {
     Sink(#[from] crate::engine::SinkError),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The API server gave the policy no uid, so nothing can be owned by it.
+    #[error("the policy has no uid")]
+    NoUid,
     #[error("cannot revoke the keys: {0} (to delete the policy and leave its keys in the CMS, annotate it keyward.dev/abandon-keys=true)")]
     Cleanup(#[from] DereferenceError),
     #[error("cannot revoke the keys: the credential is not usable: {0}")]
@@ -72,6 +76,16 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// What the policy's status says of it: a CMS's or an apply's error as it is (the status
+    /// is about the CMS already), others with what they are about.
+    pub fn for_status(&self) -> String {
+        match self {
+            Self::Provider(e) => e.to_string(),
+            Self::Apply(e) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// The metrics label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -80,7 +94,7 @@ impl ReconcileError {
             Self::Provider(_) => "cms_refused",
             Self::Apply(_) => "apply",
             Self::Sink(_) => "secret",
-            Self::Finalizer(_) => "finalizer",
+            Self::Finalizer(_) | Self::NoUid => "finalizer",
             Self::Cleanup(_) | Self::Credential(_) | Self::Revoke { .. } => "cleanup",
             Self::Panicked(_) => "panic",
         }
@@ -92,13 +106,13 @@ pub enum Halt {
     /// The policy cannot be applied as it is: recorded in status (Ready=False, `reason`); it
     /// waits for a change (`retry_after` None) or looks again after the drift interval.
     Refused {
-        reason: &'static str,
+        reason: StopReason,
         message: String,
         look_again: bool,
     },
     /// Worth retrying with backoff: recorded in status, then the error goes to the controller.
     Failed {
-        reason: &'static str,
+        reason: StopReason,
         error: ReconcileError,
     },
     /// The API server failed while the pipeline talked to it.
@@ -119,7 +133,7 @@ impl From<InvalidSpec> for Halt {
     fn from(e: InvalidSpec) -> Halt {
         // Retrying cannot fix it: wait for a change of the spec.
         Halt::Refused {
-            reason: "InvalidSpec",
+            reason: StopReason::InvalidSpec,
             message: e.to_string(),
             look_again: false,
         }
@@ -131,28 +145,28 @@ impl From<ObserveError> for Halt {
         match e {
             // The CMS's catalog may change (an API created): look again later.
             ObserveError::Refused(_) => Halt::Refused {
-                reason: "InvalidSpec",
+                reason: StopReason::InvalidSpec,
                 message: e.to_string(),
                 look_again: true,
             },
             // A certificate the client does not trust will not fix itself: wait for a change.
             ObserveError::Provider(p @ ProviderError::Tls { .. }) => Halt::Refused {
-                reason: "TlsError",
+                reason: StopReason::TlsError,
                 message: p.to_string(),
                 look_again: false,
             },
             ObserveError::Provider(p) => Halt::Failed {
-                reason: "CmsUnavailable",
+                reason: StopReason::CmsUnavailable,
                 error: p.into(),
             },
             // Someone else's Secret: nothing is written until the spec or the Secret changes.
             ObserveError::Secret(s) if s.conflict => Halt::Refused {
-                reason: "SecretConflict",
+                reason: StopReason::SecretConflict,
                 message: s.to_string(),
                 look_again: true,
             },
             ObserveError::Secret(s) => Halt::Failed {
-                reason: "CmsUnavailable",
+                reason: StopReason::CmsUnavailable,
                 error: s.into(),
             },
         }
@@ -162,7 +176,7 @@ impl From<ObserveError> for Halt {
 impl From<Conflict> for Halt {
     fn from(e: Conflict) -> Halt {
         Halt::Refused {
-            reason: "Conflict",
+            reason: StopReason::Conflict,
             message: e.to_string(),
             look_again: true,
         }
@@ -270,8 +284,8 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let provider = provider(ctx, &conn)?;
     let state = validate(p, &conn, now)?;
     let sink = KubeSecrets::for_policy(p, ctx).ok_or_else(|| Halt::Failed {
-        reason: "ApplyFailed",
-        error: ReconcileError::Finalizer("the policy has no uid".into()),
+        reason: StopReason::ApplyFailed,
+        error: ReconcileError::NoUid,
     })?;
     let fresh = ctx.take_fresh_read(p);
     let shared = (!fresh && only_a_drift_check(p)).then_some((ctx, &conn.id));
@@ -289,7 +303,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         let live = own_keys(provider.as_ref(), p)
             .await
             .map_err(|e| Halt::Failed {
-                reason: "CmsUnavailable",
+                reason: StopReason::CmsUnavailable,
                 error: e.into(),
             })?;
         ctx.listings.patch(&conn.id, &label, live.clone());
@@ -302,7 +316,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         publish_to_workloads(p, &observed.state.keys, ctx)
             .await
             .map_err(|e| Halt::Failed {
-                reason: "PublishFailed",
+                reason: StopReason::PublishFailed,
                 error: e.into(),
             })?;
     }
@@ -357,7 +371,7 @@ async fn within_key_quota(
         .list_keys()
         .await
         .map_err(|e| Halt::Failed {
-            reason: "CmsUnavailable",
+            reason: StopReason::CmsUnavailable,
             error: e.into(),
         })?
         .iter()
@@ -371,7 +385,7 @@ async fn within_key_quota(
     let after = (held + made).saturating_sub(revoked);
     if after > max as usize {
         return Err(Halt::Refused {
-            reason: "NotAllowed",
+            reason: StopReason::NotAllowed,
             message: format!(
                 "spec.keys: ClusterCmsConnection {name} does not allow {after} keys in this namespace (spec.allow.maxKeysPerNamespace: {max}; the CMS holds {held} of its keys)"
             ),
@@ -402,7 +416,7 @@ async fn leave_previous_connection(
         }
         Err(error) => {
             return Err(Halt::Failed {
-                reason: "ApplyFailed",
+                reason: StopReason::ApplyFailed,
                 error,
             })
         }
@@ -420,7 +434,7 @@ async fn leave_previous_connection(
 /// The connection's provider; a credential it cannot use is a refusal (`NoCredentials`).
 fn provider(ctx: &Context, conn: &Conn) -> Result<Arc<dyn CmsProvider>, Halt> {
     ctx.provider(conn).map_err(|m| Halt::Refused {
-        reason: "NoCredentials",
+        reason: StopReason::NoCredentials,
         message: format!("the credential of {} is not usable: {m}", conn.id),
         look_again: true,
     })
@@ -448,7 +462,7 @@ async fn apply_plan(
             .map(|(a, d)| (event_reason(a).to_owned(), d))
             .collect()),
         Err(e) => Err(Halt::Failed {
-            reason: "ApplyFailed",
+            reason: StopReason::ApplyFailed,
             error: e.into(),
         }),
     }
@@ -480,7 +494,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
                 }
                 status.refused_since = Some(crate::model::rfc3339(since));
             }
-            write_status(&p, ctx, &old, status, Some((reason, &message))).await?;
+            write_status(&p, ctx, &old, status, Some((reason.as_str(), &message))).await?;
             Ok(if look_again {
                 Action::requeue(ctx.config.drift_interval)
             } else {
@@ -488,14 +502,10 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             })
         }
         Err(Halt::Failed { reason, error }) => {
-            let message = match &error {
-                ReconcileError::Apply(e) => e.to_string(),
-                other => other.to_string(),
-            };
-            let message = message.strip_prefix("CMS: ").unwrap_or(&message).to_owned();
+            let message = error.for_status();
             let mut status = stopped_status(&old, reason, &message, true, now);
             status.refused_since = None;
-            write_status(&p, ctx, &old, status, Some((reason, &message))).await?;
+            write_status(&p, ctx, &old, status, Some((reason.as_str(), &message))).await?;
             Err(error)
         }
         Err(Halt::Kube(e)) => Err(e.into()),
@@ -522,11 +532,11 @@ async fn offboard(
     p: &ApiKeyPolicy,
     ctx: &Context,
     old: &ApiKeyPolicyStatus,
-    (reason, refusal): (&str, &str),
+    (reason, refusal): (StopReason, &str),
     since: jiff::Timestamp,
 ) -> Result<Action, ReconcileError> {
     let beyond = match reason {
-        "NotAllowed" => beyond_ceilings(p, ctx).await,
+        StopReason::NotAllowed => beyond_ceilings(p, ctx).await,
         _ => Beyond::everything(),
     };
     let (revoked, names) = revoke_beyond(p, ctx, &beyond).await?;
@@ -651,11 +661,11 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
 /// A deletion that cannot revoke the keys says so where `kubectl describe` shows it (status and
 /// a Warning event), with the way out the error names; the operator's log is not enough.
 async fn deletion_blocked(p: &ApiKeyPolicy, ctx: &Context, e: &ReconcileError) {
-    const REASON: &str = "DeletionBlocked";
+    const REASON: StopReason = StopReason::DeletionBlocked;
     let old = p.status.clone().unwrap_or_default();
     let message = e.to_string();
     let status = stopped_status(&old, REASON, &message, true, ctx.config.clock.now());
-    if let Err(w) = write_status(p, ctx, &old, status, Some((REASON, &message))).await {
+    if let Err(w) = write_status(p, ctx, &old, status, Some((REASON.as_str(), &message))).await {
         tracing::warn!(policy = %policy_id(p), error = %w, "cannot say in the status that the deletion is blocked");
     }
 }
@@ -742,6 +752,7 @@ mod tests {
                 "cleanup",
             ),
             (ReconcileError::Panicked("p".into()), "panic"),
+            (ReconcileError::NoUid, "finalizer"),
         ];
         for (e, label) in cases {
             assert_eq!(e.reason(), label, "{e}");
@@ -755,8 +766,8 @@ mod tests {
         match h {
             Halt::Refused {
                 reason, look_again, ..
-            } => (reason, Some(look_again), None),
-            Halt::Failed { reason, error } => (reason, None, Some(error.reason())),
+            } => (reason.as_str(), Some(look_again), None),
+            Halt::Failed { reason, error } => (reason.as_str(), None, Some(error.reason())),
             Halt::Kube(_) => ("kube", None, None),
         }
     }
@@ -848,7 +859,16 @@ mod tests {
             ),
         ];
         for (e, reason) in cases {
-            assert_eq!(e.reason(), reason, "{e}");
+            assert_eq!(e.reason().as_str(), reason, "{e}");
         }
+    }
+
+    #[test]
+    fn a_status_says_a_cms_error_as_the_cms_said_it() {
+        let e = ReconcileError::Provider(rejected(500));
+        assert!(e.to_string().starts_with("CMS: "), "{e}");
+        assert_eq!(e.for_status(), rejected(500).to_string());
+        let k = ReconcileError::NoUid;
+        assert_eq!(k.for_status(), "the policy has no uid");
     }
 }

@@ -300,7 +300,7 @@ fn merged(
 /// retried says so. Transitions are stamped `now`.
 pub fn stopped_status(
     old: &ApiKeyPolicyStatus,
-    reason: &str,
+    reason: status::StopReason,
     msg: &str,
     retried: bool,
     now: Timestamp,
@@ -311,8 +311,8 @@ pub fn stopped_status(
         msg.to_owned()
     };
     let synced = if retried { msg } else { "nothing was applied" };
-    let stalled = if status::stalls(reason) {
-        condition(STALLED, true, reason, msg)
+    let stalled = if reason.stalls() {
+        condition(STALLED, true, reason.as_str(), msg)
     } else {
         condition(
             STALLED,
@@ -325,8 +325,8 @@ pub fn stopped_status(
         conditions: merged(
             old,
             vec![
-                condition(READY, false, reason, ready),
-                condition(SYNCED, false, reason, synced),
+                condition(READY, false, reason.as_str(), ready),
+                condition(SYNCED, false, reason.as_str(), synced),
                 stalled,
             ],
             None,
@@ -590,7 +590,13 @@ mod tests {
             key_count: Some(3),
             ..Default::default()
         };
-        let s = stopped_status(&old, "CmsUnavailable", "down", true, now());
+        let s = stopped_status(
+            &old,
+            status::StopReason::CmsUnavailable,
+            "down",
+            true,
+            now(),
+        );
         assert_eq!(s.key_count, Some(3), "the rest is kept");
         let by_type = |t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
         assert_eq!(by_type(READY).status, "False");
@@ -599,7 +605,7 @@ mod tests {
         assert_eq!(by_type(SYNCED).message, "down");
         assert_eq!(by_type(READY).last_transition_time.0, now());
         assert_eq!(by_type(STALLED).status, "False", "retried: not stalled");
-        let s = stopped_status(&old, "InvalidSpec", "bad", false, now());
+        let s = stopped_status(&old, status::StopReason::InvalidSpec, "bad", false, now());
         let by_type = |t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
         assert_eq!(by_type(READY).message, "bad");
         assert_eq!(by_type(SYNCED).message, "nothing was applied");

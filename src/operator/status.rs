@@ -16,21 +16,70 @@ pub const STALLED: &str = "Stalled";
 /// ObserveOnly changes wait for a person; the policy is still Ready.
 pub const CHANGES_PENDING: &str = "ChangesPending";
 
-/// The reasons a policy stops on that retrying cannot fix: a spec the validator or the CMS
-/// refuses, ceilings or admission that exclude it, a Secret or key name someone else holds, an
-/// endpoint or certificate the operator will not use, and a deletion that cannot revoke.
-pub fn stalls(reason: &str) -> bool {
-    matches!(
-        reason,
-        "InvalidSpec"
-            | "NotAllowed"
-            | "ConnectionNotAllowed"
-            | "SecretConflict"
-            | "Conflict"
-            | "EndpointNotAllowed"
-            | "TlsError"
-            | "DeletionBlocked"
-    )
+/// Why a policy stopped: the reason of its Ready=False (and Synced, and Stalled when retrying
+/// cannot help) condition, as the README's troubleshooting table lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    InvalidSpec,
+    NotAllowed,
+    ConnectionNotAllowed,
+    ConnectionNotFound,
+    NoConnection,
+    NoCredentials,
+    EndpointNotAllowed,
+    TlsError,
+    SecretConflict,
+    Conflict,
+    CmsUnavailable,
+    ApplyFailed,
+    PublishFailed,
+    DeletionBlocked,
+}
+
+impl StopReason {
+    /// The condition's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::NotAllowed => "NotAllowed",
+            Self::ConnectionNotAllowed => "ConnectionNotAllowed",
+            Self::ConnectionNotFound => "ConnectionNotFound",
+            Self::NoConnection => "NoConnection",
+            Self::NoCredentials => "NoCredentials",
+            Self::EndpointNotAllowed => "EndpointNotAllowed",
+            Self::TlsError => "TlsError",
+            Self::SecretConflict => "SecretConflict",
+            Self::Conflict => "Conflict",
+            Self::CmsUnavailable => "CmsUnavailable",
+            Self::ApplyFailed => "ApplyFailed",
+            Self::PublishFailed => "PublishFailed",
+            Self::DeletionBlocked => "DeletionBlocked",
+        }
+    }
+
+    /// Whether retrying cannot fix it (kstatus's Stalled): a spec the validator or the CMS
+    /// refuses, ceilings or admission that exclude it, a Secret or key name someone else
+    /// holds, an endpoint or certificate the operator will not use, and a deletion that cannot
+    /// revoke.
+    pub fn stalls(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidSpec
+                | Self::NotAllowed
+                | Self::ConnectionNotAllowed
+                | Self::SecretConflict
+                | Self::Conflict
+                | Self::EndpointNotAllowed
+                | Self::TlsError
+                | Self::DeletionBlocked
+        )
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A condition as a step states it, before it gets its transition time.
@@ -231,23 +280,28 @@ mod tests {
 
     #[test]
     fn only_what_retrying_cannot_fix_stalls() {
+        use StopReason::*;
         for r in [
-            "InvalidSpec",
-            "NotAllowed",
-            "SecretConflict",
-            "TlsError",
-            "DeletionBlocked",
+            InvalidSpec,
+            NotAllowed,
+            ConnectionNotAllowed,
+            SecretConflict,
+            Conflict,
+            EndpointNotAllowed,
+            TlsError,
+            DeletionBlocked,
         ] {
-            assert!(stalls(r), "{r}");
+            assert!(r.stalls(), "{r}");
         }
         for r in [
-            "CmsUnavailable",
-            "ConnectionNotFound",
-            "NoCredentials",
-            "Ready",
-            "",
+            CmsUnavailable,
+            ConnectionNotFound,
+            NoConnection,
+            NoCredentials,
+            ApplyFailed,
+            PublishFailed,
         ] {
-            assert!(!stalls(r), "{r}");
+            assert!(!r.stalls(), "{r}");
         }
     }
 
