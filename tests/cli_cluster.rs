@@ -10,15 +10,7 @@ use std::path::Path;
 use support::kube_emulator::Emulator;
 use support::process::keyward;
 
-const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
-kind: ApiKeyPolicy
-metadata: {name: site, namespace: shop}
-spec:
-  keys:
-    - name: reader
-      defaultPermissions: [GET]
-      secret: {name: reader}
-";
+use support::SITE_POLICY as POLICY;
 
 /// An emulated cluster with namespace `shop`, served over HTTP, and a work directory holding
 /// its kubeconfig (`kubeconfig`, context `emu`) and the policy (`p.yaml`).

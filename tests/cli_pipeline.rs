@@ -10,15 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use support::process::{keyward, without_callers_settings};
 
-const POLICY: &str = "apiVersion: keyward.dev/v1alpha1
-kind: ApiKeyPolicy
-metadata: {name: site, namespace: shop}
-spec:
-  keys:
-    - name: reader
-      defaultPermissions: [GET]
-      secret: {name: reader}
-";
+use support::SITE_POLICY as POLICY;
 
 /// `keyward ARGS` in `dir`: its exit code and all it printed.
 fn said(dir: &Path, args: &[&str]) -> (i32, String) {

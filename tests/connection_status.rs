@@ -86,6 +86,20 @@ async fn credential(c: &Cluster, name: &str, token: &str, labelled: bool) {
     api.patch(name, &pp, &Patch::Apply(&s)).await.unwrap();
 }
 
+/// CmsConnection `shop/main` to the test CMS, its credential in Secret `cms-admin`.
+async fn create_main(c: &Cluster) {
+    create(
+        &c.client,
+        "apis/keyward.dev/v1alpha1",
+        "cmsconnections",
+        Some("shop"),
+        json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
+        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
+    )
+    .await;
+}
+
 async fn connection(c: &Cluster, name: &str) -> Value {
     let api: Api<CmsConnection> = Api::namespaced(c.client.clone(), "shop");
     serde_json::to_value(api.get(name).await.unwrap()).unwrap()
@@ -143,16 +157,7 @@ async fn patch_spec(c: &Cluster, name: &str, spec: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_says_whether_the_cms_answers_and_why_not() {
     let c = cluster(Cms::start().await, Duration::from_secs(300)).await;
-    create(
-        &c.client,
-        "apis/keyward.dev/v1alpha1",
-        "cmsconnections",
-        Some("shop"),
-        json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
-    )
-    .await;
+    create_main(&c).await;
 
     let conn = wait_reason(&c, "main", "CredentialMissing").await;
     assert_eq!(ready(&conn).unwrap().0, "False");
@@ -215,16 +220,7 @@ async fn tls_and_ca_problems_have_their_own_reasons() {
     assert!(cms.url.starts_with("https://"), "{}", cms.url);
     let c = cluster(cms, Duration::from_secs(300)).await;
     credential(&c, "cms-admin", ADMIN, true).await;
-    create(
-        &c.client,
-        "apis/keyward.dev/v1alpha1",
-        "cmsconnections",
-        Some("shop"),
-        json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
-    )
-    .await;
+    create_main(&c).await;
     wait_reason(&c, "main", "TlsFailure").await;
 
     patch_spec(
@@ -264,16 +260,7 @@ async fn tls_and_ca_problems_have_their_own_reasons() {
 async fn an_unchanged_connection_is_checked_on_the_interval_and_written_only_on_change() {
     let mut c = cluster(Cms::start().await, Duration::from_secs(1)).await;
     credential(&c, "cms-admin", ADMIN, true).await;
-    create(
-        &c.client,
-        "apis/keyward.dev/v1alpha1",
-        "cmsconnections",
-        Some("shop"),
-        json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
-    )
-    .await;
+    create_main(&c).await;
     let first = wait_reason(&c, "main", "Connected").await;
     let writes = c.emu.counters.writes_to("cmsconnections");
     assert!(writes > 0, "the status was written");
@@ -300,16 +287,7 @@ async fn an_unchanged_connection_is_checked_on_the_interval_and_written_only_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_that_cannot_be_written_is_not_retried_at_every_look() {
     let c = cluster(Cms::start().await, Duration::from_secs(300)).await;
-    create(
-        &c.client,
-        "apis/keyward.dev/v1alpha1",
-        "cmsconnections",
-        Some("shop"),
-        json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "CmsConnection", "metadata": {"name": "main"},
-        "spec": {"endpoint": c.cms.url, "credentialsSecretRef": {"name": "cms-admin"}}}),
-    )
-    .await;
+    create_main(&c).await;
     wait_reason(&c, "main", "CredentialMissing").await;
     c.emu
         .fail_writes_to("cmsconnections", "main", 500, usize::MAX);

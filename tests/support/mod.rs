@@ -479,3 +479,15 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Policy `shop/site` with one reading key, `reader`, written to Secret `reader`: the CLI
+/// tests' smallest policy.
+pub const SITE_POLICY: &str = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: site, namespace: shop}
+spec:
+  keys:
+    - name: reader
+      defaultPermissions: [GET]
+      secret: {name: reader}
+";
