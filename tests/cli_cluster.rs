@@ -24,19 +24,30 @@ async fn cluster() -> (Emulator, tempfile::TempDir) {
     (emu, work)
 }
 
-/// `keyward ARGS --secrets-to kubernetes --kubeconfig kubeconfig` in `dir`, off the runtime
-/// that serves the emulator: (exit code, all it printed).
-async fn to_cluster(dir: &Path, args: &[&str]) -> (i32, String) {
-    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    all.extend(["--secrets-to", "kubernetes", "--kubeconfig", "kubeconfig"].map(String::from));
+/// `keyward ARGS` in `dir` with `env`, off the runtime that serves the emulator: (exit code,
+/// all it printed).
+async fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let (code, out, err, _) = keyward(&dir, &args, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (code, out, err, _) = keyward(&dir, &args, &env);
         (code, format!("{out}{err}"))
     })
     .await
     .unwrap()
+}
+
+/// `keyward ARGS --secrets-to kubernetes --kubeconfig kubeconfig` in `dir`.
+async fn to_cluster(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = args.to_vec();
+    all.extend(["--secrets-to", "kubernetes", "--kubeconfig", "kubeconfig"]);
+    run(dir, &all, &[]).await
 }
 
 fn secret(emu: &Emulator, name: &str) -> Option<Value> {
@@ -89,13 +100,7 @@ async fn apply_writes_secrets_to_the_cluster_in_the_operators_format_and_nothing
     // The same Secret as a file, for comparison: same labels, same annotations.
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("p.yaml"), POLICY).unwrap();
-    let (code, said) = tokio::task::spawn_blocking({
-        let d = files.path().to_owned();
-        move || keyward(&d, &["apply", "-f", "p.yaml"], &[])
-    })
-    .await
-    .map(|(c, o, e, _)| (c, format!("{o}{e}")))
-    .unwrap();
+    let (code, said) = run(files.path(), &["apply", "-f", "p.yaml"], &[]).await;
     assert_eq!(code, 0, "{said}");
     let file = std::fs::read_to_string(files.path().join(".keyward/secrets/shop.reader.yaml"));
     let file: Value = serde_yaml_ng::from_str(&file.unwrap()).unwrap();
@@ -279,13 +284,7 @@ async fn pruned_keys_lose_their_secrets_and_a_wrong_cluster_is_refused() {
 async fn secrets_applied_from_the_files_are_taken_over_as_they_are() {
     let (emu, work) = cluster().await;
     let w = work.path();
-    let (code, said) = tokio::task::spawn_blocking({
-        let d = w.to_owned();
-        move || keyward(&d, &["apply", "-f", "p.yaml"], &[])
-    })
-    .await
-    .map(|(c, o, e, _)| (c, format!("{o}{e}")))
-    .unwrap();
+    let (code, said) = run(w, &["apply", "-f", "p.yaml"], &[]).await;
     assert_eq!(code, 0, "{said}");
     // What `kubectl apply -f .keyward/secrets/` leaves: the file, and its copy in an
     // annotation.
@@ -323,46 +322,24 @@ async fn secrets_applied_from_the_files_are_taken_over_as_they_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_is_found_as_kubectl_finds_it() {
     let (emu, work) = cluster().await;
-    let w = work.path().to_owned();
-    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
-        let w = w.clone();
-        tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (code, out, err, _) = keyward(&w, args, &env);
-            (code, format!("{out}{err}"))
-        })
-    };
+    let w = work.path();
     let kubeconfig = w.join("kubeconfig").display().to_string();
-    let (code, said) = run(
-        &[
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    let with_context = |c: &'static str| {
+        [
             "apply",
             "-f",
             "p.yaml",
             "--secrets-to",
             "kubernetes",
             "--context",
-            "nope",
-        ],
-        vec![("KUBECONFIG", kubeconfig.clone())],
-    )
-    .await
-    .unwrap();
+            c,
+        ]
+    };
+    let (code, said) = run(w, &with_context("nope"), &env).await;
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("nope"), "{said}");
-    let (code, said) = run(
-        &[
-            "apply",
-            "-f",
-            "p.yaml",
-            "--secrets-to",
-            "kubernetes",
-            "--context",
-            "emu",
-        ],
-        vec![("KUBECONFIG", kubeconfig)],
-    )
-    .await
-    .unwrap();
+    let (code, said) = run(w, &with_context("emu"), &env).await;
     assert_eq!(code, 0, "{said}");
     assert!(secret(&emu, "reader").is_some());
     for usage in [
@@ -378,7 +355,7 @@ async fn the_cluster_is_found_as_kubectl_finds_it() {
         ],
         &["apply", "-f", "p.yaml", "--secrets-to", "vault"],
     ] {
-        let (code, said) = run(usage, vec![]).await.unwrap();
+        let (code, said) = run(w, usage, &[]).await;
         assert_eq!(code, 1, "{usage:?}: {said}");
     }
 }
