@@ -10,8 +10,9 @@ use crate::model::desired::{
     LABEL_POLICY_UID,
 };
 use crate::plan::{diff, render_text, Plan};
+use crate::policy::connection::Connection;
 use crate::policy::load::{self, ManifestSet};
-use crate::policy::validate::{self, ConnectionConfig};
+use crate::policy::validate;
 use crate::policy::ProviderKind;
 use crate::providers::reference::ReferenceCms;
 use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
@@ -281,7 +282,7 @@ fn secret_field(set: &ManifestSet, at: &crate::policy::SecretField) -> Option<Ve
 /// endpoint of its choosing.
 fn credential(
     set: &ManifestSet,
-    cfg: &ConnectionConfig,
+    cfg: &Connection,
     opts: &Options,
 ) -> Result<secrecy::SecretString, String> {
     let at = &cfg.secrets.credential;
@@ -325,11 +326,7 @@ fn same_endpoint(a: &str, b: &str) -> bool {
 }
 
 /// The CA a connection trusts: its CA Secret in the manifests, else `--ca-file`.
-fn ca_of(
-    set: &ManifestSet,
-    cfg: &ConnectionConfig,
-    opts: &Options,
-) -> Result<Option<Vec<u8>>, String> {
+fn ca_of(set: &ManifestSet, cfg: &Connection, opts: &Options) -> Result<Option<Vec<u8>>, String> {
     match &cfg.secrets.ca {
         Some(r) => secret_field(set, r)
             .map(Some)
@@ -350,7 +347,7 @@ async fn connect(
     id: &ConnectionId,
     state: &DesiredState,
     set: &ManifestSet,
-    cfg: Option<&ConnectionConfig>,
+    cfg: Option<&Connection>,
     opts: &Options,
 ) -> Result<Connected, GitopsError> {
     let fail = |message: String| GitopsError::Connection {

@@ -13,6 +13,7 @@ use super::dereference::{connection_of, resolve, DereferenceError};
 use super::status::{condition, merge, READY};
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
+use crate::policy::connection::{Admission, ConnectionError};
 use crate::policy::{ClusterCmsConnection, CmsConnection, ConnectionStatus, SecretsRead};
 use crate::providers::ProviderError;
 use futures::StreamExt;
@@ -70,7 +71,8 @@ impl Found {
 pub fn dereference_reason(e: &DereferenceError) -> &'static str {
     match e {
         DereferenceError::CaUnusable(_) => reason::CA_INVALID,
-        DereferenceError::EndpointNotAllowed { .. } | DereferenceError::InvalidEndpoint { .. } => {
+        DereferenceError::EndpointNotAllowed { .. }
+        | DereferenceError::Connection(ConnectionError::InvalidEndpoint { .. }) => {
             reason::ENDPOINT_NOT_ALLOWED
         }
         _ => reason::CREDENTIAL_MISSING,
@@ -96,7 +98,8 @@ pub fn provider_reason(e: &ProviderError) -> &'static str {
 
 /// Checks connection `id`: resolved from the stores, then one call to its CMS.
 pub async fn check(ctx: &Context, stores: &Stores, id: &ConnectionId) -> Found {
-    let conn = match resolve(ctx, stores, id.clone()).await {
+    // Not for a policy: whom it admits is the policies' concern.
+    let conn = match resolve(ctx, stores, id, "", Admission::NotNeeded).await {
         Ok(c) => c,
         Err(e) => return Found::not(dereference_reason(&e), &e),
     };

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +47,31 @@ pub struct Stores {
 /// it was read at; never a key value. Keyed by (policy uid, namespace, name, key field).
 pub type SecretObservations =
     Arc<Mutex<HashMap<(String, String, String, String), (String, crate::plan::ObservedSecret)>>>;
+
+/// The operator looks connections up in its reflector stores (no API call).
+impl crate::policy::connection::ConnectionLookup for Stores {
+    fn cms_connection(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<crate::policy::CmsConnectionSpec> {
+        let at = ObjectRef::new(name).within(namespace);
+        self.connections.get(&at).map(|c| c.spec.clone())
+    }
+
+    fn cluster_connection(&self, name: &str) -> Option<crate::policy::ClusterCmsConnectionSpec> {
+        let at = ObjectRef::new(name);
+        self.cluster_connections.get(&at).map(|c| c.spec.clone())
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let at = ObjectRef::new(namespace);
+        self.namespaces
+            .get(&at)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+}
 
 impl Stores {
     /// Waits until every store has had its first listing, so that "not found" means not there.

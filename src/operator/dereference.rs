@@ -6,8 +6,10 @@ use super::context::{Context, Stores};
 use super::status::StopReason;
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
-use crate::policy::validate::admits;
-use crate::policy::{ApiKeyPolicy, ConnectionKind, ProviderKind, SecretField};
+use crate::policy::connection::{
+    admits, connection_id, Admission, ConnectionError, ConnectionLookup,
+};
+use crate::policy::{ApiKeyPolicy, ProviderKind, SecretField};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -46,10 +48,10 @@ impl std::fmt::Debug for Conn {
 pub enum DereferenceError {
     #[error("spec.connectionRef is not set and the operator has no --default-connection")]
     NoConnection,
-    #[error("{0} does not exist")]
-    ConnectionNotFound(ConnectionId),
-    #[error("ClusterCmsConnection {name} does not admit namespace '{namespace}' (its namespaces and namespaceSelector)")]
-    ConnectionNotAllowed { name: String, namespace: String },
+    /// Missing, not admitting the namespace, no credential namespace, an endpoint keyward
+    /// never calls: what the CLI refuses too.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
     #[error("{0}")]
     NoCredentials(String),
     /// The CA Secret is missing, unlabelled, empty or too big (for policies, `NoCredentials`).
@@ -57,33 +59,25 @@ pub enum DereferenceError {
     CaUnusable(String),
     #[error("{}", .0.join("; "))]
     NotAllowed(Vec<String>),
-    #[error("CmsConnection {connection} (the operator's --default-connection) serves policies of namespace '{own}' only, not of '{namespace}'; share a connection with a ClusterCmsConnection, which admits namespaces")]
-    OtherNamespace {
-        connection: String,
-        own: String,
-        namespace: String,
-    },
     #[error("{connection}: its endpoint's host '{host}' is not among the operator's --allowed-endpoints")]
     EndpointNotAllowed { connection: String, host: String },
-    /// The endpoint itself is not one keyward calls (it is not repeated: it may hold a
-    /// password).
-    #[error("{connection}: the endpoint {reason}")]
-    InvalidEndpoint { connection: String, reason: String },
 }
 
 impl DereferenceError {
     pub fn reason(&self) -> StopReason {
         match self {
             Self::NoConnection => StopReason::NoConnection,
-            Self::ConnectionNotFound(_) => StopReason::ConnectionNotFound,
-            Self::ConnectionNotAllowed { .. } | Self::OtherNamespace { .. } => {
-                StopReason::ConnectionNotAllowed
-            }
+            Self::Connection(e) => match e {
+                ConnectionError::NotFound(_) => StopReason::ConnectionNotFound,
+                ConnectionError::NotAdmitted { .. } | ConnectionError::OtherNamespace { .. } => {
+                    StopReason::ConnectionNotAllowed
+                }
+                ConnectionError::NoCredentialNamespace { .. } => StopReason::NoCredentials,
+                ConnectionError::InvalidEndpoint { .. } => StopReason::EndpointNotAllowed,
+            },
             Self::NoCredentials(_) | Self::CaUnusable(_) => StopReason::NoCredentials,
             Self::NotAllowed(_) => StopReason::NotAllowed,
-            Self::EndpointNotAllowed { .. } | Self::InvalidEndpoint { .. } => {
-                StopReason::EndpointNotAllowed
-            }
+            Self::EndpointNotAllowed { .. } => StopReason::EndpointNotAllowed,
         }
     }
 }
@@ -93,28 +87,7 @@ pub fn connection_of(
     p: &ApiKeyPolicy,
     default: &Option<DefaultConnection>,
 ) -> Option<ConnectionId> {
-    let ns = p.namespace().unwrap_or_else(|| "default".into());
-    match (&p.spec.connection_ref, default) {
-        (Some(r), _) => Some(match r.kind {
-            ConnectionKind::CmsConnection => ConnectionId::CmsConnection {
-                namespace: ns,
-                name: r.name.clone(),
-            },
-            ConnectionKind::ClusterCmsConnection => ConnectionId::ClusterCmsConnection {
-                name: r.name.clone(),
-            },
-        }),
-        (None, Some(DefaultConnection::Namespaced { namespace, name })) => {
-            Some(ConnectionId::CmsConnection {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            })
-        }
-        (None, Some(DefaultConnection::Cluster { name })) => {
-            Some(ConnectionId::ClusterCmsConnection { name: name.clone() })
-        }
-        (None, None) => None,
-    }
+    connection_id(p, default.as_ref().map(DefaultConnection::id).as_ref())
 }
 
 /// Step 1: the policy's connection and credential, from the stores.
@@ -137,12 +110,6 @@ pub async fn dereference_to_revoke(
 pub fn previous_connection(p: &ApiKeyPolicy, current: &ConnectionId) -> Option<ConnectionId> {
     let recorded = p.status.as_ref()?.connection.as_ref()?.id();
     (recorded != *current).then_some(recorded)
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Admission {
-    Required,
-    NotNeeded,
 }
 
 /// The policy's connection; to revoke, the one its status says the keys are on.
@@ -172,94 +139,39 @@ async fn connect(
     };
     stores.ready().await;
     let id = connection_to_use(p, ctx, admission)?;
-    if admission == Admission::Required {
-        let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
-        admit(&stores, &id, policy_ns)?;
-    }
-    resolve(ctx, &stores, id).await
+    let policy_ns = p.namespace().unwrap_or_else(|| "default".into());
+    resolve(ctx, &stores, &id, &policy_ns, admission).await
 }
 
-/// Whether connection `id` admits policies of `policy_ns`: a namespaced connection is its
-/// namespace's own (only the operator's default can name one elsewhere); a cluster connection
-/// admits the namespaces it names or selects.
-fn admit(stores: &Stores, id: &ConnectionId, policy_ns: String) -> Result<(), DereferenceError> {
-    match id {
-        ConnectionId::CmsConnection { namespace, name } if *namespace != policy_ns => {
-            Err(DereferenceError::OtherNamespace {
-                connection: format!("{namespace}/{name}"),
-                own: namespace.clone(),
-                namespace: policy_ns,
-            })
-        }
-        ConnectionId::ClusterCmsConnection { name } => {
-            let c = stores
-                .cluster_connections
-                .get(&ObjectRef::new(name))
-                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
-            match admitted(stores, &c.spec, &policy_ns) {
-                true => Ok(()),
-                false => Err(DereferenceError::ConnectionNotAllowed {
-                    name: name.clone(),
-                    namespace: policy_ns,
-                }),
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Connection `id` with its credential and CA, from the stores (a Secret's data is read once
-/// per resourceVersion), its endpoint checked against the operator's rules.
+/// Connection `id` for a policy of `policy_ns` (see [`policy::connection::dereference`]), with
+/// its credential and CA from the stores (a Secret's data is read once per resourceVersion),
+/// its endpoint checked against the operator's `--allowed-endpoints`.
+///
+/// [`policy::connection::dereference`]: crate::policy::connection::dereference
 pub async fn resolve(
     ctx: &Context,
     stores: &Stores,
-    id: ConnectionId,
+    id: &ConnectionId,
+    policy_ns: &str,
+    admission: Admission,
 ) -> Result<Conn, DereferenceError> {
-    let mut allow = None;
-    let (provider, endpoint, secrets) = match &id {
-        ConnectionId::CmsConnection { namespace, name } => {
-            let c = stores
-                .connections
-                .get(&ObjectRef::new(name).within(namespace))
-                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
-            let s = &c.spec;
-            (s.provider, s.endpoint.clone(), s.secrets_read(namespace))
-        }
-        ConnectionId::ClusterCmsConnection { name } => {
-            let c = stores
-                .cluster_connections
-                .get(&ObjectRef::new(name))
-                .ok_or_else(|| DereferenceError::ConnectionNotFound(id.clone()))?;
-            let s = &c.spec;
-            let Some(secrets) = s.secrets_read() else {
-                return Err(DereferenceError::NoCredentials(format!(
-                    "ClusterCmsConnection {name} has no spec.credentialsSecretRef.namespace"
-                )));
-            };
-            allow = Some(s.allow.clone());
-            (s.provider, s.endpoint.clone(), secrets)
-        }
-        ConnectionId::Default => return Err(DereferenceError::NoConnection),
-    };
-    crate::model::check_endpoint(&endpoint).map_err(|reason| {
-        DereferenceError::InvalidEndpoint {
-            connection: id.to_string(),
-            reason,
-        }
-    })?;
-    endpoint_allowed(&ctx.config.allowed_endpoints, &id, &endpoint).await?;
-    let credential = credential(ctx, stores, &secrets.credential).await?.into();
-    let ca = match &secrets.ca {
+    if *id == ConnectionId::Default {
+        return Err(DereferenceError::NoConnection);
+    }
+    let c = crate::policy::connection::dereference(stores, id, policy_ns, admission)?;
+    endpoint_allowed(&ctx.config.allowed_endpoints, id, &c.endpoint).await?;
+    let credential = credential(ctx, stores, &c.secrets.credential).await?.into();
+    let ca = match &c.secrets.ca {
         Some(at) => Some(ca_pem(ctx, stores, at).await?),
         None => None,
     };
     Ok(Conn {
-        id,
-        provider,
-        endpoint,
+        id: c.id,
+        provider: c.provider,
+        endpoint: c.endpoint,
         credential,
         ca,
-        allow,
+        allow: c.allow,
     })
 }
 
@@ -358,17 +270,13 @@ pub fn within_ceilings(
     ))
 }
 
+/// Whether cluster connection `spec` admits `namespace`, by the namespace's labels in the store.
 pub(crate) fn admitted(
     stores: &Stores,
     spec: &crate::policy::ClusterCmsConnectionSpec,
     namespace: &str,
 ) -> bool {
-    let labels = stores
-        .namespaces
-        .get(&ObjectRef::new(namespace))
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default();
-    admits(spec, namespace, &labels)
+    admits(spec, namespace, &stores.namespace_labels(namespace))
 }
 
 /// The most a credential may hold: 16 KiB (a token, a password; a key pair would be less).

@@ -42,6 +42,19 @@ pub enum DefaultConnection {
     Cluster { name: String },
 }
 
+impl DefaultConnection {
+    pub fn id(&self) -> crate::model::desired::ConnectionId {
+        use crate::model::desired::ConnectionId;
+        match self {
+            Self::Namespaced { namespace, name } => ConnectionId::CmsConnection {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
+            Self::Cluster { name } => ConnectionId::ClusterCmsConnection { name: name.clone() },
+        }
+    }
+}
+
 impl std::str::FromStr for DefaultConnection {
     type Err = String;
     /// `CmsConnection/NAMESPACE/NAME` or `ClusterCmsConnection/NAME`.

@@ -31,6 +31,7 @@ use super::secrets::KubeSecrets;
 use super::status::StopReason;
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
+use crate::policy::connection::ConnectionError;
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy};
 use crate::providers::http::in_reconcile;
 use crate::providers::{CmsProvider, ProviderError};
@@ -408,7 +409,9 @@ async fn leave_previous_connection(
     let revoked = match revoke_all(p, ctx).await {
         Ok(n) => n,
         // Gone, with its credential: nothing can revoke them now; say so once and move on.
-        Err(ReconcileError::Cleanup(e @ DereferenceError::ConnectionNotFound(_))) => {
+        Err(ReconcileError::Cleanup(
+            e @ DereferenceError::Connection(ConnectionError::NotFound(_)),
+        )) => {
             let note =
                 format!("the keys on {previous} were not revoked: {e}; revoke them in the CMS");
             publish(ctx, p, EventType::Warning, "KeysLeft", &note).await;
@@ -823,24 +826,30 @@ mod tests {
         let cases = [
             (DereferenceError::NoConnection, "NoConnection"),
             (
-                DereferenceError::ConnectionNotFound(ConnectionId::Default),
+                ConnectionError::NotFound(ConnectionId::Default).into(),
                 "ConnectionNotFound",
             ),
             (
-                DereferenceError::ConnectionNotAllowed {
+                ConnectionError::NotAdmitted {
                     name: "c".into(),
                     namespace: "ns".into(),
-                },
+                }
+                .into(),
                 "ConnectionNotAllowed",
+            ),
+            (
+                ConnectionError::NoCredentialNamespace { name: "c".into() }.into(),
+                "NoCredentials",
             ),
             (DereferenceError::NoCredentials("c".into()), "NoCredentials"),
             (DereferenceError::NotAllowed(vec![]), "NotAllowed"),
             (
-                DereferenceError::OtherNamespace {
+                ConnectionError::OtherNamespace {
                     connection: "c".into(),
                     own: "a".into(),
                     namespace: "b".into(),
-                },
+                }
+                .into(),
                 "ConnectionNotAllowed",
             ),
             (
@@ -851,10 +860,11 @@ mod tests {
                 "EndpointNotAllowed",
             ),
             (
-                DereferenceError::InvalidEndpoint {
+                ConnectionError::InvalidEndpoint {
                     connection: "c".into(),
                     reason: "r".into(),
-                },
+                }
+                .into(),
                 "EndpointNotAllowed",
             ),
         ];

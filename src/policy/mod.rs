@@ -1,6 +1,7 @@
 //! The custom resources and their offline validation.
 
 pub mod ceilings;
+pub mod connection;
 pub mod duration;
 pub mod load;
 pub mod locate;

@@ -1,13 +1,11 @@
 //! Offline validation: every rule of the seeds that needs no CMS, checked before any call, with
 //! the manifest, the object, the field path and the reason.
 
+use super::connection::{connection_id, dereference, Admission, Connection, ConnectionError};
 use super::duration;
 use super::load::{ManifestSet, Origin, Sourced};
 use super::locate::FieldMap;
-use super::{
-    ApiKeyPolicy, ApiKeyPolicySpec, ClusterCmsConnectionSpec, ConnectionKind, ManagementPolicy,
-    ProviderKind,
-};
+use super::{ApiKeyPolicy, ApiKeyPolicySpec, ConnectionKind, ManagementPolicy, ProviderKind};
 use crate::model::capabilities::{Capabilities, Lifetimes};
 use crate::model::desired::{
     ConnectionId, DesiredKey, DesiredSettings, DesiredState, PolicyId, PolicySettings,
@@ -61,21 +59,11 @@ const MAX_OVERLAP: SignedDuration = crate::model::days(30);
 /// Secret before the old value stops working.
 pub const DEFAULT_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_mins(15);
 
-/// How a connection is reached, as a manifest declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionConfig {
-    pub provider: ProviderKind,
-    pub endpoint: String,
-    /// Its credential Secret and the Secret with its private CA, if any.
-    pub secrets: super::SecretsRead,
-    pub plan: Option<Plan>,
-}
-
 /// What a valid set of manifests asks for, per connection.
 #[derive(Clone, Debug, Default)]
 pub struct Resolved {
     pub desired: BTreeMap<ConnectionId, DesiredState>,
-    pub connections: BTreeMap<ConnectionId, ConnectionConfig>,
+    pub connections: BTreeMap<ConnectionId, Connection>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -654,19 +642,6 @@ fn metadata_problems(
     out
 }
 
-/// Whether a cluster connection's namespace conditions admit `namespace` (with its labels).
-pub fn admits(
-    spec: &ClusterCmsConnectionSpec,
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    spec.namespaces.iter().any(|n| n == namespace)
-        || spec
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|s| selector_matches(s, labels))
-}
-
 /// The keys on ClusterCmsConnection `name` of `p` and of the policies of its namespace before it
 /// in the manifests (for `maxKeysPerNamespace`: the policy that goes over it is refused, not
 /// the ones that were there first).
@@ -757,7 +732,6 @@ pub fn resolve(
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut resolved = Resolved::default();
-    let ns_labels = namespace_labels(set);
     diags.extend(connection_endpoints(set));
     let mut secret_owner: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut policy_names = BTreeSet::new();
@@ -773,11 +747,7 @@ pub fn resolve(
             cx.error("metadata.name", "this policy is declared twice");
         }
         check_secret_owners(&id, &keys, &mut secret_owner, &mut cx);
-        let lookup = Lookup {
-            set,
-            ns_labels: &ns_labels,
-        };
-        let conn = policy_connection(&lookup, p, &id, &mut resolved.connections, &mut cx);
+        let conn = policy_connection(set, p, &id, &mut resolved.connections, &mut cx);
         let provider = match &conn {
             Some(ConnectionId::Default) => Some(default_provider),
             Some(c) => resolved.connections.get(c).map(|c| c.provider),
@@ -812,19 +782,6 @@ pub fn resolve(
     Ok(resolved)
 }
 
-/// Each namespace's labels, for the namespace selectors of cluster connections.
-fn namespace_labels(set: &ManifestSet) -> BTreeMap<String, BTreeMap<String, String>> {
-    set.namespaces
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n.object.metadata.name.clone()?,
-                n.object.metadata.labels.clone().unwrap_or_default(),
-            ))
-        })
-        .collect()
-}
-
 /// One Secret, one policy: a Secret another policy of the run writes already is refused.
 fn check_secret_owners(
     id: &PolicyId,
@@ -849,114 +806,49 @@ fn check_secret_owners(
     }
 }
 
-/// What the manifests hold that a policy's connection is looked up in.
-struct Lookup<'a> {
-    set: &'a ManifestSet,
-    ns_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
-}
-
 /// The connection a policy uses (recorded in `connections`), or `None` when it cannot have
-/// one (said in `cx`, unless what it names could not be loaded and was reported already).
+/// one (said in `cx`, unless what it names could not be loaded, or its endpoint is wrong: both
+/// are reported already). A shared connection's ceilings are checked here too.
 fn policy_connection(
-    lookup: &Lookup<'_>,
+    set: &ManifestSet,
     p: &Sourced<ApiKeyPolicy>,
     id: &PolicyId,
-    connections: &mut BTreeMap<ConnectionId, ConnectionConfig>,
+    connections: &mut BTreeMap<ConnectionId, Connection>,
     cx: &mut Ctx<'_>,
 ) -> Option<ConnectionId> {
-    let Some(r) = &p.object.spec.connection_ref else {
-        return Some(ConnectionId::Default);
-    };
-    let set = lookup.set;
-    match r.kind {
-        ConnectionKind::CmsConnection => {
-            let found = set.connections.iter().find(|c| {
-                c.object.metadata.name.as_deref() == Some(&r.name)
-                    && c.object.metadata.namespace.as_deref().unwrap_or("default") == id.namespace
-            });
-            let Some(c) = found else {
-                if !set.failed_to_load("CmsConnection", Some(&id.namespace), &r.name) {
-                    cx.error("spec.connectionRef", format!("CmsConnection {}/{} is not in the manifests (a policy may only use a connection in its own namespace)", id.namespace, r.name));
+    let cid = connection_id(&p.object, Some(&ConnectionId::Default))?;
+    if cid == ConnectionId::Default {
+        return Some(cid);
+    }
+    let c = match dereference(set, &cid, &id.namespace, Admission::Required) {
+        Ok(c) => c,
+        Err(ConnectionError::NotFound(_)) => {
+            let (kind, ns, name) = match &cid {
+                ConnectionId::CmsConnection { namespace, name } => {
+                    ("CmsConnection", Some(namespace.as_str()), name)
                 }
-                return None;
+                ConnectionId::ClusterCmsConnection { name } => ("ClusterCmsConnection", None, name),
+                ConnectionId::Default => return None,
             };
-            let cid = ConnectionId::CmsConnection {
-                namespace: id.namespace.clone(),
-                name: r.name.clone(),
-            };
-            let s = &c.object.spec;
-            connections.insert(
-                cid.clone(),
-                ConnectionConfig {
-                    provider: s.provider,
-                    endpoint: s.endpoint.clone(),
-                    secrets: s.secrets_read(&id.namespace),
-                    plan: s.plan,
-                },
-            );
-            Some(cid)
+            if !set.failed_to_load(kind, ns, name) {
+                cx.error("spec.connectionRef", format!("{cid} is not in the manifests (a policy may only use a CmsConnection of its own namespace)"));
+            }
+            return None;
         }
-        ConnectionKind::ClusterCmsConnection => {
-            cluster_connection(lookup, p, id, &r.name, connections, cx)
+        Err(ConnectionError::InvalidEndpoint { .. }) => return None,
+        Err(e) => {
+            cx.error("spec.connectionRef", e.to_string());
+            return None;
+        }
+    };
+    if let (Some(allow), ConnectionId::ClusterCmsConnection { name }) = (&c.allow, &cid) {
+        let keys_here = keys_on_cluster_connection(set, p, name);
+        for (path, reason) in super::ceilings::over_ceilings(allow, name, &p.object.spec, keys_here)
+        {
+            cx.error(path, reason);
         }
     }
-}
-
-/// A policy's ClusterCmsConnection `name`: it must admit the policy's namespace, the policy
-/// must stay within its ceilings, and it must name its credential's namespace.
-fn cluster_connection(
-    lookup: &Lookup<'_>,
-    p: &Sourced<ApiKeyPolicy>,
-    id: &PolicyId,
-    name: &str,
-    connections: &mut BTreeMap<ConnectionId, ConnectionConfig>,
-    cx: &mut Ctx<'_>,
-) -> Option<ConnectionId> {
-    let set = lookup.set;
-    let found = set
-        .cluster_connections
-        .iter()
-        .find(|c| c.object.metadata.name.as_deref() == Some(name));
-    let Some(c) = found else {
-        if !set.failed_to_load("ClusterCmsConnection", None, name) {
-            cx.error(
-                "spec.connectionRef",
-                format!("ClusterCmsConnection {name} is not in the manifests"),
-            );
-        }
-        return None;
-    };
-    let empty = BTreeMap::new();
-    let labels = lookup.ns_labels.get(&id.namespace).unwrap_or(&empty);
-    if !admits(&c.object.spec, &id.namespace, labels) {
-        cx.error("spec.connectionRef", format!("ClusterCmsConnection {name} does not admit namespace '{}' (see its namespaces and namespaceSelector)", id.namespace));
-        return None;
-    }
-    let s = &c.object.spec;
-    let keys_here = keys_on_cluster_connection(set, p, name);
-    for (path, reason) in super::ceilings::over_ceilings(&s.allow, name, &p.object.spec, keys_here)
-    {
-        cx.error(path, reason);
-    }
-    let Some(secrets) = s.secrets_read() else {
-        cx.error(
-            "spec.connectionRef",
-            format!("ClusterCmsConnection {name} has no spec.credentialsSecretRef.namespace"),
-        );
-        return None;
-    };
-    let cid = ConnectionId::ClusterCmsConnection {
-        name: name.to_owned(),
-    };
-    connections.insert(
-        cid.clone(),
-        ConnectionConfig {
-            provider: s.provider,
-            endpoint: s.endpoint.clone(),
-            secrets,
-            plan: s.plan,
-        },
-    );
+    connections.insert(cid.clone(), c);
     Some(cid)
 }
 
