@@ -313,7 +313,7 @@ fn key_bucket(id: &str) -> u64 {
     u64::from_str_radix(id, 16).unwrap_or_default()
 }
 
-fn owner_role(svc: &Service, entry: &KeyEntry) -> Result<super::service::Role, CmsError> {
+fn owner_role(svc: &Service, entry: &KeyEntry) -> Result<super::rights::Role, CmsError> {
     let owner = entry.record.spec.owner.as_deref().unwrap_or_default();
     svc.member_role(owner).ok_or_else(|| {
         CmsError::Unauthorized("the owner of this personal key is no longer a member".into())

@@ -4,9 +4,7 @@
 use super::store::StoreError;
 use crate::model::SpecError;
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -30,7 +28,7 @@ pub enum CmsError {
     Forbidden(String),
     /// The caller would hand out (or touch) a right it does not hold itself.
     #[error("refused: this would need {0}, which the caller does not hold")]
-    Escalation(super::rights::Missing),
+    Escalation(Missing),
     #[error("too many requests; retry in {}s", .0.as_secs().max(1))]
     RateLimited(Duration),
     /// One entry would grow past what an entry may hold.
@@ -53,8 +51,8 @@ pub enum CmsError {
     Aborted(String),
 }
 
-impl From<super::rights::Missing> for CmsError {
-    fn from(m: super::rights::Missing) -> CmsError {
+impl From<Missing> for CmsError {
+    fn from(m: Missing) -> CmsError {
         CmsError::Escalation(m)
     }
 }
@@ -158,37 +156,10 @@ pub fn status_body(status: StatusCode, message: Option<String>) -> Value {
     json!({"error": status_code_name(status), "message": message})
 }
 
-/// Middleware: every error answer is JSON with an `error` field, also the ones the router and
-/// its extractors make (404, 405, 413, a query that does not parse), and never repeats the
-/// credential the request presented.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let presented = super::auth::presented_key(req.headers()).map(str::to_owned);
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if status.as_u16() < 400 || is_json {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 4096)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
-    let text = match presented.filter(|p| !p.is_empty()) {
-        Some(p) => text.replace(&p, "…"),
-        None => text,
-    };
-    let body = status_body(status, Some(text)).to_string();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(body))
-}
+/// A right the caller would need and does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Missing(pub String);
 
 /// A handler that panicked answers 500 in JSON (and the connection lives on); what panicked is
 /// logged, not sent.

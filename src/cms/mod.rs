@@ -414,7 +414,7 @@ pub fn router(ctx: Arc<Ctx>, max_body: usize) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn(server::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::PanicAnswer,
         ))

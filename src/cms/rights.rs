@@ -6,13 +6,26 @@
 //! management permissions and the environments it may act in. `covers` compares two holders
 //! right by right and names the first right that is missing.
 
-use super::service::Role;
+use super::error::Missing;
 use crate::model::{
     ContentOp, ContentPermission, KeyKind, KeySpec, ManagementPermission, PermSet, Scope,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything one key, role or token may do.
+/// A role: the content and management rights of the members who hold it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Role {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub content_permissions: Vec<ContentPermission>,
+    #[serde(default)]
+    pub management_permissions: Vec<ManagementPermission>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rights {
     /// Content rights on every API that has no entry in `per_api`.
@@ -256,11 +269,6 @@ impl Rights {
         })
     }
 }
-
-/// A right the caller would need and does not hold.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Missing(pub String);
 
 #[cfg(test)]
 mod tests {

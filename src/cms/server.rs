@@ -576,6 +576,41 @@ fn json_error_answer(head: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// Middleware: every error answer is JSON with an `error` field, also the ones the router and
+/// its extractors make (404, 405, 413, a query that does not parse), and never repeats the
+/// credential the request presented.
+pub async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let presented = super::auth::presented_key(req.headers()).map(str::to_owned);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let text = match presented.filter(|p| !p.is_empty()) {
+        Some(p) => text.replace(&p, "…"),
+        None => text,
+    };
+    let body = super::error::status_body(status, Some(text)).to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,79 +3,9 @@
 //! shared admin credential, a management key, a `*` key, another team's APIs or public write
 //! access. Without `spec.allow`, a connection admits content keys only.
 
-use super::types::{ApiKeyPolicySpec, KeyDecl};
-use crate::model::{KeyKind, KeyType, ManagementPermission, Scope};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-/// `ClusterCmsConnection.spec.allow`. A policy that declares more is refused whole
-/// (`NotAllowed`), by the operator and by `keyward plan` alike.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Allow {
-    /// Key kinds (default: content only).
-    #[serde(default = "content_only")]
-    pub kinds: Vec<KeyKind>,
-    /// Key types (default: both).
-    #[serde(default = "both_types")]
-    pub types: Vec<KeyType>,
-    /// Scopes (default: every scope but `*`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<Scope>>,
-    /// Management permissions (default: none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub management_permissions: Vec<ManagementPermission>,
-    /// APIs by name or pattern (`shop-*`; default: all). Under it, rights that reach every API
-    /// are refused: `defaultPermissions`, every scope (the content scopes, and `export:write`,
-    /// `cache:purge`, `webhooks:write`, which act on every API), and the management permissions
-    /// that reach every API (`content:*`, `settings:manage`, `members:manage`); public
-    /// endpoints must name an API inside it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apis: Option<Vec<String>>,
-    /// Environments (default: all). Under it, a key must list its environments, and public
-    /// endpoints (which answer in every environment) are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environments: Option<Vec<String>>,
-    /// Whether policies may make APIs public (default: no), within `apis`.
-    #[serde(default)]
-    pub public_endpoints: bool,
-    /// The members whose personal keys policies may declare, by name or pattern (default:
-    /// none): a personal key holds its owner's role, so naming an administrator would hand out
-    /// the administrator's rights.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub owners: Vec<String>,
-    /// Whether policies may add CORS origins (default: no).
-    #[serde(default)]
-    pub cors: bool,
-    /// At most this many keys per namespace on this connection (default: no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_keys_per_namespace: Option<u32>,
-}
-
-fn content_only() -> Vec<KeyKind> {
-    vec![KeyKind::Content]
-}
-
-fn both_types() -> Vec<KeyType> {
-    vec![KeyType::Public, KeyType::Service]
-}
-
-impl Default for Allow {
-    fn default() -> Self {
-        Allow {
-            kinds: content_only(),
-            types: both_types(),
-            scopes: None,
-            management_permissions: Vec::new(),
-            apis: None,
-            environments: None,
-            public_endpoints: false,
-            owners: Vec::new(),
-            cors: false,
-            max_keys_per_namespace: None,
-        }
-    }
-}
+use super::types::{Allow, ApiKeyPolicySpec, KeyDecl};
+use crate::model::Scope;
+use serde::Serialize;
 
 /// `*` matches any run of characters; everything else matches itself.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
@@ -333,6 +263,7 @@ fn settings_over(allow: &Allow, spec: &ApiKeyPolicySpec, r: &mut Refusals) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KeyKind;
 
     #[test]
     fn globs() {

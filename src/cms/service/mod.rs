@@ -9,6 +9,7 @@ use super::content::{Entry, Filter, Search};
 use super::error::CmsError;
 use super::keys::KeyRecord;
 use super::rights::Rights;
+pub use super::rights::Role;
 use super::secret::{new_key_id, random_token, RawKey};
 use super::store::{DocTable, Store, StoreError};
 use super::verifier::{KeyEntry, StoredHash, Verifier};
@@ -52,18 +53,6 @@ pub struct Member {
     pub name: String,
     pub role: String,
     pub created_at: Timestamp,
-}
-
-/// A role: the content and management rights of the members who hold it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Role {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub content_permissions: Vec<ContentPermission>,
-    #[serde(default)]
-    pub management_permissions: Vec<ManagementPermission>,
 }
 
 /// Fields a `PATCH /v1/keys/{id}` may change; absent fields stay as they are.

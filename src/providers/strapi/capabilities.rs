@@ -1,10 +1,14 @@
 //! What Strapi's API-token model can hold, for the validator: everything else is refused by field,
 //! with these reasons, before any call.
 
-use super::mapping::{DESCRIPTION_MAX, LIFESPAN_DAYS};
 use super::tag::compose_description;
 use crate::model::capabilities::{Capabilities, Lifetimes};
 use crate::model::{KeySpec, Scope};
+
+/// Strapi's lifespans besides unlimited (its `API_TOKEN_LIFESPANS`).
+pub const LIFESPAN_DAYS: [i64; 3] = [7, 30, 90];
+/// Strapi stores a description as a `string` attribute: 255 characters on SQL databases.
+pub const DESCRIPTION_MAX: usize = 255;
 
 pub const CAPABILITIES: Capabilities = Capabilities {
     provider: "strapi",

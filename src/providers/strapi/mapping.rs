@@ -12,7 +12,7 @@
 //! The canonical form of a spec is `decode(encode(spec))`: what Strapi will report back. Plans
 //! compare canonical desired specs with decoded live tokens, so like is compared with like.
 
-use super::capabilities::{description_fits, CAPABILITIES};
+use super::capabilities::{description_fits, CAPABILITIES, LIFESPAN_DAYS};
 use super::catalog::{action_name, api_list, Catalog};
 use super::tag::{compose_description, parse_description};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
@@ -22,11 +22,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 pub const PROVIDER: &str = "strapi";
-/// Strapi's lifespans besides unlimited (its `API_TOKEN_LIFESPANS`).
-pub const LIFESPAN_DAYS: [i64; 3] = [7, 30, 90];
 const DAY_MS: i64 = 86_400_000;
-/// Strapi stores a description as a `string` attribute: 255 characters on SQL databases.
-pub const DESCRIPTION_MAX: usize = 255;
 /// Marks a live token that holds rights keyward cannot express, so the plan shows it as drift.
 pub const LABEL_UNEXPRESSED: &str = "strapi.keyward.dev/unexpressed";
 
@@ -315,6 +311,7 @@ pub fn decode(token: &Value, catalog: &Catalog) -> Result<LiveKey, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::capabilities::DESCRIPTION_MAX;
     use super::super::tag::parse_description;
     use super::*;
     use crate::model::desired::LABEL_POLICY_UID;
