@@ -530,7 +530,8 @@ async fn restarting_the_operator_loses_and_duplicates_nothing() {
         .get("b")
         .await
         .unwrap();
-    let named = b.metadata.annotations.unwrap_or_default()[keyward::engine::ANN_KEY_ID].clone();
+    let named =
+        b.metadata.annotations.unwrap_or_default()[keyward::model::secret::ANN_KEY_ID].clone();
     let b_ids: Vec<&String> = ids
         .iter()
         .filter(|id| **id == named || **id == lost)

@@ -7,139 +7,21 @@
 //! regenerates it again. The error says what was done and what was not.
 
 pub mod clock;
-pub mod secrets_dir;
+pub mod observe;
 
 pub use clock::Clock;
 
-use crate::model::desired::{DesiredKey, PolicyId, SecretTarget};
-use crate::model::template::render_template;
+use crate::model::desired::{DesiredKey, SecretTarget};
+use crate::model::secret::{ObservedSecret, ObservedSecrets, SecretMaterial};
 use crate::model::KeyValue;
-use crate::plan::{secret_spec_hash, Action, ObservedSecret, ObservedSecrets, Plan};
+use crate::plan::{Action, Plan};
 use crate::providers::{CmsProvider, LiveKey, ProviderError, Regeneration};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeMap;
-use std::fmt;
 
 /// How many times a generated value's Secret write is tried before the key is given up.
 pub const SECRET_WRITE_ATTEMPTS: usize = 3;
-
-pub const ANN_KEY_ID: &str = "keyward.dev/key-id";
-pub const ANN_KEY_VERSION: &str = "keyward.dev/key-version";
-pub const ANN_FINGERPRINT: &str = "keyward.dev/fingerprint";
-pub const ANN_SPEC_HASH: &str = "keyward.dev/spec-hash";
-pub const ANN_CONTENT_HASH: &str = "keyward.dev/content-hash";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_SECRET_POLICY: &str = "keyward.dev/policy";
-
-/// Everything a Secret holds for one key. Debug hides the value and the data.
-#[derive(Clone)]
-pub struct SecretMaterial {
-    pub target: SecretTarget,
-    pub policy: PolicyId,
-    pub key_id: String,
-    pub value: KeyValue,
-    /// Data fields, rendered (the value under the key field).
-    pub data: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    /// keyward's annotations (key id and version, fingerprint, hashes) and the target's.
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for SecretMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretMaterial")
-            .field("secret", &format_args!("{}", self.target))
-            .field("key_id", &self.key_id)
-            .field("value", &self.value)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SecretMaterial {
-    /// Builds the Secret content for `key` holding `value` of the live key `live`.
-    pub fn new(
-        key: &DesiredKey,
-        live: &LiveKey,
-        value: KeyValue,
-        endpoint: &str,
-    ) -> SecretMaterial {
-        let version = live.version();
-        let vars = BTreeMap::from([
-            ("endpoint", endpoint.to_owned()),
-            ("keyId", live.id.clone()),
-            ("keyName", live.spec.name.clone()),
-            (
-                "expiresAt",
-                live.expires_at()
-                    .map(crate::model::rfc3339)
-                    .unwrap_or_default(),
-            ),
-        ]);
-        let mut data: BTreeMap<String, String> = key
-            .secret
-            .extra_fields
-            .iter()
-            .map(|(k, t)| (k.clone(), render_template(t, &vars)))
-            .collect();
-        data.insert(key.secret.key_field.clone(), value.expose().to_owned());
-        let content_hash = content_hash(&data);
-        let mut labels = key.secret.labels.clone();
-        labels.insert(LABEL_MANAGED_BY.into(), "keyward".into());
-        labels.insert(LABEL_SECRET_POLICY.into(), key.policy.name.clone());
-        let mut annotations = key.secret.annotations.clone();
-        annotations.insert(ANN_KEY_ID.into(), live.id.clone());
-        annotations.insert(ANN_KEY_VERSION.into(), version.clone());
-        annotations.insert(ANN_FINGERPRINT.into(), value.fingerprint());
-        annotations.insert(
-            ANN_SPEC_HASH.into(),
-            secret_spec_hash(&key.secret, &live.id, &version, endpoint),
-        );
-        annotations.insert(ANN_CONTENT_HASH.into(), content_hash);
-        SecretMaterial {
-            target: key.secret.clone(),
-            policy: key.policy.clone(),
-            key_id: live.id.clone(),
-            value,
-            data,
-            labels,
-            annotations,
-        }
-    }
-}
-
-/// A hash of a Secret's data fields, kept in an annotation so hand edits are noticed.
-pub fn content_hash(data: &BTreeMap<String, String>) -> String {
-    let mut fields = Vec::new();
-    for (k, v) in data {
-        fields.extend_from_slice(k.as_bytes());
-        fields.push(0);
-        fields.extend_from_slice(v.as_bytes());
-        fields.push(0);
-    }
-    crate::model::short_hash(&fields, 12)
-}
-
-/// What a Secret written by keyward says about itself, checked against its data: the value counts
-/// only if its fingerprint matches, and the other fields only if the content hash does.
-pub fn observed_from(
-    annotations: &BTreeMap<String, String>,
-    data: &BTreeMap<String, String>,
-    key_field: &str,
-) -> ObservedSecret {
-    let value_ok = data.get(key_field).is_some_and(|v| {
-        !v.is_empty() && annotations.get(ANN_FINGERPRINT) == Some(&crate::model::fingerprint(v))
-    });
-    ObservedSecret {
-        key_id: annotations.get(ANN_KEY_ID).cloned(),
-        key_version: annotations.get(ANN_KEY_VERSION).cloned(),
-        spec_hash: annotations.get(ANN_SPEC_HASH).cloned(),
-        has_value: value_ok,
-        content_intact: annotations.get(ANN_CONTENT_HASH) == Some(&content_hash(data)),
-        fingerprint: annotations.get(ANN_FINGERPRINT).cloned(),
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("Secret {namespace}/{name}: {detail}")]
@@ -625,4 +507,4 @@ pub fn rotation_due(key: &DesiredKey, live: &LiveKey) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,14 +2,15 @@
 //! reports, how Secret writes are retried, and what happens to a value whose write fails.
 
 use super::*;
+use crate::model::secret::*;
 use crate::model::{ContentOp, KeySpec};
 use crate::plan::testkit::{desired, desired_with, live_of, now, settings_actions, ENDPOINT};
-use crate::plan::{ObservedSecret, Plan};
+use crate::plan::Plan;
 use crate::providers::{CallStats, IssuedKey, LiveSettings};
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub(super) const VALUE: &str = "kw_0123456789abcdef_value";
+pub(crate) const VALUE: &str = "kw_0123456789abcdef_value";
 
 /// A CMS in memory: keys by id; records every call; can be told to fail some.
 #[derive(Default)]
@@ -286,7 +287,7 @@ fn assert_about(expected: Timestamp, at: Timestamp) {
 }
 
 /// Key k of the fixture policy (with `extra` in its spec) as its Secret holds it.
-pub(super) fn material(extra: &str) -> SecretMaterial {
+pub(crate) fn material(extra: &str) -> SecretMaterial {
     let d = desired_with("", extra);
     SecretMaterial::new(
         &d.keys[0],
@@ -337,7 +338,7 @@ fn secret_material_holds_the_value_templates_labels_and_annotations() {
     assert_eq!(m.annotations[ANN_FINGERPRINT], "sha256:95ee7510c4e92bcb");
     assert_eq!(
         m.annotations[ANN_SPEC_HASH],
-        crate::plan::secret_spec_hash(&m.target, "id1", "2030-01-01T00:00:00.000000Z", ENDPOINT)
+        secret_spec_hash(&m.target, "id1", "2030-01-01T00:00:00.000000Z", ENDPOINT)
     );
     assert_eq!(m.annotations[ANN_CONTENT_HASH], content_hash(&m.data));
 }
@@ -983,7 +984,7 @@ async fn an_interrupted_replace_is_finished_by_the_next_plan() {
         let mut live = live_of(&d, now());
         live.spec.key_type = crate::model::KeyType::Service;
         let (cms, sink) = (FakeCms::with(&[live]), MemSink::default());
-        let plan_now = |cms: &FakeCms, observed: crate::plan::ObservedSecrets| {
+        let plan_now = |cms: &FakeCms, observed: ObservedSecrets| {
             let live = cms.keys.lock().values().cloned().collect::<Vec<_>>();
             crate::plan::diff(
                 &d,
@@ -1073,7 +1074,7 @@ async fn observe_secrets_reads_each_desired_secret() {
 /// error or a result, never a panic (a panic in a reconcile would stop every tenant's).
 mod hostile_times {
     use super::*;
-    use crate::plan::{diff, ObservedSecrets};
+    use crate::plan::diff;
     use crate::policy::load::load_str;
     use crate::policy::validate::resolve;
     use crate::policy::ProviderKind;

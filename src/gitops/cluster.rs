@@ -8,12 +8,12 @@
 //! run; a run whose Lease was taken from it (renewals failed past its term) stops before its
 //! next write.
 
-use crate::engine::secrets_dir::{goes, GoneKeys, KeySecretFile};
-use crate::engine::{SecretMaterial, SecretSink, SinkError, LABEL_MANAGED_BY};
+use crate::engine::{SecretSink, SinkError};
+use crate::gitops::secrets_dir::{goes, GoneKeys, KeySecretFile};
 use crate::model::desired::SecretTarget;
+use crate::model::secret::{written_by_keyward, ObservedSecret, SecretMaterial};
 use crate::model::KeyValue;
 use crate::operator::secrets::KubeSecrets;
-use crate::plan::ObservedSecret;
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -168,7 +168,7 @@ impl ClusterSecrets {
         gone: &GoneKeys,
     ) -> Result<Vec<KeySecretFile>, ClusterError> {
         let mut found = Vec::new();
-        let lp = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=keyward"));
+        let lp = ListParams::default().labels(&written_by_keyward());
         for ns in namespaces {
             let api = Api::<Secret>::namespaced(self.inner.client.clone(), ns);
             let list = api.list(&lp).await.map_err(|e| ClusterError::Api {

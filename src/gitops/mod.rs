@@ -3,19 +3,17 @@
 //! `KEYWARD_CMS_TOKEN`, or, with neither, from an embedded reference CMS on a local data directory.
 
 use crate::cms::{self, CmsConfig, RunningCms};
-use crate::engine::secrets_dir::{KeySecretFile, ALREADY_GONE};
-use crate::engine::{observe_secrets, ApplyError, ApplyReport, Clock, Engine};
-use crate::model::desired::{
-    ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
-    LABEL_POLICY_UID,
-};
-use crate::plan::{diff, render_text, Plan};
+use crate::engine::observe::{observe, plan, ObserveError, Observed, Reach};
+use crate::engine::{ApplyError, ApplyReport, Clock, Engine};
+use crate::gitops::secrets_dir::{KeySecretFile, ALREADY_GONE};
+use crate::model::desired::{ConnectionId, DesiredState};
+use crate::plan::{render_text, Plan};
 use crate::policy::connection::Connection;
 use crate::policy::load::{self, ManifestSet};
 use crate::policy::validate;
 use crate::policy::ProviderKind;
 use crate::providers::reference::ReferenceCms;
-use crate::providers::{express_state, CmsProvider, ExpressError, ProviderError};
+use crate::providers::{CmsProvider, ProviderError};
 use base64::Engine as _;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -23,6 +21,7 @@ use std::path::PathBuf;
 
 pub mod cluster;
 pub mod saved;
+pub mod secrets_dir;
 mod store;
 
 pub use store::SecretsTo;
@@ -711,32 +710,21 @@ async fn plan_connection(
         })
     };
     let p = conn.provider.as_ref();
-    let state = &match express_state(p, state).await {
-        Ok(s) => s,
-        Err(ExpressError::Refused(msgs)) => return Err(Failure::Other(GitopsError::Invalid(msgs))),
-        Err(ExpressError::Provider(e)) => return Err(provider_err(e)),
+    let reach = Reach::Connection { prune: opts.prune };
+    let observed = match observe(p, store.sink(), state, p.list_keys(), reach).await {
+        Ok(o) => o,
+        Err(ObserveError::Refused(msgs)) => return Err(Failure::Other(GitopsError::Invalid(msgs))),
+        Err(ObserveError::Provider(e)) => return Err(provider_err(e)),
+        Err(ObserveError::Secret(e)) => return Err(Failure::Other(e.into())),
     };
-    let live = p.list_keys().await.map_err(provider_err)?;
-    let settings = p
-        .settings(&state.public_apis(), None)
-        .await
-        .map_err(provider_err)?;
-    let state = &match opts.prune {
-        true => prune_gone(state, &live, &settings),
-        false => state.clone(),
-    };
-    let observed = observe_secrets(store.sink(), &state.keys)
-        .await
-        .map_err(|e| Failure::Other(e.into()))?;
-    let plan = diff(
+    let plan = plan(&observed, &conn.template_endpoint, opts.clock.now());
+    let Observed {
         state,
-        &live,
-        &settings,
-        &observed,
-        &conn.template_endpoint,
-        opts.clock.now(),
-    );
-    let lost = lost_values(&plan, &observed);
+        live,
+        settings,
+        secrets: observed,
+    } = &observed;
+    let lost = lost_values(&plan, observed);
     let revoked: BTreeSet<String> = plan
         .pending()
         .filter_map(|a| match a {
@@ -745,7 +733,7 @@ async fn plan_connection(
         })
         .collect();
     let stale_files = store
-        .stale(revoked, gone_keys(state, &live))
+        .stale(revoked, gone_keys(state, live))
         .await
         .map_err(|message| {
             Failure::Other(GitopsError::Connection {
@@ -763,7 +751,7 @@ async fn plan_connection(
         stale_files,
         lost,
         secrets_seen: observed.len(),
-        live_digest: saved::live_digest(&live, &settings, &observed),
+        live_digest: saved::live_digest(live, settings, observed),
         plan,
         applied: None,
     };
@@ -771,7 +759,7 @@ async fn plan_connection(
 }
 
 /// Existing keys that the plan gives a new value because their Secret is missing.
-fn lost_values(plan: &Plan, observed: &crate::plan::ObservedSecrets) -> usize {
+fn lost_values(plan: &Plan, observed: &crate::model::secret::ObservedSecrets) -> usize {
     plan.pending()
         .filter(|a| match a {
             crate::plan::Action::Rotate { key, .. } => {
@@ -787,8 +775,8 @@ fn lost_values(plan: &Plan, observed: &crate::plan::ObservedSecrets) -> usize {
 fn gone_keys(
     state: &DesiredState,
     live: &[crate::providers::LiveKey],
-) -> crate::engine::secrets_dir::GoneKeys {
-    crate::engine::secrets_dir::GoneKeys {
+) -> crate::gitops::secrets_dir::GoneKeys {
+    crate::gitops::secrets_dir::GoneKeys {
         policies: state
             .policies
             .keys()
@@ -850,69 +838,6 @@ async fn apply_connection(
     let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
     run.applied = Some(report);
     Ok(())
-}
-
-/// The desired state plus, as policies without keys, every policy that owns keys in the CMS but
-/// is not in the manifests, so that the plan revokes their keys; and, as empty entries, the
-/// settings entries of such policies, so that their CORS origins and public endpoints go. Only
-/// what the CLI made counts: a key or entry tagged with a policy UID belongs to a cluster's
-/// operator and is never pruned here, an entry of another owner is never touched.
-pub fn prune_gone(
-    state: &DesiredState,
-    live: &[crate::providers::LiveKey],
-    settings: &crate::providers::LiveSettings,
-) -> DesiredState {
-    let mut out = state.clone();
-    for owner in settings.owners.keys() {
-        let Some(policy) = PolicyId::from_cli_settings_owner(owner) else {
-            continue;
-        };
-        out.settings
-            .entry(owner.clone())
-            .or_insert_with(|| DesiredSettings {
-                policy,
-                ..Default::default()
-            });
-    }
-    let known: BTreeSet<String> = state.policies.keys().map(|p| p.to_string()).collect();
-    for k in live {
-        if k.spec.labels.contains_key(LABEL_POLICY_UID) {
-            continue;
-        }
-        let Some(id) = owner_from_tags(k) else {
-            continue;
-        };
-        if !known.contains(&id.to_string()) {
-            out.policies.entry(id).or_insert(PolicySettings {
-                gone: true,
-                ..Default::default()
-            });
-        }
-    }
-    out
-}
-
-/// The policy a CLI-made key names: its `namespace.policy.key` name read back with the key label
-/// (a namespace has no dots), confirmed by the policy label; keyward 0.1 wrote `namespace/name`.
-fn owner_from_tags(k: &crate::providers::LiveKey) -> Option<PolicyId> {
-    let tag = k.spec.labels.get(LABEL_POLICY)?;
-    let (namespace, name) = match tag.split_once('/') {
-        Some(legacy) => legacy,
-        None => {
-            let key = k.spec.labels.get(crate::model::desired::LABEL_KEY)?;
-            k.spec
-                .name
-                .strip_suffix(key.as_str())?
-                .strip_suffix('.')?
-                .split_once('.')?
-        }
-    };
-    let id = PolicyId {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        uid: None,
-    };
-    id.owns(&k.spec.labels).then_some(id)
 }
 
 /// Decodes a base64 Secret field (for tests and tools).

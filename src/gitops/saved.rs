@@ -6,7 +6,7 @@
 
 use super::{ConnectionRun, Outcome};
 use crate::model::live::{LiveKey, LiveSettings};
-use crate::plan::ObservedSecrets;
+use crate::model::secret::ObservedSecrets;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

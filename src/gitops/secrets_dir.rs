@@ -2,15 +2,16 @@
 //! (`<namespace>.<name>.yaml`, mode 0600, `data` base64), ready for `kubectl apply` or a
 //! sealed-secrets step. Files are replaced atomically and only when their content changes.
 
-use super::{observed_from, SecretMaterial, SecretSink, SinkError};
+use crate::engine::{SecretSink, SinkError};
 use crate::model::desired::SecretTarget;
+use crate::model::secret::{
+    manifest, observed, value_in, ObservedSecret, SecretMaterial, ANN_KEY_ID, LABEL_MANAGED_BY,
+    LABEL_SECRET_POLICY, MANAGED_BY,
+};
 use crate::model::KeyValue;
-use crate::plan::ObservedSecret;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,51 +91,6 @@ fn read_file(path: &Path, target: &SecretTarget) -> Result<Option<Secret>, SinkE
                 ),
             )
         })
-}
-
-/// What a Secret file says about itself.
-fn observed(s: &Secret, target: &SecretTarget) -> ObservedSecret {
-    let ann = s.metadata.annotations.clone().unwrap_or_default();
-    observed_from(&ann, &string_data(s), &target.key_field)
-}
-
-/// A Secret's data as strings (non-UTF-8 fields are skipped: keyward writes none).
-pub fn string_data(secret: &Secret) -> BTreeMap<String, String> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
-        .collect()
-}
-
-fn value_in(secret: &Secret, target: &SecretTarget) -> Option<KeyValue> {
-    let bytes = secret.data.as_ref()?.get(&target.key_field)?;
-    String::from_utf8(bytes.0.clone())
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(KeyValue::new)
-}
-
-/// The manifest for `m`.
-pub fn manifest(m: &SecretMaterial) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(m.target.name.clone()),
-            namespace: Some(m.target.namespace.clone()),
-            labels: Some(m.labels.clone()),
-            annotations: Some(m.annotations.clone()),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(
-            m.data
-                .iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
 }
 
 /// Writes `path` through `path.yaml.tmp` and a rename. The temporary file is created new
@@ -252,12 +208,12 @@ pub fn goes(
 ) -> Option<(String, &'static str)> {
     let m = &s.metadata;
     let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
-    if label(super::LABEL_MANAGED_BY).is_none_or(|v| v != "keyward") {
+    if label(LABEL_MANAGED_BY).is_none_or(|v| v != MANAGED_BY) {
         return None;
     }
-    let id = m.annotations.as_ref()?.get(super::ANN_KEY_ID)?;
+    let id = m.annotations.as_ref()?.get(ANN_KEY_ID)?;
     let (ns, name) = (m.namespace.as_ref()?, m.name.as_ref()?);
-    let policy = label(super::LABEL_SECRET_POLICY);
+    let policy = label(LABEL_SECRET_POLICY);
     let of_run = policy.is_some_and(|p| gone.policies.contains(&(ns.clone(), p.clone())));
     if !of_run {
         None
@@ -313,7 +269,10 @@ fn stale_files(
 #[async_trait]
 impl SecretSink for SecretsDir {
     async fn observe(&self, target: &SecretTarget) -> Result<Option<ObservedSecret>, SinkError> {
-        Ok(self.read(target).await?.map(|s| observed(&s, target)))
+        Ok(self
+            .read(target)
+            .await?
+            .map(|s| observed(&s, &target.key_field)))
     }
 
     /// Every file, in one trip to the blocking pool per core (a plan reads them all, and
@@ -332,7 +291,9 @@ impl SecretSink for SecretsDir {
                 tokio::task::spawn_blocking(move || {
                     files
                         .iter()
-                        .map(|(path, t)| Ok(read_file(path, t)?.map(|s| observed(&s, t))))
+                        .map(
+                            |(path, t)| Ok(read_file(path, t)?.map(|s| observed(&s, &t.key_field))),
+                        )
                         .collect::<Result<Vec<_>, SinkError>>()
                 })
             })
@@ -345,7 +306,10 @@ impl SecretSink for SecretsDir {
     }
 
     async fn current_value(&self, target: &SecretTarget) -> Result<Option<KeyValue>, SinkError> {
-        Ok(self.read(target).await?.and_then(|s| value_in(&s, target)))
+        Ok(self
+            .read(target)
+            .await?
+            .and_then(|s| value_in(&s, &target.key_field)))
     }
 
     async fn write(&self, m: &SecretMaterial) -> Result<bool, SinkError> {
@@ -373,10 +337,12 @@ impl SecretSink for SecretsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::observed_from;
     use crate::engine::tests::VALUE;
+    use crate::model::secret::{observed_from, string_data};
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
 
-    fn material() -> crate::engine::SecretMaterial {
+    fn material() -> SecretMaterial {
         crate::engine::tests::material("")
     }
 
@@ -523,7 +489,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         // Only keyward's files for the keys asked are found, of the run's policies: a key of
         // another connection may have the same id (Strapi's are small integers).
-        let id = m.annotations[super::super::ANN_KEY_ID].clone();
+        let id = m.annotations[super::ANN_KEY_ID].clone();
         let of_run = || GoneKeys {
             policies: BTreeSet::from([("ns".to_owned(), "p".to_owned())]),
             live: BTreeSet::from([id.clone()]),

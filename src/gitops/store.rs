@@ -4,8 +4,8 @@
 
 use super::cluster::{ClusterSecrets, ClusterTarget};
 use super::{GitopsError, Mode, Options, SecretsDirState};
-use crate::engine::secrets_dir::{GoneKeys, KeySecretFile, SecretsDir};
 use crate::engine::SecretSink;
+use crate::gitops::secrets_dir::{GoneKeys, KeySecretFile, SecretsDir};
 use crate::policy::load::ManifestSet;
 use crate::policy::validate::Resolved;
 use std::collections::{BTreeMap, BTreeSet};

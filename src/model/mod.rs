@@ -7,6 +7,7 @@ pub mod desired;
 mod digest;
 pub mod live;
 mod rights;
+pub mod secret;
 mod settings;
 mod spec;
 pub mod template;

@@ -8,8 +8,9 @@
 //! written (a merge patch of the status subresource) only when it changed: an unchanged
 //! connection costs one CMS call per interval and no write.
 
+use super::connection::connection_of;
 use super::context::{Context, Stores};
-use super::dereference::{connection_of, resolve, DereferenceError};
+use super::dereference::{resolve, DereferenceError};
 use super::status::{condition, merge, READY};
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;

@@ -2,7 +2,7 @@
 //! providers (one per connection, so a Strapi sign-in is reused), per-policy backoff, and the
 //! reflector stores the pipeline reads instead of calling the API server.
 
-use super::dereference::Conn;
+use super::connection::Conn;
 use super::listing::SharedListings;
 use super::metrics::{self, Metrics};
 use super::OperatorConfig;
@@ -45,8 +45,11 @@ pub struct Stores {
 
 /// What a drift check needs of a Secret keyward wrote, as last read, with the resourceVersion
 /// it was read at; never a key value. Keyed by (policy uid, namespace, name, key field).
-pub type SecretObservations =
-    Arc<Mutex<HashMap<(String, String, String, String), (String, crate::plan::ObservedSecret)>>>;
+pub type SecretObservations = Arc<
+    Mutex<
+        HashMap<(String, String, String, String), (String, crate::model::secret::ObservedSecret)>,
+    >,
+>;
 
 /// The operator looks connections up in its reflector stores (no API call).
 impl crate::policy::connection::ConnectionLookup for Stores {
@@ -283,7 +286,7 @@ impl Context {
         &self,
         p: &ApiKeyPolicy,
     ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
-        let Some(id) = super::dereference::connection_of(p, &self.config.default_connection) else {
+        let Some(id) = super::connection::connection_of(p, &self.config.default_connection) else {
             return Some(None);
         };
         let share = self.config.workers_per_connection.max(1);

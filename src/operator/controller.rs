@@ -4,8 +4,9 @@
 //! namespace's labels wakes the policies that use it; the Secrets keyward writes are owned and
 //! watched metadata-only.
 
+use super::connection::connection_of;
 use super::context::{Context, Stores};
-use super::dereference::{connection_of, CREDENTIAL_LABEL};
+use super::dereference::CREDENTIAL_LABEL;
 use super::{reconcile, DefaultConnection};
 use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};
@@ -191,7 +192,7 @@ struct Owned {
 }
 
 fn owned(client: &Client, namespace: &Option<String>) -> Owned {
-    let secrets = watcher::Config::default().labels("app.kubernetes.io/managed-by=keyward");
+    let secrets = watcher::Config::default().labels(&crate::model::secret::written_by_keyward());
     let readers = || watcher::Config::default().labels("keyward.dev/policy");
     Owned {
         secrets: reflected(api::<PartialObjectMeta<Secret>>(client, namespace), secrets),

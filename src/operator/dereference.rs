@@ -2,14 +2,12 @@
 //! namespace, and its credential, all read from the controller's reflector stores (no API call
 //! per reconcile).
 
+use super::connection::{connection_of, Conn};
 use super::context::{Context, Stores};
 use super::status::StopReason;
-use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
-use crate::policy::connection::{
-    admits, connection_id, Admission, ConnectionError, ConnectionLookup,
-};
-use crate::policy::{ApiKeyPolicy, ProviderKind, SecretField};
+use crate::policy::connection::{admits, Admission, ConnectionError, ConnectionLookup};
+use crate::policy::{ApiKeyPolicy, SecretField};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -17,30 +15,6 @@ use kube::ResourceExt;
 /// The label a Secret must carry to be used as a connection's credential: a connection can
 /// never make the operator read (and send away) an arbitrary Secret of its namespace.
 pub const CREDENTIAL_LABEL: &str = "keyward.dev/credential";
-
-/// A connection, resolved.
-#[derive(Clone)]
-pub struct Conn {
-    pub id: ConnectionId,
-    pub provider: ProviderKind,
-    pub endpoint: String,
-    /// The management credential (never logged, never in status).
-    pub credential: secrecy::SecretString,
-    /// CA certificates (PEM) trusted besides the system's, from `spec.tls.caSecretRef`.
-    pub ca: Option<Vec<u8>>,
-    /// A shared connection's ceilings.
-    pub allow: Option<crate::policy::ceilings::Allow>,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("id", &self.id)
-            .field("provider", &self.provider)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why a policy cannot have its connection. Each is recorded in status (`reason`) and waits for
 /// a change of the policy, the connection, its Secret or the namespace.
@@ -80,14 +54,6 @@ impl DereferenceError {
             Self::EndpointNotAllowed { .. } => StopReason::EndpointNotAllowed,
         }
     }
-}
-
-/// The connection id a policy uses: its `connectionRef`, else the operator's default.
-pub fn connection_of(
-    p: &ApiKeyPolicy,
-    default: &Option<DefaultConnection>,
-) -> Option<ConnectionId> {
-    connection_id(p, default.as_ref().map(DefaultConnection::id).as_ref())
 }
 
 /// Step 1: the policy's connection and credential, from the stores.

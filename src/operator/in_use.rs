@@ -8,8 +8,8 @@
 //! One sweep over the reflector stores decides it for every object: no API reads, and a write
 //! only where the finalizer has to be added or taken off.
 
+use super::connection::connection_of;
 use super::context::Stores;
-use super::dereference::connection_of;
 use super::DefaultConnection;
 use crate::model::desired::ConnectionId;
 use crate::policy::{ApiKeyPolicy, ClusterCmsConnection, CmsConnection};

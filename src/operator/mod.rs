@@ -11,6 +11,7 @@
 //! Leader election uses a coordination.k8s.io Lease (kube-lease-manager); only the leader runs
 //! the controller.
 
+mod connection;
 pub mod connection_status;
 mod context;
 mod controller;
@@ -20,11 +21,13 @@ pub mod listing;
 pub mod metrics;
 mod observe;
 pub mod offboarding;
+mod plan;
 mod publish;
 pub mod reconcile;
 mod report;
 pub mod secrets;
 pub mod status;
+mod validate;
 
 pub use context::{Context, Stores};
 pub use controller::{run_controller, run_controller_until};

@@ -1,104 +1,14 @@
-//! Pipeline steps 2 to 4 for one policy: validate (the spec, then what the connection's provider
-//! can hold), observe (the CMS's keys and settings, the Secrets) and plan (the pure diff).
+//! Pipeline step 3 for one policy, observe ([`crate::engine::observe::observe`], as the CLI
+//! observes): its keys from its connection's shared listing (or its own, read now), its own
+//! settings entry, its Secrets.
 
 use super::context::Context;
-use super::dereference::Conn;
 use super::secrets::KubeSecrets;
-use crate::engine::{observe_secrets, SinkError};
-use crate::model::desired::{
-    ConnectionId, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_POLICY,
-};
-use crate::plan::{diff, ObservedSecrets, Plan};
-use crate::policy::validate::{fit_to_provider, policy_keys, Severity};
-use crate::policy::{ApiKeyPolicy, DeletionPolicy, ManagementPolicy};
-use crate::providers::ProviderError;
-use crate::providers::{express_state, CmsProvider, ExpressError, LiveKey, LiveSettings};
-use jiff::Timestamp;
-use kube::ResourceExt;
-
-/// The policy's identity as its keys' ownership tags carry it.
-pub fn policy_id(p: &ApiKeyPolicy) -> PolicyId {
-    PolicyId {
-        namespace: p.namespace().unwrap_or_else(|| "default".into()),
-        name: p.name_any(),
-        uid: p.uid(),
-    }
-}
-
-/// The spec breaks a rule, or asks what the provider cannot hold (`InvalidSpec`).
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("; "))]
-pub struct InvalidSpec(pub Vec<String>);
-
-/// Step 2: the policy's desired state on its connection: its keys and its own entry in the
-/// CMS's shared settings (CORS origins, public endpoints).
-pub fn validate(
-    p: &ApiKeyPolicy,
-    conn: &Conn,
-    now: Timestamp,
-) -> Result<DesiredState, InvalidSpec> {
-    let (_, mut keys, diags) = policy_keys(p, None, now);
-    let errors: Vec<String> = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(|d| format!("{}: {}", d.path, d.message))
-        .collect();
-    if !errors.is_empty() {
-        return Err(InvalidSpec(errors));
-    }
-    let refusals: Vec<String> = fit_to_provider(conn.provider, &p.spec, &mut keys)
-        .into_iter()
-        .map(|(path, reason)| format!("{path}: {reason}"))
-        .collect();
-    if !refusals.is_empty() {
-        return Err(InvalidSpec(refusals));
-    }
-    let mut state = DesiredState {
-        keys,
-        ..Default::default()
-    };
-    state.policies.insert(
-        policy_id(p),
-        PolicySettings {
-            orphan: p.spec.deletion_policy == DeletionPolicy::Orphan,
-            observe_only: p.spec.management_policy == ManagementPolicy::ObserveOnly,
-            gone: false,
-        },
-    );
-    // The policy's own entry in the CMS's shared settings: neighbours on the same connection
-    // (in this shard or another) hold their own, so none overwrites another's.
-    let id = policy_id(p);
-    state.settings.insert(
-        id.settings_owner(),
-        DesiredSettings {
-            policy: id.to_string(),
-            want: p.spec.declared_settings(),
-            observe_only: p.spec.management_policy == ManagementPolicy::ObserveOnly,
-        },
-    );
-    Ok(state)
-}
-
-/// What the CMS and the cluster hold for the policy now.
-pub struct Observed {
-    /// The desired state as this CMS will report it back.
-    pub state: DesiredState,
-    pub live: Vec<LiveKey>,
-    pub settings: LiveSettings,
-    pub secrets: ObservedSecrets,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ObserveError {
-    /// Only the CMS's catalog shows it: an API it does not have, say (`InvalidSpec`).
-    #[error("{}", .0.join("; "))]
-    Refused(Vec<String>),
-    /// The CMS cannot be read (`CmsUnavailable`, retried).
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error(transparent)]
-    Secret(#[from] SinkError),
-}
+use crate::engine::observe::Reach;
+pub use crate::engine::observe::{ObserveError, Observed};
+use crate::model::desired::{ConnectionId, DesiredState, LABEL_POLICY};
+use crate::policy::ApiKeyPolicy;
+use crate::providers::{CmsProvider, LiveKey, ProviderError};
 
 /// The policy's keys from its connection's shared listing (see [`super::listing`]): one full
 /// CMS listing per connection per drift interval, not one per policy. A hand-made change is
@@ -110,7 +20,7 @@ async fn keys_from_shared_listing(
     conn: &ConnectionId,
 ) -> Result<Vec<LiveKey>, ProviderError> {
     let max_age = ctx.config.drift_interval;
-    let label = policy_id(p).label_value();
+    let label = p.policy_id().label_value();
     let shared = &ctx.listings;
     // Its last writes were not read back (a failed apply): its own keys, read now.
     if shared.is_writing(conn, &label) {
@@ -156,7 +66,7 @@ pub async fn own_keys(
     p: &ApiKeyPolicy,
 ) -> Result<Vec<LiveKey>, ProviderError> {
     provider
-        .list_keys_labeled(LABEL_POLICY, &policy_id(p).label_value())
+        .list_keys_labeled(LABEL_POLICY, &p.policy_id().label_value())
         .await
 }
 
@@ -168,46 +78,15 @@ pub async fn observe(
     sink: &KubeSecrets,
     shared: Option<(&Context, &ConnectionId)>,
 ) -> Result<Observed, ObserveError> {
-    let state = express_state(provider, &state).await.map_err(|e| match e {
-        ExpressError::Refused(msgs) => ObserveError::Refused(msgs),
-        ExpressError::Provider(e) => ObserveError::Provider(e),
-    })?;
-    let live = match shared {
-        Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
-        None => own_keys(provider, p).await?,
+    let live = async {
+        match shared {
+            Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await,
+            None => own_keys(provider, p).await,
+        }
     };
-    // Only its own entry: the operator never writes another policy's.
-    let owner = policy_id(p).settings_owner();
-    let settings = provider
-        .settings(&state.public_apis(), Some(&owner))
-        .await?;
-    let secrets = observe_secrets(sink, &state.keys).await?;
-    Ok(Observed {
-        state,
-        live,
-        settings,
-        secrets,
-    })
-}
-
-/// The plan names keys it cannot touch (a name taken by a key keyward does not own): `Conflict`.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("; "))]
-pub struct Conflict(pub Vec<String>);
-
-/// Step 4: the pure diff.
-pub fn plan(o: &Observed, conn: &Conn, now: Timestamp) -> Result<Plan, Conflict> {
-    let plan = diff(
-        &o.state,
-        &o.live,
-        &o.settings,
-        &o.secrets,
-        &conn.endpoint,
-        now,
-    );
-    if plan.problems.is_empty() {
-        Ok(plan)
-    } else {
-        Err(Conflict(plan.problems))
-    }
+    let owner = p.policy_id().settings_owner();
+    let reach = Reach::Policy {
+        settings_owner: &owner,
+    };
+    crate::engine::observe::observe(provider, sink, &state, live, reach).await
 }

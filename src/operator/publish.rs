@@ -5,8 +5,8 @@
 use super::context::Context;
 use super::report::publish;
 use super::secrets::owned_by;
-use crate::engine::ANN_CONTENT_HASH;
 use crate::model::desired::DesiredKey;
+use crate::model::secret::ANN_CONTENT_HASH;
 use crate::policy::{ApiKeyPolicy, WorkloadKind};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};

@@ -12,23 +12,22 @@
 //! for a change, or a failure retried with per-object backoff. Deletion (`cleanup`) revokes the
 //! policy's keys through kube's finalizer helper.
 
+use super::connection::Conn;
 use super::context::Context;
 use super::dereference::{
-    dereference, dereference_to_revoke, previous_connection, within_ceilings, Conn,
-    DereferenceError,
+    dereference, dereference_to_revoke, previous_connection, within_ceilings, DereferenceError,
 };
 use super::in_use;
-use super::observe::{
-    observe, only_a_drift_check, own_keys, plan, policy_id, validate, Conflict, InvalidSpec,
-    ObserveError,
-};
+use super::observe::{observe, only_a_drift_check, own_keys, ObserveError};
 use super::offboarding::{
     after_offboarding, grace_over, never_made_a_key, refused_since, takes_back, Beyond,
 };
+use super::plan::{plan, Conflict};
 use super::publish::publish_to_workloads;
 use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
 use super::secrets::KubeSecrets;
 use super::status::StopReason;
+use super::validate::{validate, InvalidSpec};
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
 use crate::policy::connection::ConnectionError;
@@ -197,7 +196,7 @@ pub async fn reconcile(
     let ns = policy.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ApiKeyPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(wait) = ctx.force_sync_wait(&policy) {
-        tracing::info!(policy = %policy_id(&policy), wait_ms = wait.as_millis() as u64, "force-sync asked again too soon: waiting");
+        tracing::info!(policy = %policy.policy_id(), wait_ms = wait.as_millis() as u64, "force-sync asked again too soon: waiting");
         return Ok(Action::requeue(wait));
     }
     // One connection holds at most its share of the workers: a policy whose connection's
@@ -225,7 +224,7 @@ pub async fn reconcile(
     let result = match contained(run).await {
         Ok(result) => result,
         Err(panic) => {
-            tracing::error!(policy = %policy_id(&policy), panic = %panic, "a reconcile panicked: this policy is retried with backoff, the others go on");
+            tracing::error!(policy = %policy.policy_id(), panic = %panic, "a reconcile panicked: this policy is retried with backoff, the others go on");
             ctx.metrics.observe_reconcile(started.elapsed(), false);
             return Err(ReconcileError::Panicked(panic));
         }
@@ -298,7 +297,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         // together.
         let _quota = within_key_quota(p, &conn, &plan, provider.as_ref(), ctx).await?;
         // Until it reads its keys back, the policy's part of the shared listing is unknown.
-        let label = policy_id(p).label_value();
+        let label = p.policy_id().label_value();
         ctx.listings.writing(&conn.id, &label);
         let done = apply_plan(provider.as_ref(), &sink, &conn, &plan, ctx).await?;
         let live = own_keys(provider.as_ref(), p)
@@ -488,7 +487,7 @@ async fn apply(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, ReconcileE
             let mut status = stopped_status(&old, reason, &message, false, now);
             status.refused_since = None;
             let recorded = old.connection.as_ref().map(|c| c.id());
-            let named_now = super::dereference::connection_of(&p, &ctx.config.default_connection);
+            let named_now = super::connection::connection_of(&p, &ctx.config.default_connection);
             if takes_back(reason, recorded.as_ref(), named_now.as_ref()) {
                 // The grace counts from when this refusal began, on the operator's clock.
                 let since = refused_since(old.refused_since.as_deref(), now);
@@ -549,7 +548,7 @@ async fn offboard(
         &beyond,
         &names,
     );
-    tracing::debug!(policy = %policy_id(p), refused_since = %since, "grace over");
+    tracing::debug!(policy = %p.policy_id(), refused_since = %since, "grace over");
     if revoked > 0 || beyond.settings {
         // Taking back everything takes the settings too; said only when part is taken.
         let settings = if beyond.settings && beyond.keys.is_some() {
@@ -558,7 +557,7 @@ async fn offboard(
             ""
         };
         let note = format!("{revoked} keys revoked{settings}: {refusal}");
-        tracing::warn!(policy = %policy_id(p), revoked, "offboarded: {refusal}");
+        tracing::warn!(policy = %p.policy_id(), revoked, "offboarded: {refusal}");
         publish(ctx, p, EventType::Warning, "KeysRevoked", &note).await;
     }
     write_status(p, ctx, old, status, None).await?;
@@ -581,7 +580,7 @@ async fn revoke_beyond(
 ) -> Result<(usize, std::collections::BTreeSet<String>), ReconcileError> {
     let conn = dereference_to_revoke(p, ctx).await?;
     let provider = ctx.provider(&conn).map_err(ReconcileError::Credential)?;
-    let pid = policy_id(p);
+    let pid = p.policy_id();
     let mut revoked = std::collections::BTreeSet::new();
     let mut count = 0;
     // Each key on its own: one the CMS will not revoke now does not keep the others working.
@@ -644,14 +643,14 @@ async fn cleanup(p: Arc<ApiKeyPolicy>, ctx: &Context) -> Result<Action, Reconcil
         .map(String::as_str)
         == Some("true")
     {
-        tracing::warn!(policy = %policy_id(&p), "deleted without revoking its keys ({}: \"true\")", in_use::ABANDON_KEYS);
+        tracing::warn!(policy = %p.policy_id(), "deleted without revoking its keys ({}: \"true\")", in_use::ABANDON_KEYS);
         return Ok(Action::await_change());
     }
     match revoke_all(&p, ctx).await {
         Ok(_) => {}
         // Refused from the start, it made no key: nothing to revoke, nothing to block on.
         Err(ReconcileError::Cleanup(e)) if never_made_a_key(p.status.as_ref()) => {
-            tracing::info!(policy = %policy_id(&p), reason = %e, "deleted: it never made a key");
+            tracing::info!(policy = %p.policy_id(), reason = %e, "deleted: it never made a key");
         }
         Err(e) => {
             deletion_blocked(&p, ctx, &e).await;
@@ -669,7 +668,7 @@ async fn deletion_blocked(p: &ApiKeyPolicy, ctx: &Context, e: &ReconcileError) {
     let message = e.to_string();
     let status = stopped_status(&old, REASON, &message, true, ctx.config.clock.now());
     if let Err(w) = write_status(p, ctx, &old, status, Some((REASON.as_str(), &message))).await {
-        tracing::warn!(policy = %policy_id(p), error = %w, "cannot say in the status that the deletion is blocked");
+        tracing::warn!(policy = %p.policy_id(), error = %w, "cannot say in the status that the deletion is blocked");
     }
 }
 

@@ -4,12 +4,13 @@
 
 use super::context::Context;
 use super::metrics::KeyLabels;
-use super::observe::{policy_id, Observed};
+use super::observe::Observed;
 use super::status::{
     self, condition, Stated, CHANGES_PENDING, DRIFTED, EXPIRING, READY, STALLED, SYNCED,
 };
-use crate::engine::{rotation_due, ANN_FINGERPRINT, ANN_KEY_ID};
+use crate::engine::rotation_due;
 use crate::model::desired::{DesiredKey, PolicyId};
+use crate::model::secret::{ANN_FINGERPRINT, ANN_KEY_ID};
 use crate::plan::{render_text, Action as PlanAction, Plan};
 use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, Condition, KeyStatus, ManagementPolicy};
 use crate::providers::LiveKey;
@@ -227,7 +228,7 @@ pub async fn report(
     old: &ApiKeyPolicyStatus,
     o: Outcome,
 ) -> Result<Duration, kube::Error> {
-    let pid = policy_id(p);
+    let pid = p.policy_id();
     let keys = keys_report(ctx, p, &pid, &o).await?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     // ObserveOnly actions are never "pending" for apply, but they are what status reports.

@@ -5,13 +5,13 @@
 //! someone else's: it is neither read nor written (`SecretConflict`), unless the key says
 //! `secret.adopt: true`; then it is replaced whole, keeping nothing of it.
 
-use crate::engine::secrets_dir::{manifest, string_data};
-use crate::engine::{
-    observed_from, SecretMaterial, SecretSink, SinkError, LABEL_MANAGED_BY, LABEL_SECRET_POLICY,
-};
+use crate::engine::{SecretSink, SinkError};
 use crate::model::desired::SecretTarget;
+use crate::model::secret::{
+    manifest, observed, value_in, ObservedSecret, SecretMaterial, LABEL_MANAGED_BY,
+    LABEL_SECRET_POLICY, MANAGED_BY,
+};
 use crate::model::KeyValue;
-use crate::plan::ObservedSecret;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -60,7 +60,7 @@ impl Owner {
                 );
                 let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
                 m.owner_references.as_ref().is_none_or(|r| r.is_empty())
-                    && label(LABEL_MANAGED_BY).is_some_and(|v| v == "keyward")
+                    && label(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
                     && label(LABEL_SECRET_POLICY).is_some_and(|p| policies.get(&key) == Some(p))
             }
         }
@@ -276,8 +276,7 @@ impl SecretSink for KubeSecrets {
                 .remove(&self.observation_key(target));
             return Ok(None);
         };
-        let ann = s.metadata.annotations.clone().unwrap_or_default();
-        let observed = observed_from(&ann, &string_data(&s), &target.key_field);
+        let observed = observed(&s, &target.key_field);
         if let Some(rv) = s.metadata.resource_version.clone() {
             self.observations
                 .lock()
@@ -290,9 +289,7 @@ impl SecretSink for KubeSecrets {
         Ok(self
             .own(target)
             .await?
-            .and_then(|s| string_data(&s).remove(&target.key_field))
-            .filter(|v| !v.is_empty())
-            .map(KeyValue::new))
+            .and_then(|s| value_in(&s, &target.key_field)))
     }
 
     async fn write(&self, m: &SecretMaterial) -> Result<bool, SinkError> {

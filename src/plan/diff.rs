@@ -1,32 +1,12 @@
 //! desired + live + observed Secrets -> ordered actions. Pure: no I/O, no clock but `now`.
 
-use crate::model::desired::{
-    DesiredKey, DesiredState, PolicyId, SecretTarget, LABEL_KEY, LABEL_POLICY,
-};
+use crate::model::desired::{DesiredKey, DesiredState, PolicyId, LABEL_KEY, LABEL_POLICY};
 use crate::model::live::{LiveKey, LiveSettings, OwnedSettings};
+use crate::model::secret::{secret_spec_hash, ObservedSecret, ObservedSecrets};
 use crate::model::{ContentOp, KeySpec};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// What a Secret that keyward wrote says about the value inside it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ObservedSecret {
-    pub key_id: Option<String>,
-    /// The key's value generation (`LiveKey::version`) when it was written.
-    pub key_version: Option<String>,
-    /// Hash of everything but the value that shaped the Secret (fields, labels, annotations).
-    pub spec_hash: Option<String>,
-    /// The value is there and is the one the annotations describe (its fingerprint matches).
-    pub has_value: bool,
-    /// The data fields are as keyward wrote them (content hash matches).
-    pub content_intact: bool,
-    /// The fingerprint annotation (a hash of the value, safe to show).
-    pub fingerprint: Option<String>,
-}
-
-/// Secrets observed, by (namespace, name).
-pub type ObservedSecrets = BTreeMap<(String, String), ObservedSecret>;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "action", rename_all = "camelCase")]
@@ -165,17 +145,6 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.pending().next().is_some()
     }
-}
-
-/// The hash that tells whether a Secret's non-secret content is what the policy asks for.
-pub fn secret_spec_hash(
-    target: &SecretTarget,
-    key_id: &str,
-    version: &str,
-    endpoint: &str,
-) -> String {
-    let doc = serde_json::json!({"t": target, "id": key_id, "v": version, "e": endpoint});
-    crate::model::short_hash(doc.to_string().as_bytes(), 12)
 }
 
 /// Everything of a key's settings that a diff compares (the expiry is rotation's business).
@@ -715,7 +684,7 @@ mod tests {
         let v = "2030-01-01T00:00:00.000000Z";
         let h = secret_spec_hash(t, "id1", v, ENDPOINT);
         assert_eq!(h, FIXTURE_SPEC_HASH);
-        let changed = |f: fn(&mut SecretTarget)| {
+        let changed = |f: fn(&mut crate::model::desired::SecretTarget)| {
             let mut t = t.clone();
             f(&mut t);
             secret_spec_hash(&t, "id1", v, ENDPOINT)

@@ -6,8 +6,5 @@ mod render;
 #[cfg(test)]
 pub(crate) mod testkit;
 
-pub use diff::{
-    diff, replace_overlap, secret_spec_hash, spec_diff, Action, ObservedSecret, ObservedSecrets,
-    Plan,
-};
+pub use diff::{diff, replace_overlap, spec_diff, Action, Plan};
 pub use render::{flow_list, render_text, summary};

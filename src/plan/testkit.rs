@@ -2,9 +2,10 @@
 //! (GET, 30 days, Secret `ns/s`), its live key `id1` and its Secret as keyward wrote it, all at
 //! a fixed "now" so versions and hashes are known values.
 
-use super::diff::{diff, Action, ObservedSecret, ObservedSecrets, Plan};
+use super::diff::{diff, Action, Plan};
 use crate::model::desired::DesiredState;
 use crate::model::live::{LiveKey, LiveSettings};
+use crate::model::secret::{ObservedSecret, ObservedSecrets};
 use crate::policy::load::load_str;
 use crate::policy::validate::resolve;
 use crate::policy::ProviderKind;

@@ -4,13 +4,13 @@
 //! [`ConnectionLookup`]: the CLI in its manifest set, the operator in its reflector stores.
 //! Reading the Secrets themselves stays with each side (files and environment, or the stores).
 
-use super::ceilings::Allow;
 use super::{
-    ApiKeyPolicy, ClusterCmsConnectionSpec, CmsConnectionSpec, ConnectionKind, ProviderKind,
+    Allow, ApiKeyPolicy, ClusterCmsConnectionSpec, CmsConnectionSpec, ConnectionKind, ProviderKind,
     SecretsRead,
 };
 use crate::model::desired::ConnectionId;
 use crate::model::Plan;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -89,7 +89,27 @@ pub fn admits(
         || spec
             .namespace_selector
             .as_ref()
-            .is_some_and(|s| super::validate::selector_matches(s, labels))
+            .is_some_and(|s| selector_matches(s, labels))
+}
+
+/// Kubernetes label-selector semantics (an empty selector matches everything).
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
+        let vals = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    by_label && by_expr
 }
 
 /// Connection `id` for a policy of `policy_ns`: it exists, admits the namespace (when

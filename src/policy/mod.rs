@@ -14,6 +14,22 @@ pub use types::*;
 
 use kube::CustomResourceExt;
 
+impl ApiKeyPolicy {
+    /// The policy's identity, as its keys' ownership tags carry it (with its uid when it is an
+    /// object of a cluster).
+    pub fn policy_id(&self) -> crate::model::desired::PolicyId {
+        crate::model::desired::PolicyId {
+            namespace: self
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: self.metadata.name.clone().unwrap_or_default(),
+            uid: self.metadata.uid.clone(),
+        }
+    }
+}
+
 /// The CRDs as multi-document YAML: what `keyward crd` prints and `crds/` holds.
 pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();

@@ -16,7 +16,6 @@ use crate::model::{
     check_origin, expiry_rules, human, normalize, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
 };
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -122,15 +121,7 @@ pub fn policy_keys(
     source: Option<Source<'_>>,
     now: Timestamp,
 ) -> (PolicyId, Vec<DesiredKey>, Vec<Diagnostic>) {
-    let id = PolicyId {
-        namespace: policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        name: policy.metadata.name.clone().unwrap_or_default(),
-        uid: policy.metadata.uid.clone(),
-    };
+    let id = policy.policy_id();
     let mut cx = Ctx {
         source,
         object: format!("ApiKeyPolicy {id}"),
@@ -672,26 +663,6 @@ fn keys_on_cluster_connection(set: &ManifestSet, p: &Sourced<ApiKeyPolicy>, name
         .sum()
 }
 
-/// Kubernetes label-selector semantics (an empty selector matches everything).
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_label = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    by_label && by_expr
-}
-
 /// Validates a whole manifest set and groups what it asks for by connection. `default_plan` is
 /// the quota of the CLI's own connection, if known.
 /// Each connection's endpoint, checked before anything uses it (the endpoint is never
@@ -852,8 +823,10 @@ fn policy_connection(
     Some(cid)
 }
 
-/// A valid policy's keys, settings and settings entry, in its connection's desired state.
-fn add_policy(
+/// A valid policy's keys, settings and its own settings entry (CORS origins, public endpoints),
+/// in its connection's desired state: the one definition of a policy's desired state, for the
+/// CLI (every policy of a connection in one state) and the operator (one policy's).
+pub fn add_policy(
     state: &mut DesiredState,
     id: &PolicyId,
     spec: &super::ApiKeyPolicySpec,

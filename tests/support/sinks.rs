@@ -2,11 +2,11 @@
 //! "a generated value reaches its Secret, or the new key is revoked" paths.
 
 use async_trait::async_trait;
-use keyward::engine::secrets_dir::SecretsDir;
-use keyward::engine::{SecretMaterial, SecretSink, SinkError};
+use keyward::engine::{SecretSink, SinkError};
+use keyward::gitops::secrets_dir::SecretsDir;
 use keyward::model::desired::SecretTarget;
+use keyward::model::secret::{ObservedSecret, SecretMaterial};
 use keyward::model::KeyValue;
-use keyward::plan::ObservedSecret;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
