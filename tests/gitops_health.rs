@@ -1,7 +1,7 @@
 //! Argo CD's view of keyward's kinds: the chart's Lua health checks, run by a Lua interpreter
 //! over statuses made with the operator's own condition types and reasons.
 
-use keyward::operator::connection_status::{reason, status_after, Found};
+use keyward::operator::connection_status::{status_after, ConnectionReason, Found};
 use keyward::operator::status::{
     condition, merge, Stated, CHANGES_PENDING, DRIFTED, READY, STALLED, SYNCED,
 };
@@ -151,12 +151,12 @@ fn connection(kind: &str, generation: i64, observed: i64, found: &Found) -> Valu
 fn each_state_of_a_connection_has_its_argo_cd_health() {
     let ok = Found {
         ready: true,
-        reason: reason::CONNECTED,
+        reason: ConnectionReason::Connected,
         message: "keyward answered at http://cms:8780".into(),
     };
     let refused = Found {
         ready: false,
-        reason: reason::CREDENTIAL_REFUSED,
+        reason: ConnectionReason::CredentialRefused,
         message: "http://cms:8780 answered 401".into(),
     };
     for kind in ["CmsConnection", "ClusterCmsConnection"] {

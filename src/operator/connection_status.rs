@@ -38,28 +38,46 @@ const CHECKS_AT_ONCE: usize = 4;
 const AFTER_FAILED_WRITE: Duration = Duration::from_secs(30);
 
 /// The reasons of a connection's `Ready` condition.
-pub mod reason {
-    pub const CONNECTED: &str = "Connected";
-    pub const CREDENTIAL_MISSING: &str = "CredentialMissing";
-    pub const CA_INVALID: &str = "CaInvalid";
-    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
-    pub const ENDPOINT_UNREACHABLE: &str = "EndpointUnreachable";
-    pub const TLS_FAILURE: &str = "TlsFailure";
-    pub const CREDENTIAL_REFUSED: &str = "CredentialRefused";
-    pub const PROVIDER_MISMATCH: &str = "ProviderMismatch";
-    pub const CMS_UNAVAILABLE: &str = "CmsUnavailable";
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionReason {
+    Connected,
+    CredentialMissing,
+    CaInvalid,
+    EndpointNotAllowed,
+    EndpointUnreachable,
+    TlsFailure,
+    CredentialRefused,
+    ProviderMismatch,
+    CmsUnavailable,
+}
+
+impl ConnectionReason {
+    /// The condition's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::CredentialMissing => "CredentialMissing",
+            Self::CaInvalid => "CaInvalid",
+            Self::EndpointNotAllowed => "EndpointNotAllowed",
+            Self::EndpointUnreachable => "EndpointUnreachable",
+            Self::TlsFailure => "TlsFailure",
+            Self::CredentialRefused => "CredentialRefused",
+            Self::ProviderMismatch => "ProviderMismatch",
+            Self::CmsUnavailable => "CmsUnavailable",
+        }
+    }
 }
 
 /// What one check found: Ready or not, the reason, and what to tell a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     pub ready: bool,
-    pub reason: &'static str,
+    pub reason: ConnectionReason,
     pub message: String,
 }
 
 impl Found {
-    fn not(reason: &'static str, message: impl std::fmt::Display) -> Found {
+    fn not(reason: ConnectionReason, message: impl std::fmt::Display) -> Found {
         Found {
             ready: false,
             reason,
@@ -69,31 +87,33 @@ impl Found {
 }
 
 /// The reason for a connection that cannot be resolved.
-pub fn dereference_reason(e: &DereferenceError) -> &'static str {
+pub fn dereference_reason(e: &DereferenceError) -> ConnectionReason {
     match e {
-        DereferenceError::CaUnusable(_) => reason::CA_INVALID,
+        DereferenceError::CaUnusable(_) => ConnectionReason::CaInvalid,
         DereferenceError::EndpointNotAllowed { .. }
         | DereferenceError::Connection(ConnectionError::InvalidEndpoint { .. }) => {
-            reason::ENDPOINT_NOT_ALLOWED
+            ConnectionReason::EndpointNotAllowed
         }
-        _ => reason::CREDENTIAL_MISSING,
+        _ => ConnectionReason::CredentialMissing,
     }
 }
 
 /// The reason for a CMS call that failed.
-pub fn provider_reason(e: &ProviderError) -> &'static str {
+pub fn provider_reason(e: &ProviderError) -> ConnectionReason {
     match e {
-        ProviderError::Unreachable { .. } => reason::ENDPOINT_UNREACHABLE,
-        ProviderError::Tls { .. } => reason::TLS_FAILURE,
-        ProviderError::Config { .. } => reason::CA_INVALID,
-        ProviderError::Credential { .. } => reason::CREDENTIAL_REFUSED,
+        ProviderError::Unreachable { .. } => ConnectionReason::EndpointUnreachable,
+        ProviderError::Tls { .. } => ConnectionReason::TlsFailure,
+        ProviderError::Config { .. } => ConnectionReason::CaInvalid,
+        ProviderError::Credential { .. } => ConnectionReason::CredentialRefused,
         ProviderError::Rejected { status, .. } => match status {
-            401 | 403 => reason::CREDENTIAL_REFUSED,
-            404 | 405 => reason::PROVIDER_MISMATCH,
-            _ => reason::CMS_UNAVAILABLE,
+            401 | 403 => ConnectionReason::CredentialRefused,
+            404 | 405 => ConnectionReason::ProviderMismatch,
+            _ => ConnectionReason::CmsUnavailable,
         },
-        ProviderError::Decode { .. } | ProviderError::NotFound(_) => reason::PROVIDER_MISMATCH,
-        ProviderError::Unsupported { .. } => reason::PROVIDER_MISMATCH,
+        ProviderError::Decode { .. } | ProviderError::NotFound(_) => {
+            ConnectionReason::ProviderMismatch
+        }
+        ProviderError::Unsupported { .. } => ConnectionReason::ProviderMismatch,
     }
 }
 
@@ -119,12 +139,12 @@ pub async fn check(ctx: &Context, stores: &Stores, id: &ConnectionId) -> Found {
     match tokio::time::timeout(CHECK_TIMEOUT, call).await {
         Ok(Ok(())) => Found {
             ready: true,
-            reason: reason::CONNECTED,
+            reason: ConnectionReason::Connected,
             message: format!("{} answered at {}", conn.provider.title(), conn.endpoint),
         },
         Ok(Err(e)) => Found::not(provider_reason(&e), &e),
         Err(_) => Found::not(
-            reason::ENDPOINT_UNREACHABLE,
+            ConnectionReason::EndpointUnreachable,
             format!(
                 "{} did not answer within {}s",
                 conn.endpoint,
@@ -248,7 +268,12 @@ pub fn status_after(
     now: jiff::Timestamp,
 ) -> ConnectionStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let ready = condition(READY, found.ready, found.reason, found.message.clone());
+    let ready = condition(
+        READY,
+        found.ready,
+        found.reason.as_str(),
+        found.message.clone(),
+    );
     ConnectionStatus {
         observed_generation: generation,
         conditions: merge(old_conditions, vec![ready], now, generation),

@@ -16,6 +16,7 @@ pub mod connection_status;
 mod context;
 mod controller;
 mod dereference;
+mod events;
 pub mod in_use;
 pub mod listing;
 pub mod metrics;

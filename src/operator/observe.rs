@@ -57,7 +57,7 @@ pub fn only_a_drift_check(p: &ApiKeyPolicy) -> bool {
         && st
             .conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .any(|c| c.type_ == super::status::READY && c.status == "True")
 }
 
 /// The policy's own keys in the CMS (one filtered listing).

@@ -3,7 +3,7 @@
 //! roll once per Secret content, through a pod-template annotation with the content hash.
 
 use super::context::Context;
-use super::report::publish;
+use super::events::{record, EventReason};
 use super::secrets::owned_by;
 use crate::model::desired::DesiredKey;
 use crate::model::secret::ANN_CONTENT_HASH;
@@ -75,7 +75,14 @@ async fn reconcile_readers(
         if !ours {
             let note = format!("Role or RoleBinding {name} exists and is not this policy's: it is left alone, and the readers of Secret {} are not granted access", k.secret.name);
             tracing::warn!(policy = %p.name_any(), "{note}");
-            publish(ctx, p, EventType::Warning, "ReaderConflict", &note).await;
+            record(
+                ctx,
+                p,
+                EventType::Warning,
+                EventReason::ReaderConflict.as_str(),
+                &note,
+            )
+            .await;
         }
     }
     // Readers removed from the spec lose access: each binding (what grants it) first, then
@@ -302,7 +309,14 @@ async fn roll(
             "{:?} {} rolled for the new value of Secret {secret}",
             t.kind, t.name
         );
-        publish(ctx, p, EventType::Normal, "Restarted", &note).await;
+        record(
+            ctx,
+            p,
+            EventType::Normal,
+            EventReason::Restarted.as_str(),
+            &note,
+        )
+        .await;
     }
     Ok(true)
 }

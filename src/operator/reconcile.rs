@@ -17,6 +17,7 @@ use super::context::Context;
 use super::dereference::{
     dereference, dereference_to_revoke, previous_connection, within_ceilings, DereferenceError,
 };
+use super::events::{record, EventReason};
 use super::in_use;
 use super::observe::{observe, only_a_drift_check, own_keys, ObserveError};
 use super::offboarding::{
@@ -24,7 +25,7 @@ use super::offboarding::{
 };
 use super::plan::{plan, Conflict};
 use super::publish::publish_to_workloads;
-use super::report::{event_reason, publish, report, stopped_status, write_status, Outcome};
+use super::report::{report, stopped_status, write_status, Outcome};
 use super::secrets::KubeSecrets;
 use super::status::StopReason;
 use super::validate::{validate, InvalidSpec};
@@ -413,7 +414,14 @@ async fn leave_previous_connection(
         )) => {
             let note =
                 format!("the keys on {previous} were not revoked: {e}; revoke them in the CMS");
-            publish(ctx, p, EventType::Warning, "KeysLeft", &note).await;
+            record(
+                ctx,
+                p,
+                EventType::Warning,
+                EventReason::KeysLeft.as_str(),
+                &note,
+            )
+            .await;
             return Ok(());
         }
         Err(error) => {
@@ -428,7 +436,14 @@ async fn leave_previous_connection(
             "{revoked} keys revoked on {previous}: the policy now uses {}",
             conn.id
         );
-        publish(ctx, p, EventType::Normal, "KeysRevoked", &note).await;
+        record(
+            ctx,
+            p,
+            EventType::Normal,
+            EventReason::KeysRevoked.as_str(),
+            &note,
+        )
+        .await;
     }
     Ok(())
 }
@@ -449,7 +464,7 @@ async fn apply_plan(
     conn: &Conn,
     plan: &Plan,
     ctx: &Context,
-) -> Result<Vec<(String, String)>, Halt> {
+) -> Result<Vec<(EventReason, String)>, Halt> {
     let engine = Engine {
         provider,
         sink,
@@ -461,7 +476,7 @@ async fn apply_plan(
         Ok(report) => Ok(plan
             .pending()
             .zip(report.done)
-            .map(|(a, d)| (event_reason(a).to_owned(), d))
+            .map(|(a, d)| (EventReason::of(a), d))
             .collect()),
         Err(e) => Err(Halt::Failed {
             reason: StopReason::ApplyFailed,
@@ -558,7 +573,14 @@ async fn offboard(
         };
         let note = format!("{revoked} keys revoked{settings}: {refusal}");
         tracing::warn!(policy = %p.policy_id(), revoked, "offboarded: {refusal}");
-        publish(ctx, p, EventType::Warning, "KeysRevoked", &note).await;
+        record(
+            ctx,
+            p,
+            EventType::Warning,
+            EventReason::KeysRevoked.as_str(),
+            &note,
+        )
+        .await;
     }
     write_status(p, ctx, old, status, None).await?;
     Ok(Action::requeue(ctx.config.drift_interval))

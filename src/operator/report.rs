@@ -3,10 +3,12 @@
 //! changes made.
 
 use super::context::Context;
+use super::events::{record, EventReason};
 use super::metrics::KeyLabels;
 use super::observe::Observed;
 use super::status::{
-    self, condition, Stated, CHANGES_PENDING, DRIFTED, EXPIRING, READY, STALLED, SYNCED,
+    self, condition, SettledReason, Stated, CHANGES_PENDING, DRIFTED, EXPIRING, READY, STALLED,
+    SYNCED,
 };
 use crate::engine::rotation_due;
 use crate::model::desired::{DesiredKey, PolicyId};
@@ -17,8 +19,8 @@ use crate::providers::LiveKey;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub struct Outcome {
     /// The CMS's keys after the apply (the observed ones when nothing was applied).
     pub live: Vec<LiveKey>,
     /// (event reason, what was done), one per applied action.
-    pub done: Vec<(String, String)>,
+    pub done: Vec<(EventReason, String)>,
     pub now: Timestamp,
     /// The connection the keys are on.
     pub connection: crate::model::desired::ConnectionId,
@@ -40,20 +42,6 @@ fn rfc3339(t: Timestamp) -> String {
     Timestamp::from_second(t.as_second())
         .unwrap_or(t)
         .to_string()
-}
-
-/// The event reason for an applied action: one per kind of change, since kube's Recorder folds
-/// events with the same reason into one series, keeping the first note.
-pub fn event_reason(a: &PlanAction) -> &'static str {
-    match a {
-        PlanAction::Create { .. } => "KeyCreated",
-        PlanAction::Update { .. } => "KeyUpdated",
-        PlanAction::Rotate { .. } => "KeyRotated",
-        PlanAction::Replace { .. } => "KeyReplaced",
-        PlanAction::WriteSecret { .. } => "SecretRewritten",
-        PlanAction::Revoke { .. } => "KeyRevoked",
-        PlanAction::SetCors { .. } | PlanAction::SetPublic { .. } => "SettingsChanged",
-    }
 }
 
 /// Status of the keys in place, what they expire, and when the next rotation is due.
@@ -141,10 +129,62 @@ async fn keys_report(
     Ok(r)
 }
 
-/// The four conditions of a policy that ran to the end.
+/// The conditions of a policy that ran to the end.
 fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
+    use SettledReason as R;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let pending = observe_only && !plan.actions.is_empty();
+    let in_place = format!(
+        "{} key(s) in place and written to their Secrets",
+        keys.keys.len()
+    );
+    // ObserveOnly changes wait for a person: the policy stays Ready (GitOps tools show it
+    // healthy), and ChangesPending says what waits.
+    let (ready_reason, pending_message) = if pending {
+        let n = plan.actions.len();
+        let waits = format!("ObserveOnly: {n} change(s) in status.pendingChanges are not applied");
+        (R::ChangesPending, waits)
+    } else {
+        (R::Ready, "nothing waits to be applied".to_owned())
+    };
+    let (synced_reason, synced_message) = if observe_only {
+        let says = "managementPolicy is ObserveOnly: nothing is written to the CMS";
+        (R::ObserveOnly, says)
+    } else {
+        (R::Applied, "the CMS matches the policy")
+    };
+    let pending_reason = if pending {
+        R::ObserveOnly
+    } else {
+        R::NoChanges
+    };
+    let (drifted, drift_reason, drift_message) = drift(plan, observe_only);
+    let expiring = !keys.expiring.is_empty();
+    let (expiry_reason, expiry_message) = if expiring {
+        (R::ExpiringSoon, keys.expiring.join("; "))
+    } else {
+        let none = "no key is within its reminder window";
+        (R::NotExpiring, none.to_owned())
+    };
+    let stated = |t, status, r: R, m: String| condition(t, status, r.as_str(), m);
+    vec![
+        stated(READY, true, ready_reason, in_place),
+        stated(SYNCED, !pending, synced_reason, synced_message.into()),
+        stated(CHANGES_PENDING, pending, pending_reason, pending_message),
+        stated(
+            STALLED,
+            false,
+            R::NotStalled,
+            "the policy is in place".into(),
+        ),
+        stated(DRIFTED, drifted, drift_reason, drift_message),
+        stated(EXPIRING, expiring, expiry_reason, expiry_message),
+    ]
+}
+
+/// Whether the plan repairs (or, ObserveOnly, found) keys changed in the CMS, its reason and
+/// message.
+fn drift(plan: &Plan, observe_only: bool) -> (bool, SettledReason, String) {
     let drifted: Vec<&str> = plan
         .actions
         .iter()
@@ -153,71 +193,16 @@ fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
             _ => None,
         })
         .collect();
-    let in_place = format!(
-        "{} key(s) in place and written to their Secrets",
-        keys.keys.len()
-    );
-    // ObserveOnly changes wait for a person: the policy stays Ready (GitOps tools show it
-    // healthy), and ChangesPending says what waits.
-    let (ready_reason, pending_message) = if pending {
-        (
-            "ChangesPending",
-            format!(
-                "ObserveOnly: {} change(s) in status.pendingChanges are not applied",
-                plan.actions.len()
-            ),
-        )
-    } else {
-        ("Ready", "nothing waits to be applied".to_owned())
-    };
-    let (synced_reason, synced_message) = if observe_only {
-        (
-            "ObserveOnly",
-            "managementPolicy is ObserveOnly: nothing is written to the CMS",
-        )
-    } else {
-        ("Applied", "the CMS matches the policy")
-    };
-    let (drift_reason, drift_message) = match (drifted.is_empty(), observe_only) {
+    let changed = || format!("changed in the CMS outside keyward: {}", drifted.join(", "));
+    match (drifted.is_empty(), observe_only) {
         (true, _) => (
-            "NoDrift",
+            false,
+            SettledReason::NoDrift,
             "the CMS matched the policy at the last check".to_owned(),
         ),
-        (false, true) => (
-            "DriftFound",
-            format!("changed in the CMS outside keyward: {}", drifted.join(", ")),
-        ),
-        (false, false) => (
-            "DriftRepaired",
-            format!("changed in the CMS outside keyward: {}", drifted.join(", ")),
-        ),
-    };
-    let (expiry_reason, expiry_message) = if keys.expiring.is_empty() {
-        (
-            "NotExpiring",
-            "no key is within its reminder window".to_owned(),
-        )
-    } else {
-        ("ExpiringSoon", keys.expiring.join("; "))
-    };
-    vec![
-        condition(READY, true, ready_reason, in_place),
-        condition(SYNCED, !pending, synced_reason, synced_message),
-        condition(
-            CHANGES_PENDING,
-            pending,
-            if pending { "ObserveOnly" } else { "NoChanges" },
-            pending_message,
-        ),
-        condition(STALLED, false, "NotStalled", "the policy is in place"),
-        condition(DRIFTED, !drifted.is_empty(), drift_reason, drift_message),
-        condition(
-            EXPIRING,
-            !keys.expiring.is_empty(),
-            expiry_reason,
-            expiry_message,
-        ),
-    ]
+        (false, true) => (true, SettledReason::DriftFound, changed()),
+        (false, false) => (true, SettledReason::DriftRepaired, changed()),
+    }
 }
 
 /// Step 7 for a policy that ran to the end: status, metrics and events; returns when to look
@@ -264,7 +249,7 @@ pub async fn report(
     // What was done is told first: a status write that fails is retried, but the next
     // reconcile has nothing left to do, and an event published after it would be lost.
     for (reason, note) in &o.done {
-        publish(ctx, p, EventType::Normal, reason, note).await;
+        record(ctx, p, EventType::Normal, reason.as_str(), note).await;
     }
     write_status(p, ctx, old, new, None).await?;
     Ok(next_look(
@@ -365,25 +350,11 @@ pub async fn write_status(
     .await?;
     if let Some(ready) = flipped {
         match warning {
-            Some((reason, msg)) => publish(ctx, p, EventType::Warning, reason, msg).await,
-            None => publish(ctx, p, EventType::Normal, &ready.reason, &ready.message).await,
+            Some((reason, msg)) => record(ctx, p, EventType::Warning, reason, msg).await,
+            None => record(ctx, p, EventType::Normal, &ready.reason, &ready.message).await,
         }
     }
     Ok(())
-}
-
-/// Records an event; a failure to record one is logged, never fatal.
-pub async fn publish(ctx: &Context, p: &ApiKeyPolicy, type_: EventType, reason: &str, note: &str) {
-    let ev = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot record an event");
-    }
 }
 
 #[cfg(test)]
@@ -568,7 +539,7 @@ mod tests {
             },
         ]
         .iter()
-        .map(event_reason)
+        .map(|a| EventReason::of(a).as_str())
         .collect();
         assert_eq!(
             reasons,

@@ -16,6 +16,44 @@ pub const STALLED: &str = "Stalled";
 /// ObserveOnly changes wait for a person; the policy is still Ready.
 pub const CHANGES_PENDING: &str = "ChangesPending";
 
+/// The reasons of a policy that ran to the end, one per state of each condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SettledReason {
+    /// Ready: the keys are in place.
+    Ready,
+    /// Ready, with ObserveOnly changes waiting for a person.
+    ChangesPending,
+    /// Synced and ChangesPending under `managementPolicy: ObserveOnly`.
+    ObserveOnly,
+    Applied,
+    NoChanges,
+    NotStalled,
+    NoDrift,
+    DriftFound,
+    DriftRepaired,
+    NotExpiring,
+    ExpiringSoon,
+}
+
+impl SettledReason {
+    /// The condition's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::ChangesPending => "ChangesPending",
+            Self::ObserveOnly => "ObserveOnly",
+            Self::Applied => "Applied",
+            Self::NoChanges => "NoChanges",
+            Self::NotStalled => "NotStalled",
+            Self::NoDrift => "NoDrift",
+            Self::DriftFound => "DriftFound",
+            Self::DriftRepaired => "DriftRepaired",
+            Self::NotExpiring => "NotExpiring",
+            Self::ExpiringSoon => "ExpiringSoon",
+        }
+    }
+}
+
 /// Why a policy stopped: the reason of its Ready=False (and Synced, and Stalled when retrying
 /// cannot help) condition, as the README's troubleshooting table lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
