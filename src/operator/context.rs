@@ -124,14 +124,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     providers: ProviderCache,
-    /// Per policy that failed: its backoff, from 1 s to 5 minutes, jittered.
-    failures: Mutex<HashMap<String, backon::ExponentialBackoff>>,
     stores: Mutex<Option<Stores>>,
-    /// Per policy: keys ready, expiring soon, missing; the `keyward_keys` gauge is their sum.
-    key_states: Mutex<HashMap<String, [i64; 3]>>,
-    /// Per policy: its reconciles that ended well. One policy's next reconcile can be waited
-    /// for by it; the `keyward_reconciles` total also moves for every other policy.
-    reconciled: Mutex<HashMap<String, u64>>,
+    /// What is kept per policy (`namespace/name`) between its reconciles.
+    policies: Mutex<HashMap<String, PolicyMemory>>,
     /// Per connection: the keys its drift checks share (see [`SharedListings`]).
     pub listings: SharedListings,
     /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
@@ -139,10 +134,6 @@ pub struct Context {
     /// Per (policy uid, workload kind and name, Secret): the Secret content hash the workload's
     /// pod template was last seen or patched with, so drift checks do not read the workload.
     pub restarts: Mutex<HashMap<(String, String, String), String>>,
-    /// Policies whose next reconcile must read the CMS afresh (a new force-sync value).
-    fresh_reads: Mutex<std::collections::HashSet<String>>,
-    /// Per policy: the last `keyward.dev/force-sync` value acted on.
-    force_syncs: Mutex<HashMap<String, String>>,
     /// One new force-sync value per policy per [`FORCE_SYNC_EVERY`].
     force_sync_limiter: crate::cms::limits::Limiter<String>,
     /// Per connection: the workers its policies hold now (at most
@@ -151,12 +142,29 @@ pub struct Context {
     /// Per (connection, namespace): held while a policy counts the namespace's keys and makes
     /// new ones, so that policies created together cannot pass the quota together.
     key_quota_locks: Mutex<HashMap<(ConnectionId, String), QuotaLock>>,
-    /// Per policy: the label sets of its keys' `keyward_key_expiry_seconds` series, so that
-    /// the series of a key or policy that is gone are removed with it.
-    expiry_series: Mutex<HashMap<String, std::collections::BTreeSet<metrics::KeyLabels>>>,
     /// Fields of the credential and CA Secrets connections name, each with the
     /// resourceVersion it was read at: (namespace, name, field) -> (version, bytes).
     secret_fields: Mutex<SecretFields>,
+}
+
+/// What the operator keeps for one policy between its reconciles; all of it goes with the
+/// policy ([`Context::forget_policy`]).
+#[derive(Default)]
+struct PolicyMemory {
+    /// After a failure: its backoff, from 1 s to 5 minutes, jittered.
+    backoff: Option<backon::ExponentialBackoff>,
+    /// Keys ready, expiring soon, missing; the `keyward_keys` gauge is the sum over policies.
+    key_states: Option<[i64; 3]>,
+    /// Its reconciles that ended well. One policy's next reconcile can be waited for by it;
+    /// the `keyward_reconciles` total also moves for every other policy.
+    reconciled: u64,
+    /// Its next reconcile must read the CMS afresh (a new force-sync value).
+    fresh_read: bool,
+    /// The last `keyward.dev/force-sync` value acted on.
+    force_sync: Option<String>,
+    /// The label sets of its keys' `keyward_key_expiry_seconds` series, so that the series of
+    /// a key or policy that is gone are removed with it.
+    expiry_series: std::collections::BTreeSet<metrics::KeyLabels>,
 }
 
 type SecretFields = HashMap<(String, String, String), (String, Arc<[u8]>)>;
@@ -186,17 +194,12 @@ impl Context {
             metrics,
             recorder,
             providers: Mutex::new(BTreeMap::new()),
-            failures: Mutex::new(HashMap::new()),
             stores: Mutex::new(None),
-            key_states: Mutex::new(HashMap::new()),
-            reconciled: Mutex::new(HashMap::new()),
-            force_syncs: Mutex::new(HashMap::new()),
+            policies: Default::default(),
             listings: SharedListings::default(),
-            fresh_reads: Mutex::new(Default::default()),
             secret_observations: Default::default(),
             restarts: Default::default(),
             secret_fields: Default::default(),
-            expiry_series: Default::default(),
             connection_slots: Default::default(),
             key_quota_locks: Default::default(),
             force_sync_limiter: governor::RateLimiter::keyed(
@@ -208,7 +211,9 @@ impl Context {
 
     /// Whether the policy's reconcile must read the CMS afresh (asked once, then forgotten).
     pub fn take_fresh_read(&self, p: &ApiKeyPolicy) -> bool {
-        self.fresh_reads.lock().remove(&Self::key(p))
+        let mut policies = self.policies.lock();
+        let fresh = policies.get_mut(&Self::key(p)).map(|m| &mut m.fresh_read);
+        fresh.is_some_and(std::mem::take)
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
@@ -217,14 +222,15 @@ impl Context {
         use governor::clock::{Clock, DefaultClock};
         let value = p.annotations().get(FORCE_SYNC)?;
         let key = Self::key(p);
-        let mut seen = self.force_syncs.lock();
-        if seen.get(&key) == Some(value) {
+        let mut policies = self.policies.lock();
+        if policies.get(&key).and_then(|m| m.force_sync.as_ref()) == Some(value) {
             return None;
         }
         match self.force_sync_limiter.check_key(&key) {
             Ok(()) => {
-                self.fresh_reads.lock().insert(key.clone());
-                seen.insert(key, value.clone());
+                let m = policies.entry(key).or_default();
+                m.fresh_read = true;
+                m.force_sync = Some(value.clone());
                 None
             }
             Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
@@ -233,10 +239,10 @@ impl Context {
 
     /// The last `keyward.dev/force-sync` value acted on for the policy `namespace/name`.
     pub fn force_sync_acted_on(&self, namespace: &str, name: &str) -> Option<String> {
-        self.force_syncs
+        self.policies
             .lock()
             .get(&format!("{namespace}/{name}"))
-            .cloned()
+            .and_then(|m| m.force_sync.clone())
     }
 
     /// The provider for a connection, made once and reused until the connection changes.
@@ -375,9 +381,12 @@ impl Context {
     /// 5 minutes; a success starts it over.
     pub fn backoff(&self, p: &ApiKeyPolicy) -> Duration {
         const MAX: Duration = Duration::from_secs(300);
-        let mut f = self.failures.lock();
-        f.entry(Self::key(p))
-            .or_insert_with(|| {
+        let mut policies = self.policies.lock();
+        policies
+            .entry(Self::key(p))
+            .or_default()
+            .backoff
+            .get_or_insert_with(|| {
                 backon::BackoffBuilder::build(
                     backon::ExponentialBuilder::default()
                         .with_min_delay(Duration::from_secs(1))
@@ -391,7 +400,9 @@ impl Context {
     }
 
     pub fn forget_failures(&self, p: &ApiKeyPolicy) {
-        self.failures.lock().remove(&Self::key(p));
+        if let Some(m) = self.policies.lock().get_mut(&Self::key(p)) {
+            m.backoff = None;
+        }
     }
 
     /// Sets a policy's expiry series to `now` (`seconds` each) and removes those of keys it no
@@ -409,8 +420,8 @@ impl Context {
     }
 
     pub fn set_expiry_series(&self, p: &ApiKeyPolicy, now: Vec<(metrics::KeyLabels, f64)>) {
-        let mut series = self.expiry_series.lock();
-        let kept = series.entry(Self::key(p)).or_default();
+        let mut policies = self.policies.lock();
+        let kept = &mut policies.entry(Self::key(p)).or_default().expiry_series;
         let fresh: std::collections::BTreeSet<_> = now.iter().map(|(l, _)| l.clone()).collect();
         for gone in kept.difference(&fresh) {
             self.metrics.key_expiry.remove(gone);
@@ -424,23 +435,22 @@ impl Context {
     /// Everything kept for a policy that is gone: backoff, force-sync state, key counts and
     /// metric series, Secret observations.
     pub fn forget_policy(&self, key: &str, uid: Option<&str>) {
-        self.failures.lock().remove(key);
-        self.force_syncs.lock().remove(key);
-        self.fresh_reads.lock().remove(key);
-        if let Some(gone) = self.expiry_series.lock().remove(key) {
-            for labels in gone {
+        let mut policies = self.policies.lock();
+        if let Some(gone) = policies.remove(key) {
+            for labels in gone.expiry_series {
                 self.metrics.key_expiry.remove(&labels);
             }
+            if gone.key_states.is_some() {
+                self.publish_key_states(&policies);
+            }
         }
+        drop(policies);
         if let Some((namespace, policy)) = key.split_once('/') {
             self.metrics.policy_ready.remove(&metrics::PolicyLabels {
                 namespace: namespace.to_owned(),
                 policy: policy.to_owned(),
             });
         }
-        self.key_states.lock().remove(key);
-        self.publish_key_states(&self.key_states.lock());
-        self.reconciled.lock().remove(key);
         if let Some(uid) = uid {
             self.secret_observations.lock().retain(|k, _| k.0 != uid);
             self.restarts.lock().retain(|k, _| k.0 != uid);
@@ -497,57 +507,56 @@ impl Context {
         &self,
         live: &std::collections::HashSet<String>,
     ) -> std::collections::BTreeSet<String> {
-        let mut kept: Vec<String> = Vec::new();
-        kept.extend(self.failures.lock().keys().cloned());
-        kept.extend(self.force_syncs.lock().keys().cloned());
-        kept.extend(self.fresh_reads.lock().iter().cloned());
-        kept.extend(self.expiry_series.lock().keys().cloned());
-        kept.extend(self.key_states.lock().keys().cloned());
-        kept.extend(self.reconciled.lock().keys().cloned());
-        kept.into_iter().filter(|k| !live.contains(k)).collect()
+        let policies = self.policies.lock();
+        let kept = policies.keys().filter(|k| !live.contains(*k));
+        kept.cloned().collect()
     }
 
-    /// What is kept per policy, summed over the maps (for tests: it must not grow with
-    /// policies that are gone).
+    /// How many policies something is kept for (for tests: it must not grow with policies
+    /// that are gone).
     pub fn policies_tracked(&self) -> usize {
-        self.failures.lock().len()
-            + self.force_syncs.lock().len()
-            + self.fresh_reads.lock().len()
-            + self.expiry_series.lock().len()
-            + self.key_states.lock().len()
-            + self.reconciled.lock().len()
+        self.policies.lock().len()
     }
 
     /// Counts a reconcile of `p` that ended well (not of its deletion: that forgets it).
     pub fn count_reconciled(&self, p: &ApiKeyPolicy) {
         if p.metadata.deletion_timestamp.is_none() {
-            *self.reconciled.lock().entry(Self::key(p)).or_default() += 1;
+            let mut policies = self.policies.lock();
+            let m = policies.entry(Self::key(p)).or_default();
+            m.reconciled = m.reconciled.saturating_add(1);
         }
     }
 
     /// How many reconciles of the policy `namespace/name` ended well.
     pub fn reconciled(&self, namespace: &str, name: &str) -> u64 {
-        self.reconciled
+        self.policies
             .lock()
             .get(&format!("{namespace}/{name}"))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |m| m.reconciled)
     }
 
     /// Records a policy's key counts (`None` when the policy is gone) and updates the gauge.
     pub fn set_key_states(&self, p: &ApiKeyPolicy, counts: Option<[i64; 3]>) {
-        let mut states = self.key_states.lock();
+        let mut policies = self.policies.lock();
         match counts {
-            Some(c) => states.insert(Self::key(p), c),
-            None => states.remove(&Self::key(p)),
-        };
-        self.publish_key_states(&states);
+            Some(c) => policies.entry(Self::key(p)).or_default().key_states = Some(c),
+            None => {
+                if let Some(m) = policies.get_mut(&Self::key(p)) {
+                    m.key_states = None;
+                }
+            }
+        }
+        self.publish_key_states(&policies);
     }
 
     /// The `keyward_keys` gauge: the sum of every policy's counts.
-    fn publish_key_states(&self, states: &HashMap<String, [i64; 3]>) {
+    fn publish_key_states(&self, policies: &HashMap<String, PolicyMemory>) {
         for (i, state) in ["ready", "expiring", "missing"].iter().enumerate() {
-            let total: i64 = states.values().map(|c| c[i]).sum();
+            let total: i64 = policies
+                .values()
+                .filter_map(|m| m.key_states)
+                .map(|c| c[i])
+                .sum();
             self.metrics
                 .keys
                 .get_or_create(&metrics::StateLabels {
