@@ -4,7 +4,6 @@
 //! - [`cms`]: the embedded reference CMS key service (`keyward cms serve`).
 
 pub mod cms;
-pub mod config;
 pub mod dirlock;
 pub mod engine;
 pub mod files;

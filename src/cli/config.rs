@@ -3,7 +3,7 @@
 //! a flag, then the environment, then the chosen profile, then the file, then the default.
 //! A credential is never read from the file, only the name of the variable that holds it.
 
-use crate::providers::registry::ProviderKind;
+use keyward::providers::registry::ProviderKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,7 +56,7 @@ pub struct Loaded {
 pub enum ConfigError {
     /// The file cannot be read, or is not a regular file of a bounded size.
     #[error("cannot read the configuration file {0}")]
-    File(crate::files::ReadError),
+    File(keyward::files::ReadError),
     #[error("{}:{line}: {message}", .path.display())]
     Invalid {
         path: PathBuf,
@@ -119,7 +119,7 @@ pub fn load(named: Option<&Path>) -> Result<Option<Loaded>, ConfigError> {
         None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
         None => return Ok(None),
     };
-    let text = crate::files::read_small_text(&path, crate::files::MAX_SMALL_FILE)
+    let text = keyward::files::read_small_text(&path, keyward::files::MAX_SMALL_FILE)
         .map_err(ConfigError::File)?;
     let config = parse(&path, &text)?;
     Ok(Some(Loaded { path, config }))
@@ -245,7 +245,7 @@ fn nothing_without_an_endpoint(
 /// The CMS URL, refused before it is printed or used if keyward would not call it: it may
 /// hold a password.
 fn check_url(url: Option<&Setting<String>>) -> Result<(), ConfigError> {
-    match url.map(|u| (u, crate::model::check_endpoint(&u.value))) {
+    match url.map(|u| (u, keyward::model::check_endpoint(&u.value))) {
         Some((u, Err(reason))) => Err(ConfigError::Endpoint {
             from: u.source.clone(),
             reason,
