@@ -6,7 +6,7 @@ use cli::config::{Effective, Given, Source};
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig};
 use keyward::gitops::{self, GitopsError, Mode};
-use keyward::model::Plan;
+use keyward::model::Tier;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -306,13 +306,13 @@ enum PlanArg {
     Enterprise,
 }
 
-impl From<PlanArg> for Plan {
-    fn from(p: PlanArg) -> Plan {
+impl From<PlanArg> for Tier {
+    fn from(p: PlanArg) -> Tier {
         match p {
-            PlanArg::Hobby => Plan::Hobby,
-            PlanArg::Team => Plan::Team,
-            PlanArg::Business => Plan::Business,
-            PlanArg::Enterprise => Plan::Enterprise,
+            PlanArg::Hobby => Tier::Hobby,
+            PlanArg::Team => Tier::Team,
+            PlanArg::Business => Tier::Business,
+            PlanArg::Enterprise => Tier::Enterprise,
         }
     }
 }
@@ -478,7 +478,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         key_rate: rate("key-rate", args.key_rate)?,
         verify_rate: rate("verify-rate", args.verify_rate)?,
         listen: args.listen,
-        plan: args.plan.map(Plan::from),
+        plan: args.plan.map(Tier::from),
         admin_token: admin_token.map(AdminToken::new),
         max_body: args.max_body,
         conn: cms::server::ConnLimits {

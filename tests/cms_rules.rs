@@ -857,7 +857,7 @@ async fn regenerate_with_and_without_grace() {
 
 #[tokio::test]
 async fn plan_quotas_name_the_plan() {
-    let cms = Cms::start_with(|c| c.plan = Some(keyward::model::Plan::Hobby)).await;
+    let cms = Cms::start_with(|c| c.plan = Some(keyward::model::Tier::Hobby)).await;
     cms.key(json!({"name": "one"})).await;
     let r = cms
         .admin(Method::POST, "/v1/keys", Some(json!({"name": "two"})))

@@ -19,7 +19,7 @@ pub mod service;
 pub mod store;
 pub mod verifier;
 
-use crate::model::Plan;
+use crate::model::Tier;
 use auth::Auth;
 use axum::http::{header, HeaderName, Method};
 use axum::routing::get;
@@ -152,7 +152,7 @@ impl fmt::Debug for AdminToken {
 pub struct CmsConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub plan: Option<Plan>,
+    pub plan: Option<Tier>,
     /// From `KEYWARD_CMS_ADMIN_TOKEN`; otherwise read from or written to `DIR/admin-token`.
     pub admin_token: Option<AdminToken>,
     pub public_rate: Rate,
@@ -521,7 +521,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     let task = tokio::spawn(server::serve(listener, app, conn, tls.clone(), rx.clone()));
     tokio::spawn(forget_idle_clients(ctx.clone(), rx));
     // A missing plan is an absent field, not `None`: JSON logs show plain values.
-    let plan = cfg.plan.map(Plan::as_str);
+    let plan = cfg.plan.map(Tier::as_str);
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), plan, "reference CMS listening");
     Ok(RunningCms {
         addr,

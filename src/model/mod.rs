@@ -16,7 +16,7 @@ mod value;
 
 pub use digest::{sha256_hex, short_hash};
 pub use rights::{ContentOp, ContentPermission, ManagementPermission, PermSet, Scope, ServiceOp};
-pub use settings::{check_endpoint, check_origin, endpoint_host, is_metadata_address, Plan};
+pub use settings::{check_endpoint, check_origin, endpoint_host, is_metadata_address, Tier};
 pub use spec::{
     expiry_rules, human, normalize, valid_label_key, valid_label_value, valid_slug, ApiPermission,
     CelRule, ExpiryRules, KeyKind, KeySpec, KeyType, SpecError, DRAFTS_NEED_GET,

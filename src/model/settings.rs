@@ -23,18 +23,19 @@ impl OwnedSettings {
     }
 }
 
-/// microCMS's plan quotas on the number of API keys.
+/// A CMS pricing tier (`spec.plan`, `--plan`): microCMS's quotas on the number of API keys.
+/// Named `Tier` in the code so that `Plan` means one thing: the diff (`plan::Plan`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Plan {
+pub enum Tier {
     Hobby,
     Team,
     Business,
     Enterprise,
 }
 
-impl Plan {
-    pub const ALL: [Plan; 4] = [Self::Hobby, Self::Team, Self::Business, Self::Enterprise];
+impl Tier {
+    pub const ALL: [Tier; 4] = [Self::Hobby, Self::Team, Self::Business, Self::Enterprise];
 
     pub fn key_limit(self) -> usize {
         match self {
@@ -55,11 +56,11 @@ impl Plan {
     }
 }
 
-impl std::str::FromStr for Plan {
+impl std::str::FromStr for Tier {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<Plan, String> {
-        Plan::ALL
+    fn from_str(s: &str) -> Result<Tier, String> {
+        Tier::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| format!("'{s}' is not a plan (hobby, team, business, enterprise)"))

@@ -9,7 +9,7 @@ use super::{
     SecretsRead,
 };
 use crate::model::desired::ConnectionId;
-use crate::model::Plan;
+use crate::model::Tier;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ pub struct Connection {
     pub provider: ProviderKind,
     pub endpoint: String,
     pub secrets: SecretsRead,
-    pub plan: Option<Plan>,
+    pub plan: Option<Tier>,
     /// A shared connection's ceilings (`None` for a namespaced connection).
     pub allow: Option<Allow>,
 }
@@ -268,7 +268,7 @@ mod tests {
             .expect("its own namespace's connection");
         assert_eq!(c.provider, ProviderKind::Keyward);
         assert_eq!(c.endpoint, "https://cms.shop.example");
-        assert_eq!(c.plan, Some(Plan::Team));
+        assert_eq!(c.plan, Some(Tier::Team));
         assert_eq!(c.allow, None);
         assert_eq!(
             c.secrets.credential,

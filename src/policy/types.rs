@@ -3,8 +3,8 @@
 
 use super::duration::{DURATION_MAX_LENGTH, DURATION_PATTERN};
 use crate::model::{
-    ApiPermission, ContentOp, ContentPermission, KeyKind, KeyType, ManagementPermission, Plan,
-    Scope,
+    ApiPermission, ContentOp, ContentPermission, KeyKind, KeyType, ManagementPermission, Scope,
+    Tier,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
@@ -451,7 +451,7 @@ macro_rules! connection_spec {
             pub credentials_secret_ref: SecretKeyRef,
             /// The CMS's plan: its key quota is checked before any call.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub plan: Option<Plan>,
+            pub plan: Option<Tier>,
             /// How the endpoint's certificate is verified (HTTPS): a private CA besides the
             /// system's.
             #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@ use crate::model::desired::{
 };
 use crate::model::template::check_template;
 use crate::model::{
-    check_origin, expiry_rules, human, normalize, valid_slug, ContentOp, KeyKind, KeySpec, Plan,
+    check_origin, expiry_rules, human, normalize, valid_slug, ContentOp, KeyKind, KeySpec, Tier,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -698,7 +698,7 @@ fn connection_endpoints(set: &ManifestSet) -> Vec<Diagnostic> {
 pub fn resolve(
     set: &ManifestSet,
     now: Timestamp,
-    default_plan: Option<Plan>,
+    default_plan: Option<Tier>,
     default_provider: ProviderKind,
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut diags = Vec::new();
@@ -851,11 +851,11 @@ pub fn add_policy(
     state.keys.extend(keys);
 }
 
-/// Plan quotas, per connection, before any call.
+/// Plan quotas (the CMS pricing tier's key limit), per connection, before any call.
 fn plan_quotas(
     set: &ManifestSet,
     resolved: &Resolved,
-    default_plan: Option<Plan>,
+    default_plan: Option<Tier>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (cid, state) in &resolved.desired {

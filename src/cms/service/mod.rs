@@ -15,7 +15,7 @@ use super::store::{DocTable, Store, StoreError};
 use super::verifier::{KeyEntry, StoredHash, Verifier};
 use crate::model::{
     check_origin, valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec,
-    ManagementPermission, Plan, Scope, SpecError,
+    ManagementPermission, Scope, SpecError, Tier,
 };
 use jiff::{SignedDuration, Timestamp};
 use parking_lot::{Mutex, RwLock};
@@ -193,7 +193,7 @@ pub struct Service {
     db: Mutex<Store>,
     state: RwLock<State>,
     pub verifier: Verifier,
-    plan: Option<Plan>,
+    plan: Option<Tier>,
     limits: ContentLimits,
 }
 
@@ -205,7 +205,7 @@ impl Service {
     /// Opens (or creates) the service's database under `dir` and loads it.
     pub fn open(
         dir: &Path,
-        plan: Option<Plan>,
+        plan: Option<Tier>,
         limits: ContentLimits,
     ) -> Result<Service, StoreError> {
         let store = Store::open(dir)?;
@@ -252,7 +252,7 @@ impl Service {
         })
     }
 
-    pub fn plan(&self) -> Option<Plan> {
+    pub fn plan(&self) -> Option<Tier> {
         self.plan
     }
 
