@@ -223,11 +223,6 @@ impl Search {
     }
 }
 
-/// Whether `q` is found in the fields (one search: see [`Search`]).
-pub fn search_matches(fields: &Map<String, Value>, q: &str) -> bool {
-    Search::new(q).matches(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +230,11 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    /// Whether `q` is found in the fields (one search: see [`Search`]).
+    fn search_matches(fields: &Map<String, Value>, q: &str) -> bool {
+        Search::new(q).matches(fields)
     }
 
     #[test]

@@ -4,19 +4,19 @@
 
 mod api_content;
 mod api_management;
-pub mod auth;
-pub mod content;
-pub mod error;
-pub mod hashing;
-pub mod input;
+pub(crate) mod auth;
+pub(crate) mod content;
+pub(crate) mod error;
+pub(crate) mod hashing;
+pub(crate) mod input;
 pub mod keys;
-pub mod limits;
+pub(crate) mod limits;
 mod openapi;
-pub mod rights;
+pub(crate) mod rights;
 pub mod secret;
 pub mod server;
 pub mod service;
-pub mod store;
+pub(crate) mod store;
 pub mod verifier;
 
 use crate::model::Tier;
@@ -41,7 +41,7 @@ pub const PRODUCTION: &str = "production";
 pub struct Ctx {
     pub svc: Arc<Service>,
     pub auth: Auth,
-    /// Write requests served (every write goes through [`blocking`]).
+    /// Write requests served (every write goes through `blocking`).
     pub writes: std::sync::atomic::AtomicU64,
     /// Key listings served (`GET /v1/keys`), for the operator's drift-check figures.
     pub key_listings: std::sync::atomic::AtomicU64,

@@ -7,7 +7,7 @@
 //!   idle between requests is closed after `idle_timeout`. A watchdog per connection enforces
 //!   both, so hundreds of half-sent requests cannot hold the server.
 //! - hyper answers an over-long URI (414), too large a head (431) or a malformed request (400)
-//!   itself, with an empty body. [`Guarded`] rewrites those answers on the wire into the JSON
+//!   itself, with an empty body. `Guarded` rewrites those answers on the wire into the JSON
 //!   error bodies every other answer has.
 //! - With [`Tls`], every connection is HTTPS (HTTP/2 or HTTP/1.1 by ALPN); the TLS handshake
 //!   gets the header timeout too, and the certificate can be reloaded without a restart.

@@ -142,13 +142,6 @@ impl Store {
         Ok(None)
     }
 
-    /// Records moved aside because they did not decode: (table, id, error).
-    pub fn quarantined(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT tbl, id, error FROM quarantine")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         type Row = (String, String, String, Option<String>, Option<i64>);
         let rows: Vec<Row> = {

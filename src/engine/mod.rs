@@ -7,7 +7,7 @@
 //! regenerates it again. The error says what was done and what was not.
 
 pub mod clock;
-pub mod observe;
+pub(crate) mod observe;
 
 pub use clock::Clock;
 

@@ -2,15 +2,15 @@
 //! permissions, the scoped CMS's scopes and key types, Kontent.ai's key kinds, management
 //! permissions and expiry rules). The reference CMS enforces it; policies are validated against it.
 
-pub mod capabilities;
+pub(crate) mod capabilities;
 pub mod desired;
 mod digest;
-pub mod live;
+pub(crate) mod live;
 mod rights;
 pub mod secret;
 mod settings;
 mod spec;
-pub mod template;
+pub(crate) mod template;
 mod time;
 mod value;
 

@@ -127,7 +127,7 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// What is kept per policy (`namespace/name`) between its reconciles.
     policies: Mutex<HashMap<String, PolicyMemory>>,
-    /// Per connection: the keys its drift checks share (see [`SharedListings`]).
+    /// Per connection: the keys its drift checks share (see `SharedListings`).
     pub listings: SharedListings,
     /// Secrets as last observed, so that a drift check of an unchanged Secret reads nothing.
     pub secret_observations: SecretObservations,
@@ -217,7 +217,7 @@ impl Context {
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
-    /// than [`FORCE_SYNC_EVERY`] after the last one; `None`: go ahead.
+    /// than `FORCE_SYNC_EVERY` after the last one; `None`: go ahead.
     pub fn force_sync_wait(&self, p: &ApiKeyPolicy) -> Option<Duration> {
         use governor::clock::{Clock, DefaultClock};
         let value = p.annotations().get(FORCE_SYNC)?;

@@ -1,10 +1,10 @@
 //! The custom resources and their offline validation.
 
-pub mod ceilings;
-pub mod connection;
+pub(crate) mod ceilings;
+pub(crate) mod connection;
 pub mod duration;
 pub mod load;
-pub mod locate;
+pub(crate) mod locate;
 mod secrets_read;
 mod types;
 pub mod validate;

@@ -49,7 +49,7 @@ pub struct Reconcile {
 /// no answer body reaches an error (and so the policy's status, readable by its namespace):
 /// the endpoint is the tenant's choice, and could be an internal service whose answers are not
 /// the tenant's to read. Bodies go to the debug log, truncated; only the few answers keyward
-/// knows a CMS to give ([`KNOWN_ANSWERS`]) are kept.
+/// knows a CMS to give (`KNOWN_ANSWERS`) are kept.
 pub async fn in_reconcile<F: std::future::Future>(limits: Reconcile, f: F) -> F::Output {
     RECONCILE.scope(limits, f).await
 }

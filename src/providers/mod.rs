@@ -2,7 +2,7 @@
 
 pub mod directus;
 pub mod http;
-pub mod ownership_tag;
+pub(crate) mod ownership_tag;
 pub mod reference;
 pub mod registry;
 pub mod strapi;

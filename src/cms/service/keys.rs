@@ -181,7 +181,7 @@ impl Service {
     }
 
     /// A new value; the old one stops at once, or after `grace`. With a grace, values that an
-    /// earlier regenerate left in their grace keep it (at most [`MAX_EARLIER_VALUES`] at once,
+    /// earlier regenerate left in their grace keep it (at most `MAX_EARLIER_VALUES` at once,
     /// then 409); without one, every earlier value stops now.
     pub fn regenerate_key(
         &self,

@@ -2,8 +2,8 @@
 //! written through to SQLite. Writers are serialized by the database mutex; each write commits to
 //! SQLite first and only then changes memory, so what readers see is always durable.
 //!
-//! One file per concern: [`keys`], [`settings`] (APIs, public endpoints, CORS), [`members`]
-//! (members and roles) and [`content`] (entries).
+//! One file per concern: `keys`, `settings` (APIs, public endpoints, CORS), `members`
+//! (members and roles) and `content` (entries).
 
 use super::content::{Entry, Filter, Search};
 use super::error::CmsError;
@@ -30,7 +30,7 @@ mod keys;
 mod members;
 mod settings;
 pub(crate) use keys::no_key;
-pub use settings::{valid_owner, OwnerWrite};
+pub use settings::OwnerWrite;
 
 /// `name` must be a slug (lowercase letters, digits, '-', '_'): `field` names it in the error,
 /// `what` says what it names ("an API", "a member").
@@ -256,7 +256,7 @@ impl Service {
         self.plan
     }
 
-    /// Writes the database's log into it (see [`Store::checkpoint`]).
+    /// Writes the database's log into it (see `Store::checkpoint`).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.db.lock().checkpoint()
     }

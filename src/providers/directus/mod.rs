@@ -5,10 +5,10 @@
 //! made once (no retry that could log a failed attempt) and their errors never carry the answer's
 //! text when it could hold the value: Directus names the value in its duplicate-token error.
 
-pub mod capabilities;
-pub mod catalog;
-pub mod mapping;
-pub mod tag;
+pub(crate) mod capabilities;
+pub(crate) mod catalog;
+pub(crate) mod mapping;
+pub(crate) mod tag;
 
 use super::http::{Idempotent, JsonClient};
 use super::{

@@ -17,7 +17,7 @@ use super::catalog::{action_name, api_list, Catalog};
 use super::tag::{compose_description, parse_description};
 use crate::model::{normalize, ApiPermission, ContentPermission, KeyKind, KeySpec};
 use crate::providers::{unknown_api, LiveKey, ProviderError};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -53,11 +53,6 @@ pub fn lifespan_ms(
                 ),
             )
         })
-}
-
-/// Whether a declared lifetime is one of Strapi's lifespans.
-pub fn is_lifespan(d: SignedDuration) -> bool {
-    LIFESPAN_DAYS.iter().any(|n| crate::model::days(*n) == d)
 }
 
 /// The Strapi token fields for a spec: type, permissions and description.
@@ -581,7 +576,7 @@ mod tests {
         assert_eq!(lifespan_ms(None, now).unwrap(), None);
         assert_eq!(
             lifespan_ms(
-                Some(now + crate::model::days(30) - SignedDuration::from_millis(20)),
+                Some(now + crate::model::days(30) - jiff::SignedDuration::from_millis(20)),
                 now
             )
             .unwrap(),
@@ -591,7 +586,6 @@ mod tests {
             lifespan_ms(Some(now + crate::model::days(365)), now),
             Err(ProviderError::Unsupported { ref field, .. }) if field == "expiresAfter"
         ));
-        assert!(is_lifespan(crate::model::days(90)) && !is_lifespan(crate::model::days(91)));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! JWT until shortly before it expires or Strapi answers 401. The credential is `email:password`
 //! of a Strapi admin user.
 
-pub mod capabilities;
-pub mod catalog;
-pub mod mapping;
-pub mod tag;
+pub(crate) mod capabilities;
+pub(crate) mod catalog;
+pub(crate) mod mapping;
+pub(crate) mod tag;
 
 use super::http::{Idempotent, JsonClient};
 use super::{
