@@ -2,10 +2,13 @@
 # Mutation testing with cargo-mutants: every mutant is built and run against the tests that
 # exercise its code, one at a time. Two sets, each in its own output directory:
 #
-#   engine     the pure diff (src/plan/) and the engine (src/engine/), against the unit tests
-#              and gitops_behaviour, secret_write_failures, gitops_examples
+#   engine     the pure diff (src/plan/), the engine (src/engine/: observe, plan, apply), the
+#              Secret contract (src/model/secret.rs) and the CLI's directory sink
+#              (src/gitops/secrets_dir.rs), against the unit tests and gitops_behaviour,
+#              secret_write_failures, gitops_examples
 #              -> mutants.out/engine/mutants.out/
-#   decisions  the operator's decisions (ceilings, conditions and reasons, offboarding, in-use
+#   decisions  the shared connection resolver (src/policy/connection.rs), the operator's
+#              decisions (ceilings, conditions and reasons, event reasons, offboarding, in-use
 #              finalizers, the Secret ownership claim) and the providers' pure mappings
 #              (Strapi, Directus: mapping, catalog, tag, capabilities; the ownership tag),
 #              against the unit tests -> mutants.out/decisions/mutants.out/
@@ -31,6 +34,7 @@ case "$set_name" in engine | decisions | all) shift || true ;; *) set_name=all ;
 engine() {
   nice -n 10 cargo mutants -j 1 -o mutants.out/engine \
     --file 'src/plan/**' --file 'src/engine/**' \
+    --file src/model/secret.rs --file src/gitops/secrets_dir.rs \
     -C --lib -C --test=gitops_behaviour -C --test=secret_write_failures -C --test=gitops_examples \
     "$@"
 }
@@ -39,9 +43,10 @@ engine() {
 # are mutated; the rest is driven by the operator suite against the API emulator.
 decisions() {
   nice -n 10 cargo mutants -j 1 -o mutants.out/decisions \
-    --file src/policy/ceilings.rs \
+    --file src/policy/ceilings.rs --file src/policy/connection.rs \
     --file src/operator/offboarding.rs --file src/operator/status.rs \
     --file src/operator/report.rs --file src/operator/reconcile.rs \
+    --file src/operator/events.rs \
     --file src/operator/dereference.rs --file src/operator/in_use.rs \
     --file src/operator/secrets.rs \
     --file src/providers/ownership_tag.rs \
@@ -49,9 +54,9 @@ decisions() {
     --file 'src/providers/strapi/tag.rs' --file 'src/providers/strapi/capabilities.rs' \
     --file 'src/providers/directus/mapping.rs' --file 'src/providers/directus/catalog.rs' \
     --file 'src/providers/directus/tag.rs' --file 'src/providers/directus/capabilities.rs' \
-    -F '^src/(policy/ceilings|operator/(offboarding|status)|providers/)' \
+    -F '^src/(policy/(ceilings|connection)|operator/(offboarding|status)|providers/)' \
     -F 'ReconcileError::reason|for Halt>::from|DereferenceError::reason' \
-    -F '\b(rfc3339|event_reason|conditions|next_look|stopped_status|merged)\b' \
+    -F '\b(rfc3339|EventReason::of|conditions|drift|next_look|stopped_status|merged)\b' \
     -F '\b(connections_in_use|read_secrets|finalizers_after|needs_its_secrets)\b' \
     -F '\b(owner_ref|owned_by|claim)\b' \
     -C --lib \
