@@ -4,9 +4,9 @@
 use super::auth::Client;
 use super::content::Filter;
 use super::error::CmsError;
+use super::handler::{created_or_ok, scan, Checked, Ctx, PRODUCTION};
 use super::input::fields;
 use super::service::{ListQuery, WriteAs};
-use super::{created_or_ok, Checked, Ctx, PRODUCTION};
 use crate::model::{ContentOp, ContentPermission, PermSet, SpecError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -192,7 +192,7 @@ async fn list(g: Granted<List>, Query(params): Query<ListParams>) -> Result<Resp
         offset,
     };
     let (env, api) = (t.env.clone(), t.api.clone());
-    let body = super::scan(&g.ctx, move |s| s.list(&env, &api, &q)).await?;
+    let body = scan(&g.ctx, move |s| s.list(&env, &api, &q)).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

@@ -3,6 +3,7 @@
 
 use super::auth::Client;
 use super::error::CmsError;
+use super::handler::{created_or_ok, scan, Checked, Ctx, PRODUCTION};
 use super::input::body;
 use super::keys::KeyRecord;
 use super::rights::Rights;
@@ -10,7 +11,6 @@ use super::rights::Role;
 use super::secret::RawKey;
 use super::service::{KeyPatch, OwnerWrite};
 use super::verifier::KeyEntry;
-use super::{created_or_ok, Checked, Ctx};
 use crate::model::{ContentOp, KeySpec, ManagementPermission as MP, ServiceOp};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -421,7 +421,7 @@ struct EnvQuery {
 
 impl EnvQuery {
     fn env(&self) -> &str {
-        self.environment.as_deref().unwrap_or(super::PRODUCTION)
+        self.environment.as_deref().unwrap_or(PRODUCTION)
     }
 }
 
@@ -465,9 +465,7 @@ impl<O: Performs> FromRequestParts<Arc<Ctx>> for Serviced<O> {
 
 async fn export(c: Serviced<Export>) -> Result<Json<Value>, CmsError> {
     let env = c.what.clone();
-    Ok(Json(
-        super::scan(&c.ctx, move |s| Ok(s.export(&env))).await?,
-    ))
+    Ok(Json(scan(&c.ctx, move |s| Ok(s.export(&env))).await?))
 }
 
 /// The reference CMS has no CDN in front of it: a purge is authorized, logged and acknowledged,

@@ -31,6 +31,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+/// The default `--max-body`: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
 /// Limits of the connection layer (`keyward cms serve` flags).
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -53,7 +56,7 @@ impl Default for ConnLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
-            max_body: super::DEFAULT_MAX_BODY,
+            max_body: DEFAULT_MAX_BODY,
             bodies_in_flight: DEFAULT_BODIES_IN_FLIGHT,
         }
     }

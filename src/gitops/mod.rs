@@ -4,244 +4,36 @@
 
 use crate::cms::{self, CmsConfig, RunningCms};
 use crate::engine::observe::{observe, plan, ObserveError, Observed, Reach};
-use crate::engine::{ApplyError, ApplyReport, Clock, Engine};
-use crate::gitops::secrets_dir::{KeySecretFile, ALREADY_GONE};
+use crate::engine::{ApplyError, Engine};
+use crate::gitops::secrets_dir::ALREADY_GONE;
 use crate::model::desired::{ConnectionId, DesiredState};
-use crate::plan::{render_text, Plan};
+use crate::plan::Plan;
 use crate::policy::connection::Connection;
 use crate::policy::load::{self, ManifestSet};
 use crate::policy::validate;
 use crate::policy::ProviderKind;
 use crate::providers::reference::ReferenceCms;
-use crate::providers::{CmsProvider, ProviderError};
+use crate::providers::CmsProvider;
 use base64::Engine as _;
-use serde_json::json;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 pub mod cluster;
+mod error;
+mod options;
+mod outcome;
 pub mod saved;
 pub mod secrets_dir;
 mod store;
 
-pub use store::SecretsTo;
+use error::missing_message;
+pub use error::{GitopsError, SecretsDirState};
+pub use options::{Mode, Options, SecretsTo};
+pub use outcome::{ConnectionRun, Outcome, FORMAT_VERSION};
 use store::Store;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Plan,
-    Apply,
-}
-
-#[derive(Clone)]
-pub struct Options {
-    pub paths: Vec<PathBuf>,
-    /// Where the Secrets go: files in `secrets_dir`, or a cluster.
-    pub secrets_to: SecretsTo,
-    pub secrets_dir: PathBuf,
-    /// Data directory of the embedded reference CMS.
-    pub data_dir: PathBuf,
-    pub mode: Mode,
-    /// `KEYWARD_CMS_URL` / `KEYWARD_CMS_TOKEN`, when set.
-    pub env_url: Option<String>,
-    pub env_token: Option<secrecy::SecretString>,
-    /// `KEYWARD_CMS_PROVIDER`: what `KEYWARD_CMS_URL` is.
-    pub env_provider: ProviderKind,
-    /// Revoke the keys of policies that are no longer in the manifests (see `prune_gone`).
-    pub prune: bool,
-    /// `--ca-file` / `KEYWARD_CMS_CA_FILE`: CA certificates (PEM) trusted besides the system's,
-    /// for every connection that names no CA Secret of its own.
-    pub ca_pem: Option<Vec<u8>>,
-    /// "Now" for validation, plans and new expiries (the system clock but in tests).
-    pub clock: Clock,
-    /// Apply even though the secrets directory is missing or empty and keys would be
-    /// regenerated because of it (`--regenerate-missing`).
-    pub regenerate_missing: bool,
-    /// How long to wait for another keyward holding the secrets or data directory.
-    pub lock_timeout: std::time::Duration,
-    /// Told (done, total) as apply's changes finish (a terminal's progress line).
-    pub progress: Option<crate::engine::Progress>,
-    /// `apply PLAN`: apply only if the plan made now is this saved one.
-    pub expect: Option<saved::SavedPlan>,
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a credential (a Strapi admin's password, or an admin token).
-        f.debug_struct("Options")
-            .field("paths", &self.paths)
-            .field("secrets_to", &self.secrets_to)
-            .field("secrets_dir", &self.secrets_dir)
-            .field("data_dir", &self.data_dir)
-            .field("mode", &self.mode)
-            .field("env_url", &self.env_url)
-            .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
-            .field("env_provider", &self.env_provider)
-            .field("prune", &self.prune)
-            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
-            .field("clock", &self.clock)
-            .field("regenerate_missing", &self.regenerate_missing)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("progress", &self.progress.is_some())
-            .field("expect", &self.expect.is_some())
-            .finish()
-    }
-}
 
 /// The URL that `{{ endpoint }}` names for the embedded CMS: where `keyward cms serve` serves
 /// the same data directory by default.
 pub const EMBEDDED_ENDPOINT: &str = "http://127.0.0.1:8780";
-
-/// One connection's plan, and what applying it did.
-pub struct ConnectionRun {
-    pub connection: ConnectionId,
-    pub title: String,
-    pub endpoint: String,
-    pub plan: Plan,
-    pub applied: Option<ApplyReport>,
-    pub cms_reads: u64,
-    pub cms_writes: u64,
-    pub secret_writes: u64,
-    /// Secret files of the keys this plan revokes: deleted once the key is revoked.
-    pub stale_files: Vec<KeySecretFile>,
-    /// Existing keys that get a new value because their Secret is missing.
-    pub lost: usize,
-    /// The Secrets of desired keys that were found.
-    pub secrets_seen: usize,
-    /// A digest of what the plan was made from (see `saved::live_digest`).
-    pub live_digest: String,
-}
-
-#[derive(Default)]
-pub struct Outcome {
-    pub runs: Vec<ConnectionRun>,
-    pub warnings: Vec<String>,
-    /// The manifest files read, with their digests.
-    pub manifests: Vec<(PathBuf, String)>,
-}
-
-impl Outcome {
-    /// Anything left to do, ObserveOnly changes included (they are shown, never applied).
-    pub fn has_changes(&self) -> bool {
-        self.runs
-            .iter()
-            .any(|r| !r.plan.actions.is_empty() || !r.stale_files.is_empty())
-    }
-
-    /// Changes that `apply` leaves for a person: those of ObserveOnly policies.
-    pub fn observe_only_changes(&self) -> usize {
-        let all = self.runs.iter().flat_map(|r| &r.plan.actions);
-        all.filter(|a| a.observe_only()).count()
-    }
-
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for r in &self.runs {
-            out.push_str(&render_text(&r.title, &r.plan));
-            for f in &r.stale_files {
-                let place = match &f.path {
-                    Some(p) => p.display().to_string(),
-                    None => "in the cluster".to_owned(),
-                };
-                out.push_str(&format!(
-                    "  - secret   {}/{} ({place}): its key {} {}\n",
-                    f.namespace, f.name, f.key_id, f.why
-                ));
-            }
-            if let Some(rep) = &r.applied {
-                for d in &rep.done {
-                    out.push_str(&format!("  applied: {d}\n"));
-                }
-                out.push_str(&format!(
-                    "  CMS calls: {} reads, {} writes; Secrets written: {}\n",
-                    r.cms_reads, r.cms_writes, r.secret_writes
-                ));
-            }
-        }
-        out
-    }
-
-    /// The outcome for tools (`-o json`, `-o yaml`); its shape is `FORMAT_VERSION`.
-    pub fn json(&self) -> serde_json::Value {
-        json!({
-            "formatVersion": FORMAT_VERSION,
-            "changes": self.has_changes(),
-            "warnings": self.warnings,
-            "connections": self.runs.iter().map(|r| json!({
-                "connection": r.connection,
-                "endpoint": r.endpoint,
-                "actions": r.plan.actions,
-                "problems": r.plan.problems,
-                "secretFilesToDelete": r.stale_files.iter().map(|f| json!({
-                    "namespace": f.namespace, "name": f.name, "path": f.path, "keyId": f.key_id,
-                })).collect::<Vec<_>>(),
-                "applied": r.applied.as_ref().map(|a| a.done.clone()),
-                "cmsCalls": {"reads": r.cms_reads, "writes": r.cms_writes},
-                "secretFilesWritten": r.secret_writes,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
-
-/// The version of the machine-readable outcome: it changes only when a field is removed or
-/// changes meaning (new fields may appear within a version).
-pub const FORMAT_VERSION: u32 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GitopsError {
-    #[error("the manifests are invalid:\n{}", .0.join("\n"))]
-    Invalid(Vec<String>),
-    /// `apply PLAN`: what changed since the saved plan was made; nothing was applied.
-    #[error("the saved plan is out of date, nothing was applied (make it again): {}", .0.join("; "))]
-    PlanMoved(Vec<String>),
-    #[error("{connection}: {message}")]
-    Connection { connection: String, message: String },
-    #[error("{connection}: {source}")]
-    Provider {
-        connection: String,
-        source: ProviderError,
-    },
-    #[error("{0}")]
-    Sink(#[from] crate::engine::SinkError),
-    #[error("{0}")]
-    Locked(#[from] crate::dirlock::LockError),
-    #[error("{0}")]
-    Cluster(#[from] cluster::ClusterError),
-    #[error("{}", missing_message(.dir, .state, *.lost, true))]
-    SecretsMissing {
-        dir: PathBuf,
-        state: SecretsDirState,
-        lost: usize,
-        partial: Box<Outcome>,
-    },
-    #[error("cannot delete the Secret {secret}: {cause}")]
-    StaleFile {
-        /// The file, or namespace/name in a cluster.
-        secret: String,
-        cause: String,
-        partial: Box<Outcome>,
-    },
-    #[error("the plan for {connection} cannot be applied:\n{}", problems.join("\n"))]
-    Problems {
-        connection: String,
-        problems: Vec<String>,
-        partial: Box<Outcome>,
-    },
-    #[error("apply against {connection} stopped: {error}\n{}", error.report())]
-    Apply {
-        connection: String,
-        error: ApplyError,
-        partial: Box<Outcome>,
-    },
-}
-
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outcome")
-            .field("connections", &self.runs.len())
-            .finish()
-    }
-}
 
 /// Every API the desired state names: the embedded CMS is seeded with them.
 fn apis_named(state: &DesiredState) -> BTreeSet<String> {
@@ -442,72 +234,6 @@ async fn start_embedded(
     })
 }
 
-/// What the secrets directory held before a run. On a fresh clone it is missing, and every
-/// existing key's value would look lost.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretsDirState {
-    Present,
-    Missing,
-    Empty,
-    Unreadable(String),
-    /// `--secrets-to kubernetes`: the cluster (so named) holds none of the run's Secrets.
-    NoneInCluster(String),
-}
-
-impl SecretsDirState {
-    fn inspect(dir: &std::path::Path) -> SecretsDirState {
-        match std::fs::read_dir(dir) {
-            Ok(mut entries) => {
-                let manifest = |e: std::io::Result<std::fs::DirEntry>| {
-                    e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))
-                };
-                if entries.any(manifest) {
-                    SecretsDirState::Present
-                } else {
-                    SecretsDirState::Empty
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SecretsDirState::Missing,
-            Err(e) => SecretsDirState::Unreadable(e.to_string()),
-        }
-    }
-
-    fn describe(&self, dir: &std::path::Path) -> String {
-        let dir = dir.display();
-        match self {
-            Self::Present => format!("the secrets directory {dir} is there"),
-            Self::Missing => format!("the secrets directory {dir} does not exist"),
-            Self::Empty => format!("the secrets directory {dir} holds no Secret files"),
-            Self::Unreadable(e) => format!("the secrets directory {dir} cannot be read ({e})"),
-            Self::NoneInCluster(cluster) => {
-                format!("{cluster} holds none of these policies' Secrets")
-            }
-        }
-    }
-}
-
-fn missing_message(
-    dir: &std::path::Path,
-    state: &SecretsDirState,
-    lost: usize,
-    apply: bool,
-) -> String {
-    let keys = if lost == 1 { "key" } else { "keys" };
-    let what = format!(
-        "{}: {lost} {keys} that the CMS already holds would get a new value, because their Secrets cannot be found",
-        state.describe(dir)
-    );
-    let point = match state {
-        SecretsDirState::NoneInCluster(_) => "Point --context at the cluster that holds them",
-        _ => "Point --secrets-dir at the directory that holds them",
-    };
-    if apply {
-        format!("{what}. Nothing was changed. {point}, or pass --regenerate-missing to regenerate them (the old values keep working for each key's rotationOverlap)")
-    } else {
-        format!("warning: {what}; apply refuses this without --regenerate-missing")
-    }
-}
-
 /// Every problem of every file, in file and line order, or the validated policies: one run
 /// shows a person everything to fix.
 fn every_problem(
@@ -615,30 +341,6 @@ async fn run_on(
     }
     stop_embedded(connected).await;
     Ok(outcome)
-}
-
-/// The secrets directory's state before anything touches it, and in apply mode its lock (which
-/// creates it, 0700): one `apply` per directory at a time.
-pub(super) async fn inspect_and_lock(
-    opts: &Options,
-) -> Result<(SecretsDirState, Option<crate::dirlock::DirLock>), GitopsError> {
-    let (dir, apply, wait) = (
-        opts.secrets_dir.clone(),
-        opts.mode == Mode::Apply,
-        opts.lock_timeout,
-    );
-    let joined = tokio::task::spawn_blocking(move || {
-        let state = SecretsDirState::inspect(&dir);
-        let lock = apply
-            .then(|| crate::dirlock::lock(&dir, "secrets directory", wait))
-            .transpose()?;
-        Ok::<_, crate::dirlock::LockError>((state, lock))
-    })
-    .await
-    .map_err(|e| {
-        GitopsError::Invalid(vec![format!("locking the secrets directory stopped: {e}")])
-    })?;
-    Ok(joined?)
 }
 
 /// Undoes the lock's creation of a secrets directory that did not exist, when nothing was

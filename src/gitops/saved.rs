@@ -4,7 +4,7 @@
 //! else refuses, saying what moved. The file holds no key value: actions name keys, Secrets
 //! and settings, never a value, and the live state is only a digest.
 
-use super::{ConnectionRun, Outcome};
+use super::outcome::{ConnectionRun, Outcome};
 use crate::model::live::{LiveKey, LiveSettings};
 use crate::model::secret::ObservedSecrets;
 use serde::{Deserialize, Serialize};

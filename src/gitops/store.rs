@@ -2,23 +2,14 @@
 //! Secret manifests (the default; plaintext values on disk, locked with a lock file) or a
 //! cluster (`--secrets-to kubernetes`; nothing on disk, locked with a Lease per namespace).
 
-use super::cluster::{ClusterSecrets, ClusterTarget};
-use super::{GitopsError, Mode, Options, SecretsDirState};
+use super::cluster::ClusterSecrets;
+use super::error::{GitopsError, SecretsDirState};
+use super::options::{Mode, Options, SecretsTo};
 use crate::engine::SecretSink;
 use crate::gitops::secrets_dir::{GoneKeys, KeySecretFile, SecretsDir};
 use crate::policy::load::ManifestSet;
 use crate::policy::validate::Resolved;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Where the CLI writes Secrets.
-#[derive(Clone, Debug, Default)]
-pub enum SecretsTo {
-    /// Files in `Options::secrets_dir`.
-    #[default]
-    Dir,
-    /// Secrets in a cluster.
-    Kubernetes(ClusterTarget),
-}
 
 pub(super) enum Store {
     Dir {
@@ -43,7 +34,7 @@ impl Store {
         resolved: &Resolved,
     ) -> Result<Store, GitopsError> {
         let SecretsTo::Kubernetes(target) = &opts.secrets_to else {
-            let (state, lock) = super::inspect_and_lock(opts).await?;
+            let (state, lock) = inspect_and_lock(opts).await?;
             return Ok(Store::Dir {
                 sink: SecretsDir::new(&opts.secrets_dir),
                 state,
@@ -146,4 +137,28 @@ fn adoptable(set: &ManifestSet) -> BTreeSet<(String, String)> {
         }
     }
     out
+}
+
+/// The secrets directory's state before anything touches it, and in apply mode its lock (which
+/// creates it, 0700): one `apply` per directory at a time.
+async fn inspect_and_lock(
+    opts: &Options,
+) -> Result<(SecretsDirState, Option<crate::dirlock::DirLock>), GitopsError> {
+    let (dir, apply, wait) = (
+        opts.secrets_dir.clone(),
+        opts.mode == Mode::Apply,
+        opts.lock_timeout,
+    );
+    let joined = tokio::task::spawn_blocking(move || {
+        let state = SecretsDirState::inspect(&dir);
+        let lock = apply
+            .then(|| crate::dirlock::lock(&dir, "secrets directory", wait))
+            .transpose()?;
+        Ok::<_, crate::dirlock::LockError>((state, lock))
+    })
+    .await
+    .map_err(|e| {
+        GitopsError::Invalid(vec![format!("locking the secrets directory stopped: {e}")])
+    })?;
+    Ok(joined?)
 }
