@@ -76,6 +76,7 @@ async fn main() {
         lock_timeout: std::time::Duration::from_secs(60),
         progress: None,
         expect: None,
+        rotate: None,
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

@@ -49,6 +49,11 @@ enum Command {
     /// Make the CMS match the manifests and write each generated key into a Secret manifest;
     /// or apply a plan saved with `plan --out FILE`, only if nothing moved since.
     Apply(ApplyArgs),
+    /// Give keys a new value now (a suspected leak, someone leaving), whatever their schedule:
+    /// the old value keeps working for each key's rotationOverlap (with --now, not at all), the
+    /// new one goes to the Secret as apply writes it, and nothing else of the manifests is
+    /// applied. Exit 0 done, 1 error.
+    Rotate(RotateArgs),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crd,
     /// Print the effective configuration (keyward.toml, environment, defaults) and where each
@@ -150,6 +155,19 @@ struct ApplyArgs {
     /// A plan saved with `keyward plan --out FILE`: the manifests it names are read again, the
     /// plan is made again, and applied only if it is the same (else exit 1, saying what moved).
     saved_plan: Option<PathBuf>,
+    #[command(flatten)]
+    gitops: GitopsArgs,
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    /// NAMESPACE/POLICY (each of its keys) or NAMESPACE/POLICY/KEY, as many as needed.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<keyward::plan::RotateTarget>,
+    /// No overlap: the old value stops working at once (a leaked key). Workloads that have
+    /// not read the new value get 401 until they do.
+    #[arg(long)]
+    now: bool,
     #[command(flatten)]
     gitops: GitopsArgs,
 }
@@ -415,11 +433,22 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Cms {
             command: CmsCommand::Demo { data },
         } => ok(cli::demo::demo(data).await),
-        Command::Plan(args) => gitops(args, None, Mode::Plan).await,
+        Command::Plan(args) => gitops(args, None, Mode::Plan, None).await,
         Command::Apply(ApplyArgs {
             saved_plan,
             gitops: args,
-        }) => gitops(args, saved_plan, Mode::Apply).await,
+        }) => gitops(args, saved_plan, Mode::Apply, None).await,
+        Command::Rotate(RotateArgs {
+            targets,
+            now,
+            gitops: args,
+        }) => {
+            let ask = keyward::plan::RotateNow {
+                targets,
+                at_once: now,
+            };
+            gitops(args, None, Mode::Apply, Some(ask)).await
+        }
         Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
@@ -600,10 +629,18 @@ fn manifests_to_read(
 }
 
 /// `plan` and `apply`: exit 0 = nothing to do / applied, 2 = plan has changes, 1 = error.
-async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Result<ExitCode> {
+async fn gitops(
+    args: GitopsArgs,
+    saved_plan: Option<PathBuf>,
+    mode: Mode,
+    rotate: Option<keyward::plan::RotateNow>,
+) -> Result<ExitCode> {
     let (paths, prune, expect) = manifests_to_read(&args, saved_plan.as_deref(), mode)?;
     if args.out.is_some() && mode == Mode::Apply {
         anyhow::bail!("--out saves a plan: it goes with keyward plan");
+    }
+    if rotate.is_some() && args.prune {
+        anyhow::bail!("--prune goes with keyward apply: a rotation changes nothing else");
     }
     let given = Given {
         secrets_dir: args.secrets_dir.clone().map(|p| (p, Source::Flag)),
@@ -658,6 +695,7 @@ async fn gitops(args: GitopsArgs, saved_plan: Option<PathBuf>, mode: Mode) -> Re
         lock_timeout: args.lock_timeout,
         progress: progress.clone(),
         expect,
+        rotate,
     };
     let result = gitops::run(&opts).await;
     if progress.is_some() {

@@ -268,6 +268,12 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
     let now = opts.clock.now();
     let resolved = validate::resolve(&set, now, None, opts.env_provider);
     let resolved = every_problem(load_errors, resolved).map_err(GitopsError::Invalid)?;
+    if let Some(ask) = &opts.rotate {
+        let refused = ask.refusals(resolved.desired.values());
+        if !refused.is_empty() {
+            return Err(GitopsError::Invalid(refused));
+        }
+    }
     let warnings: Vec<String> = resolved.warnings.iter().map(|w| w.to_string()).collect();
     let store = Store::open(opts, &set, &resolved).await?;
     let result = run_on(opts, &store, &set, &resolved, warnings).await;
@@ -294,9 +300,10 @@ async fn run_on(
         let run = plan_connection(id, state, &conn, store, opts).await;
         connected.push(conn);
         let problems = match run {
-            Ok(run) => {
+            Ok((run, notes)) => {
                 let problems = run.plan.problems.clone();
                 outcome.runs.push(run);
+                outcome.warnings.extend(notes);
                 problems
             }
             Err(e) => return Err(stop_all(connected, e, outcome).await),
@@ -404,7 +411,7 @@ async fn plan_connection(
     conn: &Connected,
     store: &Store,
     opts: &Options,
-) -> Result<ConnectionRun, Failure> {
+) -> Result<(ConnectionRun, Vec<String>), Failure> {
     let provider_err = |source| {
         Failure::Other(GitopsError::Provider {
             connection: id.to_string(),
@@ -419,7 +426,11 @@ async fn plan_connection(
         Err(ObserveError::Provider(e)) => return Err(provider_err(e)),
         Err(ObserveError::Secret(e)) => return Err(Failure::Other(e.into())),
     };
-    let plan = plan(&observed, &conn.template_endpoint, opts.clock.now());
+    let mut plan = plan(&observed, &conn.template_endpoint, opts.clock.now());
+    let not_rotated = match &opts.rotate {
+        Some(ask) => crate::plan::rotate_now(&mut plan, &observed.state, ask),
+        None => Vec::new(),
+    };
     let Observed {
         state,
         live,
@@ -434,15 +445,19 @@ async fn plan_connection(
             _ => None,
         })
         .collect();
-    let stale_files = store
-        .stale(revoked, gone_keys(state, live))
-        .await
-        .map_err(|message| {
-            Failure::Other(GitopsError::Connection {
-                connection: id.to_string(),
-                message,
-            })
-        })?;
+    // A rotation deletes nothing.
+    let stale_files = match opts.rotate {
+        Some(_) => Vec::new(),
+        None => store
+            .stale(revoked, gone_keys(state, live))
+            .await
+            .map_err(|message| {
+                Failure::Other(GitopsError::Connection {
+                    connection: id.to_string(),
+                    message,
+                })
+            })?,
+    };
     let run = ConnectionRun {
         connection: id.clone(),
         title: conn.title.clone(),
@@ -457,7 +472,7 @@ async fn plan_connection(
         plan,
         applied: None,
     };
-    Ok(run)
+    Ok((run, not_rotated))
 }
 
 /// Existing keys that the plan gives a new value because their Secret is missing.

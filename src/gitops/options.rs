@@ -43,6 +43,8 @@ pub struct Options {
     pub progress: Option<crate::engine::Progress>,
     /// `apply PLAN`: apply only if the plan made now is this saved one.
     pub expect: Option<saved::SavedPlan>,
+    /// `keyward rotate`: the keys that get a new value now.
+    pub rotate: Option<crate::plan::RotateNow>,
 }
 
 impl std::fmt::Debug for Options {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Options {
             .field("lock_timeout", &self.lock_timeout)
             .field("progress", &self.progress.is_some())
             .field("expect", &self.expect.is_some())
+            .field("rotate", &self.rotate)
             .finish()
     }
 }

@@ -3,8 +3,10 @@
 
 mod diff;
 mod render;
+mod rotate;
 #[cfg(test)]
 pub(crate) mod testkit;
 
 pub use diff::{diff, replace_overlap, spec_diff, Action, Plan};
 pub use render::{flow_list, render_text, summary};
+pub use rotate::{rotate_now, RotateNow, RotateTarget};

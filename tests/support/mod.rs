@@ -243,6 +243,7 @@ pub fn options_for(
         lock_timeout: std::time::Duration::from_secs(60),
         progress: None,
         expect: None,
+        rotate: None,
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_to: Default::default(),
         secrets_dir: secrets.to_path_buf(),
