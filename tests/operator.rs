@@ -4185,3 +4185,101 @@ async fn drift_checks_make_no_kubernetes_get() {
     .await;
     op.abort();
 }
+
+/// A rotation asked for on the policy (`keyward.dev/rotate`): each new value gives the keys a
+/// new value once, with their overlap (the old value still answers) or, with
+/// `keyward.dev/rotate-now`, none; the workload rolls as for a scheduled rotation, the status
+/// records the request, and a value already acted on is not acted on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_asked_on_the_policy_is_carried_out_once_per_value() {
+    let c = cluster().await;
+    create_web_deployment(&c).await;
+    let (ctx, op) = start(&c, config());
+    let keys = json!([{"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"},
+        "restartTargets": [{"kind": "Deployment", "name": "web"}]}]);
+    let policies = create_policy(&c, keys, json!({})).await;
+    wait_ready(&c).await;
+    let generation = || {
+        c.emu
+            .get("apis/apps/v1/deployments", "shop", "web")
+            .unwrap()["metadata"]["generation"]
+            .as_i64()
+            .unwrap()
+    };
+    eventually(
+        "the workload rolled for the first value",
+        RECONCILES,
+        || async { generation() == 2 },
+    )
+    .await;
+    let reads = |key: String| {
+        let cms = &c.cms;
+        async move {
+            let r = cms.req(Method::GET, "/api/blog", Some(&key), None).await;
+            r.status.as_u16()
+        }
+    };
+    let ask = |annotations: Value| {
+        let policies = policies.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": annotations}});
+            policies
+                .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+    };
+    let first = secret_value(&c, "reader").await.unwrap();
+
+    ask(json!({"keyward.dev/rotate": "leak-1"})).await;
+    eventually("a new value in the Secret", RECONCILES, || async {
+        secret_value(&c, "reader").await.is_some_and(|v| v != first)
+    })
+    .await;
+    let second = secret_value(&c, "reader").await.unwrap();
+    assert_eq!(reads(second.clone()).await, 200);
+    assert_eq!(
+        reads(first.clone()).await,
+        200,
+        "the overlap (15m by default)"
+    );
+    eventually("the status records the request", RECONCILES, || async {
+        status_of(&c, "web").await["lastManualRotation"]["request"] == "leak-1"
+    })
+    .await;
+    let status = status_of(&c, "web").await;
+    assert_eq!(
+        status["lastManualRotation"]["keys"],
+        json!(["shop/web/reader"])
+    );
+    assert_eq!(status["lastManualRotation"]["atOnce"], json!(false));
+    eventually(
+        "the workload rolled for the new value",
+        RECONCILES,
+        || async { generation() == 3 },
+    )
+    .await;
+    // The same value again, reconcile after reconcile: nothing more.
+    more_reconciles(&ctx, "web", 3).await;
+    assert_eq!(secret_value(&c, "reader").await.unwrap(), second);
+    assert_eq!(generation(), 3);
+
+    // A leak: no overlap, every earlier value stops now.
+    ask(json!({"keyward.dev/rotate": "leak-2", "keyward.dev/rotate-now": "true"})).await;
+    eventually("a third value", RECONCILES, || async {
+        secret_value(&c, "reader")
+            .await
+            .is_some_and(|v| v != second)
+    })
+    .await;
+    let third = secret_value(&c, "reader").await.unwrap();
+    assert_eq!(reads(third).await, 200);
+    assert_eq!(reads(second).await, 401);
+    assert_eq!(reads(first).await, 401);
+    eventually("the status says at once", RECONCILES, || async {
+        let s = status_of(&c, "web").await;
+        s["lastManualRotation"]["request"] == "leak-2" && s["lastManualRotation"]["atOnce"] == true
+    })
+    .await;
+    op.abort();
+}

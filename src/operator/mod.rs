@@ -26,6 +26,7 @@ mod plan;
 mod publish;
 pub mod reconcile;
 mod report;
+mod rotation;
 pub(crate) mod secrets;
 pub mod status;
 mod validate;
@@ -33,6 +34,7 @@ mod validate;
 pub use context::{Context, Stores};
 pub use controller::{run_controller, run_controller_until};
 pub use dereference::CREDENTIAL_LABEL;
+pub use rotation::{ROTATE, ROTATE_KEYS, ROTATE_NOW};
 
 use kube::Client;
 use metrics::Metrics;

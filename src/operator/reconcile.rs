@@ -32,9 +32,12 @@ use super::validate::{validate, InvalidSpec};
 use crate::engine::{ApplyError, Engine};
 use crate::plan::Plan;
 use crate::policy::connection::ConnectionError;
-use crate::policy::{ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy};
+use crate::policy::{
+    ApiKeyPolicy, ApiKeyPolicyStatus, DeletionPolicy, ManagementPolicy, ManualRotation,
+};
 use crate::providers::http::in_reconcile;
 use crate::providers::{CmsProvider, ProviderError};
+use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
@@ -291,8 +294,18 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let fresh = ctx.take_fresh_read(p);
     let shared = (!fresh && only_a_drift_check(p)).then_some((ctx, &conn.id));
     let observed = observe(p, provider.as_ref(), state, &sink, shared).await?;
-    let plan = plan(&observed, &conn, now)?;
+    let mut plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
+    let rotation = super::rotation::asked(p)
+        .filter(|_| !observe_only)
+        .map(|(request, ask)| ManualRotation {
+            keys: crate::plan::add_rotations(&mut plan, &observed.state, &ask),
+            request,
+            at: Timestamp::from_second(now.as_second())
+                .unwrap_or(now)
+                .to_string(),
+            at_once: ask.at_once,
+        });
     let (live, done) = if !observe_only && plan.has_changes() {
         // Held until the keys are made: policies of one namespace cannot pass the key quota
         // together.
@@ -328,6 +341,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         done,
         now,
         connection: conn.id.clone(),
+        rotation,
     })
 }
 

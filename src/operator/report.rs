@@ -35,6 +35,8 @@ pub struct Outcome {
     pub now: Timestamp,
     /// The connection the keys are on.
     pub connection: crate::model::desired::ConnectionId,
+    /// The rotation asked for on the policy that this reconcile carried out.
+    pub rotation: Option<crate::policy::ManualRotation>,
 }
 
 /// RFC 3339 to the second, as Kubernetes writes times.
@@ -245,6 +247,7 @@ pub async fn report(
         keys: keys.keys,
         pending_changes,
         refused_since: None,
+        last_manual_rotation: o.rotation.or_else(|| old.last_manual_rotation.clone()),
     };
     // What was done is told first: a status write that fails is retried, but the next
     // reconcile has nothing left to do, and an event published after it would be lost.
@@ -303,7 +306,7 @@ pub fn stopped_status(
         condition(
             STALLED,
             false,
-            "NotStalled",
+            SettledReason::NotStalled.as_str(),
             "retried, or waiting for what it names",
         )
     };

@@ -215,6 +215,7 @@ pub fn same(old: &ApiKeyPolicyStatus, new: &ApiKeyPolicyStatus) -> bool {
         && old.key_count == new.key_count
         && old.pending_changes == new.pending_changes
         && old.connection == new.connection
+        && old.last_manual_rotation == new.last_manual_rotation
 }
 
 /// What to write over `old`: `new` with the conditions it does not mention kept, or nothing

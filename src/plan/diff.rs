@@ -111,7 +111,7 @@ impl Action {
         }
     }
 
-    fn order(&self) -> u8 {
+    pub(super) fn order(&self) -> u8 {
         match self {
             Self::Create { .. } => 0,
             Self::Replace { .. } => 1,

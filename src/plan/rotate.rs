@@ -138,6 +138,33 @@ pub fn rotate_now(plan: &mut Plan, desired: &DesiredState, ask: &RotateNow) -> V
     not_held
 }
 
+/// Adds the rotations `ask` names to `plan` and keeps everything else it does (the operator
+/// acts on a request within a reconcile): a key the plan rotates already is rotated once,
+/// without overlap when `ask.at_once`; a Secret rewrite of a rotated key goes (the rotation
+/// writes the Secret). Returns the keys (`namespace/policy/key`) it rotates on request.
+pub fn add_rotations(plan: &mut Plan, desired: &DesiredState, ask: &RotateNow) -> Vec<String> {
+    let mut asked = plan.clone();
+    rotate_now(&mut asked, desired, ask);
+    let rotated = |key: &DesiredKey| {
+        asked.actions.iter().any(|a| match a {
+            Action::Rotate { key: k, .. } => k.policy == key.policy && k.key == key.key,
+            _ => false,
+        })
+    };
+    plan.actions.retain(|a| match a {
+        Action::Rotate { key, .. } | Action::WriteSecret { key, .. } => !rotated(key),
+        _ => true,
+    });
+    let names = asked
+        .actions
+        .iter()
+        .map(|a| a.subject())
+        .collect::<Vec<_>>();
+    plan.actions.extend(asked.actions);
+    plan.actions.sort_by_key(Action::order);
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +245,39 @@ mod tests {
             "{:?}",
             plan.actions
         );
+    }
+
+    #[test]
+    fn added_to_a_plan_a_rotation_keeps_the_rest_and_rotates_once() {
+        let d = desired("");
+        let mut live = live_of(&d, now());
+        live.spec.description = "changed by hand".into();
+        let mut plan = plan_for(&d, std::slice::from_ref(&live), &ObservedSecrets::new());
+        let before: Vec<&str> = plan
+            .actions
+            .iter()
+            .map(crate::plan::testkit::kind)
+            .collect();
+        assert!(
+            before.contains(&"update") && before.contains(&"rotate"),
+            "{before:?}"
+        );
+        let rotated = add_rotations(&mut plan, &d, &asked(&["ns/p"], true));
+        assert_eq!(rotated, ["ns/p/k"]);
+        let after: Vec<&str> = plan
+            .actions
+            .iter()
+            .map(crate::plan::testkit::kind)
+            .collect();
+        assert_eq!(
+            after,
+            ["update", "rotate"],
+            "the drift repair stays, one rotation"
+        );
+        assert!(plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Rotate { grace_seconds: 0, reason, .. } if reason.contains("on request"))));
     }
 
     #[test]

@@ -360,6 +360,27 @@ pub struct ApiKeyPolicyStatus {
     /// moved to a connection that does not exist): the offboarding grace counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_since: Option<String>,
+    /// The last rotation asked for with the `keyward.dev/rotate` annotation: each new value of
+    /// it is acted on once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_rotation: Option<ManualRotation>,
+}
+
+/// A rotation asked for on the policy (`keyward.dev/rotate`), as it was carried out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualRotation {
+    /// The annotation's value it acted on.
+    pub request: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The keys that got a new value (`namespace/policy/key`); keys created in the same
+    /// reconcile are new anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Without overlap (`keyward.dev/rotate-now: "true"`): the old values stopped at once.
+    #[serde(default)]
+    pub at_once: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
