@@ -4283,3 +4283,53 @@ async fn a_rotation_asked_on_the_policy_is_carried_out_once_per_value() {
     .await;
     op.abort();
 }
+
+/// A tenant changing `keyward.dev/rotate` in a loop cannot keep the shared CMS hashing: one
+/// rotation per policy per 10 s; a later value waits its turn and is then acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_asked_in_a_loop_are_carried_out_at_most_once_per_ten_seconds() {
+    let c = cluster().await;
+    let (ctx, op) = start(&c, config());
+    let policies = create_reader(&c, json!({})).await;
+    let ask = |value: String| {
+        let policies = policies.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {"keyward.dev/rotate": value}}});
+            policies
+                .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+    };
+    let acted = || async {
+        status_of(&c, "web").await["lastManualRotation"]["request"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    ask("spam-0".into()).await;
+    eventually(
+        "the first request is acted on at once",
+        RECONCILES,
+        || async { acted().await.as_deref() == Some("spam-0") },
+    )
+    .await;
+    let value = secret_value(&c, "reader").await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 1..=10 {
+        ask(format!("spam-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    more_reconciles(&ctx, "web", 3).await;
+    if started.elapsed() < Duration::from_secs(9) {
+        assert_eq!(acted().await.as_deref(), Some("spam-0"), "not within 10 s");
+        assert_eq!(secret_value(&c, "reader").await.unwrap(), value);
+    }
+    eventually(
+        "the last value, once its turn comes",
+        RECONCILES,
+        || async { acted().await.as_deref() == Some("spam-10") },
+    )
+    .await;
+    assert_ne!(secret_value(&c, "reader").await.unwrap(), value);
+    op.abort();
+}

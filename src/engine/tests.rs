@@ -344,6 +344,16 @@ fn secret_material_holds_the_value_templates_labels_and_annotations() {
 }
 
 #[test]
+fn the_selector_of_the_secrets_keyward_wrote_matches_what_it_writes() {
+    let m = material("");
+    let labels = manifest(&m).metadata.labels.unwrap_or_default();
+    let selector = written_by_keyward();
+    let (label, value) = selector.split_once('=').unwrap();
+    assert_eq!(labels.get(label).map(String::as_str), Some(value));
+    assert_eq!(selector, "app.kubernetes.io/managed-by=keyward");
+}
+
+#[test]
 fn content_hash_is_a_known_value() {
     // sha256("URL\0http://cms\0apiKey\0kw_0123456789abcdef_value\0"), first 12 bytes, computed
     // outside keyward.

@@ -136,6 +136,8 @@ pub struct Context {
     pub restarts: Mutex<HashMap<(String, String, String), String>>,
     /// One new force-sync value per policy per [`FORCE_SYNC_EVERY`].
     force_sync_limiter: crate::cms::limits::Limiter<String>,
+    /// One rotation asked on a policy per [`ROTATION_EVERY`]: each costs the CMS a hash.
+    rotation_limiter: crate::cms::limits::Limiter<String>,
     /// Per connection: the workers its policies hold now (at most
     /// `workers_per_connection`).
     connection_slots: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Semaphore>>>,
@@ -179,6 +181,10 @@ pub const FORCE_SYNC: &str = "keyward.dev/force-sync";
 /// must not be able to turn the annotation into a load generator for a shared CMS.
 pub const FORCE_SYNC_EVERY: Duration = Duration::from_secs(10);
 
+/// How often a rotation asked on a policy (`keyward.dev/rotate`) is carried out at most: a
+/// tenant changing the annotation in a loop would otherwise keep the shared CMS hashing.
+pub const ROTATION_EVERY: Duration = Duration::from_secs(10);
+
 impl Context {
     pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Context {
         let recorder = Recorder::new(
@@ -202,6 +208,10 @@ impl Context {
             secret_fields: Default::default(),
             connection_slots: Default::default(),
             key_quota_locks: Default::default(),
+            rotation_limiter: governor::RateLimiter::keyed(
+                governor::Quota::with_period(ROTATION_EVERY)
+                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
+            ),
             force_sync_limiter: governor::RateLimiter::keyed(
                 governor::Quota::with_period(FORCE_SYNC_EVERY)
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
@@ -214,6 +224,12 @@ impl Context {
         let mut policies = self.policies.lock();
         let fresh = policies.get_mut(&Self::key(p)).map(|m| &mut m.fresh_read);
         fresh.is_some_and(std::mem::take)
+    }
+
+    /// Whether a rotation asked on the policy may be carried out now (one per
+    /// [`ROTATION_EVERY`]); a sooner one waits for a later reconcile.
+    pub fn rotation_allowed(&self, p: &ApiKeyPolicy) -> bool {
+        self.rotation_limiter.check_key(&Self::key(p)).is_ok()
     }
 
     /// How long a reconcile asked for by a new force-sync value must wait, if it came sooner
@@ -475,6 +491,8 @@ impl Context {
         self.restarts.lock().retain(|k, _| uids.contains(&k.0));
         self.force_sync_limiter.retain_recent();
         self.force_sync_limiter.shrink_to_fit();
+        self.rotation_limiter.retain_recent();
+        self.rotation_limiter.shrink_to_fit();
         let connections: std::collections::HashSet<ConnectionId> = stores
             .connections
             .state()

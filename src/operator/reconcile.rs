@@ -297,7 +297,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     let mut plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let rotation = super::rotation::asked(p)
-        .filter(|_| !observe_only)
+        .filter(|_| !observe_only && ctx.rotation_allowed(p))
         .map(|(request, ask)| ManualRotation {
             keys: crate::plan::add_rotations(&mut plan, &observed.state, &ask),
             request,
