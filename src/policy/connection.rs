@@ -334,6 +334,40 @@ mod tests {
     }
 
     #[test]
+    fn label_selectors_follow_kubernetes() {
+        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        let labels: BTreeMap<String, String> = [
+            ("team".into(), "shop".into()),
+            ("tier".into(), "web".into()),
+        ]
+        .into();
+        let matches = |v| selector_matches(&sel(v), &labels);
+        assert!(matches(serde_json::json!({})), "empty: everything");
+        assert!(matches(
+            serde_json::json!({"matchLabels": {"team": "shop"}})
+        ));
+        assert!(!matches(
+            serde_json::json!({"matchLabels": {"team": "blog"}})
+        ));
+        let expr = |op: &str, values: &[&str]| serde_json::json!({"matchExpressions": [{"key": "team", "operator": op, "values": values}]});
+        assert!(matches(expr("In", &["blog", "shop"])));
+        assert!(!matches(expr("In", &["blog"])));
+        assert!(matches(expr("NotIn", &["blog"])));
+        assert!(!matches(expr("NotIn", &["shop"])));
+        assert!(matches(expr("Exists", &[])));
+        assert!(!matches(expr("DoesNotExist", &[])));
+        assert!(
+            !matches(expr("Gt", &["1"])),
+            "unknown operators match nothing"
+        );
+        let other =
+            serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]});
+        assert!(matches(other));
+        let both = serde_json::json!({"matchLabels": {"tier": "web"}, "matchExpressions": [{"key": "team", "operator": "In", "values": ["blog"]}]});
+        assert!(!matches(both), "every condition must hold");
+    }
+
+    #[test]
     fn a_policy_uses_the_connection_it_names_else_the_default() {
         let policy = |r: serde_json::Value| -> ApiKeyPolicy {
             serde_json::from_value(serde_json::json!({
