@@ -247,7 +247,10 @@ pub async fn report(
         keys: keys.keys,
         pending_changes,
         refused_since: None,
-        last_manual_rotation: o.rotation.or_else(|| old.last_manual_rotation.clone()),
+        last_manual_rotation: o
+            .rotation
+            .clone()
+            .or_else(|| old.last_manual_rotation.clone()),
     };
     // What was done is told first: a status write that fails is retried, but the next
     // reconcile has nothing left to do, and an event published after it would be lost.
@@ -255,11 +258,17 @@ pub async fn report(
         record(ctx, p, EventType::Normal, reason.as_str(), note).await;
     }
     write_status(p, ctx, old, new, None).await?;
-    Ok(next_look(
+    let next = next_look(
         ctx.config.drift_interval,
         keys.next_due,
         ctx.config.clock.now(),
-    ))
+    );
+    // A rotation asked too soon after the last one is carried out when its turn comes.
+    let waits = o.rotation.is_none() && !observe_only && super::rotation::asked(p).is_some();
+    Ok(match waits {
+        true => next.min(super::context::ROTATION_EVERY),
+        false => next,
+    })
 }
 
 /// When to look again: after the drift interval, or when the next rotation is due if that is

@@ -334,6 +334,52 @@ mod tests {
     }
 
     #[test]
+    fn the_manifests_are_looked_up_by_namespace_and_name() {
+        let yaml = "apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: main, namespace: blog}
+spec: {provider: keyward, endpoint: 'https://blog.example', credentialsSecretRef: {name: admin}}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: CmsConnection
+metadata: {name: other, namespace: shop}
+spec: {provider: strapi, endpoint: 'https://shop.example', credentialsSecretRef: {name: admin}}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: ClusterCmsConnection
+metadata: {name: shared}
+spec: {provider: directus, endpoint: 'https://cms.example', credentialsSecretRef: {name: admin, namespace: platform}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+";
+        let set = crate::policy::load::load_str("m.yaml", yaml).expect("manifests");
+        let endpoint = |c: Option<CmsConnectionSpec>| c.map(|c| c.endpoint);
+        assert_eq!(
+            endpoint(set.cms_connection("blog", "main")).as_deref(),
+            Some("https://blog.example")
+        );
+        assert_eq!(
+            endpoint(set.cms_connection("shop", "main")),
+            None,
+            "another namespace's"
+        );
+        assert_eq!(
+            endpoint(set.cms_connection("blog", "other")),
+            None,
+            "another name"
+        );
+        assert!(set.cluster_connection("shared").is_some());
+        assert!(set.cluster_connection("main").is_none());
+        assert_eq!(
+            set.namespace_labels("shop").get("team").map(String::as_str),
+            Some("shop")
+        );
+        assert!(set.namespace_labels("blog").is_empty());
+    }
+
+    #[test]
     fn label_selectors_follow_kubernetes() {
         let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
         let labels: BTreeMap<String, String> = [
