@@ -144,3 +144,90 @@ fn owner_from_tags(k: &LiveKey) -> Option<PolicyId> {
     };
     id.owns(&k.spec.labels).then_some(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::desired::LABEL_KEY;
+    use crate::plan::testkit::{desired, live_of, now};
+
+    /// A live key tagged as the CLI tags it, for policy `ns/name` and key `key`.
+    fn cli_key(id: &str, ns: &str, name: &str, key: &str) -> LiveKey {
+        let mut k = live_of(&desired(""), now());
+        k.id = id.into();
+        k.spec.name = format!("{ns}.{name}.{key}");
+        let owner = PolicyId {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: None,
+        };
+        k.spec.labels = [
+            (LABEL_POLICY.to_owned(), owner.label_value()),
+            (LABEL_KEY.to_owned(), key.to_owned()),
+        ]
+        .into();
+        k
+    }
+
+    #[test]
+    fn pruning_adds_the_cli_policies_gone_from_the_manifests_and_nothing_else() {
+        let state = desired("");
+        let mut operators = cli_key("op", "ns", "run", "k");
+        operators
+            .spec
+            .labels
+            .insert(LABEL_POLICY_UID.into(), "uid-1".into());
+        let live = vec![
+            live_of(&state, now()),
+            cli_key("g1", "ns", "gone", "k"),
+            operators,
+        ];
+        let gone = PolicyId {
+            namespace: "ns".into(),
+            name: "gone".into(),
+            uid: None,
+        };
+        let settings = LiveSettings {
+            owners: [
+                (gone.settings_owner(), Default::default()),
+                ("someone-else".to_owned(), Default::default()),
+                (
+                    PolicyId {
+                        uid: Some("uid-1".into()),
+                        ..gone.clone()
+                    }
+                    .settings_owner(),
+                    Default::default(),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let out = prune_gone(&state, &live, &settings);
+        // The gone policy's keys are revoked (a policy without keys), its entry emptied.
+        assert_eq!(
+            out.policies.get(&gone),
+            Some(&PolicySettings {
+                gone: true,
+                ..Default::default()
+            })
+        );
+        let entry = &out.settings[&gone.settings_owner()];
+        assert_eq!(entry.policy, "ns/gone", "the plan names whose entry goes");
+        assert_eq!(entry.want, Default::default());
+        // Neither an operator's (tagged with a uid) nor another owner's.
+        assert_eq!(
+            out.policies.len(),
+            state.policies.len() + 1,
+            "{:?}",
+            out.policies
+        );
+        assert_eq!(
+            out.settings.len(),
+            state.settings.len() + 1,
+            "{:?}",
+            out.settings.keys()
+        );
+        assert_eq!(out.keys, state.keys);
+    }
+}
