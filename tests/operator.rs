@@ -158,6 +158,15 @@ async fn create_policy(c: &Cluster, keys: Value, extra: Value) -> Api<ApiKeyPoli
     policies
 }
 
+/// Sets `annotations` on the policy `shop/web` (a merge patch, as `kubectl annotate`).
+async fn annotate(policies: &Api<ApiKeyPolicy>, annotations: Value) {
+    let patch = json!({"metadata": {"annotations": annotations}});
+    policies
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
 /// Creates the policy `shop/web` with the reader key on `extra` (spec fields) and waits for it.
 async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
     let policies = create_policy(c, reader(), extra).await;
@@ -1288,10 +1297,11 @@ async fn the_force_sync_annotation_repairs_drift_at_once() {
     let policies = create_reader(&c, json!({})).await;
     let id = cms_keys(&c).await[0]["id"].as_str().unwrap().to_owned();
     drift(&c, &id, json!(["GET", "DELETE"])).await;
-    policies
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"keyward.dev/force-sync": "2026-11-23T06:00:00Z"}}})))
-        .await
-        .unwrap();
+    annotate(
+        &policies,
+        json!({"keyward.dev/force-sync": "2026-11-23T06:00:00Z"}),
+    )
+    .await;
     eventually("repaired", RECONCILES, || async {
         c.cms
             .admin(Method::GET, &format!("/v1/keys/{id}"), None)
@@ -1386,16 +1396,7 @@ async fn only_a_secret_labelled_as_a_credential_is_used_as_one() {
         .await
         .unwrap();
     let policies = Api::<ApiKeyPolicy>::namespaced(c.client.clone(), "shop");
-    policies
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"keyward.dev/force-sync": "unlabelled"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(&policies, json!({"keyward.dev/force-sync": "unlabelled"})).await;
     wait_reason(&c, "web", "NoCredentials").await;
     op.abort();
 }
@@ -2537,14 +2538,7 @@ async fn labelled_secrets_nobody_names_cost_no_memory_and_nothing_outlives_its_p
     wait_ready(&c).await;
 
     // A force-sync, then the policy and its connection go: nothing of them is kept.
-    policies
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"keyward.dev/force-sync": "1"}}})),
-        )
-        .await
-        .unwrap();
+    annotate(&policies, json!({"keyward.dev/force-sync": "1"})).await;
     more_reconciles(&ctx, "web", 1).await;
     assert!(ctx.policies_tracked() > 0);
     assert_eq!(ctx.providers_kept(), 1);
@@ -2849,21 +2843,7 @@ async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
     };
     let (ctx, op) = start(&c, config);
     let policies = create_reader(&c, json!({})).await;
-    let force = |v: String| {
-        let policies = policies.clone();
-        async move {
-            policies
-                .patch(
-                    "web",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {"keyward.dev/force-sync": v}}}),
-                    ),
-                )
-                .await
-                .unwrap();
-        }
-    };
+    let force = |v: String| annotate(&policies, json!({"keyward.dev/force-sync": v}));
     let acted = || ctx.force_sync_acted_on("shop", "web");
     force("0".into()).await;
     eventually(
@@ -4219,16 +4199,7 @@ async fn a_rotation_asked_on_the_policy_is_carried_out_once_per_value() {
             r.status.as_u16()
         }
     };
-    let ask = |annotations: Value| {
-        let policies = policies.clone();
-        async move {
-            let patch = json!({"metadata": {"annotations": annotations}});
-            policies
-                .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .unwrap();
-        }
-    };
+    let ask = |annotations: Value| annotate(&policies, annotations);
     let first = secret_value(&c, "reader").await.unwrap();
 
     ask(json!({"keyward.dev/rotate": "leak-1"})).await;
@@ -4296,16 +4267,7 @@ async fn rotations_asked_in_a_loop_are_carried_out_at_most_once_per_ten_seconds(
     };
     let (ctx, op) = start(&c, config);
     let policies = create_reader(&c, json!({})).await;
-    let ask = |value: String| {
-        let policies = policies.clone();
-        async move {
-            let patch = json!({"metadata": {"annotations": {"keyward.dev/rotate": value}}});
-            policies
-                .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .unwrap();
-        }
-    };
+    let ask = |value: String| annotate(&policies, json!({"keyward.dev/rotate": value}));
     let acted = || async {
         status_of(&c, "web").await["lastManualRotation"]["request"]
             .as_str()
