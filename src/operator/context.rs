@@ -181,6 +181,14 @@ pub const FORCE_SYNC: &str = "keyward.dev/force-sync";
 /// must not be able to turn the annotation into a load generator for a shared CMS.
 pub const FORCE_SYNC_EVERY: Duration = Duration::from_secs(10);
 
+/// A per-policy limiter letting one through per `period`.
+fn once_per(period: Duration) -> crate::cms::limits::Limiter<String> {
+    governor::RateLimiter::keyed(
+        governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
+    )
+}
+
 /// How often a rotation asked on a policy (`keyward.dev/rotate`) is carried out at most: a
 /// tenant changing the annotation in a loop would otherwise keep the shared CMS hashing.
 pub const ROTATION_EVERY: Duration = Duration::from_secs(10);
@@ -208,14 +216,8 @@ impl Context {
             secret_fields: Default::default(),
             connection_slots: Default::default(),
             key_quota_locks: Default::default(),
-            rotation_limiter: governor::RateLimiter::keyed(
-                governor::Quota::with_period(ROTATION_EVERY)
-                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
-            ),
-            force_sync_limiter: governor::RateLimiter::keyed(
-                governor::Quota::with_period(FORCE_SYNC_EVERY)
-                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
-            ),
+            rotation_limiter: once_per(ROTATION_EVERY),
+            force_sync_limiter: once_per(FORCE_SYNC_EVERY),
         }
     }
 

@@ -37,7 +37,6 @@ use crate::policy::{
 };
 use crate::providers::http::in_reconcile;
 use crate::providers::{CmsProvider, ProviderError};
-use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
@@ -301,9 +300,7 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         .map(|(request, ask)| ManualRotation {
             keys: crate::plan::add_rotations(&mut plan, &observed.state, &ask),
             request,
-            at: Timestamp::from_second(now.as_second())
-                .unwrap_or(now)
-                .to_string(),
+            at: super::report::rfc3339(now),
             at_once: ask.at_once,
         });
     let (live, done) = if !observe_only && plan.has_changes() {

@@ -40,7 +40,7 @@ pub struct Outcome {
 }
 
 /// RFC 3339 to the second, as Kubernetes writes times.
-fn rfc3339(t: Timestamp) -> String {
+pub(super) fn rfc3339(t: Timestamp) -> String {
     Timestamp::from_second(t.as_second())
         .unwrap_or(t)
         .to_string()
