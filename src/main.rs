@@ -54,6 +54,11 @@ enum Command {
     /// new one goes to the Secret as apply writes it, and nothing else of the manifests is
     /// applied. Exit 0 done, 1 error.
     Rotate(RotateArgs),
+    /// What keys may do: each API x operation with where the right comes from (default,
+    /// per-API permissions, scope, management permission), environments, and the CORS origins
+    /// and public endpoints of their policy; with --live, how the CMS's key differs. Reads
+    /// only. Exit 0 (with --live: in sync), 2 (--live: the CMS differs), 1 error.
+    Explain(ExplainArgs),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crd,
     /// Print the effective configuration (keyward.toml, environment, defaults) and where each
@@ -163,11 +168,23 @@ struct ApplyArgs {
 struct RotateArgs {
     /// NAMESPACE/POLICY (each of its keys) or NAMESPACE/POLICY/KEY, as many as needed.
     #[arg(required = true, value_name = "TARGET")]
-    targets: Vec<keyward::plan::RotateTarget>,
+    targets: Vec<keyward::plan::KeyTarget>,
     /// No overlap: the old value stops working at once (a leaked key). Workloads that have
     /// not read the new value get 401 until they do.
     #[arg(long)]
     now: bool,
+    #[command(flatten)]
+    gitops: GitopsArgs,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// NAMESPACE/POLICY (each of its keys) or NAMESPACE/POLICY/KEY, as many as needed.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<keyward::plan::KeyTarget>,
+    /// Also read the CMS: the key it holds and every difference from what is declared.
+    #[arg(long)]
+    live: bool,
     #[command(flatten)]
     gitops: GitopsArgs,
 }
@@ -449,6 +466,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             };
             gitops(args, None, Mode::Apply, Some(ask)).await
         }
+        Command::Explain(args) => explain(args).await,
         Command::Operator(args) => operator(args).await.map(|()| ExitCode::SUCCESS),
         Command::Crd => {
             print!("{}", keyward::policy::crds_yaml()?);
@@ -642,6 +660,59 @@ async fn gitops(
     if rotate.is_some() && args.prune {
         anyhow::bail!("--prune goes with keyward apply: a rotation changes nothing else");
     }
+    let opts = gitops::Options {
+        paths,
+        prune,
+        expect,
+        rotate,
+        ..options(&args, mode).await?
+    };
+    let result = gitops::run(&opts).await;
+    if opts.progress.is_some() {
+        // The progress line goes before the outcome is printed.
+        eprint!("\r\x1b[2K");
+    }
+    finish(result, &args, &opts)
+}
+
+/// `keyward explain`: exit 0, or with --live 2 when the CMS differs from the manifests.
+async fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    let g = &args.gitops;
+    if g.out.is_some() || g.prune || g.regenerate_missing || g.secrets_to != SecretsToArg::Dir {
+        anyhow::bail!("explain reads only: --out, --prune, --regenerate-missing and --secrets-to go with plan and apply");
+    }
+    let (paths, _, _) = manifests_to_read(g, None, Mode::Plan)?;
+    let opts = gitops::Options {
+        paths,
+        progress: None,
+        ..options(g, Mode::Plan).await?
+    };
+    let explained = match gitops::explain(&opts, &args.targets, args.live).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let for_tools = serde_json::json!({"formatVersion": gitops::FORMAT_VERSION, "keys": explained});
+    match g.output {
+        Output::Text => {
+            let texts: Vec<String> = explained.iter().map(|e| e.text()).collect();
+            say!("{}", texts.join("\n").trim_end());
+        }
+        Output::Json => say!("{}", serde_json::to_string_pretty(&for_tools)?),
+        Output::Yaml => say!("{}", serde_yaml_ng::to_string(&for_tools)?.trim_end()),
+    }
+    let differs = explained
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .any(|h| h.id.is_none() || !h.differences.is_empty());
+    Ok(ExitCode::from(if differs { 2 } else { 0 }))
+}
+
+/// The options every manifest command shares, from its flags and the configuration (no
+/// manifests yet: the caller sets them).
+async fn options(args: &GitopsArgs, mode: Mode) -> Result<gitops::Options> {
     let given = Given {
         secrets_dir: args.secrets_dir.clone().map(|p| (p, Source::Flag)),
         data_dir: args.data_dir.clone().map(|p| (p, Source::Flag)),
@@ -679,30 +750,24 @@ async fn gitops(
             context: args.context.clone(),
         }),
     };
-    let opts = gitops::Options {
+    Ok(gitops::Options {
         ca_pem,
-        paths,
+        paths: Vec::new(),
         secrets_to,
         secrets_dir: c.secrets_dir.value,
         data_dir: c.data_dir.value,
         mode,
         env_url: c.url.value,
         env_token: env_value(&c.token_env.value).map(Into::into),
-        prune,
+        prune: false,
         env_provider: c.provider.value,
         clock: keyward::engine::Clock::system(),
         regenerate_missing: args.regenerate_missing,
         lock_timeout: args.lock_timeout,
-        progress: progress.clone(),
-        expect,
-        rotate,
-    };
-    let result = gitops::run(&opts).await;
-    if progress.is_some() {
-        // The progress line goes before the outcome is printed.
-        eprint!("\r\x1b[2K");
-    }
-    finish(result, &args, &opts)
+        progress,
+        expect: None,
+        rotate: None,
+    })
 }
 
 /// Prints a run's outcome (or what was done before it failed) and its exit code; saves the

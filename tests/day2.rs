@@ -121,3 +121,101 @@ async fn rotate_gives_a_new_value_now_keeping_the_old_one_for_the_overlap_or_not
     assert_eq!(support::value(&out, "shop", "reader", "apiKey"), third);
     assert_eq!(reads(&cms, &third).await, 200);
 }
+
+const EXPLAINED_POLICY: &str = "apiVersion: keyward.dev/v1alpha1
+kind: ApiKeyPolicy
+metadata: {name: site, namespace: shop}
+spec:
+  cors: {origins: ['https://shop.example.com']}
+  keys:
+    - name: reader
+      defaultPermissions: [GET, POST]
+      apiPermissions:
+        - {api: blog, permissions: [GET, GET_ALL_DRAFTS]}
+      secret: {name: reader}
+";
+
+/// The row of `api` in explain's table, its cells split.
+fn row(said: &str, api: &str) -> Vec<String> {
+    said.lines()
+        .map(str::split_whitespace)
+        .map(|cells| cells.map(str::to_owned).collect::<Vec<_>>())
+        .find(|cells| cells.first().map(String::as_str) == Some(api))
+        .unwrap_or_else(|| panic!("no row {api} in:\n{said}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_each_right_with_its_source_and_live_what_the_cms_holds_differently() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::write(w.join("p.yaml"), EXPLAINED_POLICY).unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "-f", "p.yaml", "shop/site/reader"];
+        args.extend_from_slice(extra);
+        run(&cms, w, &args)
+    };
+
+    // Declared: blog's own list replaces the defaults (no POST there); every other API has them.
+    let (code, said) = explain(&[]);
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(
+        row(&said, "blog")[1..],
+        ["api", "api", "-", "-", "-", "-", "-"]
+    );
+    assert_eq!(
+        row(&said, "(every")[3..],
+        ["default", "-", "-", "default", "-", "-", "-"]
+    );
+    assert!(
+        said.contains("CORS origins of its policy: https://shop.example.com"),
+        "{said}"
+    );
+    assert_eq!(key_count(&cms).await, 0, "explain reads only");
+
+    // Live, before apply: the CMS has no key for it.
+    let (code, said) = explain(&["--live"]);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("the CMS holds no key for it"), "{said}");
+
+    let (code, said) = run(&cms, w, &["apply", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = explain(&["--live"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("holds what is declared"), "{said}");
+
+    // Someone widens the key in the CMS's console: each right that differs is named.
+    let id = cms.admin(Method::GET, "/v1/keys", None).await.body["keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let widened = serde_json::json!({"defaultPermissions": ["GET", "POST", "DELETE"]});
+    let r = cms
+        .admin(Method::PATCH, &format!("/v1/keys/{id}"), Some(widened))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    let (code, said) = explain(&["--live", "-o", "json"]);
+    assert_eq!(code, 2, "{said}");
+    let json: serde_json::Value = serde_json::from_str(&said).unwrap();
+    let live = &json["keys"][0]["live"];
+    assert_eq!(live["id"], id.as_str());
+    assert_eq!(
+        live["differences"],
+        serde_json::json!([
+            {"what": "DELETE on every other API", "declared": "refused", "held": "granted"}
+        ])
+    );
+    assert_eq!(
+        json["keys"][0]["declared"]["rights"][0]["operations"]["GET"],
+        serde_json::json!(["apiPermissions"])
+    );
+
+    // A key the manifests do not have is an error, as with rotate.
+    let (code, said) = run(&cms, w, &["explain", "-f", "p.yaml", "shop/site/nope"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("shop/site/nope: no such key in the manifests"),
+        "{said}"
+    );
+}

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 pub mod cluster;
 mod error;
+mod explain;
 mod options;
 mod outcome;
 pub mod saved;
@@ -27,6 +28,7 @@ mod store;
 
 use error::missing_message;
 pub use error::{GitopsError, SecretsDirState};
+pub use explain::{explain, Explanation, Held};
 pub use options::{Mode, Options, SecretsTo};
 pub use outcome::{ConnectionRun, Outcome, FORMAT_VERSION};
 use store::Store;

@@ -5,6 +5,7 @@
 pub(crate) mod capabilities;
 pub mod desired;
 mod digest;
+pub mod effective;
 pub(crate) mod live;
 mod rights;
 pub mod secret;

@@ -3,7 +3,7 @@
 //! reconcile, with each key's overlap or, with `keyward.dev/rotate-now: "true"`, none. The
 //! status records the value acted on, so each is acted on once, restarts included.
 
-use crate::plan::{RotateNow, RotateTarget};
+use crate::plan::{KeyTarget, RotateNow};
 use crate::policy::ApiKeyPolicy;
 use kube::ResourceExt;
 
@@ -27,12 +27,12 @@ pub fn asked(p: &ApiKeyPolicy) -> Option<(String, RotateNow)> {
         return None;
     }
     let id = p.policy_id();
-    let target = |key: Option<&str>| RotateTarget {
+    let target = |key: Option<&str>| KeyTarget {
         namespace: id.namespace.clone(),
         policy: id.name.clone(),
         key: key.map(str::to_owned),
     };
-    let named: Vec<RotateTarget> = annotations
+    let named: Vec<KeyTarget> = annotations
         .get(ROTATE_KEYS)
         .map(|keys| {
             keys.split(',')

@@ -9,4 +9,4 @@ pub(crate) mod testkit;
 
 pub use diff::{diff, replace_overlap, spec_diff, Action, Plan};
 pub use render::{flow_list, render_text, summary};
-pub use rotate::{add_rotations, rotate_now, RotateNow, RotateTarget};
+pub use rotate::{add_rotations, rotate_now, KeyTarget, RotateNow};

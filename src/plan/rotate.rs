@@ -4,27 +4,28 @@
 use super::diff::{Action, Plan};
 use crate::model::desired::{DesiredKey, DesiredState, LABEL_KEY};
 
-/// What to rotate: `namespace/policy` (every key of it) or `namespace/policy/key`.
+/// Keys named on the command line (rotate, explain): `namespace/policy` (every key of it) or
+/// `namespace/policy/key`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RotateTarget {
+pub struct KeyTarget {
     pub namespace: String,
     pub policy: String,
     pub key: Option<String>,
 }
 
-impl std::str::FromStr for RotateTarget {
+impl std::str::FromStr for KeyTarget {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<RotateTarget, String> {
+    fn from_str(s: &str) -> Result<KeyTarget, String> {
         let parts: Vec<&str> = s.split('/').collect();
         let named = |p: &str| !p.is_empty();
         match parts.as_slice() {
-            [ns, policy] if named(ns) && named(policy) => Ok(RotateTarget {
+            [ns, policy] if named(ns) && named(policy) => Ok(KeyTarget {
                 namespace: (*ns).to_owned(),
                 policy: (*policy).to_owned(),
                 key: None,
             }),
-            [ns, policy, key] if named(ns) && named(policy) && named(key) => Ok(RotateTarget {
+            [ns, policy, key] if named(ns) && named(policy) && named(key) => Ok(KeyTarget {
                 namespace: (*ns).to_owned(),
                 policy: (*policy).to_owned(),
                 key: Some((*key).to_owned()),
@@ -36,7 +37,7 @@ impl std::str::FromStr for RotateTarget {
     }
 }
 
-impl std::fmt::Display for RotateTarget {
+impl std::fmt::Display for KeyTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.policy)?;
         match &self.key {
@@ -46,8 +47,9 @@ impl std::fmt::Display for RotateTarget {
     }
 }
 
-impl RotateTarget {
-    fn names(&self, k: &DesiredKey) -> bool {
+impl KeyTarget {
+    /// Whether this names `k`.
+    pub fn names(&self, k: &DesiredKey) -> bool {
         k.policy.namespace == self.namespace
             && k.policy.name == self.policy
             && self.key.as_ref().is_none_or(|key| *key == k.key)
@@ -57,7 +59,7 @@ impl RotateTarget {
 /// A rotation asked for now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotateNow {
-    pub targets: Vec<RotateTarget>,
+    pub targets: Vec<KeyTarget>,
     /// No overlap: the old value stops working at once (a leaked key).
     pub at_once: bool,
 }
@@ -180,12 +182,12 @@ mod tests {
 
     #[test]
     fn targets_read_as_policy_or_key() {
-        let t: RotateTarget = "ns/p/k".parse().unwrap();
+        let t: KeyTarget = "ns/p/k".parse().unwrap();
         assert_eq!(t.key.as_deref(), Some("k"));
         assert_eq!(t.to_string(), "ns/p/k");
-        assert_eq!("ns/p".parse::<RotateTarget>().unwrap().key, None);
+        assert_eq!("ns/p".parse::<KeyTarget>().unwrap().key, None);
         for bad in ["ns", "ns/", "/p", "ns/p/", "a/b/c/d", ""] {
-            assert!(bad.parse::<RotateTarget>().is_err(), "{bad}");
+            assert!(bad.parse::<KeyTarget>().is_err(), "{bad}");
         }
     }
 
