@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use std::path::Path;
 use support::directus::DirectusServer;
 use support::{
-    apply_twice, check_access, done, example_for, examples, manifest, pairs,
-    plan_changes_without_writes, planned, run, secret_field, value, Answers, EXAMPLES_ACCESS,
+    apply_twice, check_access, done, example_for, examples, live_differences, manifest, pairs,
+    plan_changes_without_writes, planned, rotate, run, secret_field, value, Answers,
+    EXAMPLES_ACCESS,
 };
 
 /// The Directus example (examples-directus/blog) with the test Directus's endpoint.
@@ -200,6 +201,13 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
         s.status(Method::POST, "articles", &reader_v1).await,
         StatusCode::NO_CONTENT
     );
+    let explained = live_differences(&s, &[&both], "team/app/reader").await;
+    let row = |w: &str, d: &str, h: &str| (w.to_owned(), d.to_owned(), h.to_owned());
+    assert_eq!(
+        explained,
+        [row("POST on API 'articles'", "refused", "granted")],
+        "explain --live names the right added by hand"
+    );
     let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
     assert_eq!(planned(&plan), pairs(&[("update", "team/app/reader")]));
     // The diff takes away the right given behind keyward's back (live `-`), and adds none.
@@ -308,6 +316,15 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
             .any(|u| u["id"] == reader_id.as_str()),
         "same user"
     );
+
+    // Rotated on request (keyward rotate): a new token on the same user, the old one 401
+    // (Directus holds one token per user, so no rotationOverlap).
+    let rotated = rotate(&s, &[&both], out.path(), "team/app/writer", false).await;
+    assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/writer")]));
+    let writer_v2 = value(out.path(), "team", "writer", "apiKey");
+    assert_ne!(writer_v1, writer_v2);
+    s.replaced("authors", &writer_v1, &writer_v2).await;
+    let writer_v1 = writer_v2;
 
     // A key removed from the policy is revoked: 401 at once, its user and policy gone.
     let policies_before = s.policy_count().await;

@@ -15,8 +15,8 @@ use serde_json::json;
 use std::path::Path;
 use support::strapi::StrapiServer;
 use support::{
-    actions, apply_twice, check_access, done, example_for, examples, manifest, pairs,
-    plan_changes_without_writes, planned, run, secret_field, value, Answers, Target,
+    actions, apply_twice, check_access, done, example_for, examples, live_differences, manifest,
+    pairs, plan_changes_without_writes, planned, rotate, run, secret_field, value, Answers, Target,
     EXAMPLES_ACCESS,
 };
 
@@ -182,6 +182,13 @@ async fn revoke_regenerate_drift_and_names_taken() {
         s.status(Method::POST, "articles", &reader_v1).await,
         StatusCode::CREATED
     );
+    let explained = live_differences(&s, &[&both], "team/app/reader").await;
+    let row = |w: &str, d: &str, h: &str| (w.to_owned(), d.to_owned(), h.to_owned());
+    assert_eq!(
+        explained,
+        [row("POST on API 'articles'", "refused", "granted")],
+        "explain --live names the right added by hand"
+    );
     let plan = run(&s, &[&both], out.path(), Mode::Plan).await.unwrap();
     assert_eq!(planned(&plan), pairs(&[("update", "team/app/reader")]));
     apply_twice(&s, &[&both], out.path()).await;
@@ -189,6 +196,9 @@ async fn revoke_regenerate_drift_and_names_taken() {
         s.status(Method::POST, "articles", &reader_v1).await,
         StatusCode::FORBIDDEN
     );
+    assert!(live_differences(&s, &[&both], "team/app/reader")
+        .await
+        .is_empty());
     assert_eq!(
         s.status(Method::GET, "articles", &reader_v1).await,
         StatusCode::OK,
@@ -218,6 +228,15 @@ async fn revoke_regenerate_drift_and_names_taken() {
     let reader_v2 = value(out.path(), "team", "reader", "apiKey");
     assert_ne!(reader_v1, reader_v2);
     s.replaced("articles", &reader_v1, &reader_v2).await;
+
+    // Rotated on request (keyward rotate): a new value in the Secret, the old one 401 (Strapi
+    // regenerates in place, so no rotationOverlap).
+    let rotated = rotate(&s, &[&both], out.path(), "team/app/writer", false).await;
+    assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/writer")]));
+    let writer_v2 = value(out.path(), "team", "writer", "apiKey");
+    assert_ne!(writer_v1, writer_v2);
+    s.replaced("authors", &writer_v1, &writer_v2).await;
+    let writer_v1 = writer_v2;
 
     // A key removed from the policy is revoked: 401.
     let only_reader = manifest(out.path(), "reader-only.yaml", &policy(reader));

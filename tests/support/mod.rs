@@ -317,6 +317,42 @@ pub async fn run(
     keyward::gitops::run(&target.options(paths, secrets, mode)).await
 }
 
+/// `keyward explain --live` of one key (`namespace/policy/key`) on `target`: every difference
+/// between what it declares and what the CMS holds, as (what, declared, held).
+pub async fn live_differences(
+    target: &impl Target,
+    paths: &[&Path],
+    key: &str,
+) -> Vec<(String, String, String)> {
+    let opts = target.options(paths, Path::new("unused"), keyward::gitops::Mode::Plan);
+    let key: keyward::plan::KeyTarget = key.parse().unwrap();
+    let explained = keyward::gitops::explain(&opts, &[key], true).await.unwrap();
+    let held = explained[0].live.as_ref().expect("read live");
+    assert!(held.id.is_some(), "the CMS holds the key");
+    held.differences
+        .iter()
+        .map(|d| (d.what.clone(), d.declared.clone(), d.held.clone()))
+        .collect()
+}
+
+/// `keyward rotate` of one key on `target`: a new value now (`at_once`: no overlap).
+pub async fn rotate(
+    target: &impl Target,
+    paths: &[&Path],
+    secrets: &Path,
+    key: &str,
+    at_once: bool,
+) -> keyward::gitops::Outcome {
+    let opts = keyward::gitops::Options {
+        rotate: Some(keyward::plan::RotateNow {
+            targets: vec![key.parse().unwrap()],
+            at_once,
+        }),
+        ..target.options(paths, secrets, keyward::gitops::Mode::Apply)
+    };
+    keyward::gitops::run(&opts).await.unwrap()
+}
+
 /// A plan of `paths` on `target` shows changes and writes nothing to the CMS.
 pub async fn plan_changes_without_writes(target: &impl Target, paths: &[&Path], secrets: &Path) {
     let plan = run(target, paths, secrets, keyward::gitops::Mode::Plan)
