@@ -77,6 +77,7 @@ async fn main() {
         progress: None,
         expect: None,
         rotate: None,
+        audit_log: None,
     };
     println!(
         "{n} policies x 3 keys = {} keys, reference CMS on {}",

@@ -237,6 +237,11 @@ struct GitopsArgs {
     /// on the connections these files use; an operator's keys are never pruned).
     #[arg(long)]
     prune: bool,
+    /// apply, rotate: append one JSON line per write made (to the CMS: keys, CORS origins,
+    /// public endpoints; to a Secret) to this file: when, the command and user, the
+    /// connection, what, on which key or Secret, the result. Never a key value.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// CA certificates (PEM) to trust besides the system's when reaching the CMS over HTTPS,
     /// for connections that name no CA Secret of their own.
     #[arg(long, env = "KEYWARD_CMS_CA_FILE")]
@@ -330,6 +335,11 @@ struct ServeArgs {
     /// naming its pid.
     #[arg(long, default_value = "60s", value_parser = wait_duration)]
     lock_timeout: std::time::Duration,
+    /// Append one JSON line per write request to the management API (keys, APIs, CORS,
+    /// public endpoints, members, roles, service operations) to this file: when, who (admin,
+    /// a key's id, unauthenticated), from where, what, the status. Never a key value.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 /// The plans `--plan` takes (the model stays free of the CLI's parser).
@@ -542,6 +552,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_entry_bytes: args.max_body,
             max_answer_bytes: args.max_answer_bytes,
         },
+        audit_log: args.audit_log,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(cms::server::TlsFiles { cert, key }),
             _ => None,
@@ -660,11 +671,22 @@ async fn gitops(
     if rotate.is_some() && args.prune {
         anyhow::bail!("--prune goes with keyward apply: a rotation changes nothing else");
     }
+    let audit_log = match &args.audit_log {
+        Some(_) if mode == Mode::Plan => {
+            anyhow::bail!("--audit-log records writes: it goes with apply and rotate")
+        }
+        Some(path) => Some(std::sync::Arc::new(
+            keyward::cms::audit::AuditLog::open(path)
+                .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+        )),
+        None => None,
+    };
     let opts = gitops::Options {
         paths,
         prune,
         expect,
         rotate,
+        audit_log,
         ..options(&args, mode).await?
     };
     let result = gitops::run(&opts).await;
@@ -678,8 +700,13 @@ async fn gitops(
 /// `keyward explain`: exit 0, or with --live 2 when the CMS differs from the manifests.
 async fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let g = &args.gitops;
-    if g.out.is_some() || g.prune || g.regenerate_missing || g.secrets_to != SecretsToArg::Dir {
-        anyhow::bail!("explain reads only: --out, --prune, --regenerate-missing and --secrets-to go with plan and apply");
+    if g.out.is_some()
+        || g.prune
+        || g.regenerate_missing
+        || g.audit_log.is_some()
+        || g.secrets_to != SecretsToArg::Dir
+    {
+        anyhow::bail!("explain reads only: --out, --prune, --regenerate-missing, --audit-log and --secrets-to go with plan and apply");
     }
     let (paths, _, _) = manifests_to_read(g, None, Mode::Plan)?;
     let opts = gitops::Options {
@@ -767,6 +794,7 @@ async fn options(args: &GitopsArgs, mode: Mode) -> Result<gitops::Options> {
         progress,
         expect: None,
         rotate: None,
+        audit_log: None,
     })
 }
 

@@ -219,3 +219,157 @@ async fn explain_shows_each_right_with_its_source_and_live_what_the_cms_holds_di
         "{said}"
     );
 }
+
+/// The lines of a JSON-lines file.
+fn lines_of(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_logs_name_who_changed_what_on_the_cms_and_in_the_cli_never_a_value() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let cms_log = w.join("cms-audit.jsonl");
+    let server = support::process::spawn_with(
+        &w.join("data"),
+        None,
+        &["--audit-log", cms_log.to_str().unwrap()],
+    );
+    let http = reqwest::Client::new();
+    let admin = |m: Method, path: &str| {
+        http.request(m, format!("{}{path}", server.url))
+            .bearer_auth(support::ADMIN)
+    };
+    let r = admin(Method::PUT, "/v1/apis/blog").send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    std::fs::write(w.join("p.yaml"), support::SITE_POLICY).unwrap();
+    let env = [
+        ("KEYWARD_CMS_URL", server.url.as_str()),
+        ("KEYWARD_CMS_TOKEN", support::ADMIN),
+    ];
+    let cli = |args: &[&str]| {
+        let (code, out, err, _) = keyward(w, args, &env);
+        (code, format!("{out}{err}"))
+    };
+    let cli_log = w.join("cli-audit.jsonl");
+    let logged = ["--secrets-dir", "out", "--audit-log", "cli-audit.jsonl"];
+    let (code, said) = cli(&[&["apply", "-f", "p.yaml"][..], &logged].concat());
+    assert_eq!(code, 0, "{said}");
+    let first = support::value(&w.join("out"), "shop", "reader", "apiKey");
+    let (code, said) = cli(&[
+        &["rotate", "-f", "p.yaml"][..],
+        &logged,
+        &["--now", "shop/site"],
+    ]
+    .concat());
+    assert_eq!(code, 0, "{said}");
+    let second = support::value(&w.join("out"), "shop", "reader", "apiKey");
+
+    // Attempts that change nothing are on the trail too: nobody, a read key, a pasted value.
+    let r = http
+        .post(format!("{}/v1/keys", server.url))
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .post(format!("{}/v1/keys", server.url))
+        .bearer_auth(&first)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the value rotated away --now");
+    let r = http
+        .post(format!("{}/v1/keys", server.url))
+        .bearer_auth(&second)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = admin(Method::DELETE, &format!("/v1/keys/{second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // Reads are not changes.
+    admin(Method::GET, "/v1/keys").send().await.unwrap();
+
+    let on_cms = lines_of(&cms_log);
+    let seen: Vec<(&str, &str, &str)> = on_cms
+        .iter()
+        .map(|l| {
+            (
+                l["who"].as_str().unwrap(),
+                l["action"].as_str().unwrap(),
+                l["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let id = on_cms[1]["created"].as_str().expect("the created key's id");
+    let reader = format!("key {id}");
+    assert_eq!(
+        seen,
+        [
+            ("admin", "PUT /v1/apis/{api}", "done"),
+            ("admin", "POST /v1/keys", "done"),
+            ("admin", "POST /v1/keys/{id}/regenerate", "done"),
+            ("anonymous", "POST /v1/keys", "refused"),
+            ("unauthenticated", "POST /v1/keys", "refused"),
+            (reader.as_str(), "POST /v1/keys", "refused"),
+            ("admin", "DELETE /v1/keys/{id}", "refused"),
+        ]
+    );
+    assert_eq!(on_cms[2]["path"], format!("/v1/keys/{id}/regenerate"));
+    assert_eq!(on_cms[5]["status"], 403);
+    assert!(
+        on_cms[6].get("path").is_none(),
+        "a failed request's path is not written"
+    );
+    assert!(on_cms
+        .iter()
+        .all(|l| l["at"].is_string() && l["client"] == "127.0.0.1"));
+
+    let by_cli = lines_of(&cli_log);
+    let seen: Vec<(&str, &str, &str, &str)> = by_cli
+        .iter()
+        .map(|l| {
+            (
+                l["who"].as_str().unwrap().split(" as ").next().unwrap(),
+                l["action"].as_str().unwrap(),
+                l["target"].as_str().unwrap(),
+                l["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("keyward apply", "create key", "shop.site.reader", "done"),
+            ("keyward apply", "write Secret", "shop/reader", "done"),
+            ("keyward rotate", "regenerate key", id, "done"),
+            ("keyward rotate", "write Secret", "shop/reader", "done"),
+        ]
+    );
+    assert!(by_cli.iter().all(|l| l["key_id"] == id), "{by_cli:?}");
+
+    // Never a value, in either trail.
+    for file in [&cms_log, &cli_log] {
+        let text = std::fs::read_to_string(file).unwrap();
+        for value in [&first, &second, &support::ADMIN.to_owned()] {
+            assert!(!text.contains(value.as_str()), "{}", file.display());
+        }
+    }
+    let (code, said) = cli(&["plan", "-f", "p.yaml", "--audit-log", "x.jsonl"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("--audit-log records writes: it goes with apply and rotate"),
+        "{said}"
+    );
+}

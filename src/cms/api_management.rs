@@ -1,6 +1,7 @@
 //! The management API under `/v1`: keys, APIs, CORS, public endpoints, members, roles, and the
 //! scope-granted service operations.
 
+use super::audit::Created;
 use super::auth::Client;
 use super::error::CmsError;
 use super::handler::{created_or_ok, scan, Checked, Ctx, PRODUCTION};
@@ -18,7 +19,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -112,7 +113,13 @@ fn with_value(record: &KeyRecord, key: &RawKey) -> Value {
 async fn create_key(c: Caller<Keys>, raw: Bytes) -> Result<Response, CmsError> {
     let spec: KeySpec = body(&raw)?;
     let (record, key) = c.change(move |s, who| s.create_key(spec, who)).await?;
-    Ok((StatusCode::CREATED, Json(with_value(&record, &key))).into_response())
+    let created = Extension(Created(record.id.clone()));
+    Ok((
+        StatusCode::CREATED,
+        created,
+        Json(with_value(&record, &key)),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -380,10 +387,12 @@ struct NewMember {
 
 async fn add_member(c: Caller<WriteMembers>, raw: Bytes) -> Result<Response, CmsError> {
     let req: NewMember = body(&raw)?;
+    let req_name = req.name.clone();
     let m = c
         .change(move |s, who| s.add_member(&req.name, &req.role, who))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(m))).into_response())
+    let created = Extension(Created(req_name));
+    Ok((StatusCode::CREATED, created, Json(json!(m))).into_response())
 }
 
 async fn list_members(c: Caller<ReadMembers>) -> Json<Value> {

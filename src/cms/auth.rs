@@ -19,6 +19,8 @@ use subtle::ConstantTimeEq;
 pub struct Client {
     pub headers: HeaderMap,
     pub ip: IpAddr,
+    /// Where the audit trail learns who the caller is (an audited request).
+    pub audit: Option<super::audit::Caller>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
@@ -32,6 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
         Ok(Client {
             headers: parts.headers.clone(),
             ip,
+            audit: parts.extensions.get::<super::audit::Caller>().cloned(),
         })
     }
 }
@@ -136,12 +139,25 @@ impl Auth {
         self.admin_blocked.lock().retain(|_, until| *until > now);
     }
 
-    /// Identifies the caller; a key that is presented must be valid, whatever the endpoint.
+    /// Identifies the caller (and tells the audit trail who it is); a key that is presented
+    /// must be valid, whatever the endpoint.
     pub async fn authenticate(
         &self,
         svc: &Service,
         client: &Client,
     ) -> Result<Principal, CmsError> {
+        let p = self.identify(svc, client).await?;
+        if let Some(caller) = &client.audit {
+            caller.set(match &p {
+                Principal::Admin => "admin".to_owned(),
+                Principal::Key(entry) => format!("key {}", entry.record.id),
+                Principal::Anonymous => "anonymous".to_owned(),
+            });
+        }
+        Ok(p)
+    }
+
+    async fn identify(&self, svc: &Service, client: &Client) -> Result<Principal, CmsError> {
         let Some(value) = presented_key(&client.headers) else {
             return Ok(Principal::Anonymous);
         };

@@ -4,6 +4,7 @@
 
 mod api_content;
 mod api_management;
+pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod content;
 pub(crate) mod error;
@@ -80,6 +81,8 @@ pub struct CmsConfig {
     /// `--max-entries`, `--max-api-bytes`, `--max-answer-bytes` (an entry's size is bounded by
     /// `max_body`).
     pub content: service::ContentLimits,
+    /// `--audit-log`: one JSON line per write request to the management API.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The default `--verify-rate`: a client gets this many values per second checked with Argon2id
@@ -114,6 +117,7 @@ impl CmsConfig {
             lock_wait: std::time::Duration::ZERO,
             tls: None,
             content: service::ContentLimits::default(),
+            audit_log: None,
         }
     }
 }
@@ -134,6 +138,11 @@ pub enum StartError {
     },
     #[error("cannot open the CMS database: {0}")]
     Store(store::StoreError),
+    #[error("cannot open the audit log {path}: {cause}")]
+    AuditLog {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
@@ -291,7 +300,7 @@ fn resolve_admin_token(cfg: &CmsConfig) -> Result<(AdminToken, Option<PathBuf>),
 
 /// The router with CORS (deny by default, origins from the live settings), the body limit, a
 /// request timeout, JSON for every error answer, and panics caught as 500.
-pub fn router(ctx: Arc<Ctx>, max_body: usize) -> Router {
+pub fn router(ctx: Arc<Ctx>, max_body: usize, audit: Option<Arc<audit::AuditLog>>) -> Router {
     let svc = ctx.svc.clone();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
@@ -310,11 +319,18 @@ pub fn router(ctx: Arc<Ctx>, max_body: usize) -> Router {
             HeaderName::from_static("x-api-key"),
         ])
         .max_age(std::time::Duration::from_secs(600));
-    Router::new()
+    let routes = Router::new()
         .merge(api_management::routes())
         .merge(api_content::routes())
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(ctx)
+        .with_state(ctx);
+    // Innermost but for the routes: it sees each request's route and caller, and every answer
+    // (408s and caught panics are made outside it: those changes did not happen).
+    let routes = match audit {
+        Some(log) => routes.layer(axum::middleware::from_fn_with_state(log, audit::record)),
+        None => routes,
+    };
+    routes
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(cors)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -409,6 +425,15 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
             cfg.verify_rate,
         ),
     });
+    let audit = match &cfg.audit_log {
+        Some(path) => Some(Arc::new(audit::AuditLog::open(path).map_err(|cause| {
+            StartError::AuditLog {
+                path: path.clone(),
+                cause,
+            }
+        })?)),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|cause| StartError::Listen {
@@ -420,7 +445,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         cause,
     })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let app = router(ctx.clone(), cfg.max_body);
+    let app = router(ctx.clone(), cfg.max_body, audit);
     let conn = server::ConnLimits {
         max_body: cfg.max_body,
         ..cfg.conn

@@ -17,6 +17,7 @@ use crate::providers::CmsProvider;
 use base64::Engine as _;
 use std::collections::BTreeSet;
 
+pub mod audit;
 pub mod cluster;
 mod error;
 mod explain;
@@ -518,9 +519,31 @@ async fn apply_connection(
     opts: &Options,
 ) -> Result<(), Failure> {
     let p = conn.provider.as_ref();
+    let who = audit::who(match opts.rotate {
+        Some(_) => "rotate",
+        None => "apply",
+    });
+    let connection = run.connection.to_string();
+    let trail = opts.audit_log.as_deref().map(|log| audit::Trail {
+        log,
+        who: &who,
+        connection: &connection,
+    });
+    let audited = trail.map(|trail| {
+        let provider = audit::AuditedProvider { inner: p, trail };
+        let sink = audit::AuditedSink {
+            inner: store.sink(),
+            trail,
+        };
+        (provider, sink)
+    });
+    let (provider, sink): (&dyn CmsProvider, &dyn crate::engine::SecretSink) = match &audited {
+        Some((p, s)) => (p, s),
+        None => (p, store.sink()),
+    };
     let engine = Engine {
-        provider: p,
-        sink: store.sink(),
+        provider,
+        sink,
         endpoint: conn.template_endpoint.clone(),
         clock: opts.clock.clone(),
         progress: opts.progress.clone(),
@@ -534,18 +557,38 @@ async fn apply_connection(
         Ok(r) => r.revoked.iter().collect(),
         Err(e) => e.revoked.iter().collect(),
     };
-    // The files of keys revoked go, also when the apply stopped after revoking them; those of
-    // keys gone already go after a run that went through.
-    let done = result.is_ok();
+    remove_stale_files(run, &revoked, result.is_ok(), store, trail).await?;
+    let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
+    run.applied = Some(report);
+    Ok(())
+}
+
+/// The files of keys revoked go, also when the apply stopped (`done` false) after revoking
+/// them; those of keys gone already go after a run that went through.
+async fn remove_stale_files(
+    run: &ConnectionRun,
+    revoked: &BTreeSet<&String>,
+    done: bool,
+    store: &Store,
+    trail: Option<audit::Trail<'_>>,
+) -> Result<(), Failure> {
     for f in run
         .stale_files
         .iter()
         .filter(|f| revoked.contains(&f.key_id) || (done && f.why == ALREADY_GONE))
     {
-        store.remove(f).await.map_err(|cause| {
+        let removed = store.remove(f).await;
+        let secret = format!("{}/{}", f.namespace, f.name);
+        let removed = match trail {
+            Some(t) => t.note("delete Secret", &secret, removed, |_| {
+                Some(f.key_id.clone())
+            }),
+            None => removed,
+        };
+        removed.map_err(|cause| {
             let secret = match &f.path {
                 Some(p) => format!("file {}", p.display()),
-                None => format!("{}/{}", f.namespace, f.name),
+                None => secret,
             };
             Failure::Other(GitopsError::StaleFile {
                 secret,
@@ -554,8 +597,6 @@ async fn apply_connection(
             })
         })?;
     }
-    let report = result.map_err(|e| Failure::Apply(run.connection.to_string(), e))?;
-    run.applied = Some(report);
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub struct Options {
     pub expect: Option<saved::SavedPlan>,
     /// `keyward rotate`: the keys that get a new value now.
     pub rotate: Option<crate::plan::RotateNow>,
+    /// `--audit-log`: apply's writes, one JSON line each (see `gitops::audit`).
+    pub audit_log: Option<std::sync::Arc<crate::cms::audit::AuditLog>>,
 }
 
 impl std::fmt::Debug for Options {

@@ -244,6 +244,7 @@ pub fn options_for(
         progress: None,
         expect: None,
         rotate: None,
+        audit_log: None,
         paths: paths.iter().map(|p| p.to_path_buf()).collect(),
         secrets_to: Default::default(),
         secrets_dir: secrets.to_path_buf(),
