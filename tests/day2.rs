@@ -373,3 +373,32 @@ async fn audit_logs_name_who_changed_what_on_the_cms_and_in_the_cli_never_a_valu
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_secret_file_stays_when_its_key_goes() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let two = support::SITE_POLICY.replace(
+        "      secret: {name: reader}\n",
+        "      secret: {name: reader}\n    - name: kept\n      defaultPermissions: [GET]\n      secret: {name: kept, deletionPolicy: Retain}\n",
+    );
+    std::fs::write(w.join("p.yaml"), &two).unwrap();
+    let (code, said) = run(&cms, w, &["apply", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{said}");
+    let kept = std::fs::read_to_string(w.join("out/shop.kept.yaml")).unwrap();
+    assert!(kept.contains("keyward.dev/retain: 'true'"), "{kept}");
+
+    // Both keys go: both are revoked; the retained Secret's file stays, the other's goes.
+    let none = "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: site, namespace: shop}\nspec:\n  keys: []\n";
+    std::fs::write(w.join("p.yaml"), none).unwrap();
+    let (code, said) = run(&cms, w, &["apply", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(key_count(&cms).await, 0, "{said}");
+    assert!(!w.join("out/shop.reader.yaml").exists(), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(w.join("out/shop.kept.yaml")).unwrap(),
+        kept
+    );
+}

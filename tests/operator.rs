@@ -4301,3 +4301,143 @@ async fn rotations_asked_in_a_loop_are_carried_out_at_most_once_per_ten_seconds(
     assert_ne!(secret_value(&c, "reader").await.unwrap(), value);
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_secrets_have_no_owner_are_written_whole_and_outlive_their_policy() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    // An Orphan policy's keys keep working when it goes: their Secrets are retained unless the
+    // key says Delete.
+    let keys = json!([
+        {"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"}},
+        {"name": "owned", "defaultPermissions": ["GET"], "secret": {"name": "owned", "keyField": "KEY", "deletionPolicy": "Delete"}}
+    ]);
+    let policies = create_policy(&c, keys, json!({"deletionPolicy": "Orphan"})).await;
+    wait_ready(&c).await;
+    let uid = policies.get("web").await.unwrap().metadata.uid.unwrap();
+    let secret = |name: &str| c.emu.get(SECRETS, "shop", name).expect("the Secret");
+    let owners = |s: &Value| {
+        s["metadata"]["ownerReferences"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let kept = secret("reader");
+    assert_eq!(owners(&kept), 0, "retained: no ownerReference: {kept}");
+    assert_eq!(
+        kept["metadata"]["labels"]["keyward.dev/policy-uid"],
+        uid.as_str()
+    );
+    assert_eq!(
+        kept["metadata"]["annotations"]["keyward.dev/retain"],
+        "true"
+    );
+    assert_eq!(owners(&secret("owned")), 1);
+    let value = secret_value(&c, "reader").await.unwrap();
+
+    // Someone adds a field to the retained Secret (an endpoint of their choosing, say): keyward
+    // restores it, written whole, so the planted field is gone and the value is the same.
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .patch(
+            "reader",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"URL": b64("https://evil.example")}})),
+        )
+        .await
+        .unwrap();
+    eventually("the planted field is gone", RECONCILES, || async {
+        secret("reader")["data"].get("URL").is_none()
+    })
+    .await;
+    assert_eq!(
+        secret_value(&c, "reader").await.as_deref(),
+        Some(value.as_str())
+    );
+    // Deleted, it is made again (a new value: values cannot be read back).
+    Api::<Secret>::namespaced(c.client.clone(), "shop")
+        .delete("reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("made again", RECONCILES, || async {
+        c.emu.get(SECRETS, "shop", "reader").is_some()
+    })
+    .await;
+    wait_ready(&c).await;
+    let value = secret_value(&c, "reader").await.unwrap();
+
+    // Retain asked for later: the Secret loses its ownerReference, keeping its value.
+    let owned_value = secret_value(&c, "owned").await.unwrap();
+    let patch = json!({"spec": {"keys": [
+        {"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"}},
+        {"name": "owned", "defaultPermissions": ["GET"], "secret": {"name": "owned", "keyField": "KEY", "deletionPolicy": "Retain"}}
+    ]}});
+    policies
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("no ownerReference", RECONCILES, || async {
+        owners(&secret("owned")) == 0
+    })
+    .await;
+    assert_eq!(secret_value(&c, "owned").await, Some(owned_value.clone()));
+
+    // The policy goes: the retained Secrets stay (the garbage collector had its chance) and
+    // their values still work.
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy is gone", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        secret_value(&c, "reader").await.as_deref(),
+        Some(value.as_str())
+    );
+    assert_eq!(secret_value(&c, "owned").await, Some(owned_value));
+    let r = c
+        .cms
+        .req(Method::GET, "/api/blog", Some(&value), None)
+        .await;
+    assert_eq!(
+        r.status.as_u16(),
+        200,
+        "an Orphan policy's key keeps working"
+    );
+    op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policys_retained_secret_stays_with_its_revoked_value() {
+    let c = cluster().await;
+    let (_ctx, op) = start(&c, config());
+    let keys = json!([
+        {"name": "reader", "defaultPermissions": ["GET"], "secret": {"name": "reader", "keyField": "KEY"}},
+        {"name": "kept", "defaultPermissions": ["GET"], "secret": {"name": "kept", "keyField": "KEY", "deletionPolicy": "Retain"}}
+    ]);
+    let policies = create_policy(&c, keys, json!({})).await;
+    wait_ready(&c).await;
+    let kept = secret_value(&c, "kept").await.unwrap();
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the owned Secret is collected", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+            && c.emu.get(SECRETS, "shop", "reader").is_none()
+    })
+    .await;
+    let r = c.cms.req(Method::GET, "/api/blog", Some(&kept), None).await;
+    assert_eq!(
+        r.status.as_u16(),
+        401,
+        "deletionPolicy Delete: the key is revoked"
+    );
+    assert_eq!(
+        secret_value(&c, "kept").await,
+        Some(kept),
+        "the retained Secret stays, as it was"
+    );
+    op.abort();
+}

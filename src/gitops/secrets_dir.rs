@@ -5,8 +5,8 @@
 use crate::engine::{SecretSink, SinkError};
 use crate::model::desired::SecretTarget;
 use crate::model::secret::{
-    manifest, observed, value_in, ObservedSecret, SecretMaterial, ANN_KEY_ID, LABEL_MANAGED_BY,
-    LABEL_SECRET_POLICY, MANAGED_BY,
+    manifest, observed, value_in, ObservedSecret, SecretMaterial, ANN_KEY_ID, ANN_RETAIN,
+    LABEL_MANAGED_BY, LABEL_SECRET_POLICY, MANAGED_BY,
 };
 use crate::model::KeyValue;
 use async_trait::async_trait;
@@ -209,6 +209,14 @@ pub fn goes(
     let m = &s.metadata;
     let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
     if label(LABEL_MANAGED_BY).is_none_or(|v| v != MANAGED_BY) {
+        return None;
+    }
+    // `secret.deletionPolicy: Retain`: left in place whatever becomes of its key.
+    if m.annotations
+        .as_ref()?
+        .get(ANN_RETAIN)
+        .is_some_and(|v| v == "true")
+    {
         return None;
     }
     let id = m.annotations.as_ref()?.get(ANN_KEY_ID)?;

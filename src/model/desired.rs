@@ -120,6 +120,11 @@ pub struct SecretTarget {
     pub extra_fields: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `secret.deletionPolicy: Retain` (or an Orphan policy's default): no ownerReference, and
+    /// left in place when the key or policy goes. Absent from the spec hash when false, so the
+    /// Secrets written before it existed are not rewritten.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 /// `namespace/name`, as kubectl names a Secret.

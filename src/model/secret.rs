@@ -26,6 +26,10 @@ pub const ANN_CONTENT_HASH: &str = "keyward.dev/content-hash";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The policy's name (the CMS key's own tag, `model::desired::LABEL_POLICY`, says more).
 pub const LABEL_SECRET_POLICY: &str = "keyward.dev/policy";
+/// On a retained Secret (`secret.deletionPolicy: Retain`): `"true"`. Nothing deletes it.
+pub const ANN_RETAIN: &str = "keyward.dev/retain";
+/// On an operator's retained Secret, which has no ownerReference: the UID of its policy.
+pub const LABEL_SECRET_POLICY_UID: &str = "keyward.dev/policy-uid";
 /// The value of [`LABEL_MANAGED_BY`] on every Secret keyward writes.
 pub const MANAGED_BY: &str = "keyward";
 
@@ -126,6 +130,12 @@ impl SecretMaterial {
             secret_spec_hash(&key.secret, &live.id, &version, endpoint),
         );
         annotations.insert(ANN_CONTENT_HASH.into(), content_hash);
+        if key.secret.retain {
+            annotations.insert(ANN_RETAIN.into(), "true".into());
+            if let Some(uid) = &key.policy.uid {
+                labels.insert(LABEL_SECRET_POLICY_UID.into(), uid.clone());
+            }
+        }
         SecretMaterial {
             target: key.secret.clone(),
             policy: key.policy.clone(),

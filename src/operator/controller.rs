@@ -201,6 +201,25 @@ fn owned(client: &Client, namespace: &Option<String>) -> Owned {
     }
 }
 
+/// The policy a Secret keyward wrote belongs to: its ownerReference, or for a retained one
+/// (no ownerReference) the policy its labels name; a change to it wakes that policy.
+fn policy_of_secret(s: PartialObjectMeta<Secret>) -> Option<ObjectRef<ApiKeyPolicy>> {
+    use crate::model::secret::{LABEL_SECRET_POLICY, LABEL_SECRET_POLICY_UID};
+    let namespace = s.namespace()?;
+    let owner = s
+        .owner_references()
+        .iter()
+        .find(|r| r.kind == "ApiKeyPolicy" && r.api_version == ApiKeyPolicy::api_version(&()));
+    match owner {
+        Some(r) => Some(ObjectRef::new(&r.name).within(&namespace)),
+        None if s.labels().contains_key(LABEL_SECRET_POLICY_UID) => {
+            let name = s.labels().get(LABEL_SECRET_POLICY)?;
+            Some(ObjectRef::new(name).within(&namespace))
+        }
+        None => None,
+    }
+}
+
 /// Every policy, for the decisions no shard may make alone (in-use finalizers, what a namespace
 /// holds on a shared connection): the reconciled store itself when there is no `--selector`,
 /// else a watch of its own (policies are small; sharded operators are few).
@@ -306,7 +325,7 @@ pub async fn run_controller_until(ctx: Arc<Context>, shutdown: super::Shutdown) 
     let s4 = policies.clone();
     let upkeep = upkeep(ctx.clone(), stores.clone());
     let controller = Controller::for_stream(trigger, policies)
-        .owns_stream(owned_events)
+        .watches_stream(owned_events, policy_of_secret)
         .owns_stream(role_events)
         .owns_stream(binding_events)
         .watches_stream(connection_events, move |c: CmsConnection| {

@@ -9,7 +9,7 @@ use crate::engine::{SecretSink, SinkError};
 use crate::model::desired::SecretTarget;
 use crate::model::secret::{
     manifest, observed, value_in, ObservedSecret, SecretMaterial, LABEL_MANAGED_BY,
-    LABEL_SECRET_POLICY, MANAGED_BY,
+    LABEL_SECRET_POLICY, LABEL_SECRET_POLICY_UID, MANAGED_BY,
 };
 use crate::model::KeyValue;
 use async_trait::async_trait;
@@ -51,7 +51,7 @@ impl Owner {
     /// Whether `s` is this owner's Secret.
     pub fn owns(&self, s: &Secret) -> bool {
         match self {
-            Owner::Policy(r) => owned_by(s, &r.uid),
+            Owner::Policy(r) => owned_by(s, &r.uid) || retained_for(s, &r.uid),
             Owner::Cli(policies) => {
                 let m = &s.metadata;
                 let key = (
@@ -59,9 +59,10 @@ impl Owner {
                     m.name.clone().unwrap_or_default(),
                 );
                 let label = |l: &str| m.labels.as_ref().and_then(|ls| ls.get(l));
-                m.owner_references.as_ref().is_none_or(|r| r.is_empty())
+                unowned(s)
                     && label(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
                     && label(LABEL_SECRET_POLICY).is_some_and(|p| policies.get(&key) == Some(p))
+                    && label(LABEL_SECRET_POLICY_UID).is_none()
             }
         }
     }
@@ -73,6 +74,25 @@ impl Owner {
             Owner::Cli(_) => "",
         }
     }
+}
+
+fn unowned(s: &Secret) -> bool {
+    s.metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(|r| r.is_empty())
+}
+
+/// Whether `s` is a retained Secret (`secret.deletionPolicy: Retain`) of the policy with
+/// `uid`: no ownerReference, keyward's label and the policy's UID. Anyone who may create
+/// Secrets in the namespace could make one, as they could one with the policy's
+/// ownerReference: so a retained Secret is always written whole (see `write`), and nothing of
+/// what a planted one held survives keyward's first write.
+fn retained_for(s: &Secret, uid: &str) -> bool {
+    let label = |l: &str| s.metadata.labels.as_ref().and_then(|ls| ls.get(l));
+    unowned(s)
+        && label(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
+        && label(LABEL_SECRET_POLICY_UID).is_some_and(|v| v == uid)
 }
 
 /// The policy as the controlling owner of what it creates (Secrets, Roles, RoleBindings).
@@ -298,10 +318,18 @@ impl SecretSink for KubeSecrets {
             .remove(&self.observation_key(&m.target));
         let mut secret = manifest(m);
         if let Owner::Policy(r) = &self.owner {
-            secret.metadata.owner_references = Some(vec![r.clone()]);
+            if !m.target.retain {
+                secret.metadata.owner_references = Some(vec![r.clone()]);
+            }
         }
         let api = Api::<Secret>::namespaced(self.client.clone(), &m.target.namespace);
         let at = (m.target.namespace.clone(), m.target.name.clone());
+        // A retained Secret is known by labels anyone could set: it is written whole, as an
+        // adopted one (which also drops the ownerReference of a Secret that was not retained).
+        let whole = m.target.retain && matches!(self.owner, Owner::Policy(_));
+        if whole && self.own(&m.target).await?.is_some() {
+            self.adopting.lock().insert(at.clone());
+        }
         if self.adopting.lock().contains(&at) {
             // Adopted: replaced whole, so that none of its former fields stays readable.
             if let Some(old) = self.get(&m.target).await? {
@@ -314,7 +342,9 @@ impl SecretSink for KubeSecrets {
                     .await
                     .map_err(|e| Self::err(&m.target, e))?;
                 self.adopting.lock().remove(&at);
-                tracing::info!(secret = %m.target, "adopted");
+                if !whole {
+                    tracing::info!(secret = %m.target, "adopted");
+                }
                 return Ok(true);
             }
         }

@@ -704,7 +704,7 @@ mod tests {
                 "m.yaml:10: ApiKeyPolicy shop/p: spec.keys[1].secret: missing field `name`",
                 // Counted as written, although keys[1] was taken out before.
                 "m.yaml:12: ApiKeyPolicy shop/p: spec.keys[2].defaultPermissions[1]: unknown variant `FETCH`, expected one of `GET`, `GET_ALL_DRAFTS`, `GET_ALL_CLOSED`, `POST`, `PUT`, `PATCH`, `DELETE`",
-                "m.yaml:13: ApiKeyPolicy shop/p: spec.keys[2].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`, `adopt`",
+                "m.yaml:13: ApiKeyPolicy shop/p: spec.keys[2].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`, `adopt`, `deletionPolicy`",
             ]
         );
         // What is left loads, for validation to go on with; what was taken out is known.

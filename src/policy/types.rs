@@ -302,6 +302,23 @@ pub struct SecretSpec {
     /// left alone and the policy reports `SecretConflict` (operator).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
+    /// What happens to the Secret when its key or policy goes. `Delete` (the default): it is
+    /// owned by the policy and garbage-collected with it; the CLI deletes its file or Secret
+    /// when it revokes the key. `Retain`: it carries no ownerReference and is left in place
+    /// (with the last value: working when the key is kept, `deletionPolicy: Orphan`). Absent:
+    /// `Retain` when the policy's `deletionPolicy` is `Orphan` (its keys keep working), else
+    /// `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<SecretDeletionPolicy>,
+}
+
+/// What happens to a key's Secret when the key or its policy goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum SecretDeletionPolicy {
+    /// Deleted with the policy (ownerReference), or by the CLI with the key.
+    Delete,
+    /// Left in place, with no ownerReference.
+    Retain,
 }
 
 pub fn default_key_field() -> String {

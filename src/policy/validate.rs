@@ -175,6 +175,11 @@ pub fn policy_keys(
                 extra_fields: k.secret.extra_fields.clone(),
                 labels: k.secret.labels.clone(),
                 annotations: k.secret.annotations.clone(),
+                retain: match k.secret.deletion_policy {
+                    Some(p) => p == super::SecretDeletionPolicy::Retain,
+                    // The keys stay and work: so do their Secrets.
+                    None => spec.deletion_policy == super::DeletionPolicy::Orphan,
+                },
             },
             observe_only,
             index: i,
