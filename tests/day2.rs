@@ -402,3 +402,111 @@ async fn a_retained_secret_file_stays_when_its_key_goes() {
         kept
     );
 }
+
+/// A policy `shop/site` with `keys` (YAML list items, indented by four).
+fn site(keys: &str) -> String {
+    format!("apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: site, namespace: shop}}\nspec:\n  keys:\n{keys}")
+}
+
+/// What `key` gets for `method` on API `blog`.
+async fn answers(cms: &Cms, method: Method, key: &str) -> u16 {
+    let body = (method == Method::POST).then(|| serde_json::json!({"title": "t"}));
+    cms.req(method, "/api/blog", Some(key), body)
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_made_keys_are_adopted_with_a_new_value_or_their_checked_current_one() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let (front_id, front_v0) = cms
+        .key(serde_json::json!({"name": "Frontend console", "defaultPermissions": ["GET", "POST"]}))
+        .await;
+    let (_, mobile_v0) = cms
+        .key(serde_json::json!({"name": "Mobile", "defaultPermissions": ["GET"]}))
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let reader = format!("    - name: reader\n      defaultPermissions: [GET]\n      adopt: {{id: '{front_id}'}}\n      secret: {{name: reader}}\n");
+    std::fs::write(w.join("p.yaml"), site(&reader)).unwrap();
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["apply", "-f", "p.yaml", "--secrets-dir", "out"];
+        args.extend_from_slice(extra);
+        run(&cms, w, &args)
+    };
+
+    // The plan shows the adoption and what changes of the key: POST goes.
+    let (code, said) = run(&cms, w, &["plan", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.contains(&format!(
+            "⇐ adopt    shop/site/reader (id {front_id}, made outside keyward)"
+        )),
+        "{said}"
+    );
+    assert!(said.contains("old one valid 900s more"), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.trim_start().starts_with('-') && l.contains("POST")),
+        "{said}"
+    );
+
+    let (code, said) = apply(&[]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(&format!("adopted key shop/site/reader (id {front_id})")),
+        "{said}"
+    );
+    let front_v1 = support::value(&w.join("out"), "shop", "reader", "apiKey");
+    assert_ne!(
+        front_v1, front_v0,
+        "a new value: keyward never learned the old one"
+    );
+    assert_eq!(answers(&cms, Method::GET, &front_v1).await, 200);
+    assert_eq!(
+        answers(&cms, Method::GET, &front_v0).await,
+        200,
+        "the old value works for the overlap"
+    );
+    assert_eq!(
+        answers(&cms, Method::POST, &front_v1).await,
+        403,
+        "the rights are the policy's"
+    );
+    assert_eq!(key_count(&cms).await, 2, "no key made");
+    let (code, said) = run(&cms, w, &["plan", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "managed now, nothing left to do: {said}");
+
+    // By name, with its current value (a Secret in the manifests): checked, then kept.
+    let mobile = format!("{reader}    - name: mobile\n      defaultPermissions: [GET]\n      adopt: {{name: Mobile, valueFrom: {{name: mobile-now}}}}\n      secret: {{name: mobile}}\n");
+    let current = |v: &str| {
+        format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mobile-now, namespace: shop}}\nstringData: {{apiKey: '{v}'}}\n")
+    };
+    std::fs::write(w.join("p.yaml"), site(&mobile) + &current(&front_v1)).unwrap();
+    // Another key's value is refused before anything changes.
+    let (code, said) = apply(&[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("is not key"), "{said}");
+    assert!(!w.join("out/shop.mobile.yaml").exists());
+    std::fs::write(w.join("p.yaml"), site(&mobile) + &current(&mobile_v0)).unwrap();
+    let (code, said) = apply(&[]);
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(
+        support::value(&w.join("out"), "shop", "mobile", "apiKey"),
+        mobile_v0,
+        "kept"
+    );
+    assert_eq!(answers(&cms, Method::GET, &mobile_v0).await, 200);
+    let (code, said) = run(&cms, w, &["plan", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 0, "{said}");
+
+    // A key keyward manages cannot be taken by naming it.
+    let other = format!("apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: other, namespace: shop}}\nspec:\n  keys:\n    - name: thief\n      defaultPermissions: [GET]\n      adopt: {{id: '{front_id}'}}\n      secret: {{name: thief}}\n");
+    std::fs::write(w.join("q.yaml"), other).unwrap();
+    let (code, said) = run(&cms, w, &["plan", "-f", "q.yaml", "--secrets-dir", "out2"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("is keyward's (policy shop.site)"), "{said}");
+    assert_eq!(answers(&cms, Method::GET, &front_v1).await, 200);
+}

@@ -4441,3 +4441,79 @@ async fn a_deleted_policys_retained_secret_stays_with_its_revoked_value() {
     );
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_made_key_is_adopted_on_the_namespaces_own_connection_only() {
+    let c = cluster().await;
+    let (id, v0) = c
+        .cms
+        .key(json!({"name": "made by hand", "defaultPermissions": ["GET", "POST"]}))
+        .await;
+    shared_connection(&c, json!({"namespaces": ["shop"]})).await;
+    let (_ctx, op) = start(&c, config());
+    let adopting = |connection: Value| {
+        let mut p = policy(
+            json!([{"name": "reader", "defaultPermissions": ["GET"], "adopt": {"id": id},
+                    "secret": {"name": "reader", "keyField": "KEY"}}]),
+            json!({}),
+        );
+        p.spec.connection_ref = serde_json::from_value(connection).unwrap();
+        p
+    };
+    let policies: Api<ApiKeyPolicy> = Api::namespaced(c.client.clone(), "shop");
+    // Through the shared connection: refused, the key untouched.
+    let shared = adopting(json!({"kind": "ClusterCmsConnection", "name": "shared"}));
+    policies
+        .create(&PostParams::default(), &shared)
+        .await
+        .unwrap();
+    let status = wait_reason(&c, "web", "InvalidSpec").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("spec.keys[0].adopt: a key is adopted through a CmsConnection"),
+        "{message}"
+    );
+    assert_eq!(
+        c.cms
+            .req(Method::POST, "/api/blog", Some(&v0), Some(json!({"t": 1})))
+            .await
+            .status
+            .as_u16(),
+        201
+    );
+    policies
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted", RECONCILES, || async {
+        c.emu.get(POLICIES, "shop", "web").is_none()
+    })
+    .await;
+
+    // Through the namespace's own connection: adopted, a new value, the old one in its overlap.
+    let own = adopting(json!({"name": "main"}));
+    policies.create(&PostParams::default(), &own).await.unwrap();
+    wait_ready(&c).await;
+    let v1 = secret_value(&c, "reader").await.unwrap();
+    assert_ne!(v1, v0);
+    let cms = &c.cms;
+    let get = |v: String| async move {
+        cms.req(Method::GET, "/api/blog", Some(&v), None)
+            .await
+            .status
+            .as_u16()
+    };
+    assert_eq!(get(v1.clone()).await, 200);
+    assert_eq!(
+        get(v0.clone()).await,
+        200,
+        "the old value works for the overlap"
+    );
+    let status = ready(&c).await.unwrap();
+    assert_eq!(
+        status["keys"][0]["id"],
+        id.as_str(),
+        "the same key, now the policy's"
+    );
+    op.abort();
+}

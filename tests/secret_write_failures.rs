@@ -53,6 +53,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
         .iter()
         .map(|a| match a {
             Action::Create { .. } => "create",
+            Action::Adopt { .. } => "adopt",
             Action::Update { .. } => "update",
             Action::Rotate { .. } => "rotate",
             Action::Replace { .. } => "replace",

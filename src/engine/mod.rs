@@ -111,6 +111,11 @@ pub enum StepFailure {
     Vanished(String),
     #[error("the Secret lost its value since the plan was made; run again")]
     ValueLost,
+    /// `adopt.valueFrom` is not the adopted key's current value: nothing was changed.
+    #[error("the value adopt.valueFrom names is not key {0}'s current value (the CMS refused it, or it is another key's); nothing was changed")]
+    NotTheValue(String),
+    #[error("adopt.valueFrom could not be read (the CLI reads a Secret of its manifests; the operator, a Secret labelled keyward.dev/credential: \"true\" in the policy's namespace); nothing was changed")]
+    AdoptValueUnread,
     /// A lifetime or overlap that would end past the last instant a time can hold.
     #[error("{0} ends past the last instant a time can hold")]
     TimeOutOfRange(&'static str),
@@ -123,7 +128,10 @@ impl StepFailure {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Cms(e) => e.is_transient(),
-            Self::Vanished(_) | Self::TimeOutOfRange(_) => false,
+            Self::Vanished(_)
+            | Self::TimeOutOfRange(_)
+            | Self::NotTheValue(_)
+            | Self::AdoptValueUnread => false,
             _ => true,
         }
     }
@@ -181,6 +189,9 @@ pub type Progress = std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>;
 fn describe(a: &Action) -> String {
     match a {
         Action::Create { key } => format!("create key {}/{}", key.policy, key.key),
+        Action::Adopt { key, id, .. } => {
+            format!("adopt key {}/{} (id {id})", key.policy, key.key)
+        }
         Action::Update { key, id, .. } => {
             format!("update key {}/{} (id {id})", key.policy, key.key)
         }
@@ -335,6 +346,22 @@ impl Engine<'_> {
         let subject = action.subject();
         match action {
             Action::Create { key } => self.create(key, &subject, now).await,
+            Action::Adopt {
+                key,
+                id,
+                keeps_value,
+                grace_seconds,
+                ..
+            } => {
+                let w = self
+                    .adopt(key, id, *keeps_value, *grace_seconds, now)
+                    .await?;
+                let what = format!(
+                    "adopted key {subject} (id {id}) and wrote Secret {}",
+                    key.secret
+                );
+                Ok((what, w))
+            }
             Action::Update { key, id, .. } => {
                 self.provider.update_key(id, &key.spec).await?;
                 Ok((format!("updated key {subject} (id {id})"), false))
@@ -414,6 +441,43 @@ impl Engine<'_> {
             ),
             w,
         ))
+    }
+
+    /// Takes over key `id` made outside keyward: the value the policy names is checked before
+    /// anything changes; then the key's settings (and keyward's ownership tags) become the
+    /// policy's; then the checked value, or a new one given with `how`, goes to the Secret.
+    async fn adopt(
+        &self,
+        key: &DesiredKey,
+        id: &str,
+        keeps_value: bool,
+        grace_seconds: i64,
+        now: Timestamp,
+    ) -> Result<bool, StepFailure> {
+        let how = Regeneration {
+            grace: SignedDuration::from_secs(grace_seconds),
+            expires_at: expiry(now, key)?,
+            expiring: false,
+        };
+        let kept = match (
+            keeps_value,
+            key.adopt.as_ref().and_then(|a| a.value.clone()),
+        ) {
+            (false, _) => None,
+            (true, None) => return Err(StepFailure::AdoptValueUnread),
+            (true, Some(v)) => match self.provider.verify_value(id, &v).await? {
+                true => Some(v),
+                false => return Err(StepFailure::NotTheValue(id.to_owned())),
+            },
+        };
+        let live = self.provider.update_key(id, &key.spec).await?;
+        match kept {
+            Some(value) => {
+                let m = SecretMaterial::new(key, &live, value, &self.endpoint);
+                self.write_with_retry(&m).await.map_err(StepFailure::from)
+            }
+            None => self.rotate(key, id, how).await,
+        }
     }
 
     /// A new value for key `id`, written to its Secret.

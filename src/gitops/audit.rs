@@ -132,6 +132,9 @@ impl CmsProvider for AuditedProvider<'_> {
         self.trail
             .note("regenerate key", id, r, |k| Some(k.key.id.clone()))
     }
+    async fn verify_value(&self, id: &str, value: &KeyValue) -> Result<bool> {
+        self.inner.verify_value(id, value).await
+    }
     async fn revoke_key(&self, id: &str) -> Result<()> {
         let r = self.inner.revoke_key(id).await;
         self.trail.note("revoke key", id, r, none)

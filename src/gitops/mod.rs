@@ -119,6 +119,36 @@ fn same_endpoint(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// The current values of the keys adopted with `adopt.valueFrom`, from the Secrets in the
+/// manifests (one not there is left unread: the adoption then stops before any change).
+fn adopted_values(set: &ManifestSet, resolved: &mut validate::Resolved) {
+    for p in &set.policies {
+        let id = p.object.policy_id();
+        for decl in &p.object.spec.keys {
+            let Some(from) = decl.adopt.as_ref().and_then(|a| a.value_from.as_ref()) else {
+                continue;
+            };
+            let at = crate::policy::SecretField {
+                namespace: id.namespace.clone(),
+                name: from.name.clone(),
+                key: from.key.clone(),
+            };
+            let value = secret_field(set, &at)
+                .and_then(|b| String::from_utf8(b).ok())
+                .map(|v| crate::model::KeyValue::new(v.trim()));
+            let adoptions = resolved
+                .desired
+                .values_mut()
+                .flat_map(|s| s.keys.iter_mut())
+                .filter(|k| k.policy == id && k.key == decl.name)
+                .filter_map(|k| k.adopt.as_mut());
+            for a in adoptions {
+                a.value = value.clone();
+            }
+        }
+    }
+}
+
 /// The CA a connection trusts: its CA Secret in the manifests, else `--ca-file`.
 fn ca_of(set: &ManifestSet, cfg: &Connection, opts: &Options) -> Result<Option<Vec<u8>>, String> {
     match &cfg.secrets.ca {
@@ -270,7 +300,8 @@ pub async fn run(opts: &Options) -> Result<Outcome, GitopsError> {
         .map_err(|e| GitopsError::Invalid(vec![format!("reading the manifests stopped: {e}")]))?;
     let now = opts.clock.now();
     let resolved = validate::resolve(&set, now, None, opts.env_provider);
-    let resolved = every_problem(load_errors, resolved).map_err(GitopsError::Invalid)?;
+    let mut resolved = every_problem(load_errors, resolved).map_err(GitopsError::Invalid)?;
+    adopted_values(&set, &mut resolved);
     if let Some(ask) = &opts.rotate {
         let refused = ask.refusals(resolved.desired.values());
         if !refused.is_empty() {

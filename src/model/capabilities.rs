@@ -37,6 +37,8 @@ pub struct Capabilities {
     pub draft_permissions: Option<&'static str>,
     pub lifetimes: Lifetimes,
     pub rotation_overlap: Option<&'static str>,
+    /// Why a key's current value cannot be checked against the CMS (`adopt.valueFrom`).
+    pub value_check: Option<&'static str>,
     /// Whether a key's description fits the CMS (with what the provider stores beside it);
     /// `Some(reason)` when it does not.
     pub description: Option<fn(&KeySpec) -> Option<String>>,
@@ -57,6 +59,7 @@ impl Capabilities {
             draft_permissions: None,
             lifetimes: Lifetimes::Any,
             rotation_overlap: None,
+            value_check: None,
             description: None,
         }
     }

@@ -156,6 +156,48 @@ pub struct DesiredKey {
     /// Position in the policy's `spec.keys`, for messages that name the field.
     #[serde(skip)]
     pub index: usize,
+    /// `adopt`: a key keyward did not make, to take over when the policy owns none yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<Adoption>,
+}
+
+/// A key made by hand that a desired key takes over.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    pub by: AdoptBy,
+    /// Its current value (`adopt.valueFrom`), once read: checked, then kept. Never shown.
+    #[serde(skip)]
+    pub value: Option<crate::model::KeyValue>,
+    /// Whether `adopt.valueFrom` was given (the value is read by each side).
+    pub keeps_value: bool,
+}
+
+impl Adoption {
+    /// Whether this names live key `k`.
+    pub fn names(&self, k: &crate::model::live::LiveKey) -> bool {
+        match &self.by {
+            AdoptBy::Id(id) => k.id == *id,
+            AdoptBy::Name(name) => k.spec.name == *name,
+        }
+    }
+}
+
+/// How an adopted key is found in the CMS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AdoptBy {
+    Id(String),
+    Name(String),
+}
+
+impl fmt::Display for AdoptBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "id {id}"),
+            Self::Name(name) => write!(f, "name '{name}'"),
+        }
+    }
 }
 
 /// All a connection's policies ask for.

@@ -255,6 +255,7 @@ pub const MAX_CA_BYTES: usize = 256 * 1024;
 enum SecretUse {
     Credential,
     Ca,
+    AdoptedValue,
 }
 
 impl SecretUse {
@@ -262,13 +263,52 @@ impl SecretUse {
         match self {
             Self::Credential => "credential",
             Self::Ca => "CA",
+            Self::AdoptedValue => "adopt.valueFrom",
         }
     }
 
     fn max(self) -> usize {
         match self {
-            Self::Credential => MAX_CREDENTIAL_BYTES,
+            Self::Credential | Self::AdoptedValue => MAX_CREDENTIAL_BYTES,
             Self::Ca => MAX_CA_BYTES,
+        }
+    }
+}
+
+/// The current values of the keys `state` adopts with `adopt.valueFrom` (labelled Secrets of
+/// the policy's namespace, read as credentials are). One that cannot be read is left unread:
+/// the adoption then stops before any change, saying so.
+pub async fn adopted_values(
+    p: &ApiKeyPolicy,
+    ctx: &Context,
+    state: &mut crate::model::desired::DesiredState,
+) {
+    let Some(stores) = ctx.stores() else {
+        return;
+    };
+    let namespace = p.namespace().unwrap_or_default();
+    for (decl, key) in p.spec.keys.iter().zip(state.keys.iter_mut()) {
+        let (Some(from), Some(a)) = (
+            decl.adopt.as_ref().and_then(|a| a.value_from.as_ref()),
+            key.adopt.as_mut(),
+        ) else {
+            continue;
+        };
+        let at = SecretField {
+            namespace: namespace.clone(),
+            name: from.name.clone(),
+            key: from.key.clone(),
+        };
+        match secret_field(ctx, &stores, &at, SecretUse::AdoptedValue).await {
+            Ok(bytes) => {
+                a.value = String::from_utf8(bytes.to_vec())
+                    .ok()
+                    .map(|v| crate::model::KeyValue::new(v.trim()));
+            }
+            // Needed only until the key is adopted; if it is, the adoption says so and stops.
+            Err(e) => {
+                tracing::debug!(policy = %p.policy_id(), error = %e, "adopt.valueFrom not read")
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ use kube::Resource;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventReason {
     KeyCreated,
+    /// A key made by hand taken over (`adopt`).
+    KeyAdopted,
     KeyUpdated,
     KeyRotated,
     KeyReplaced,
@@ -32,6 +34,7 @@ impl EventReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::KeyCreated => "KeyCreated",
+            Self::KeyAdopted => "KeyAdopted",
             Self::KeyUpdated => "KeyUpdated",
             Self::KeyRotated => "KeyRotated",
             Self::KeyReplaced => "KeyReplaced",
@@ -49,6 +52,7 @@ impl EventReason {
     pub fn of(a: &Action) -> EventReason {
         match a {
             Action::Create { .. } => Self::KeyCreated,
+            Action::Adopt { .. } => Self::KeyAdopted,
             Action::Update { .. } => Self::KeyUpdated,
             Action::Rotate { .. } => Self::KeyRotated,
             Action::Replace { .. } => Self::KeyReplaced,

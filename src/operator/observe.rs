@@ -6,7 +6,7 @@ use super::context::Context;
 use super::secrets::KubeSecrets;
 use crate::engine::observe::Reach;
 pub use crate::engine::observe::{ObserveError, Observed};
-use crate::model::desired::{ConnectionId, DesiredState, LABEL_POLICY};
+use crate::model::desired::{ConnectionId, DesiredState, LABEL_KEY, LABEL_POLICY};
 use crate::policy::ApiKeyPolicy;
 use crate::providers::{CmsProvider, LiveKey, ProviderError};
 
@@ -70,6 +70,17 @@ pub async fn own_keys(
         .await
 }
 
+/// Whether a key of `state` adopts a key and the policy owns none for it yet: then the keys
+/// adoptions name are read from the whole listing (only then).
+fn adopting(state: &DesiredState, own: &[LiveKey]) -> bool {
+    state.keys.iter().any(|d| {
+        d.adopt.is_some()
+            && !own.iter().any(|k| {
+                k.spec.labels.get(LABEL_KEY) == Some(&d.key) && d.policy.owns(&k.spec.labels)
+            })
+    })
+}
+
 /// Step 3: the desired specs as this CMS holds them, its keys and settings, and the Secrets.
 pub async fn observe(
     p: &ApiKeyPolicy,
@@ -79,10 +90,23 @@ pub async fn observe(
     shared: Option<(&Context, &ConnectionId)>,
 ) -> Result<Observed, ObserveError> {
     let live = async {
-        match shared {
-            Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await,
-            None => own_keys(provider, p).await,
+        let mut keys = match shared {
+            Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
+            None => own_keys(provider, p).await?,
+        };
+        if adopting(&state, &keys) {
+            let named = provider.list_keys().await?.into_iter().filter(|k| {
+                state
+                    .keys
+                    .iter()
+                    .any(|d| d.adopt.as_ref().is_some_and(|a| a.names(k)))
+            });
+            let named: Vec<LiveKey> = named
+                .filter(|k| !keys.iter().any(|o| o.id == k.id))
+                .collect();
+            keys.extend(named);
         }
+        Ok(keys)
     };
     let owner = p.policy_id().settings_owner();
     let reach = Reach::Policy {

@@ -285,7 +285,8 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
     within_ceilings(p, &conn, ctx)?;
     leave_previous_connection(p, &conn, ctx).await?;
     let provider = provider(ctx, &conn)?;
-    let state = validate(p, &conn, now)?;
+    let mut state = validate(p, &conn, now)?;
+    super::dereference::adopted_values(p, ctx, &mut state).await;
     let sink = KubeSecrets::for_policy(p, ctx).ok_or_else(|| Halt::Failed {
         reason: StopReason::ApplyFailed,
         error: ReconcileError::NoUid,

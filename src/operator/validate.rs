@@ -3,7 +3,7 @@
 //! ([`add_policy`]).
 
 use super::connection::Conn;
-use crate::model::desired::DesiredState;
+use crate::model::desired::{ConnectionId, DesiredState};
 use crate::policy::validate::{add_policy, fit_to_provider, policy_keys, Severity};
 use crate::policy::ApiKeyPolicy;
 use jiff::Timestamp;
@@ -30,10 +30,18 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(InvalidSpec(errors));
     }
-    let refusals: Vec<String> = fit_to_provider(conn.provider, &p.spec, &mut keys)
+    let mut refusals: Vec<String> = fit_to_provider(conn.provider, &p.spec, &mut keys)
         .into_iter()
         .map(|(path, reason)| format!("{path}: {reason}"))
         .collect();
+    // A shared connection's keys are other namespaces' too: naming one must not take it over.
+    if matches!(conn.id, ConnectionId::ClusterCmsConnection { .. }) {
+        refusals.extend(p.spec.keys.iter().enumerate().filter(|(_, k)| k.adopt.is_some()).map(
+            |(i, _)| {
+                format!("spec.keys[{i}].adopt: a key is adopted through a CmsConnection of the policy's own namespace, not a ClusterCmsConnection that other namespaces share")
+            },
+        ));
+    }
     if !refusals.is_empty() {
         return Err(InvalidSpec(refusals));
     }

@@ -1,6 +1,8 @@
 //! desired + live + observed Secrets -> ordered actions. Pure: no I/O, no clock but `now`.
 
-use crate::model::desired::{DesiredKey, DesiredState, PolicyId, LABEL_KEY, LABEL_POLICY};
+use crate::model::desired::{
+    Adoption, DesiredKey, DesiredState, PolicyId, LABEL_KEY, LABEL_POLICY, LABEL_POLICY_UID,
+};
 use crate::model::live::{LiveKey, LiveSettings, OwnedSettings};
 use crate::model::secret::{secret_spec_hash, ObservedSecret, ObservedSecrets};
 use crate::model::{ContentOp, KeySpec};
@@ -13,6 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Action {
     /// A new key; its value goes to the Secret.
     Create { key: DesiredKey },
+    /// A key made by hand (`adopt`), taken over: its rights, name and ownership become the
+    /// policy's, then it gets a new value (the old one works for `grace_seconds`) or, with
+    /// `keeps_value`, its current value is checked and written to the Secret.
+    #[serde(rename_all = "camelCase")]
+    Adopt {
+        key: DesiredKey,
+        id: String,
+        diff: String,
+        keeps_value: bool,
+        grace_seconds: i64,
+    },
     /// Settings changed in the policy or behind keyward's back (drift).
     #[serde(rename_all = "camelCase")]
     Update {
@@ -79,6 +92,7 @@ impl Action {
     pub fn subject(&self) -> String {
         match self {
             Self::Create { key }
+            | Self::Adopt { key, .. }
             | Self::Update { key, .. }
             | Self::Rotate { key, .. }
             | Self::Replace { key, .. }
@@ -101,6 +115,7 @@ impl Action {
     pub fn observe_only(&self) -> bool {
         match self {
             Self::Create { key }
+            | Self::Adopt { key, .. }
             | Self::Update { key, .. }
             | Self::Rotate { key, .. }
             | Self::Replace { key, .. }
@@ -113,7 +128,7 @@ impl Action {
 
     pub(super) fn order(&self) -> u8 {
         match self {
-            Self::Create { .. } => 0,
+            Self::Create { .. } | Self::Adopt { .. } => 0,
             Self::Replace { .. } => 1,
             Self::Update { .. } => 2,
             Self::Rotate { .. } => 3,
@@ -238,6 +253,7 @@ pub fn diff(
             .by_name
             .get(d.spec.name.as_str())
             .filter(|k| !d.policy.owns(&k.spec.labels))
+            .filter(|k| !d.adopt.as_ref().is_some_and(|a| a.names(k)))
         {
             plan.problems.push(format!(
                 "key '{}' of ApiKeyPolicy {}: the CMS already has a key named '{}' (id {}) that keyward does not own; rename or revoke it, keyward will not adopt it",
@@ -252,7 +268,16 @@ pub fn diff(
             .copied();
         plan.actions.extend(superseded(d, &mine, primary, now));
         let Some(p) = primary else {
-            plan.actions.push(Action::Create { key: d.clone() });
+            match &d.adopt {
+                Some(a) => match adoptable(d, a, live) {
+                    Ok(found) => {
+                        claimed.insert(found.id.as_str());
+                        plan.actions.push(adopt(d, a, found));
+                    }
+                    Err(problem) => plan.problems.push(problem),
+                },
+                None => plan.actions.push(Action::Create { key: d.clone() }),
+            }
             continue;
         };
         plan.actions
@@ -263,6 +288,56 @@ pub fn diff(
     diff_settings(desired, settings, &mut plan);
     plan.actions.sort_by_key(Action::order);
     plan
+}
+
+/// The key `d` adopts: it exists, and keyward did not make it (a key of any policy, or one a
+/// cluster's operator tags, is never taken over by naming it).
+fn adoptable<'a>(d: &DesiredKey, a: &Adoption, live: &'a [LiveKey]) -> Result<&'a LiveKey, String> {
+    let about = format!("key '{}' of ApiKeyPolicy {}: adopt", d.key, d.policy);
+    let found: Vec<&LiveKey> = live.iter().filter(|k| a.names(k)).collect();
+    let k = match found.as_slice() {
+        [] => return Err(format!("{about}: the CMS has no key with {}", a.by)),
+        [k] => *k,
+        _ => {
+            return Err(format!(
+                "{about}: the CMS has {} keys with {}; name one by id",
+                found.len(),
+                a.by
+            ))
+        }
+    };
+    if k.spec.labels.contains_key(LABEL_POLICY) || k.spec.labels.contains_key(LABEL_POLICY_UID) {
+        let owner = k.spec.labels.get(LABEL_POLICY).map_or("?", String::as_str);
+        return Err(format!(
+            "{about}: key {} is keyward's (policy {owner}); only a key keyward did not make can be adopted",
+            k.id
+        ));
+    }
+    let (have, want) = (&k.spec, &d.spec);
+    if have.kind != want.kind || have.key_type != want.key_type || have.owner != want.owner {
+        return Err(format!(
+            "{about}: key {} is a {} key of type {}; the entry declares a {} key of type {} (kind, type and owner cannot change: declare the key's own)",
+            k.id,
+            have.kind.as_str(),
+            have.key_type.as_str(),
+            want.kind.as_str(),
+            want.key_type.as_str()
+        ));
+    }
+    Ok(k)
+}
+
+/// Taking over `k` for `d`: its settings become `d`'s (shown as a diff), then its value.
+fn adopt(d: &DesiredKey, a: &Adoption, k: &LiveKey) -> Action {
+    let mut live_spec = k.spec.clone();
+    live_spec.expires_at = None;
+    Action::Adopt {
+        key: d.clone(),
+        id: k.id.clone(),
+        diff: spec_diff(&live_spec, &d.spec),
+        keeps_value: a.keeps_value,
+        grace_seconds: d.rotation_overlap.as_secs(),
+    }
 }
 
 /// Indexes of the live keys, so a plan over thousands of keys stays linear.

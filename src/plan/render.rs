@@ -31,6 +31,7 @@ fn render_action(out: &mut String, a: &Action) {
             "  + create   {label}  -> Secret {}{observe}",
             key.secret
         ),
+        Action::Adopt { .. } => render_adopt(out, a, &label, observe),
         Action::Update { id, diff, .. } => {
             let _ = writeln!(out, "  ~ update   {label} (id {id}){observe}");
             writeln!(out, "{}", indent(diff, 6))
@@ -92,6 +93,31 @@ fn render_action(out: &mut String, a: &Action) {
     };
 }
 
+/// An adoption's line and what changes of the key.
+fn render_adopt(out: &mut String, a: &Action, label: &str, observe: &str) -> std::fmt::Result {
+    let Action::Adopt {
+        key,
+        id,
+        diff,
+        keeps_value,
+        grace_seconds,
+    } = a
+    else {
+        return Ok(());
+    };
+    let value = match (keeps_value, grace_seconds) {
+        (true, _) => "its current value (checked first) to Secret".to_owned(),
+        (false, 0) => "a new value to Secret (the old one stops working at once)".to_owned(),
+        (false, s) => format!("a new value to Secret (the old one valid {s}s more)"),
+    };
+    writeln!(
+        out,
+        "  ⇐ adopt    {label} (id {id}, made outside keyward): its settings become the policy's; {value} {}{observe}",
+        key.secret
+    )?;
+    writeln!(out, "{}", indent(diff, 6))
+}
+
 /// Values as a manifest writes them, a YAML flow list: `[create, get]`, `[]`.
 pub fn flow_list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
     let items: Vec<T> = items.into_iter().collect();
@@ -105,7 +131,7 @@ pub fn summary(plan: &Plan) -> String {
     for a in plan.pending() {
         let i = match a {
             Action::Create { .. } => 0,
-            Action::Update { .. } | Action::Replace { .. } => 1,
+            Action::Update { .. } | Action::Replace { .. } | Action::Adopt { .. } => 1,
             Action::Rotate { .. } => 2,
             Action::WriteSecret { .. } => 3,
             Action::Revoke { .. } => 4,

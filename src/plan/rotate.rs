@@ -108,7 +108,7 @@ pub fn rotate_now(plan: &mut Plan, desired: &DesiredState, ask: &RotateNow) -> V
         .filter(|k| ask.names(k) && !k.observe_only)
     {
         let replaced = plan.actions.iter().any(|a| match a {
-            Action::Create { key } | Action::Replace { key, .. } => {
+            Action::Create { key } | Action::Replace { key, .. } | Action::Adopt { key, .. } => {
                 key.policy == d.policy && key.key == d.key
             }
             _ => false,

@@ -101,6 +101,7 @@ pub fn kinds(p: &Plan) -> Vec<&'static str> {
 pub fn kind(a: &Action) -> &'static str {
     match a {
         Action::Create { .. } => "create",
+        Action::Adopt { .. } => "adopt",
         Action::Update { .. } => "update",
         Action::Rotate { .. } => "rotate",
         Action::Replace { .. } => "replace",

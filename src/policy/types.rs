@@ -272,6 +272,46 @@ pub struct KeyDecl {
     /// Workloads restarted (pod-template annotation) when the value changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_targets: Vec<RestartTarget>,
+    /// Bring a key made by hand (in the CMS's console) under management instead of creating
+    /// one: found by `id` or `name`, its rights and name become what this entry declares. Its
+    /// value is given a new one with `rotationOverlap` (the old keeps working that long), or,
+    /// with `valueFrom`, the current value is checked against the CMS and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptKey>,
+}
+
+/// A key keyward did not make, to manage from now on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.id) != has(self.name)",
+    "message": "adopt names the key by id or by name: one of them"
+}]))]
+pub struct AdoptKey {
+    /// The key's id in the CMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_string", length(max = 100))]
+    pub id: Option<String>,
+    /// The key's name in the CMS (unique there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_string", length(max = 100))]
+    pub name: Option<String>,
+    /// Where the key's current value is (a Secret field: the operator reads only Secrets
+    /// labelled `keyward.dev/credential: "true"` in the policy's namespace; the CLI, Secrets in
+    /// its manifests): checked with one call to the CMS, then kept instead of a new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueFrom>,
+}
+
+/// A field of a Secret in the policy's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    /// The Secret's name.
+    pub name: String,
+    /// The data field; default `apiKey`.
+    #[serde(default = "default_key_field")]
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

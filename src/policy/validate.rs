@@ -183,6 +183,7 @@ pub fn policy_keys(
             },
             observe_only,
             index: i,
+            adopt: adoption(k, &at, &mut cx),
         });
     }
     (id, keys, cx.out)
@@ -455,6 +456,32 @@ fn check_key_spec(
     }
 }
 
+/// A key entry's `adopt`: by id or by name, one of them.
+fn adoption(
+    k: &super::KeyDecl,
+    at: &dyn Fn(&str) -> String,
+    cx: &mut Ctx<'_>,
+) -> Option<crate::model::desired::Adoption> {
+    use crate::model::desired::{AdoptBy, Adoption};
+    let a = k.adopt.as_ref()?;
+    let by = match (&a.id, &a.name) {
+        (Some(id), None) if !id.trim().is_empty() => AdoptBy::Id(id.trim().to_owned()),
+        (None, Some(name)) if !name.trim().is_empty() => AdoptBy::Name(name.trim().to_owned()),
+        _ => {
+            cx.error(
+                at("adopt"),
+                "names the key by id or by name: one of them, not empty".to_owned(),
+            );
+            return None;
+        }
+    };
+    Some(Adoption {
+        by,
+        value: None,
+        keeps_value: a.value_from.is_some(),
+    })
+}
+
 /// What a policy asks of a CMS that the CMS's key model cannot hold, as (field path, reason),
 /// each naming the provider: the provider's `capabilities()` decide, nothing else of it. A key
 /// without `expiresAfter` on a CMS whose keys may never expire gets no lifetime.
@@ -504,6 +531,18 @@ pub fn fit_to_provider(
         {
             if o > SignedDuration::ZERO {
                 push_reason(&mut out, &at("rotationOverlap"), caps.rotation_overlap);
+            }
+        }
+        if let Some(a) = &decl.adopt {
+            match &a.value_from {
+                Some(_) => push_reason(&mut out, &at("adopt.valueFrom"), caps.value_check),
+                // A new value, and the old one would stop at once: whatever uses it breaks.
+                None => push_reason(
+                    &mut out,
+                    &at("adopt"),
+                    caps.rotation_overlap
+                        .map(|_| "adopting without adopt.valueFrom gives the key a new value, and the old one would stop at once (no rotationOverlap here); give its current value with adopt.valueFrom"),
+                ),
             }
         }
         if let (Some(fits), Some(k)) = (caps.description, keys.get(i)) {
@@ -936,6 +975,40 @@ mod tests {
                         .starts_with(&format!("p.yaml:{line}: ApiKeyPolicy shop/p: "))
             }),
             "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn adopt_names_one_key_and_is_refused_where_the_provider_cannot_hold_it() {
+        refused(
+            &policy(&key("      adopt: {id: a, name: b}\n")),
+            "spec.keys[0].adopt: names the key by id or by name",
+        );
+        refused(
+            &policy(&key("      adopt: {}\n")),
+            "spec.keys[0].adopt: names the key by id or by name",
+        );
+        let fits = |provider: ProviderKind, adopt: &str| {
+            let set = load_str("p.yaml", &policy(&key(adopt))).expect("loads");
+            let p = &set.policies[0].object;
+            let (_, mut keys, _) = policy_keys(p, None, Timestamp::now());
+            fit_to_provider(provider, &p.spec, &mut keys)
+        };
+        let by_id = "      adopt: {id: '7'}\n";
+        let kept = "      adopt: {id: '7', valueFrom: {name: now}}\n";
+        assert!(fits(ProviderKind::Keyward, by_id).is_empty());
+        assert!(fits(ProviderKind::Keyward, kept).is_empty());
+        let strapi = fits(ProviderKind::Strapi, by_id);
+        assert_eq!(strapi[0].0, "spec.keys[0].adopt", "{strapi:?}");
+        assert!(
+            strapi[0].1.contains("the old one would stop at once"),
+            "{strapi:?}"
+        );
+        let strapi = fits(ProviderKind::Strapi, kept);
+        assert_eq!(strapi[0].0, "spec.keys[0].adopt.valueFrom", "{strapi:?}");
+        assert_eq!(
+            fits(ProviderKind::Directus, kept)[0].0,
+            "spec.keys[0].adopt.valueFrom"
         );
     }
 

@@ -213,6 +213,17 @@ pub trait CmsProvider: Send + Sync {
     async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey>;
     /// Revokes; a key the CMS no longer knows counts as revoked.
     async fn revoke_key(&self, id: &str) -> Result<()>;
+    /// Whether `value` is the current value of key `id` (one call made with the value): what
+    /// adopting a key with `adopt.valueFrom` checks before keeping it. `Ok(false)`: the CMS
+    /// refuses the value, or it is another key's.
+    async fn verify_value(&self, id: &str, value: &crate::model::KeyValue) -> Result<bool> {
+        let _ = (id, value);
+        Err(ProviderError::unsupported(
+            "",
+            "adopt.valueFrom",
+            "this provider cannot check a value",
+        ))
+    }
     /// The entries in the shared settings (CORS origins, public endpoints) of `owner`, or of
     /// every owner, and which of `apis` exist. A CMS that cannot hold owners' entries has none.
     async fn settings(&self, apis: &BTreeSet<String>, owner: Option<&str>) -> Result<LiveSettings>;

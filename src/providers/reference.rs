@@ -174,6 +174,24 @@ impl CmsProvider for ReferenceCms {
         }
     }
 
+    async fn verify_value(&self, id: &str, value: &crate::model::KeyValue) -> Result<bool> {
+        let answer = self
+            .client
+            .call_as(
+                value.expose(),
+                Method::GET,
+                "/v1/self",
+                None,
+                Idempotent::Yes,
+            )
+            .await;
+        match answer {
+            Ok((_, v)) => Ok(v.get("id").and_then(Value::as_str) == Some(id)),
+            Err(ProviderError::Rejected { status: 401, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list_keys_labeled(&self, name: &str, value: &str) -> Result<Vec<LiveKey>> {
         let q = format!("{name}={value}");
         let enc: String = q
