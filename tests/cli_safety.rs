@@ -772,7 +772,7 @@ spec:
                 "policies/a.yaml:5: ApiKeyPolicy Shop_1/web: metadata.namespace: 'Shop_1' is not a valid namespace (lowercase DNS label: letters, digits and '-', at most 63)",
                 "policies/a.yaml:9: ApiKeyPolicy Shop_1/web: spec.keys[0].defaultPermissions[1]: unknown variant `FETCH`, expected one of `GET`, `GET_ALL_DRAFTS`, `GET_ALL_CLOSED`, `POST`, `PUT`, `PATCH`, `DELETE`",
                 "policies/a.yaml:10: ApiKeyPolicy Shop_1/web: spec.keys[0].expiresAfter: '3 fortnights' is not a duration like 90d, 12h, 10m or 1h30m (units s, m, h, d, w, y)",
-                "policies/a.yaml:13: ApiKeyPolicy Shop_1/web: spec.keys[0].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`, `adopt`",
+                "policies/a.yaml:13: ApiKeyPolicy Shop_1/web: spec.keys[0].secret.colour: unknown field `colour`, expected one of `name`, `keyField`, `extraFields`, `labels`, `annotations`, `adopt`, `deletionPolicy`",
                 "policies/a.yaml:17: ApiKeyPolicy Shop_1/web: spec.keys[1].secret.name: 'My Secret' is not a valid Secret name (lowercase DNS subdomain)",
                 "policies/b.yaml:7: ApiKeyPolicy shop/ops: spec.keys[0].managementPermissions: a management key needs at least one management permission",
                 "policies/b.yaml:9: ApiKeyPolicy shop/ops: spec.keys[0].environments[0]: 'Prod!' is not an environment name (lowercase letters, digits, '-', '_')",
