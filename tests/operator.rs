@@ -4517,3 +4517,83 @@ async fn a_console_made_key_is_adopted_on_the_namespaces_own_connection_only() {
     );
     op.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observe_only_policy_tracks_a_console_made_key_its_expiry_and_whether_its_value_works() {
+    let c = cluster().await;
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let (id, value) = c
+        .cms
+        .key(json!({"name": "console key", "defaultPermissions": ["GET"], "expiresAt": soon.to_string()}))
+        .await;
+    create(
+        &c.client,
+        "api/v1",
+        "secrets",
+        Some("shop"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "in-use", "labels": {"keyward.dev/credential": "true"}},
+        "data": {"apiKey": b64(&value)}}),
+    )
+    .await;
+    let (_ctx, op) = start(&c, config());
+    create_policy(
+        &c,
+        json!([{"name": "site", "defaultPermissions": ["GET"],
+                "adopt": {"id": id, "valueFrom": {"name": "in-use"}},
+                "secret": {"name": "site", "keyField": "KEY"}}]),
+        json!({"managementPolicy": "ObserveOnly"}),
+    )
+    .await;
+    eventually("tracked", RECONCILES, || async {
+        has_reason(&c, "ValueRejected", "ValuesWork").await
+    })
+    .await;
+    let status = ready(&c).await.unwrap();
+    assert_eq!(status["keys"][0]["id"], id.as_str(), "{status}");
+    assert_eq!(
+        condition(&status, "KeyExpiringSoon").unwrap()["status"],
+        "True",
+        "{status}"
+    );
+    assert!(
+        status["pendingChanges"].to_string().contains("adopt"),
+        "{status}"
+    );
+    // Nothing written: the key is as it was made, no Secret.
+    let key = c
+        .cms
+        .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await
+        .body;
+    assert_eq!(key["name"], "console key");
+    assert!(c.emu.get(SECRETS, "shop", "site").is_none());
+
+    // Someone regenerates it in the console: the value in use is refused, and the condition
+    // says so.
+    let r = c.cms.regenerate(&id, None).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    eventually("the value is refused", RECONCILES, || async {
+        has_reason(&c, "ValueRejected", "Rejected").await
+    })
+    .await;
+    let status = ready(&c).await.unwrap();
+    let message = condition(&status, "ValueRejected").unwrap()["message"].to_string();
+    assert!(
+        message.contains("refuses the value in use (401) of: site"),
+        "{message}"
+    );
+    // Then revokes it: the policy says the key is gone.
+    let r = c
+        .cms
+        .admin(Method::DELETE, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let status = wait_reason(&c, "web", "Conflict").await;
+    let message = condition(&status, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains(&format!("the CMS has no key with id {id}")),
+        "{message}"
+    );
+    op.abort();
+}

@@ -8,7 +8,7 @@ use super::metrics::KeyLabels;
 use super::observe::Observed;
 use super::status::{
     self, condition, SettledReason, Stated, CHANGES_PENDING, DRIFTED, EXPIRING, READY, STALLED,
-    SYNCED,
+    SYNCED, VALUE_REJECTED,
 };
 use crate::engine::rotation_due;
 use crate::model::desired::{DesiredKey, PolicyId};
@@ -37,6 +37,8 @@ pub struct Outcome {
     pub connection: crate::model::desired::ConnectionId,
     /// The rotation asked for on the policy that this reconcile carried out.
     pub rotation: Option<crate::policy::ManualRotation>,
+    /// ObserveOnly keys made by hand whose value in use was checked: (key, whether it works).
+    pub probes: Vec<(String, bool)>,
 }
 
 /// RFC 3339 to the second, as Kubernetes writes times.
@@ -93,11 +95,16 @@ async fn keys_report(
     };
     let mut series = Vec::new();
     for k in &o.observed.state.keys {
-        let Some(l) = o
+        let owned = o
             .live
             .iter()
-            .find(|l| pid.owns(&l.spec.labels) && l.spec.name == k.spec.name)
-        else {
+            .find(|l| pid.owns(&l.spec.labels) && l.spec.name == k.spec.name);
+        // An ObserveOnly policy tracks a key made by hand without taking it over.
+        let tracked = || {
+            let a = k.adopt.as_ref().filter(|_| k.observe_only)?;
+            o.live.iter().find(|l| a.names(l))
+        };
+        let Some(l) = owned.or_else(tracked) else {
             continue;
         };
         r.keys.push(KeyStatus {
@@ -132,7 +139,38 @@ async fn keys_report(
 }
 
 /// The conditions of a policy that ran to the end.
-fn conditions(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
+fn conditions(p: &ApiKeyPolicy, o: &Outcome, keys: &KeysReport) -> Vec<Stated> {
+    let mut out = settled(p, &o.plan, keys);
+    if !o.probes.is_empty() {
+        let refused: Vec<&str> = o
+            .probes
+            .iter()
+            .filter(|(_, works)| !works)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        out.push(match refused.is_empty() {
+            true => condition(
+                VALUE_REJECTED,
+                false,
+                SettledReason::ValuesWork.as_str(),
+                "the CMS accepts every value in use (adopt.valueFrom)",
+            ),
+            false => condition(
+                VALUE_REJECTED,
+                true,
+                SettledReason::Rejected.as_str(),
+                format!(
+                    "the CMS refuses the value in use (401) of: {}",
+                    refused.join(", ")
+                ),
+            ),
+        });
+    }
+    out
+}
+
+/// The conditions every policy that ran to the end has.
+fn settled(p: &ApiKeyPolicy, plan: &Plan, keys: &KeysReport) -> Vec<Stated> {
     use SettledReason as R;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
     let pending = observe_only && !plan.actions.is_empty();
@@ -233,12 +271,7 @@ pub async fn report(
     ctx.set_key_states(p, Some([found - expiring, expiring, wanted - found]));
     let new = ApiKeyPolicyStatus {
         observed_generation: p.metadata.generation,
-        conditions: merged(
-            old,
-            conditions(p, &o.plan, &keys),
-            p.metadata.generation,
-            o.now,
-        ),
+        conditions: merged(old, conditions(p, &o, &keys), p.metadata.generation, o.now),
         key_count: Some(keys.keys.len() as i64),
         // Keys, or settings only (CORS, public endpoints): either is taken back from there.
         connection: (!keys.keys.is_empty() || p.spec.declared_settings().has_any())

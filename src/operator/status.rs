@@ -15,6 +15,9 @@ pub const EXPIRING: &str = "KeyExpiringSoon";
 pub const STALLED: &str = "Stalled";
 /// ObserveOnly changes wait for a person; the policy is still Ready.
 pub const CHANGES_PENDING: &str = "ChangesPending";
+/// An ObserveOnly policy tracking keys made by hand (`adopt.valueFrom`): true when the CMS
+/// refuses a value in use (401). Only on policies that have such a key.
+pub const VALUE_REJECTED: &str = "ValueRejected";
 
 /// The reasons of a policy that ran to the end, one per state of each condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +36,10 @@ pub enum SettledReason {
     DriftRepaired,
     NotExpiring,
     ExpiringSoon,
+    /// ValueRejected: every tracked value works.
+    ValuesWork,
+    /// ValueRejected: the CMS refuses a tracked value.
+    Rejected,
 }
 
 impl SettledReason {
@@ -50,6 +57,8 @@ impl SettledReason {
             Self::DriftRepaired => "DriftRepaired",
             Self::NotExpiring => "NotExpiring",
             Self::ExpiringSoon => "ExpiringSoon",
+            Self::ValuesWork => "ValuesWork",
+            Self::Rejected => "Rejected",
         }
     }
 }
