@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_managed_policy_in_sync_is_ready_applied_without_drift() {
-        let c = conditions(&policy("Manage"), &plan(vec![]), &keys(&[]));
+        let c = settled(&policy("Manage"), &plan(vec![]), &keys(&[]));
         assert_eq!(
             said(&c),
             [
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn drift_is_repaired_when_managed_and_pending_when_observed() {
         let drift = || plan(vec![update("reader"), update("writer")]);
-        let managed = conditions(&policy("Manage"), &drift(), &keys(&[]));
+        let managed = settled(&policy("Manage"), &drift(), &keys(&[]));
         assert_eq!(
             said(&managed),
             [
@@ -494,7 +494,7 @@ mod tests {
             managed[4].message,
             "changed in the CMS outside keyward: reader, writer"
         );
-        let observed = conditions(&policy("ObserveOnly"), &drift(), &keys(&[]));
+        let observed = settled(&policy("ObserveOnly"), &drift(), &keys(&[]));
         assert_eq!(
             said(&observed),
             [
@@ -515,7 +515,7 @@ mod tests {
             "ObserveOnly: 2 change(s) in status.pendingChanges are not applied"
         );
         // Observed and in sync: ready, nothing pending.
-        let quiet = conditions(&policy("ObserveOnly"), &plan(vec![]), &keys(&[]));
+        let quiet = settled(&policy("ObserveOnly"), &plan(vec![]), &keys(&[]));
         assert_eq!(of(&quiet, READY), (true, "Ready"));
         assert_eq!(of(&quiet, SYNCED), (true, "ObserveOnly"));
         assert_eq!(of(&quiet, CHANGES_PENDING), (false, "NoChanges"));
@@ -527,7 +527,7 @@ mod tests {
             reason: String::new(),
             observe_only: true,
         };
-        let pending = conditions(&policy("ObserveOnly"), &plan(vec![revoke]), &keys(&[]));
+        let pending = settled(&policy("ObserveOnly"), &plan(vec![revoke]), &keys(&[]));
         assert_eq!(of(&pending, READY), (true, "ChangesPending"));
         assert_eq!(of(&pending, CHANGES_PENDING), (true, "ObserveOnly"));
         assert_eq!(of(&pending, DRIFTED), (false, "NoDrift"));
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn keys_in_their_reminder_window_are_named() {
-        let c = conditions(
+        let c = settled(
             &policy("Manage"),
             &plan(vec![]),
             &keys(&["a expires at x", "b expires at y"]),
