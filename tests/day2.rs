@@ -510,3 +510,43 @@ async fn console_made_keys_are_adopted_with_a_new_value_or_their_checked_current
     assert!(said.contains("is keyward's (policy shop.site)"), "{said}");
     assert_eq!(answers(&cms, Method::GET, &front_v1).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observe_only_plan_tracks_a_console_made_key_and_says_when_its_value_stops_working() {
+    let cms = Cms::start().await;
+    cms.api("blog").await;
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let (id, value) = cms
+        .key(serde_json::json!({"name": "console key", "defaultPermissions": ["GET"], "expiresAt": soon.to_string()}))
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let policy = format!(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: site, namespace: shop}}\nspec:\n  managementPolicy: ObserveOnly\n  keys:\n    - name: web\n      defaultPermissions: [GET]\n      adopt: {{id: '{id}', valueFrom: {{name: in-use}}}}\n      secret: {{name: web}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: in-use, namespace: shop}}\nstringData: {{apiKey: '{value}'}}\n"
+    );
+    std::fs::write(w.join("p.yaml"), policy).unwrap();
+    let plan = || run(&cms, w, &["plan", "-f", "p.yaml", "--secrets-dir", "out"]);
+    let (code, said) = plan();
+    assert_eq!(code, 2, "the adoption waits for a person: {said}");
+    assert!(said.contains("(ObserveOnly: not applied)"), "{said}");
+    assert!(
+        said.contains("shop/site/web: the key made by hand that it tracks expires at"),
+        "{said}"
+    );
+    assert!(!said.contains("refuses the value"), "{said}");
+    let (code, said) = run(&cms, w, &["apply", "-f", "p.yaml", "--secrets-dir", "out"]);
+    assert_eq!(code, 2, "{said}");
+    let key = cms
+        .admin(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await
+        .body;
+    assert_eq!(key["name"], "console key", "nothing written");
+
+    let r = cms.regenerate(&id, None).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let (_, said) = plan();
+    assert!(
+        said.contains("shop/site/web: the CMS refuses the value in use (adopt.valueFrom): 401"),
+        "{said}"
+    );
+}

@@ -81,6 +81,29 @@ pub async fn observe(
     })
 }
 
+/// The keys made by hand that ObserveOnly policies track (`adopt` with `adopt.valueFrom`):
+/// whether the CMS accepts the value in use, as (key, works); one call each, made with the
+/// value. A check the CMS cannot answer now is left out (said in the log).
+pub async fn probe_tracked<'a>(
+    provider: &dyn CmsProvider,
+    o: &'a Observed,
+) -> Vec<(&'a crate::model::desired::DesiredKey, bool)> {
+    let mut out = Vec::new();
+    for k in o.state.keys.iter().filter(|k| k.observe_only) {
+        let Some(a) = &k.adopt else {
+            continue;
+        };
+        let (Some(value), Some(l)) = (&a.value, o.live.iter().find(|l| a.names(l))) else {
+            continue;
+        };
+        match provider.verify_value(&l.id, value).await {
+            Ok(works) => out.push((k, works)),
+            Err(e) => tracing::warn!(key = %k.key, error = %e, "cannot check the value in use"),
+        }
+    }
+    out
+}
+
 /// Step plan: the pure diff of what was observed, the Secrets' templates given `endpoint`.
 pub fn plan(o: &Observed, endpoint: &str, now: Timestamp) -> Plan {
     diff(&o.state, &o.live, &o.settings, &o.secrets, endpoint, now)

@@ -461,10 +461,11 @@ async fn plan_connection(
         Err(ObserveError::Secret(e)) => return Err(Failure::Other(e.into())),
     };
     let mut plan = plan(&observed, &conn.template_endpoint, opts.clock.now());
-    let not_rotated = match &opts.rotate {
+    let mut not_rotated = match &opts.rotate {
         Some(ask) => crate::plan::rotate_now(&mut plan, &observed.state, ask),
         None => Vec::new(),
     };
+    not_rotated.extend(tracked_notes(p, &observed, opts.clock.now()).await);
     let Observed {
         state,
         live,
@@ -507,6 +508,41 @@ async fn plan_connection(
         applied: None,
     };
     Ok((run, not_rotated))
+}
+
+/// What ObserveOnly policies tracking keys made by hand (`adopt`) should hear: a value in use
+/// the CMS refuses, and a key within its reminder window.
+async fn tracked_notes(p: &dyn CmsProvider, o: &Observed, now: jiff::Timestamp) -> Vec<String> {
+    let mut out: Vec<String> = crate::engine::observe::probe_tracked(p, o)
+        .await
+        .into_iter()
+        .filter(|(_, works)| !works)
+        .map(|(k, _)| {
+            format!(
+                "{}/{}: the CMS refuses the value in use (adopt.valueFrom): 401",
+                k.policy, k.key
+            )
+        })
+        .collect();
+    for k in o.state.keys.iter().filter(|k| k.observe_only) {
+        let Some(a) = &k.adopt else {
+            continue;
+        };
+        let expiry = o
+            .live
+            .iter()
+            .find(|l| a.names(l))
+            .and_then(|l| l.expires_at());
+        if let Some(at) = expiry.filter(|e| e.duration_since(now) <= k.renew_before) {
+            out.push(format!(
+                "{}/{}: the key made by hand that it tracks expires at {}",
+                k.policy,
+                k.key,
+                crate::model::rfc3339(at)
+            ));
+        }
+    }
+    out
 }
 
 /// Existing keys that the plan gives a new value because their Secret is missing.

@@ -333,7 +333,11 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
             })?;
     }
     let probes = match observe_only {
-        true => probe_tracked(provider.as_ref(), &observed).await,
+        true => crate::engine::observe::probe_tracked(provider.as_ref(), &observed)
+            .await
+            .into_iter()
+            .map(|(k, works)| (k.key.clone(), works))
+            .collect(),
         false => Vec::new(),
     };
     Ok(Outcome {
@@ -463,29 +467,6 @@ async fn leave_previous_connection(
         .await;
     }
     Ok(())
-}
-
-/// An ObserveOnly policy's keys made by hand whose value in use (`adopt.valueFrom`) was
-/// read: whether the CMS accepts it (one call each, made with the value). A check the CMS
-/// cannot answer now is left out (the condition keeps its last state).
-async fn probe_tracked(
-    provider: &dyn CmsProvider,
-    o: &super::observe::Observed,
-) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    for k in &o.state.keys {
-        let Some(a) = &k.adopt else {
-            continue;
-        };
-        let (Some(value), Some(l)) = (&a.value, o.live.iter().find(|l| a.names(l))) else {
-            continue;
-        };
-        match provider.verify_value(&l.id, value).await {
-            Ok(works) => out.push((k.key.clone(), works)),
-            Err(e) => tracing::warn!(key = %k.key, error = %e, "cannot check the value in use"),
-        }
-    }
-    out
 }
 
 /// The connection's provider; a credential it cannot use is a refusal (`NoCredentials`).
