@@ -86,6 +86,12 @@ fn verification(c: &mut Criterion) {
             },
         )
     });
+    // The floor's other part: one SHA-256 of a value's secret (the unknown-id path plus this
+    // is what a cached check cannot go below).
+    let (_, secret) = keyward::cms::secret::key_parts(raw.expose()).expect("an issued value");
+    g.bench_function("sha256_of_a_secret", |b| {
+        b.iter(|| keyward::cms::secret::digest(black_box(secret)))
+    });
     let unknown = RawKey::generate(&new_key_id());
     g.bench_function("unknown_key_id_rejected", |b| {
         b.iter(

@@ -103,9 +103,9 @@ impl RawKey {
             .is_some_and(|got| got == expected)
     }
 
-    /// SHA-256 of the value: what the verification cache compares after one Argon2id check.
+    /// What the verification cache compares after one Argon2id check ([`cache_digest`]).
     pub fn digest(&self) -> [u8; 32] {
-        digest(self.expose())
+        cache_digest(self.expose())
     }
 }
 
@@ -133,8 +133,22 @@ pub fn digest(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()
 }
 
+/// The verification cache's digest of a presented value: SHA-256 of its secret part (43
+/// characters, one SHA-256 block, half the work of the whole value's two). The cache is per key
+/// id, and the Argon2id check that fills it covers the whole value, so the id part adds
+/// nothing here. A value not in the issued form (never cached) is digested whole.
+pub fn cache_digest(value: &str) -> [u8; 32] {
+    digest(key_parts(value).map_or(value, |(_, secret)| secret))
+}
+
 /// The key id of a presented value without copying it: the hot path's first step.
 pub fn key_id_of(value: &str) -> Option<&str> {
+    key_parts(value).map(|(id, _)| id)
+}
+
+/// A presented value's key id and secret, if it is in the form this service issues
+/// (`KEY_PREFIX`, the id in lowercase hex, `_`, a 43-character secret).
+pub fn key_parts(value: &str) -> Option<(&str, &str)> {
     let rest = value.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     (id.len() == KEY_ID_BYTES * 2
@@ -142,7 +156,7 @@ pub fn key_id_of(value: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && secret.len() == 43)
-        .then_some(id)
+        .then_some((id, secret))
 }
 
 /// A new random key id (public; 64 bits, lowercase hex).
