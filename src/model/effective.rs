@@ -365,6 +365,21 @@ mod tests {
     }
 
     #[test]
+    fn each_grant_has_a_word_for_the_table_and_a_name_for_tools() {
+        let said = |g: Grant| (g.short(), g.to_string());
+        assert_eq!(
+            said(Grant::Default),
+            ("default", "defaultPermissions".into())
+        );
+        assert_eq!(said(Grant::Api), ("api", "apiPermissions".into()));
+        assert_eq!(said(Grant::Scope(Scope::All)), ("scope", "scope *".into()));
+        assert_eq!(
+            said(Grant::Management(ManagementPermission::ContentWrite)),
+            ("mgmt", "managementPermissions content:write".into())
+        );
+    }
+
+    #[test]
     fn differences_name_each_right_environment_and_setting_that_differs() {
         let declared = content(&[Get], Some(&[Get, GetAllDrafts]));
         let mut held = content(&[Get, Delete], None);

@@ -336,6 +336,20 @@ pub async fn live_differences(
         .collect()
 }
 
+/// `explain --live` of `key` on `target` names `only` (what, declared, held) as its differences.
+pub async fn live_differences_are(
+    target: &impl Target,
+    paths: &[&Path],
+    key: &str,
+    only: &[(&str, &str, &str)],
+) {
+    let want: Vec<(String, String, String)> = only
+        .iter()
+        .map(|(w, d, h)| (w.to_string(), d.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(live_differences(target, paths, key).await, want);
+}
+
 /// `keyward rotate` of one key on `target`: a new value now (`at_once`: no overlap).
 pub async fn rotate(
     target: &impl Target,
