@@ -11,7 +11,8 @@
 #              decisions (ceilings, conditions and reasons, event reasons, offboarding, in-use
 #              finalizers, the Secret ownership claim) and the providers' pure mappings
 #              (Strapi, Directus: mapping, catalog, tag, capabilities; the ownership tag),
-#              against the unit tests -> mutants.out/decisions/mutants.out/
+#              and what explain computes (src/model/effective.rs), against the unit tests
+#              -> mutants.out/decisions/mutants.out/
 #
 # Each output has caught.txt, missed.txt, unviable.txt, timeout.txt; the README's "Mutation
 # testing" section records the figures and why each surviving mutant is equivalent or left.
@@ -49,12 +50,12 @@ decisions() {
     --file src/operator/events.rs \
     --file src/operator/dereference.rs --file src/operator/in_use.rs \
     --file src/operator/secrets.rs \
-    --file src/providers/ownership_tag.rs \
+    --file src/providers/ownership_tag.rs --file src/model/effective.rs \
     --file 'src/providers/strapi/mapping.rs' --file 'src/providers/strapi/catalog.rs' \
     --file 'src/providers/strapi/tag.rs' --file 'src/providers/strapi/capabilities.rs' \
     --file 'src/providers/directus/mapping.rs' --file 'src/providers/directus/catalog.rs' \
     --file 'src/providers/directus/tag.rs' --file 'src/providers/directus/capabilities.rs' \
-    -F '^src/(policy/(ceilings|connection)|operator/(offboarding|status)|providers/)' \
+    -F '^src/(policy/(ceilings|connection)|operator/(offboarding|status)|providers/|model/effective)' \
     -F 'ReconcileError::reason|for Halt>::from|DereferenceError::reason' \
     -F '\b(rfc3339|EventReason::of|conditions|drift|next_look|stopped_status|merged)\b' \
     -F '\b(connections_in_use|read_secrets|finalizers_after|needs_its_secrets)\b' \

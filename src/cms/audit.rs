@@ -183,3 +183,31 @@ impl Drop for Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_dropped_before_its_answer_is_written_as_abandoned_without_its_path() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let log = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).expect("opened"));
+        let caller = Caller::default();
+        caller.set("admin".into());
+        let pending = Pending {
+            log,
+            caller,
+            client: "10.0.0.1".into(),
+            action: "POST /v1/keys".into(),
+            path: "/v1/keys/kw_pasted_value".into(),
+            answered: false,
+        };
+        drop(pending);
+        let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("written");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["result"], "abandoned");
+        assert_eq!(line["status"], 0);
+        assert_eq!(line["who"], "admin");
+        assert!(line.get("path").is_none(), "{line}");
+    }
+}
