@@ -16,7 +16,7 @@ use std::path::Path;
 use support::directus::DirectusServer;
 use support::{
     apply_twice, check_access, done, example_for, examples, live_differences_are, manifest, pairs,
-    plan_changes_without_writes, planned, rotate, run, secret_field, value, Answers,
+    plan_changes_without_writes, planned, rotated_in_place, run, secret_field, value, Answers,
     EXAMPLES_ACCESS,
 };
 
@@ -315,12 +315,7 @@ async fn drift_regenerate_revoke_and_users_keyward_did_not_make() {
 
     // Rotated on request (keyward rotate): a new token on the same user, the old one 401
     // (Directus holds one token per user, so no rotationOverlap).
-    let rotated = rotate(&s, &[&both], out.path(), "team/app/writer", false).await;
-    assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/writer")]));
-    let writer_v2 = value(out.path(), "team", "writer", "apiKey");
-    assert_ne!(writer_v1, writer_v2);
-    s.replaced("authors", &writer_v1, &writer_v2).await;
-    let writer_v1 = writer_v2;
+    let writer_v1 = rotated_in_place(&s, &[&both], out.path(), "authors", &writer_v1).await;
 
     // A key removed from the policy is revoked: 401 at once, its user and policy gone.
     let policies_before = s.policy_count().await;

@@ -16,8 +16,8 @@ use std::path::Path;
 use support::strapi::StrapiServer;
 use support::{
     actions, apply_twice, check_access, done, example_for, examples, live_differences,
-    live_differences_are, manifest, pairs, plan_changes_without_writes, planned, rotate, run,
-    secret_field, value, Answers, Target, EXAMPLES_ACCESS,
+    live_differences_are, manifest, pairs, plan_changes_without_writes, planned, rotated_in_place,
+    run, secret_field, value, Answers, Target, EXAMPLES_ACCESS,
 };
 
 /// Deadline for a few operator reconciles against Strapi (each a sign-in at most, catalog reads
@@ -227,12 +227,7 @@ async fn revoke_regenerate_drift_and_names_taken() {
 
     // Rotated on request (keyward rotate): a new value in the Secret, the old one 401 (Strapi
     // regenerates in place, so no rotationOverlap).
-    let rotated = rotate(&s, &[&both], out.path(), "team/app/writer", false).await;
-    assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/writer")]));
-    let writer_v2 = value(out.path(), "team", "writer", "apiKey");
-    assert_ne!(writer_v1, writer_v2);
-    s.replaced("authors", &writer_v1, &writer_v2).await;
-    let writer_v1 = writer_v2;
+    let writer_v1 = rotated_in_place(&s, &[&both], out.path(), "authors", &writer_v1).await;
 
     // A key removed from the policy is revoked: 401.
     let only_reader = manifest(out.path(), "reader-only.yaml", &policy(reader));

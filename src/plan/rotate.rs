@@ -255,22 +255,14 @@ mod tests {
         let mut live = live_of(&d, now());
         live.spec.description = "changed by hand".into();
         let mut plan = plan_for(&d, std::slice::from_ref(&live), &ObservedSecrets::new());
-        let before: Vec<&str> = plan
-            .actions
-            .iter()
-            .map(crate::plan::testkit::kind)
-            .collect();
+        let before = crate::plan::testkit::kinds(&plan);
         assert!(
             before.contains(&"update") && before.contains(&"rotate"),
             "{before:?}"
         );
         let rotated = add_rotations(&mut plan, &d, &asked(&["ns/p"], true));
         assert_eq!(rotated, ["ns/p/k"]);
-        let after: Vec<&str> = plan
-            .actions
-            .iter()
-            .map(crate::plan::testkit::kind)
-            .collect();
+        let after = crate::plan::testkit::kinds(&plan);
         assert_eq!(
             after,
             ["update", "rotate"],

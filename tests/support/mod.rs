@@ -350,6 +350,24 @@ pub async fn live_differences_are(
     assert_eq!(live_differences(target, paths, key).await, want);
 }
 
+/// `keyward rotate` of `team/app/writer` on a CMS that regenerates in place (Strapi,
+/// Directus): only that rotation is planned, and the new value in its Secret answers on
+/// `api` where the old one now gets 401. Returns the new value.
+pub async fn rotated_in_place(
+    target: &impl Target,
+    paths: &[&Path],
+    secrets: &Path,
+    api: &str,
+    old: &str,
+) -> String {
+    let rotated = rotate(target, paths, secrets, "team/app/writer", false).await;
+    assert_eq!(planned(&rotated), pairs(&[("rotate", "team/app/writer")]));
+    let new = value(secrets, "team", "writer", "apiKey");
+    assert_ne!(old, new);
+    target.replaced(api, old, &new).await;
+    new
+}
+
 /// `keyward rotate` of one key on `target`: a new value now (`at_once`: no overlap).
 pub async fn rotate(
     target: &impl Target,
