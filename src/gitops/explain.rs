@@ -3,7 +3,7 @@
 //! only: nothing is written, no value is read).
 
 use super::{connect, stop_embedded, GitopsError, Options};
-use crate::model::desired::{DesiredKey, DesiredState, LABEL_KEY, LABEL_POLICY};
+use crate::model::desired::{DesiredKey, DesiredState, PolicyId, LABEL_KEY, LABEL_POLICY};
 use crate::model::effective::{
     differences, public_ops, Difference, Effective, Grant, EVERY_OTHER_API,
 };
@@ -14,7 +14,7 @@ use crate::policy::load;
 use crate::policy::validate;
 use crate::providers::{CmsProvider, LiveKey};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One key explained.
 #[derive(Clone, Debug, Serialize)]
@@ -118,26 +118,34 @@ fn policy_settings(state: &DesiredState, k: &DesiredKey) -> OwnedSettings {
         .unwrap_or_default()
 }
 
-/// What the CMS holds for each of `keys` (one listing per policy, one settings read).
+/// What the CMS holds for each of `keys`: one labelled listing and one settings read per
+/// policy, however many of its keys are asked about.
 async fn read_held(
     provider: &dyn CmsProvider,
     state: &DesiredState,
     keys: &[&DesiredKey],
 ) -> crate::providers::Result<Vec<Held>> {
     let apis: BTreeSet<String> = state.public_apis();
+    let mut read: BTreeMap<&PolicyId, (Vec<LiveKey>, OwnedSettings)> = BTreeMap::new();
     let mut out = Vec::new();
     for k in keys {
-        let owner = k.policy.settings_owner();
-        let settings = provider.settings(&apis, Some(&owner)).await?;
-        let held_settings = settings.owners.get(&owner).cloned().unwrap_or_default();
-        let live = provider
-            .list_keys_labeled(LABEL_POLICY, &k.policy.label_value())
-            .await?;
+        if !read.contains_key(&k.policy) {
+            let owner = k.policy.settings_owner();
+            let settings = provider.settings(&apis, Some(&owner)).await?;
+            let held = settings.owners.get(&owner).cloned().unwrap_or_default();
+            let live = provider
+                .list_keys_labeled(LABEL_POLICY, &k.policy.label_value())
+                .await?;
+            read.insert(&k.policy, (live, held));
+        }
+        let Some((live, held_settings)) = read.get(&k.policy) else {
+            continue;
+        };
         let want = provider.express(&k.spec).await?;
         let want = Effective::of(&want, &policy_settings(state, k));
-        out.push(match newest_of(&live, k) {
+        out.push(match newest_of(live, k) {
             Some(found) => {
-                let held = Effective::of(&found.spec, &held_settings);
+                let held = Effective::of(&found.spec, held_settings);
                 Held {
                     id: Some(found.id.clone()),
                     differences: differences(&want, &held),
