@@ -174,6 +174,20 @@ async fn create_reader(c: &Cluster, extra: Value) -> Api<ApiKeyPolicy> {
     policies
 }
 
+/// The operator with a five-minute drift interval (so only what a test asks for makes it look
+/// again) and the reader policy, ready.
+async fn reader_with_slow_drift(
+    c: &Cluster,
+) -> (Arc<Context>, tokio::task::JoinHandle<()>, Api<ApiKeyPolicy>) {
+    let config = OperatorConfig {
+        drift_interval: Duration::from_secs(300),
+        ..config()
+    };
+    let (ctx, op) = start(c, config);
+    let policies = create_reader(c, json!({})).await;
+    (ctx, op, policies)
+}
+
 /// A Deployment `shop/web`, to restart.
 async fn create_web_deployment(c: &Cluster) {
     create(&c.client, "apis/apps/v1", "deployments", Some("shop"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -2837,12 +2851,7 @@ async fn a_namespaced_default_connection_serves_its_own_namespace_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_sync_is_acted_on_at_most_once_per_ten_seconds() {
     let c = cluster().await;
-    let config = OperatorConfig {
-        drift_interval: Duration::from_secs(300),
-        ..config()
-    };
-    let (ctx, op) = start(&c, config);
-    let policies = create_reader(&c, json!({})).await;
+    let (ctx, op, policies) = reader_with_slow_drift(&c).await;
     let force = |v: String| annotate(&policies, json!({"keyward.dev/force-sync": v}));
     let acted = || ctx.force_sync_acted_on("shop", "web");
     force("0".into()).await;
@@ -4261,12 +4270,7 @@ async fn a_rotation_asked_on_the_policy_is_carried_out_once_per_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_asked_in_a_loop_are_carried_out_at_most_once_per_ten_seconds() {
     let c = cluster().await;
-    let config = OperatorConfig {
-        drift_interval: Duration::from_secs(300),
-        ..config()
-    };
-    let (ctx, op) = start(&c, config);
-    let policies = create_reader(&c, json!({})).await;
+    let (ctx, op, policies) = reader_with_slow_drift(&c).await;
     let ask = |value: String| annotate(&policies, json!({"keyward.dev/rotate": value}));
     let acted = || async {
         status_of(&c, "web").await["lastManualRotation"]["request"]
