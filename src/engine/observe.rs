@@ -6,7 +6,7 @@
 
 use super::{observe_secrets, SecretSink, SinkError};
 use crate::model::desired::{
-    DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_KEY, LABEL_POLICY,
+    AdoptBy, DesiredSettings, DesiredState, PolicyId, PolicySettings, LABEL_KEY, LABEL_POLICY,
     LABEL_POLICY_UID,
 };
 use crate::model::secret::ObservedSecrets;
@@ -25,6 +25,8 @@ pub struct Observed {
     pub live: Vec<LiveKey>,
     pub settings: LiveSettings,
     pub secrets: ObservedSecrets,
+    /// The CMS has no key API: `live` holds the tracked keys as declared (see [`console_keys`]).
+    pub console_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,11 @@ pub async fn observe(
         ExpressError::Refused(msgs) => ObserveError::Refused(msgs),
         ExpressError::Provider(e) => ObserveError::Provider(e),
     })?;
-    let live = live.await?;
+    let console_only = !provider.has_key_api();
+    let live = match console_only {
+        false => live.await?,
+        true => console_keys(&state),
+    };
     let owner = match reach {
         Reach::Policy { settings_owner } => Some(settings_owner),
         Reach::Connection { .. } => None,
@@ -78,7 +84,37 @@ pub async fn observe(
         live,
         settings,
         secrets,
+        console_only,
     })
+}
+
+/// On a CMS without a key API, the keys ObserveOnly policies track, as their entries declare
+/// them: found by what `adopt` names, expiring when `adopt.expiresAt` says (what the console
+/// shows). Nothing else of them can be read; the value in use is what is checked.
+fn console_keys(state: &DesiredState) -> Vec<LiveKey> {
+    let tracked = state.keys.iter().filter(|k| k.observe_only);
+    tracked
+        .filter_map(|k| {
+            let a = k.adopt.as_ref()?;
+            let mut spec = k.spec.clone();
+            // Not keyward's: a key made by hand, named as the entry names it.
+            spec.labels.clear();
+            spec.expires_at = a.expires_at;
+            let id = match &a.by {
+                AdoptBy::Id(id) => id.clone(),
+                AdoptBy::Name(name) => {
+                    spec.name = name.clone();
+                    name.clone()
+                }
+            };
+            Some(LiveKey {
+                id,
+                spec,
+                created_at: Timestamp::UNIX_EPOCH,
+                rotated_at: None,
+            })
+        })
+        .collect()
 }
 
 /// The keys made by hand that ObserveOnly policies track (`adopt` with `adopt.valueFrom`):
@@ -105,8 +141,14 @@ pub async fn probe_tracked<'a>(
 }
 
 /// Step plan: the pure diff of what was observed, the Secrets' templates given `endpoint`.
+/// On a CMS without a key API there is nothing to adopt: a tracked key stays the console's.
 pub fn plan(o: &Observed, endpoint: &str, now: Timestamp) -> Plan {
-    diff(&o.state, &o.live, &o.settings, &o.secrets, endpoint, now)
+    let mut plan = diff(&o.state, &o.live, &o.settings, &o.secrets, endpoint, now);
+    if o.console_only {
+        plan.actions
+            .retain(|a| !matches!(a, crate::plan::Action::Adopt { .. }));
+    }
+    plan
 }
 
 /// The desired state plus, as policies without keys, every policy that owns keys in the CMS but

@@ -95,6 +95,9 @@ impl CmsProvider for AuditedProvider<'_> {
     fn stats(&self) -> &CallStats {
         self.inner.stats()
     }
+    fn has_key_api(&self) -> bool {
+        self.inner.has_key_api()
+    }
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
         self.inner.express(spec).await
     }

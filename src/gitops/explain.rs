@@ -84,6 +84,13 @@ pub async fn explain(
             continue;
         }
         let conn = connect(id, state, &set, resolved.connections.get(id), opts).await?;
+        if !conn.provider.has_key_api() {
+            let title = conn.title.clone();
+            stop_embedded(vec![conn]).await;
+            return Err(GitopsError::Invalid(vec![format!(
+                "{id}: --live: {title}: this CMS has no key API, so what its keys hold cannot be read (keyward plan checks the value in use)"
+            )]));
+        }
         let held = read_held(conn.provider.as_ref(), state, &keys).await;
         stop_embedded(vec![conn]).await;
         let held = held.map_err(|source| GitopsError::Provider {

@@ -471,6 +471,7 @@ async fn plan_connection(
         live,
         settings,
         secrets: observed,
+        ..
     } = &observed;
     let lost = lost_values(&plan, observed);
     let revoked: BTreeSet<String> = plan

@@ -39,6 +39,9 @@ pub struct Capabilities {
     pub rotation_overlap: Option<&'static str>,
     /// Why a key's current value cannot be checked against the CMS (`adopt.valueFrom`).
     pub value_check: Option<&'static str>,
+    /// Why keyward can only track this CMS's keys (it has no API for them): then a policy must
+    /// be ObserveOnly and each key an `adopt` with `valueFrom`.
+    pub key_api: Option<&'static str>,
     /// Whether a key's description fits the CMS (with what the provider stores beside it);
     /// `Some(reason)` when it does not.
     pub description: Option<fn(&KeySpec) -> Option<String>>,
@@ -60,6 +63,7 @@ impl Capabilities {
             lifetimes: Lifetimes::Any,
             rotation_overlap: None,
             value_check: None,
+            key_api: None,
             description: None,
         }
     }

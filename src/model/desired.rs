@@ -171,6 +171,9 @@ pub struct Adoption {
     pub value: Option<crate::model::KeyValue>,
     /// Whether `adopt.valueFrom` was given (the value is read by each side).
     pub keeps_value: bool,
+    /// The expiry its console shows (`adopt.expiresAt`), for a CMS without a key API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 impl Adoption {

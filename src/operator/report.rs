@@ -111,7 +111,8 @@ async fn keys_report(
             name: k.key.clone(),
             id: l.id.clone(),
             fingerprint: fingerprint(ctx, o, k, l).await?,
-            created_at: Some(rfc3339(l.created_at)),
+            // A CMS without a key API does not tell when its console made a key.
+            created_at: (!o.observed.console_only).then(|| rfc3339(l.created_at)),
             expires_at: l.expires_at().map(rfc3339),
             rotated_at: l.rotated_at.map(rfc3339),
             secret_name: k.secret.name.clone(),

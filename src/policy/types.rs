@@ -301,6 +301,12 @@ pub struct AdoptKey {
     /// its manifests): checked with one call to the CMS, then kept instead of a new value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ValueFrom>,
+    /// When the key expires, as its console shows it (RFC 3339, e.g. 2027-06-30T00:00:00Z): for
+    /// a CMS without a key API (microcms, kontent), whose expiry keyward cannot read; the
+    /// reminders (`renewBefore`, `KeyExpiringSoon`) count from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_string", length(max = 40))]
+    pub expires_at: Option<String>,
 }
 
 /// A field of a Secret in the policy's namespace.

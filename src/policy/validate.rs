@@ -475,10 +475,22 @@ fn adoption(
             return None;
         }
     };
+    let expires_at = match a.expires_at.as_deref().map(str::parse::<jiff::Timestamp>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(_)) => {
+            cx.error(
+                at("adopt.expiresAt"),
+                "is not an RFC 3339 time (e.g. 2027-06-30T00:00:00Z)".to_owned(),
+            );
+            None
+        }
+    };
     Some(Adoption {
         by,
         value: None,
         keeps_value: a.value_from.is_some(),
+        expires_at,
     })
 }
 
@@ -497,6 +509,9 @@ pub fn fit_to_provider(
     }
     if !spec.public_endpoints.is_empty() {
         push_reason(&mut out, "spec.publicEndpoints", caps.public_endpoints);
+    }
+    if spec.management_policy != ManagementPolicy::ObserveOnly {
+        push_reason(&mut out, "spec.managementPolicy", caps.key_api);
     }
     for (i, decl) in spec.keys.iter().enumerate() {
         let at = |f: &str| format!("spec.keys[{i}].{f}");
@@ -533,18 +548,7 @@ pub fn fit_to_provider(
                 push_reason(&mut out, &at("rotationOverlap"), caps.rotation_overlap);
             }
         }
-        if let Some(a) = &decl.adopt {
-            match &a.value_from {
-                Some(_) => push_reason(&mut out, &at("adopt.valueFrom"), caps.value_check),
-                // A new value, and the old one would stop at once: whatever uses it breaks.
-                None => push_reason(
-                    &mut out,
-                    &at("adopt"),
-                    caps.rotation_overlap
-                        .map(|_| "adopting without adopt.valueFrom gives the key a new value, and the old one would stop at once (no rotationOverlap here); give its current value with adopt.valueFrom"),
-                ),
-            }
-        }
+        fit_adoption(caps, decl, &at, &mut out);
         if let (Some(fits), Some(k)) = (caps.description, keys.get(i)) {
             if let Some(reason) = fits(&k.spec) {
                 out.push((at("description"), reason));
@@ -560,6 +564,40 @@ pub fn fit_to_provider(
             (path, reason)
         })
         .collect()
+}
+
+/// A key entry's `adopt` on this CMS: on one without a key API, every key is a console-made
+/// key tracked with the value in use; elsewhere the value must be one the CMS can check, and
+/// the old value must survive a new one.
+fn fit_adoption(
+    caps: &Capabilities,
+    decl: &super::KeyDecl,
+    at: &dyn Fn(&str) -> String,
+    out: &mut Vec<(String, String)>,
+) {
+    if let Some(reason) = caps.key_api {
+        // Only tracking: each key is one made in the console, with the value in use.
+        if decl.adopt.as_ref().is_none_or(|a| a.value_from.is_none()) {
+            out.push((at("adopt.valueFrom"), reason.to_owned()));
+        }
+    } else if decl.adopt.as_ref().is_some_and(|a| a.expires_at.is_some()) {
+        out.push((
+            at("adopt.expiresAt"),
+            "this CMS reports each key's expiry; adopt.expiresAt is for CMSes without a key API"
+                .to_owned(),
+        ));
+    } else if let Some(a) = &decl.adopt {
+        match &a.value_from {
+            Some(_) => push_reason(out, &at("adopt.valueFrom"), caps.value_check),
+            // A new value, and the old one would stop at once: whatever uses it breaks.
+            None => push_reason(
+                out,
+                &at("adopt"),
+                caps.rotation_overlap
+                    .map(|_| "adopting without adopt.valueFrom gives the key a new value, and the old one would stop at once (no rotationOverlap here); give its current value with adopt.valueFrom"),
+            ),
+        }
+    }
 }
 
 fn push_reason(out: &mut Vec<(String, String)>, path: &str, reason: Option<&str>) {
@@ -1009,6 +1047,20 @@ mod tests {
         assert_eq!(
             fits(ProviderKind::Directus, kept)[0].0,
             "spec.keys[0].adopt.valueFrom"
+        );
+        // The expiry a console shows is only for a CMS that cannot tell it.
+        let dated =
+            "      adopt: {id: '7', valueFrom: {name: now}, expiresAt: '2027-06-30T00:00:00Z'}\n";
+        for provider in [ProviderKind::Keyward, ProviderKind::Strapi] {
+            let got = fits(provider, dated);
+            assert_eq!(got[0].0, "spec.keys[0].adopt.expiresAt", "{got:?}");
+        }
+        assert!(fits(ProviderKind::Kontent, dated)
+            .iter()
+            .all(|(path, _)| path == "spec.managementPolicy"));
+        refused(
+            &policy(&key("      adopt: {id: '7', expiresAt: 'next june'}\n")),
+            "spec.keys[0].adopt.expiresAt: is not an RFC 3339 time",
         );
     }
 

@@ -108,6 +108,9 @@ pub struct JsonClient {
     base: String,
     /// The bearer credential (a `SecretString`: never printed).
     token: secrecy::SecretString,
+    /// The header a token goes in: `None`, `Authorization: Bearer`; else this header, alone
+    /// (microCMS's `X-MICROCMS-API-KEY`).
+    pub key_header: Option<&'static str>,
     pub retry: RetryPolicy,
     pub stats: CallStats,
 }
@@ -187,6 +190,7 @@ impl JsonClient {
             http: http_client(None).unwrap_or_else(|_| reqwest::Client::new()),
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned().into(),
+            key_header: None,
             retry: RetryPolicy::default(),
             stats: CallStats::default(),
         }
@@ -287,7 +291,10 @@ impl JsonClient {
             None => {}
         }
         if !token.is_empty() {
-            rb = rb.bearer_auth(token);
+            rb = match self.key_header {
+                None => rb.bearer_auth(token),
+                Some(name) => rb.header(name, self.key_header_value(token)?),
+            };
         }
         if let Some(b) = body {
             rb = rb.json(b);
@@ -330,6 +337,26 @@ impl JsonClient {
                 || (status.is_server_error() && idempotent == Idempotent::Yes),
             retry_after,
         })
+    }
+
+    /// `token` as a header value marked sensitive; a token no header can carry (a line break,
+    /// say) is refused without being shown.
+    fn key_header_value(
+        &self,
+        token: &str,
+    ) -> std::result::Result<reqwest::header::HeaderValue, Failure> {
+        let mut v = reqwest::header::HeaderValue::from_str(token).map_err(|_| Failure {
+            error: ProviderError::Config {
+                reason: format!(
+                    "a key sent to {} holds characters an HTTP header cannot carry",
+                    self.base
+                ),
+            },
+            retry: false,
+            retry_after: None,
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
     }
 
     /// A call that got no answer. A TLS failure is configuration, never retried; a connect error

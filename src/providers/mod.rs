@@ -1,5 +1,6 @@
 //! CMS providers: one trait, one adapter per CMS. The engine and the operator only see the trait.
 
+pub mod console;
 pub mod directus;
 pub mod http;
 pub(crate) mod ownership_tag;
@@ -179,6 +180,12 @@ pub struct Regeneration {
 #[async_trait]
 pub trait CmsProvider: Send + Sync {
     fn stats(&self) -> &CallStats;
+
+    /// Whether the CMS has an API for keys. Without one (keys made in its console only), no
+    /// key is listed and each key a policy tracks is taken as declared; only values are checked.
+    fn has_key_api(&self) -> bool {
+        true
+    }
 
     /// The spec as this CMS will hold and report it, or `Unsupported` naming the field it cannot
     /// hold. Plans compare these with live keys, so a CMS with a coarser model shows no false

@@ -2,6 +2,7 @@
 //! what each CMS's key model can hold. Adding a CMS touches this file and its own module, never
 //! the validator, the engine or the operator.
 
+use super::console::{ConsoleKeys, Vendor};
 use super::directus::Directus;
 use super::reference::ReferenceCms;
 use super::strapi::Strapi;
@@ -33,17 +34,29 @@ pub enum ProviderKind {
     Strapi,
     /// Directus users with static tokens, each with a policy of its own.
     Directus,
+    /// microCMS: keys made in its console, tracked only (checked by value).
+    Microcms,
+    /// Kontent.ai: keys made in its console, tracked only (checked by value).
+    Kontent,
 }
 
 impl ProviderKind {
     /// Every provider, for parsing and messages.
-    pub const ALL: [ProviderKind; 3] = [Self::Keyward, Self::Strapi, Self::Directus];
+    pub const ALL: [ProviderKind; 5] = [
+        Self::Keyward,
+        Self::Strapi,
+        Self::Directus,
+        Self::Microcms,
+        Self::Kontent,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Keyward => "keyward",
             Self::Strapi => "strapi",
             Self::Directus => "directus",
+            Self::Microcms => "microcms",
+            Self::Kontent => "kontent",
         }
     }
 }
@@ -75,6 +88,8 @@ impl ProviderKind {
             Self::Keyward => "reference CMS",
             Self::Strapi => "Strapi",
             Self::Directus => "Directus",
+            Self::Microcms => "microCMS",
+            Self::Kontent => "Kontent.ai",
         }
     }
 
@@ -85,6 +100,8 @@ impl ProviderKind {
             Self::Keyward => &KEYWARD,
             Self::Strapi => &super::strapi::capabilities::CAPABILITIES,
             Self::Directus => &super::directus::capabilities::CAPABILITIES,
+            Self::Microcms => &super::console::MICROCMS,
+            Self::Kontent => &super::console::KONTENT,
         }
     }
 
@@ -118,6 +135,17 @@ impl ProviderKind {
             }
             Self::Directus => {
                 let mut p = Directus::new(endpoint, credential)?;
+                if let Some(ca) = ca_pem {
+                    p.trust(ca)?;
+                }
+                Box::new(p)
+            }
+            Self::Microcms | Self::Kontent => {
+                let vendor = match self {
+                    Self::Microcms => Vendor::Microcms,
+                    _ => Vendor::Kontent,
+                };
+                let mut p = ConsoleKeys::new(vendor, endpoint, credential);
                 if let Some(ca) = ca_pem {
                     p.trust(ca)?;
                 }

@@ -1,6 +1,7 @@
 //! Shared test helpers: a real reference CMS on a free loopback port, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod console_cms;
 pub mod directus;
 pub mod kube_emulator;
 pub mod kube_rbac;

@@ -66,10 +66,20 @@ impl OperatorOn {
 
     /// Creates policy `shop/<name>` with the one key `key` on this connection.
     pub async fn create_policy(&self, name: &str, key: Value) {
+        self.create_policy_with(name, key, json!({})).await;
+    }
+
+    /// Creates policy `shop/<name>` with the one key `key` on this connection and the spec's
+    /// other fields from `spec` (`managementPolicy`, say).
+    pub async fn create_policy_with(&self, name: &str, key: Value, spec: Value) {
+        let mut full = json!({"connectionRef": {"name": self.connection}, "keys": [key]});
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+            full.extend(extra.clone());
+        }
         let p: ApiKeyPolicy = serde_json::from_value(json!({
             "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPolicy",
             "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"connectionRef": {"name": self.connection}, "keys": [key]}}))
+            "spec": full}))
         .unwrap();
         self.policies
             .create(&PostParams::default(), &p)
@@ -107,12 +117,22 @@ impl OperatorOn {
 
     /// The Ready condition of policy `shop/<name>`, once it has one.
     pub async fn ready(&self, name: &str) -> Option<Value> {
+        self.condition(name, "Ready").await
+    }
+
+    /// The status of policy `shop/<name>`, once it has one.
+    pub async fn status(&self, name: &str) -> Option<Value> {
         let p = self.policies.get(name).await.ok()?;
-        let status = serde_json::to_value(p.status?).ok()?;
+        serde_json::to_value(p.status?).ok()
+    }
+
+    /// Condition `kind` of policy `shop/<name>`, once it has it.
+    pub async fn condition(&self, name: &str, kind: &str) -> Option<Value> {
+        let status = self.status(name).await?;
         status["conditions"]
             .as_array()?
             .iter()
-            .find(|c| c["type"] == "Ready")
+            .find(|c| c["type"] == kind)
             .cloned()
     }
 }

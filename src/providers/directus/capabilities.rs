@@ -30,6 +30,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
         reason: "a Directus static token never expires (leave expiresAfter out)",
         renew_without_expiry: "a Directus static token never expires: there is nothing to renew",
     },
+    key_api: None,
     value_check: Some("keyward does not check Directus tokens against their user yet"),
     rotation_overlap: Some(
         "a Directus user has one static token: a new value ends the old one at once, with no overlap",

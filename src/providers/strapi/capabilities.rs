@@ -36,6 +36,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
         reason: "Strapi token lifespans are 7d, 30d or 90d, or unlimited (leave expiresAfter out)",
         renew_without_expiry: "without expiresAfter a Strapi token never expires (unlimited lifespan): there is nothing to renew",
     },
+    key_api: None,
     value_check: Some("Strapi does not tell whose an API token is (no call answers with its id), so a value cannot be matched to a key"),
     rotation_overlap: Some("Strapi's regenerate ends the old value at once; it has no overlap"),
     description: Some(description_fits),
