@@ -77,10 +77,11 @@ fn run(
 }
 
 /// A policy of namespace `shop` tracking one console-made key (by name) whose value is in the
-/// Secret `in-use`, with `extra` lines in the key entry and `value` in that Secret.
+/// Secret `in-use`, with `adopt_extra` in its `adopt` and `value` in that Secret (a YAML
+/// double-quoted string: `\n` is a line break).
 fn tracking_policy(work: &Path, policy: &str, adopt_extra: &str, value: &str) {
     let text = format!(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: site, namespace: shop}}\nspec:\n{policy}  keys:\n    - name: web\n      defaultPermissions: [GET]\n      renewBefore: 7d\n      adopt: {{name: frontend, valueFrom: {{name: in-use}}{adopt_extra}}}\n      secret: {{name: web}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: in-use, namespace: shop}}\nstringData: {{apiKey: '{value}'}}\n"
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {{name: site, namespace: shop}}\nspec:\n{policy}  keys:\n    - name: web\n      defaultPermissions: [GET]\n      renewBefore: 7d\n      adopt: {{name: frontend, valueFrom: {{name: in-use}}{adopt_extra}}}\n      secret: {{name: web}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: in-use, namespace: shop}}\nstringData: {{apiKey: \"{value}\"}}\n"
     );
     std::fs::write(work.join("p.yaml"), text).unwrap();
 }
@@ -176,6 +177,20 @@ async fn console_made_keys_are_tracked_by_value_and_expiry_and_nothing_else_is_a
             "{vendor}: no Secret written"
         );
         assert!(cms.take_seen().iter().all(|s| s.method == "GET"));
+
+        // A value no header can carry is not sent, and not shown.
+        tracking_policy(w, OBSERVE, "", "in-use\\nthe-rest");
+        let (code, said) = run(&["plan", "-f", "p.yaml"]);
+        assert_eq!(code, 0, "{vendor}: {said}");
+        assert!(
+            said.contains("cannot check the value in use"),
+            "{vendor}: {said}"
+        );
+        assert!(
+            !said.contains("the-rest") && !said.contains("retrying"),
+            "{vendor}: {said}"
+        );
+        assert!(cms.take_seen().is_empty(), "{vendor}: nothing sent");
 
         for (policy, extra, field) in [
             ("", "", "spec.managementPolicy"),

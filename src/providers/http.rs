@@ -377,7 +377,8 @@ impl JsonClient {
                 endpoint: self.base.clone(),
                 detail: describe(e),
             },
-            retry: e.is_connect() || idempotent == Idempotent::Yes,
+            // A request that could not be built (a header no value fits) fails the same way again.
+            retry: !e.is_builder() && (e.is_connect() || idempotent == Idempotent::Yes),
             retry_after: None,
         }
     }
