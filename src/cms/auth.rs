@@ -9,33 +9,73 @@ use super::verifier::{KeyEntry, Rejection};
 use crate::model::{ContentOp, KeyKind, ManagementPermission, PermSet, ServiceOp};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Who sent a request: its headers (with the credential) and the client's address.
+/// Who sent a request: the credential it presents and the client's address.
 pub struct Client {
-    pub headers: HeaderMap,
+    pub presented: Presented,
     pub ip: IpAddr,
     /// Where the audit trail learns who the caller is (an audited request).
     pub audit: Option<super::audit::Caller>,
+}
+
+/// The headers a key can come in (`Authorization: Bearer`, `X-API-KEY`), as cheap clones of the
+/// request's values (no copy of the key, no allocation).
+#[derive(Clone, Default)]
+pub struct Presented {
+    authorization: Option<HeaderValue>,
+    api_key: Option<HeaderValue>,
+}
+
+impl Presented {
+    pub fn of(headers: &HeaderMap) -> Presented {
+        Presented {
+            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            api_key: headers.get(API_KEY_HEADER).cloned(),
+        }
+    }
+
+    /// The key: from `Authorization: Bearer`, else from `X-API-KEY`.
+    pub fn key(&self) -> Option<&str> {
+        if let Some(v) = self.authorization.as_ref().and_then(|v| v.to_str().ok()) {
+            if let Some(k) = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+            {
+                return Some(k.trim());
+            }
+        }
+        self.api_key
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+}
+
+impl Client {
+    /// The caller of a request with these headers and extensions (its address is the
+    /// connection's, in `ConnectInfo`).
+    pub fn of(headers: &HeaderMap, extensions: &axum::http::Extensions) -> Client {
+        let ip = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Client {
+            presented: Presented::of(headers),
+            ip,
+            audit: extensions.get::<super::audit::Caller>().cloned(),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Client, Infallible> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(Client {
-            headers: parts.headers.clone(),
-            ip,
-            audit: parts.extensions.get::<super::audit::Caller>().cloned(),
-        })
+        Ok(Client::of(&parts.headers, &parts.extensions))
     }
 }
 
@@ -70,24 +110,8 @@ const ADMIN_BLOCK: std::time::Duration = std::time::Duration::from_secs(10);
 const KEY_REQUIRED: &str =
     "an API key is required: send it as 'Authorization: Bearer KEY' or 'X-API-KEY: KEY'";
 
-/// The key a request presents, from `Authorization: Bearer` or `X-API-KEY`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(k) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(k.trim());
-        }
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
+/// The header a key may come in instead of `Authorization: Bearer`.
+pub const API_KEY_HEADER: &str = "x-api-key";
 
 impl Auth {
     pub fn new(admin_token: &str, public_rate: Rate, key_rate: Rate, verify_rate: Rate) -> Auth {
@@ -158,7 +182,7 @@ impl Auth {
     }
 
     async fn identify(&self, svc: &Service, client: &Client) -> Result<Principal, CmsError> {
-        let Some(value) = presented_key(&client.headers) else {
+        let Some(value) = client.presented.key() else {
             return Ok(Principal::Anonymous);
         };
         let not_a_key = key_id_of(value).is_none();

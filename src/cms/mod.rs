@@ -389,6 +389,18 @@ async fn forget_idle_clients(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiv
     }
 }
 
+/// The audit trail `--audit-log` names, opened to append.
+fn open_audit_log(cfg: &CmsConfig) -> Result<Option<Arc<audit::AuditLog>>, StartError> {
+    let Some(path) = &cfg.audit_log else {
+        return Ok(None);
+    };
+    let log = audit::AuditLog::open(path).map_err(|cause| StartError::AuditLog {
+        path: path.clone(),
+        cause,
+    })?;
+    Ok(Some(Arc::new(log)))
+}
+
 /// Locks and opens the data directory and starts serving on `cfg.listen`.
 pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
     // The lock, the files and the database are blocking work: off the async workers.
@@ -425,15 +437,7 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
             cfg.verify_rate,
         ),
     });
-    let audit = match &cfg.audit_log {
-        Some(path) => Some(Arc::new(audit::AuditLog::open(path).map_err(|cause| {
-            StartError::AuditLog {
-                path: path.clone(),
-                cause,
-            }
-        })?)),
-        None => None,
-    };
+    let audit = open_audit_log(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|cause| StartError::Listen {
@@ -450,7 +454,14 @@ pub async fn start(cfg: CmsConfig) -> Result<RunningCms, StartError> {
         max_body: cfg.max_body,
         ..cfg.conn
     };
-    let task = tokio::spawn(server::serve(listener, app, conn, tls.clone(), rx.clone()));
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        ctx.clone(),
+        conn,
+        tls.clone(),
+        rx.clone(),
+    ));
     tokio::spawn(forget_idle_clients(ctx.clone(), rx));
     // A missing plan is an absent field, not `None`: JSON logs show plain values.
     let plan = cfg.plan.map(Tier::as_str);

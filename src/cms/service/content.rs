@@ -84,8 +84,9 @@ impl Service {
         ))
     }
 
-    /// One entry. A draft is shown with its draft key or the all-drafts right; a closed entry only
-    /// with the all-closed right.
+    /// One entry, as the content API answers it (rendered once per version, see
+    /// `StoredEntry::answer`). A draft is shown with its draft key or the all-drafts right; a
+    /// closed entry only with the all-closed right.
     pub fn get(
         &self,
         env: &str,
@@ -94,17 +95,17 @@ impl Service {
         draft_key: Option<&str>,
         can_drafts: bool,
         can_closed: bool,
-    ) -> Result<Value, CmsError> {
+    ) -> Result<Bytes, CmsError> {
         let st = self.state.read();
         if !st.apis.contains_key(api) {
             return Err(no_api());
         }
-        let e = &st
+        let stored = st
             .entries
             .get(&Self::entries_key(env, api))
             .and_then(|m| m.get(id))
-            .ok_or_else(|| no_entry(api, id))?
-            .entry;
+            .ok_or_else(|| no_entry(api, id))?;
+        let e = &stored.entry;
         if e.closed && !can_closed {
             return Err(no_entry(api, id));
         }
@@ -114,14 +115,8 @@ impl Service {
             }
             _ => false,
         };
-        let version = if (key_ok || can_drafts) && e.draft.is_some() {
-            e.draft.as_ref()
-        } else {
-            e.published.as_ref()
-        };
-        version
-            .map(|v| e.render(v))
-            .ok_or_else(|| no_entry(api, id))
+        let draft = (key_ok || can_drafts) && e.draft.is_some();
+        stored.answer(draft).ok_or_else(|| no_entry(api, id))
     }
 
     /// Writes one entry (`f` makes the next version from the current one; `None` deletes it),
@@ -169,7 +164,7 @@ impl Service {
         match next {
             Some((entry, doc)) => {
                 let bytes = doc.len();
-                map.insert(id.to_owned(), Arc::new(StoredEntry { entry, bytes }));
+                map.insert(id.to_owned(), Arc::new(StoredEntry::new(entry, bytes)));
             }
             None => {
                 map.remove(id);

@@ -17,13 +17,14 @@ use crate::model::{
     check_origin, valid_slug, ApiPermission, ContentOp, ContentPermission, KeySpec,
     ManagementPermission, Scope, SpecError, Tier,
 };
+use axum::body::Bytes;
 use jiff::{SignedDuration, Timestamp};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 mod content;
 mod keys;
@@ -141,6 +142,37 @@ impl Default for ContentLimits {
 struct StoredEntry {
     entry: Entry,
     bytes: usize,
+    /// The published and the draft version as the content API answers them, rendered at their
+    /// first read: a write replaces the whole `StoredEntry`, so these never go stale.
+    published_json: OnceLock<Bytes>,
+    draft_json: OnceLock<Bytes>,
+}
+
+impl StoredEntry {
+    fn new(entry: Entry, bytes: usize) -> StoredEntry {
+        StoredEntry {
+            entry,
+            bytes,
+            published_json: OnceLock::new(),
+            draft_json: OnceLock::new(),
+        }
+    }
+
+    /// The draft (`draft`) or the published version's answer, if the entry has that version.
+    fn answer(&self, draft: bool) -> Option<Bytes> {
+        let (version, cell) = match draft {
+            true => (self.entry.draft.as_ref(), &self.draft_json),
+            false => (self.entry.published.as_ref(), &self.published_json),
+        };
+        let version = version?;
+        let bytes = cell.get_or_init(|| {
+            // A `Value` always serializes (its keys are strings).
+            serde_json::to_vec(&self.entry.render(version))
+                .unwrap_or_default()
+                .into()
+        });
+        Some(bytes.clone())
+    }
 }
 
 /// What one API holds, over every environment.
@@ -232,7 +264,7 @@ impl Service {
                 .entries
                 .entry((env, api))
                 .or_default()
-                .insert(entry.id.clone(), Arc::new(StoredEntry { entry, bytes }));
+                .insert(entry.id.clone(), Arc::new(StoredEntry::new(entry, bytes)));
         }
         state.cors = store.setting(CORS_SETTING)?.unwrap_or_default();
         state.owners = store.setting(OWNERS_SETTING)?.unwrap_or_default();
