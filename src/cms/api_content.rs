@@ -265,7 +265,7 @@ pub async fn read_hot<B>(ctx: &Arc<Ctx>, req: &axum::http::Request<B>) -> Option
         .unwrap_or_else(IntoResponse::into_response)
     };
     let answer = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(answer));
-    let mut resp = match tokio::time::timeout(super::REQUEST_TIMEOUT, answer).await {
+    let mut resp = match tokio::time::timeout(super::handler::REQUEST_TIMEOUT, answer).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(panic)) => {
             use tower_http::catch_panic::ResponseForPanic;

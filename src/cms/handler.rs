@@ -9,6 +9,9 @@ use std::sync::Arc;
 /// The environment of the plain `/api/...` paths.
 pub const PRODUCTION: &str = "production";
 
+/// A request that takes longer than this (a slowly sent body, say) answers 408.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Shared by every handler.
 pub struct Ctx {
     pub svc: Arc<Service>,

@@ -89,9 +89,6 @@ pub struct CmsConfig {
 /// per key (a legitimate one needs one per new value).
 pub const DEFAULT_VERIFY_RATE: u32 = 5;
 
-/// A request that takes longer than this (a slowly sent body, say) answers 408.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl CmsConfig {
     /// Defaults for a data directory: loopback on a free port, no plan limit.
     pub fn new(data_dir: impl Into<PathBuf>) -> CmsConfig {
@@ -335,7 +332,7 @@ pub fn router(ctx: Arc<Ctx>, max_body: usize, audit: Option<Arc<audit::AuditLog>
         .layer(cors)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            handler::REQUEST_TIMEOUT,
         ))
         .layer(axum::middleware::from_fn(server::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
