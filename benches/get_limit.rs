@@ -12,37 +12,13 @@
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use support_server::{env_number, start};
+
+#[path = "support/server.rs"]
+mod support_server;
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdef";
-
-/// A child process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and reads the URL it says it listens on.
-fn start(mut cmd: Command) -> (Server, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start a server");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let url = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-        .expect("the server said where it listens");
-    (server, url)
-}
 
 /// Pinned to `core`.
 fn pinned(core: &str, program: &std::path::Path) -> Command {
@@ -110,13 +86,6 @@ fn wrk(url: &str, key: &str, secs: u64) -> f64 {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("wrk said: {text}"))
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -187,8 +156,8 @@ async fn main() {
         );
         return;
     }
-    let rounds = env_number("KEYWARD_BENCH_ROUNDS", 3);
-    let secs = env_number("KEYWARD_BENCH_SECS", 10);
+    let rounds = env_number("KEYWARD_BENCH_ROUNDS", 3u64);
+    let secs = env_number("KEYWARD_BENCH_SECS", 10u64);
     println!(
         "GET {path} ({} bytes), wrk -t1 -c64 -d{secs}s on core 1, each server on core 0",
         body.len()

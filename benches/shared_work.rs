@@ -13,33 +13,16 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support_server::{env_number, start};
+
+#[path = "support/server.rs"]
+mod support_server;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
-
-/// The server's process, stopped however the benchmark ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} must be a number"))
-        })
-        .unwrap_or(default)
-}
 
 async fn call(
     http: &reqwest::Client,
@@ -106,26 +89,16 @@ async fn main() {
     let bin = std::env::var("KEYWARD_BENCH_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_keyward").to_owned());
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(&bin)
-        .args(["cms", "serve", "--listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(&bin);
+    cmd.args(["cms", "serve", "--listen", "127.0.0.1:0"])
         .args(["--key-rate", "1000000", "--data"])
         .arg(dir.path().join("data"))
         .env("KEYWARD_CMS_ADMIN_TOKEN", ADMIN)
         .env(
             "KEYWARD_LOG",
             std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start keyward cms serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let child = Server(child);
-    let url = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-        .expect("the server said where it listens");
+        );
+    let (child, url) = start(cmd);
     let http = reqwest::Client::new();
     call(&http, &url, Method::PUT, "/v1/apis/blog", Some(ADMIN), None).await;
     let (status, _) = call(
