@@ -111,6 +111,8 @@ pub struct JsonClient {
     /// The header a token goes in: `None`, `Authorization: Bearer`; else this header, alone
     /// (microCMS's `X-MICROCMS-API-KEY`).
     pub key_header: Option<&'static str>,
+    /// Sent with every call besides the key (DatoCMS's `X-Api-Version`, say).
+    pub headers: reqwest::header::HeaderMap,
     pub retry: RetryPolicy,
     pub stats: CallStats,
 }
@@ -191,6 +193,7 @@ impl JsonClient {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned().into(),
             key_header: None,
+            headers: reqwest::header::HeaderMap::new(),
             retry: RetryPolicy::default(),
             stats: CallStats::default(),
         }
@@ -275,7 +278,10 @@ impl JsonClient {
         body: Option<&Value>,
         idempotent: Idempotent,
     ) -> std::result::Result<(StatusCode, Value), Failure> {
-        let mut rb = self.http.request(method.clone(), url);
+        let mut rb = self
+            .http
+            .request(method.clone(), url)
+            .headers(self.headers.clone());
         match time_left() {
             Some(Duration::ZERO) => {
                 return Err(Failure {
@@ -304,23 +310,20 @@ impl JsonClient {
             Err(e) => return Err(self.unreachable(&e, idempotent)),
         };
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok((status, value));
         }
-        // `{"message"}` (keyward), `{"error": {"message"}}` (Strapi) or
-        // `{"errors": [{"message"}]}` (Directus).
+        // `{"message"}` (keyward, Contentful), `{"error": {"message"}}` (Strapi),
+        // `{"errors": [{"message"}]}` (Directus) or `{"data": [{"attributes": {"code"}}]}`
+        // (DatoCMS).
         let message = value
             .get("message")
             .or_else(|| value.pointer("/error/message"))
             .or_else(|| value.pointer("/errors/0/message"))
+            .or_else(|| value.pointer("/data/0/attributes/code"))
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(300).collect());
@@ -390,6 +393,22 @@ struct Failure {
     error: ProviderError,
     retry: bool,
     retry_after: Option<Duration>,
+}
+
+/// How long the CMS asks to wait before a retry, in seconds: the standard `Retry-After`, or
+/// the reset header of CMSes that send their own (DatoCMS's `X-RateLimit-Reset`, Contentful's
+/// `X-Contentful-RateLimit-Reset`).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    [
+        reqwest::header::RETRY_AFTER.as_str(),
+        "x-ratelimit-reset",
+        "x-contentful-ratelimit-reset",
+    ]
+    .into_iter()
+    .find_map(|name| headers.get(name))
+    .and_then(|v| v.to_str().ok())
+    .and_then(|v| v.trim().parse::<u64>().ok())
+    .map(Duration::from_secs)
 }
 
 fn describe(e: &reqwest::Error) -> String {
