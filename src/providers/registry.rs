@@ -3,6 +3,7 @@
 //! the validator, the engine or the operator.
 
 use super::console::{ConsoleKeys, Vendor};
+use super::datocms::DatoCms;
 use super::directus::Directus;
 use super::reference::ReferenceCms;
 use super::strapi::Strapi;
@@ -34,6 +35,8 @@ pub enum ProviderKind {
     Strapi,
     /// Directus users with static tokens, each with a policy of its own.
     Directus,
+    /// DatoCMS API tokens, each with a role of its own.
+    Datocms,
     /// microCMS: keys made in its console, tracked only (checked by value).
     Microcms,
     /// Kontent.ai: keys made in its console, tracked only (checked by value).
@@ -42,10 +45,11 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// Every provider, for parsing and messages.
-    pub const ALL: [ProviderKind; 5] = [
+    pub const ALL: [ProviderKind; 6] = [
         Self::Keyward,
         Self::Strapi,
         Self::Directus,
+        Self::Datocms,
         Self::Microcms,
         Self::Kontent,
     ];
@@ -55,6 +59,7 @@ impl ProviderKind {
             Self::Keyward => "keyward",
             Self::Strapi => "strapi",
             Self::Directus => "directus",
+            Self::Datocms => "datocms",
             Self::Microcms => "microcms",
             Self::Kontent => "kontent",
         }
@@ -88,6 +93,7 @@ impl ProviderKind {
             Self::Keyward => "reference CMS",
             Self::Strapi => "Strapi",
             Self::Directus => "Directus",
+            Self::Datocms => "DatoCMS",
             Self::Microcms => "microCMS",
             Self::Kontent => "Kontent.ai",
         }
@@ -100,6 +106,7 @@ impl ProviderKind {
             Self::Keyward => &KEYWARD,
             Self::Strapi => &super::strapi::capabilities::CAPABILITIES,
             Self::Directus => &super::directus::capabilities::CAPABILITIES,
+            Self::Datocms => &super::datocms::capabilities::CAPABILITIES,
             Self::Microcms => &super::console::MICROCMS,
             Self::Kontent => &super::console::KONTENT,
         }
@@ -135,6 +142,13 @@ impl ProviderKind {
             }
             Self::Directus => {
                 let mut p = Directus::new(endpoint, credential)?;
+                if let Some(ca) = ca_pem {
+                    p.trust(ca)?;
+                }
+                Box::new(p)
+            }
+            Self::Datocms => {
+                let mut p = DatoCms::new(endpoint, credential)?;
                 if let Some(ca) = ca_pem {
                     p.trust(ca)?;
                 }
