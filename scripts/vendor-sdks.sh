@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The official content-API clients of the CMSes whose keys are made in their consoles, from npm:
-# tests/console_keys.rs runs them against keyward's stand-in to check that the stand-in answers
-# what the vendor's own client sends and reads, and that keyward's requests are the client's.
+# The vendors' own packages, from npm, that keyward's stand-ins are checked against:
+# - the content-API clients of the CMSes whose keys are made in their consoles:
+#   tests/console_keys.rs runs them against the stand-in to check that it answers what the
+#   vendor's own client sends and reads, and that keyward's requests are the client's;
+# - DatoCMS's management client (its resources.json and RawApiTypes.ts) and TypeScript:
+#   tests/datocms.rs checks every exchange with the DatoCMS stand-in against them.
 #
-#   scripts/vendor-sdks.sh install           npm-install microcms-js-sdk and
-#                                            @kontent-ai/delivery-sdk once into the tool cache;
+#   scripts/vendor-sdks.sh install           npm-install the packages once into the tool cache;
 #                                            print the dir
 #   scripts/vendor-sdks.sh run SCRIPT ARGS   run SCRIPT with Node 22 (scripts/directus.sh node),
 #                                            the clients on its NODE_PATH
 #
 # Pins: microcms-js-sdk 3.5.1; @kontent-ai/delivery-sdk 16.4.3 (the newest whose pinned
-# @kontent-ai/core-sdk the registry here has).
+# @kontent-ai/core-sdk the registry here has); @datocms/cma-client 5.8.1; typescript 5.9.3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools=${KEYWARD_TOOLS:-$HOME/.cache/keyward-tools}
-dir="$tools/vendor-sdks-1"
+dir="$tools/vendor-sdks-2"
 
 install() {
   mkdir -p "$tools"
@@ -28,10 +30,15 @@ install() {
   "name": "keyward-vendor-sdks",
   "private": true,
   "version": "0.0.0",
-  "dependencies": { "microcms-js-sdk": "3.5.1", "@kontent-ai/delivery-sdk": "16.4.3" }
+  "dependencies": {
+    "microcms-js-sdk": "3.5.1",
+    "@kontent-ai/delivery-sdk": "16.4.3",
+    "@datocms/cma-client": "5.8.1",
+    "typescript": "5.9.3"
+  }
 }
 JSON
-    echo "installing the microCMS and Kontent.ai clients into $dir (once)" >&2
+    echo "installing the vendors' packages into $dir (once)" >&2
     (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >&2)
     touch "$dir/.installed"
   fi
@@ -48,5 +55,5 @@ case "${1:-}" in
     shift
     NODE_PATH="$dir/node_modules" exec "$node" "$@"
     ;;
-  *) sed -n '2,12p' "$0" >&2; exit 64 ;;
+  *) sed -n '2,16p' "$0" >&2; exit 64 ;;
 esac

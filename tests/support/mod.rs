@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod console_cms;
+pub mod datocms;
 pub mod directus;
 pub mod kube_emulator;
 pub mod kube_rbac;
