@@ -618,6 +618,9 @@ impl Role {
                 })
                 .map(|f| format!("the role has {f}")),
         );
+        if a.get("environments_access").and_then(Value::as_str) != Some("all") {
+            notes.push("the role's environments access is not 'all'".into());
+        }
         let inherits = v
             .pointer("/relationships/inherits_permissions_from/data")
             .and_then(Value::as_array)
@@ -647,6 +650,22 @@ impl Role {
                 .is_some_and(|rest| rest.starts_with(ROLE_MARK)),
             None => self.name.contains(ROLE_MARK),
         }
+    }
+
+    /// Whether the role is `name` with exactly the entries of `g` and nothing else.
+    pub fn holds(&self, name: &str, g: &Grants) -> bool {
+        let sorted = |v: &[Result<Entry, String>]| -> Option<Vec<Entry>> {
+            let mut out: Vec<Entry> = v.iter().cloned().collect::<Result<_, _>>().ok()?;
+            out.sort();
+            Some(out)
+        };
+        let mut want = (g.positive.clone(), g.negative.clone());
+        want.0.sort();
+        want.1.sort();
+        self.name == name
+            && self.notes.is_empty()
+            && sorted(&self.positive) == Some(want.0)
+            && sorted(&self.negative) == Some(want.1)
     }
 
     /// The key's description from the role's name, if the role is the key's.

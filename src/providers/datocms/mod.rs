@@ -226,31 +226,13 @@ impl DatoCms {
         let g = mapping::encode(spec, &catalog)?;
         let mut token = self.token(id).await?;
         let stamps = stamps.unwrap_or_else(|| Self::stamps(&token));
-        let mut role = self.role_of(&token).await?.filter(|r| r.is_keywards(None));
-        let attrs = mapping::role_attributes(&mapping::role_name(spec), &g);
-        let written = match &role {
-            Some(r) => {
-                let body = resource("role", Some(&r.id), attrs, None);
-                self.call(
-                    Method::PUT,
-                    &format!("/roles/{}", segment(&r.id)),
-                    Some(&body),
-                )
-                .await?
-            }
-            None => {
-                self.call(
-                    Method::POST,
-                    "/roles",
-                    Some(&resource("role", None, attrs, None)),
-                )
-                .await?
-            }
+        let role_name = mapping::role_name(spec);
+        let role = match self.role_of(&token).await?.filter(|r| r.is_keywards(None)) {
+            Some(r) if r.holds(&role_name, &g) => r,
+            found => self.write_role(found.as_ref(), &role_name, &g).await?,
         };
-        let r = Role::parse(written.get("data").unwrap_or(&Value::Null))
-            .map_err(|e| self.decode_err(e))?;
         let name = mapping::token_name(spec, stamps);
-        let wanted = (Some(&r.id), g.cda, g.cda_preview, g.cma);
+        let wanted = (Some(&role.id), g.cda, g.cda_preview, g.cma);
         if token.name != name
             || (token.role.as_ref(), token.cda, token.cda_preview, token.cma) != wanted
         {
@@ -258,20 +240,36 @@ impl DatoCms {
                 "access_token",
                 Some(id),
                 token_attributes(&name, &g),
-                Some(role_link(&r.id)),
+                Some(role_link(&role.id)),
             );
-            let v = self
-                .call(
-                    Method::PUT,
-                    &format!("/access_tokens/{}", segment(id)),
-                    Some(&body),
-                )
-                .await?;
+            let path = format!("/access_tokens/{}", segment(id));
+            let v = self.call(Method::PUT, &path, Some(&body)).await?;
             token = Token::parse(v.get("data").unwrap_or(&Value::Null))
                 .map_err(|e| self.decode_err(e))?;
         }
-        role = Some(r);
-        self.live(&token, role.as_ref(), &catalog)
+        self.live(&token, Some(&role), &catalog)
+    }
+
+    /// Puts back keyward's role `found` as `name` with the entries of `g`, or makes one.
+    async fn write_role(
+        &self,
+        found: Option<&Role>,
+        name: &str,
+        g: &mapping::Grants,
+    ) -> Result<Role> {
+        let attrs = mapping::role_attributes(name, g);
+        let v = match found {
+            Some(r) => {
+                let body = resource("role", Some(&r.id), attrs, None);
+                let path = format!("/roles/{}", segment(&r.id));
+                self.call(Method::PUT, &path, Some(&body)).await?
+            }
+            None => {
+                let body = resource("role", None, attrs, None);
+                self.call(Method::POST, "/roles", Some(&body)).await?
+            }
+        };
+        Role::parse(v.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))
     }
 }
 
@@ -339,16 +337,7 @@ impl CmsProvider for DatoCms {
     async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
         let catalog = self.catalog().await?;
         let g = mapping::encode(spec, &catalog)?;
-        let attrs = mapping::role_attributes(&mapping::role_name(spec), &g);
-        let v = self
-            .call(
-                Method::POST,
-                "/roles",
-                Some(&resource("role", None, attrs, None)),
-            )
-            .await?;
-        let role =
-            Role::parse(v.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))?;
+        let role = self.write_role(None, &mapping::role_name(spec), &g).await?;
         let stamps = Stamps {
             created: Timestamp::now(),
             issued: None,
