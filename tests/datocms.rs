@@ -414,6 +414,24 @@ async fn what_datocms_cannot_hold_is_refused_by_field_before_any_write() {
         let said = err.to_string();
         assert!(said.contains("spec.keys[0].") && said.contains(field), "{key}: {said}");
     }
+    // Examples 01, 04, 05 and 06 declare what DatoCMS cannot hold (expiry, overlap,
+    // management keys, CORS and public endpoints).
+    for ex in [
+        "01-read-only-with-contact-form",
+        "04-preview-one-environment",
+        "05-management-for-migrations",
+        "06-public-scoped-keys-with-cors",
+    ] {
+        let said = run(&s, &[&examples().join(ex)], w, Mode::Plan)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{ex}: accepted"))
+            .to_string();
+        assert!(
+            said.contains("the datocms provider cannot express this"),
+            "{ex}: {said}"
+        );
+    }
     let cors = manifest(w, "cors.yaml", "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyPolicy\nmetadata: {name: app, namespace: team}\nspec:\n  cors: {origins: ['https://shop.example']}\n  keys: []\n");
     let said = run(&s, &[&cors], w, Mode::Apply)
         .await
@@ -537,5 +555,46 @@ async fn the_operator_manages_datocms_keys() {
     .await;
     let left: Vec<String> = s.tokens().into_keys().collect();
     assert_eq!(left, FOREIGN);
+    matches_the_vendors_description(&s.exchanges());
+}
+
+/// `scripts/live-check.sh datocms`, the check a user runs against their own account, against
+/// the stand-in: the throwaway key answers 200, then 401 once removed, and nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_check_script_passes_against_the_stand_in() {
+    let s = DatoCmsStandIn::start().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/live-check.sh");
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("datocms")
+            .env("DATOCMS_API_TOKEN", ADMIN)
+            .env("DATOCMS_CMA_URL", &url)
+            .env("DATOCMS_CDA_URL", format!("{url}/graphql"))
+            .env("DATOCMS_MODEL", "articles")
+            .env("KEYWARD_BIN", env!("CARGO_BIN_EXE_keyward"))
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    for line in [
+        "the new key answers 200",
+        "a second plan has nothing to do",
+        "the removed key answers 401",
+        "datocms OK",
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    assert!(!said.contains("dato-"), "no value shown: {said}");
+    let left: Vec<String> = s.tokens().into_keys().collect();
+    assert_eq!(left, FOREIGN, "nothing left behind");
     matches_the_vendors_description(&s.exchanges());
 }

@@ -9,8 +9,8 @@
 //! - Errors are DatoCMS's `{"data": [{"type": "api_error", "attributes": {"code", ...}}]}`:
 //!   401, 404, 422 (`INVALID_FIELD`: a role name taken, an attribute the schema does not have;
 //!   `NON_EDITABLE_ACCESS_TOKEN`), and 429 with `X-RateLimit-Reset` on demand.
-//! - Content: `POST /graphql` reads a model (`{ allArticles { id } }`) as the Content Delivery
-//!   API would, with `X-Environment` and `X-Include-Drafts`; `POST /items`, `PUT` and `DELETE
+//! - Content: `POST /graphql` reads a model (`{ allArticles { id } }`), or the project
+//!   (`{ _site { locales } }`), as the Content Delivery API would, with `X-Environment` and `X-Include-Drafts`; `POST /items`, `PUT` and `DELETE
 //!   /items/{id}` write as the Content Management API would. A token may when its flags allow
 //!   the API and its role's entries allow the action on that model in that environment.
 
@@ -340,6 +340,23 @@ async fn graphql(State(cms): State<DatoCmsStandIn>, headers: HeaderMap, body: By
         .to_owned();
     let drafts = headers.get("x-include-drafts").is_some_and(|v| v == "true");
     let i = cms.inner.lock().unwrap();
+    if q.contains("_site") {
+        // The project itself: any token with access to the API may read it.
+        let key = bearer(&headers);
+        return match i.tokens.values().find(|t| t.value == key) {
+            None => error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_AUTHORIZATION_HEADER",
+                json!({}),
+            ),
+            Some(t) if t.cda => (
+                StatusCode::OK,
+                axum::Json(json!({"data": {"_site": {"locales": ["en"]}}})),
+            )
+                .into_response(),
+            Some(_) => error(StatusCode::FORBIDDEN, "INSUFFICIENT_PERMISSIONS", json!({})),
+        };
+    }
     let Some((id, _)) = MODELS.iter().find(|(_, api)| *api == model) else {
         return error(
             StatusCode::BAD_REQUEST,
