@@ -232,6 +232,33 @@ impl JsonClient {
         body: Option<&Value>,
         idempotent: Idempotent,
     ) -> Result<(StatusCode, Value)> {
+        self.send(token, method, path, body, idempotent, None).await
+    }
+
+    /// Sends a call with the client's own token and `extra` headers for this call only
+    /// (Contentful's `X-Contentful-Version`, say).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+        extra: &reqwest::header::HeaderMap,
+    ) -> Result<(StatusCode, Value)> {
+        let token = secrecy::ExposeSecret::expose_secret(&self.token);
+        self.send(token, method, path, body, idempotent, Some(extra))
+            .await
+    }
+
+    async fn send(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+        extra: Option<&reqwest::header::HeaderMap>,
+    ) -> Result<(StatusCode, Value)> {
         if method == Method::GET {
             self.stats.read();
         } else {
@@ -245,7 +272,7 @@ impl JsonClient {
             .with_total_delay(self.retry.budget)
             .with_jitter();
         let retries = std::sync::atomic::AtomicU32::new(0);
-        (|| self.attempt(token, &method, &url, body, idempotent))
+        (|| self.attempt(token, &method, &url, body, idempotent, extra))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|f: &Failure| f.retry)
@@ -277,11 +304,15 @@ impl JsonClient {
         url: &str,
         body: Option<&Value>,
         idempotent: Idempotent,
+        extra: Option<&reqwest::header::HeaderMap>,
     ) -> std::result::Result<(StatusCode, Value), Failure> {
         let mut rb = self
             .http
             .request(method.clone(), url)
             .headers(self.headers.clone());
+        if let Some(h) = extra {
+            rb = rb.headers(h.clone());
+        }
         match time_left() {
             Some(Duration::ZERO) => {
                 return Err(Failure {

@@ -19,12 +19,14 @@ pub struct Stamps {
     pub issued: Option<Timestamp>,
 }
 
-/// What a tag says: the key's labels, its type and (where kept) its stamps.
+/// What a tag says: the key's labels, its type, (where kept) its stamps, and a provider's own
+/// fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tag {
     pub labels: BTreeMap<String, String>,
     pub key_type: KeyType,
     pub stamps: Option<Stamps>,
+    pub other: BTreeMap<String, String>,
 }
 
 fn stamp(t: Timestamp) -> String {
@@ -33,6 +35,11 @@ fn stamp(t: Timestamp) -> String {
 
 /// The tag of `spec`'s labels and type, with `stamps` where the CMS keeps no times.
 pub fn compose(spec: &KeySpec, stamps: Option<Stamps>) -> String {
+    compose_with(spec, stamps, &[])
+}
+
+/// `compose` with a provider's own `name=value` fields after the others.
+pub fn compose_with(spec: &KeySpec, stamps: Option<Stamps>, extra: &[(&str, &str)]) -> String {
     let mut parts = Vec::new();
     for (name, label) in [
         ("policy", LABEL_POLICY),
@@ -52,6 +59,7 @@ pub fn compose(spec: &KeySpec, stamps: Option<Stamps>) -> String {
             parts.push(format!("issued={}", stamp(at)));
         }
     }
+    parts.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
     format!("{TAG_OPEN}{}]", parts.join(" "))
 }
 
@@ -65,6 +73,7 @@ pub fn parse(text: &str) -> Option<Tag> {
         labels: BTreeMap::new(),
         key_type: KeyType::Service,
         stamps: None,
+        other: BTreeMap::new(),
     };
     let (mut created, mut issued) = (None, None);
     for part in body.split_whitespace() {
@@ -84,7 +93,11 @@ pub fn parse(text: &str) -> Option<Tag> {
                 issued = v.parse::<Timestamp>().ok();
                 None
             }
-            _ => None,
+            Some((k, v)) => {
+                tag.other.insert(k.to_owned(), v.to_owned());
+                None
+            }
+            None => None,
         };
         if let Some((name, v)) = label {
             tag.labels.insert(name.to_owned(), v.to_owned());
