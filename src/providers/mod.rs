@@ -1,6 +1,7 @@
 //! CMS providers: one trait, one adapter per CMS. The engine and the operator only see the trait.
 
 pub mod console;
+pub mod contentful;
 pub mod datocms;
 pub mod directus;
 pub mod http;

@@ -3,6 +3,7 @@
 //! the validator, the engine or the operator.
 
 use super::console::{ConsoleKeys, Vendor};
+use super::contentful::Contentful;
 use super::datocms::DatoCms;
 use super::directus::Directus;
 use super::reference::ReferenceCms;
@@ -37,6 +38,8 @@ pub enum ProviderKind {
     Directus,
     /// DatoCMS API tokens, each with a role of its own.
     Datocms,
+    /// Contentful Delivery API keys of one space.
+    Contentful,
     /// microCMS: keys made in its console, tracked only (checked by value).
     Microcms,
     /// Kontent.ai: keys made in its console, tracked only (checked by value).
@@ -45,11 +48,12 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// Every provider, for parsing and messages.
-    pub const ALL: [ProviderKind; 6] = [
+    pub const ALL: [ProviderKind; 7] = [
         Self::Keyward,
         Self::Strapi,
         Self::Directus,
         Self::Datocms,
+        Self::Contentful,
         Self::Microcms,
         Self::Kontent,
     ];
@@ -60,6 +64,7 @@ impl ProviderKind {
             Self::Strapi => "strapi",
             Self::Directus => "directus",
             Self::Datocms => "datocms",
+            Self::Contentful => "contentful",
             Self::Microcms => "microcms",
             Self::Kontent => "kontent",
         }
@@ -94,6 +99,7 @@ impl ProviderKind {
             Self::Strapi => "Strapi",
             Self::Directus => "Directus",
             Self::Datocms => "DatoCMS",
+            Self::Contentful => "Contentful",
             Self::Microcms => "microCMS",
             Self::Kontent => "Kontent.ai",
         }
@@ -107,6 +113,7 @@ impl ProviderKind {
             Self::Strapi => &super::strapi::capabilities::CAPABILITIES,
             Self::Directus => &super::directus::capabilities::CAPABILITIES,
             Self::Datocms => &super::datocms::capabilities::CAPABILITIES,
+            Self::Contentful => &super::contentful::capabilities::CAPABILITIES,
             Self::Microcms => &super::console::MICROCMS,
             Self::Kontent => &super::console::KONTENT,
         }
@@ -149,6 +156,13 @@ impl ProviderKind {
             }
             Self::Datocms => {
                 let mut p = DatoCms::new(endpoint, credential)?;
+                if let Some(ca) = ca_pem {
+                    p.trust(ca)?;
+                }
+                Box::new(p)
+            }
+            Self::Contentful => {
+                let mut p = Contentful::new(endpoint, credential)?;
                 if let Some(ca) = ca_pem {
                     p.trust(ca)?;
                 }
