@@ -3,8 +3,9 @@
 # - the content-API clients of the CMSes whose keys are made in their consoles:
 #   tests/console_keys.rs runs them against the stand-in to check that it answers what the
 #   vendor's own client sends and reads, and that keyward's requests are the client's;
-# - DatoCMS's management client (its resources.json and RawApiTypes.ts) and TypeScript:
-#   tests/datocms.rs checks every exchange with the DatoCMS stand-in against them.
+# - DatoCMS's and Contentful's management clients (DatoCMS's resources.json and RawApiTypes,
+#   Contentful's entity types) and TypeScript: tests/datocms.rs and tests/contentful.rs check
+#   every exchange with the stand-ins against them.
 #
 #   scripts/vendor-sdks.sh install           npm-install the packages once into the tool cache;
 #                                            print the dir
@@ -12,11 +13,11 @@
 #                                            the clients on its NODE_PATH
 #
 # Pins: microcms-js-sdk 3.5.1; @kontent-ai/delivery-sdk 16.4.3 (the newest whose pinned
-# @kontent-ai/core-sdk the registry here has); @datocms/cma-client 5.8.1; typescript 5.9.3.
+# @kontent-ai/core-sdk the registry here has); @datocms/cma-client 5.8.1; contentful-management 12.18.0; typescript 5.9.3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools=${KEYWARD_TOOLS:-$HOME/.cache/keyward-tools}
-dir="$tools/vendor-sdks-2"
+dir="$tools/vendor-sdks-3"
 
 install() {
   mkdir -p "$tools"
@@ -34,6 +35,7 @@ install() {
     "microcms-js-sdk": "3.5.1",
     "@kontent-ai/delivery-sdk": "16.4.3",
     "@datocms/cma-client": "5.8.1",
+    "contentful-management": "12.18.0",
     "typescript": "5.9.3"
   }
 }

@@ -16,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use support::datocms::{DatoCmsStandIn, Exchange, ADMIN};
+use support::vendor_types::{self, vendor_dir};
 use support::{
     apply_twice, check_access, example_for, examples, manifest, plan_changes_without_writes,
     planned, run, value, Answers, EXAMPLES_ACCESS,
@@ -30,21 +31,6 @@ fn datocms_example(dir: &Path, s: &DatoCmsStandIn) -> PathBuf {
         "https://site-api.datocms.com",
         &s.url,
     )
-}
-
-/// Where `scripts/vendor-sdks.sh` installed the vendors' packages.
-fn vendor_dir() -> PathBuf {
-    let out = std::process::Command::new("bash")
-        .arg(support::node_app::script("vendor-sdks"))
-        .arg("install")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// An endpoint of DatoCMS's description: method, URL template segments (`${...}` stands for
@@ -95,6 +81,7 @@ fn endpoints(package: &Path) -> Vec<Endpoint> {
 /// type and each successful answer of its response type (checked by `tsc --strict`: a missing
 /// field, a field the type does not have, or a wrong value fails).
 fn matches_the_vendors_description(exchanges: &[Exchange]) {
+    assert!(!exchanges.is_empty(), "no exchange to check");
     if let Some(errors) = type_errors(exchanges) {
         panic!("the exchanges do not match DatoCMS's types:\n{errors}");
     }
@@ -103,63 +90,37 @@ fn matches_the_vendors_description(exchanges: &[Exchange]) {
 /// What `tsc` says of the exchanges typed as DatoCMS's request and answer types; `None`: they
 /// match.
 fn type_errors(exchanges: &[Exchange]) -> Option<String> {
-    assert!(!exchanges.is_empty());
-    let vendor = vendor_dir();
-    let package = vendor.join("node_modules/@datocms/cma-client");
+    let package = vendor_dir().join("node_modules/@datocms/cma-client");
     let endpoints = endpoints(&package);
-    let mut ts = format!(
-        "import type * as T from '{}';\n",
-        package.join("dist/types/generated/RawApiTypes").display()
-    );
-    for (n, x) in exchanges.iter().enumerate() {
+    let mut values = Vec::new();
+    for x in exchanges {
         let path = x.path.split('?').next().unwrap();
         let e = endpoints
             .iter()
             .find(|e| e.matches(&x.method, path))
             .unwrap_or_else(|| panic!("{} {path} is not a call DatoCMS describes", x.method));
+        let what = format!("{} {path}", x.method);
         if let Some(body) = &x.request {
             let t = e
                 .request
                 .as_ref()
-                .unwrap_or_else(|| panic!("{} {path} takes no body, and was sent one", x.method));
-            ts.push_str(&format!(
-                "// {} {path}\nexport const request{n}: T.{t} = {body};\n",
-                x.method
-            ));
+                .unwrap_or_else(|| panic!("{what} takes no body, and was sent one"));
+            values.push((format!("{what} request"), format!("T.{t}"), body.clone()));
         }
         if (200..300).contains(&x.status) {
             let t = e.response.as_ref().unwrap();
-            ts.push_str(&format!(
-                "export const answer{n}: T.{t} = {};\n",
-                x.response
+            values.push((
+                format!("{what} answer"),
+                format!("T.{t}"),
+                x.response.clone(),
             ));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("exchanges.ts");
-    std::fs::write(&file, &ts).unwrap();
-    let tsc = vendor.join("node_modules/typescript/bin/tsc");
-    let out = std::process::Command::new("bash")
-        .arg(support::node_app::script("vendor-sdks"))
-        .arg("run")
-        .arg(tsc)
-        .args([
-            "--noEmit",
-            "--strict",
-            "--skipLibCheck",
-            "--target",
-            "es2020",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    (!out.status.success()).then(|| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let import = format!(
+        "import type * as T from '{}';",
+        package.join("dist/types/generated/RawApiTypes").display()
+    );
+    vendor_types::type_errors(&import, &values)
 }
 
 /// A read of model `api` through the Content Delivery API with `key`, in `environment`, with

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod console_cms;
+pub mod contentful;
 pub mod datocms;
 pub mod directus;
 pub mod kube_emulator;
@@ -14,6 +15,7 @@ pub mod proxy;
 pub mod sinks;
 pub mod strapi;
 pub mod tls;
+pub mod vendor_types;
 
 use keyward::cms::Rate;
 use keyward::cms::{self, AdminToken, CmsConfig, RunningCms};
