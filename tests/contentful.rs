@@ -427,3 +427,46 @@ async fn the_operator_manages_contentful_keys() {
     assert_eq!(left, FOREIGN);
     matches_the_vendors_types(&s.exchanges());
 }
+
+/// `scripts/live-check.sh contentful`, the check a user runs against their own space, against
+/// the stand-in (new keys answer after a second): the throwaway key answers 200, then 401 once
+/// removed, and nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_check_script_passes_against_the_stand_in() {
+    let s = ContentfulStandIn::start().await;
+    s.propagation(Duration::from_secs(1));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/live-check.sh");
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("contentful")
+            .env("CONTENTFUL_MANAGEMENT_TOKEN", ADMIN)
+            .env("CONTENTFUL_SPACE_ID", SPACE)
+            .env("CONTENTFUL_CMA_URL", &url)
+            .env("CONTENTFUL_CDA_URL", &url)
+            .env("KEYWARD_BIN", env!("CARGO_BIN_EXE_keyward"))
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    for line in [
+        "the new key answers 200",
+        "a second plan has nothing to do",
+        "the removed key answers 401",
+        "contentful OK",
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    assert!(!said.contains("cf-"), "no value shown: {said}");
+    let left: Vec<String> = s.keys().into_keys().collect();
+    assert_eq!(left, FOREIGN, "nothing left behind");
+    matches_the_vendors_types(&s.exchanges());
+}
