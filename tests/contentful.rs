@@ -328,26 +328,10 @@ async fn the_cli_plans_and_applies_through_the_binary() {
     let s = ContentfulStandIn::start().await;
     let out = tempfile::tempdir().unwrap();
     let site = contentful_example(out.path(), &s);
+    let site = site.to_str().unwrap();
     let cli = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(args)
-            .arg("-f")
-            .arg(&site)
-            .env("KEYWARD_CMS_URL", &s.endpoint)
-            .env("KEYWARD_CMS_TOKEN", ADMIN)
-            .env("KEYWARD_CMS_PROVIDER", "contentful")
-            .env_remove("KEYWARD_CONFIG")
-            // Everything logged, to check that no key value is among it.
-            .env("KEYWARD_LOG", "debug")
-            .current_dir(out.path())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.code(), text)
+        let (code, said) = support::cli_on(&s, out.path(), &[args, &["-f", site]].concat());
+        (Some(code), said)
     };
     let (code, plan) = cli(&["plan", "--secrets-dir", "out"]);
     assert_eq!(code, Some(2), "changes pending: {plan}");
@@ -469,4 +453,31 @@ async fn the_live_check_script_passes_against_the_stand_in() {
     let left: Vec<String> = s.keys().into_keys().collect();
     assert_eq!(left, FOREIGN, "nothing left behind");
     matches_the_vendors_types(&s.exchanges());
+}
+
+/// An id of `..` (an edited Secret annotation, a hostile answer) would reach the space itself:
+/// no call is sent with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dot_segment_id_is_never_sent() {
+    use keyward::providers::contentful::Contentful;
+    use keyward::providers::{CmsProvider, ProviderError};
+    let s = ContentfulStandIn::start().await;
+    let p = Contentful::new(&s.endpoint, ADMIN).unwrap();
+    for id in ["..", "."] {
+        let got = p.revoke_key(id).await;
+        assert!(
+            matches!(got, Err(ProviderError::Config { .. })),
+            "{id}: {got:?}"
+        );
+        let got = p.update_key(id, &Default::default()).await;
+        assert!(got.is_err(), "{id}");
+    }
+    assert!(
+        s.exchanges().iter().all(|x| !x.path.contains("api_keys/")),
+        "{:?}",
+        s.exchanges()
+            .iter()
+            .map(|x| x.path.clone())
+            .collect::<Vec<_>>()
+    );
 }

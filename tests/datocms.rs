@@ -420,26 +420,10 @@ async fn the_cli_plans_and_applies_through_the_binary() {
     let s = DatoCmsStandIn::start().await;
     let out = tempfile::tempdir().unwrap();
     let site = datocms_example(out.path(), &s);
+    let site = site.to_str().unwrap();
     let cli = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(args)
-            .arg("-f")
-            .arg(&site)
-            .env("KEYWARD_CMS_URL", &s.url)
-            .env("KEYWARD_CMS_TOKEN", ADMIN)
-            .env("KEYWARD_CMS_PROVIDER", "datocms")
-            .env_remove("KEYWARD_CONFIG")
-            // Everything logged, to check that no key value is among it.
-            .env("KEYWARD_LOG", "debug")
-            .current_dir(out.path())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.code(), text)
+        let (code, said) = support::cli_on(&s, out.path(), &[args, &["-f", site]].concat());
+        (Some(code), said)
     };
     let (code, plan) = cli(&["plan", "--secrets-dir", "out"]);
     assert_eq!(code, Some(2), "changes pending: {plan}");

@@ -259,6 +259,19 @@ impl JsonClient {
         idempotent: Idempotent,
         extra: Option<&reqwest::header::HeaderMap>,
     ) -> Result<(StatusCode, Value)> {
+        // An id of `..` (from a CMS's answer or an edited annotation) would reach another
+        // resource: percent-encoding cannot stop it (URLs treat `%2e%2e` as `..` too).
+        let segments = path.split(['?', '#']).next().unwrap_or_default().split('/');
+        if segments
+            .map(str::to_ascii_lowercase)
+            .any(|s| matches!(s.as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."))
+        {
+            return Err(ProviderError::Config {
+                reason:
+                    "a path with a '.' or '..' segment is never sent (an id of a key cannot be one)"
+                        .into(),
+            });
+        }
         if method == Method::GET {
             self.stats.read();
         } else {
@@ -424,6 +437,19 @@ struct Failure {
     error: ProviderError,
     retry: bool,
     retry_after: Option<Duration>,
+}
+
+/// `s` percent-encoded but for the unreserved characters (RFC 3986): a query value, or an id
+/// as a path segment that cannot reach another path.
+pub fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// How long the CMS asks to wait before a retry, in seconds: the standard `Retry-After`, or

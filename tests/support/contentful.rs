@@ -27,15 +27,7 @@ pub const SPACE: &str = "space1";
 /// The space's environments.
 pub const ENVIRONMENTS: [&str; 2] = ["master", "staging"];
 
-/// A management call and its answer, for the checks against the vendor's types.
-#[derive(Clone, Debug)]
-pub struct Exchange {
-    pub method: String,
-    pub path: String,
-    pub request: Option<Value>,
-    pub status: u16,
-    pub response: Value,
-}
+pub use super::vendor_types::Exchange;
 
 #[derive(Clone, Debug)]
 struct Key {

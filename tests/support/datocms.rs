@@ -36,15 +36,7 @@ pub const MODELS: [(&str, &str); 4] = [
     ("m-block", "block"),
 ];
 
-/// A management call and its answer, for the checks against the vendor's description.
-#[derive(Clone, Debug)]
-pub struct Exchange {
-    pub method: String,
-    pub path: String,
-    pub request: Option<Value>,
-    pub status: u16,
-    pub response: Value,
-}
+pub use super::vendor_types::Exchange;
 
 #[derive(Clone, Debug)]
 struct StoredToken {

@@ -312,6 +312,20 @@ pub async fn check_access(target: &impl Target, secrets: &Path, table: &str) {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// The binary with `args` in `dir`, pointed at `target` through the environment, everything
+/// logged (to check that no key value is among it): (exit code, stdout and stderr).
+pub fn cli_on(target: &impl Target, dir: &Path, args: &[&str]) -> (i32, String) {
+    let (provider, url, credential) = target.connection();
+    let env = [
+        ("KEYWARD_CMS_URL", url),
+        ("KEYWARD_CMS_TOKEN", credential.as_str()),
+        ("KEYWARD_CMS_PROVIDER", provider.as_str()),
+        ("KEYWARD_LOG", "debug"),
+    ];
+    let (code, out, err, _) = process::keyward(dir, args, &env);
+    (code, format!("{out}{err}"))
+}
+
 /// One CLI run against `target`.
 pub async fn run(
     target: &impl Target,

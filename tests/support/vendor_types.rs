@@ -5,6 +5,18 @@
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// A call to a stand-in and its answer, as the stand-in recorded it, for the checks against
+/// the vendor's types.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub method: String,
+    /// With its query.
+    pub path: String,
+    pub request: Option<Value>,
+    pub status: u16,
+    pub response: Value,
+}
+
 /// Where `scripts/vendor-sdks.sh` installed the vendors' packages.
 pub fn vendor_dir() -> PathBuf {
     let out = std::process::Command::new("bash")

@@ -11,7 +11,7 @@
 pub(crate) mod capabilities;
 pub(crate) mod mapping;
 
-use super::http::{Idempotent, JsonClient};
+use super::http::{percent_encoded, Idempotent, JsonClient};
 use super::{
     CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
 };
@@ -57,16 +57,6 @@ fn content_bases(endpoint: &str) -> (String, String) {
         None => endpoint.to_owned(),
     };
     (swap("cdn"), swap("preview"))
-}
-
-/// A path segment of an id, percent-encoded so that it cannot reach another path.
-fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Contentful {
@@ -173,7 +163,11 @@ impl Contentful {
     /// One key; `NotFound` when Contentful does not have it.
     async fn key(&self, id: &str) -> Result<ApiKey> {
         match self
-            .call(Method::GET, &format!("/api_keys/{}", segment(id)), None)
+            .call(
+                Method::GET,
+                &format!("/api_keys/{}", percent_encoded(id)),
+                None,
+            )
             .await
         {
             Ok(v) => self.parse(&v),
@@ -193,7 +187,7 @@ impl Contentful {
     /// Replaces key `id` with `body`, at the version Contentful has; a version that changed
     /// in between (409) is read again once.
     async fn put(&self, id: &str, body: &Value) -> Result<ApiKey> {
-        let path = format!("/api_keys/{}", segment(id));
+        let path = format!("/api_keys/{}", percent_encoded(id));
         let mut tries = 0;
         loop {
             let version = self.key(id).await?.version;
@@ -218,7 +212,7 @@ impl Contentful {
                 .pointer("/preview_api_key/sys/id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| self.decode_err("a new key has no preview key"))?;
-            let path = format!("/preview_api_keys/{}", segment(id));
+            let path = format!("/preview_api_keys/{}", percent_encoded(id));
             let (_, v) = self
                 .once
                 .call(Method::GET, &path, None, Idempotent::Yes)
@@ -252,7 +246,7 @@ impl Contentful {
         }
         let path = format!(
             "/environments/{}/content_types?limit=1",
-            segment(environment)
+            percent_encoded(environment)
         );
         let started = Instant::now();
         while started.elapsed() < PROPAGATION {
@@ -410,7 +404,11 @@ impl CmsProvider for Contentful {
             });
         }
         match self
-            .call(Method::DELETE, &format!("/api_keys/{}", segment(id)), None)
+            .call(
+                Method::DELETE,
+                &format!("/api_keys/{}", percent_encoded(id)),
+                None,
+            )
             .await
         {
             Ok(_) | Err(ProviderError::Rejected { status: 404, .. }) => Ok(()),

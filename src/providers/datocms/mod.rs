@@ -9,7 +9,7 @@
 pub(crate) mod capabilities;
 pub(crate) mod mapping;
 
-use super::http::{Idempotent, JsonClient};
+use super::http::{percent_encoded, Idempotent, JsonClient};
 use super::ownership_tag::Stamps;
 use super::{
     CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
@@ -172,7 +172,7 @@ impl DatoCms {
 
     /// One token; `NotFound` when DatoCMS does not have it.
     async fn token(&self, id: &str) -> Result<Token> {
-        let path = format!("/access_tokens/{}", segment(id));
+        let path = format!("/access_tokens/{}", percent_encoded(id));
         match self.call(Method::GET, &path, None).await {
             Ok(v) => {
                 Token::parse(v.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))
@@ -190,7 +190,11 @@ impl DatoCms {
             return Ok(None);
         };
         match self
-            .call(Method::GET, &format!("/roles/{}", segment(id)), None)
+            .call(
+                Method::GET,
+                &format!("/roles/{}", percent_encoded(id)),
+                None,
+            )
             .await
         {
             Ok(v) => Role::parse(v.get("data").unwrap_or(&Value::Null))
@@ -242,7 +246,7 @@ impl DatoCms {
                 token_attributes(&name, &g),
                 Some(role_link(&role.id)),
             );
-            let path = format!("/access_tokens/{}", segment(id));
+            let path = format!("/access_tokens/{}", percent_encoded(id));
             let v = self.call(Method::PUT, &path, Some(&body)).await?;
             token = Token::parse(v.get("data").unwrap_or(&Value::Null))
                 .map_err(|e| self.decode_err(e))?;
@@ -261,7 +265,7 @@ impl DatoCms {
         let v = match found {
             Some(r) => {
                 let body = resource("role", Some(&r.id), attrs, None);
-                let path = format!("/roles/{}", segment(&r.id));
+                let path = format!("/roles/{}", percent_encoded(&r.id));
                 self.call(Method::PUT, &path, Some(&body)).await?
             }
             None => {
@@ -271,17 +275,6 @@ impl DatoCms {
         };
         Role::parse(v.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))
     }
-}
-
-/// A path segment of an id (DatoCMS ids are letters, digits, `-` and `_`; anything else is
-/// percent-encoded so that it cannot reach another path).
-fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -359,7 +352,7 @@ impl CmsProvider for DatoCms {
                 let _ = self
                     .call(
                         Method::DELETE,
-                        &format!("/roles/{}", segment(&role.id)),
+                        &format!("/roles/{}", percent_encoded(&role.id)),
                         None,
                     )
                     .await;
@@ -430,7 +423,7 @@ impl CmsProvider for DatoCms {
         let v = self
             .call(
                 Method::PUT,
-                &format!("/access_tokens/{}", segment(id)),
+                &format!("/access_tokens/{}", percent_encoded(id)),
                 Some(&body),
             )
             .await?;
@@ -438,7 +431,7 @@ impl CmsProvider for DatoCms {
             Token::parse(v.get("data").unwrap_or(&Value::Null)).map_err(|e| self.decode_err(e))?;
         let value = self
             .call_once(
-                &format!("/access_tokens/{}/regenerate_token", segment(id)),
+                &format!("/access_tokens/{}/regenerate_token", percent_encoded(id)),
                 None,
             )
             .await?;
@@ -462,7 +455,7 @@ impl CmsProvider for DatoCms {
         match self
             .call(
                 Method::DELETE,
-                &format!("/access_tokens/{}", segment(id)),
+                &format!("/access_tokens/{}", percent_encoded(id)),
                 None,
             )
             .await
@@ -472,7 +465,11 @@ impl CmsProvider for DatoCms {
         }
         if let Some(r) = role.filter(|r| r.is_keywards(None)) {
             match self
-                .call(Method::DELETE, &format!("/roles/{}", segment(&r.id)), None)
+                .call(
+                    Method::DELETE,
+                    &format!("/roles/{}", percent_encoded(&r.id)),
+                    None,
+                )
                 .await
             {
                 Ok(_) | Err(ProviderError::Rejected { status: 404, .. }) => {}
