@@ -280,6 +280,7 @@ async fn rate_limits_are_waited_out_with_the_reset_contentful_sends() {
     );
     let key = value(out.path(), "team", "reader", "apiKey");
     assert_eq!(s.status(Method::GET, "staging", &key).await, StatusCode::OK);
+    matches_the_vendors_types(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -321,6 +322,7 @@ async fn what_contentful_cannot_hold_is_refused_by_field_before_any_write() {
     }
     assert!(s.exchanges().iter().all(|x| x.method == "GET"), "no write");
     assert_eq!(s.keys().len(), 1);
+    matches_the_vendors_types(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,6 +364,7 @@ async fn the_cli_plans_and_applies_through_the_binary() {
             "no key value in what the CLI prints"
         );
     }
+    matches_the_vendors_types(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]

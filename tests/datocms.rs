@@ -351,6 +351,7 @@ async fn rate_limits_are_waited_out_with_the_reset_datocms_sends() {
         s.status(Method::GET, "articles", &key).await,
         StatusCode::OK
     );
+    matches_the_vendors_description(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -413,6 +414,7 @@ async fn what_datocms_cannot_hold_is_refused_by_field_before_any_write() {
             .collect::<Vec<_>>()
     );
     assert_eq!(s.tokens().len(), 3);
+    matches_the_vendors_description(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -454,6 +456,7 @@ async fn the_cli_plans_and_applies_through_the_binary() {
             "no key value in what the CLI prints"
         );
     }
+    matches_the_vendors_description(&s.exchanges());
 }
 
 #[tokio::test(flavor = "multi_thread")]
