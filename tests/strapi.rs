@@ -488,7 +488,7 @@ async fn the_cli_reads_the_provider_from_the_environment() {
         assert!(!String::from_utf8_lossy(&o.stdout).contains(&key));
         assert!(!String::from_utf8_lossy(&o.stderr).contains(&key));
     }
-    let bad = cli("plan", "contentful");
+    let bad = cli("plan", "sanity");
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("KEYWARD_CMS_PROVIDER"));
 }

@@ -459,7 +459,7 @@ mod tests {
         assert!(!m.contains("s3cret"), "{m}");
         let e = parse(path, "[profiles.staging.cms]\ntoken = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("profiles.staging.cms.token"), "{e}");
-        let e = parse(path, "[cms]\nprovider = \"contentful\"\n").unwrap_err();
+        let e = parse(path, "[cms]\nprovider = \"sanity\"\n").unwrap_err();
         assert!(e.to_string().starts_with("k.toml:2: "), "{e}");
     }
 
