@@ -138,9 +138,8 @@ pub struct Context {
     force_sync_limiter: crate::cms::limits::Limiter<String>,
     /// One rotation asked on a policy per [`ROTATION_EVERY`]: each costs the CMS a hash.
     rotation_limiter: crate::cms::limits::Limiter<String>,
-    /// Per connection: the workers its policies hold now (at most
-    /// `workers_per_connection`).
-    connection_slots: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Semaphore>>>,
+    /// Per connection: the workers its policies hold now (see `WorkerSlots`).
+    connection_slots: super::worker_slots::WorkerSlots,
     /// Per (connection, namespace): held while a policy counts the namespace's keys and makes
     /// new ones, so that policies created together cannot pass the quota together.
     key_quota_locks: Mutex<HashMap<(ConnectionId, String), QuotaLock>>,
@@ -202,6 +201,11 @@ impl Context {
                 instance: std::env::var("HOSTNAME").ok(),
             },
         );
+        let connection_slots = super::worker_slots::WorkerSlots::new(
+            config.workers,
+            config.workers_per_connection,
+            config.reconcile_timeout,
+        );
         Context {
             client,
             config,
@@ -214,7 +218,7 @@ impl Context {
             secret_observations: Default::default(),
             restarts: Default::default(),
             secret_fields: Default::default(),
-            connection_slots: Default::default(),
+            connection_slots,
             key_quota_locks: Default::default(),
             rotation_limiter: once_per(ROTATION_EVERY),
             force_sync_limiter: once_per(FORCE_SYNC_EVERY),
@@ -305,22 +309,12 @@ impl Context {
     }
 
     /// A worker slot of the policy's connection, if one is free (`None`: its connection holds
-    /// its share already). A policy without a connection needs none.
-    pub fn connection_slot(
-        &self,
-        p: &ApiKeyPolicy,
-    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+    /// what it may hold already). A policy without a connection needs none.
+    pub fn connection_slot(&self, p: &ApiKeyPolicy) -> Option<Option<super::worker_slots::Slot>> {
         let Some(id) = super::connection::connection_of(p, &self.config.default_connection) else {
             return Some(None);
         };
-        let share = self.config.workers_per_connection.max(1);
-        let slots = self
-            .connection_slots
-            .lock()
-            .entry(id)
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(share)))
-            .clone();
-        slots.try_acquire_owned().ok().map(Some)
+        self.connection_slots.take(id).map(Some)
     }
 
     /// The lock of a namespace's key quota on a connection.
@@ -514,9 +508,7 @@ impl Context {
         self.providers
             .lock()
             .retain(|id, _| connections.contains(id));
-        self.connection_slots
-            .lock()
-            .retain(|id, slots| connections.contains(id) || Arc::strong_count(slots) > 1);
+        self.connection_slots.retain(|id| connections.contains(id));
         self.key_quota_locks
             .lock()
             .retain(|(id, _), lock| connections.contains(id) || Arc::strong_count(lock) > 1);

@@ -30,6 +30,7 @@ mod rotation;
 pub(crate) mod secrets;
 pub mod status;
 mod validate;
+mod worker_slots;
 
 pub use context::{Context, Stores};
 pub use controller::{run_controller, run_controller_until};

@@ -202,9 +202,10 @@ pub async fn reconcile(
         tracing::info!(policy = %policy.policy_id(), wait_ms = wait.as_millis() as u64, "force-sync asked again too soon: waiting");
         return Ok(Action::requeue(wait));
     }
-    // One connection holds at most its share of the workers: a policy whose connection's
-    // share is taken looks again shortly, and the worker goes to a policy elsewhere.
-    let Some(_slot) = ctx.connection_slot(&policy) else {
+    // One connection holds at most its share of the workers (more while it answers, never
+    // every worker): a policy whose connection holds what it may looks again shortly, and the
+    // worker goes to a policy elsewhere.
+    let Some(mut slot) = ctx.connection_slot(&policy) else {
         return Ok(Action::requeue(slot_wait()));
     };
     let started = std::time::Instant::now();
@@ -251,6 +252,9 @@ pub async fn reconcile(
         .observe_reconcile(started.elapsed(), result.is_ok());
     if result.is_ok() {
         ctx.count_reconciled(&policy);
+        if let Some(s) = slot.as_mut() {
+            s.succeeded();
+        }
     }
     result
 }
