@@ -62,17 +62,14 @@ async fn create(client: &kube::Client, path: &str, obj: Value) {
 }
 
 fn ready_count(emu: &kube_emulator::Emulator) -> usize {
-    emu.list("apis/keyward.dev/v1alpha1/apikeypolicies")
-        .iter()
-        .filter(|p| {
-            p.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })
-        .count()
+    emu.count("apis/keyward.dev/v1alpha1/apikeypolicies", |p| {
+        p.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
