@@ -139,7 +139,8 @@ struct OperatorArgs {
     #[arg(long, value_delimiter = ',')]
     allowed_endpoints: Vec<String>,
     /// Reconciles at once on one connection (the rest of its policies look again a second
-    /// later): one connection cannot hold every worker.
+    /// later); one whose reconciles end well and quickly may run up to every worker but this
+    /// share: one connection cannot hold every worker.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     workers_per_connection: u16,
 }
