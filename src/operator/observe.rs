@@ -10,18 +10,22 @@ use crate::model::desired::{ConnectionId, DesiredState, LABEL_KEY, LABEL_POLICY}
 use crate::policy::ApiKeyPolicy;
 use crate::providers::{CmsProvider, LiveKey, ProviderError};
 
-/// The policy's keys from its connection's shared listing (see [`super::listing`]): one full
-/// CMS listing per connection per drift interval, not one per policy. A hand-made change is
-/// seen at the next listing, within about one interval.
+/// How old the shared listing may be for a reconcile that is not only a drift check (a new
+/// or changed policy): a cold start of many policies shares a few full listings instead of
+/// reading each policy's keys on its own.
+pub const FIRST_READ_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The policy's keys from its connection's shared listing (see [`super::listing`]), if it is
+/// younger than `max_age`: one full CMS listing per connection per interval, not one per
+/// policy. A hand-made change is seen at the next listing, within about one interval.
 async fn keys_from_shared_listing(
     p: &ApiKeyPolicy,
     provider: &dyn CmsProvider,
-    ctx: &Context,
+    shared: &super::listing::SharedListings,
     conn: &ConnectionId,
+    max_age: std::time::Duration,
 ) -> Result<Vec<LiveKey>, ProviderError> {
-    let max_age = ctx.config.drift_interval;
     let label = p.policy_id().label_value();
-    let shared = &ctx.listings;
     // Its last writes were not read back (a failed apply): its own keys, read now.
     if shared.is_writing(conn, &label) {
         let own = own_keys(provider, p).await?;
@@ -87,11 +91,13 @@ pub async fn observe(
     provider: &dyn CmsProvider,
     state: DesiredState,
     sink: &KubeSecrets,
-    shared: Option<(&Context, &ConnectionId)>,
+    shared: Option<(&Context, &ConnectionId, std::time::Duration)>,
 ) -> Result<Observed, ObserveError> {
     let live = async {
         let mut keys = match shared {
-            Some((ctx, conn)) => keys_from_shared_listing(p, provider, ctx, conn).await?,
+            Some((ctx, conn, max_age)) => {
+                keys_from_shared_listing(p, provider, &ctx.listings, conn, max_age).await?
+            }
             None => own_keys(provider, p).await?,
         };
         if adopting(&state, &keys) {

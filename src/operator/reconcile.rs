@@ -19,7 +19,7 @@ use super::dereference::{
 };
 use super::events::{record, EventReason};
 use super::in_use;
-use super::observe::{observe, only_a_drift_check, own_keys, ObserveError};
+use super::observe::{observe, only_a_drift_check, own_keys, ObserveError, FIRST_READ_MAX_AGE};
 use super::offboarding::{
     after_offboarding, grace_over, never_made_a_key, refused_since, takes_back, Beyond,
 };
@@ -296,7 +296,14 @@ async fn pipeline(p: &ApiKeyPolicy, ctx: &Context) -> Result<Outcome, Halt> {
         error: ReconcileError::NoUid,
     })?;
     let fresh = ctx.take_fresh_read(p);
-    let shared = (!fresh && only_a_drift_check(p)).then_some((ctx, &conn.id));
+    // A drift check shares its connection's listing of the last drift interval; a new or
+    // changed policy shares a younger one (its part is kept current by its own writes); a
+    // force-sync reads afresh.
+    let max_age = match only_a_drift_check(p) {
+        true => ctx.config.drift_interval,
+        false => FIRST_READ_MAX_AGE.min(ctx.config.drift_interval),
+    };
+    let shared = (!fresh).then_some((ctx, &conn.id, max_age));
     let observed = observe(p, provider.as_ref(), state, &sink, shared).await?;
     let mut plan = plan(&observed, &conn, now)?;
     let observe_only = p.spec.management_policy == ManagementPolicy::ObserveOnly;
