@@ -117,6 +117,10 @@ fn made_from(conn: &Conn) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// How long a reconcile waits for its connection's worker slot before it looks again later
+/// (the worker is held that long at most: a connection that hangs frees no slot).
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -308,13 +312,19 @@ impl Context {
         self.providers.lock().len()
     }
 
-    /// A worker slot of the policy's connection, if one is free (`None`: its connection holds
-    /// what it may hold already). A policy without a connection needs none.
-    pub fn connection_slot(&self, p: &ApiKeyPolicy) -> Option<Option<super::worker_slots::Slot>> {
+    /// A worker slot of the policy's connection, if one is free within a moment (`None`: its
+    /// connection holds what it may hold). A policy without a connection needs none.
+    pub async fn connection_slot(
+        &self,
+        p: &ApiKeyPolicy,
+    ) -> Option<Option<super::worker_slots::Slot>> {
         let Some(id) = super::connection::connection_of(p, &self.config.default_connection) else {
             return Some(None);
         };
-        self.connection_slots.take(id).map(Some)
+        self.connection_slots
+            .take_within(id, SLOT_WAIT)
+            .await
+            .map(Some)
     }
 
     /// The lock of a namespace's key quota on a connection.

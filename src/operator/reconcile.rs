@@ -205,7 +205,7 @@ pub async fn reconcile(
     // One connection holds at most its share of the workers (more while it answers, never
     // every worker): a policy whose connection holds what it may looks again shortly, and the
     // worker goes to a policy elsewhere.
-    let Some(mut slot) = ctx.connection_slot(&policy) else {
+    let Some(mut slot) = ctx.connection_slot(&policy).await else {
         return Ok(Action::requeue(slot_wait()));
     };
     let started = std::time::Instant::now();
