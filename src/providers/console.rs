@@ -10,15 +10,12 @@
 //! a key of the same CMS; the connection's check is that call made with it.
 
 use super::http::{Idempotent, JsonClient};
-use super::{
-    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
-};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
 use crate::model::capabilities::Capabilities;
-use crate::model::{ContentOp, KeySpec, KeyValue};
+use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use reqwest::Method;
-use std::collections::BTreeSet;
 
 /// A CMS whose keys only its console makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +143,13 @@ impl CmsProvider for ConsoleKeys {
         &self.client.stats
     }
 
+    fn capabilities(&self) -> Option<&'static Capabilities> {
+        Some(match self.vendor {
+            Vendor::Microcms => &MICROCMS,
+            Vendor::Kontent => &KONTENT,
+        })
+    }
+
     fn has_key_api(&self) -> bool {
         false
     }
@@ -194,17 +198,5 @@ impl CmsProvider for ConsoleKeys {
     /// Whether the CMS takes `value`; which key it is, the CMS does not say (no key API).
     async fn verify_value(&self, _: &str, value: &KeyValue) -> Result<bool> {
         self.takes(Some(value)).await
-    }
-
-    async fn settings(&self, _: &BTreeSet<String>, _: Option<&str>) -> Result<LiveSettings> {
-        Ok(LiveSettings::default())
-    }
-
-    async fn set_cors(&self, _: &str, _: &BTreeSet<String>) -> Result<()> {
-        Err(self.refused("spec.cors"))
-    }
-
-    async fn set_public(&self, _: &str, _: &str, _: &BTreeSet<ContentOp>) -> Result<()> {
-        Err(self.refused("spec.publicEndpoints"))
     }
 }

@@ -11,6 +11,7 @@ pub mod registry;
 pub mod strapi;
 mod tls;
 
+use crate::model::capabilities::Capabilities;
 use crate::model::desired::DesiredState;
 pub use crate::model::live::{IssuedKey, LiveKey, LiveSettings};
 use crate::model::{ContentOp, KeySpec};
@@ -166,6 +167,19 @@ pub fn mark_unexpressed(labels: &mut BTreeMap<String, String>, label: &str, note
     labels.insert(label.to_owned(), text);
 }
 
+/// The refusal of `field` by a CMS with `caps`, for the reason `reason` picks from them.
+fn cannot_hold(
+    caps: Option<&'static Capabilities>,
+    field: &str,
+    reason: impl Fn(&Capabilities) -> Option<&'static str>,
+) -> ProviderError {
+    let (provider, why) = match caps {
+        Some(c) => (c.provider, reason(c)),
+        None => ("", None),
+    };
+    ProviderError::unsupported(provider, field, why.unwrap_or("this CMS cannot hold it"))
+}
+
 /// What a regenerate asks of the CMS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Regeneration {
@@ -233,13 +247,33 @@ pub trait CmsProvider: Send + Sync {
             "this provider cannot check a value",
         ))
     }
+    /// What this CMS's key model can hold, for the default refusals of the shared settings
+    /// below (`None`: a CMS that holds them overrides them).
+    fn capabilities(&self) -> Option<&'static Capabilities> {
+        None
+    }
     /// The entries in the shared settings (CORS origins, public endpoints) of `owner`, or of
     /// every owner, and which of `apis` exist. A CMS that cannot hold owners' entries has none.
-    async fn settings(&self, apis: &BTreeSet<String>, owner: Option<&str>) -> Result<LiveSettings>;
-    /// Replaces `owner`'s CORS origins (empty: its origins go).
-    async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()>;
-    /// Replaces `owner`'s public operations of `api` (empty: they go).
-    async fn set_public(&self, owner: &str, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()>;
+    async fn settings(&self, apis: &BTreeSet<String>, owner: Option<&str>) -> Result<LiveSettings> {
+        let _ = (apis, owner);
+        Ok(LiveSettings::default())
+    }
+    /// Replaces `owner`'s CORS origins (empty: its origins go). A CMS that cannot hold them
+    /// refuses with its capabilities' reason (policies that declare them are refused before
+    /// any call: this is the last guard).
+    async fn set_cors(&self, owner: &str, origins: &BTreeSet<String>) -> Result<()> {
+        let _ = (owner, origins);
+        Err(cannot_hold(self.capabilities(), "spec.cors", |c| c.cors))
+    }
+    /// Replaces `owner`'s public operations of `api` (empty: they go); refused like `set_cors`.
+    async fn set_public(&self, owner: &str, api: &str, ops: &BTreeSet<ContentOp>) -> Result<()> {
+        let _ = (owner, api, ops);
+        Err(cannot_hold(
+            self.capabilities(),
+            "spec.publicEndpoints",
+            |c| c.public_endpoints,
+        ))
+    }
     /// Drops everything `owner` holds of the shared settings (its policy is deleted); nothing
     /// to do on a CMS that cannot hold owners' entries.
     async fn remove_settings_owner(&self, owner: &str) -> Result<()> {

@@ -12,10 +12,8 @@ pub(crate) mod capabilities;
 pub(crate) mod mapping;
 
 use super::http::{percent_encoded, Idempotent, JsonClient};
-use super::{
-    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
-};
-use crate::model::{ContentOp, KeySpec, KeyValue};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
+use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use mapping::{unsupported, ApiKey, PROVIDER};
@@ -290,6 +288,10 @@ impl CmsProvider for Contentful {
         &self.client.stats
     }
 
+    fn capabilities(&self) -> Option<&'static crate::model::capabilities::Capabilities> {
+        Some(&capabilities::CAPABILITIES)
+    }
+
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
         mapping::canonical(spec, &self.environments().await?)
     }
@@ -414,31 +416,6 @@ impl CmsProvider for Contentful {
             Ok(_) | Err(ProviderError::Rejected { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Contentful has no CORS or public endpoints: nothing to read.
-    async fn settings(
-        &self,
-        _apis: &BTreeSet<String>,
-        _owner: Option<&str>,
-    ) -> Result<LiveSettings> {
-        Ok(LiveSettings::default())
-    }
-
-    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
-        Err(unsupported(
-            "spec.cors",
-            capabilities::CAPABILITIES.cors.unwrap_or_default(),
-        ))
-    }
-
-    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
-        Err(unsupported(
-            "spec.publicEndpoints",
-            capabilities::CAPABILITIES
-                .public_endpoints
-                .unwrap_or_default(),
-        ))
     }
 }
 

@@ -11,17 +11,15 @@ pub(crate) mod mapping;
 
 use super::http::{percent_encoded, Idempotent, JsonClient};
 use super::ownership_tag::Stamps;
-use super::{
-    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
-};
-use crate::model::{ContentOp, KeySpec, KeyValue};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
+use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use mapping::{unsupported, Catalog, Role, Token, PROVIDER};
 use reqwest::header::{HeaderValue, ACCEPT};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Mutex;
@@ -283,6 +281,10 @@ impl CmsProvider for DatoCms {
         &self.client.stats
     }
 
+    fn capabilities(&self) -> Option<&'static crate::model::capabilities::Capabilities> {
+        Some(&capabilities::CAPABILITIES)
+    }
+
     /// DatoCMS holds rights per model and environment, drafts per token: the spec as a token
     /// and its role read back.
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
@@ -477,31 +479,5 @@ impl CmsProvider for DatoCms {
             }
         }
         Ok(())
-    }
-
-    /// DatoCMS has no CORS or public endpoints: nothing to read (policies that declare them
-    /// are refused before any call).
-    async fn settings(
-        &self,
-        _apis: &BTreeSet<String>,
-        _owner: Option<&str>,
-    ) -> Result<LiveSettings> {
-        Ok(LiveSettings::default())
-    }
-
-    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
-        Err(unsupported(
-            "spec.cors",
-            capabilities::CAPABILITIES.cors.unwrap_or_default(),
-        ))
-    }
-
-    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
-        Err(unsupported(
-            "spec.publicEndpoints",
-            capabilities::CAPABILITIES
-                .public_endpoints
-                .unwrap_or_default(),
-        ))
     }
 }

@@ -11,10 +11,8 @@ pub(crate) mod mapping;
 pub(crate) mod tag;
 
 use super::http::{percent_encoded, Idempotent, JsonClient};
-use super::{
-    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
-};
-use crate::model::{ContentOp, KeySpec, KeyValue};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
+use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use catalog::Catalog;
 use jiff::{SignedDuration, Timestamp};
@@ -22,7 +20,6 @@ use mapping::unsupported;
 use mapping::{Row, User, PROVIDER, USER_FIELDS};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tag::{compose_description, parse_description, Stamps};
@@ -322,6 +319,10 @@ impl CmsProvider for Directus {
         &self.client.stats
     }
 
+    fn capabilities(&self) -> Option<&'static crate::model::capabilities::Capabilities> {
+        Some(&capabilities::CAPABILITIES)
+    }
+
     /// Directus grants a policy's permission rows per collection: the spec as those rows read
     /// back (drafts only where a collection has a status field).
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
@@ -518,32 +519,6 @@ impl CmsProvider for Directus {
             .await?;
         }
         Ok(())
-    }
-
-    /// Directus's CORS and Public policy are not managed: nothing to read (policies that
-    /// declare them are refused before any call).
-    async fn settings(
-        &self,
-        _apis: &BTreeSet<String>,
-        _owner: Option<&str>,
-    ) -> Result<LiveSettings> {
-        Ok(LiveSettings::default())
-    }
-
-    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
-        Err(unsupported(
-            "spec.cors",
-            capabilities::CAPABILITIES.cors.unwrap_or_default(),
-        ))
-    }
-
-    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
-        Err(unsupported(
-            "spec.publicEndpoints",
-            capabilities::CAPABILITIES
-                .public_endpoints
-                .unwrap_or_default(),
-        ))
     }
 }
 

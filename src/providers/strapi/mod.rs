@@ -10,10 +10,8 @@ pub(crate) mod mapping;
 pub(crate) mod tag;
 
 use super::http::{Idempotent, JsonClient};
-use super::{
-    CallStats, CmsProvider, IssuedKey, LiveKey, LiveSettings, ProviderError, Regeneration, Result,
-};
-use crate::model::{ContentOp, KeySpec, KeyValue};
+use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
+use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use base64::Engine as _;
 use catalog::Catalog;
@@ -22,7 +20,6 @@ use mapping::unsupported;
 use mapping::PROVIDER;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -262,6 +259,10 @@ impl CmsProvider for Strapi {
         &self.client.stats
     }
 
+    fn capabilities(&self) -> Option<&'static crate::model::capabilities::Capabilities> {
+        Some(&capabilities::CAPABILITIES)
+    }
+
     /// Strapi grants actions per content type, and one action may serve several APIs: the
     /// spec as its token's actions read back (PUT alone is PUT and PATCH).
     async fn express(&self, spec: &KeySpec) -> Result<KeySpec> {
@@ -421,29 +422,5 @@ impl CmsProvider for Strapi {
             Ok(_) | Err(ProviderError::Rejected { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Strapi's CORS and public access are not in its token API: nothing to read (policies
-    /// that declare them are refused before any call).
-    async fn settings(
-        &self,
-        _apis: &BTreeSet<String>,
-        _owner: Option<&str>,
-    ) -> Result<LiveSettings> {
-        Ok(LiveSettings::default())
-    }
-
-    async fn set_cors(&self, _owner: &str, _origins: &BTreeSet<String>) -> Result<()> {
-        Err(unsupported(
-            "spec.cors",
-            "Strapi's CORS origins are set in config/middlewares.js, not through its API",
-        ))
-    }
-
-    async fn set_public(&self, _owner: &str, _api: &str, _ops: &BTreeSet<ContentOp>) -> Result<()> {
-        Err(unsupported(
-            "spec.publicEndpoints",
-            "Strapi's public access is the users-permissions Public role, outside the token API",
-        ))
     }
 }
