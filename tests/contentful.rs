@@ -422,36 +422,16 @@ async fn the_operator_manages_contentful_keys() {
 async fn the_live_check_script_passes_against_the_stand_in() {
     let s = ContentfulStandIn::start().await;
     s.propagation(Duration::from_secs(1));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/live-check.sh");
-    let url = s.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg(script)
-            .arg("contentful")
-            .env("CONTENTFUL_MANAGEMENT_TOKEN", ADMIN)
-            .env("CONTENTFUL_SPACE_ID", SPACE)
-            .env("CONTENTFUL_CMA_URL", &url)
-            .env("CONTENTFUL_CDA_URL", &url)
-            .env("KEYWARD_BIN", env!("CARGO_BIN_EXE_keyward"))
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
-    for line in [
-        "the new key answers 200",
-        "a second plan has nothing to do",
-        "the removed key answers 401",
-        "contentful OK",
-    ] {
-        assert!(said.contains(line), "{line}: {said}");
-    }
+    let said = support::live_check(
+        "contentful",
+        vec![
+            ("CONTENTFUL_MANAGEMENT_TOKEN", ADMIN.to_owned()),
+            ("CONTENTFUL_SPACE_ID", SPACE.to_owned()),
+            ("CONTENTFUL_CMA_URL", s.url.clone()),
+            ("CONTENTFUL_CDA_URL", s.url.clone()),
+        ],
+    )
+    .await;
     assert!(!said.contains("cf-"), "no value shown: {said}");
     let left: Vec<String> = s.keys().into_keys().collect();
     assert_eq!(left, FOREIGN, "nothing left behind");

@@ -511,36 +511,16 @@ async fn the_operator_manages_datocms_keys() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_check_script_passes_against_the_stand_in() {
     let s = DatoCmsStandIn::start().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/live-check.sh");
-    let url = s.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg(script)
-            .arg("datocms")
-            .env("DATOCMS_API_TOKEN", ADMIN)
-            .env("DATOCMS_CMA_URL", &url)
-            .env("DATOCMS_CDA_URL", format!("{url}/graphql"))
-            .env("DATOCMS_MODEL", "articles")
-            .env("KEYWARD_BIN", env!("CARGO_BIN_EXE_keyward"))
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
-    for line in [
-        "the new key answers 200",
-        "a second plan has nothing to do",
-        "the removed key answers 401",
-        "datocms OK",
-    ] {
-        assert!(said.contains(line), "{line}: {said}");
-    }
+    let said = support::live_check(
+        "datocms",
+        vec![
+            ("DATOCMS_API_TOKEN", ADMIN.to_owned()),
+            ("DATOCMS_CMA_URL", s.url.clone()),
+            ("DATOCMS_CDA_URL", format!("{}/graphql", s.url)),
+            ("DATOCMS_MODEL", "articles".to_owned()),
+        ],
+    )
+    .await;
     assert!(!said.contains("dato-"), "no value shown: {said}");
     let left: Vec<String> = s.tokens().into_keys().collect();
     assert_eq!(left, FOREIGN, "nothing left behind");

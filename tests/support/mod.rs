@@ -326,6 +326,39 @@ pub fn cli_on(target: &impl Target, dir: &Path, args: &[&str]) -> (i32, String) 
     (code, format!("{out}{err}"))
 }
 
+/// `scripts/live-check.sh provider` with `env` and the binary under test, against a stand-in:
+/// it passes, and says each of its steps. What it printed.
+pub async fn live_check(provider: &str, env: Vec<(&'static str, String)>) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/live-check.sh");
+    let arg = provider.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(arg)
+            .envs(env)
+            .env("KEYWARD_BIN", env!("CARGO_BIN_EXE_keyward"))
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    for line in [
+        "the new key answers 200",
+        "a second plan has nothing to do",
+        "the removed key answers 401",
+        &format!("{provider} OK"),
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    said
+}
+
 /// One CLI run against `target`.
 pub async fn run(
     target: &impl Target,
