@@ -180,6 +180,19 @@ fn cannot_hold(
     ProviderError::unsupported(provider, field, why.unwrap_or("this CMS cannot hold it"))
 }
 
+/// A regenerate with an overlap, refused by a CMS whose new value ends the old one at once
+/// (`caps`' reason); without one, nothing to refuse.
+pub(crate) fn without_overlap(caps: &'static Capabilities, how: &Regeneration) -> Result<()> {
+    match caps.rotation_overlap {
+        Some(reason) if how.grace > SignedDuration::ZERO => Err(ProviderError::unsupported(
+            caps.provider,
+            "rotationOverlap",
+            reason,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What a regenerate asks of the CMS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Regeneration {

@@ -15,7 +15,7 @@ use super::http::{percent_encoded, Idempotent, JsonClient};
 use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
 use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use mapping::{unsupported, ApiKey, PROVIDER};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
@@ -359,14 +359,7 @@ impl CmsProvider for Contentful {
     /// it does not answer in time, the old one is kept and the next run deletes it as
     /// superseded; if the new one cannot be made, the old one gets its name back).
     async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
-        if how.grace > SignedDuration::ZERO {
-            return Err(unsupported(
-                "rotationOverlap",
-                capabilities::CAPABILITIES
-                    .rotation_overlap
-                    .unwrap_or_default(),
-            ));
-        }
+        super::without_overlap(&capabilities::CAPABILITIES, &how)?;
         let space = self.environments().await?;
         let old = self.key(id).await?;
         let mut spec = self.live(&old, &space)?.spec;

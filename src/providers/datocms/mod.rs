@@ -14,8 +14,8 @@ use super::ownership_tag::Stamps;
 use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regeneration, Result};
 use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
-use jiff::{SignedDuration, Timestamp};
-use mapping::{unsupported, Catalog, Role, Token, PROVIDER};
+use jiff::Timestamp;
+use mapping::{Catalog, Role, Token, PROVIDER};
 use reqwest::header::{HeaderValue, ACCEPT};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -392,14 +392,7 @@ impl CmsProvider for DatoCms {
     /// A new value for the same token: the old value answers 401 at once. The tag's `issued`
     /// is written first, so that a failed regenerate loses no value (the tag is a little early).
     async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
-        if how.grace > SignedDuration::ZERO {
-            return Err(unsupported(
-                "rotationOverlap",
-                capabilities::CAPABILITIES
-                    .rotation_overlap
-                    .unwrap_or_default(),
-            ));
-        }
+        super::without_overlap(&capabilities::CAPABILITIES, &how)?;
         let catalog = self.catalog().await?;
         let token = self.token(id).await?;
         let role = self.role_of(&token).await?.filter(|r| r.is_keywards(None));

@@ -15,8 +15,7 @@ use super::{CallStats, CmsProvider, IssuedKey, LiveKey, ProviderError, Regenerat
 use crate::model::{KeySpec, KeyValue};
 use async_trait::async_trait;
 use catalog::Catalog;
-use jiff::{SignedDuration, Timestamp};
-use mapping::unsupported;
+use jiff::Timestamp;
 use mapping::{Row, User, PROVIDER, USER_FIELDS};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -448,14 +447,7 @@ impl CmsProvider for Directus {
 
     /// A new token on the same user: the old value answers 401 at once (no overlap).
     async fn regenerate_key(&self, id: &str, how: Regeneration) -> Result<IssuedKey> {
-        if how.grace > SignedDuration::ZERO {
-            return Err(unsupported(
-                "rotationOverlap",
-                capabilities::CAPABILITIES
-                    .rotation_overlap
-                    .unwrap_or_default(),
-            ));
-        }
+        super::without_overlap(&capabilities::CAPABILITIES, &how)?;
         let catalog = self.catalog().await?;
         let user = self.user(id).await?;
         let parsed = parse_description(&user.description);
